@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this): fetch the real peers
+# (Prometheus, VictoriaMetrics) into ./.peers, check formatting and lints, then run every
+# test: unit, property, end-to-end against the real peers, and each bench once in test mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/fetch-peers.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked

@@ -1,0 +1,176 @@
+//! Configuration: YAML (and command-line overrides) in, one validated, immutable `Config` out.
+//!
+//! Two phases, as in Prometheus and vector: `raw` mirrors the file with strict serde types
+//! (unknown fields are errors), then `validate` turns it into compiled values and reports every
+//! problem at once, each with its YAML path and line. A running server holds the result behind
+//! an `ArcSwap` and replaces it whole on reload.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+
+use crate::wire::{Limits, Version};
+
+pub use validate::{ByteSize, Overrides};
+
+/// The validated configuration. Everything in it has been checked; nothing is parsed later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: RequestLimits,
+    /// `None` only before flags were applied; `serve` refuses to start without one.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen_address: SocketAddr,
+    /// Write requests processed at once; more are answered 503 so the sender backs off.
+    pub max_inflight_requests: usize,
+    /// How long to wait for in-flight requests on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Caps on incoming write requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestLimits {
+    /// Largest compressed body (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Caps applied while decoding (400 beyond them).
+    pub wire: Limits,
+}
+
+/// Where accepted data goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// A short name used in logs and metric labels.
+    pub name: String,
+    pub url: Uri,
+    pub version: Version,
+    pub timeout: Duration,
+    /// Sent with every request (Authorization, a fixed X-Scope-OrgID, ...).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Copied from the incoming request to the upstream one when present and not fixed by
+    /// `headers`.
+    pub tenant_header: Option<HeaderName>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig {
+                listen_address: SocketAddr::from(([127, 0, 0, 1], 9201)),
+                max_inflight_requests: 1024,
+                shutdown_grace: Duration::from_secs(30),
+            },
+            limits: RequestLimits {
+                max_body_bytes: 32 << 20,
+                wire: Limits::default(),
+            },
+            upstream: None,
+        }
+    }
+}
+
+impl Config {
+    /// Parse and validate a YAML document. `Err` lists every problem found.
+    pub fn from_yaml(yaml: &str) -> Result<Config, ConfigErrors> {
+        let raw = raw::parse(yaml)?;
+        validate::validate(raw)
+    }
+
+    /// Read, parse and validate a file; errors name the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(ConfigError {
+                path: String::new(),
+                line: None,
+                message: format!("cannot read {}: {e}", path.display()),
+            })
+        })?;
+        Self::from_yaml(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Load `path` (or start from defaults), then apply command-line overrides.
+    pub fn load_with(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+        let mut config = match path {
+            Some(p) => Self::load(p)?,
+            None => Config::default(),
+        };
+        overrides.apply(&mut config)?;
+        Ok(config)
+    }
+}
+
+/// One problem in a config, located by YAML path (`upstream.timeout`) and line when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(l) = self.line {
+            write!(f, "line {l}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one config, in document order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub file: Option<String>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    pub(crate) fn single(e: ConfigError) -> Self {
+        ConfigErrors {
+            file: None,
+            errors: vec![e],
+        }
+    }
+
+    fn in_file(mut self, path: &Path) -> Self {
+        self.file = Some(path.display().to_string());
+        self
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One problem per line, compiler style: `FILE:LINE: path: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match (&self.file, e.line) {
+                (Some(file), Some(l)) => write!(f, "{file}:{l}: ")?,
+                (Some(file), None) => write!(f, "{file}: ")?,
+                (None, Some(l)) => write!(f, "line {l}: ")?,
+                (None, None) => {}
+            }
+            if !e.path.is_empty() {
+                write!(f, "{}: ", e.path)?;
+            }
+            f.write_str(&e.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+//! The config file as written: strict serde types, no interpretation beyond types.
+//! Values whose meaning is checked later carry their location (`Spanned`) so that the
+//! validation phase can name the line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{ConfigError, ConfigErrors};
+use crate::duration::PromDuration;
+
+use super::validate::ByteSize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub upstream: Option<Spanned<RawUpstream>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen_address: Option<Spanned<String>>,
+    pub max_inflight_requests: Option<Spanned<usize>>,
+    pub shutdown_grace_period: Option<PromDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body_size: Option<Spanned<ByteSize>>,
+    pub max_decoded_size: Option<Spanned<ByteSize>>,
+    pub max_series_per_request: Option<Spanned<usize>>,
+    pub max_labels_per_series: Option<Spanned<usize>>,
+    pub max_label_name_length: Option<Spanned<usize>>,
+    pub max_label_value_length: Option<Spanned<usize>>,
+    pub max_symbols_per_request: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Option<Spanned<String>>,
+    pub url: Spanned<String>,
+    pub remote_write_version: Option<Spanned<String>>,
+    pub remote_timeout: Option<Spanned<PromDuration>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    pub tenant_header: Option<Spanned<String>>,
+}
+
+/// Parse YAML into the raw types. Serde stops at the first problem, so this reports one error;
+/// the semantic checks that follow report all of theirs together.
+pub fn parse(yaml: &str) -> Result<RawConfig, ConfigErrors> {
+    if yaml.trim().is_empty() {
+        return Ok(RawConfig::default());
+    }
+    serde_saphyr::from_str::<Option<RawConfig>>(yaml)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            let line = e.location().map(|l| l.line()).filter(|&l| l > 0);
+            ConfigErrors::single(ConfigError {
+                path: String::new(),
+                line,
+                message: first_line(&e.to_string()),
+            })
+        })
+}
+
+/// serde-saphyr renders a source snippet after the message; one line is what a log wants.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_string()
+}

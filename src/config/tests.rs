@@ -1,0 +1,136 @@
+use super::*;
+
+#[test]
+fn empty_document_is_the_default() {
+    assert_eq!(Config::from_yaml("").unwrap(), Config::default());
+    assert_eq!(
+        Config::from_yaml("# only a comment\n").unwrap(),
+        Config::default()
+    );
+}
+
+#[test]
+fn full_example_loads() {
+    let c = Config::load(Path::new("testdata/config/valid/full.yml")).unwrap();
+    let up = c.upstream.unwrap();
+    assert_eq!(up.name, "victoriametrics");
+    assert_eq!(up.url.to_string(), "http://127.0.0.1:8428/api/v1/write");
+    assert_eq!(up.version, Version::V1);
+    assert_eq!(up.timeout, Duration::from_secs(30));
+    assert_eq!(up.headers.len(), 1);
+    assert_eq!(up.tenant_header.unwrap().as_str(), "x-scope-orgid");
+    assert_eq!(c.limits.max_body_bytes, 32 << 20);
+    assert_eq!(c.limits.wire.max_labels_per_series, 128);
+}
+
+#[test]
+fn every_file_in_valid_loads() {
+    for entry in std::fs::read_dir("testdata/config/valid").unwrap() {
+        let path = entry.unwrap().path();
+        if let Err(e) = Config::load(&path) {
+            panic!("{} should load:\n{e}", path.display());
+        }
+    }
+}
+
+/// Each invalid document, with the fragments its error list must contain.
+const INVALID: &[(&str, &[&str])] = &[
+    ("bogus: 1\n", &["line 1", "bogus"]),
+    ("server:\n  listen: 1.2.3.4:1\n", &["line 2", "listen"]),
+    (
+        "server:\n  listen_address: localhost\n",
+        &["line 2", "server.listen_address"],
+    ),
+    (
+        "upstream:\n  url: ftp://x/\n",
+        &["line 2", "upstream.url", "http://"],
+    ),
+    ("upstream:\n  url: https://x/api/v1/write\n", &["https"]),
+    (
+        "upstream:\n  url: http://x/\n  remote_timeout: 5 seconds\n",
+        &["line 3", "duration"],
+    ),
+    (
+        "upstream:\n  url: http://x/\n  remote_write_version: \"3.0\"\n",
+        &["line 3", "remote_write_version"],
+    ),
+    (
+        "upstream:\n  url: http://x/\n  headers:\n    Content-Type: text/plain\n",
+        &["line 4", "cannot be overridden"],
+    ),
+    (
+        "limits:\n  max_body_size: 12 parsecs\n",
+        &["line 2", "size"],
+    ),
+    (
+        "limits:\n  max_labels_per_series: 0\n",
+        &["line 2", "limits.max_labels_per_series", "at least 1"],
+    ),
+    ("upstream: [1, 2]\n", &["line 1"]),
+];
+
+#[test]
+fn invalid_documents_name_path_and_line() {
+    for (yaml, wants) in INVALID {
+        let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
+        for w in *wants {
+            assert!(
+                err.contains(w),
+                "error for {yaml:?} should mention {w:?}, got:\n{err}"
+            );
+        }
+        assert!(!err.contains('\n') || err.lines().count() >= 1);
+    }
+}
+
+#[test]
+fn reports_every_semantic_error_at_once() {
+    let yaml = "server:\n  listen_address: nope\n  max_inflight_requests: 0\nlimits:\n  max_series_per_request: 0\nupstream:\n  url: ftp://x\n  name: \"a b\"\n";
+    let err = Config::from_yaml(yaml).unwrap_err();
+    assert_eq!(err.errors.len(), 5, "{err}");
+    let lines: Vec<_> = err.errors.iter().map(|e| e.line.unwrap()).collect();
+    assert_eq!(lines, vec![2, 3, 5, 7, 8]);
+}
+
+#[test]
+fn flags_override_the_file() {
+    let o = Overrides {
+        listen_address: Some("127.0.0.1:9999".parse().unwrap()),
+        upstream_url: Some("http://127.0.0.1:1/api/v1/write".into()),
+        upstream_version: Some("2.0".into()),
+        upstream_timeout: Some(Duration::from_secs(3)),
+    };
+    let c = Config::load_with(Some(Path::new("testdata/config/valid/full.yml")), &o).unwrap();
+    assert_eq!(c.server.listen_address.port(), 9999);
+    let up = c.upstream.unwrap();
+    assert_eq!(up.url.port_u16(), Some(1));
+    assert_eq!(up.version, Version::V2);
+    assert_eq!(up.timeout, Duration::from_secs(3));
+    // Settings the flags do not touch stay as the file has them.
+    assert_eq!(up.headers.len(), 1);
+}
+
+#[test]
+fn flags_alone_make_a_config() {
+    let o = Overrides {
+        upstream_url: Some("http://127.0.0.1:8428/api/v1/write".into()),
+        ..Default::default()
+    };
+    let c = Config::load_with(None, &o).unwrap();
+    assert!(c.upstream.is_some());
+    let bad = Overrides {
+        upstream_url: Some("127.0.0.1:8428".into()),
+        ..Default::default()
+    };
+    let err = Config::load_with(None, &bad).unwrap_err().to_string();
+    assert!(err.contains("--upstream"), "{err}");
+}
+
+#[test]
+fn byte_sizes() {
+    assert_eq!("1024".parse::<ByteSize>(), Ok(ByteSize(1024)));
+    assert_eq!("32MiB".parse::<ByteSize>(), Ok(ByteSize(32 << 20)));
+    assert_eq!("1KB".parse::<ByteSize>(), Ok(ByteSize(1000)));
+    assert!("1TiB".parse::<ByteSize>().is_err());
+    assert!("".parse::<ByteSize>().is_err());
+}

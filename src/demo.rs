@@ -1,0 +1,445 @@
+//! `cardguard demo`: the whole path in one process. A traffic generator plays a fleet of
+//! Prometheus-scraped services, cardguard sits in the middle exactly as `serve` runs it, and an
+//! in-process upstream stands in for the metrics backend, counting what arrives. Every few
+//! seconds the demo prints what flowed through each hop.
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigErrors, UpstreamConfig};
+use crate::duration::PromDuration;
+use crate::ingest::{self, ConfigSource, State};
+use crate::telemetry::Telemetry;
+use crate::wire::types::v1;
+use crate::wire::{self, Limits, Parsed, Version};
+
+/// Options of `cardguard demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Where the demo's cardguard listens (its /metrics is worth a look while it runs).
+    #[arg(long, default_value = "127.0.0.1:9201")]
+    pub listen: SocketAddr,
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<PromDuration>,
+    /// Simulated services.
+    #[arg(long, default_value_t = 5)]
+    pub services: usize,
+    /// Series each service exposes.
+    #[arg(long, default_value_t = 400)]
+    pub series_per_service: usize,
+    /// Wall time between simulated scrapes (each one advances counters by 15 s of traffic).
+    #[arg(long, default_value = "1s")]
+    pub scrape_interval: PromDuration,
+    /// Seconds between progress reports.
+    #[arg(long, default_value = "5s")]
+    pub report_interval: PromDuration,
+}
+
+impl Default for DemoArgs {
+    fn default() -> Self {
+        DemoArgs {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
+            duration: None,
+            services: 5,
+            series_per_service: 400,
+            scrape_interval: PromDuration(Duration::from_secs(1)),
+            report_interval: PromDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "cannot listen on {addr}: {source} (pass --listen 127.0.0.1:PORT to pick another port)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error("the demo upstream never answered: {0}")]
+    Sink(String),
+}
+
+/// What the stand-in upstream has seen.
+#[derive(Default)]
+pub struct SinkStats {
+    pub requests: AtomicU64,
+    pub samples: AtomicU64,
+    series: Mutex<SinkSeries>,
+}
+
+#[derive(Default)]
+struct SinkSeries {
+    /// Distinct series (by label hash) per `service` label value.
+    by_service: BTreeMap<String, HashSet<u64>>,
+}
+
+impl SinkStats {
+    /// Distinct series seen per service.
+    pub fn distinct_by_service(&self) -> BTreeMap<String, usize> {
+        let s = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        s.by_service
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect()
+    }
+
+    fn record(&self, body: &[u8], version: Version) -> Result<(), String> {
+        let mut decoded = Vec::new();
+        wire::snappy::decompress(body, 64 << 20, &mut decoded).map_err(|e| e.to_string())?;
+        let mut parsed = Parsed::new();
+        parsed
+            .parse(&decoded, version, &Limits::default())
+            .map_err(|e| e.to_string())?;
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..parsed.len() {
+            let s = parsed.series(&decoded, i);
+            let mut service = String::from("(none)");
+            let mut h = std::hash::DefaultHasher::new();
+            for (name, value) in s.labels() {
+                std::hash::Hash::hash(name, &mut h);
+                std::hash::Hash::hash(value, &mut h);
+                if name == b"service" {
+                    service = String::from_utf8_lossy(value).into_owned();
+                }
+            }
+            let id = std::hash::Hasher::finish(&h);
+            series.by_service.entry(service).or_default().insert(id);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.samples
+            .fetch_add(parsed.counts().samples, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Start the stand-in upstream on an ephemeral loopback port.
+pub async fn start_sink() -> Result<(SocketAddr, Arc<SinkStats>), DemoError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DemoError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| DemoError::Bind { addr, source })?;
+    let stats = Arc::new(SinkStats::default());
+    let s = stats.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let s = s.clone();
+                    async move { Ok::<_, Infallible>(sink_handle(&s, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((local, stats))
+}
+
+async fn sink_handle(stats: &SinkStats, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let version = match req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ct) if ct.contains("io.prometheus.write.v2.Request") => Version::V2,
+        _ => Version::V1,
+    };
+    let status = match req.into_body().collect().await {
+        Ok(b) => match stats.record(&b.to_bytes(), version) {
+            Ok(()) => StatusCode::NO_CONTENT,
+            Err(_) => StatusCode::BAD_REQUEST,
+        },
+        Err(_) => StatusCode::BAD_REQUEST,
+    };
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// The simulated fleet: per service, a fixed set of series whose counters advance each scrape.
+pub struct Fleet {
+    series: Vec<v1::TimeSeries>,
+    step: u64,
+}
+
+const METRICS: &[&str] = &[
+    "http_requests_total",
+    "http_request_duration_seconds_count",
+    "process_cpu_seconds_total",
+    "rpc_errors_total",
+];
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
+const CODES: &[&str] = &["200", "201", "400", "404", "500"];
+
+impl Fleet {
+    pub fn new(services: usize, series_per_service: usize) -> Self {
+        let mut series = Vec::with_capacity(services * series_per_service);
+        for s in 0..services {
+            let service = format!(
+                "svc-{}",
+                ["checkout", "search", "payments", "auth", "catalog", "cart", "ads", "email"]
+                    [s % 8]
+            );
+            let service = if s >= 8 {
+                format!("{service}-{s}")
+            } else {
+                service
+            };
+            for i in 0..series_per_service {
+                let label = |n: &str, v: &str| v1::Label {
+                    name: n.into(),
+                    value: v.into(),
+                };
+                // Sorted by name, as Prometheus sends them.
+                let labels = vec![
+                    label("__name__", METRICS[i % METRICS.len()]),
+                    label("code", CODES[(i / 4) % CODES.len()]),
+                    label("instance", &format!("10.0.{}.{}:9100", s, (i / 80) % 250)),
+                    label("job", "app"),
+                    label("method", METHODS[(i / 20) % METHODS.len()]),
+                    label("pod", &format!("{service}-{}", i / 80)),
+                    label("service", &service),
+                ];
+                series.push(v1::TimeSeries {
+                    labels,
+                    samples: vec![v1::Sample::default()],
+                    ..Default::default()
+                });
+            }
+        }
+        Fleet { series, step: 0 }
+    }
+
+    /// One scrape of every series, as remote-write bodies of at most `per_request` series.
+    pub fn scrape(&mut self, now_ms: i64, per_request: usize) -> Vec<Bytes> {
+        self.step += 1;
+        for (i, ts) in self.series.iter_mut().enumerate() {
+            // A steady rate per series, varied across series: counters that look real.
+            let rate = 1.0 + (i % 17) as f64;
+            ts.samples[0] = v1::Sample {
+                value: rate * 15.0 * self.step as f64,
+                timestamp: now_ms,
+            };
+        }
+        self.series
+            .chunks(per_request.max(1))
+            .map(|chunk| {
+                let req = v1::WriteRequest {
+                    timeseries: chunk.to_vec(),
+                    metadata: Vec::new(),
+                };
+                let mut out = Vec::new();
+                wire::snappy::compress(&req.encode_to_vec(), &mut out);
+                Bytes::from(out)
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct SenderStats {
+    sent: AtomicU64,
+    samples: AtomicU64,
+    by_status: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// Run the demo until Ctrl-C or `args.duration`.
+pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
+    let (sink_addr, sink) = start_sink().await?;
+    let mut config = Config::default();
+    config.server.listen_address = args.listen;
+    config.upstream = Some(UpstreamConfig {
+        name: "demo-sink".into(),
+        url: format!("http://{sink_addr}/api/v1/write")
+            .parse()
+            .map_err(|e| DemoError::Sink(format!("{e}")))?,
+        version: Version::V1,
+        timeout: Duration::from_secs(5),
+        headers: Vec::new(),
+        tenant_header: None,
+    });
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| DemoError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let telemetry = Telemetry::new();
+    let state = State::new(config, ConfigSource::default(), telemetry.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(ingest::serve(state, listener, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+
+    println!("cardguard demo");
+    println!(
+        "  sender   {} services x {} series, one scrape every {}",
+        args.services, args.series_per_service, args.scrape_interval
+    );
+    println!(
+        "  cardguard http://{}  (try: curl http://{}/metrics)",
+        args.listen, args.listen
+    );
+    println!("  upstream http://{sink_addr}/api/v1/write (in-process sink)");
+    println!(
+        "  Ctrl-C to stop{}",
+        args.duration
+            .map(|d| format!(", or it stops after {d}"))
+            .unwrap_or_default()
+    );
+    println!();
+
+    let sender_stats = Arc::new(SenderStats::default());
+    let sender = tokio::spawn(send_loop(
+        args.clone(),
+        sender_stats.clone(),
+        stop_rx.clone(),
+    ));
+
+    let started = Instant::now();
+    let mut report = tokio::time::interval(args.report_interval.0.max(Duration::from_millis(100)));
+    report.tick().await;
+    let deadline = args.duration.map(|d| started + d.0);
+    let mut last = (0u64, 0u64, Instant::now());
+    loop {
+        let until_deadline = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            _ = report.tick() => {
+                last = print_report(&sender_stats, &telemetry, &sink, last);
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(until_deadline.unwrap_or(Duration::MAX)), if until_deadline.is_some() => break,
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = sender.await;
+    let _ = server.await;
+    println!();
+    print_report(&sender_stats, &telemetry, &sink, last);
+    println!("distinct series at the upstream, per service:");
+    for (service, n) in sink.distinct_by_service() {
+        println!("  {service:<16} {n}");
+    }
+    Ok(())
+}
+
+async fn send_loop(
+    args: DemoArgs,
+    stats: Arc<SenderStats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let url: http::Uri = match format!("http://{}/api/v1/write", args.listen).parse() {
+        Ok(u) => u,
+        Err(_) => return,
+    };
+    let mut fleet = Fleet::new(args.services, args.series_per_service);
+    let mut tick = tokio::time::interval(args.scrape_interval.0.max(Duration::from_millis(10)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let bodies = fleet.scrape(now_ms, 1500);
+        let samples_per_body = fleet.len().div_ceil(bodies.len().max(1)) as u64;
+        for body in bodies {
+            let req = Request::post(url.clone())
+                .header("content-type", "application/x-protobuf")
+                .header("content-encoding", "snappy")
+                .header("x-prometheus-remote-write-version", "0.1.0")
+                .body(Full::new(body));
+            let Ok(req) = req else { continue };
+            let status = match client.request(req).await {
+                Ok(resp) => {
+                    let s = resp.status().as_u16();
+                    let _ = resp.into_body().collect().await;
+                    s
+                }
+                Err(_) => 0,
+            };
+            stats.sent.fetch_add(1, Ordering::Relaxed);
+            stats.samples.fetch_add(samples_per_body, Ordering::Relaxed);
+            *stats
+                .by_status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(status)
+                .or_insert(0) += 1;
+        }
+    }
+}
+
+fn print_report(
+    sender: &SenderStats,
+    t: &Telemetry,
+    sink: &SinkStats,
+    (last_sent, last_sink, last_at): (u64, u64, Instant),
+) -> (u64, u64, Instant) {
+    let now = Instant::now();
+    let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
+    let sent = sender.samples.load(Ordering::Relaxed);
+    let got = sink.samples.load(Ordering::Relaxed);
+    let statuses: Vec<String> = sender
+        .by_status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(code, n)| {
+            if *code == 0 {
+                format!("conn-error={n}")
+            } else {
+                format!("{code}={n}")
+            }
+        })
+        .collect();
+    println!(
+        "sent {:>8} samples ({:>7.0}/s) [{}] | cardguard forwarded {:>8} samples, {} as-is requests | upstream got {:>8} samples ({:>7.0}/s) in {} requests",
+        sent,
+        (sent - last_sent) as f64 / secs,
+        statuses.join(" "),
+        t.forwarded.samples(),
+        t.passthrough_requests.get(),
+        got,
+        (got - last_sink) as f64 / secs,
+        sink.requests.load(Ordering::Relaxed),
+    );
+    (sent, got, now)
+}

@@ -1,0 +1,122 @@
+//! What every request handler shares: the current config (swapped whole on reload), the
+//! upstream client, telemetry and the in-flight limit.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::config::{Config, ConfigErrors, Overrides};
+use crate::forward::Forwarder;
+use crate::telemetry::Telemetry;
+
+/// Where the config comes from, so a reload can build it again the same way.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        Config::load_with(self.file.as_deref(), &self.overrides)
+    }
+}
+
+pub struct State {
+    config: ArcSwap<Config>,
+    source: ConfigSource,
+    pub forwarder: Forwarder,
+    pub telemetry: Telemetry,
+    /// Permits for write requests being processed; sized from the config at start.
+    pub inflight: Arc<Semaphore>,
+    ready: AtomicBool,
+    /// Serialises reloads (SIGHUP and /-/reload may race); never held on the write path.
+    reload_lock: Mutex<()>,
+}
+
+impl State {
+    pub fn new(config: Config, source: ConfigSource, telemetry: Telemetry) -> Arc<Self> {
+        telemetry.reload_success.set(1);
+        telemetry.reload_timestamp.set(unix_now());
+        Arc::new(State {
+            inflight: Arc::new(Semaphore::new(config.server.max_inflight_requests)),
+            config: ArcSwap::from_pointee(config),
+            source,
+            forwarder: Forwarder::new(telemetry.clone()),
+            telemetry,
+            ready: AtomicBool::new(false),
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    /// The config in force now. Cheap; take it once per request and use that snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Build the config again from its source and swap it in. On failure the old config stays,
+    /// the error is logged and `cardguard_config_last_reload_successful` drops to 0.
+    pub async fn reload(&self) -> Result<(), ConfigErrors> {
+        let _guard = self.reload_lock.lock().await;
+        match self.source.load().and_then(|c| self.check_reloadable(c)) {
+            Ok(new) => {
+                self.config.store(Arc::new(new));
+                self.telemetry.reload_success.set(1);
+                self.telemetry.reload_timestamp.set(unix_now());
+                tracing::info!(file = ?self.source.file, "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.telemetry.reload_success.set(0);
+                tracing::error!("configuration reload failed, keeping the previous one:\n{e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Settings bound at start (the listener, the permit count) cannot change on a reload;
+    /// say so instead of silently ignoring the new value.
+    fn check_reloadable(&self, new: Config) -> Result<Config, ConfigErrors> {
+        let old = self.config.load();
+        let mut errors = Vec::new();
+        if new.server.listen_address != old.server.listen_address {
+            errors.push("server.listen_address");
+        }
+        if new.server.max_inflight_requests != old.server.max_inflight_requests {
+            errors.push("server.max_inflight_requests");
+        }
+        if errors.is_empty() {
+            return Ok(new);
+        }
+        Err(ConfigErrors {
+            file: self.source.file.as_ref().map(|p| p.display().to_string()),
+            errors: errors
+                .into_iter()
+                .map(|path| crate::config::ConfigError {
+                    path: path.into(),
+                    line: None,
+                    message: "changes to this setting need a restart".into(),
+                })
+                .collect(),
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,403 @@
+//! The server in-process against a recording upstream on loopback: statuses, headers, the
+//! unchanged-body fast path, translation, reload.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
+
+use super::*;
+use crate::config::{Config, Overrides, UpstreamConfig};
+use crate::telemetry::Telemetry;
+use crate::wire::types::{v1, v2};
+use crate::wire::{self, Version};
+
+/// What the fake upstream received, and what it answers.
+#[derive(Default)]
+struct Upstream {
+    bodies: Mutex<Vec<(http::HeaderMap, Bytes)>>,
+    answer: Mutex<Option<(u16, Vec<(&'static str, &'static str)>, &'static str)>>,
+}
+
+async fn start_upstream() -> (SocketAddr, Arc<Upstream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = Arc::new(Upstream::default());
+    let u = up.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let u = u.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let u = u.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        u.bodies.lock().unwrap().push((parts.headers, body));
+                        let answer = u.answer.lock().unwrap().clone();
+                        let mut r = Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = StatusCode::NO_CONTENT;
+                        if let Some((code, headers, body)) = answer {
+                            r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+                            for (k, v) in headers {
+                                r.headers_mut().insert(k, v.parse().unwrap());
+                            }
+                        }
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, up)
+}
+
+struct Harness {
+    addr: SocketAddr,
+    upstream: Arc<Upstream>,
+    state: Arc<State>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+async fn start(version_out: Version, source: ConfigSource) -> Harness {
+    let (up_addr, upstream) = start_upstream().await;
+    let mut config = source.load().unwrap_or_default();
+    config.upstream = Some(UpstreamConfig {
+        name: "test".into(),
+        url: format!("http://{up_addr}/api/v1/write").parse().unwrap(),
+        version: version_out,
+        timeout: Duration::from_secs(2),
+        headers: vec![],
+        tenant_header: Some(http::HeaderName::from_static("x-scope-orgid")),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = State::new(config, source, Telemetry::new());
+    tokio::spawn(serve(state.clone(), listener, std::future::pending()));
+    Harness {
+        addr,
+        upstream,
+        state,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+impl Harness {
+    async fn post(
+        &self,
+        ct: &str,
+        body: Bytes,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let mut b = Request::post(format!("http://{}/api/v1/write", self.addr))
+            .header("content-type", ct)
+            .header("content-encoding", "snappy");
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(b.body(Full::new(body)).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let req = Request::get(format!("http://{}{path}", self.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self.client.request(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn v1_request() -> v1::WriteRequest {
+    let l = |n: &str, v: &str| v1::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    v1::WriteRequest {
+        timeseries: vec![
+            v1::TimeSeries {
+                labels: vec![
+                    l("__name__", "up"),
+                    l("instance", "a:9100"),
+                    l("job", "node"),
+                ],
+                samples: vec![v1::Sample {
+                    value: 1.0,
+                    timestamp: 1_700_000_000_000,
+                }],
+                ..Default::default()
+            },
+            v1::TimeSeries {
+                labels: vec![
+                    l("__name__", "http_requests_total"),
+                    l("code", "200"),
+                    l("job", "api"),
+                ],
+                samples: vec![
+                    v1::Sample {
+                        value: 10.0,
+                        timestamp: 1_700_000_000_000,
+                    },
+                    v1::Sample {
+                        value: 12.0,
+                        timestamp: 1_700_000_015_000,
+                    },
+                ],
+                ..Default::default()
+            },
+        ],
+        metadata: vec![],
+    }
+}
+
+fn compress(raw: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    wire::snappy::compress(raw, &mut out);
+    Bytes::from(out)
+}
+
+#[tokio::test]
+async fn unchanged_request_is_forwarded_byte_for_byte() {
+    let h = start(Version::V1, ConfigSource::default()).await;
+    let body = compress(&v1_request().encode_to_vec());
+    let (status, headers, _) = h
+        .post(
+            "application/x-protobuf",
+            body.clone(),
+            &[("x-scope-orgid", "team-a")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // v1 responses carry no Written headers (PROTOCOL.md §2).
+    assert!(headers
+        .get("x-prometheus-remote-write-samples-written")
+        .is_none());
+    let got = h.upstream.bodies.lock().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, body, "the original compressed body goes upstream");
+    assert_eq!(got[0].0["content-encoding"], "snappy");
+    assert_eq!(got[0].0["content-type"], "application/x-protobuf");
+    assert_eq!(got[0].0["x-prometheus-remote-write-version"], "0.1.0");
+    assert_eq!(got[0].0["x-scope-orgid"], "team-a", "tenant passed through");
+    assert_eq!(h.state.telemetry.passthrough_requests.get(), 1);
+    assert_eq!(h.state.telemetry.forwarded.samples(), 3);
+}
+
+#[tokio::test]
+async fn v2_sender_gets_written_headers_and_v1_upstream_gets_translation() {
+    let h = start(Version::V1, ConfigSource::default()).await;
+    let req = v2::Request {
+        symbols: vec![
+            "".into(),
+            "__name__".into(),
+            "up".into(),
+            "job".into(),
+            "node".into(),
+        ],
+        timeseries: vec![v2::TimeSeries {
+            labels_refs: vec![1, 2, 3, 4],
+            samples: vec![v2::Sample {
+                value: 1.0,
+                timestamp: 5,
+                start_timestamp: 0,
+            }],
+            ..Default::default()
+        }],
+    };
+    let (status, headers, _) = h
+        .post(
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            compress(&req.encode_to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers["x-prometheus-remote-write-samples-written"], "1");
+    assert_eq!(headers["x-prometheus-remote-write-histograms-written"], "0");
+    assert_eq!(headers["x-prometheus-remote-write-exemplars-written"], "0");
+    let got = h.upstream.bodies.lock().unwrap();
+    let mut raw = Vec::new();
+    wire::snappy::decompress(&got[0].1, 1 << 20, &mut raw).unwrap();
+    let v1req = v1::WriteRequest::decode(raw.as_slice()).unwrap();
+    assert_eq!(v1req.timeseries.len(), 1);
+    assert_eq!(v1req.timeseries[0].labels[1].value, "node");
+    assert_eq!(v1req.timeseries[0].samples[0].timestamp, 5);
+}
+
+#[tokio::test]
+async fn v1_sender_to_v2_upstream() {
+    let h = start(Version::V2, ConfigSource::default()).await;
+    let (status, _, _) = h
+        .post(
+            "application/x-protobuf",
+            compress(&v1_request().encode_to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let got = h.upstream.bodies.lock().unwrap();
+    assert_eq!(
+        got[0].0["content-type"],
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+    );
+    assert_eq!(got[0].0["x-prometheus-remote-write-version"], "2.0.0");
+    let mut raw = Vec::new();
+    wire::snappy::decompress(&got[0].1, 1 << 20, &mut raw).unwrap();
+    let v2req = v2::Request::decode(raw.as_slice()).unwrap();
+    assert_eq!(v2req.timeseries.len(), 2);
+    assert_eq!(v2req.symbols[0], "");
+    assert_eq!(v2req.timeseries[1].samples.len(), 2);
+}
+
+#[tokio::test]
+async fn upstream_failures_become_retryable_statuses() {
+    let h = start(Version::V1, ConfigSource::default()).await;
+    let body = compress(&v1_request().encode_to_vec());
+    *h.upstream.answer.lock().unwrap() = Some((500, vec![], "boom"));
+    assert_eq!(
+        h.post("application/x-protobuf", body.clone(), &[]).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    *h.upstream.answer.lock().unwrap() = Some((429, vec![("retry-after", "7")], "slow down"));
+    let (status, headers, _) = h.post("application/x-protobuf", body.clone(), &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "7");
+    *h.upstream.answer.lock().unwrap() = Some((400, vec![], "out of order sample"));
+    let (status, _, text) = h.post("application/x-protobuf", body.clone(), &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(text, "out of order sample");
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("cardguard_upstream_errors_total{class=\"5xx\",upstream=\"test\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cardguard_write_requests_total{code=\"503\"} 1"));
+}
+
+#[tokio::test]
+async fn upstream_down_is_503() {
+    let h = start(Version::V1, ConfigSource::default()).await;
+    // Point at a port nothing listens on: bind, learn the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = (*h.state.config()).clone();
+    config.upstream.as_mut().unwrap().url = format!("http://{dead}/api/v1/write").parse().unwrap();
+    let state = State::new(config, ConfigSource::default(), Telemetry::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(state, listener, std::future::pending()));
+    let h2 = Harness { addr, ..h };
+    let (status, _, text) = h2
+        .post(
+            "application/x-protobuf",
+            compress(&v1_request().encode_to_vec()),
+            &[],
+        )
+        .await;
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("cannot connect"), "{text}");
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_with_a_reason() {
+    let h = start(Version::V1, ConfigSource::default()).await;
+    for (body, want) in [
+        (Bytes::from_static(b"\xff\x06\x00\x00sNaPpY"), "framed"),
+        (
+            Bytes::from_static(b"\xff\xff\xff\xff\x0f"),
+            "exceeds the limit",
+        ),
+        (compress(b"\x0a\xff\xff\xff\xff\x0f"), "protobuf"),
+    ] {
+        let (status, _, text) = h.post("application/x-protobuf", body, &[]).await;
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(text.contains(want), "{text:?} should mention {want}");
+        assert_eq!(text.trim_end().lines().count(), 1);
+    }
+    assert!(h.upstream.bodies.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn operational_endpoints() {
+    let h = start(Version::V1, ConfigSource::default()).await;
+    assert_eq!(h.get("/-/healthy").await.0, StatusCode::OK);
+    assert_eq!(h.get("/-/ready").await.0, StatusCode::OK);
+    assert_eq!(h.get("/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.get("/api/v1/write").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let (status, metrics) = h.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.contains("cardguard_config_last_reload_successful 1"));
+}
+
+#[tokio::test]
+async fn reload_keeps_the_old_config_when_the_new_one_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cardguard.yml");
+    std::fs::write(&file, "limits:\n  max_labels_per_series: 50\n").unwrap();
+    let source = ConfigSource {
+        file: Some(file.clone()),
+        overrides: Overrides {
+            upstream_url: Some("http://127.0.0.1:1/api/v1/write".into()),
+            ..Default::default()
+        },
+    };
+    let h = start(Version::V1, source).await;
+    assert_eq!(h.state.config().limits.wire.max_labels_per_series, 50);
+
+    std::fs::write(&file, "limits:\n  max_labels_per_series: 0\n").unwrap();
+    let req = Request::post(format!("http://{}/-/reload", h.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = h.client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(h.state.config().limits.wire.max_labels_per_series, 50);
+    assert!(h
+        .get("/metrics")
+        .await
+        .1
+        .contains("cardguard_config_last_reload_successful 0"));
+
+    std::fs::write(&file, "limits:\n  max_labels_per_series: 60\n").unwrap();
+    let req = Request::post(format!("http://{}/-/reload", h.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        h.client.request(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(h.state.config().limits.wire.max_labels_per_series, 60);
+    assert!(h
+        .get("/metrics")
+        .await
+        .1
+        .contains("cardguard_config_last_reload_successful 1"));
+    let _ = Config::default();
+}

@@ -1,0 +1,417 @@
+//! `POST /api/v1/write`: content negotiation and size caps before any decoding, then the
+//! pipeline, then the forwarder; every outcome mapped to a status in `IngestError::response`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{
+    HeaderValue, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::state::State;
+use crate::forward::{ForwardError, Outgoing};
+use crate::pipeline;
+use crate::wire::{Counts, Version, WireError};
+
+/// How long a sender may take to deliver a body once its headers arrived.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything that can end a write request without a 2xx.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("method {0} not allowed; remote write uses POST")]
+    MethodNotAllowed(Method),
+    #[error("unsupported Content-Encoding {0:?}; remote write uses snappy")]
+    UnsupportedEncoding(String),
+    #[error("unsupported Content-Type {0:?}; expected application/x-protobuf (proto=prometheus.WriteRequest or io.prometheus.write.v2.Request)")]
+    UnsupportedContentType(String),
+    #[error("request body larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("reading request body: {0}")]
+    BodyRead(String),
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(Duration),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("too many requests in flight ({0}); retry later")]
+    Overloaded(usize),
+    #[error("no upstream configured")]
+    NoUpstream,
+    #[error("internal error while processing the request (logged); retry")]
+    Internal,
+    #[error(transparent)]
+    Upstream(#[from] ForwardError),
+}
+
+impl IngestError {
+    /// The one place where failures become HTTP statuses (PROTOCOL.md §3 and §7).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            IngestError::UnsupportedEncoding(_) | IngestError::UnsupportedContentType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyRead(_) | IngestError::Wire(_) => StatusCode::BAD_REQUEST,
+            IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            IngestError::Overloaded(_) | IngestError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::Upstream(ForwardError::Status { status, .. }) => {
+                if status.is_server_error() {
+                    // Whatever the upstream's 5xx, the sender's remedy is the same: retry.
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    *status
+                }
+            }
+            IngestError::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A bounded label for `cardguard_write_requests_rejected_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            IngestError::MethodNotAllowed(_) => "method",
+            IngestError::UnsupportedEncoding(_) => "content_encoding",
+            IngestError::UnsupportedContentType(_) => "content_type",
+            IngestError::BodyTooLarge { .. } => "body_too_large",
+            IngestError::BodyRead(_) | IngestError::BodyTimeout(_) => "body_read",
+            IngestError::Wire(WireError::SnappyFramed)
+            | IngestError::Wire(WireError::SnappyPreamble)
+            | IngestError::Wire(WireError::SnappyTooLarge { .. })
+            | IngestError::Wire(WireError::SnappyCorrupt(_)) => "snappy",
+            IngestError::Wire(WireError::Protobuf { .. }) => "protobuf",
+            IngestError::Wire(_) => "invalid_series",
+            IngestError::Overloaded(_) => "overloaded",
+            IngestError::NoUpstream => "no_upstream",
+            IngestError::Internal => "internal",
+            IngestError::Upstream(_) => "upstream",
+        }
+    }
+
+    fn response(&self, version: Option<Version>) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let body = match self {
+            // A 4xx from the upstream goes back as the upstream wrote it.
+            IngestError::Upstream(ForwardError::Status { body, status, .. })
+                if !status.is_server_error() && !body.is_empty() =>
+            {
+                body.clone()
+            }
+            e => Bytes::from(format!("{e}\n")),
+        };
+        let mut resp = text_response(status, body);
+        let h = resp.headers_mut();
+        match self {
+            IngestError::MethodNotAllowed(_) => {
+                h.insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+            IngestError::Upstream(ForwardError::Status {
+                retry_after: Some(ra),
+                ..
+            }) => {
+                h.insert(RETRY_AFTER, ra.clone());
+            }
+            _ => {}
+        }
+        if version == Some(Version::V2) {
+            // "≤ what was sent" on a failure: nothing is known written (PROTOCOL.md §2).
+            written_headers(h, &Counts::default());
+        }
+        resp
+    }
+}
+
+pub(super) fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn written_headers(h: &mut HeaderMap, c: &Counts) {
+    h.insert(
+        "x-prometheus-remote-write-samples-written",
+        c.samples.into(),
+    );
+    h.insert(
+        "x-prometheus-remote-write-histograms-written",
+        c.histograms.into(),
+    );
+    h.insert(
+        "x-prometheus-remote-write-exemplars-written",
+        c.exemplars.into(),
+    );
+}
+
+/// Handle one write request end to end.
+pub async fn handle(state: &State, req: http::Request<Incoming>) -> Response<Full<Bytes>> {
+    let t = &state.telemetry;
+    let version = negotiate(req.method(), req.headers()).ok();
+    let resp = match write(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            t.rejected_requests.with_label_values(&[e.reason()]).inc();
+            match &e {
+                IngestError::Internal => tracing::error!("write request failed: {e}"),
+                IngestError::Upstream(_) | IngestError::Overloaded(_) => {
+                    tracing::warn!("write request not acknowledged: {e}")
+                }
+                _ => tracing::debug!("write request refused: {e}"),
+            }
+            e.response(version)
+        }
+    };
+    t.write_requests
+        .with_label_values(&[resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn write(
+    state: &State,
+    req: http::Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, IngestError> {
+    let version_in = negotiate(req.method(), req.headers())?;
+    let config = state.config();
+    let limit = config.limits.max_body_bytes;
+    if let Some(len) = content_length(req.headers()) {
+        if len > limit as u64 {
+            return Err(IngestError::BodyTooLarge { limit });
+        }
+    }
+    // Backpressure first: refuse before reading a body we would not have room to process.
+    let _permit = state
+        .inflight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| IngestError::Overloaded(config.server.max_inflight_requests))?;
+    state.telemetry.requests_in_flight.inc();
+    let _gauge = scopeguard(|| state.telemetry.requests_in_flight.dec());
+
+    let tenant = config
+        .upstream
+        .as_ref()
+        .and_then(|u| u.tenant_header.as_ref())
+        .and_then(|name| req.headers().get(name).cloned());
+    let body = read_body(req.into_body(), limit).await?;
+    state.telemetry.received_bytes.inc_by(body.len() as u64);
+
+    let upstream = config.upstream.as_ref().ok_or(IngestError::NoUpstream)?;
+    let started = Instant::now();
+    // A bug in a stage must cost one request a 500, never a worker thread's scratch or the
+    // connection; Prometheus retries a 500.
+    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pipeline::prepare(&body, version_in, upstream.version, &config.limits.wire)
+    }))
+    .map_err(|_| IngestError::Internal)??;
+    state
+        .telemetry
+        .decode_seconds
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .telemetry
+        .received_decoded_bytes
+        .inc_by(prepared.decoded_bytes as u64);
+    state.telemetry.received.add(&prepared.received);
+
+    if !prepared.empty {
+        let bytes = prepared.body.len() as u64;
+        state
+            .forwarder
+            .send(
+                upstream,
+                Outgoing {
+                    body: prepared.body,
+                    version: prepared.version,
+                    tenant,
+                },
+            )
+            .await?;
+        state.telemetry.forwarded_bytes.inc_by(bytes);
+        state.telemetry.forwarded.add(&prepared.forwarded);
+        if prepared.passthrough {
+            state.telemetry.passthrough_requests.inc();
+        }
+    }
+
+    let mut resp = text_response(StatusCode::NO_CONTENT, Bytes::new());
+    resp.headers_mut().remove(CONTENT_TYPE);
+    if version_in == Version::V2 {
+        // Everything accepted counts as written, including what policy filtered out: a v2
+        // sender treats a shortfall as a failed write (PROTOCOL.md §2, "Proxy implications").
+        written_headers(resp.headers_mut(), &prepared.received);
+    }
+    Ok(resp)
+}
+
+/// Method, Content-Encoding and Content-Type, all checked before the body is touched.
+pub fn negotiate(method: &Method, h: &HeaderMap) -> Result<Version, IngestError> {
+    if method != Method::POST {
+        return Err(IngestError::MethodNotAllowed(method.clone()));
+    }
+    if let Some(enc) = h.get(CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("").trim();
+        if !enc.is_empty() && !enc.eq_ignore_ascii_case("snappy") {
+            return Err(IngestError::UnsupportedEncoding(enc.to_string()));
+        }
+    }
+    match h.get(CONTENT_TYPE) {
+        // Prometheus's receiver reads a missing Content-Type as v1.
+        None => Ok(Version::V1),
+        Some(v) => parse_content_type(v.to_str().unwrap_or("\u{fffd}")),
+    }
+}
+
+/// Lenient on ingest (spaces, case, quotes), as PROTOCOL.md §2 advises.
+fn parse_content_type(ct: &str) -> Result<Version, IngestError> {
+    let refuse = || IngestError::UnsupportedContentType(ct.to_string());
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(refuse());
+    }
+    let mut version = Version::V1;
+    for param in parts {
+        let param = param.trim();
+        if param.is_empty() {
+            continue;
+        }
+        let (k, v) = param.split_once('=').ok_or_else(refuse)?;
+        if !k.trim().eq_ignore_ascii_case("proto") {
+            continue;
+        }
+        version = match v.trim().trim_matches('"') {
+            "prometheus.WriteRequest" => Version::V1,
+            "io.prometheus.write.v2.Request" => Version::V2,
+            _ => return Err(refuse()),
+        };
+    }
+    Ok(version)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, IngestError> {
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| IngestError::BodyTimeout(BODY_READ_TIMEOUT))?;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(IngestError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(IngestError::BodyRead(e.to_string())),
+    }
+}
+
+/// Runs `f` when dropped: keeps the in-flight gauge right on every exit path.
+fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
+    struct Guard<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    Guard(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn negotiates_versions_leniently() {
+        let ok =
+            |ct: &'static str| negotiate(&Method::POST, &headers(&[("content-type", ct)])).unwrap();
+        assert_eq!(ok("application/x-protobuf"), Version::V1);
+        assert_eq!(
+            ok("application/x-protobuf;proto=prometheus.WriteRequest"),
+            Version::V1
+        );
+        assert_eq!(
+            ok("application/x-protobuf;proto=io.prometheus.write.v2.Request"),
+            Version::V2
+        );
+        assert_eq!(
+            ok("Application/X-Protobuf; proto=io.prometheus.write.v2.Request"),
+            Version::V2
+        );
+        assert_eq!(
+            ok("application/x-protobuf; proto=\"io.prometheus.write.v2.Request\""),
+            Version::V2
+        );
+        assert_eq!(
+            negotiate(&Method::POST, &HeaderMap::new()).unwrap(),
+            Version::V1
+        );
+    }
+
+    #[test]
+    fn refuses_before_decoding() {
+        let status = |m: Method, h: &[(&'static str, &'static str)]| {
+            negotiate(&m, &headers(h)).unwrap_err().status()
+        };
+        assert_eq!(status(Method::GET, &[]), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            status(Method::POST, &[("content-type", "application/json")]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            status(
+                Method::POST,
+                &[("content-type", "application/x-protobuf;proto=foo.Bar")]
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            status(Method::POST, &[("content-encoding", "gzip")]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            status(Method::POST, &[("content-encoding", "deflate")]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert!(negotiate(&Method::POST, &headers(&[("content-encoding", "Snappy")])).is_ok());
+    }
+
+    #[test]
+    fn upstream_statuses_make_prometheus_retry_or_give_up() {
+        let up = |code: u16| {
+            IngestError::Upstream(ForwardError::Status {
+                upstream: "u".into(),
+                status: StatusCode::from_u16(code).unwrap(),
+                retry_after: None,
+                body: Bytes::new(),
+            })
+            .status()
+            .as_u16()
+        };
+        assert_eq!(up(500), 503);
+        assert_eq!(up(502), 503);
+        assert_eq!(up(429), 429);
+        assert_eq!(up(400), 400);
+        assert_eq!(up(404), 404);
+        let timeout = IngestError::Upstream(ForwardError::Timeout {
+            upstream: "u".into(),
+            timeout: Duration::from_secs(1),
+        });
+        assert_eq!(timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

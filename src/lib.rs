@@ -1,0 +1,26 @@
+//! cardguard: a cardinality-guarding Prometheus remote-write proxy.
+//!
+//! The data flow, one request at a time:
+//!
+//! ```text
+//! ingest   HTTP server: method, size caps, Content-Type/Encoding, status mapping
+//!   │      snappy block → decompressed buffer (declared length checked first)
+//! wire     zero-copy reader: series views borrowing label bytes from that buffer
+//!   │
+//! pipeline the stage order: validate → (relabel → guard → rules, as they land) → write out
+//!   │      unchanged request: the original compressed body; otherwise raw copies + re-encoded
+//! forward  pooled upstream client; acknowledge the sender only once upstream acknowledged
+//! ```
+//!
+//! `config` turns YAML and flags into validated, immutable settings swapped atomically on
+//! reload; `telemetry` owns cardguard's own `/metrics`; `demo` wires everything in-process.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod duration;
+pub mod forward;
+pub mod ingest;
+pub mod pipeline;
+pub mod telemetry;
+pub mod wire;

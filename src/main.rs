@@ -1,0 +1,172 @@
+//! The `cardguard` command: parse arguments, run a subcommand, map errors to exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cardguard::config::{Config, Overrides};
+use cardguard::duration::PromDuration;
+use cardguard::ingest::{self, ConfigSource, State};
+use cardguard::telemetry::Telemetry;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "cardguard",
+    version,
+    about = "A cardinality-guarding Prometheus remote-write proxy"
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug (or a tracing filter such as `cardguard=debug`).
+    #[arg(
+        long = "log.level",
+        global = true,
+        default_value = "info",
+        env = "CARDGUARD_LOG"
+    )]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Validate a config file; prints every problem and exits 1 if there is any.
+    Check {
+        /// The config file to check.
+        file: PathBuf,
+    },
+    /// Run an embedded demo: cardguard, a traffic generator and an in-process upstream.
+    Demo(cardguard::demo::DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// YAML config file; flags below override what it says.
+    #[arg(long, visible_alias = "config.file")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:9201).
+    #[arg(long, visible_alias = "web.listen-address")]
+    listen: Option<SocketAddr>,
+    /// Upstream remote-write URL, e.g. http://127.0.0.1:8428/api/v1/write.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Remote-write version to send upstream: 1.0 or 2.0.
+    #[arg(long)]
+    upstream_version: Option<String>,
+    /// Upstream request timeout, e.g. 30s.
+    #[arg(long)]
+    upstream_timeout: Option<PromDuration>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check { file } => return check(&file),
+        Command::Demo(args) => {
+            runtime().and_then(|rt| Ok(rt.block_on(cardguard::demo::run(args))?))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cardguard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let source = ConfigSource {
+        file: args.config,
+        overrides: Overrides {
+            listen_address: args.listen,
+            upstream_url: args.upstream,
+            upstream_version: args.upstream_version,
+            upstream_timeout: args.upstream_timeout.map(|d| d.0),
+        },
+    };
+    let config = source.load()?;
+    if config.upstream.is_none() {
+        anyhow::bail!("no upstream: set upstream.url in the config file or pass --upstream URL");
+    }
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let addr = config.server.listen_address;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let up = config
+            .upstream
+            .as_ref()
+            .map(|u| u.url.to_string())
+            .unwrap_or_default();
+        let state = State::new(config, source, Telemetry::new());
+        tracing::info!(listen = %listener.local_addr()?, upstream = %up, "cardguard serving");
+        tokio::spawn(reload_on_sighup(state.clone()));
+        ingest::serve(state, listener, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn reload_on_sighup(state: std::sync::Arc<State>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading configuration");
+        let _ = state.reload().await;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,1 @@
+//! Property tests of the reader against the prost reference types.

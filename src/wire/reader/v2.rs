@@ -1,0 +1,303 @@
+//! The remote write 2.0 pass (PROTOCOL.md §2): `Request` field 4 symbols, field 5
+//! `TimeSeries`, everything else skipped as unknown.
+//!
+//! Field order on the wire is not guaranteed (senders put symbols first, but protobuf allows
+//! any order), so symbol references are not resolved while walking: labels are recorded as
+//! `(name_ref, value_ref)`, every ref's maximum is tracked, and once the whole body has been
+//! seen one range check plus one in-place pass over the flat label table resolve them.
+
+use std::ops::Range;
+
+use super::{check_framing, check_label_lengths, LabelRec, Parsed, SeriesRec, V2Metadata};
+use crate::wire::proto::Cursor;
+use crate::wire::{Limits, Version, WireError};
+
+/// The largest symbol reference seen so far and the series that holds it.
+#[derive(Default)]
+struct MaxRef(Option<(u32, usize)>);
+
+impl MaxRef {
+    #[inline]
+    fn note(&mut self, r: u32, series: usize) {
+        match self.0 {
+            Some((max, _)) if max >= r => {}
+            _ => self.0 = Some((r, series)),
+        }
+    }
+}
+
+/// A `uint32` field is decoded the way Go and prost do it: the varint truncated to 32 bits.
+#[inline]
+fn as_u32(v: u64) -> u32 {
+    v as u32
+}
+
+pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), WireError> {
+    let mut refs = MaxRef::default();
+    // The span of consecutive symbol entries, and whether all entries were in that one span.
+    let mut run: Option<(usize, usize)> = None;
+    let mut contiguous = true;
+    let mut c = Cursor::new(buf, 0..buf.len());
+    while !c.at_end() {
+        let tag_start = c.pos();
+        let (field, wire_type) = c.tag()?;
+        match field {
+            4 => {
+                let range = c.expect_len(wire_type, "symbol: wrong wire type")?;
+                if p.symbols.len() >= limits.max_symbols {
+                    return Err(WireError::TooManySymbols {
+                        limit: limits.max_symbols,
+                    });
+                }
+                p.symbols.push((range.start as u32, range.len() as u32));
+                run = match run {
+                    None => Some((tag_start, range.end)),
+                    Some((start, end)) if end == tag_start => Some((start, range.end)),
+                    Some(other) => {
+                        contiguous = false;
+                        Some(other)
+                    }
+                };
+            }
+            5 => {
+                let range = c.expect_len(wire_type, "timeseries: wrong wire type")?;
+                if p.series.len() >= limits.max_series {
+                    return Err(WireError::TooManySeries {
+                        limit: limits.max_series,
+                    });
+                }
+                series(p, buf, range, limits, &mut refs)?;
+            }
+            _ => c.skip(wire_type)?,
+        }
+    }
+    if contiguous {
+        p.symbols_raw = run.map(|(start, end)| (start as u32, (end - start) as u32));
+    }
+    if matches!(p.symbols.first(), Some(&(_, len)) if len != 0) {
+        return Err(WireError::FirstSymbolNotEmpty);
+    }
+    if let Some((max, series)) = refs.0 {
+        if max as usize >= p.symbols.len() {
+            return Err(WireError::SymbolOutOfRange {
+                series,
+                reference: u64::from(max),
+                symbols: p.symbols.len(),
+            });
+        }
+    }
+    resolve(p, limits)
+}
+
+/// Turn every label's refs into the symbols' byte ranges and apply the length caps (which can
+/// only be checked once the strings are known).
+fn resolve(p: &mut Parsed, limits: &Limits) -> Result<(), WireError> {
+    let symbols = &p.symbols;
+    for (index, rec) in p.series.iter().enumerate() {
+        let labels = p
+            .labels
+            .get_mut(rec.labels_start as usize..rec.labels_end as usize)
+            .unwrap_or(&mut []);
+        for l in labels {
+            // In range: the maximum ref was checked above.
+            let (name_off, name_len) = symbols
+                .get(l.name_off as usize)
+                .copied()
+                .unwrap_or_default();
+            let (value_off, value_len) = symbols
+                .get(l.value_off as usize)
+                .copied()
+                .unwrap_or_default();
+            *l = LabelRec {
+                name_off,
+                name_len,
+                value_off,
+                value_len,
+            };
+            check_label_lengths(l, index, limits)?;
+        }
+    }
+    Ok(())
+}
+
+fn series(
+    p: &mut Parsed,
+    buf: &[u8],
+    range: Range<usize>,
+    limits: &Limits,
+    refs: &mut MaxRef,
+) -> Result<(), WireError> {
+    let index = p.series.len();
+    let labels_start = p.labels.len();
+    let mut rec = SeriesRec {
+        start: range.start as u32,
+        end: range.end as u32,
+        labels_start: labels_start as u32,
+        ..SeriesRec::default()
+    };
+    let mut metadata: Option<V2Metadata> = None;
+    let mut pending_name: Option<u32> = None;
+    let mut c = Cursor::new(buf, range);
+    while !c.at_end() {
+        let (field, wire_type) = c.tag()?;
+        match field {
+            1 => {
+                let labels = &mut p.labels;
+                c.repeated_varint(wire_type, "labels_refs: wrong wire type", |r| {
+                    let r = as_u32(r);
+                    refs.note(r, index);
+                    match pending_name.take() {
+                        None => pending_name = Some(r),
+                        Some(name) => {
+                            if labels.len() - labels_start >= limits.max_labels_per_series {
+                                return Err(WireError::TooManyLabels {
+                                    series: index,
+                                    limit: limits.max_labels_per_series,
+                                });
+                            }
+                            // Refs for now; resolve() swaps in the byte ranges.
+                            labels.push(LabelRec {
+                                name_off: name,
+                                name_len: 0,
+                                value_off: r,
+                                value_len: 0,
+                            });
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            2 => {
+                let range = c.expect_len(wire_type, "sample: wrong wire type")?;
+                super::decode_sample(&mut Cursor::new(buf, range), Version::V2)?;
+                rec.samples += 1;
+            }
+            3 => {
+                let range = c.expect_len(wire_type, "histogram: wrong wire type")?;
+                check_framing(buf, range)?;
+                rec.histograms += 1;
+            }
+            4 => {
+                let range = c.expect_len(wire_type, "exemplar: wrong wire type")?;
+                exemplar(buf, range, index, limits, refs)?;
+                rec.exemplars += 1;
+            }
+            5 => {
+                let range = c.expect_len(wire_type, "metadata: wrong wire type")?;
+                // A message field seen twice is merged (protobuf): later scalars win.
+                let m = metadata.get_or_insert_with(V2Metadata::default);
+                merge_metadata(buf, range, m)?;
+                refs.note(m.help_ref, index);
+                refs.note(m.unit_ref, index);
+            }
+            _ => c.skip(wire_type)?,
+        }
+    }
+    if pending_name.is_some() {
+        return Err(WireError::OddLabelRefs { series: index });
+    }
+    rec.labels_end = p.labels.len() as u32;
+    if let Some(m) = metadata {
+        p.v2_metadata.push(m);
+        rec.metadata = p.v2_metadata.len() as u32;
+        if !m.is_empty() {
+            p.counts_mut().metadata += 1;
+        }
+    }
+    let counts = p.counts_mut();
+    counts.samples += u64::from(rec.samples);
+    counts.histograms += u64::from(rec.histograms);
+    counts.exemplars += u64::from(rec.exemplars);
+    p.series.push(rec);
+    Ok(())
+}
+
+/// An `Exemplar` body: labels_refs 1 (packed or not, even length), value 2, timestamp 3.
+fn exemplar(
+    buf: &[u8],
+    range: Range<usize>,
+    index: usize,
+    limits: &Limits,
+    refs: &mut MaxRef,
+) -> Result<(), WireError> {
+    let mut c = Cursor::new(buf, range);
+    let mut n_refs = 0usize;
+    while !c.at_end() {
+        let (field, wire_type) = c.tag()?;
+        match field {
+            1 => c.repeated_varint(wire_type, "exemplar labels_refs: wrong wire type", |r| {
+                refs.note(as_u32(r), index);
+                n_refs += 1;
+                if n_refs > 2 * limits.max_labels_per_series {
+                    return Err(WireError::TooManyLabels {
+                        series: index,
+                        limit: limits.max_labels_per_series,
+                    });
+                }
+                Ok(())
+            })?,
+            2 => drop(c.expect_fixed64(wire_type, "exemplar value: wrong wire type")?),
+            3 => drop(c.expect_varint(wire_type, "exemplar timestamp: wrong wire type")?),
+            _ => c.skip(wire_type)?,
+        }
+    }
+    if n_refs % 2 != 0 {
+        return Err(WireError::OddLabelRefs { series: index });
+    }
+    Ok(())
+}
+
+/// A `Metadata` body: type 1, help_ref 3, unit_ref 4 (there is no field 2).
+fn merge_metadata(buf: &[u8], range: Range<usize>, m: &mut V2Metadata) -> Result<(), WireError> {
+    let mut c = Cursor::new(buf, range);
+    while !c.at_end() {
+        let (field, wire_type) = c.tag()?;
+        match field {
+            1 => {
+                m.metric_type = c.expect_varint(wire_type, "metadata type: wrong wire type")? as i32
+            }
+            3 => {
+                m.help_ref =
+                    as_u32(c.expect_varint(wire_type, "metadata help_ref: wrong wire type")?)
+            }
+            4 => {
+                m.unit_ref =
+                    as_u32(c.expect_varint(wire_type, "metadata unit_ref: wrong wire type")?)
+            }
+            _ => c.skip(wire_type)?,
+        }
+    }
+    Ok(())
+}
+
+/// Decode the labels_refs of an exemplar body checked by the pass, calling `each` per pair.
+pub(crate) fn exemplar_fields(
+    buf: &[u8],
+    range: Range<usize>,
+    mut each_pair: impl FnMut(u32, u32),
+) -> (f64, i64) {
+    let mut value = 0.0;
+    let mut timestamp = 0;
+    let mut pending: Option<u32> = None;
+    let mut c = Cursor::new(buf, range);
+    while let Ok((field, wire_type)) = c.tag() {
+        let ok = match field {
+            1 => c.repeated_varint(wire_type, "", |r| {
+                match pending.take() {
+                    None => pending = Some(as_u32(r)),
+                    Some(name) => each_pair(name, as_u32(r)),
+                }
+                Ok(())
+            }),
+            2 => c
+                .expect_fixed64(wire_type, "")
+                .map(|v| value = f64::from_bits(v)),
+            3 => c.expect_varint(wire_type, "").map(|v| timestamp = v as i64),
+            _ => c.skip(wire_type),
+        };
+        if ok.is_err() || c.at_end() {
+            break;
+        }
+    }
+    (value, timestamp)
+}
