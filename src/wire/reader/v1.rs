@@ -196,3 +196,32 @@ pub(crate) fn decode_metadata(buf: &[u8], range: Range<usize>) -> V1Metadata {
     }
     m
 }
+
+/// Decode an exemplar body checked by the pass, calling `each_label` per label in order.
+/// Returns `(value, timestamp)`.
+pub(crate) fn exemplar_fields<'a>(
+    buf: &'a [u8],
+    range: Range<usize>,
+    mut each_label: impl FnMut(&'a [u8], &'a [u8]),
+) -> (f64, i64) {
+    let mut value = 0.0;
+    let mut timestamp = 0;
+    let mut c = Cursor::new(buf, range);
+    while let Ok((field, wire_type)) = c.tag() {
+        let ok = match field {
+            1 => c.expect_len(wire_type, "").and_then(|r| label(buf, r)).map(|l| {
+                each_label(
+                    crate::wire::proto::slice(buf, l.name_off, l.name_len),
+                    crate::wire::proto::slice(buf, l.value_off, l.value_len),
+                )
+            }),
+            2 => c.expect_fixed64(wire_type, "").map(|v| value = f64::from_bits(v)),
+            3 => c.expect_varint(wire_type, "").map(|v| timestamp = v as i64),
+            _ => c.skip(wire_type),
+        };
+        if ok.is_err() || c.at_end() {
+            break;
+        }
+    }
+    (value, timestamp)
+}
