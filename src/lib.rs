@@ -20,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod duration;
 pub mod forward;
+pub mod guard;
 pub mod ingest;
 pub mod pipeline;
 pub mod telemetry;

@@ -15,7 +15,6 @@ mod common;
 use common::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// VictoriaMetrics keeps floats losslessly with -precisionBits=64; Prometheus's own metrics
@@ -29,15 +28,9 @@ fn prometheus_remote_write_passes_through_cardguard_into_victoriametrics() {
     let instance = st.target_instance();
     eprintln!("[passthrough] stack up after {:?}", t0.elapsed());
 
-    // Let Prometheus scrape for ~10 s (it needs a few seconds before remote write starts).
-    let scrape_until = st.prom.started_ms + 11_000;
-    while now_ms() < scrape_until {
-        st.prom.proc.assert_running();
-        if let Some(c) = st.cardguard.as_mut() {
-            c.proc.assert_running();
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+    // Let Prometheus scrape for ~10 s. (Prometheus 2.42 applies new targets on a 5 s tick, so
+    // the first scrape comes ~5 s after start.)
+    st.wait_scrapes(10, Duration::from_secs(40));
     // Everything Prometheus scraped up to `cutoff` must end up in VM.
     let cutoff = now_ms() - 1_500;
     st.wait_vm_reaches(cutoff, Duration::from_secs(30));
@@ -321,7 +314,9 @@ fn capture_prometheus_payload() {
     let sink = FakeUpstream::start();
     let target = TestTarget::start_with(Arc::new(capture_exposition));
     let mut cfg = PromConfig::new(&sink.write_url()).job("app", &target.addr());
-    cfg.batch_send_deadline = "5s".into(); // Prometheus's default: realistic batch sizes
+    // Prometheus's default deadline, and the current default batch size (2.42 still had 500).
+    cfg.batch_send_deadline = "5s".into();
+    cfg.max_samples_per_send = Some(2000);
     let mut prom = Prom::start(&dir, &cfg);
 
     let body = poll_until(

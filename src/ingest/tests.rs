@@ -18,11 +18,14 @@ use crate::telemetry::Telemetry;
 use crate::wire::types::{v1, v2};
 use crate::wire::{self, Version};
 
+/// A canned upstream answer: status, headers, body.
+type Answer = (u16, Vec<(&'static str, &'static str)>, &'static str);
+
 /// What the fake upstream received, and what it answers.
 #[derive(Default)]
 struct Upstream {
     bodies: Mutex<Vec<(http::HeaderMap, Bytes)>>,
-    answer: Mutex<Option<(u16, Vec<(&'static str, &'static str)>, &'static str)>>,
+    answer: Mutex<Option<Answer>>,
 }
 
 async fn start_upstream() -> (SocketAddr, Arc<Upstream>) {

@@ -365,23 +365,67 @@ pub fn post_remote_write(url: &str, snappy_body: &[u8]) -> Result<Resp, String> 
 
 /// Wait until GET `url` answers 200, checking that `proc` is still alive on every attempt.
 pub fn wait_http_ok(proc: &mut Proc, url: &str, timeout: Duration) {
+    if let Err(e) = try_wait_http_ok(proc, url, timeout) {
+        panic!("{e}");
+    }
+}
+
+/// Like [`wait_http_ok`] but returns the failure (with the log tail) instead of panicking.
+pub fn try_wait_http_ok(proc: &mut Proc, url: &str, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let mut last;
     loop {
-        proc.assert_running();
+        if let Some(st) = proc.exited() {
+            return Err(format!(
+                "{} exited ({st}) before answering 200 on {url}; last log lines:\n{}",
+                proc.name,
+                proc.log_tail(40)
+            ));
+        }
         match http_get(url) {
-            Ok(r) if r.status == 200 => return,
+            Ok(r) if r.status == 200 => return Ok(()),
             Ok(r) => last = format!("status {} body {:?}", r.status, r.text()),
             Err(e) => last = e,
         }
         if Instant::now() > deadline {
-            panic!(
+            return Err(format!(
                 "{} did not answer 200 on {url} within {timeout:?} (last: {last}); log tail:\n{}",
                 proc.name,
                 proc.log_tail(40)
-            );
+            ));
         }
         thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Start a server on a free port: `spawn(port)` starts it, `ready_url(port)` must answer 200.
+/// [`free_port`] is racy (the port is released before the child binds it), so a child that
+/// died with "address already in use" is retried on another port.
+pub fn start_on_free_port(
+    spawn: impl Fn(u16) -> Proc,
+    ready_url: impl Fn(u16) -> String,
+    timeout: Duration,
+) -> (u16, Proc) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port();
+        let mut p = spawn(port);
+        match try_wait_http_ok(&mut p, &ready_url(port), timeout) {
+            Ok(()) => return (port, p),
+            Err(e) => {
+                let log = p.log_text().to_ascii_lowercase();
+                if log.contains("address already in use") && attempt < 4 {
+                    eprintln!(
+                        "[harness] {}: port {port} was taken meanwhile; retrying",
+                        p.name
+                    );
+                    p.kill();
+                    continue;
+                }
+                panic!("{e}");
+            }
+        }
     }
 }
 
@@ -976,40 +1020,38 @@ pub struct Vm {
 impl Vm {
     pub fn start(dir: &TestDir) -> Vm {
         let mut vm = Vm {
-            port: free_port(),
+            port: 0,
             data_dir: dir.join("vm-data"),
             log_dir: dir.path().to_path_buf(),
             proc: None,
-            starts: 0,
+            starts: 1,
         };
-        vm.launch();
+        let (port, p) = start_on_free_port(
+            |port| vm.spawn(port),
+            |port| format!("http://127.0.0.1:{port}/health"),
+            Duration::from_secs(30),
+        );
+        vm.port = port;
+        vm.proc = Some(p);
         vm
     }
 
-    fn launch(&mut self) {
-        self.starts += 1;
+    fn spawn(&self, port: u16) -> Proc {
         let mut cmd = Command::new(peer_bin("victoria-metrics"));
-        cmd.arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .arg(format!("-storageDataPath={}", self.data_dir.display()))
             .arg("-retentionPeriod=100y")
             // Make just-written samples visible to queries at once (default hides the last 30s).
             .arg("-search.latencyOffset=0s")
             // No response cache: the tests re-query the same ranges while data is arriving.
             .arg("-search.disableCache")
-            .arg("-search.cacheTimestampOffset=0s")
             // Lossless floats (the default, stated explicitly because the tests compare exactly).
             .arg("-precisionBits=64")
             .arg("-loggerLevel=INFO");
         let log = self
             .log_dir
             .join(format!("victoria-metrics-{}.log", self.starts));
-        let mut p = Proc::spawn("victoria-metrics", cmd, log);
-        wait_http_ok(
-            &mut p,
-            &format!("{}/health", self.base()),
-            Duration::from_secs(30),
-        );
-        self.proc = Some(p);
+        Proc::spawn("victoria-metrics", cmd, log)
     }
 
     pub fn base(&self) -> String {
@@ -1030,7 +1072,14 @@ impl Vm {
     /// Start again on the same port and data directory.
     pub fn restart(&mut self) {
         assert!(self.proc.is_none(), "Vm::restart while running");
-        self.launch();
+        self.starts += 1;
+        let mut p = self.spawn(self.port);
+        wait_http_ok(
+            &mut p,
+            &format!("{}/health", self.base()),
+            Duration::from_secs(30),
+        );
+        self.proc = Some(p);
     }
 
     pub fn assert_running(&mut self) {
@@ -1198,24 +1247,23 @@ pub struct Prom {
 
 impl Prom {
     pub fn start(dir: &TestDir, cfg: &PromConfig) -> Prom {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg_path = dir.join("prometheus.yml");
-        std::fs::write(&cfg_path, cfg.render(&addr)).unwrap();
-        let mut cmd = Command::new(peer_bin("prometheus"));
-        cmd.arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=info")
-            .current_dir(dir.path());
         let started_ms = now_ms();
-        let mut proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
-        wait_http_ok(
-            &mut proc,
-            &format!("http://{addr}/-/ready"),
+        let (port, proc) = start_on_free_port(
+            |port| {
+                let addr = format!("127.0.0.1:{port}");
+                let cfg_path = dir.join("prometheus.yml");
+                std::fs::write(&cfg_path, cfg.render(&addr)).unwrap();
+                let data = dir.join("prom-data");
+                let _ = std::fs::remove_dir_all(&data); // a retried start begins afresh
+                let mut cmd = Command::new(peer_bin("prometheus"));
+                cmd.arg(format!("--config.file={}", cfg_path.display()))
+                    .arg(format!("--storage.tsdb.path={}", data.display()))
+                    .arg(format!("--web.listen-address={addr}"))
+                    .arg("--log.level=info")
+                    .current_dir(dir.path());
+                Proc::spawn("prometheus", cmd, dir.join("prometheus.log"))
+            },
+            |port| format!("http://127.0.0.1:{port}/-/ready"),
             Duration::from_secs(30),
         );
         Prom {
@@ -1339,25 +1387,20 @@ pub struct Cardguard {
 
 impl Cardguard {
     pub fn start(dir: &TestDir, upstream: &str, extra: &[&str]) -> Cardguard {
-        let port = free_port();
-        let mut cmd = Command::new(cardguard_bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--upstream")
-            .arg(upstream)
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("RUST_BACKTRACE", "1")
-            .current_dir(dir.path());
-        let log = dir.join(&format!("cardguard-{port}.log"));
-        let mut proc = Proc::spawn("cardguard", cmd, log);
-        wait_http_ok(
-            &mut proc,
-            &format!("http://127.0.0.1:{port}/-/ready"),
+        let (port, proc) = start_on_free_port(
+            |port| {
+                let mut cmd = Command::new(cardguard_bin());
+                cmd.arg("serve")
+                    .arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--upstream")
+                    .arg(upstream)
+                    .args(extra)
+                    .env("RUST_BACKTRACE", "1")
+                    .current_dir(dir.path());
+                Proc::spawn("cardguard", cmd, dir.join(&format!("cardguard-{port}.log")))
+            },
+            |port| format!("http://127.0.0.1:{port}/-/ready"),
             Duration::from_secs(20),
         );
         Cardguard { port, proc }
@@ -1564,6 +1607,27 @@ impl Stack {
         self.target.addr()
     }
 
+    /// Wait until the target has been scraped `n` times, checking the processes meanwhile.
+    pub fn wait_scrapes(&mut self, n: u64, timeout: Duration) {
+        let what = format!("Prometheus to scrape the test target {n} times");
+        poll_until(&what, timeout, Duration::from_millis(200), || {
+            self.assert_running();
+            match self.target.scrapes() {
+                s if s >= n => Ok(()),
+                s => Err(format!("{s} scrapes")),
+            }
+        })
+    }
+
+    /// Panic (with log tails) if Prometheus, VM (when running) or cardguard exited.
+    pub fn assert_running(&mut self) {
+        self.prom.proc.assert_running();
+        self.vm.assert_running();
+        if let Some(c) = self.cardguard.as_mut() {
+            c.proc.assert_running();
+        }
+    }
+
     /// Newest timestamp VM holds for `cg_test_scrapes_total` (None = nothing yet).
     pub fn vm_newest_target_ts(&self) -> Option<i64> {
         let m = self
@@ -1584,11 +1648,7 @@ impl Stack {
             fmt_ms(ts)
         );
         poll_until(&what, timeout, Duration::from_millis(500), || {
-            self.prom.proc.assert_running();
-            self.vm.assert_running();
-            if let Some(c) = self.cardguard.as_mut() {
-                c.proc.assert_running();
-            }
+            self.assert_running();
             match self.vm_newest_target_ts() {
                 Some(t) if t >= ts => Ok(()),
                 other => Err(format!(
