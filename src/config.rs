@@ -5,6 +5,7 @@
 //! problem at once, each with its YAML path and line. A running server holds the result behind
 //! an `ArcSwap` and replaces it whole on reload.
 
+pub mod guard;
 mod raw;
 mod validate;
 
@@ -17,6 +18,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use crate::wire::{Limits, Version};
 
+pub use guard::{Action, Budget, GuardConfig};
 pub use validate::{ByteSize, Overrides};
 
 /// The validated configuration. Everything in it has been checked; nothing is parsed later.
@@ -26,6 +28,8 @@ pub struct Config {
     pub limits: RequestLimits,
     /// `None` only before flags were applied; `serve` refuses to start without one.
     pub upstream: Option<UpstreamConfig>,
+    /// The cardinality guard; `None` forwards everything (a pure pass-through).
+    pub guard: Option<guard::GuardConfig>,
 }
 
 /// The HTTP listener.
@@ -75,6 +79,7 @@ impl Default for Config {
                 wire: Limits::default(),
             },
             upstream: None,
+            guard: None,
         }
     }
 }

@@ -61,6 +61,12 @@ struct ServeArgs {
     /// Upstream request timeout, e.g. 30s.
     #[arg(long)]
     upstream_timeout: Option<PromDuration>,
+    /// Quick start for the guard: every owner may have this many active series.
+    #[arg(long)]
+    max_series_per_service: Option<u64>,
+    /// The label naming a series' owner (default `service`).
+    #[arg(long)]
+    owner_label: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +125,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             upstream_url: args.upstream,
             upstream_version: args.upstream_version,
             upstream_timeout: args.upstream_timeout.map(|d| d.0),
+            max_series_per_service: args.max_series_per_service,
+            owner_label: args.owner_label,
         },
     };
     let config = source.load()?;

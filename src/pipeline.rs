@@ -68,6 +68,11 @@ pub fn prepare(
         if s.compressed.capacity() > KEEP_CAPACITY {
             s.compressed = Vec::new();
         }
+        // The offset tables can reach several times the decoded size on a hostile body
+        // (e.g. millions of empty labels); release them too.
+        if s.parsed.heap_bytes() > KEEP_CAPACITY {
+            s.parsed = Parsed::new();
+        }
         result
     })
 }

@@ -9,10 +9,16 @@
 mod proto;
 pub mod reader;
 pub mod snappy;
+#[cfg(test)]
+mod strategies;
+#[doc(hidden)]
+pub mod testgen;
 pub mod types;
 pub mod writer;
 
-pub use reader::{Counts, LabelsIter, Parsed, SampleIter, SeriesView};
+pub use reader::{
+    Counts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView, V2Metadata, WireSample,
+};
 pub use writer::{OwnedSeries, Writer};
 
 /// Which remote-write message a body carries (selected by Content-Type, PROTOCOL.md §2).

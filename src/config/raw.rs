@@ -20,6 +20,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     pub upstream: Option<Spanned<RawUpstream>>,
+    pub guard: Option<super::guard::RawGuard>,
 }
 
 #[derive(Debug, Default, Deserialize)]

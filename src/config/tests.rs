@@ -99,6 +99,7 @@ fn flags_override_the_file() {
         upstream_url: Some("http://127.0.0.1:1/api/v1/write".into()),
         upstream_version: Some("2.0".into()),
         upstream_timeout: Some(Duration::from_secs(3)),
+        ..Default::default()
     };
     let c = Config::load_with(Some(Path::new("testdata/config/valid/full.yml")), &o).unwrap();
     assert_eq!(c.server.listen_address.port(), 9999);
@@ -133,4 +134,75 @@ fn byte_sizes() {
     assert_eq!("1KB".parse::<ByteSize>(), Ok(ByteSize(1000)));
     assert!("1TiB".parse::<ByteSize>().is_err());
     assert!("".parse::<ByteSize>().is_err());
+}
+
+#[test]
+fn guard_section() {
+    let yaml = r#"
+guard:
+  owner_labels: [service, job]
+  window: 2h
+  window_slices: 12
+  max_series: 1000000
+  default_budget:
+    max_series: 5000
+    max_series_per_metric: 1000
+    label_limits: {user_id: 100}
+  unowned_budget:
+    max_series: 50
+  budgets:
+    - service: checkout
+      max_series: 50000
+      action: warn
+    - service_regex: "team-.*"
+      metrics: {http_requests_total: 20000}
+"#;
+    let c = Config::from_yaml(yaml).unwrap();
+    let g = c.guard.unwrap();
+    assert_eq!(g.owner_labels, ["service", "job"]);
+    assert_eq!(g.slice_length(), Duration::from_secs(600));
+    assert_eq!(g.max_series, Some(1_000_000));
+    let b = g.budget_for(None, Some("checkout"));
+    assert_eq!((b.max_series, b.action), (50_000, Action::Warn));
+    // Rules inherit what they do not say from the default budget.
+    assert_eq!(b.max_series_per_metric, Some(1000));
+    let t = g.budget_for(None, Some("team-a"));
+    assert_eq!(t.max_series, 5000);
+    assert_eq!(t.metric_limit(b"http_requests_total"), Some(20_000));
+    assert_eq!(t.metric_limit(b"other"), Some(1000));
+    assert_eq!(g.budget_for(None, Some("team-a-b")).max_series, 5000);
+    assert_eq!(g.budget_for(None, Some("xteam-a")).max_series, 5000);
+    assert_eq!(g.budget_for(None, None).max_series, 50);
+    assert_eq!(
+        g.budget_for(None, Some("anything")).label_limits,
+        vec![("user_id".to_string(), 100)]
+    );
+}
+
+#[test]
+fn guard_errors() {
+    let yaml = "guard:\n  window: 10s\n  budgets:\n    - max_series: 1\n    - service_regex: \"(\"\n    - service: a\n      action: explode\n";
+    let err = Config::from_yaml(yaml).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.errors.len(), 4, "{text}");
+    assert!(text.contains("guard.window"), "{text}");
+    assert!(
+        text.contains("guard.budgets[0]: needs exactly one of service or service_regex"),
+        "{text}"
+    );
+    assert!(text.contains("guard.budgets[1].service_regex"), "{text}");
+    assert!(text.contains("guard.budgets[2].action"), "{text}");
+}
+
+#[test]
+fn quick_start_flags_turn_the_guard_on() {
+    let o = Overrides {
+        upstream_url: Some("http://127.0.0.1:1/api/v1/write".into()),
+        max_series_per_service: Some(500),
+        owner_label: Some("team".into()),
+        ..Default::default()
+    };
+    let g = Config::load_with(None, &o).unwrap().guard.unwrap();
+    assert_eq!(g.owner_labels, ["team"]);
+    assert_eq!(g.budget_for(None, Some("x")).max_series, 500);
 }

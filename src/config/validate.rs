@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Uri};
 use serde_saphyr::Spanned;
 
+use super::guard::GuardConfig;
 use super::raw::{RawConfig, RawLimits, RawUpstream};
 use super::{Config, ConfigError, ConfigErrors, UpstreamConfig};
 use crate::wire::Version;
@@ -63,10 +64,10 @@ const RESERVED_HEADERS: &[&str] = &[
 
 /// Collects errors while validating.
 #[derive(Default)]
-struct Errors(Vec<ConfigError>);
+pub(super) struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push<T>(&mut self, path: &str, at: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn push<T>(&mut self, path: &str, at: &Spanned<T>, message: impl Into<String>) {
         let line = at.referenced.line();
         self.0.push(ConfigError {
             path: path.to_string(),
@@ -107,6 +108,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
 
     if let Some(up) = &raw.upstream {
         c.upstream = validate_upstream(&up.value, &mut errs);
+    }
+    if let Some(g) = &raw.guard {
+        c.guard = Some(super::guard::validate(g, &mut errs));
     }
 
     if errs.0.is_empty() {
@@ -283,6 +287,10 @@ pub struct Overrides {
     pub upstream_url: Option<String>,
     pub upstream_version: Option<String>,
     pub upstream_timeout: Option<Duration>,
+    /// `--max-series-per-service`: turns the guard on with one budget for every owner.
+    pub max_series_per_service: Option<u64>,
+    /// `--owner-label`: the label naming a series' owner.
+    pub owner_label: Option<String>,
 }
 
 impl Overrides {
@@ -312,6 +320,20 @@ impl Overrides {
                     })
                 }
             }
+        }
+        if let Some(n) = self.max_series_per_service {
+            let owners = vec![self.owner_label.clone().unwrap_or_else(|| "service".into())];
+            match &mut c.guard {
+                Some(g) => {
+                    let mut b = (*g.default_budget).clone();
+                    b.max_series = n;
+                    g.default_budget = std::sync::Arc::new(b);
+                }
+                None => c.guard = Some(GuardConfig::with_default_budget(n, owners)),
+            }
+        }
+        if let (Some(label), Some(g)) = (&self.owner_label, &mut c.guard) {
+            g.owner_labels = vec![label.clone()];
         }
         if let Some(up) = &mut c.upstream {
             if let Some(v) = &self.upstream_version {

@@ -63,6 +63,24 @@ impl<'a> Cursor<'a> {
         self.pos >= self.end
     }
 
+    /// The next byte, without consuming it.
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        if self.pos < self.end {
+            self.buf.get(self.pos).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Consume one byte (after a successful [`Cursor::peek`]).
+    #[inline]
+    pub(crate) fn bump(&mut self) {
+        if self.pos < self.end {
+            self.pos += 1;
+        }
+    }
+
     /// The rest of the cursor's range.
     #[inline]
     fn rest(&self) -> &'a [u8] {

@@ -4,16 +4,19 @@
 //!
 //! The pass checks the protobuf framing of everything the writer may later take apart (series,
 //! labels, samples, exemplars, metadata, the top level of histograms), so that the lazy
-//! iterators below can decode without error paths. Label semantics are left to
+//! iterators of `view` can decode without error paths. Label semantics are left to
 //! [`SeriesView::validate`].
 
 #[cfg(test)]
 mod tests;
 pub(crate) mod v1;
 pub(crate) mod v2;
+mod view;
 
 use super::proto::{self, Cursor};
 use super::{Limits, Version, WireError};
+pub(crate) use view::decode_sample;
+pub use view::{LabelsIter, RawFields, SampleIter, SeriesView, WireSample};
 
 /// Totals over one request, counted while parsing (so telemetry needs no second pass).
 ///
@@ -43,6 +46,8 @@ pub(crate) struct SeriesRec {
     pub(crate) exemplars: u32,
     /// v2: index + 1 into `Parsed::v2_metadata`, 0 when the series carries none.
     pub(crate) metadata: u32,
+    /// Offset of the first sample's tag (`end` when there is none), where `samples()` starts.
+    pub(crate) first_sample: u32,
 }
 
 /// One label as byte ranges of the buffer. For v2 these hold symbol refs until the end of the
@@ -141,6 +146,17 @@ impl Parsed {
         }
     }
 
+    /// Heap bytes held by the offset tables (their capacity, not their length), so a caller
+    /// that reuses one `Parsed` can release it after an outsized request.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.series.capacity() * size_of::<SeriesRec>()
+            + self.labels.capacity() * size_of::<LabelRec>()
+            + self.symbols.capacity() * size_of::<(u32, u32)>()
+            + self.v1_metadata.capacity() * size_of::<(u32, u32)>()
+            + self.v2_metadata.capacity() * size_of::<V2Metadata>()
+    }
+
     pub fn clear(&mut self) {
         self.counts = Counts::default();
         self.series.clear();
@@ -232,288 +248,6 @@ impl Parsed {
         self.v1_metadata
             .get(i)
             .map(|&(off, len)| proto::slice(buf, off, len))
-    }
-}
-
-/// One series, borrowing from the decompressed buffer.
-#[derive(Clone, Copy)]
-pub struct SeriesView<'a> {
-    buf: &'a [u8],
-    rec: SeriesRec,
-    labels: &'a [LabelRec],
-    version: Version,
-    metadata: Option<V2Metadata>,
-}
-
-impl std::fmt::Debug for SeriesView<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let labels: Vec<_> = self
-            .labels()
-            .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
-            .collect();
-        f.debug_struct("SeriesView")
-            .field("version", &self.version)
-            .field("bytes", &(self.rec.start..self.rec.end))
-            .field("labels", &labels)
-            .field("samples", &self.rec.samples)
-            .field("histograms", &self.rec.histograms)
-            .field("exemplars", &self.rec.exemplars)
-            .finish()
-    }
-}
-
-/// Most labels checked for duplicates pairwise; past it, a sorted scratch copy is cheaper.
-const PAIRWISE_MAX: usize = 32;
-
-impl<'a> SeriesView<'a> {
-    /// Label pairs in wire order (v2: resolved through the symbols table).
-    pub fn labels(&self) -> LabelsIter<'a> {
-        LabelsIter {
-            buf: self.buf,
-            labels: self.labels.iter(),
-        }
-    }
-    pub fn label_count(&self) -> usize {
-        self.labels.len()
-    }
-    /// Value of `__name__`, if present.
-    pub fn metric_name(&self) -> Option<&'a [u8]> {
-        self.labels()
-            .find(|(n, _)| *n == b"__name__")
-            .map(|(_, v)| v)
-    }
-    pub fn samples(&self) -> SampleIter<'a> {
-        SampleIter {
-            cursor: self.body(),
-            version: self.version,
-        }
-    }
-    pub fn sample_count(&self) -> usize {
-        self.rec.samples as usize
-    }
-    pub fn histogram_count(&self) -> usize {
-        self.rec.histograms as usize
-    }
-    pub fn exemplar_count(&self) -> usize {
-        self.rec.exemplars as usize
-    }
-    /// The TimeSeries message body (without its field tag and length prefix).
-    pub fn raw(&self) -> &'a [u8] {
-        proto::slice(self.buf, self.rec.start, self.rec.end - self.rec.start)
-    }
-    /// The version the series was parsed as.
-    pub fn version(&self) -> Version {
-        self.version
-    }
-    /// v2: the series' `Metadata`, if the field is present (it may be all-default).
-    pub fn v2_metadata(&self) -> Option<V2Metadata> {
-        self.metadata
-    }
-    /// The raw bodies of the series' native histograms (v1 field 4, v2 field 3), in order.
-    pub fn histograms_raw(&self) -> RawFields<'a> {
-        let field = match self.version {
-            Version::V1 => 4,
-            Version::V2 => 3,
-        };
-        RawFields {
-            cursor: self.body(),
-            buf: self.buf,
-            field,
-        }
-    }
-    /// The raw bodies of the series' exemplars (v1 field 3, v2 field 4), in order.
-    pub fn exemplars_raw(&self) -> RawFields<'a> {
-        let field = match self.version {
-            Version::V1 => 3,
-            Version::V2 => 4,
-        };
-        RawFields {
-            cursor: self.body(),
-            buf: self.buf,
-            field,
-        }
-    }
-
-    pub(crate) fn body(&self) -> Cursor<'a> {
-        Cursor::new(self.buf, self.rec.start as usize..self.rec.end as usize)
-    }
-
-    pub(crate) fn buf(&self) -> &'a [u8] {
-        self.buf
-    }
-
-    /// Label semantics: at least one label, `__name__` present, names non-empty and unique,
-    /// names and values valid UTF-8. `index` is only used in the error message.
-    ///
-    /// Labels may arrive unsorted (1.0 receivers accept that, PROTOCOL.md §5b), so uniqueness
-    /// does not rely on order; sorted input (what Prometheus sends) takes a linear fast path.
-    pub fn validate(&self, index: usize) -> Result<(), WireError> {
-        if self.labels.is_empty() {
-            return Err(WireError::NoLabels { series: index });
-        }
-        let mut has_name = false;
-        let mut sorted = true;
-        let mut prev: &[u8] = &[];
-        for (i, (name, value)) in self.labels().enumerate() {
-            if name.is_empty() {
-                return Err(WireError::EmptyLabelName { series: index });
-            }
-            if std::str::from_utf8(name).is_err() {
-                return Err(WireError::InvalidUtf8 {
-                    series: index,
-                    part: "name",
-                });
-            }
-            if std::str::from_utf8(value).is_err() {
-                return Err(WireError::InvalidUtf8 {
-                    series: index,
-                    part: "value",
-                });
-            }
-            has_name |= name == b"__name__";
-            if i > 0 && name <= prev {
-                sorted = false;
-            }
-            prev = name;
-        }
-        if !sorted {
-            self.check_duplicates(index)?;
-        }
-        if !has_name {
-            return Err(WireError::NoMetricName { series: index });
-        }
-        Ok(())
-    }
-
-    /// Slow path for unsorted labels: pairwise for few labels (no allocation), a sorted
-    /// scratch copy for many.
-    fn check_duplicates(&self, index: usize) -> Result<(), WireError> {
-        let dup = |name: &[u8]| WireError::DuplicateLabel {
-            series: index,
-            name: String::from_utf8_lossy(name).into_owned(),
-        };
-        if self.labels.len() <= PAIRWISE_MAX {
-            for (i, (a, _)) in self.labels().enumerate() {
-                if self.labels().skip(i + 1).any(|(b, _)| a == b) {
-                    return Err(dup(a));
-                }
-            }
-            return Ok(());
-        }
-        let mut names: Vec<&[u8]> = self.labels().map(|(n, _)| n).collect();
-        names.sort_unstable();
-        match names.windows(2).find(|w| w[0] == w[1]) {
-            Some(w) => Err(dup(w[0])),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Iterator over `(name, value)` byte slices.
-pub struct LabelsIter<'a> {
-    buf: &'a [u8],
-    labels: std::slice::Iter<'a, LabelRec>,
-}
-
-impl<'a> Iterator for LabelsIter<'a> {
-    type Item = (&'a [u8], &'a [u8]);
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        self.labels.next().map(|l| {
-            (
-                proto::slice(self.buf, l.name_off, l.name_len),
-                proto::slice(self.buf, l.value_off, l.value_len),
-            )
-        })
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.labels.size_hint()
-    }
-}
-
-impl ExactSizeIterator for LabelsIter<'_> {}
-
-/// A float sample as read off the wire. `start_timestamp` is 0 (unset) for v1.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WireSample {
-    pub value: f64,
-    pub timestamp: i64,
-    pub start_timestamp: i64,
-}
-
-/// Iterator over a series' float samples, decoded lazily from its raw bytes.
-pub struct SampleIter<'a> {
-    cursor: Cursor<'a>,
-    version: Version,
-}
-
-impl Iterator for SampleIter<'_> {
-    type Item = WireSample;
-    fn next(&mut self) -> Option<Self::Item> {
-        // `parse` checked the framing of every sample, so errors here cannot happen for the
-        // parsed buffer; with any other buffer the iterator just stops.
-        while !self.cursor.at_end() {
-            let (field, wire_type) = self.cursor.tag().ok()?;
-            if field == 2 && wire_type == proto::LEN {
-                let range = self.cursor.len_delim().ok()?;
-                let mut c = Cursor::new(self.cursor.buf(), range);
-                return decode_sample(&mut c, self.version).ok();
-            }
-            self.cursor.skip(wire_type).ok()?;
-        }
-        None
-    }
-}
-
-/// Decode one Sample body (v1: 1 value, 2 timestamp; v2 adds 3 start_timestamp). Later
-/// occurrences of a field win, as protobuf specifies for scalars.
-#[inline]
-pub(crate) fn decode_sample(c: &mut Cursor<'_>, version: Version) -> Result<WireSample, WireError> {
-    let mut s = WireSample {
-        value: 0.0,
-        timestamp: 0,
-        start_timestamp: 0,
-    };
-    while !c.at_end() {
-        let (field, wire_type) = c.tag()?;
-        match field {
-            1 => {
-                s.value =
-                    f64::from_bits(c.expect_fixed64(wire_type, "sample value: wrong wire type")?)
-            }
-            2 => {
-                s.timestamp =
-                    c.expect_varint(wire_type, "sample timestamp: wrong wire type")? as i64
-            }
-            3 if version == Version::V2 => {
-                s.start_timestamp =
-                    c.expect_varint(wire_type, "sample start_timestamp: wrong wire type")? as i64
-            }
-            _ => c.skip(wire_type)?,
-        }
-    }
-    Ok(s)
-}
-
-/// Iterator over the raw bodies of one repeated message field of a series.
-pub struct RawFields<'a> {
-    cursor: Cursor<'a>,
-    buf: &'a [u8],
-    field: u32,
-}
-
-impl<'a> Iterator for RawFields<'a> {
-    type Item = &'a [u8];
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.cursor.at_end() {
-            let (field, wire_type) = self.cursor.tag().ok()?;
-            if field == self.field && wire_type == proto::LEN {
-                let range = self.cursor.len_delim().ok()?;
-                return self.buf.get(range);
-            }
-            self.cursor.skip(wire_type).ok()?;
-        }
-        None
     }
 }
 

@@ -12,13 +12,37 @@ use super::WireError;
 pub const FRAMED_STREAM_IDENTIFIER: [u8; 10] =
     [0xff, 0x06, 0x00, 0x00, 0x73, 0x4e, 0x61, 0x50, 0x70, 0x59];
 
-/// Decompress `input` into `out` (cleared first, capacity kept). Rejects the framed format,
-/// an unreadable preamble and a declared length over `limit` *before* allocating.
+/// Decompress `input` into `out` (replacing its contents, capacity kept). Rejects the framed
+/// format, an unreadable preamble and a declared length over `limit` *before* allocating.
 ///
 /// An empty body is a `SnappyPreamble` error: it has no preamble, and Go's snappy (hence
 /// Prometheus's receiver) rejects it as corrupt too.
 pub fn decompress(input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
-    out.clear();
+    let declared = match preamble(input, limit) {
+        Ok(n) => n,
+        Err(e) => {
+            out.clear();
+            return Err(e);
+        }
+    };
+    // Only now is memory committed, and at most `limit` bytes of it. The previous request's
+    // bytes are not cleared first: the decoder overwrites all `declared` bytes on success, so
+    // only the part beyond the old length is zero-filled (in steady state, none).
+    out.resize(declared, 0);
+    match snap::raw::Decoder::new().decompress(input, out) {
+        Ok(n) => {
+            out.truncate(n);
+            Ok(())
+        }
+        Err(e) => {
+            out.clear();
+            Err(WireError::SnappyCorrupt(e.to_string()))
+        }
+    }
+}
+
+/// The checks made before any allocation; returns the declared decoded length.
+fn preamble(input: &[u8], limit: usize) -> Result<usize, WireError> {
     if input.starts_with(&FRAMED_STREAM_IDENTIFIER) {
         return Err(WireError::SnappyFramed);
     }
@@ -32,18 +56,7 @@ pub fn decompress(input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), W
             limit,
         });
     }
-    // Only now is memory committed, and at most `limit` bytes of it.
-    out.resize(declared, 0);
-    match snap::raw::Decoder::new().decompress(input, out) {
-        Ok(n) => {
-            out.truncate(n);
-            Ok(())
-        }
-        Err(e) => {
-            out.clear();
-            Err(WireError::SnappyCorrupt(e.to_string()))
-        }
-    }
+    Ok(declared)
 }
 
 thread_local! {

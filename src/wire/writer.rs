@@ -1,8 +1,33 @@
 //! Writer: builds an outgoing request (uncompressed protobuf) by copying the raw bytes of
 //! unchanged series and encoding only relabeled or new ones, translating v1↔v2 on the way.
 //!
-//! CONTRACT (filled in by the wire work): see the doc comment of each item.
+//! Same version in and out, an unchanged series is its TimeSeries body copied behind a new
+//! tag and length: no decoding, no re-encoding (PROTOCOL.md §7 "forward what is unchanged as
+//! it came"). For v2 output the source's symbols table is copied first, in order, so raw
+//! series keep valid refs; strings of relabeled or new series are appended, deduplicated.
+//!
+//! Translation (`translate.rs`) follows PROTOCOL.md §1/§2:
+//! - v2 → v1: labels resolved; samples re-encoded without `start_timestamp`; histograms copied
+//!   without field 17; exemplars with resolved labels; per-series metadata becomes
+//!   request-level `MetricMetadata`, one per metric name (the first one seen wins).
+//! - v1 → v2: symbols built from `""`; samples and histograms copied raw (v1 Sample and
+//!   Histogram bodies are field-compatible with v2's); exemplars re-encoded with refs; the
+//!   source's request-level metadata is attached to every series whose `__name__` is the
+//!   family name, or the family name plus `_total`, `_bucket`, `_sum`, `_count`, `_created`
+//!   or `_info`. A v1 request carrying only metadata (what Prometheus sends every minute)
+//!   has no series to attach it to, so it translates to an empty v2 request: v2 has no
+//!   request-level metadata.
 
+mod symbols;
+#[cfg(test)]
+mod tests;
+mod translate;
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use self::symbols::Symbols;
+use super::proto::{self, Cursor};
 use super::reader::Parsed;
 use super::Version;
 
@@ -14,15 +39,56 @@ pub struct OwnedSeries {
     pub samples: Vec<(f64, i64)>,
 }
 
+/// v1 metadata of one family of the source request, for attaching to v2 series.
+#[derive(Debug, Clone)]
+struct Family {
+    metric_type: i32,
+    help: Range<usize>,
+    unit: Range<usize>,
+    /// `(help_ref, unit_ref)` once interned into the output symbols.
+    refs: Option<(u32, u32)>,
+}
+
 /// Reusable output buffer for one outgoing request at a time.
 #[derive(Debug)]
 pub struct Writer {
     out: Version,
+    /// Encoded series (and copied v1 metadata) of the request being built.
+    body: Vec<u8>,
+    /// v1 output from v2 input: `MetricMetadata` entries, appended by `finish`.
+    metadata: Vec<u8>,
+    /// v1 output from v2 input: metric names whose metadata is already in `metadata`.
+    metadata_seen: HashSet<Vec<u8>>,
+    /// v2 output: the symbols table.
+    symbols: Symbols,
+    /// v2 output: scratch for one series' labels_refs.
+    refs: Vec<u32>,
+    /// v2 output from v1 input: the source's metadata by family name.
+    families: HashMap<Vec<u8>, Family>,
+    /// v2 output: symbols followed by series, assembled by `finish`.
+    done: Vec<u8>,
+    series_written: usize,
+    /// Metadata items written, counted as `Counts::metadata` counts them on input.
+    metadata_written: usize,
 }
 
 impl Writer {
+    /// A writer ready for `push_series` (or `begin` with a source).
     pub fn new(out: Version) -> Self {
-        Writer { out }
+        let mut w = Writer {
+            out,
+            body: Vec::new(),
+            metadata: Vec::new(),
+            metadata_seen: HashSet::new(),
+            symbols: Symbols::default(),
+            refs: Vec::new(),
+            families: HashMap::new(),
+            done: Vec::new(),
+            series_written: 0,
+            metadata_written: 0,
+        };
+        w.reset();
+        w
     }
 
     /// The version this writer produces.
@@ -30,40 +96,275 @@ impl Writer {
         self.out
     }
 
+    /// Number of series written since `begin`/`reset`.
+    pub fn series_written(&self) -> usize {
+        self.series_written
+    }
+
+    /// Metadata items written since `begin`/`reset`, counted like [`super::Counts::metadata`]
+    /// counts the output version: v1 `MetricMetadata` entries, or v2 series carrying
+    /// non-empty metadata.
+    pub fn metadata_written(&self) -> usize {
+        self.metadata_written
+    }
+
+    /// v2 → v2 raw copies carry their metadata along.
+    fn count_copied_metadata(&mut self, req: &Parsed, s: &super::SeriesView<'_>) {
+        if req.version() == Version::V2 && self.out == Version::V2 {
+            self.metadata_written += usize::from(s.v2_metadata().is_some_and(|m| !m.is_empty()));
+        }
+    }
+
+    /// Start a new request with no source (only `push_series` will follow), clearing the
+    /// previous one but keeping capacity.
+    pub fn reset(&mut self) {
+        self.body.clear();
+        self.metadata.clear();
+        self.metadata_seen.clear();
+        self.symbols.clear();
+        self.refs.clear();
+        self.families.clear();
+        self.done.clear();
+        self.series_written = 0;
+        self.metadata_written = 0;
+        if self.out == Version::V2 {
+            self.symbols.push(b"");
+        }
+    }
+
     /// Start a new request from source `req` (parsed from `buf`), clearing the previous one but
     /// keeping capacity. Copies/relabels below refer to series of this source.
-    pub fn begin(&mut self, _req: &Parsed, _buf: &[u8]) {
-        todo!()
+    pub fn begin(&mut self, req: &Parsed, buf: &[u8]) {
+        self.reset();
+        match (req.version(), self.out) {
+            (Version::V2, Version::V2) if req.symbol_count() > 0 => {
+                // Replace the "" pushed by reset() with the source table, in order.
+                self.symbols.clear();
+                match req.symbols_raw {
+                    Some((off, len)) => {
+                        self.symbols
+                            .extend_raw(proto::slice(buf, off, len), off, &req.symbols)
+                    }
+                    None => {
+                        for &(off, len) in &req.symbols {
+                            self.symbols.push(proto::slice(buf, off, len));
+                        }
+                    }
+                }
+            }
+            (Version::V1, Version::V2) => {
+                for i in 0..req.metadata_len() {
+                    let Some(&(off, len)) = req.v1_metadata.get(i) else {
+                        continue;
+                    };
+                    let m = super::reader::v1::decode_metadata(
+                        buf,
+                        off as usize..off as usize + len as usize,
+                    );
+                    let name = buf.get(m.family.clone()).unwrap_or_default();
+                    // First entry wins, as for the reverse translation.
+                    self.families.entry(name.to_vec()).or_insert(Family {
+                        metric_type: m.metric_type,
+                        help: m.help,
+                        unit: m.unit,
+                        refs: None,
+                    });
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Copy series `i` unchanged: its raw bytes when versions match, translated otherwise.
-    pub fn copy_series(&mut self, _req: &Parsed, _buf: &[u8], _i: usize) {
-        todo!()
+    pub fn copy_series(&mut self, req: &Parsed, buf: &[u8], i: usize) {
+        let Some(s) = req.get(buf, i) else { return };
+        match (req.version(), self.out) {
+            (Version::V1, Version::V1) => proto::put_bytes(&mut self.body, 1, s.raw()),
+            (Version::V2, Version::V2) => proto::put_bytes(&mut self.body, 5, s.raw()),
+            (Version::V1, Version::V2) => self.v1_to_v2(&s, s.labels()),
+            (Version::V2, Version::V1) => self.v2_to_v1(req, &s, s.labels()),
+        }
+        self.count_copied_metadata(req, &s);
+        self.series_written += 1;
     }
 
     /// Series `i` with new labels; samples, histograms and exemplars copied from the source.
     pub fn relabeled_series(
         &mut self,
-        _req: &Parsed,
-        _buf: &[u8],
-        _i: usize,
-        _labels: &[(&[u8], &[u8])],
+        req: &Parsed,
+        buf: &[u8],
+        i: usize,
+        labels: &[(&[u8], &[u8])],
     ) {
-        todo!()
+        let Some(s) = req.get(buf, i) else { return };
+        let given = labels.iter().copied();
+        match (req.version(), self.out) {
+            (Version::V1, Version::V1) => {
+                let pos = proto::begin_nested(&mut self.body, 1);
+                for &(name, value) in labels {
+                    put_label(&mut self.body, 1, name, value);
+                }
+                copy_fields_except(&mut self.body, s.body(), 1);
+                proto::end_nested(&mut self.body, pos);
+            }
+            (Version::V2, Version::V2) => {
+                self.intern_labels(given);
+                let pos = proto::begin_nested(&mut self.body, 5);
+                put_packed_u32(&mut self.body, 1, &self.refs);
+                // Samples, histograms, exemplars and metadata keep their refs into the copied
+                // source table.
+                copy_fields_except(&mut self.body, s.body(), 1);
+                proto::end_nested(&mut self.body, pos);
+            }
+            (Version::V1, Version::V2) => self.v1_to_v2(&s, given),
+            (Version::V2, Version::V1) => self.v2_to_v1(req, &s, given),
+        }
+        self.count_copied_metadata(req, &s);
+        self.series_written += 1;
     }
 
     /// A series built in cardguard.
-    pub fn push_series(&mut self, _s: &OwnedSeries) {
-        todo!()
+    pub fn push_series(&mut self, s: &OwnedSeries) {
+        match self.out {
+            Version::V1 => {
+                let pos = proto::begin_nested(&mut self.body, 1);
+                for (name, value) in &s.labels {
+                    put_label(&mut self.body, 1, name.as_bytes(), value.as_bytes());
+                }
+                for &(value, timestamp) in &s.samples {
+                    put_sample(&mut self.body, value, timestamp, 0);
+                }
+                proto::end_nested(&mut self.body, pos);
+            }
+            Version::V2 => {
+                self.intern_labels(s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+                let pos = proto::begin_nested(&mut self.body, 5);
+                put_packed_u32(&mut self.body, 1, &self.refs);
+                for &(value, timestamp) in &s.samples {
+                    put_sample(&mut self.body, value, timestamp, 0);
+                }
+                proto::end_nested(&mut self.body, pos);
+            }
+        }
+        self.series_written += 1;
     }
 
     /// Copy the request-level metadata of the source (v1 field 3) when the output can carry it.
-    pub fn copy_metadata(&mut self, _req: &Parsed, _buf: &[u8]) {
-        todo!()
+    ///
+    /// v1 → v1 copies the raw entries. v1 → v2 has nowhere to put them at request level: they
+    /// were attached to matching series by `begin`/`copy_series` instead. A v2 source has no
+    /// request-level metadata (v2 → v1 metadata comes from the copied series).
+    pub fn copy_metadata(&mut self, req: &Parsed, buf: &[u8]) {
+        if req.version() == Version::V1 && self.out == Version::V1 {
+            for i in 0..req.metadata_len() {
+                if let Some(raw) = req.metadata_raw(buf, i) {
+                    proto::put_bytes(&mut self.body, 3, raw);
+                    self.metadata_written += 1;
+                }
+            }
+        }
     }
 
-    /// The encoded request so far.
+    /// The encoded request so far. A v2 request with no series is empty (no symbols table).
     pub fn finish(&mut self) -> &[u8] {
-        todo!()
+        match self.out {
+            Version::V1 => {
+                // Field order does not matter in protobuf; metadata goes after the series.
+                self.body.extend_from_slice(&self.metadata);
+                self.metadata.clear();
+                &self.body
+            }
+            Version::V2 => {
+                self.done.clear();
+                if self.series_written > 0 {
+                    // Symbols first, as Prometheus sends them: any order is valid protobuf,
+                    // but a receiver that resolves refs while streaming needs the table up
+                    // front. Costs one copy of the series bytes.
+                    self.done.extend_from_slice(self.symbols.encoded());
+                    self.done.extend_from_slice(&self.body);
+                }
+                &self.done
+            }
+        }
+    }
+
+    /// Fill `self.refs` with the interned `(name, value)` refs of `labels`.
+    fn intern_labels<'l>(&mut self, labels: impl Iterator<Item = (&'l [u8], &'l [u8])>) {
+        self.refs.clear();
+        for (name, value) in labels {
+            let n = self.symbols.intern(name);
+            let v = self.symbols.intern(value);
+            self.refs.push(n);
+            self.refs.push(v);
+        }
+    }
+}
+
+/// Copy every field of the message under `c` except `skip_field`, as raw bytes (tag
+/// included), merging runs of consecutive kept fields into one copy.
+pub(crate) fn copy_fields_except(out: &mut Vec<u8>, mut c: Cursor<'_>, skip_field: u32) {
+    let buf = c.buf();
+    let mut run_start = c.pos();
+    // End of the last whole field: parsed bodies are well framed, but with any other buffer
+    // only whole fields are copied.
+    let mut end = c.pos();
+    while let Ok((field, wire_type)) = c.tag() {
+        if c.skip(wire_type).is_err() {
+            break;
+        }
+        if field == skip_field {
+            out.extend_from_slice(buf.get(run_start..end).unwrap_or_default());
+            run_start = c.pos();
+        }
+        end = c.pos();
+    }
+    out.extend_from_slice(buf.get(run_start..end).unwrap_or_default());
+}
+
+/// A `Label` message (name 1, value 2) as field `field`; empty strings are left out, as prost
+/// does.
+#[inline]
+pub(crate) fn put_label(out: &mut Vec<u8>, field: u32, name: &[u8], value: &[u8]) {
+    let str_len = |s: &[u8]| {
+        if s.is_empty() {
+            0
+        } else {
+            1 + prost::encoding::encoded_len_varint(s.len() as u64) + s.len()
+        }
+    };
+    proto::put_tag(out, field, proto::LEN);
+    proto::put_varint(out, (str_len(name) + str_len(value)) as u64);
+    if !name.is_empty() {
+        proto::put_bytes(out, 1, name);
+    }
+    if !value.is_empty() {
+        proto::put_bytes(out, 2, value);
+    }
+}
+
+/// A `Sample` message as field 2 (the same number in v1 and v2). `start_timestamp` is v2's
+/// field 3; pass 0 for v1.
+#[inline]
+pub(crate) fn put_sample(out: &mut Vec<u8>, value: f64, timestamp: i64, start_timestamp: i64) {
+    let pos = proto::begin_nested(out, 2);
+    proto::put_double(out, 1, value);
+    proto::put_varint_field(out, 2, timestamp as u64);
+    proto::put_varint_field(out, 3, start_timestamp as u64);
+    proto::end_nested(out, pos);
+}
+
+/// A packed repeated `uint32` field; nothing when `values` is empty.
+pub(crate) fn put_packed_u32(out: &mut Vec<u8>, field: u32, values: &[u32]) {
+    if values.is_empty() {
+        return;
+    }
+    let len: usize = values
+        .iter()
+        .map(|&v| prost::encoding::encoded_len_varint(u64::from(v)))
+        .sum();
+    proto::put_tag(out, field, proto::LEN);
+    proto::put_varint(out, len as u64);
+    for &v in values {
+        proto::put_varint(out, u64::from(v));
     }
 }

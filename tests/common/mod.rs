@@ -1437,7 +1437,7 @@ pub mod cg_metrics {
                 let names: std::collections::BTreeSet<&str> = text
                     .lines()
                     .filter(|l| !l.starts_with('#') && !l.is_empty())
-                    .map(|l| l.split(|c| c == '{' || c == ' ').next().unwrap_or(""))
+                    .map(|l| l.split(['{', ' ']).next().unwrap_or(""))
                     .collect();
                 panic!(
                     "cardguard /metrics: expected {SAMPLES_RECEIVED} > 0, found {v:?}; \
@@ -1768,9 +1768,9 @@ pub mod rw {
     }
 
     pub fn unsnappy(body: &[u8]) -> Result<Vec<u8>, String> {
-        snap::raw::Decoder::new()
-            .decompress_vec(body)
-            .map_err(|e| e.to_string())
+        let mut out = Vec::new();
+        cardguard::wire::snappy::decompress(body, 64 << 20, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
     }
 
     /// Encode + snappy.
@@ -1791,8 +1791,11 @@ pub mod rw {
         Err("varint too long".into())
     }
 
+    /// One protobuf field: number, wire type, payload bytes, varint value.
+    type Field<'a> = (u64, u8, &'a [u8], u64);
+
     /// Iterate (field, wire type, payload) over one message.
-    fn fields(b: &[u8]) -> Result<Vec<(u64, u8, &[u8], u64)>, String> {
+    fn fields(b: &[u8]) -> Result<Vec<Field<'_>>, String> {
         let mut pos = 0;
         let mut out = Vec::new();
         while pos < b.len() {

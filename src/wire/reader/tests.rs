@@ -1,1 +1,567 @@
-//! Property tests of the reader against the prost reference types.
+//! The reader against the prost reference types: random requests encoded by prost must read
+//! back identically, and no input may make it panic.
+
+use proptest::prelude::*;
+use prost::Message;
+
+use super::*;
+use crate::wire::strategies::{self, hostile_bytes, resolve_v1, resolve_v2, Resolved};
+use crate::wire::types::{v1, v2};
+use crate::wire::Writer;
+
+/// What the reader saw, in the same resolved form (histograms and exemplars are checked by
+/// count here; the writer tests check their bytes).
+fn read_back(p: &Parsed, buf: &[u8]) -> Vec<Resolved> {
+    let s = |b: &[u8]| String::from_utf8(b.to_vec()).expect("utf-8");
+    p.iter(buf)
+        .map(|v| Resolved {
+            labels: v.labels().map(|(n, l)| (s(n), s(l))).collect(),
+            samples: v
+                .samples()
+                .map(|x| (x.value.to_bits(), x.timestamp, x.start_timestamp))
+                .collect(),
+            histograms: v.histograms_raw().map(<[u8]>::to_vec).collect(),
+            exemplars: Vec::new(),
+            metadata: None,
+        })
+        .collect()
+}
+
+fn check_v1(req: &v1::WriteRequest, buf: &[u8], p: &Parsed) -> Result<(), TestCaseError> {
+    prop_assert_eq!(p.version(), Version::V1);
+    prop_assert_eq!(p.len(), req.timeseries.len());
+    let got = read_back(p, buf);
+    for ((g, want), view) in got.iter().zip(&req.timeseries).zip(p.iter(buf)) {
+        let w = resolve_v1(want);
+        prop_assert_eq!(&g.labels, &w.labels);
+        prop_assert_eq!(&g.samples, &w.samples);
+        let hist: Vec<Vec<u8>> = want.histograms.iter().map(Message::encode_to_vec).collect();
+        prop_assert_eq!(&g.histograms, &hist);
+        prop_assert_eq!(view.exemplar_count(), want.exemplars.len());
+        let raw = want.encode_to_vec();
+        prop_assert_eq!(view.raw(), raw.as_slice());
+    }
+    let c = p.counts();
+    prop_assert_eq!(c.series, req.timeseries.len() as u64);
+    prop_assert_eq!(
+        c.samples,
+        req.timeseries
+            .iter()
+            .map(|t| t.samples.len() as u64)
+            .sum::<u64>()
+    );
+    prop_assert_eq!(
+        c.histograms,
+        req.timeseries
+            .iter()
+            .map(|t| t.histograms.len() as u64)
+            .sum::<u64>()
+    );
+    prop_assert_eq!(
+        c.exemplars,
+        req.timeseries
+            .iter()
+            .map(|t| t.exemplars.len() as u64)
+            .sum::<u64>()
+    );
+    prop_assert_eq!(c.metadata, req.metadata.len() as u64);
+    for (i, m) in req.metadata.iter().enumerate() {
+        let raw = m.encode_to_vec();
+        prop_assert_eq!(p.metadata_raw(buf, i), Some(raw.as_slice()));
+    }
+    Ok(())
+}
+
+fn check_v2(req: &v2::Request, buf: &[u8], p: &Parsed) -> Result<(), TestCaseError> {
+    prop_assert_eq!(p.len(), req.timeseries.len());
+    prop_assert_eq!(p.symbol_count(), req.symbols.len());
+    let got = read_back(p, buf);
+    for ((g, want), view) in got.iter().zip(&req.timeseries).zip(p.iter(buf)) {
+        let w = resolve_v2(&req.symbols, want);
+        prop_assert_eq!(&g.labels, &w.labels);
+        prop_assert_eq!(&g.samples, &w.samples);
+        prop_assert_eq!(&g.histograms, &w.histograms);
+        prop_assert_eq!(view.exemplar_count(), want.exemplars.len());
+        let meta = want.metadata.map(|m| V2Metadata {
+            metric_type: m.r#type,
+            help_ref: m.help_ref,
+            unit_ref: m.unit_ref,
+        });
+        prop_assert_eq!(view.v2_metadata(), meta);
+    }
+    let c = p.counts();
+    prop_assert_eq!(
+        c.samples,
+        req.timeseries
+            .iter()
+            .map(|t| t.samples.len() as u64)
+            .sum::<u64>()
+    );
+    prop_assert_eq!(
+        c.histograms,
+        req.timeseries
+            .iter()
+            .map(|t| t.histograms.len() as u64)
+            .sum::<u64>()
+    );
+    prop_assert_eq!(
+        c.exemplars,
+        req.timeseries
+            .iter()
+            .map(|t| t.exemplars.len() as u64)
+            .sum::<u64>()
+    );
+    let with_meta = req
+        .timeseries
+        .iter()
+        .filter(|t| t.metadata.is_some_and(|m| m != v2::Metadata::default()))
+        .count();
+    prop_assert_eq!(c.metadata, with_meta as u64);
+    Ok(())
+}
+
+/// Re-encode a v2 request with every `labels_refs` unpacked (one varint field per ref), which
+/// Go's and prost's decoders accept and so must we.
+fn unpacked_v2(req: &v2::Request) -> Vec<u8> {
+    use crate::wire::proto::{begin_nested, end_nested, put_bytes, put_tag, put_varint, VARINT};
+    let mut out = Vec::new();
+    for s in &req.symbols {
+        put_bytes(&mut out, 4, s.as_bytes());
+    }
+    for ts in &req.timeseries {
+        let pos = begin_nested(&mut out, 5);
+        for &r in &ts.labels_refs {
+            put_tag(&mut out, 1, VARINT);
+            put_varint(&mut out, u64::from(r));
+        }
+        let rest = v2::TimeSeries {
+            labels_refs: Vec::new(),
+            ..ts.clone()
+        };
+        out.extend_from_slice(&rest.encode_to_vec());
+        end_nested(&mut out, pos);
+    }
+    out
+}
+
+/// Everything a caller may do with a parsed body, to shake out panics.
+fn exercise(p: &Parsed, buf: &[u8]) {
+    for (i, s) in p.iter(buf).enumerate() {
+        let _ = s.validate(i);
+        let _ = s.metric_name();
+        assert_eq!(s.labels().count(), s.label_count());
+        assert_eq!(s.samples().count(), s.sample_count());
+        assert_eq!(s.histograms_raw().count(), s.histogram_count());
+        assert_eq!(s.exemplars_raw().count(), s.exemplar_count());
+    }
+    for out in [Version::V1, Version::V2] {
+        let mut w = Writer::new(out);
+        w.begin(p, buf);
+        for i in 0..p.len() {
+            if i % 2 == 0 {
+                w.copy_series(p, buf, i);
+            } else {
+                w.relabeled_series(p, buf, i, &[(b"__name__", b"x"), (b"a", b"")]);
+            }
+        }
+        w.copy_metadata(p, buf);
+        let bytes = w.finish().to_vec();
+        // The output is well framed whatever came in (labels may be invalid UTF-8, which
+        // validate() and not the parser rejects, so prost may refuse it).
+        let mut again = Parsed::new();
+        again
+            .parse(&bytes, out, &Limits::default())
+            .expect("writer output parses");
+    }
+}
+
+proptest! {
+    #[test]
+    fn v1_reads_like_prost(req in strategies::v1_request()) {
+        let buf = req.encode_to_vec();
+        let mut p = Parsed::new();
+        p.parse(&buf, Version::V1, &Limits::default()).unwrap();
+        check_v1(&req, &buf, &p)?;
+        // Reuse: a second parse into the same tables gives the same answer.
+        p.parse(&buf, Version::V1, &Limits::default()).unwrap();
+        check_v1(&req, &buf, &p)?;
+    }
+
+    #[test]
+    fn v2_reads_like_prost(req in strategies::v2_request()) {
+        let buf = req.encode_to_vec();
+        let mut p = Parsed::new();
+        p.parse(&buf, Version::V2, &Limits::default()).unwrap();
+        check_v2(&req, &buf, &p)?;
+        prop_assert_eq!(p.symbols_raw.is_some(), !req.symbols.is_empty());
+    }
+
+    #[test]
+    fn v2_accepts_unpacked_refs_and_symbols_last(req in strategies::v2_request()) {
+        let mut p = Parsed::new();
+        let unpacked = unpacked_v2(&req);
+        // Same message for prost (compared re-encoded, so NaNs compare by bits).
+        prop_assert_eq!(v2::Request::decode(unpacked.as_slice()).unwrap().encode_to_vec(), req.encode_to_vec());
+        p.parse(&unpacked, Version::V2, &Limits::default()).unwrap();
+        check_v2(&req, &unpacked, &p)?;
+        // Concatenated messages merge, so this is the same request with the table last.
+        let series_only = v2::Request { symbols: Vec::new(), ..req.clone() };
+        let symbols_only = v2::Request { symbols: req.symbols.clone(), timeseries: Vec::new() };
+        let mut reordered = series_only.encode_to_vec();
+        reordered.extend_from_slice(&symbols_only.encode_to_vec());
+        p.parse(&reordered, Version::V2, &Limits::default()).unwrap();
+        check_v2(&req, &reordered, &p)?;
+    }
+
+    #[test]
+    fn parse_never_panics(bytes in hostile_bytes()) {
+        let mut p = Parsed::new();
+        for version in [Version::V1, Version::V2] {
+            let limits = Limits { max_labels_per_series: 6, max_label_value_bytes: 12, ..Limits::default() };
+            if p.parse(&bytes, version, &limits).is_ok() {
+                exercise(&p, &bytes);
+            }
+        }
+    }
+}
+
+fn parse(buf: &[u8], version: Version) -> Result<Parsed, WireError> {
+    let mut p = Parsed::new();
+    p.parse(buf, version, &Limits::default()).map(|()| p)
+}
+
+fn v1_series(labels: &[(&str, &str)]) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels
+            .iter()
+            .map(|&(n, v)| v1::Label {
+                name: n.into(),
+                value: v.into(),
+            })
+            .collect(),
+        samples: vec![v1::Sample {
+            value: 1.0,
+            timestamp: 5,
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn validate_reports_each_label_problem() {
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<WireError>);
+    let cases: &[Case] = &[
+        (&[("__name__", "up"), ("job", "a")], None),
+        (&[("job", "a"), ("__name__", "up")], None), // unsorted is fine
+        (&[], Some(WireError::NoLabels { series: 0 })),
+        (&[("job", "a")], Some(WireError::NoMetricName { series: 0 })),
+        (
+            &[("__name__", "up"), ("", "a")],
+            Some(WireError::EmptyLabelName { series: 0 }),
+        ),
+        (
+            &[("__name__", "up"), ("job", "a"), ("job", "b")],
+            Some(WireError::DuplicateLabel {
+                series: 0,
+                name: "job".into(),
+            }),
+        ),
+        (
+            &[("job", "a"), ("__name__", "up"), ("job", "b")],
+            Some(WireError::DuplicateLabel {
+                series: 0,
+                name: "job".into(),
+            }),
+        ),
+    ];
+    for (labels, want) in cases {
+        let req = v1::WriteRequest {
+            timeseries: vec![v1_series(labels)],
+            metadata: vec![],
+        };
+        let buf = req.encode_to_vec();
+        let p = parse(&buf, Version::V1).unwrap();
+        assert_eq!(p.series(&buf, 0).validate(0).err(), *want, "{labels:?}");
+    }
+}
+
+#[test]
+fn validate_finds_duplicates_among_many_unsorted_labels() {
+    let names: Vec<String> = (0..40).rev().map(|i| format!("l{i:02}")).collect();
+    let mut labels: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    labels.push(("__name__", "up"));
+    let ok = v1::WriteRequest {
+        timeseries: vec![v1_series(&labels)],
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    parse(&ok, Version::V1)
+        .unwrap()
+        .series(&ok, 0)
+        .validate(0)
+        .unwrap();
+    labels.push(("l07", "again"));
+    let dup = v1::WriteRequest {
+        timeseries: vec![v1_series(&labels)],
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    let err = parse(&dup, Version::V1)
+        .unwrap()
+        .series(&dup, 0)
+        .validate(3)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        WireError::DuplicateLabel {
+            series: 3,
+            name: "l07".into()
+        }
+    );
+}
+
+#[test]
+fn validate_rejects_invalid_utf8() {
+    use crate::wire::proto::{begin_nested, end_nested, put_bytes};
+    for (name, value, part) in [
+        (&b"__name__"[..], &b"\xff"[..], "value"),
+        (b"\xc3", b"x", "name"),
+    ] {
+        let mut buf = Vec::new();
+        let s = begin_nested(&mut buf, 1);
+        for (n, v) in [(&b"__name__"[..], &b"up"[..]), (name, value)] {
+            let l = begin_nested(&mut buf, 1);
+            put_bytes(&mut buf, 1, n);
+            put_bytes(&mut buf, 2, v);
+            end_nested(&mut buf, l);
+        }
+        end_nested(&mut buf, s);
+        let p = parse(&buf, Version::V1).unwrap();
+        assert_eq!(
+            p.series(&buf, 0).validate(1),
+            Err(WireError::InvalidUtf8 { series: 1, part })
+        );
+    }
+}
+
+fn v2_req(symbols: &[&str], refs: &[u32]) -> Vec<u8> {
+    v2::Request {
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        timeseries: vec![v2::TimeSeries {
+            labels_refs: refs.to_vec(),
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn v2_structural_errors() {
+    assert_eq!(
+        parse(&v2_req(&["x", "a"], &[1, 1]), Version::V2).err(),
+        Some(WireError::FirstSymbolNotEmpty)
+    );
+    assert_eq!(
+        parse(&v2_req(&["", "a"], &[1, 1, 1]), Version::V2).err(),
+        Some(WireError::OddLabelRefs { series: 0 })
+    );
+    assert_eq!(
+        parse(&v2_req(&["", "a"], &[1, 2]), Version::V2).err(),
+        Some(WireError::SymbolOutOfRange {
+            series: 0,
+            reference: 2,
+            symbols: 2
+        })
+    );
+    // No symbols at all but refs.
+    assert_eq!(
+        parse(&v2_req(&[], &[0, 0]), Version::V2).err(),
+        Some(WireError::SymbolOutOfRange {
+            series: 0,
+            reference: 0,
+            symbols: 0
+        })
+    );
+    // Metadata refs are checked too.
+    let meta = v2::Request {
+        symbols: vec!["".into(), "a".into()],
+        timeseries: vec![v2::TimeSeries {
+            labels_refs: vec![1, 1],
+            metadata: Some(v2::Metadata {
+                r#type: 1,
+                help_ref: 9,
+                unit_ref: 0,
+            }),
+            ..Default::default()
+        }],
+    };
+    assert!(matches!(
+        parse(&meta.encode_to_vec(), Version::V2),
+        Err(WireError::SymbolOutOfRange { reference: 9, .. })
+    ));
+    // v1 bytes read as v2 are an empty request (fields 1–3 are reserved in v2).
+    let v1_bytes = v1::WriteRequest {
+        timeseries: vec![v1_series(&[("__name__", "up")])],
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    assert!(parse(&v1_bytes, Version::V2).unwrap().is_empty());
+}
+
+#[test]
+fn limits_are_enforced() {
+    let req = v1::WriteRequest {
+        timeseries: vec![v1_series(&[("__name__", "up"), ("job", "abcdef")]); 3],
+        metadata: vec![],
+    };
+    let buf = req.encode_to_vec();
+    let mut p = Parsed::new();
+    let tight = |f: fn(&mut Limits)| {
+        let mut l = Limits::default();
+        f(&mut l);
+        l
+    };
+    let cases = [
+        (
+            tight(|l| l.max_series = 2),
+            WireError::TooManySeries { limit: 2 },
+        ),
+        (
+            tight(|l| l.max_labels_per_series = 1),
+            WireError::TooManyLabels {
+                series: 0,
+                limit: 1,
+            },
+        ),
+        (
+            tight(|l| l.max_label_name_bytes = 4),
+            WireError::LabelNameTooLong {
+                series: 0,
+                limit: 4,
+            },
+        ),
+        (
+            tight(|l| l.max_label_value_bytes = 5),
+            WireError::LabelValueTooLong {
+                series: 0,
+                limit: 5,
+            },
+        ),
+    ];
+    for (limits, want) in cases {
+        assert_eq!(p.parse(&buf, Version::V1, &limits), Err(want));
+        assert!(p.is_empty());
+    }
+    let v2 = v2_req(&["", "__name__", "up", "x"], &[1, 2]);
+    let l = tight(|l| l.max_symbols = 3);
+    assert_eq!(
+        p.parse(&v2, Version::V2, &l),
+        Err(WireError::TooManySymbols { limit: 3 })
+    );
+    let l = tight(|l| l.max_label_value_bytes = 1);
+    assert_eq!(
+        p.parse(&v2, Version::V2, &l),
+        Err(WireError::LabelValueTooLong {
+            series: 0,
+            limit: 1
+        })
+    );
+}
+
+#[test]
+fn malformed_framing_is_a_protobuf_error_with_offset() {
+    // Group wire type at the top level.
+    assert!(matches!(
+        parse(&[0x0b], Version::V1),
+        Err(WireError::Protobuf { offset: 0, .. })
+    ));
+    // Series length past the end.
+    assert!(matches!(
+        parse(&[0x0a, 0x05, 0x0a], Version::V1),
+        Err(WireError::Protobuf { offset: 1, .. })
+    ));
+    // TimeSeries as a varint.
+    assert!(matches!(
+        parse(&[0x08, 0x01], Version::V1),
+        Err(WireError::Protobuf { .. })
+    ));
+    // Sample value with the wrong wire type inside a valid series.
+    assert!(matches!(
+        parse(&[0x0a, 0x04, 0x12, 0x02, 0x08, 0x01], Version::V1),
+        Err(WireError::Protobuf { .. })
+    ));
+    // Unknown fields of every allowed wire type are skipped.
+    let unknown = [
+        0x30, 0x01, 0x39, 0, 0, 0, 0, 0, 0, 0, 0, 0x42, 0x01, 0xaa, 0x4d, 0, 0, 0, 0,
+    ];
+    assert!(parse(&unknown, Version::V1).unwrap().is_empty());
+    assert!(parse(&unknown, Version::V2).unwrap().is_empty());
+}
+
+#[test]
+fn stale_marker_keeps_its_bits() {
+    let stale = f64::from_bits(strategies::STALE);
+    let req = v1::WriteRequest {
+        timeseries: vec![v1::TimeSeries {
+            labels: vec![v1::Label {
+                name: "__name__".into(),
+                value: "up".into(),
+            }],
+            samples: vec![v1::Sample {
+                value: stale,
+                timestamp: 1,
+            }],
+            ..Default::default()
+        }],
+        metadata: vec![],
+    };
+    let buf = req.encode_to_vec();
+    let p = parse(&buf, Version::V1).unwrap();
+    let s = p.series(&buf, 0).samples().next().unwrap();
+    assert_eq!(s.value.to_bits(), strategies::STALE);
+}
+
+/// A capture from a real Prometheus, if one has been recorded (scripts/capture-payload.sh):
+/// read exactly as prost reads it, and every series valid.
+#[test]
+fn captured_prometheus_payload_reads_like_prost() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/payloads/prometheus-capture.v1.bin");
+    let Ok(body) = std::fs::read(&path) else {
+        eprintln!("note: {} not found; skipped", path.display());
+        return;
+    };
+    let mut buf = Vec::new();
+    crate::wire::snappy::decompress(&body, 32 << 20, &mut buf).unwrap();
+    let req = v1::WriteRequest::decode(buf.as_slice()).unwrap();
+    let p = parse(&buf, Version::V1).unwrap();
+    check_v1(&req, &buf, &p).unwrap();
+    for (i, s) in p.iter(&buf).enumerate() {
+        s.validate(i).unwrap();
+    }
+}
+
+#[test]
+fn v2_label_pairs_may_span_packed_and_unpacked_fields() {
+    use crate::wire::proto::{begin_nested, end_nested, put_bytes};
+    let mut buf = Vec::new();
+    for s in ["", "a", "b"] {
+        put_bytes(&mut buf, 4, s.as_bytes());
+    }
+    let s = begin_nested(&mut buf, 5);
+    // Packed run holding only the name ref 1, then the value ref 2 unpacked, then an empty
+    // packed run (no refs at all).
+    buf.extend_from_slice(&[0x0a, 0x01, 0x01, 0x08, 0x02, 0x0a, 0x00]);
+    end_nested(&mut buf, s);
+    let p = parse(&buf, Version::V2).unwrap();
+    let labels: Vec<_> = p.series(&buf, 0).labels().collect();
+    assert_eq!(labels, [(&b"a"[..], &b"b"[..])]);
+
+    // An empty packed run with no symbols is no reference.
+    let empty = [0x2a, 0x02, 0x0a, 0x00];
+    let p = parse(&empty, Version::V2).unwrap();
+    assert_eq!(
+        p.series(&empty, 0).validate(0),
+        Err(WireError::NoLabels { series: 0 })
+    );
+}

@@ -33,6 +33,9 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
     Ok(())
 }
 
+/// Key byte of `TimeSeries.labels`: field 1, wire type 2.
+const LABEL_TAG: u8 = 0x0a;
+
 /// One `TimeSeries`: labels are recorded, samples/exemplars/histograms counted and their
 /// framing checked.
 fn series(
@@ -48,10 +51,29 @@ fn series(
         start: range.start as u32,
         end: range.end as u32,
         labels_start: labels_start as u32,
+        first_sample: range.end as u32,
         ..SeriesRec::default()
     };
     let mut c = Cursor::new(buf, range);
     while !c.at_end() {
+        // Hot path: the run of labels every encoder starts a series with. Testing the one-byte
+        // tag (field 1, wire type 2) first keeps the branch predictable; the general match
+        // below is an indirect jump that mispredicts where labels end.
+        if c.peek() == Some(LABEL_TAG) {
+            c.bump();
+            let range = c.len_delim()?;
+            if p.labels.len() - labels_start >= limits.max_labels_per_series {
+                return Err(WireError::TooManyLabels {
+                    series: index,
+                    limit: limits.max_labels_per_series,
+                });
+            }
+            let label = label(buf, range)?;
+            check_label_lengths(&label, index, limits)?;
+            p.labels.push(label);
+            continue;
+        }
+        let field_start = c.pos();
         let (field, wire_type) = c.tag()?;
         match field {
             1 => {
@@ -69,6 +91,9 @@ fn series(
             2 => {
                 let range = c.expect_len(wire_type, "sample: wrong wire type")?;
                 super::decode_sample(&mut Cursor::new(buf, range), Version::V1)?;
+                if rec.samples == 0 {
+                    rec.first_sample = field_start as u32;
+                }
                 rec.samples += 1;
             }
             3 => {
@@ -95,8 +120,11 @@ fn series(
 
 /// A `Label` body: name 1, value 2; a missing field is the empty string and a repeated one
 /// takes the last value, as protobuf specifies.
-#[inline]
+#[inline(always)]
 pub(crate) fn label(buf: &[u8], range: Range<usize>) -> Result<LabelRec, WireError> {
+    if let Some(l) = label_fast(buf, range.clone()) {
+        return Ok(l);
+    }
     let mut l = LabelRec {
         name_off: range.start as u32,
         name_len: 0,
@@ -123,6 +151,31 @@ pub(crate) fn label(buf: &[u8], range: Range<usize>) -> Result<LabelRec, WireErr
     Ok(l)
 }
 
+/// The shape every encoder produces for short labels: `0a <n> name 12 <v> value`, both
+/// lengths one byte, nothing else. Anything else goes the general way.
+#[inline(always)]
+fn label_fast(buf: &[u8], range: Range<usize>) -> Option<LabelRec> {
+    let b = buf.get(range.clone())?;
+    let (&[0x0a, name_len], rest) = b.split_first_chunk::<2>()? else {
+        return None;
+    };
+    let name_len = usize::from(name_len);
+    let (&[0x12, value_len], value) = rest.get(name_len..)?.split_first_chunk::<2>()? else {
+        return None;
+    };
+    // Both lengths below 0x80 (one-byte varints) and the value ends the message exactly.
+    if name_len >= 0x80 || value_len >= 0x80 || value.len() != usize::from(value_len) {
+        return None;
+    }
+    let start = range.start as u32;
+    Some(LabelRec {
+        name_off: start + 2,
+        name_len: name_len as u32,
+        value_off: start + 4 + name_len as u32,
+        value_len: u32::from(value_len),
+    })
+}
+
 /// An `Exemplar` body: labels 1, value 2 (double), timestamp 3 (int64).
 fn exemplar(
     buf: &[u8],
@@ -146,8 +199,12 @@ fn exemplar(
                 }
                 check_label_lengths(&label(buf, range)?, index, limits)?;
             }
-            2 => drop(c.expect_fixed64(wire_type, "exemplar value: wrong wire type")?),
-            3 => drop(c.expect_varint(wire_type, "exemplar timestamp: wrong wire type")?),
+            2 => {
+                c.expect_fixed64(wire_type, "exemplar value: wrong wire type")?;
+            }
+            3 => {
+                c.expect_varint(wire_type, "exemplar timestamp: wrong wire type")?;
+            }
             _ => c.skip(wire_type)?,
         }
     }
@@ -160,8 +217,12 @@ fn check_metadata(buf: &[u8], range: Range<usize>) -> Result<(), WireError> {
     while !c.at_end() {
         let (field, wire_type) = c.tag()?;
         match field {
-            1 => drop(c.expect_varint(wire_type, "metadata type: wrong wire type")?),
-            2 | 4 | 5 => drop(c.expect_len(wire_type, "metadata string: wrong wire type")?),
+            1 => {
+                c.expect_varint(wire_type, "metadata type: wrong wire type")?;
+            }
+            2 | 4 | 5 => {
+                c.expect_len(wire_type, "metadata string: wrong wire type")?;
+            }
             _ => c.skip(wire_type)?,
         }
     }
@@ -209,13 +270,18 @@ pub(crate) fn exemplar_fields<'a>(
     let mut c = Cursor::new(buf, range);
     while let Ok((field, wire_type)) = c.tag() {
         let ok = match field {
-            1 => c.expect_len(wire_type, "").and_then(|r| label(buf, r)).map(|l| {
-                each_label(
-                    crate::wire::proto::slice(buf, l.name_off, l.name_len),
-                    crate::wire::proto::slice(buf, l.value_off, l.value_len),
-                )
-            }),
-            2 => c.expect_fixed64(wire_type, "").map(|v| value = f64::from_bits(v)),
+            1 => c
+                .expect_len(wire_type, "")
+                .and_then(|r| label(buf, r))
+                .map(|l| {
+                    each_label(
+                        crate::wire::proto::slice(buf, l.name_off, l.name_len),
+                        crate::wire::proto::slice(buf, l.value_off, l.value_len),
+                    )
+                }),
+            2 => c
+                .expect_fixed64(wire_type, "")
+                .map(|v| value = f64::from_bits(v)),
             3 => c.expect_varint(wire_type, "").map(|v| timestamp = v as i64),
             _ => c.skip(wire_type),
         };

@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use super::{check_framing, check_label_lengths, LabelRec, Parsed, SeriesRec, V2Metadata};
-use crate::wire::proto::Cursor;
+use crate::wire::proto::{Cursor, LEN};
 use crate::wire::{Limits, Version, WireError};
 
 /// The largest symbol reference seen so far and the series that holds it.
@@ -133,14 +133,21 @@ fn series(
         start: range.start as u32,
         end: range.end as u32,
         labels_start: labels_start as u32,
+        first_sample: range.end as u32,
         ..SeriesRec::default()
     };
     let mut metadata: Option<V2Metadata> = None;
     let mut pending_name: Option<u32> = None;
     let mut c = Cursor::new(buf, range);
     while !c.at_end() {
+        let field_start = c.pos();
         let (field, wire_type) = c.tag()?;
         match field {
+            // Hot path: one packed run of whole pairs (what every encoder writes).
+            1 if wire_type == LEN && pending_name.is_none() => {
+                let range = c.len_delim()?;
+                pending_name = packed_pairs(p, buf, range, labels_start, index, limits, refs)?;
+            }
             1 => {
                 let labels = &mut p.labels;
                 c.repeated_varint(wire_type, "labels_refs: wrong wire type", |r| {
@@ -170,6 +177,9 @@ fn series(
             2 => {
                 let range = c.expect_len(wire_type, "sample: wrong wire type")?;
                 super::decode_sample(&mut Cursor::new(buf, range), Version::V2)?;
+                if rec.samples == 0 {
+                    rec.first_sample = field_start as u32;
+                }
                 rec.samples += 1;
             }
             3 => {
@@ -212,6 +222,50 @@ fn series(
     Ok(())
 }
 
+/// A packed `labels_refs` run, read two refs at a time. Returns the trailing name ref when
+/// the run holds an odd count (the pair may be completed by a later, unpacked field).
+fn packed_pairs(
+    p: &mut Parsed,
+    buf: &[u8],
+    range: Range<usize>,
+    labels_start: usize,
+    index: usize,
+    limits: &Limits,
+    refs: &mut MaxRef,
+) -> Result<Option<u32>, WireError> {
+    let mut c = Cursor::new(buf, range);
+    let mut max = 0u32;
+    let mut trailing = None;
+    while !c.at_end() {
+        let name = as_u32(c.varint()?);
+        max = max.max(name);
+        if c.at_end() {
+            trailing = Some(name);
+            break;
+        }
+        let value = as_u32(c.varint()?);
+        max = max.max(value);
+        if p.labels.len() - labels_start >= limits.max_labels_per_series {
+            return Err(WireError::TooManyLabels {
+                series: index,
+                limit: limits.max_labels_per_series,
+            });
+        }
+        // Refs for now; resolve() swaps in the byte ranges.
+        p.labels.push(LabelRec {
+            name_off: name,
+            name_len: 0,
+            value_off: value,
+            value_len: 0,
+        });
+    }
+    // An empty run holds no ref at all, not ref 0.
+    if p.labels.len() > labels_start || trailing.is_some() {
+        refs.note(max, index);
+    }
+    Ok(trailing)
+}
+
 /// An `Exemplar` body: labels_refs 1 (packed or not, even length), value 2, timestamp 3.
 fn exemplar(
     buf: &[u8],
@@ -236,8 +290,12 @@ fn exemplar(
                 }
                 Ok(())
             })?,
-            2 => drop(c.expect_fixed64(wire_type, "exemplar value: wrong wire type")?),
-            3 => drop(c.expect_varint(wire_type, "exemplar timestamp: wrong wire type")?),
+            2 => {
+                c.expect_fixed64(wire_type, "exemplar value: wrong wire type")?;
+            }
+            3 => {
+                c.expect_varint(wire_type, "exemplar timestamp: wrong wire type")?;
+            }
             _ => c.skip(wire_type)?,
         }
     }

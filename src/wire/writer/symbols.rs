@@ -35,6 +35,7 @@ impl Symbols {
         self.indexed = 0;
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.spans.len()
     }
@@ -48,7 +49,11 @@ impl Symbols {
     pub(crate) fn extend_raw(&mut self, raw: &[u8], raw_start: u32, spans: &[(u32, u32)]) {
         let base = self.encoded.len() as u32;
         self.encoded.extend_from_slice(raw);
-        self.spans.extend(spans.iter().map(|&(off, len)| (base + off.saturating_sub(raw_start), len)));
+        self.spans.extend(
+            spans
+                .iter()
+                .map(|&(off, len)| (base + off.saturating_sub(raw_start), len)),
+        );
         self.chain.resize(self.spans.len(), NONE);
     }
 
