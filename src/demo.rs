@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigErrors, UpstreamConfig};
+use crate::config::{Config, ConfigErrors, GuardConfig, UpstreamConfig};
 use crate::duration::PromDuration;
 use crate::ingest::{self, ConfigSource, State};
 use crate::telemetry::Telemetry;
@@ -48,6 +48,13 @@ pub struct DemoArgs {
     /// Seconds between progress reports.
     #[arg(long, default_value = "5s")]
     pub report_interval: PromDuration,
+    /// Series budget of every service (the guard's `max_series`).
+    #[arg(long, default_value_t = 500)]
+    pub budget: u64,
+    /// New series the exploding service (`svc-search`) gains per scrape, each with a fresh
+    /// `user_id` label: the cardinality explosion the guard contains. 0 turns it off.
+    #[arg(long, default_value_t = 50)]
+    pub explosion: usize,
 }
 
 impl Default for DemoArgs {
@@ -59,6 +66,8 @@ impl Default for DemoArgs {
             series_per_service: 400,
             scrape_interval: PromDuration(Duration::from_secs(1)),
             report_interval: PromDuration(Duration::from_secs(5)),
+            budget: 500,
+            explosion: 50,
         }
     }
 }
@@ -185,7 +194,12 @@ async fn sink_handle(stats: &SinkStats, req: Request<Incoming>) -> Response<Full
 pub struct Fleet {
     series: Vec<v1::TimeSeries>,
     step: u64,
+    /// Index into `series` where the exploding series start.
+    steady: usize,
 }
+
+/// The exploding series are capped so a demo left running for days stays small itself.
+const MAX_EXPLODED: usize = 100_000;
 
 const METRICS: &[&str] = &[
     "http_requests_total",
@@ -232,7 +246,38 @@ impl Fleet {
                 });
             }
         }
-        Fleet { series, step: 0 }
+        let steady = series.len();
+        Fleet {
+            series,
+            step: 0,
+            steady,
+        }
+    }
+
+    /// Add `n` series to `svc-search`, each with a `user_id` never seen before: the classic
+    /// cardinality explosion (a label tied to a customer id).
+    pub fn explode(&mut self, n: usize) {
+        for _ in 0..n {
+            let k = self.series.len() - self.steady;
+            if k >= MAX_EXPLODED {
+                return;
+            }
+            let label = |n: &str, v: &str| v1::Label {
+                name: n.into(),
+                value: v.into(),
+            };
+            self.series.push(v1::TimeSeries {
+                labels: vec![
+                    label("__name__", "search_requests_total"),
+                    label("instance", "10.0.1.7:9100"),
+                    label("job", "app"),
+                    label("service", "svc-search"),
+                    label("user_id", &format!("u{:06}", 100_000 + k)),
+                ],
+                samples: vec![v1::Sample::default()],
+                ..Default::default()
+            });
+        }
     }
 
     /// One scrape of every series, as remote-write bodies of at most `per_request` series.
@@ -298,7 +343,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             source,
         })?;
     let telemetry = Telemetry::new();
+    let guard_config = GuardConfig::with_default_budget(args.budget, vec!["service".into()]);
+    config.guard = Some(guard_config.clone());
     let state = State::new(config, ConfigSource::default(), telemetry.clone());
+    let report_state = state.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(ingest::serve(state, listener, async move {
@@ -324,10 +372,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!();
 
     let sender_stats = Arc::new(SenderStats::default());
+    let (sender_stop, sender_stop_rx) = tokio::sync::watch::channel(false);
     let sender = tokio::spawn(send_loop(
         args.clone(),
         sender_stats.clone(),
-        stop_rx.clone(),
+        sender_stop_rx,
     ));
 
     let started = Instant::now();
@@ -339,23 +388,28 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         let until_deadline = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         tokio::select! {
             _ = report.tick() => {
-                last = print_report(&sender_stats, &telemetry, &sink, last);
+                last = print_report(&sender_stats, &report_state, &guard_config, &sink, last);
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = tokio::time::sleep(until_deadline.unwrap_or(Duration::MAX)), if until_deadline.is_some() => break,
         }
     }
-    let _ = stop_tx.send(true);
+    // The sender stops first so no request meets a closed listener.
+    let _ = sender_stop.send(true);
     let _ = sender.await;
+    let _ = stop_tx.send(true);
     let _ = server.await;
     println!();
-    print_report(&sender_stats, &telemetry, &sink, last);
+    print_report(&sender_stats, &report_state, &guard_config, &sink, last);
     println!("distinct series at the upstream, per service:");
     for (service, n) in sink.distinct_by_service() {
         println!("  {service:<16} {n}");
     }
     Ok(())
 }
+
+/// Series per request, as a Prometheus shard batches them.
+const PER_REQUEST: usize = 1500;
 
 async fn send_loop(
     args: DemoArgs,
@@ -378,9 +432,11 @@ async fn send_loop(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let bodies = fleet.scrape(now_ms, 1500);
-        let samples_per_body = fleet.len().div_ceil(bodies.len().max(1)) as u64;
-        for body in bodies {
+        fleet.explode(args.explosion);
+        let total = fleet.len();
+        let bodies = fleet.scrape(now_ms, PER_REQUEST);
+        for (k, body) in bodies.into_iter().enumerate() {
+            let samples = (total - k * PER_REQUEST).min(PER_REQUEST) as u64;
             let req = Request::post(url.clone())
                 .header("content-type", "application/x-protobuf")
                 .header("content-encoding", "snappy")
@@ -396,7 +452,7 @@ async fn send_loop(
                 Err(_) => 0,
             };
             stats.sent.fetch_add(1, Ordering::Relaxed);
-            stats.samples.fetch_add(samples_per_body, Ordering::Relaxed);
+            stats.samples.fetch_add(samples, Ordering::Relaxed);
             *stats
                 .by_status
                 .lock()
@@ -409,7 +465,8 @@ async fn send_loop(
 
 fn print_report(
     sender: &SenderStats,
-    t: &Telemetry,
+    state: &State,
+    guard: &GuardConfig,
     sink: &SinkStats,
     (last_sent, last_sink, last_at): (u64, u64, Instant),
 ) -> (u64, u64, Instant) {
@@ -430,16 +487,34 @@ fn print_report(
             }
         })
         .collect();
+    let t = &state.telemetry;
     println!(
-        "sent {:>8} samples ({:>7.0}/s) [{}] | cardguard forwarded {:>8} samples, {} as-is requests | upstream got {:>8} samples ({:>7.0}/s) in {} requests",
-        sent,
+        "sent {sent} samples ({:.0}/s) [{}] -> cardguard forwarded {} ({} requests as-is) -> upstream got {got} ({:.0}/s)",
         (sent - last_sent) as f64 / secs,
         statuses.join(" "),
         t.forwarded.samples(),
         t.passthrough_requests.get(),
-        got,
         (got - last_sink) as f64 / secs,
-        sink.requests.load(Ordering::Relaxed),
     );
+    println!(
+        "  {:<14} {:>7} {:>7} {:>8} {:>9}  top label by distinct values",
+        "service", "budget", "active", "demand", "dropped"
+    );
+    for row in state.guard.report(guard).services {
+        let dropped: u64 = row.dropped_samples_total.values().sum();
+        let top = row
+            .top_labels
+            .first()
+            .map(|t| format!("{} ({:.0})", t.name, t.estimate))
+            .unwrap_or_default();
+        println!(
+            "  {:<14} {:>7} {:>7} {:>8.0} {:>9}  {top}",
+            row.service,
+            row.budget,
+            row.active,
+            row.demand.unwrap_or(f64::NAN),
+            dropped
+        );
+    }
     (sent, got, now)
 }

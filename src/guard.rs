@@ -1,6 +1,293 @@
-//! The cardinality guard (in progress; see /tmp/guard.rs.full).
+//! The cardinality guard: the gate between the wire reader and the forwarder that keeps each
+//! owner's series inside its budget, estimates the real demand, and never drops a series that
+//! was admitted before the limit was reached.
+//!
+//! Per request: every series is hashed to its id (`identity`) and assigned to its owner; the
+//! series of one owner are then decided together under that owner's lock (`owner`), so a
+//! request takes each owner lock once and requests for different owners never contend.
 
 pub mod identity;
+pub mod owner;
+pub mod report;
 pub mod sketch;
 pub mod table;
 pub mod window;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use foldhash::fast::RandomState;
+
+use crate::config::GuardConfig;
+use crate::wire::{Parsed, SeriesView};
+use identity::Identity;
+use owner::{Counters, OwnerState, SeriesKey, Tally};
+pub use owner::{Reason, Verdict};
+use window::Window;
+
+/// Who owns a series: the tenant (when tenants are on) and the owner label's value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerKey {
+    pub tenant: Option<String>,
+    /// `None`: the series has none of the owner labels.
+    pub owner: Option<String>,
+}
+
+impl OwnerKey {
+    /// The owner as shown on /metrics and the API.
+    pub fn display_name(&self) -> &str {
+        self.owner.as_deref().unwrap_or(UNOWNED)
+    }
+}
+
+/// The name under which series without an owner label are reported.
+pub const UNOWNED: &str = "unowned";
+/// Owners past `max_owners` are accounted together under this name.
+pub const OTHER: &str = "other";
+
+/// One owner's entry in the registry.
+pub struct Owner {
+    pub key: OwnerKey,
+    pub state: Mutex<OwnerState>,
+    pub counters: Counters,
+}
+
+/// The guard's state. Lives as long as the process; survives config reloads.
+pub struct Guard {
+    owners: RwLock<HashMap<OwnerKey, Arc<Owner>, RandomState>>,
+    /// Active series across all owners.
+    global_active: AtomicU64,
+    /// Bumped on every config swap so owners re-resolve their budgets.
+    generation: AtomicU64,
+}
+
+/// Per-request totals, for the request's own accounting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub kept_series: u64,
+    pub dropped_series: u64,
+    pub dropped_samples: u64,
+}
+
+/// One request as the guard sees it.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    pub req: &'a Parsed,
+    /// The buffer `req` was parsed from.
+    pub buf: &'a [u8],
+    /// The request's tenant, used when `tenant_header` is configured.
+    pub tenant: Option<&'a str>,
+    pub now_ms: i64,
+}
+
+/// Buffers reused by every request on one thread, and the verdicts of the last request.
+#[derive(Default)]
+pub struct Scratch {
+    /// `verdicts[i]` is the decision for series `i` of the last admitted request.
+    pub verdicts: Vec<Verdict>,
+    identity: Identity,
+    /// (owner slot in `owners`, series index, series id)
+    series: Vec<(u32, u32, u64)>,
+    owners: Vec<OwnerKey>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Guard {
+    pub fn new() -> Self {
+        Guard {
+            owners: RwLock::new(HashMap::default()),
+            global_active: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Call after a new config is in force: budgets are re-resolved on next use.
+    pub fn config_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn global_active(&self) -> u64 {
+        self.global_active.load(Ordering::Relaxed)
+    }
+
+    /// Decide every series of a parsed request; the verdicts land in `scratch.verdicts`.
+    pub fn admit(&self, cfg: &GuardConfig, batch: Batch<'_>, scratch: &mut Scratch) -> Outcome {
+        let Batch {
+            req,
+            buf,
+            tenant,
+            now_ms,
+        } = batch;
+        let verdicts = &mut scratch.verdicts;
+        verdicts.clear();
+        verdicts.resize(req.len(), Verdict::Keep);
+        let window = Window::new(cfg.window, cfg.window_slices);
+        let now = window.slice(now_ms);
+        let tenant = cfg.tenant_header.as_ref().and(tenant);
+
+        // Group the series by owner: one lock per owner per request.
+        scratch.series.clear();
+        scratch.owners.clear();
+        for i in 0..req.len() {
+            let s = req.series(buf, i);
+            let id = scratch.identity.series_id(cfg.hash_seed, s.labels());
+            let owner = identity::owner(&cfg.owner_labels, s.labels());
+            let slot = match scratch.owners.iter().rposition(|k| {
+                k.owner.as_deref().map(str::as_bytes) == owner && k.tenant.as_deref() == tenant
+            }) {
+                Some(p) => p,
+                None => {
+                    scratch.owners.push(OwnerKey {
+                        tenant: tenant.map(str::to_string),
+                        owner: owner.map(|o| String::from_utf8_lossy(o).into_owned()),
+                    });
+                    scratch.owners.len() - 1
+                }
+            };
+            scratch.series.push((slot as u32, i as u32, id));
+        }
+        scratch
+            .series
+            .sort_unstable_by_key(|&(slot, i, _)| (slot, i));
+
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut out = Outcome::default();
+        let mut start = 0;
+        while start < scratch.series.len() {
+            let slot = scratch.series[start].0;
+            let end = start + scratch.series[start..].partition_point(|&(s, _, _)| s == slot);
+            let owner = self.owner(
+                cfg,
+                &scratch.owners[slot as usize],
+                &window,
+                now,
+                generation,
+            );
+            let mut tally = Tally::default();
+            {
+                let mut state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
+                if state.generation != generation {
+                    state.budget =
+                        cfg.budget_for(owner.key.tenant.as_deref(), owner.key.owner.as_deref());
+                    state.generation = generation;
+                }
+                let expired = state.advance(&window, now);
+                self.sub_active(expired);
+                for &(_, i, id) in &scratch.series[start..end] {
+                    let s: SeriesView<'_> = req.series(buf, i as usize);
+                    let key = SeriesKey {
+                        id,
+                        metric: s.metric_name().unwrap_or_default(),
+                        labels: s.labels(),
+                        samples: (s.sample_count() + s.histogram_count()) as u64,
+                    };
+                    let v = state.admit(key, now, &self.global_active, cfg.max_series, &mut tally);
+                    if let Verdict::Drop(_) = v {
+                        out.dropped_series += 1;
+                        out.dropped_samples += (s.sample_count() + s.histogram_count()) as u64;
+                    } else {
+                        out.kept_series += 1;
+                    }
+                    verdicts[i as usize] = v;
+                }
+            }
+            owner.counters.add(&tally);
+            start = end;
+        }
+        out
+    }
+
+    fn sub_active(&self, n: u64) {
+        if n > 0 {
+            let _ = self
+                .global_active
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(n))
+                });
+        }
+    }
+
+    /// The registry entry of `key`, created on first sight. Past `max_owners`, new owners
+    /// share the `other` entry so that an explosion of owner values stays bounded too.
+    fn owner(
+        &self,
+        cfg: &GuardConfig,
+        key: &OwnerKey,
+        window: &Window,
+        now: u64,
+        generation: u64,
+    ) -> Arc<Owner> {
+        if let Some(o) = self
+            .owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return o.clone();
+        }
+        let mut owners = self.owners.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = owners.get(key) {
+            return o.clone();
+        }
+        let key = if owners.len() >= cfg.max_owners {
+            OwnerKey {
+                tenant: key.tenant.clone(),
+                owner: Some(OTHER.to_string()),
+            }
+        } else {
+            key.clone()
+        };
+        owners
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let budget = cfg.budget_for(key.tenant.as_deref(), key.owner.as_deref());
+                Arc::new(Owner {
+                    state: Mutex::new(OwnerState::new(budget, generation, window, now)),
+                    key,
+                    counters: Counters::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// Slide every owner's window (so idle owners expire their series too) and forget owners
+    /// with nothing left. Run periodically.
+    pub fn tick(&self, cfg: &GuardConfig, now_ms: i64) {
+        let window = Window::new(cfg.window, cfg.window_slices);
+        let now = window.slice(now_ms);
+        let owners: Vec<Arc<Owner>> = self
+            .owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for o in owners {
+            let expired = o
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .advance(&window, now);
+            self.sub_active(expired);
+        }
+    }
+
+    /// A snapshot of every owner, for telemetry and the API.
+    pub fn owners(&self) -> Vec<Arc<Owner>> {
+        self.owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-pub use state::{ConfigSource, State};
+pub use state::{guard_ticker, ConfigSource, State};
 use write::text_response;
 
 /// Route one request.
@@ -33,7 +33,10 @@ pub async fn route(
     let resp = match path {
         "/api/v1/write" | "/api/v1/push" => write::handle(&state, req).await,
         "/metrics" => only_get(&req, || {
-            let (ctype, body) = state.telemetry.encode();
+            let (ctype, mut body) = state.telemetry.encode();
+            if let Some(g) = &state.config().guard {
+                body.extend_from_slice(state.guard.report(g).to_prometheus().as_bytes());
+            }
             let mut r = text_response(StatusCode::OK, body);
             if let Ok(v) = HeaderValue::from_str(&ctype) {
                 r.headers_mut().insert(CONTENT_TYPE, v);
@@ -63,6 +66,7 @@ pub async fn route(
                 method_not_allowed("POST, PUT")
             }
         }
+        "/api/v1/cardinality" => only_get(&req, || cardinality(&state)),
         "/" => only_get(&req, || text_response(StatusCode::OK, INDEX)),
         _ => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
     };
@@ -75,10 +79,34 @@ const INDEX: &str = concat!(
     ": a cardinality-guarding remote-write proxy\n\n",
     "POST /api/v1/write   remote write 1.0 and 2.0 (alias /api/v1/push)\n",
     "GET  /metrics        cardguard's own metrics\n",
+    "GET  /api/v1/cardinality  per service: budget, active, demand, drops, top offenders\n",
     "GET  /-/healthy      liveness\n",
     "GET  /-/ready        readiness\n",
     "POST /-/reload       reload the configuration\n",
 );
+
+/// `GET /api/v1/cardinality`: the guard's report as JSON.
+fn cardinality(state: &State) -> Response<Full<Bytes>> {
+    let config = state.config();
+    let (status, body) = match &config.guard {
+        Some(g) => match serde_json::to_vec_pretty(&state.guard.report(g)) {
+            Ok(b) => (StatusCode::OK, b),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{{\"error\":\"{e}\"}}").into_bytes(),
+            ),
+        },
+        None => (
+            StatusCode::NOT_FOUND,
+            br#"{"error":"the guard is off: configure guard: or pass --max-series-per-service"}"#
+                .to_vec(),
+        ),
+    };
+    let mut r = text_response(status, body);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
 
 fn only_get(
     req: &Request<Incoming>,

@@ -147,6 +147,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let state = State::new(config, source, Telemetry::new());
         tracing::info!(listen = %listener.local_addr()?, upstream = %up, "cardguard serving");
         tokio::spawn(reload_on_sighup(state.clone()));
+        tokio::spawn(ingest::guard_ticker(state.clone()));
         ingest::serve(state, listener, shutdown_signal()).await;
         Ok(())
     })

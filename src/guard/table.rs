@@ -15,15 +15,19 @@
 //!   the capacity need not be a power of two and can grow by 1.5×: at a max load of 0.85 the
 //!   load stays between 0.57 and 0.85, i.e. 9.4–14.1 bytes per series, ≤ 16 including slack.
 //!   (Doubling would dip to 0.43 load, 18.8 bytes.)
-//! - **Robin Hood linear probing** with backward-shift deletion. Entries of a run stay sorted
-//!   by home slot, so a lookup of an absent id stops at the first entry that sits closer to
-//!   its home than the lookup has travelled, instead of scanning to the end of the run (at
-//!   0.85 load plain linear probing averages ~20 probes per miss, and misses are the hot path
-//!   for refused series). The sorted runs also make [`SeriesTable::retain_tags`] a single
-//!   in-place compaction pass.
+//! - **Linear probing in key order** (Robin Hood order with ties broken by key, Amble & Knuth's
+//!   "ordered hash table"), with backward-shift deletion. Because the home slot is monotone in
+//!   the key, every run of occupied slots is sorted by key, so:
+//!   - a lookup of an absent id stops where the id would be, instead of at the end of the run
+//!     (at 0.85 load plain linear probing averages ~20 probes per miss, and misses are the
+//!     hot path of refused series);
+//!   - [`SeriesTable::retain_tags`] is one in-place compaction pass, and growing or shrinking
+//!     is one sequential merge into the new array, not a rehash of every entry.
 //!
-//! Speed: on a 1M-entry table a touch of an existing id is one multiply and, nearly always,
-//! one cache line; `benches/table.rs` measures it against `std::collections::HashMap`.
+//! Speed (`benches/table.rs`, against `std::collections::HashMap` in the same run): a touch of
+//! an existing id is one multiply and a look at the first 4 slots of its run (nearly always
+//! the one cache line it needs) with no branch to mispredict, so that at 1M entries the cache
+//! misses of consecutive lookups overlap.
 
 use std::fmt;
 
@@ -38,9 +42,12 @@ pub const ZERO_KEY: u64 = 0x9E37_79B9_7F4A_7C00;
 /// so small tables matter as much as big ones.
 const MIN_CAPACITY: usize = 8;
 
-/// Slots a lookup checks at once from the home slot: one cache line's worth. At the loads the
-/// table runs at, an entry is this far from its home less than 1% of the time.
-const WINDOW: usize = 8;
+/// Slots a lookup compares at once, without branching, from the key's home slot. A branch per
+/// slot mispredicts whenever the entry is not at home, and at 1M entries every lookup is a
+/// cache miss: the flushed pipeline keeps the next lookup's miss from overlapping this one's.
+/// Measured on the 2-core dev VM, 1M entries at 0.66 load: ~24 ns per touch with a probe loop,
+/// 12–16 ns with this window. 8 slots cost more compares than the probes they save.
+const WINDOW: usize = 4;
 
 /// What [`SeriesTable::touch`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +67,11 @@ pub struct SeriesTable {
     len: usize,
     /// The length at which the next new id grows the table: the max load of `slots`.
     grow_at: usize,
+    /// How many entries sit before their home: the run that crosses the array end continues
+    /// at slot 0, so the first `wrapped` slots hold entries from the end's homes (top keys),
+    /// ahead of everything homed there. Lookups homed past them see only slots in plain key
+    /// order, which is what lets [`Self::locate`] decide from a window without probing.
+    wrapped: usize,
 }
 
 impl SeriesTable {
@@ -69,6 +81,7 @@ impl SeriesTable {
             slots: Box::default(),
             len: 0,
             grow_at: 0,
+            wrapped: 0,
         }
     }
 
@@ -82,6 +95,7 @@ impl SeriesTable {
             slots: vec![0; capacity].into_boxed_slice(),
             len: 0,
             grow_at: max_len(capacity),
+            wrapped: 0,
         }
     }
 
@@ -90,12 +104,12 @@ impl SeriesTable {
     #[inline]
     pub fn touch(&mut self, id: u64, slice: u8) -> Touch {
         let key = key_of(id);
-        match self.find(key) {
-            Some(i) => {
+        match self.locate(key) {
+            Ok(i) => {
                 self.slots[i] = key | u64::from(slice);
                 Touch::Updated
             }
-            None => Touch::Absent,
+            Err(_) => Touch::Absent,
         }
     }
 
@@ -104,7 +118,7 @@ impl SeriesTable {
     pub fn insert(&mut self, id: u64, slice: u8) -> bool {
         let key = key_of(id);
         let entry = key | u64::from(slice);
-        match self.probe(key) {
+        match self.locate(key) {
             Ok(i) => {
                 self.slots[i] = entry;
                 false
@@ -125,20 +139,23 @@ impl SeriesTable {
     /// Whether `id` is present.
     #[inline]
     pub fn contains(&self, id: u64) -> bool {
-        self.find(key_of(id)).is_some()
+        self.locate(key_of(id)).is_ok()
     }
 
     /// The tag of `id`, if present.
     #[inline]
     pub fn tag(&self, id: u64) -> Option<u8> {
-        self.find(key_of(id)).map(|i| self.slots[i] as u8)
+        self.locate(key_of(id)).ok().map(|i| self.slots[i] as u8)
     }
 
     /// Remove `id`. Returns true if it was present. Never shrinks (see [`Self::shrink_to_fit`]).
     pub fn remove(&mut self, id: u64) -> bool {
-        let Some(mut i) = self.find(key_of(id)) else {
+        let Ok(mut i) = self.locate(key_of(id)) else {
             return false;
         };
+        if i < self.wrapped {
+            self.wrapped -= 1;
+        }
         // Backward shift: pull each following entry of the run one slot back, until an empty
         // slot or an entry already at its home. No tombstones, so lookups never slow down.
         let cap = self.slots.len();
@@ -148,6 +165,10 @@ impl SeriesTable {
             if s == 0 || distance(s, j, cap) == 0 {
                 self.slots[i] = 0;
                 break;
+            }
+            if j == 0 {
+                // Back across the array end: no longer before its home.
+                self.wrapped -= 1;
             }
             self.slots[i] = s;
             i = j;
@@ -161,6 +182,7 @@ impl SeriesTable {
         self.len
     }
 
+    /// Whether no ids are present (an empty table may still hold its slots).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -178,19 +200,14 @@ impl SeriesTable {
     /// live count without the caller asking; the rebuilt table has the headroom of a freshly
     /// grown one, so a steady churn does not make it shrink and grow back every slice.
     pub fn retain_tags(&mut self, mut keep: impl FnMut(u8) -> bool) -> usize {
-        if self.len == 0 {
+        let Some(start) = self.first_empty() else {
             return 0;
-        }
-        let cap = self.slots.len();
-        // Start right after an empty slot: no run crosses it, so every run is seen whole and
-        // in order, even one that wraps around the array end. One exists: max load < 1.
-        let Some(start) = self.slots.iter().position(|&s| s == 0) else {
-            unreachable!("a table below its max load has an empty slot");
         };
-        // Offsets below are counted from `start`, so wrapped runs need no special case.
-        // Invariant: the slots at offsets `free..off` are empty, and every kept entry seen so
-        // far sits before `free`. Runs are sorted by home, so each kept entry moves to the
-        // first free offset at or after its home, and the runs stay sorted.
+        let cap = self.slots.len();
+        // Offsets below count from `start`, so a run wrapping around the array end needs no
+        // special case. Invariant: offsets `free..off` are empty and every kept entry seen so
+        // far sits before `free`. Runs are in key (hence home) order, so each kept entry moves
+        // to the first free offset at or after its home, and the order is kept.
         let mut free = 1;
         let mut removed = 0;
         for off in 1..cap {
@@ -205,14 +222,9 @@ impl SeriesTable {
                 removed += 1;
                 continue;
             }
-            // The entry's home lies after `start` (the run from home to `p` has no empty slot).
+            // The home lies after `start`: the slots from an entry's home to it are occupied.
             let home = home(s & KEY_MASK, cap);
-            let home_off = if home >= start {
-                home - start
-            } else {
-                home + cap - start
-            };
-            let to = free.max(home_off);
+            let to = free.max(cyclic(start, home, cap));
             if to != off {
                 self.slots[wrap(start + to, cap)] = s;
                 self.slots[p] = 0;
@@ -220,6 +232,7 @@ impl SeriesTable {
             free = to + 1;
         }
         self.len -= removed;
+        self.wrapped = self.count_wrapped();
         if self.len == 0 {
             *self = Self::new();
         } else if self.len < self.grow_at / 4 && cap > MIN_CAPACITY {
@@ -253,46 +266,43 @@ impl SeriesTable {
             .map(|&s| (s & KEY_MASK, s as u8))
     }
 
-    /// The slot holding `key`. Nearly always decided by one branch-free look at the
-    /// [`WINDOW`] slots from the key's home: a mispredicted branch per lookup (how many slots
-    /// to probe varies) would stall the next lookup's memory access behind this one's, and at
-    /// 1M entries every lookup is a cache miss, so overlapping them is what makes it fast.
+    /// `Ok(slot)` holding `key`, or `Err(slot)` where it belongs.
+    ///
+    /// Past the wrapped prefix, the slots from `key`'s home on are in plain key order: a run
+    /// is sorted, an empty slot ends it, and the next run has later homes, so bigger keys.
+    /// So the first [`WINDOW`] of them, compared without branching, show either the key, or
+    /// where it belongs (the first empty slot or bigger key). Only a window that shows neither
+    /// (a long run), crosses the array end, or starts among wrapped entries needs
+    /// [`Self::probe`].
     #[inline]
-    fn find(&self, key: u64) -> Option<usize> {
+    fn locate(&self, key: u64) -> Result<usize, usize> {
         let h = home(key, self.slots.len());
-        let window = self
+        let window: Option<&[u64; WINDOW]> = self
             .slots
             .get(h..h + WINDOW)
-            .and_then(|w| <&[u64; WINDOW]>::try_from(w).ok());
-        if let Some(w) = window {
-            let (mut hit, mut empty) = (0u32, 0u32);
+            .and_then(|w| w.try_into().ok());
+        if let (Some(w), true) = (window, h >= self.wrapped) {
+            let (mut hit, mut after) = (0u32, 0u32);
             for (i, &s) in w.iter().enumerate() {
-                hit |= u32::from(s & KEY_MASK == key) << i;
-                empty |= u32::from(s == 0) << i;
+                let k = s & KEY_MASK;
+                hit |= u32::from(k == key) << i;
+                // Empty (k = 0 wraps to the maximum) or a bigger key.
+                after |= u32::from(k.wrapping_sub(1) >= key) << i;
             }
             if hit != 0 {
-                return Some(h + hit.trailing_zeros() as usize);
+                return Ok(h + hit.trailing_zeros() as usize);
             }
-            // Not here if the window shows where the key would be: an empty slot (every slot
-            // from an entry's home to the entry is occupied) or an entry whose home is past
-            // the key's (Robin Hood order). Entries that wrapped around the array end sit
-            // before their home (`home > slot`) and prove nothing.
-            let mut past = empty;
-            for (i, &s) in w.iter().enumerate() {
-                let hs = home(s & KEY_MASK, self.slots.len());
-                past |= u32::from(h < hs && hs <= h + i) << i;
-            }
-            if past != 0 {
-                return None;
+            if after != 0 {
+                return Err(h + after.trailing_zeros() as usize);
             }
         }
-        // A full window (a long run), or a window crossing the array end.
-        self.probe(key).ok()
+        self.probe(key)
     }
 
-    /// `Ok(slot)` holding `key`, or `Err(slot)` where it would be inserted: the first empty
-    /// slot or the first entry nearer its home than `key` would be (Robin Hood order).
-    #[inline]
+    /// Walk the run from `key`'s home: `Ok(slot)` holding it, or `Err(slot)` where it belongs:
+    /// the first empty slot, or the first entry after it in key order (one whose home is
+    /// later, or the same with a bigger key). The run is sorted, so nothing past that point
+    /// can be `key`.
     fn probe(&self, key: u64) -> Result<usize, usize> {
         let cap = self.slots.len();
         if cap == 0 {
@@ -302,11 +312,16 @@ impl SeriesTable {
         let mut dist = 0;
         loop {
             let s = self.slots[i];
+            let k = s & KEY_MASK;
             // `key` is never 0, so an empty slot never matches.
-            if s & KEY_MASK == key {
+            if k == key {
                 return Ok(i);
             }
-            if s == 0 || distance(s, i, cap) < dist {
+            if s == 0 {
+                return Err(i);
+            }
+            let d = distance(s, i, cap);
+            if d < dist || (d == dist && k > key) {
                 return Err(i);
             }
             dist += 1;
@@ -315,9 +330,13 @@ impl SeriesTable {
     }
 
     /// Put `entry` at slot `at`, moving the entries from there to the next empty slot one
-    /// slot forward. Each moved entry stays behind the ones before it, so runs stay sorted.
+    /// slot forward. Each moved entry stays behind the ones before it, so the order is kept.
     fn shift_in(&mut self, mut at: usize, entry: u64) {
         let cap = self.slots.len();
+        if at < home(entry & KEY_MASK, cap) {
+            // Its probe went around the array end.
+            self.wrapped += 1;
+        }
         let mut carry = entry;
         loop {
             carry = std::mem::replace(&mut self.slots[at], carry);
@@ -325,7 +344,21 @@ impl SeriesTable {
                 return;
             }
             at = next(at, cap);
+            if at == 0 {
+                // The last slot's entry moves across the array end, before its home.
+                self.wrapped += 1;
+            }
         }
+    }
+
+    /// The entries before their home, counted: they are a prefix of the slots (see `wrapped`).
+    fn count_wrapped(&self) -> usize {
+        let cap = self.slots.len();
+        self.slots
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &s)| s != 0 && home(s & KEY_MASK, cap) > i)
+            .count()
     }
 
     /// Insert an entry known to be absent, into a table with room for it.
@@ -336,21 +369,54 @@ impl SeriesTable {
         }
     }
 
+    /// An empty slot, if the table has slots. One exists whenever it does: max load < 1.
+    fn first_empty(&self) -> Option<usize> {
+        self.slots.iter().position(|&s| s == 0)
+    }
+
     fn grow(&mut self) {
         let cap = self.slots.len();
         self.resize(cap.saturating_add(cap / 2).max(MIN_CAPACITY));
     }
 
-    /// Rebuild into `capacity` slots. Visiting the old slots in order inserts in nearly
-    /// ascending home order (homes are monotone in the key), so the rebuild writes the new
-    /// array almost sequentially and rarely shifts.
+    /// Rebuild into `capacity` slots, as a merge rather than a rehash: the old slots, read
+    /// from just after an empty one, are in ascending key order (cyclically: one wrap from
+    /// the top keys to the bottom ones), which is also ascending home order in the new array.
+    /// So each entry goes to the first free slot at or after its new home, written
+    /// sequentially, with no probing.
     fn resize(&mut self, capacity: usize) {
         debug_assert!(max_len(capacity) >= self.len);
         let old = std::mem::replace(self, Self::with_slots(capacity));
         self.len = old.len;
-        for &s in old.slots.iter().filter(|&&s| s != 0) {
-            self.place(s);
+        let Some(start) = old.first_empty() else {
+            return;
+        };
+        let old_cap = old.slots.len();
+        // Offsets from the first entry's new home, and that entry's key (the order's start).
+        let mut origin = None;
+        let mut free = 0;
+        for off in 1..old_cap {
+            let s = old.slots[wrap(start + off, old_cap)];
+            if s == 0 {
+                continue;
+            }
+            let key = s & KEY_MASK;
+            let home = home(key, capacity);
+            let &mut (first_key, first_home) = origin.get_or_insert((key, home));
+            // Keys below the first one come after the wrap: their homes are a lap further.
+            let lap = if key >= first_key { 0 } else { capacity };
+            let to = free.max(home + lap - first_home);
+            if to >= capacity {
+                // The last entries spill around the array end into the run of the first
+                // ones, which must make room for them: insert the usual way. As offsets only
+                // grow, every entry after this one comes here too, after the merged ones.
+                self.place(s);
+                continue;
+            }
+            self.slots[wrap(first_home + to, capacity)] = s;
+            free = to + 1;
         }
+        self.wrapped = self.count_wrapped();
     }
 }
 
@@ -379,10 +445,9 @@ fn key_of(id: u64) -> u64 {
     }
 }
 
-/// Multiply-shift range reduction: maps the key's high bits onto `0..cap` without a division
-/// and without requiring a power-of-two `cap` (Lemire, "A fast alternative to the modulo
-/// reduction", 2016). It reads the key's high bits, the ones xxh3 mixes as well as any. It is
-/// monotone in the key, which makes rebuilds write the new array almost sequentially.
+/// Multiply-shift range reduction: maps the key onto `0..cap` by its high bits, without a
+/// division and without requiring a power-of-two `cap` (Lemire, "A fast alternative to the
+/// modulo reduction", 2016). Monotone in the key, which keeps runs in key order.
 #[inline]
 fn home(key: u64, cap: usize) -> usize {
     ((u128::from(key) * cap as u128) >> 64) as usize
@@ -391,11 +456,16 @@ fn home(key: u64, cap: usize) -> usize {
 /// How far the entry `s` at slot `i` sits from its home slot.
 #[inline]
 fn distance(s: u64, i: usize, cap: usize) -> usize {
-    let h = home(s & KEY_MASK, cap);
-    if i >= h {
-        i - h
+    cyclic(home(s & KEY_MASK, cap), i, cap)
+}
+
+/// Slots from `from` forward to `to`, going around the array end if need be.
+#[inline]
+fn cyclic(from: usize, to: usize, cap: usize) -> usize {
+    if to >= from {
+        to - from
     } else {
-        i + cap - h
+        to + cap - from
     }
 }
 
@@ -415,9 +485,9 @@ fn wrap(i: usize, cap: usize) -> usize {
 }
 
 /// Ids a table of `capacity` slots holds before growing: a max load of 0.85 (always leaving
-/// at least one empty slot, which lookups and `retain_tags` rely on).
+/// at least one empty slot, which lookups, `retain_tags` and `resize` rely on).
 fn max_len(capacity: usize) -> usize {
-    capacity - (capacity.saturating_mul(3)).div_ceil(20)
+    capacity - capacity.saturating_mul(3).div_ceil(20)
 }
 
 /// The smallest capacity that holds `n` ids without growing.
@@ -441,9 +511,10 @@ mod tests {
     use super::*;
 
     impl SeriesTable {
-        /// Everything the operations rely on: the count, the Robin Hood order (each entry at
-        /// most one slot farther from home than the one before it, and at home after an empty
-        /// slot), unique keys, every entry findable, and an empty slot.
+        /// Everything the operations rely on: the count, the order (each entry at most one slot
+        /// farther from home than the one before it, at home after an empty slot, and after
+        /// the entries of the same home with smaller keys), unique keys, every entry found
+        /// where it is, and an empty slot.
         fn check(&self) {
             let cap = self.slots.len();
             assert_eq!(self.grow_at, max_len(cap));
@@ -453,6 +524,14 @@ mod tests {
                 return;
             }
             assert!(self.len < cap, "no empty slot");
+            let before_home: Vec<usize> = (0..cap)
+                .filter(|&i| self.slots[i] != 0 && home(self.slots[i] & KEY_MASK, cap) > i)
+                .collect();
+            assert_eq!(
+                before_home,
+                (0..self.wrapped).collect::<Vec<_>>(),
+                "wrapped prefix"
+            );
             let mut keys = std::collections::HashSet::new();
             for i in 0..cap {
                 let s = self.slots[i];
@@ -464,14 +543,15 @@ mod tests {
                 if prev == 0 {
                     assert_eq!(d, 0, "entry at {i} is off home after an empty slot");
                 } else {
-                    assert!(
-                        d <= distance(prev, (i + cap - 1) % cap, cap) + 1,
-                        "order at {i}"
-                    );
+                    let d_prev = distance(prev, (i + cap - 1) % cap, cap);
+                    assert!(d <= d_prev + 1, "home order at {i}");
+                    if d == d_prev + 1 {
+                        assert!(prev & KEY_MASK < s & KEY_MASK, "key order at {i}");
+                    }
                 }
                 assert!(keys.insert(s & KEY_MASK), "duplicate key at {i}");
                 assert_eq!(self.probe(s & KEY_MASK), Ok(i));
-                assert_eq!(self.find(s & KEY_MASK), Some(i));
+                assert_eq!(self.locate(s & KEY_MASK), Ok(i));
             }
         }
     }
@@ -600,6 +680,47 @@ mod tests {
         assert!(low.iter().all(|&id| t.contains(id)));
         assert_eq!(t.retain_tags(|_| true), 0);
         t.check();
+    }
+
+    #[test]
+    fn rebuilds_keep_runs_that_wrap() {
+        // Growing from empty and shrinking back both rebuild with a long run across the array
+        // end, whose last entries spill into the first ones in the new array.
+        let mut t = SeriesTable::new();
+        let ids: Vec<u64> = crowd(u64::MAX - (40 << 8), 40)
+            .chain(crowd(0x100, 40))
+            .collect();
+        for &id in &ids {
+            t.insert(id, 0);
+            t.check();
+        }
+        for &id in &ids[..30] {
+            t.remove(id);
+        }
+        t.shrink_to_fit();
+        t.check();
+        assert!(ids[30..].iter().all(|&id| t.contains(id)));
+    }
+
+    /// Cases proptest found against broken wrap handling (a retain, and a remove, emptying
+    /// the slot where a run crosses the array end), pinned.
+    #[test]
+    fn removal_at_the_array_end_moves_the_wrapped_entry_back() {
+        let mut t = SeriesTable::new();
+        t.insert(u64::MAX - 12032, 1);
+        t.insert(256, 5);
+        assert_eq!(t.retain_tags(|tag| tag >= 4), 1);
+        t.check();
+        assert!(t.contains(256));
+
+        let mut t = SeriesTable::new();
+        t.insert(u64::MAX - 5120, 0);
+        t.insert(u64::MAX - 4864, 0);
+        assert_eq!(t.wrapped, 1);
+        assert!(t.remove(u64::MAX - 5120));
+        t.check();
+        assert_eq!(t.wrapped, 0);
+        assert!(t.contains(u64::MAX - 4864));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::config::{Config, ConfigErrors, Overrides};
 use crate::forward::Forwarder;
+use crate::guard::Guard;
 use crate::telemetry::Telemetry;
 
 /// Where the config comes from, so a reload can build it again the same way.
@@ -31,6 +32,8 @@ pub struct State {
     source: ConfigSource,
     pub forwarder: Forwarder,
     pub telemetry: Telemetry,
+    /// Admission state; lives across reloads.
+    pub guard: Guard,
     /// Permits for write requests being processed; sized from the config at start.
     pub inflight: Arc<Semaphore>,
     ready: AtomicBool,
@@ -48,6 +51,7 @@ impl State {
             source,
             forwarder: Forwarder::new(telemetry.clone()),
             telemetry,
+            guard: Guard::new(),
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
         })
@@ -73,6 +77,7 @@ impl State {
         match self.source.load().and_then(|c| self.check_reloadable(c)) {
             Ok(new) => {
                 self.config.store(Arc::new(new));
+                self.guard.config_changed();
                 self.telemetry.reload_success.set(1);
                 self.telemetry.reload_timestamp.set(unix_now());
                 tracing::info!(file = ?self.source.file, "configuration reloaded");
@@ -112,6 +117,26 @@ impl State {
                 .collect(),
         })
     }
+}
+
+/// Slide the guard's window for every owner, idle ones included. Runs until the process ends.
+pub async fn guard_ticker(state: Arc<State>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let config = state.config();
+        if let Some(g) = &config.guard {
+            state.guard.tick(g, unix_now_ms());
+        }
+    }
+}
+
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn unix_now() -> i64 {

@@ -200,15 +200,30 @@ async fn write(
         .as_ref()
         .and_then(|u| u.tenant_header.as_ref())
         .and_then(|name| req.headers().get(name).cloned());
+    let guard_tenant = config
+        .guard
+        .as_ref()
+        .and_then(|g| g.tenant_header.as_ref())
+        .and_then(|name| req.headers().get(name))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = read_body(req.into_body(), limit).await?;
     state.telemetry.received_bytes.inc_by(body.len() as u64);
 
     let upstream = config.upstream.as_ref().ok_or(IngestError::NoUpstream)?;
+    let ctx = pipeline::Context {
+        version_in,
+        version_out: upstream.version,
+        limits: &config.limits.wire,
+        guard: config.guard.as_ref().map(|g| (&state.guard, g)),
+        tenant: guard_tenant.as_deref(),
+        now_ms: super::state::unix_now_ms(),
+    };
     let started = Instant::now();
     // A bug in a stage must cost one request a 500, never a worker thread's scratch or the
     // connection; Prometheus retries a 500.
     let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        pipeline::prepare(&body, version_in, upstream.version, &config.limits.wire)
+        pipeline::prepare(&body, &ctx)
     }))
     .map_err(|_| IngestError::Internal)??;
     state

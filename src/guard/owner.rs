@@ -1,0 +1,423 @@
+//! One owner's admission state: the exact tables of admitted series (one per metric name, so
+//! per-metric budgets stay exact as series expire), the distinct values of limited labels, the
+//! demand sketches, and counters. Always used under the owner's lock, once per request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use super::sketch::{Sketch, DEMAND_PRECISION, OFFENDER_PRECISION};
+use super::table::SeriesTable;
+use super::window::Window;
+use crate::config::{Action, Budget};
+
+/// Metric names and label names whose demand is sketched per owner; bounded so that an owner
+/// exploding in *names* (rather than values) cannot grow the guard's own memory without limit.
+const MAX_TRACKED_NAMES: usize = 256;
+
+/// Why a new series was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The owner's `max_series`.
+    Budget,
+    /// A per-metric limit.
+    MetricBudget,
+    /// A label's distinct-value limit.
+    LabelLimit,
+    /// The global cap across owners.
+    GlobalCap,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 4] = [
+        Reason::Budget,
+        Reason::MetricBudget,
+        Reason::LabelLimit,
+        Reason::GlobalCap,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Budget => "budget",
+            Reason::MetricBudget => "metric_budget",
+            Reason::LabelLimit => "label_limit",
+            Reason::GlobalCap => "global_cap",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the guard decided for one series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    Drop(Reason),
+}
+
+/// Sketches over the window: one per slice, the oldest cleared as the window slides.
+#[derive(Clone, Debug)]
+struct SketchRing {
+    slices: Vec<Option<Sketch>>,
+    precision: u8,
+}
+
+impl SketchRing {
+    fn new(slices: u8, precision: u8) -> Self {
+        SketchRing {
+            slices: vec![None; usize::from(slices)],
+            precision,
+        }
+    }
+
+    fn insert(&mut self, slice: u64, id: u64) {
+        let n = self.slices.len() as u64;
+        let precision = self.precision;
+        self.slices[(slice % n) as usize]
+            .get_or_insert_with(|| Sketch::new(precision))
+            .insert(id);
+    }
+
+    fn clear_slot(&mut self, slice: u64) {
+        let n = self.slices.len() as u64;
+        self.slices[(slice % n) as usize] = None;
+    }
+
+    fn estimate(&self) -> f64 {
+        let mut merged = Sketch::new(self.precision);
+        for s in self.slices.iter().flatten() {
+            merged.merge(s);
+        }
+        merged.count()
+    }
+}
+
+/// Per-request tallies of one owner, published to the owner's counters once per request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub samples: u64,
+    pub created: u64,
+    pub dropped_samples: [u64; 4],
+    pub dropped_series: [u64; 4],
+    pub warned_samples: [u64; 4],
+}
+
+/// Monotonic counters of one owner.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub samples: AtomicU64,
+    pub created: AtomicU64,
+    pub dropped_samples: [AtomicU64; 4],
+    pub dropped_series: [AtomicU64; 4],
+    /// Samples a `warn` budget would have dropped.
+    pub warned_samples: [AtomicU64; 4],
+}
+
+impl Counters {
+    pub fn add(&self, t: &Tally) {
+        self.samples.fetch_add(t.samples, Ordering::Relaxed);
+        self.created.fetch_add(t.created, Ordering::Relaxed);
+        for i in 0..4 {
+            self.dropped_samples[i].fetch_add(t.dropped_samples[i], Ordering::Relaxed);
+            self.dropped_series[i].fetch_add(t.dropped_series[i], Ordering::Relaxed);
+            self.warned_samples[i].fetch_add(t.warned_samples[i], Ordering::Relaxed);
+        }
+    }
+}
+
+/// One series as the guard sees it.
+pub struct SeriesKey<'a, L> {
+    pub id: u64,
+    pub metric: &'a [u8],
+    pub labels: L,
+    pub samples: u64,
+}
+
+/// The mutable admission state of one owner.
+pub struct OwnerState {
+    pub budget: Arc<Budget>,
+    /// Config generation the budget was resolved in; re-resolved after a reload.
+    pub generation: u64,
+    slice: u64,
+    active: u64,
+    metrics: HashMap<Box<[u8]>, SeriesTable, RandomState>,
+    /// Distinct value hashes (tagged like series) per limited label name.
+    label_values: Vec<(String, SeriesTable)>,
+    demand: SketchRing,
+    metric_demand: HashMap<Box<[u8]>, SketchRing, RandomState>,
+    label_demand: HashMap<Box<[u8]>, SketchRing, RandomState>,
+    /// Ids refused in the current slice, direct-mapped: a refused series that keeps coming
+    /// back is inserted into the demand sketch once per slice, not once per sample.
+    refused: Box<[u64]>,
+}
+
+const REFUSED_FILTER: usize = 4096;
+
+impl OwnerState {
+    pub fn new(budget: Arc<Budget>, generation: u64, window: &Window, now_slice: u64) -> Self {
+        OwnerState {
+            budget,
+            generation,
+            slice: now_slice,
+            active: 0,
+            metrics: HashMap::default(),
+            label_values: Vec::new(),
+            demand: SketchRing::new(window.slices(), DEMAND_PRECISION),
+            metric_demand: HashMap::default(),
+            label_demand: HashMap::default(),
+            refused: vec![0; REFUSED_FILTER].into_boxed_slice(),
+        }
+    }
+
+    pub fn active(&self) -> u64 {
+        self.active
+    }
+
+    /// Slide the window to `now`: expire series unseen for a whole window and reset the
+    /// sketches of slices that left it. Returns how many series expired.
+    pub fn advance(&mut self, window: &Window, now: u64) -> u64 {
+        if now <= self.slice {
+            return 0;
+        }
+        let steps = (now - self.slice).min(u64::from(window.slices()));
+        for s in (now + 1 - steps)..=now {
+            self.demand.clear_slot(s);
+            for r in self
+                .metric_demand
+                .values_mut()
+                .chain(self.label_demand.values_mut())
+            {
+                r.clear_slot(s);
+            }
+        }
+        let gap = now - self.slice;
+        let mut expired = 0u64;
+        for table in self.metrics.values_mut() {
+            expired += if gap >= u64::from(window.slices()) {
+                let n = table.len() as u64;
+                *table = SeriesTable::new();
+                n
+            } else {
+                table.retain_tags(|t| window.is_live(t, now)) as u64
+            };
+        }
+        for (_, values) in &mut self.label_values {
+            if gap >= u64::from(window.slices()) {
+                *values = SeriesTable::new();
+            } else {
+                values.retain_tags(|t| window.is_live(t, now));
+            }
+        }
+        self.metrics.retain(|_, t| !t.is_empty());
+        self.metric_demand
+            .retain(|_, r| r.slices.iter().any(Option::is_some));
+        self.label_demand
+            .retain(|_, r| r.slices.iter().any(Option::is_some));
+        self.refused.fill(0);
+        self.active -= expired.min(self.active);
+        self.slice = now;
+        expired
+    }
+
+    /// Decide one series. `global` counts active series across owners; `cap` bounds it.
+    pub fn admit<'a, L>(
+        &mut self,
+        s: SeriesKey<'a, L>,
+        now: u64,
+        global: &AtomicU64,
+        cap: Option<u64>,
+        tally: &mut Tally,
+    ) -> Verdict
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        tally.samples += s.samples;
+        let tag = Window::tag(now);
+        if let Some(table) = self.metrics.get_mut(s.metric) {
+            match table.tag(s.id) {
+                Some(t) if t == tag => return Verdict::Keep,
+                Some(_) => {
+                    // First sighting in this slice of an admitted series.
+                    table.insert(s.id, tag);
+                    self.sketch(&s, now);
+                    self.touch_label_values(&s, tag);
+                    return Verdict::Keep;
+                }
+                None => {}
+            }
+        }
+
+        // A series this owner has not admitted (or that expired).
+        let slot = (s.id as usize) % REFUSED_FILTER;
+        if self.refused[slot] != s.id {
+            self.sketch(&s, now);
+        }
+        let reason = self.check(&s, global, cap);
+        let action = self.budget.action;
+        if let Some(r) = reason {
+            if action == Action::Drop {
+                self.refused[slot] = s.id;
+                tally.dropped_samples[r.index()] += s.samples;
+                tally.dropped_series[r.index()] += 1;
+                return Verdict::Drop(r);
+            }
+            tally.warned_samples[r.index()] += s.samples;
+        }
+        let table = match self.metrics.get_mut(s.metric) {
+            Some(t) => t,
+            None => self.metrics.entry(s.metric.into()).or_default(),
+        };
+        table.insert(s.id, tag);
+        self.touch_label_values(&s, tag);
+        self.active += 1;
+        global.fetch_add(1, Ordering::Relaxed);
+        tally.created += 1;
+        Verdict::Keep
+    }
+
+    fn check<'a, L>(
+        &self,
+        s: &SeriesKey<'a, L>,
+        global: &AtomicU64,
+        cap: Option<u64>,
+    ) -> Option<Reason>
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        if let Some(cap) = cap {
+            if global.load(Ordering::Relaxed) >= cap {
+                return Some(Reason::GlobalCap);
+            }
+        }
+        if self.active >= self.budget.max_series {
+            return Some(Reason::Budget);
+        }
+        if let Some(limit) = self.budget.metric_limit(s.metric) {
+            let n = self.metrics.get(s.metric).map_or(0, |t| t.len() as u64);
+            if n >= limit {
+                return Some(Reason::MetricBudget);
+            }
+        }
+        for (name, limit) in &self.budget.label_limits {
+            let Some((_, value)) = s.labels.clone().find(|(n, _)| *n == name.as_bytes()) else {
+                continue;
+            };
+            let h = value_hash(value);
+            let seen = self
+                .label_values
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| (t.contains(h), t.len() as u64));
+            match seen {
+                Some((true, _)) => {}
+                Some((false, n)) if n >= *limit => return Some(Reason::LabelLimit),
+                None if *limit == 0 => return Some(Reason::LabelLimit),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn touch_label_values<'a, L>(&mut self, s: &SeriesKey<'a, L>, tag: u8)
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        for (name, _) in &self.budget.label_limits {
+            let Some((_, value)) = s.labels.clone().find(|(n, _)| *n == name.as_bytes()) else {
+                continue;
+            };
+            let h = value_hash(value);
+            match self.label_values.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => {
+                    t.insert(h, tag);
+                }
+                None => {
+                    let mut t = SeriesTable::new();
+                    t.insert(h, tag);
+                    self.label_values.push((name.clone(), t));
+                }
+            }
+        }
+    }
+
+    /// Demand: the series into the owner's sketch, and into the per-metric and per-label-name
+    /// sketches (a label's sketch counts its distinct values).
+    fn sketch<'a, L>(&mut self, s: &SeriesKey<'a, L>, now: u64)
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        self.demand.insert(now, s.id);
+        let slices = self.demand.slices.len() as u8;
+        if let Some(r) = tracked(&mut self.metric_demand, s.metric, slices) {
+            r.insert(now, s.id);
+        }
+        for (name, value) in s.labels.clone() {
+            if name == b"__name__" {
+                continue;
+            }
+            if let Some(r) = tracked(&mut self.label_demand, name, slices) {
+                r.insert(now, value_hash(value));
+            }
+        }
+    }
+
+    /// Distinct series that arrived over the window, admitted or not.
+    pub fn demand_estimate(&self) -> f64 {
+        self.demand.estimate()
+    }
+
+    /// The `k` metric names with the most distinct series over the window (estimated).
+    pub fn top_metrics(&self, k: usize) -> Vec<(String, f64)> {
+        top(&self.metric_demand, k)
+    }
+
+    /// The `k` label names with the most distinct values over the window (estimated).
+    pub fn top_labels(&self, k: usize) -> Vec<(String, f64)> {
+        top(&self.label_demand, k)
+    }
+
+    /// Heap bytes of the exact tables (what a series costs the guard).
+    pub fn table_bytes(&self) -> usize {
+        self.metrics
+            .values()
+            .map(SeriesTable::memory_bytes)
+            .sum::<usize>()
+            + self
+                .label_values
+                .iter()
+                .map(|(_, t)| t.memory_bytes())
+                .sum::<usize>()
+    }
+}
+
+fn tracked<'m>(
+    map: &'m mut HashMap<Box<[u8]>, SketchRing, RandomState>,
+    name: &[u8],
+    slices: u8,
+) -> Option<&'m mut SketchRing> {
+    if !map.contains_key(name) {
+        if map.len() >= MAX_TRACKED_NAMES {
+            return None;
+        }
+        map.insert(name.into(), SketchRing::new(slices, OFFENDER_PRECISION));
+    }
+    map.get_mut(name)
+}
+
+fn top(map: &HashMap<Box<[u8]>, SketchRing, RandomState>, k: usize) -> Vec<(String, f64)> {
+    let mut all: Vec<(String, f64)> = map
+        .iter()
+        .map(|(name, ring)| (String::from_utf8_lossy(name).into_owned(), ring.estimate()))
+        .collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
+
+fn value_hash(value: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(value)
+}

@@ -1,0 +1,327 @@
+//! Admission behaviour, driven through real parsed requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+
+use super::*;
+use crate::config::{Action, Budget, GuardConfig};
+use crate::wire::types::v1;
+use crate::wire::{Limits, Version};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn series(labels: &[(&str, &str)], samples: usize) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: (0..samples)
+            .map(|i| v1::Sample {
+                value: i as f64,
+                timestamp: T0 + i as i64,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// `n` series of `metric` owned by `service`, told apart by an `id` label starting at `from`.
+fn batch(service: &str, metric: &str, from: usize, n: usize) -> Vec<v1::TimeSeries> {
+    (from..from + n)
+        .map(|i| {
+            series(
+                &[
+                    ("__name__", metric),
+                    ("id", &i.to_string()),
+                    ("service", service),
+                ],
+                1,
+            )
+        })
+        .collect()
+}
+
+struct Run {
+    guard: Guard,
+    cfg: GuardConfig,
+    scratch: Scratch,
+}
+
+impl Run {
+    fn new(cfg: GuardConfig) -> Self {
+        Run {
+            guard: Guard::new(),
+            cfg,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Admit one request at `now_ms`; the verdicts in request order.
+    fn send(&mut self, ts: Vec<v1::TimeSeries>, now_ms: i64) -> Vec<Verdict> {
+        let buf = v1::WriteRequest {
+            timeseries: ts,
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        let mut parsed = Parsed::new();
+        parsed.parse(&buf, Version::V1, &Limits::default()).unwrap();
+        let batch = Batch {
+            req: &parsed,
+            buf: &buf,
+            tenant: None,
+            now_ms,
+        };
+        self.guard.admit(&self.cfg, batch, &mut self.scratch);
+        self.scratch.verdicts.clone()
+    }
+
+    fn row(&self, service: &str) -> report::OwnerReport {
+        self.guard
+            .report(&self.cfg)
+            .services
+            .into_iter()
+            .find(|r| r.service == service)
+            .unwrap_or_else(|| panic!("no report row for {service}"))
+    }
+}
+
+fn kept(v: &[Verdict]) -> usize {
+    v.iter().filter(|v| **v == Verdict::Keep).count()
+}
+
+fn budget(max_series: u64) -> Budget {
+    Budget {
+        max_series,
+        action: Action::Drop,
+        max_series_per_metric: None,
+        metrics: HashMap::new(),
+        label_limits: vec![],
+    }
+}
+
+fn cfg(max_series: u64) -> GuardConfig {
+    GuardConfig::with_default_budget(max_series, vec!["service".into()])
+}
+
+#[test]
+fn admits_up_to_the_budget_and_keeps_admitted_series_flowing() {
+    let mut r = Run::new(cfg(100));
+    assert_eq!(kept(&r.send(batch("a", "m", 0, 80), T0)), 80);
+    // 50 more: 20 fit, 30 are refused.
+    let v = r.send(batch("a", "m", 80, 50), T0 + 1000);
+    assert_eq!(kept(&v), 20);
+    assert!(v[20..].iter().all(|v| *v == Verdict::Drop(Reason::Budget)));
+    // The first 100 keep flowing; the refused ones stay refused.
+    assert_eq!(kept(&r.send(batch("a", "m", 0, 130), T0 + 2000)), 100);
+    let row = r.row("a");
+    assert_eq!((row.active, row.created_total, row.budget), (100, 100, 100));
+    assert_eq!(row.dropped_samples_total["budget"], 60);
+    // Another service has its own budget.
+    assert_eq!(kept(&r.send(batch("b", "m", 0, 100), T0 + 3000)), 100);
+}
+
+#[test]
+fn retries_do_not_double_count() {
+    let mut r = Run::new(cfg(10));
+    let req = batch("a", "m", 0, 8);
+    r.send(req.clone(), T0);
+    r.send(req.clone(), T0);
+    r.send(req, T0 + 1);
+    let row = r.row("a");
+    assert_eq!((row.active, row.created_total), (8, 8));
+    assert_eq!(r.guard.global_active(), 8);
+}
+
+#[test]
+fn series_unseen_for_a_window_free_their_slot() {
+    let mut c = cfg(10);
+    c.window = Duration::from_secs(3600);
+    c.window_slices = 6;
+    let mut r = Run::new(c);
+    r.send(batch("a", "m", 0, 10), T0);
+    assert_eq!(kept(&r.send(batch("a", "m", 10, 5), T0)), 0);
+    // Keep series 0..5 alive half way through; 5..10 go quiet.
+    r.send(batch("a", "m", 0, 5), T0 + 30 * 60 * 1000);
+    // One full window after the start, 5..10 have expired and 5 new series fit.
+    let v = r.send(batch("a", "m", 10, 5), T0 + 61 * 60 * 1000);
+    assert_eq!(kept(&v), 5);
+    assert_eq!(r.row("a").active, 10);
+    // tick expires idle owners too.
+    r.guard.tick(&r.cfg, T0 + 200 * 60 * 1000);
+    assert_eq!(r.row("a").active, 0);
+    assert_eq!(r.guard.global_active(), 0);
+}
+
+#[test]
+fn warn_admits_everything_and_counts_what_drop_would_have_dropped() {
+    let mut c = cfg(10);
+    Arc::make_mut(&mut c.default_budget).action = Action::Warn;
+    let mut r = Run::new(c);
+    assert_eq!(kept(&r.send(batch("a", "m", 0, 25), T0)), 25);
+    let row = r.row("a");
+    assert_eq!(row.active, 25);
+    assert_eq!(row.warned_samples_total["budget"], 15);
+    assert_eq!(row.dropped_samples_total["budget"], 0);
+}
+
+#[test]
+fn per_metric_budgets() {
+    let mut c = cfg(1000);
+    let b = Arc::make_mut(&mut c.default_budget);
+    b.max_series_per_metric = Some(10);
+    b.metrics.insert("big".into(), 50);
+    let mut r = Run::new(c);
+    assert_eq!(kept(&r.send(batch("a", "small", 0, 20), T0)), 10);
+    assert_eq!(kept(&r.send(batch("a", "big", 0, 60), T0)), 50);
+    assert_eq!(r.row("a").dropped_samples_total["metric_budget"], 20);
+}
+
+#[test]
+fn label_value_limits() {
+    let mut c = cfg(1000);
+    Arc::make_mut(&mut c.default_budget).label_limits = vec![("id".into(), 30)];
+    let mut r = Run::new(c);
+    assert_eq!(kept(&r.send(batch("a", "m", 0, 40), T0)), 30);
+    // A known value on another metric is fine; a new value is not.
+    assert_eq!(kept(&r.send(batch("a", "other", 0, 1), T0)), 1);
+    assert_eq!(kept(&r.send(batch("a", "other", 35, 1), T0)), 0);
+    assert_eq!(r.row("a").dropped_samples_total["label_limit"], 11);
+}
+
+#[test]
+fn global_cap_across_services() {
+    let mut c = cfg(1000);
+    c.max_series = Some(150);
+    let mut r = Run::new(c);
+    assert_eq!(kept(&r.send(batch("a", "m", 0, 100), T0)), 100);
+    assert_eq!(kept(&r.send(batch("b", "m", 0, 100), T0)), 50);
+    assert_eq!(r.row("b").dropped_samples_total["global_cap"], 50);
+}
+
+#[test]
+fn owner_fallback_unowned_and_rules() {
+    let mut c = cfg(5);
+    c.owner_labels = vec!["service".into(), "job".into()];
+    c.unowned_budget = Arc::new(budget(2));
+    c.rules.push(crate::config::guard::BudgetRule {
+        tenant: None,
+        owner: crate::config::guard::OwnerMatch::Exact("vip".into()),
+        budget: Arc::new(budget(20)),
+    });
+    let mut r = Run::new(c);
+    let by_job: Vec<_> = (0..10)
+        .map(|i| {
+            series(
+                &[("__name__", "m"), ("i", &i.to_string()), ("job", "vip")],
+                1,
+            )
+        })
+        .collect();
+    assert_eq!(kept(&r.send(by_job, T0)), 10);
+    let no_owner: Vec<_> = (0..10)
+        .map(|i| series(&[("__name__", "m"), ("i", &i.to_string())], 1))
+        .collect();
+    assert_eq!(kept(&r.send(no_owner, T0)), 2);
+    assert_eq!(r.row(UNOWNED).budget, 2);
+    assert_eq!(r.row("vip").budget, 20);
+}
+
+#[test]
+fn owners_past_the_cap_share_other() {
+    let mut c = cfg(1000);
+    c.max_owners = 3;
+    c.max_reported_services = 100;
+    let mut r = Run::new(c);
+    for s in 0..10 {
+        r.send(batch(&format!("s{s}"), "m", 0, 2), T0);
+    }
+    assert_eq!(r.guard.owners().len(), 4);
+    assert_eq!(r.row(OTHER).active, 14);
+}
+
+#[test]
+fn report_is_bounded_and_sums_the_rest() {
+    let mut c = cfg(1000);
+    c.max_reported_services = 2;
+    let mut r = Run::new(c);
+    for (s, n) in [("a", 30), ("b", 20), ("c", 10), ("d", 5)] {
+        r.send(batch(s, "m", 0, n), T0);
+    }
+    let rep = r.guard.report(&r.cfg);
+    let names: Vec<_> = rep.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(names, ["a", "b", OTHER]);
+    assert_eq!(rep.services[2].active, 15);
+    let text = rep.to_prometheus();
+    assert!(
+        text.contains("cardguard_series_active{service=\"other\"} 15"),
+        "{text}"
+    );
+    assert!(text.contains("cardguard_series_budget{service=\"a\"} 1000"));
+    assert!(text.contains("cardguard_samples_dropped_total{service=\"a\",reason=\"budget\"} 0"));
+}
+
+#[test]
+fn demand_and_top_offenders_see_refused_series() {
+    let mut r = Run::new(cfg(100));
+    let mut sent = 0;
+    for round in 0..20 {
+        let ts: Vec<_> = (0..500)
+            .map(|i| {
+                let user = (round * 500 + i).to_string();
+                series(
+                    &[("__name__", "req"), ("service", "x"), ("user_id", &user)],
+                    1,
+                )
+            })
+            .collect();
+        sent += ts.len();
+        r.send(ts, T0 + round as i64);
+    }
+    let row = r.row("x");
+    assert_eq!(row.active, 100);
+    let demand = row.demand.unwrap();
+    assert!(
+        (demand - sent as f64).abs() / (sent as f64) < 0.02,
+        "demand {demand} vs {sent}"
+    );
+    assert_eq!(row.top_labels[0].name, "user_id");
+    assert_eq!(row.top_metrics[0].name, "req");
+}
+
+#[test]
+fn reload_re_resolves_budgets() {
+    let mut r = Run::new(cfg(10));
+    r.send(batch("a", "m", 0, 20), T0);
+    assert_eq!(r.row("a").active, 10);
+    r.cfg = cfg(15);
+    r.guard.config_changed();
+    assert_eq!(kept(&r.send(batch("a", "m", 0, 20), T0)), 15);
+    assert_eq!(r.row("a").budget, 15);
+}
+
+#[test]
+fn unsorted_labels_are_the_same_series() {
+    let mut r = Run::new(cfg(10));
+    r.send(
+        vec![series(
+            &[("__name__", "m"), ("a", "1"), ("service", "s")],
+            1,
+        )],
+        T0,
+    );
+    r.send(
+        vec![series(
+            &[("service", "s"), ("a", "1"), ("__name__", "m")],
+            1,
+        )],
+        T0,
+    );
+    assert_eq!(r.row("s").created_total, 1);
+}
