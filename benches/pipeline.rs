@@ -30,6 +30,7 @@ fn ctx<'a>(
         version_out: out,
         limits,
         guard,
+        schema: None,
         tenant: None,
         now_ms: NOW,
     }
@@ -85,6 +86,8 @@ fn bench(c: &mut Criterion) {
         buf: &decoded,
         tenant: None,
         now_ms: NOW,
+        rewrites: &[],
+        decided: &[],
     };
     let mut g = c.benchmark_group("guard");
     g.throughput(Throughput::Elements(parsed.len() as u64));

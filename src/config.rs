@@ -7,6 +7,7 @@
 
 pub mod guard;
 mod raw;
+pub mod schema;
 mod validate;
 
 use std::fmt;
@@ -30,6 +31,8 @@ pub struct Config {
     pub upstream: Option<UpstreamConfig>,
     /// The cardinality guard; `None` forwards everything (a pure pass-through).
     pub guard: Option<guard::GuardConfig>,
+    /// Label schema and redaction at admission; `None` checks only the wire-level caps.
+    pub schema: Option<schema::SchemaConfig>,
 }
 
 /// The HTTP listener.
@@ -80,6 +83,7 @@ impl Default for Config {
             },
             upstream: None,
             guard: None,
+            schema: None,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::wire::{Parsed, SeriesView};
 use identity::Identity;
 use owner::{Counters, OwnerState, SeriesKey, Tally};
 pub use owner::{Reason, Verdict};
+use schema::{Labels, OwnedLabels};
 use window::Window;
 
 /// Who owns a series: the tenant (when tenants are on) and the owner label's value.
@@ -79,6 +80,22 @@ pub struct Batch<'a> {
     /// The request's tenant, used when `tenant_header` is configured.
     pub tenant: Option<&'a str>,
     pub now_ms: i64,
+    /// Labels rewritten by an earlier stage (redaction), by series index; empty when none.
+    /// The guard identifies and owns a series by its rewritten labels.
+    pub rewrites: &'a [Option<OwnedLabels>],
+    /// Decisions an earlier stage already took (schema drops), by series index; empty when
+    /// none. Those series are counted against their owner but not admitted.
+    pub decided: &'a [Verdict],
+}
+
+impl<'a> Batch<'a> {
+    /// The labels of series `i` as the guard must see them.
+    pub fn labels(&self, i: usize) -> Labels<'a, crate::wire::LabelsIter<'a>> {
+        match self.rewrites.get(i).and_then(Option::as_ref) {
+            Some(owned) => Labels::Owned(owned.iter()),
+            None => Labels::Wire(self.req.series(self.buf, i).labels()),
+        }
+    }
 }
 
 /// Buffers reused by every request on one thread, and the verdicts of the last request.
@@ -123,10 +140,15 @@ impl Guard {
             buf,
             tenant,
             now_ms,
+            ..
         } = batch;
         let verdicts = &mut scratch.verdicts;
         verdicts.clear();
-        verdicts.resize(req.len(), Verdict::Keep);
+        if batch.decided.len() == req.len() {
+            verdicts.extend_from_slice(batch.decided);
+        } else {
+            verdicts.resize(req.len(), Verdict::Keep);
+        }
         let window = Window::new(cfg.window, cfg.window_slices);
         let now = window.slice(now_ms);
         let tenant = cfg.tenant_header.as_ref().and(tenant);
@@ -135,9 +157,9 @@ impl Guard {
         scratch.series.clear();
         scratch.owners.clear();
         for i in 0..req.len() {
-            let s = req.series(buf, i);
-            let id = scratch.identity.series_id(cfg.hash_seed, s.labels());
-            let owner = identity::owner(&cfg.owner_labels, s.labels());
+            let labels = batch.labels(i);
+            let id = scratch.identity.series_id(cfg.hash_seed, labels.clone());
+            let owner = identity::owner(&cfg.owner_labels, labels);
             let slot = match scratch.owners.iter().rposition(|k| {
                 k.owner.as_deref().map(str::as_bytes) == owner && k.tenant.as_deref() == tenant
             }) {
@@ -181,16 +203,29 @@ impl Guard {
                 self.sub_active(expired);
                 for &(_, i, id) in &scratch.series[start..end] {
                     let s: SeriesView<'_> = req.series(buf, i as usize);
+                    let samples = (s.sample_count() + s.histogram_count()) as u64;
+                    if let Verdict::Drop(reason) = verdicts[i as usize] {
+                        tally.dropped(reason, samples);
+                        out.dropped_series += 1;
+                        out.dropped_samples += samples;
+                        continue;
+                    }
+                    let labels = batch.labels(i as usize);
+                    let metric = labels
+                        .clone()
+                        .find(|(n, _)| *n == b"__name__")
+                        .map(|(_, v)| v)
+                        .unwrap_or_default();
                     let key = SeriesKey {
                         id,
-                        metric: s.metric_name().unwrap_or_default(),
-                        labels: s.labels(),
-                        samples: (s.sample_count() + s.histogram_count()) as u64,
+                        metric,
+                        labels,
+                        samples,
                     };
                     let v = state.admit(key, now, &self.global_active, cfg.max_series, &mut tally);
                     if let Verdict::Drop(_) = v {
                         out.dropped_series += 1;
-                        out.dropped_samples += (s.sample_count() + s.histogram_count()) as u64;
+                        out.dropped_samples += samples;
                     } else {
                         out.kept_series += 1;
                     }
@@ -289,5 +324,6 @@ impl Guard {
     }
 }
 
+pub mod schema;
 #[cfg(test)]
 mod tests;

@@ -10,9 +10,21 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 
+use crate::config::schema::{SchemaAction, SchemaConfig, SchemaRule};
 use crate::config::GuardConfig;
-use crate::guard::{self, Guard, Verdict};
+use crate::guard::schema::OwnedLabels;
+use crate::guard::{self, Guard, Reason, Verdict};
 use crate::wire::{self, Counts, Limits, Parsed, Version, WireError, Writer};
+
+/// Why a request cannot be forwarded: the sender's fault, answered with 400.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A schema rule configured with `action: reject`.
+    #[error("series {series}: schema: {reason}")]
+    Schema { series: usize, reason: String },
+}
 
 /// What the stages need to know about one request besides its body.
 #[derive(Clone, Copy)]
@@ -22,6 +34,8 @@ pub struct Context<'a> {
     pub limits: &'a Limits,
     /// The guard and its config, when the guard is on.
     pub guard: Option<(&'a Guard, &'a GuardConfig)>,
+    /// Label schema and redaction, when configured.
+    pub schema: Option<&'a SchemaConfig>,
     /// The tenant of the request (its tenant header), if any.
     pub tenant: Option<&'a str>,
     /// Wall-clock time of the request, in milliseconds since the epoch.
@@ -45,8 +59,12 @@ pub struct Prepared {
     /// Nothing to forward (every series dropped by policy, or a v1 metadata-only request
     /// bound for a v2 upstream, which has no place for metadata without series).
     pub empty: bool,
-    /// Series and samples the guard dropped.
+    /// Series and samples dropped by policy (schema and guard).
     pub dropped: guard::Outcome,
+    /// Series dropped per schema rule (indexed like `SchemaRule::ALL`).
+    pub schema_dropped: [u64; SchemaRule::ALL.len()],
+    /// Series whose labels were redacted.
+    pub redacted: u64,
 }
 
 /// Buffers reused by every request processed on one thread.
@@ -56,6 +74,10 @@ struct Scratch {
     writer: Writer,
     compressed: Vec<u8>,
     guard: guard::Scratch,
+    /// Rewritten labels by series index (redaction); empty when nothing was rewritten.
+    rewrites: Vec<Option<OwnedLabels>>,
+    /// Schema decisions by series index; empty when no schema is configured.
+    decided: Vec<Verdict>,
 }
 
 /// Buffers that grew past this while serving an outsized request are released afterwards, so
@@ -69,11 +91,13 @@ thread_local! {
         writer: Writer::new(Version::V1),
         compressed: Vec::new(),
         guard: guard::Scratch::default(),
+        rewrites: Vec::new(),
+        decided: Vec::new(),
     });
 }
 
 /// Run the stages over one compressed request body.
-pub fn prepare(body: &Bytes, ctx: &Context<'_>) -> Result<Prepared, WireError> {
+pub fn prepare(body: &Bytes, ctx: &Context<'_>) -> Result<Prepared, PipelineError> {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let result = prepare_with(&mut s, body, ctx);
@@ -92,13 +116,19 @@ pub fn prepare(body: &Bytes, ctx: &Context<'_>) -> Result<Prepared, WireError> {
     })
 }
 
-fn prepare_with(s: &mut Scratch, body: &Bytes, ctx: &Context<'_>) -> Result<Prepared, WireError> {
+fn prepare_with(
+    s: &mut Scratch,
+    body: &Bytes,
+    ctx: &Context<'_>,
+) -> Result<Prepared, PipelineError> {
     let Scratch {
         decoded,
         parsed,
         writer,
         compressed,
         guard: guard_scratch,
+        rewrites,
+        decided,
     } = s;
     let (version_in, version_out) = (ctx.version_in, ctx.version_out);
     wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
@@ -108,19 +138,60 @@ fn prepare_with(s: &mut Scratch, body: &Bytes, ctx: &Context<'_>) -> Result<Prep
         parsed.series(decoded, i).validate(i)?;
     }
 
+    rewrites.clear();
+    decided.clear();
     let mut dropped = guard::Outcome::default();
-    guard_scratch.verdicts.clear();
+    let mut schema_dropped = [0u64; SchemaRule::ALL.len()];
+    let mut redacted = 0;
+    if let Some(schema) = ctx.schema {
+        // Redaction first: no later stage may see a redacted value. Then the schema, on the
+        // labels as redacted.
+        decided.resize(parsed.len(), Verdict::Keep);
+        for i in 0..parsed.len() {
+            let view = parsed.series(decoded, i);
+            if let Some(owned) = guard::schema::redact(schema, view.labels()) {
+                if rewrites.is_empty() {
+                    rewrites.resize(parsed.len(), None);
+                }
+                rewrites[i] = Some(owned);
+                redacted += 1;
+            }
+            let broken = match rewrites.get(i).and_then(Option::as_ref) {
+                Some(owned) => guard::schema::check(
+                    schema,
+                    owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+                ),
+                None => guard::schema::check(schema, view.labels()),
+            };
+            if let Some((rule, action, reason)) = broken {
+                if action == SchemaAction::Reject {
+                    return Err(PipelineError::Schema { series: i, reason });
+                }
+                decided[i] = Verdict::Drop(Reason::Schema(rule));
+                schema_dropped[rule as usize] += 1;
+                dropped.dropped_series += 1;
+                dropped.dropped_samples += (view.sample_count() + view.histogram_count()) as u64;
+            }
+        }
+    }
     if let Some((guard, cfg)) = ctx.guard {
         let batch = guard::Batch {
             req: parsed,
             buf: decoded,
             tenant: ctx.tenant,
             now_ms: ctx.now_ms,
+            rewrites,
+            decided,
         };
+        // The guard's outcome counts the schema drops too (by owner).
         dropped = guard.admit(cfg, batch, guard_scratch);
     }
-    let verdicts = &guard_scratch.verdicts;
-    let changed = dropped.dropped_series > 0;
+    let verdicts: &[Verdict] = if ctx.guard.is_some() {
+        &guard_scratch.verdicts
+    } else {
+        decided
+    };
+    let changed = dropped.dropped_series > 0 || redacted > 0;
 
     if !changed && version_in == version_out {
         let empty = received.series == 0 && received.metadata == 0;
@@ -133,6 +204,8 @@ fn prepare_with(s: &mut Scratch, body: &Bytes, ctx: &Context<'_>) -> Result<Prep
             passthrough: true,
             empty,
             dropped,
+            schema_dropped,
+            redacted,
         });
     }
 
@@ -150,7 +223,16 @@ fn prepare_with(s: &mut Scratch, body: &Bytes, ctx: &Context<'_>) -> Result<Prep
         forwarded.samples += view.sample_count() as u64;
         forwarded.histograms += view.histogram_count() as u64;
         forwarded.exemplars += view.exemplar_count() as u64;
-        writer.copy_series(parsed, decoded, i);
+        match rewrites.get(i).and_then(Option::as_ref) {
+            Some(owned) => {
+                let labels: Vec<(&[u8], &[u8])> = owned
+                    .iter()
+                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                    .collect();
+                writer.relabeled_series(parsed, decoded, i, &labels);
+            }
+            None => writer.copy_series(parsed, decoded, i),
+        }
     }
     writer.copy_metadata(parsed, decoded);
     forwarded.metadata = writer.metadata_written() as u64;
@@ -165,5 +247,7 @@ fn prepare_with(s: &mut Scratch, body: &Bytes, ctx: &Context<'_>) -> Result<Prep
         passthrough: false,
         empty: forwarded.series == 0 && forwarded.metadata == 0,
         dropped,
+        schema_dropped,
+        redacted,
     })
 }

@@ -79,6 +79,13 @@ pub struct Telemetry {
     pub upstream_requests: IntCounterVec,
     /// Upstream failures by class: timeout, connect, 5xx, 429, 4xx, other.
     pub upstream_errors: IntCounterVec,
+    /// Series dropped by the guard or the schema (all reasons; per service on the guard's rows).
+    pub policy_dropped_series: IntCounter,
+    pub policy_dropped_samples: IntCounter,
+    /// Series a schema rule dropped, by rule.
+    pub schema_dropped_series: IntCounterVec,
+    /// Series whose label values were redacted.
+    pub redacted_series: IntCounter,
     pub reload_success: IntGauge,
     pub reload_timestamp: IntGauge,
     pub build_info: IntGaugeVec,
@@ -207,6 +214,27 @@ impl Telemetry {
                 "Upstream requests that failed, by class: timeout, connect, 5xx, 429, 4xx, other.",
                 &["upstream", "class"],
             ),
+            policy_dropped_series: counter(
+                &r,
+                "cardguard_policy_dropped_series_total",
+                "Series dropped by policy (budgets and schema); the request still succeeded.",
+            ),
+            policy_dropped_samples: counter(
+                &r,
+                "cardguard_policy_dropped_samples_total",
+                "Samples dropped by policy (budgets and schema); the request still succeeded.",
+            ),
+            schema_dropped_series: counter_vec(
+                &r,
+                "cardguard_schema_dropped_series_total",
+                "Series dropped by a schema rule, by rule.",
+                &["rule"],
+            ),
+            redacted_series: counter(
+                &r,
+                "cardguard_redacted_series_total",
+                "Series whose label values were redacted before any other stage saw them.",
+            ),
             reload_success: gauge(
                 &r,
                 "cardguard_config_last_reload_successful",
@@ -219,6 +247,24 @@ impl Telemetry {
             ),
             build_info,
             registry: r,
+        }
+    }
+
+    /// Publish a request's policy outcome (once per request).
+    pub fn add_policy(&self, p: &crate::pipeline::Prepared) {
+        self.policy_dropped_series.inc_by(p.dropped.dropped_series);
+        self.policy_dropped_samples
+            .inc_by(p.dropped.dropped_samples);
+        self.redacted_series.inc_by(p.redacted);
+        for (rule, n) in crate::config::schema::SchemaRule::ALL
+            .iter()
+            .zip(p.schema_dropped)
+        {
+            if n > 0 {
+                self.schema_dropped_series
+                    .with_label_values(&[rule.key()])
+                    .inc_by(n);
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub upstream: Option<Spanned<RawUpstream>>,
     pub guard: Option<super::guard::RawGuard>,
+    pub schema: Option<super::schema::RawSchema>,
 }
 
 #[derive(Debug, Default, Deserialize)]

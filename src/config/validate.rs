@@ -112,6 +112,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if let Some(g) = &raw.guard {
         c.guard = Some(super::guard::validate(g, &mut errs));
     }
+    if let Some(s) = &raw.schema {
+        c.schema = Some(super::schema::validate(s, &mut errs));
+    }
 
     if errs.0.is_empty() {
         Ok(c)

@@ -11,13 +11,14 @@ use foldhash::fast::RandomState;
 use super::sketch::{Sketch, DEMAND_PRECISION, OFFENDER_PRECISION};
 use super::table::SeriesTable;
 use super::window::Window;
+use crate::config::schema::SchemaRule;
 use crate::config::{Action, Budget};
 
 /// Metric names and label names whose demand is sketched per owner; bounded so that an owner
 /// exploding in *names* (rather than values) cannot grow the guard's own memory without limit.
 const MAX_TRACKED_NAMES: usize = 256;
 
-/// Why a new series was refused.
+/// Why a series was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// The owner's `max_series`.
@@ -28,27 +29,51 @@ pub enum Reason {
     LabelLimit,
     /// The global cap across owners.
     GlobalCap,
+    /// A schema rule with action `drop`.
+    Schema(SchemaRule),
 }
 
+/// Number of distinct reasons (the size of the per-reason counter arrays).
+pub const REASONS: usize = 4 + SchemaRule::ALL.len();
+
 impl Reason {
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; REASONS] = [
         Reason::Budget,
         Reason::MetricBudget,
         Reason::LabelLimit,
         Reason::GlobalCap,
+        Reason::Schema(SchemaRule::RequiredLabels),
+        Reason::Schema(SchemaRule::ForbiddenLabelNames),
+        Reason::Schema(SchemaRule::MetricName),
+        Reason::Schema(SchemaRule::MaxLabels),
+        Reason::Schema(SchemaRule::LabelNameLength),
+        Reason::Schema(SchemaRule::LabelValueLength),
     ];
 
+    /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Budget => "budget",
             Reason::MetricBudget => "metric_budget",
             Reason::LabelLimit => "label_limit",
             Reason::GlobalCap => "global_cap",
+            Reason::Schema(SchemaRule::RequiredLabels) => "schema_required_labels",
+            Reason::Schema(SchemaRule::ForbiddenLabelNames) => "schema_forbidden_label_names",
+            Reason::Schema(SchemaRule::MetricName) => "schema_metric_name",
+            Reason::Schema(SchemaRule::MaxLabels) => "schema_max_labels",
+            Reason::Schema(SchemaRule::LabelNameLength) => "schema_label_name_length",
+            Reason::Schema(SchemaRule::LabelValueLength) => "schema_label_value_length",
         }
     }
 
-    fn index(self) -> usize {
-        self as usize
+    pub fn index(self) -> usize {
+        match self {
+            Reason::Budget => 0,
+            Reason::MetricBudget => 1,
+            Reason::LabelLimit => 2,
+            Reason::GlobalCap => 3,
+            Reason::Schema(r) => 4 + r as usize,
+        }
     }
 }
 
@@ -97,13 +122,34 @@ impl SketchRing {
 }
 
 /// Per-request tallies of one owner, published to the owner's counters once per request.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Tally {
     pub samples: u64,
     pub created: u64,
-    pub dropped_samples: [u64; 4],
-    pub dropped_series: [u64; 4],
-    pub warned_samples: [u64; 4],
+    pub dropped_samples: [u64; REASONS],
+    pub dropped_series: [u64; REASONS],
+    pub warned_samples: [u64; REASONS],
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            samples: 0,
+            created: 0,
+            dropped_samples: [0; REASONS],
+            dropped_series: [0; REASONS],
+            warned_samples: [0; REASONS],
+        }
+    }
+}
+
+impl Tally {
+    /// A series dropped before admission (by a schema rule).
+    pub fn dropped(&mut self, reason: Reason, samples: u64) {
+        self.samples += samples;
+        self.dropped_samples[reason.index()] += samples;
+        self.dropped_series[reason.index()] += 1;
+    }
 }
 
 /// Monotonic counters of one owner.
@@ -111,17 +157,17 @@ pub struct Tally {
 pub struct Counters {
     pub samples: AtomicU64,
     pub created: AtomicU64,
-    pub dropped_samples: [AtomicU64; 4],
-    pub dropped_series: [AtomicU64; 4],
+    pub dropped_samples: [AtomicU64; REASONS],
+    pub dropped_series: [AtomicU64; REASONS],
     /// Samples a `warn` budget would have dropped.
-    pub warned_samples: [AtomicU64; 4],
+    pub warned_samples: [AtomicU64; REASONS],
 }
 
 impl Counters {
     pub fn add(&self, t: &Tally) {
         self.samples.fetch_add(t.samples, Ordering::Relaxed);
         self.created.fetch_add(t.created, Ordering::Relaxed);
-        for i in 0..4 {
+        for i in 0..REASONS {
             self.dropped_samples[i].fetch_add(t.dropped_samples[i], Ordering::Relaxed);
             self.dropped_series[i].fetch_add(t.dropped_series[i], Ordering::Relaxed);
             self.warned_samples[i].fetch_add(t.warned_samples[i], Ordering::Relaxed);

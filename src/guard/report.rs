@@ -140,10 +140,12 @@ impl Guard {
     }
 }
 
-fn by_reason(counters: &[std::sync::atomic::AtomicU64; 4]) -> BTreeMap<&'static str, u64> {
+fn by_reason(
+    counters: &[std::sync::atomic::AtomicU64; super::owner::REASONS],
+) -> BTreeMap<&'static str, u64> {
     Reason::ALL
         .iter()
-        .map(|r| (r.as_str(), counters[*r as usize].load(Ordering::Relaxed)))
+        .map(|r| (r.as_str(), counters[r.index()].load(Ordering::Relaxed)))
         .collect()
 }
 

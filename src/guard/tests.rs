@@ -77,6 +77,8 @@ impl Run {
             buf: &buf,
             tenant: None,
             now_ms,
+            rewrites: &[],
+            decided: &[],
         };
         self.guard.admit(&self.cfg, batch, &mut self.scratch);
         self.scratch.verdicts.clone()

@@ -404,3 +404,163 @@ async fn reload_keeps_the_old_config_when_the_new_one_is_invalid() {
         .contains("cardguard_config_last_reload_successful 1"));
     let _ = Config::default();
 }
+
+/// A harness whose config (besides the upstream) comes from YAML.
+async fn start_yaml(yaml: &str) -> (Harness, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cardguard.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let source = ConfigSource {
+        file: Some(file),
+        overrides: Overrides {
+            upstream_url: Some("http://127.0.0.1:1/api/v1/write".into()),
+            ..Default::default()
+        },
+    };
+    (start(Version::V1, source).await, dir)
+}
+
+fn forwarded(h: &Harness) -> Vec<v1::WriteRequest> {
+    h.upstream
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| {
+            let mut raw = Vec::new();
+            wire::snappy::decompress(b, 1 << 20, &mut raw).unwrap();
+            v1::WriteRequest::decode(raw.as_slice()).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn schema_drop_keeps_the_rest_and_reject_refuses_the_request() {
+    let (h, _dir) =
+        start_yaml("schema:\n  required_labels: [job]\n  forbidden_label_names: code\n").await;
+    // Series 1 carries the forbidden `code` label: dropped, the request still succeeds.
+    let (status, _, _) = h
+        .post(
+            "application/x-protobuf",
+            compress(&v1_request().encode_to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let got = forwarded(&h);
+    assert_eq!(got[0].timeseries.len(), 1);
+    assert_eq!(got[0].timeseries[0].labels[0].value, "up");
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("cardguard_schema_dropped_series_total{rule=\"forbidden_label_names\"} 1"),
+        "{metrics}"
+    );
+
+    let (h, _dir) = start_yaml(
+        "schema:\n  forbidden_label_names: code\n  actions:\n    forbidden_label_names: reject\n",
+    )
+    .await;
+    let (status, _, text) = h
+        .post(
+            "application/x-protobuf",
+            compress(&v1_request().encode_to_vec()),
+            &[],
+        )
+        .await;
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        text.contains("series 1: schema: label name \"code\" is forbidden"),
+        "{text}"
+    );
+    assert!(
+        h.upstream.bodies.lock().unwrap().is_empty(),
+        "nothing of a rejected request is forwarded"
+    );
+}
+
+#[tokio::test]
+async fn redaction_happens_before_forwarding_and_admission() {
+    let yaml = "schema:\n  redact:\n    - regex: \"[^@]+@[^@]+\"\nguard:\n  default_budget:\n    max_series: 10\n";
+    let (h, _dir) = start_yaml(yaml).await;
+    let l = |n: &str, v: &str| v1::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let req = v1::WriteRequest {
+        timeseries: vec![v1::TimeSeries {
+            labels: vec![
+                l("__name__", "logins_total"),
+                l("service", "auth"),
+                l("user", "bob@example.com"),
+            ],
+            samples: vec![v1::Sample {
+                value: 1.0,
+                timestamp: 1,
+            }],
+            ..Default::default()
+        }],
+        metadata: vec![],
+    };
+    let (status, _, _) = h
+        .post(
+            "application/x-protobuf",
+            compress(&req.encode_to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let got = forwarded(&h);
+    let user = &got[0].timeseries[0].labels[2];
+    assert_eq!(user.name, "user");
+    assert!(user.value.starts_with("redacted:"), "{user:?}");
+    assert_eq!(got[0].timeseries[0].samples[0].value, 1.0);
+    let (_, api) = h.get("/api/v1/cardinality").await;
+    assert!(api.contains("\"service\": \"auth\""), "{api}");
+    assert!(
+        !api.contains("bob"),
+        "the guard never saw the raw value: {api}"
+    );
+}
+
+#[tokio::test]
+async fn guard_drops_over_budget_and_answers_204() {
+    let (h, _dir) =
+        start_yaml("guard:\n  owner_labels: [job]\n  default_budget:\n    max_series: 1\n").await;
+    let l = |n: &str, v: &str| v1::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let req = v1::WriteRequest {
+        timeseries: (0..3)
+            .map(|i| v1::TimeSeries {
+                labels: vec![l("__name__", "m"), l("i", &i.to_string()), l("job", "api")],
+                samples: vec![v1::Sample {
+                    value: 1.0,
+                    timestamp: 1,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let (status, _, _) = h
+        .post(
+            "application/x-protobuf",
+            compress(&req.encode_to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(forwarded(&h)[0].timeseries.len(), 1);
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("cardguard_series_active{service=\"api\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cardguard_samples_dropped_total{service=\"api\",reason=\"budget\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cardguard_policy_dropped_samples_total 2"));
+}

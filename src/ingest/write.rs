@@ -36,6 +36,8 @@ pub enum IngestError {
     BodyTimeout(Duration),
     #[error(transparent)]
     Wire(#[from] WireError),
+    #[error("series {series}: schema: {reason}")]
+    Schema { series: usize, reason: String },
     #[error("too many requests in flight ({0}); retry later")]
     Overloaded(usize),
     #[error("no upstream configured")]
@@ -44,6 +46,17 @@ pub enum IngestError {
     Internal,
     #[error(transparent)]
     Upstream(#[from] ForwardError),
+}
+
+impl From<pipeline::PipelineError> for IngestError {
+    fn from(e: pipeline::PipelineError) -> Self {
+        match e {
+            pipeline::PipelineError::Wire(w) => IngestError::Wire(w),
+            pipeline::PipelineError::Schema { series, reason } => {
+                IngestError::Schema { series, reason }
+            }
+        }
+    }
 }
 
 impl IngestError {
@@ -55,7 +68,9 @@ impl IngestError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::BodyRead(_) | IngestError::Wire(_) => StatusCode::BAD_REQUEST,
+            IngestError::BodyRead(_) | IngestError::Wire(_) | IngestError::Schema { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::Overloaded(_) | IngestError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +100,7 @@ impl IngestError {
             | IngestError::Wire(WireError::SnappyCorrupt(_)) => "snappy",
             IngestError::Wire(WireError::Protobuf { .. }) => "protobuf",
             IngestError::Wire(_) => "invalid_series",
+            IngestError::Schema { .. } => "schema",
             IngestError::Overloaded(_) => "overloaded",
             IngestError::NoUpstream => "no_upstream",
             IngestError::Internal => "internal",
@@ -216,6 +232,7 @@ async fn write(
         version_out: upstream.version,
         limits: &config.limits.wire,
         guard: config.guard.as_ref().map(|g| (&state.guard, g)),
+        schema: config.schema.as_ref(),
         tenant: guard_tenant.as_deref(),
         now_ms: super::state::unix_now_ms(),
     };
@@ -235,6 +252,7 @@ async fn write(
         .received_decoded_bytes
         .inc_by(prepared.decoded_bytes as u64);
     state.telemetry.received.add(&prepared.received);
+    state.telemetry.add_policy(&prepared);
 
     if !prepared.empty {
         let bytes = prepared.body.len() as u64;
