@@ -61,6 +61,8 @@ pub struct Guard {
     global_active: AtomicU64,
     /// Bumped on every config swap so owners re-resolve their budgets.
     generation: AtomicU64,
+    /// Aggregates of the series collapsed by `relabel` budgets.
+    pub overflow: overflow::Overflow,
 }
 
 /// Per-request totals, for the request's own accounting.
@@ -69,6 +71,8 @@ pub struct Outcome {
     pub kept_series: u64,
     pub dropped_series: u64,
     pub dropped_samples: u64,
+    /// Series taken out of the request and merged into overflow aggregates.
+    pub overflowed_series: u64,
 }
 
 /// One request as the guard sees it.
@@ -121,6 +125,7 @@ impl Guard {
             owners: RwLock::new(HashMap::default()),
             global_active: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            overflow: overflow::Overflow::default(),
         }
     }
 
@@ -201,6 +206,8 @@ impl Guard {
                 }
                 let expired = state.advance(&window, now);
                 self.sub_active(expired);
+                // Resolved on the first overflow of this owner in this request.
+                let mut overflow_names: Option<Vec<String>> = None;
                 for &(_, i, id) in &scratch.series[start..end] {
                     let s: SeriesView<'_> = req.series(buf, i as usize);
                     let samples = (s.sample_count() + s.histogram_count()) as u64;
@@ -223,11 +230,31 @@ impl Guard {
                         samples,
                     };
                     let v = state.admit(key, now, &self.global_active, cfg.max_series, &mut tally);
-                    if let Verdict::Drop(_) = v {
-                        out.dropped_series += 1;
-                        out.dropped_samples += samples;
-                    } else {
-                        out.kept_series += 1;
+                    match v {
+                        Verdict::Drop(_) => {
+                            out.dropped_series += 1;
+                            out.dropped_samples += samples;
+                        }
+                        Verdict::Overflow(_) => {
+                            let names = overflow_names.get_or_insert_with(|| {
+                                if state.budget.overflow_labels.is_empty() {
+                                    state.top_labels(1).into_iter().map(|(n, _)| n).collect()
+                                } else {
+                                    state.budget.overflow_labels.clone()
+                                }
+                            });
+                            let labels = overflow::overflow_labels(batch.labels(i as usize), names);
+                            self.overflow.absorb(
+                                cfg.hash_seed,
+                                &labels,
+                                id,
+                                state.budget.overflow_gauge,
+                                s.samples().map(|x| (x.value, x.timestamp)),
+                                now_ms,
+                            );
+                            out.overflowed_series += 1;
+                        }
+                        Verdict::Keep => out.kept_series += 1,
                     }
                     verdicts[i as usize] = v;
                 }
@@ -324,6 +351,7 @@ impl Guard {
     }
 }
 
+pub mod overflow;
 pub mod schema;
 #[cfg(test)]
 mod tests;

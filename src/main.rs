@@ -148,6 +148,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(listen = %listener.local_addr()?, upstream = %up, "cardguard serving");
         tokio::spawn(reload_on_sighup(state.clone()));
         tokio::spawn(ingest::guard_ticker(state.clone()));
+        tokio::spawn(ingest::overflow_flusher(state.clone()));
         ingest::serve(state, listener, shutdown_signal()).await;
         Ok(())
     })

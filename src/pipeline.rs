@@ -191,7 +191,7 @@ fn prepare_with(
     } else {
         decided
     };
-    let changed = dropped.dropped_series > 0 || redacted > 0;
+    let changed = dropped.dropped_series > 0 || dropped.overflowed_series > 0 || redacted > 0;
 
     if !changed && version_in == version_out {
         let empty = received.series == 0 && received.metadata == 0;

@@ -20,6 +20,18 @@ pub enum Action {
     Drop,
     /// Admit it anyway and count what would have been dropped (a dry run).
     Warn,
+    /// Collapse it: set the overflow labels to `__overflow__` and merge the series that
+    /// collapse together into one aggregate, emitted every `overflow_flush_interval`.
+    Relabel,
+}
+
+/// How the members of an overflow aggregate combine when they are gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaugeFunction {
+    Sum,
+    Max,
+    Min,
+    Last,
 }
 
 impl Action {
@@ -27,6 +39,7 @@ impl Action {
         match self {
             Action::Drop => "drop",
             Action::Warn => "warn",
+            Action::Relabel => "relabel",
         }
     }
 }
@@ -43,6 +56,11 @@ pub struct Budget {
     pub metrics: HashMap<String, u64>,
     /// Most distinct values per label name (e.g. `user_id: 1000`).
     pub label_limits: Vec<(String, u64)>,
+    /// `relabel`: the labels set to `__overflow__`; empty means the owner's label with the
+    /// most distinct values at that moment.
+    pub overflow_labels: Vec<String>,
+    /// `relabel`: how gauge members combine.
+    pub overflow_gauge: GaugeFunction,
 }
 
 impl Budget {
@@ -116,6 +134,8 @@ pub struct GuardConfig {
     pub max_reported_services: usize,
     /// Label names and metric names reported as top offenders per owner.
     pub top_k: usize,
+    /// How often overflow aggregates (action `relabel`) are sent upstream.
+    pub overflow_flush_interval: Duration,
     pub default_budget: Arc<Budget>,
     pub unowned_budget: Arc<Budget>,
     pub rules: Vec<BudgetRule>,
@@ -163,6 +183,8 @@ fn default_budget() -> Budget {
         max_series_per_metric: None,
         metrics: HashMap::new(),
         label_limits: Vec::new(),
+        overflow_labels: Vec::new(),
+        overflow_gauge: GaugeFunction::Sum,
     }
 }
 
@@ -178,6 +200,7 @@ impl Default for GuardConfig {
             max_owners: 10_000,
             max_reported_services: 50,
             top_k: 5,
+            overflow_flush_interval: Duration::from_secs(30),
             default_budget: Arc::new(default_budget()),
             unowned_budget: Arc::new(default_budget()),
             rules: Vec::new(),
@@ -197,6 +220,7 @@ pub struct RawGuard {
     pub max_owners: Option<Spanned<usize>>,
     pub max_reported_services: Option<Spanned<usize>>,
     pub top_k: Option<usize>,
+    pub overflow_flush_interval: Option<Spanned<PromDuration>>,
     pub default_budget: Option<RawBudget>,
     pub unowned_budget: Option<RawBudget>,
     #[serde(default)]
@@ -214,6 +238,8 @@ pub struct RawBudget {
     pub metrics: BTreeMap<String, u64>,
     #[serde(default)]
     pub label_limits: BTreeMap<String, u64>,
+    pub overflow_labels: Option<Vec<String>>,
+    pub overflow_gauge: Option<Spanned<String>>,
 }
 
 /// A budget rule: a matcher plus budget fields (serde cannot flatten under
@@ -231,6 +257,8 @@ pub struct RawRule {
     pub metrics: BTreeMap<String, u64>,
     #[serde(default)]
     pub label_limits: BTreeMap<String, u64>,
+    pub overflow_labels: Option<Vec<String>>,
+    pub overflow_gauge: Option<Spanned<String>>,
 }
 
 fn resolve(base: &Budget, raw: &RawBudget, path: &str, errs: &mut Errors) -> Budget {
@@ -242,10 +270,11 @@ fn resolve(base: &Budget, raw: &RawBudget, path: &str, errs: &mut Errors) -> Bud
         match a.value.as_str() {
             "drop" => b.action = Action::Drop,
             "warn" => b.action = Action::Warn,
+            "relabel" => b.action = Action::Relabel,
             other => errs.push(
                 &format!("{path}.action"),
                 a,
-                format!("unknown action {other:?} (drop or warn)"),
+                format!("unknown action {other:?} (drop, warn or relabel)"),
             ),
         }
     }
@@ -254,6 +283,25 @@ fn resolve(base: &Budget, raw: &RawBudget, path: &str, errs: &mut Errors) -> Bud
     }
     for (k, v) in &raw.metrics {
         b.metrics.insert(k.clone(), *v);
+    }
+    if let Some(l) = &raw.overflow_labels {
+        b.overflow_labels = l.clone();
+    }
+    if let Some(g) = &raw.overflow_gauge {
+        b.overflow_gauge = match g.value.as_str() {
+            "sum" => GaugeFunction::Sum,
+            "max" => GaugeFunction::Max,
+            "min" => GaugeFunction::Min,
+            "last" => GaugeFunction::Last,
+            other => {
+                errs.push(
+                    &format!("{path}.overflow_gauge"),
+                    g,
+                    format!("unknown function {other:?} (sum, max, min or last)"),
+                );
+                GaugeFunction::Sum
+            }
+        };
     }
     for (k, v) in &raw.label_limits {
         b.label_limits.retain(|(name, _)| name != k);
@@ -313,6 +361,12 @@ pub(super) fn validate(raw: &RawGuard, errs: &mut Errors) -> GuardConfig {
     if let Some(k) = raw.top_k {
         g.top_k = k;
     }
+    if let Some(f) = &raw.overflow_flush_interval {
+        if f.value.0 < Duration::from_secs(1) {
+            errs.push("guard.overflow_flush_interval", f, "must be at least 1s");
+        }
+        g.overflow_flush_interval = f.value.0.max(Duration::from_secs(1));
+    }
     let base = match &raw.default_budget {
         Some(b) => resolve(&default_budget(), b, "guard.default_budget", errs),
         None => default_budget(),
@@ -348,6 +402,8 @@ pub(super) fn validate(raw: &RawGuard, errs: &mut Errors) -> GuardConfig {
             max_series_per_metric: r.max_series_per_metric,
             metrics: r.metrics.clone(),
             label_limits: r.label_limits.clone(),
+            overflow_labels: r.overflow_labels.clone(),
+            overflow_gauge: r.overflow_gauge.clone(),
         };
         let budget = Arc::new(resolve(&base, &raw_budget, &path, errs));
         if let Some(owner) = owner {

@@ -82,6 +82,8 @@ impl Reason {
 pub enum Verdict {
     Keep,
     Drop(Reason),
+    /// Over budget with action `relabel`: merged into an overflow aggregate instead.
+    Overflow(Reason),
 }
 
 /// Sketches over the window: one per slice, the oldest cleared as the window slides.
@@ -129,6 +131,7 @@ pub struct Tally {
     pub dropped_samples: [u64; REASONS],
     pub dropped_series: [u64; REASONS],
     pub warned_samples: [u64; REASONS],
+    pub overflowed_samples: [u64; REASONS],
 }
 
 impl Default for Tally {
@@ -139,6 +142,7 @@ impl Default for Tally {
             dropped_samples: [0; REASONS],
             dropped_series: [0; REASONS],
             warned_samples: [0; REASONS],
+            overflowed_samples: [0; REASONS],
         }
     }
 }
@@ -161,6 +165,8 @@ pub struct Counters {
     pub dropped_series: [AtomicU64; REASONS],
     /// Samples a `warn` budget would have dropped.
     pub warned_samples: [AtomicU64; REASONS],
+    /// Samples a `relabel` budget merged into overflow aggregates.
+    pub overflowed_samples: [AtomicU64; REASONS],
 }
 
 impl Counters {
@@ -171,6 +177,7 @@ impl Counters {
             self.dropped_samples[i].fetch_add(t.dropped_samples[i], Ordering::Relaxed);
             self.dropped_series[i].fetch_add(t.dropped_series[i], Ordering::Relaxed);
             self.warned_samples[i].fetch_add(t.warned_samples[i], Ordering::Relaxed);
+            self.overflowed_samples[i].fetch_add(t.overflowed_samples[i], Ordering::Relaxed);
         }
     }
 }
@@ -305,13 +312,20 @@ impl OwnerState {
         let reason = self.check(&s, global, cap);
         let action = self.budget.action;
         if let Some(r) = reason {
-            if action == Action::Drop {
-                self.refused[slot] = s.id;
-                tally.dropped_samples[r.index()] += s.samples;
-                tally.dropped_series[r.index()] += 1;
-                return Verdict::Drop(r);
+            match action {
+                Action::Drop => {
+                    self.refused[slot] = s.id;
+                    tally.dropped_samples[r.index()] += s.samples;
+                    tally.dropped_series[r.index()] += 1;
+                    return Verdict::Drop(r);
+                }
+                Action::Relabel => {
+                    self.refused[slot] = s.id;
+                    tally.overflowed_samples[r.index()] += s.samples;
+                    return Verdict::Overflow(r);
+                }
+                Action::Warn => tally.warned_samples[r.index()] += s.samples,
             }
-            tally.warned_samples[r.index()] += s.samples;
         }
         let table = match self.metrics.get_mut(s.metric) {
             Some(t) => t,

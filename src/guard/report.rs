@@ -31,6 +31,8 @@ pub struct OwnerReport {
     pub dropped_samples_total: BTreeMap<&'static str, u64>,
     /// Samples a `warn` budget let through that `drop` would have dropped, by reason.
     pub warned_samples_total: BTreeMap<&'static str, u64>,
+    /// Samples a `relabel` budget merged into overflow aggregates, by reason.
+    pub overflowed_samples_total: BTreeMap<&'static str, u64>,
     /// Metric names with the most distinct series in the window (estimates).
     pub top_metrics: Vec<Top>,
     /// Label names with the most distinct values in the window (estimates).
@@ -92,6 +94,7 @@ impl Guard {
                 samples_total: o.counters.samples.load(Ordering::Relaxed),
                 dropped_samples_total: by_reason(&o.counters.dropped_samples),
                 warned_samples_total: by_reason(&o.counters.warned_samples),
+                overflowed_samples_total: by_reason(&o.counters.overflowed_samples),
                 top_metrics: tops(st.top_metrics(cfg.top_k)),
                 top_labels: tops(st.top_labels(cfg.top_k)),
             });
@@ -108,6 +111,7 @@ impl Guard {
                 samples_total: 0,
                 dropped_samples_total: Reason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
                 warned_samples_total: Reason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
+                overflowed_samples_total: Reason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
                 top_metrics: Vec::new(),
                 top_labels: Vec::new(),
             };
@@ -126,6 +130,9 @@ impl Guard {
                 }
                 for (r, n) in by_reason(&o.counters.warned_samples) {
                     *other.warned_samples_total.entry(r).or_default() += n;
+                }
+                for (r, n) in by_reason(&o.counters.overflowed_samples) {
+                    *other.overflowed_samples_total.entry(r).or_default() += n;
                 }
             }
             services.push(other);
@@ -202,6 +209,7 @@ impl Report {
             &mut ss.iter().flat_map(|s| {
                 s.dropped_samples_total
                     .iter()
+                    .filter(|(r, n)| **n > 0 || **r == "budget")
                     .map(move |(r, n)| (format!("{},reason=\"{r}\"", base(s)), *n as f64))
             }),
         );
@@ -212,6 +220,18 @@ impl Report {
             &mut ss.iter().flat_map(|s| {
                 s.warned_samples_total
                     .iter()
+                    .filter(|(r, n)| **n > 0 || **r == "budget")
+                    .map(move |(r, n)| (format!("{},reason=\"{r}\"", base(s)), *n as f64))
+            }),
+        );
+        family(
+            "cardguard_samples_overflowed_total",
+            "counter",
+            "Samples a relabel budget merged into __overflow__ aggregates instead of dropping, by reason.",
+            &mut ss.iter().flat_map(|s| {
+                s.overflowed_samples_total
+                    .iter()
+                    .filter(|(r, n)| **n > 0 || **r == "budget")
                     .map(move |(r, n)| (format!("{},reason=\"{r}\"", base(s)), *n as f64))
             }),
         );

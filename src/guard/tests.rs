@@ -1,6 +1,5 @@
 //! Admission behaviour, driven through real parsed requests.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,9 +101,7 @@ fn budget(max_series: u64) -> Budget {
     Budget {
         max_series,
         action: Action::Drop,
-        max_series_per_metric: None,
-        metrics: HashMap::new(),
-        label_limits: vec![],
+        ..(*GuardConfig::default().default_budget).clone()
     }
 }
 
@@ -326,4 +323,75 @@ fn unsorted_labels_are_the_same_series() {
         T0,
     );
     assert_eq!(r.row("s").created_total, 1);
+}
+
+#[test]
+fn relabel_collapses_over_budget_series_into_one_counter() {
+    let mut c = cfg(3);
+    let b = Arc::make_mut(&mut c.default_budget);
+    b.action = Action::Relabel;
+    b.overflow_labels = vec!["id".into()];
+    let mut r = Run::new(c);
+    // 10 counters of one service: 3 admitted, 7 collapse into id="__overflow__".
+    let ts: Vec<_> = (0..10)
+        .map(|i| {
+            let mut s = series(
+                &[
+                    ("__name__", "req_total"),
+                    ("id", &i.to_string()),
+                    ("service", "a"),
+                ],
+                0,
+            );
+            s.samples = vec![v1::Sample {
+                value: 10.0 + i as f64,
+                timestamp: T0,
+            }];
+            s
+        })
+        .collect();
+    let v = r.send(ts.clone(), T0);
+    assert_eq!(kept(&v), 3);
+    assert_eq!(
+        v.iter()
+            .filter(|v| matches!(v, Verdict::Overflow(Reason::Budget)))
+            .count(),
+        7
+    );
+    let out = r.guard.overflow.flush(T0, 3_600_000);
+    assert_eq!(out.len(), 1);
+    let want: f64 = (3..10).map(|i| 10.0 + i as f64).sum();
+    assert_eq!(out[0].samples[0], (want, T0));
+    assert!(out[0]
+        .labels
+        .contains(&("id".to_string(), "__overflow__".to_string())));
+    assert_eq!(r.row("a").overflowed_samples_total["budget"], 7);
+    // A retry of the same request changes nothing.
+    r.send(ts, T0);
+    assert!(r.guard.overflow.flush(T0, 3_600_000).is_empty());
+}
+
+#[test]
+fn relabel_without_named_labels_uses_the_exploding_label() {
+    let mut c = cfg(5);
+    Arc::make_mut(&mut c.default_budget).action = Action::Relabel;
+    let mut r = Run::new(c);
+    let ts: Vec<_> = (0..50)
+        .map(|i| {
+            series(
+                &[
+                    ("__name__", "hits_total"),
+                    ("service", "a"),
+                    ("user_id", &format!("u{i}")),
+                ],
+                1,
+            )
+        })
+        .collect();
+    r.send(ts, T0);
+    let out = r.guard.overflow.flush(T0, 3_600_000);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0]
+        .labels
+        .contains(&("user_id".to_string(), "__overflow__".to_string())));
 }

@@ -132,6 +132,58 @@ pub async fn guard_ticker(state: Arc<State>) {
     }
 }
 
+/// Send the overflow aggregates of `relabel` budgets upstream every flush interval. A flush
+/// the upstream refuses is sent again at the next interval (the aggregates are cumulative).
+pub async fn overflow_flusher(state: Arc<State>) {
+    let mut writer: Option<crate::wire::Writer> = None;
+    let mut compressed = Vec::new();
+    loop {
+        let config = state.config();
+        let interval = config
+            .guard
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(30), |g| {
+                g.overflow_flush_interval
+            });
+        tokio::time::sleep(interval).await;
+        let (Some(g), Some(up)) = (&config.guard, &config.upstream) else {
+            continue;
+        };
+        let series = state
+            .guard
+            .overflow
+            .flush_keyed(unix_now_ms(), g.window.as_millis() as i64);
+        if series.is_empty() {
+            continue;
+        }
+        let w = writer.get_or_insert_with(|| crate::wire::Writer::new(up.version));
+        if w.version() != up.version {
+            *w = crate::wire::Writer::new(up.version);
+        }
+        w.reset();
+        for (_, s) in &series {
+            w.push_series(s);
+        }
+        crate::wire::snappy::compress(w.finish(), &mut compressed);
+        let out = crate::forward::Outgoing {
+            body: bytes::Bytes::copy_from_slice(&compressed),
+            version: up.version,
+            tenant: None,
+        };
+        match state.forwarder.send(up, out).await {
+            Ok(()) => state.telemetry.forwarded.add(&crate::wire::Counts {
+                series: series.len() as u64,
+                samples: series.len() as u64,
+                ..Default::default()
+            }),
+            Err(e) => {
+                tracing::warn!("overflow aggregates not delivered, retrying next flush: {e}");
+                state.guard.overflow.requeue(series.iter().map(|(k, _)| *k));
+            }
+        }
+    }
+}
+
 pub fn unix_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -564,3 +564,70 @@ async fn guard_drops_over_budget_and_answers_204() {
     );
     assert!(metrics.contains("cardguard_policy_dropped_samples_total 2"));
 }
+
+#[tokio::test]
+async fn relabel_budget_forwards_an_overflow_aggregate() {
+    let yaml = "guard:\n  overflow_flush_interval: 1s\n  default_budget:\n    max_series: 2\n    action: relabel\n    overflow_labels: [path]\n";
+    let (h, _dir) = start_yaml(yaml).await;
+    tokio::spawn(overflow_flusher(h.state.clone()));
+    let l = |n: &str, v: &str| v1::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let req = v1::WriteRequest {
+        timeseries: (0..5)
+            .map(|i| v1::TimeSeries {
+                labels: vec![
+                    l("__name__", "http_requests_total"),
+                    l("path", &format!("/u/{i}")),
+                    l("service", "web"),
+                ],
+                samples: vec![v1::Sample {
+                    value: 10.0,
+                    timestamp: 1_000,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let (status, _, _) = h
+        .post(
+            "application/x-protobuf",
+            compress(&req.encode_to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        forwarded(&h)[0].timeseries.len(),
+        2,
+        "admitted series go straight through"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let overflow = loop {
+        let got = forwarded(&h);
+        if got.len() >= 2 {
+            break got[1].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no overflow flush arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(overflow.timeseries.len(), 1);
+    let s = &overflow.timeseries[0];
+    assert!(
+        s.labels
+            .iter()
+            .any(|x| x.name == "path" && x.value == "__overflow__"),
+        "{s:?}"
+    );
+    assert_eq!(s.samples[0].value, 30.0, "three collapsed counters summed");
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("cardguard_samples_overflowed_total{service=\"web\",reason=\"budget\"} 3"),
+        "{metrics}"
+    );
+}

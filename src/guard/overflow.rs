@@ -1,0 +1,379 @@
+//! The `relabel` action: series over budget are not dropped but collapsed. Their overflow
+//! labels are set to `__overflow__`, and every series that collapses into the same label set
+//! becomes a member of one aggregate:
+//!
+//! - counters (names ending `_total`, `_count`, `_sum`, `_bucket`; classic histogram buckets
+//!   keep their `le`, so they are summed per bucket) add up the members' latest values, and a
+//!   member's reset adds its last value to a base so the sum never goes down;
+//! - gauges combine the members' latest values with the budget's `overflow_gauge` function.
+//!
+//! Aggregates are emitted every `overflow_flush_interval` as ordinary series. Members are kept
+//! by id with their latest value only; a member unseen for a whole window leaves the aggregate,
+//! its counter value folded into the base. The number of members per aggregate is capped.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use foldhash::fast::RandomState;
+
+use super::identity::Identity;
+use super::schema::OwnedLabels;
+use crate::config::guard::GaugeFunction;
+use crate::wire::OwnedSeries;
+
+/// The value overflow labels are set to.
+pub const OVERFLOW_VALUE: &str = "__overflow__";
+/// Members tracked per aggregate; past this, further new members are not merged (counted).
+pub const MAX_MEMBERS: usize = 100_000;
+/// Aggregates tracked in all; past this, further new aggregates are not created (counted).
+pub const MAX_AGGREGATES: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge(GaugeFunction),
+}
+
+/// A member's latest sample.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    value: f64,
+    timestamp: i64,
+    /// Wall-clock ms when last updated (for expiry).
+    seen_ms: i64,
+}
+
+#[derive(Debug)]
+struct Aggregate {
+    labels: Vec<(String, String)>,
+    kind: Kind,
+    members: HashMap<u64, Member, RandomState>,
+    /// Counters: what members that reset or left contributed before.
+    base: f64,
+    /// Newest member timestamp, the aggregate's own sample time.
+    timestamp: i64,
+    /// Changed since the last flush.
+    dirty: bool,
+}
+
+impl Aggregate {
+    fn value(&self) -> f64 {
+        let latest = self.members.values().map(|m| m.value);
+        match self.kind {
+            Kind::Counter => self.base + latest.sum::<f64>(),
+            Kind::Gauge(GaugeFunction::Sum) => latest.sum(),
+            Kind::Gauge(GaugeFunction::Max) => latest.fold(f64::NEG_INFINITY, f64::max),
+            Kind::Gauge(GaugeFunction::Min) => latest.fold(f64::INFINITY, f64::min),
+            Kind::Gauge(GaugeFunction::Last) => self
+                .members
+                .values()
+                .max_by_key(|m| m.timestamp)
+                .map_or(f64::NAN, |m| m.value),
+        }
+    }
+}
+
+/// Counts of what the overflow stage could not merge.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OverflowStats {
+    pub aggregates: usize,
+    pub members: usize,
+    pub refused_members: u64,
+}
+
+/// All overflow aggregates of the process.
+#[derive(Debug, Default)]
+pub struct Overflow {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    aggregates: HashMap<u64, Aggregate, RandomState>,
+    identity: Identity,
+    refused_members: u64,
+}
+
+/// Whether a metric is summed as a counter.
+pub fn is_counter(metric: &[u8]) -> bool {
+    [&b"_total"[..], b"_count", b"_sum", b"_bucket"]
+        .iter()
+        .any(|s| metric.ends_with(s))
+}
+
+/// The overflow label set of a series: `labels` with every label in `overflow` set to
+/// `__overflow__` (labels absent from the series are left absent).
+pub fn overflow_labels<'a>(
+    labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    overflow: &[String],
+) -> OwnedLabels {
+    labels
+        .map(|(n, v)| {
+            if overflow.iter().any(|o| o.as_bytes() == n) {
+                (n.to_vec(), OVERFLOW_VALUE.as_bytes().to_vec())
+            } else {
+                (n.to_vec(), v.to_vec())
+            }
+        })
+        .collect()
+}
+
+impl Overflow {
+    /// Merge one member series into its aggregate. `member` is the series' own id;
+    /// `samples` its `(value, timestamp)` pairs. Idempotent: re-sending the same samples
+    /// (a retried request) changes nothing.
+    pub fn absorb(
+        &self,
+        seed: u64,
+        labels: &OwnedLabels,
+        member: u64,
+        gauge: GaugeFunction,
+        samples: impl Iterator<Item = (f64, i64)>,
+        now_ms: i64,
+    ) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Inner {
+            aggregates,
+            identity,
+            refused_members,
+        } = &mut *inner;
+        let key = identity.series_id(
+            seed,
+            labels.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+        );
+        if !aggregates.contains_key(&key) && aggregates.len() >= MAX_AGGREGATES {
+            *refused_members += 1;
+            return;
+        }
+        let agg = aggregates.entry(key).or_insert_with(|| {
+            let metric = labels
+                .iter()
+                .find(|(n, _)| n == b"__name__")
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or_default();
+            Aggregate {
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            String::from_utf8_lossy(n).into_owned(),
+                            String::from_utf8_lossy(v).into_owned(),
+                        )
+                    })
+                    .collect(),
+                kind: if is_counter(metric) {
+                    Kind::Counter
+                } else {
+                    Kind::Gauge(gauge)
+                },
+                members: HashMap::default(),
+                base: 0.0,
+                timestamp: 0,
+                dirty: false,
+            }
+        });
+        if !agg.members.contains_key(&member) && agg.members.len() >= MAX_MEMBERS {
+            *refused_members += 1;
+            return;
+        }
+        for (value, timestamp) in samples {
+            // Stale markers end a member's series; they carry no value to aggregate.
+            if value.to_bits() == STALE_NAN || value.is_nan() {
+                continue;
+            }
+            match agg.members.entry(member) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Member {
+                        value,
+                        timestamp,
+                        seen_ms: now_ms,
+                    });
+                }
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let m = e.get_mut();
+                    if timestamp <= m.timestamp {
+                        continue; // not newer than what we have: a retry or out of order
+                    }
+                    if agg.kind == Kind::Counter && value < m.value {
+                        // A reset: keep what the member had counted so the sum never goes down.
+                        agg.base += m.value;
+                    }
+                    m.value = value;
+                    m.timestamp = timestamp;
+                    m.seen_ms = now_ms;
+                }
+            }
+            agg.timestamp = agg.timestamp.max(timestamp);
+            agg.dirty = true;
+        }
+    }
+
+    /// The aggregates changed since the last flush, as series stamped with their newest
+    /// member's timestamp. Members unseen for `expire_ms` leave their aggregate first.
+    pub fn flush(&self, now_ms: i64, expire_ms: i64) -> Vec<OwnedSeries> {
+        self.flush_keyed(now_ms, expire_ms)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    /// `flush`, with each series' aggregate key so that a failed send can `requeue` it.
+    pub fn flush_keyed(&self, now_ms: i64, expire_ms: i64) -> Vec<(u64, OwnedSeries)> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        inner.aggregates.retain(|key, agg| {
+            let mut folded = 0.0;
+            agg.members.retain(|_, m| {
+                let keep = now_ms - m.seen_ms < expire_ms;
+                if !keep {
+                    folded += m.value;
+                }
+                keep
+            });
+            if agg.kind == Kind::Counter {
+                agg.base += folded;
+            }
+            if agg.dirty {
+                out.push((
+                    *key,
+                    OwnedSeries {
+                        labels: agg.labels.clone(),
+                        samples: vec![(agg.value(), agg.timestamp)],
+                    },
+                ));
+                agg.dirty = false;
+            }
+            // Every member gone (its last value was emitted above or before): finished.
+            !agg.members.is_empty()
+        });
+        out
+    }
+
+    /// The upstream did not take a flush: send these aggregates again next time.
+    pub fn requeue(&self, keys: impl Iterator<Item = u64>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            if let Some(agg) = inner.aggregates.get_mut(&k) {
+                agg.dirty = true;
+            }
+        }
+    }
+
+    pub fn stats(&self) -> OverflowStats {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        OverflowStats {
+            aggregates: inner.aggregates.len(),
+            members: inner.aggregates.values().map(|a| a.members.len()).sum(),
+            refused_members: inner.refused_members,
+        }
+    }
+}
+
+/// Prometheus's stale-marker bit pattern (PROTOCOL.md §1).
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> OwnedLabels {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn value(o: &Overflow) -> f64 {
+        let out = o.flush(0, i64::MAX);
+        assert_eq!(out.len(), 1, "{out:?}");
+        out[0].samples[0].0
+    }
+
+    #[test]
+    fn counters_sum_and_never_go_down_on_a_member_reset() {
+        let o = Overflow::default();
+        let l = labels(&[("__name__", "req_total"), ("user_id", OVERFLOW_VALUE)]);
+        o.absorb(0, &l, 1, GaugeFunction::Sum, [(10.0, 1000)].into_iter(), 0);
+        o.absorb(0, &l, 2, GaugeFunction::Sum, [(5.0, 1000)].into_iter(), 0);
+        assert_eq!(value(&o), 15.0);
+        // Member 1 resets to 2: the aggregate goes on from 15, to 17.
+        o.absorb(0, &l, 1, GaugeFunction::Sum, [(2.0, 2000)].into_iter(), 0);
+        assert_eq!(value(&o), 17.0);
+        // A retried (older) sample changes nothing; a flush with nothing new emits nothing.
+        o.absorb(0, &l, 1, GaugeFunction::Sum, [(10.0, 1000)].into_iter(), 0);
+        assert!(o.flush(0, i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn gauges_combine_by_function() {
+        for (f, want) in [
+            (GaugeFunction::Sum, 6.0),
+            (GaugeFunction::Max, 3.0),
+            (GaugeFunction::Min, 1.0),
+            (GaugeFunction::Last, 2.0),
+        ] {
+            let o = Overflow::default();
+            let l = labels(&[("__name__", "queue_depth"), ("user_id", OVERFLOW_VALUE)]);
+            o.absorb(0, &l, 1, f, [(1.0, 100)].into_iter(), 0);
+            o.absorb(0, &l, 2, f, [(3.0, 200)].into_iter(), 0);
+            o.absorb(0, &l, 3, f, [(2.0, 300)].into_iter(), 0);
+            assert_eq!(value(&o), want, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_sum_per_le() {
+        let o = Overflow::default();
+        for (member, le, v) in [
+            (1, "0.1", 3.0),
+            (2, "0.1", 4.0),
+            (1, "+Inf", 5.0),
+            (2, "+Inf", 6.0),
+        ] {
+            let l = labels(&[
+                ("__name__", "lat_bucket"),
+                ("le", le),
+                ("user_id", OVERFLOW_VALUE),
+            ]);
+            o.absorb(0, &l, member, GaugeFunction::Sum, [(v, 1)].into_iter(), 0);
+        }
+        let mut out = o.flush(0, i64::MAX);
+        out.sort_by(|a, b| a.labels[1].1.cmp(&b.labels[1].1));
+        assert_eq!(
+            out.iter().map(|s| s.samples[0].0).collect::<Vec<_>>(),
+            vec![11.0, 7.0]
+        );
+    }
+
+    #[test]
+    fn expired_members_keep_their_count() {
+        let o = Overflow::default();
+        let l = labels(&[("__name__", "x_total")]);
+        o.absorb(0, &l, 1, GaugeFunction::Sum, [(10.0, 1)].into_iter(), 0);
+        o.absorb(0, &l, 2, GaugeFunction::Sum, [(1.0, 1)].into_iter(), 5_000);
+        o.flush(5_000, 1_000_000);
+        // Member 1 expires at 1_000_001; member 2 goes on.
+        o.absorb(
+            0,
+            &l,
+            2,
+            GaugeFunction::Sum,
+            [(2.0, 2)].into_iter(),
+            1_000_001,
+        );
+        let out = o.flush(1_000_001, 1_000_000);
+        assert_eq!(out[0].samples[0].0, 12.0);
+        assert_eq!(o.stats().members, 1);
+    }
+
+    #[test]
+    fn overflow_label_set() {
+        let pairs = [("__name__", "m"), ("path", "/a/1"), ("service", "s")];
+        let got = overflow_labels(
+            pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            &["path".into()],
+        );
+        assert_eq!(got[1].1, OVERFLOW_VALUE.as_bytes());
+        assert_eq!(got[2].1, b"s");
+    }
+}
