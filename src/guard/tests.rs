@@ -395,3 +395,47 @@ fn relabel_without_named_labels_uses_the_exploding_label() {
         .labels
         .contains(&("user_id".to_string(), "__overflow__".to_string())));
 }
+
+#[test]
+fn tenants_are_an_outer_level() {
+    let mut c = cfg(2);
+    c.tenant_header = Some(http::HeaderName::from_static("x-scope-orgid"));
+    c.rules.push(crate::config::guard::BudgetRule {
+        tenant: Some("big".into()),
+        owner: crate::config::guard::OwnerMatch::Regex(regex::Regex::new("^.*$").unwrap()),
+        budget: Arc::new(budget(5)),
+    });
+    let mut r = Run::new(c);
+    let mut send = |tenant: &str, n: usize| {
+        let buf = v1::WriteRequest {
+            timeseries: batch("a", "m", 0, n),
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        let mut parsed = Parsed::new();
+        parsed.parse(&buf, Version::V1, &Limits::default()).unwrap();
+        let batch = Batch {
+            req: &parsed,
+            buf: &buf,
+            tenant: Some(tenant),
+            now_ms: T0,
+            rewrites: &[],
+            decided: &[],
+        };
+        r.guard.admit(&r.cfg, batch, &mut r.scratch).kept_series
+    };
+    // Service "a" of two tenants: separate owners, separate budgets.
+    assert_eq!(send("small", 10), 2);
+    assert_eq!(send("big", 10), 5);
+    let rep = r.guard.report(&r.cfg);
+    let mut rows: Vec<_> = rep
+        .services
+        .iter()
+        .map(|s| (s.tenant.clone().unwrap(), s.active))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, vec![("big".into(), 5), ("small".into(), 2)]);
+    assert!(rep
+        .to_prometheus()
+        .contains("cardguard_series_active{service=\"a\",tenant=\"big\"} 5"));
+}
