@@ -174,6 +174,38 @@ fn v1_request() -> v1::WriteRequest {
     }
 }
 
+/// One v1 series with a single sample.
+fn ts(labels: &[(&str, &str)], value: f64, timestamp: i64) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: vec![v1::Sample { value, timestamp }],
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    /// POST these series as a v1 request; the status.
+    async fn post_v1(&self, timeseries: Vec<v1::TimeSeries>) -> StatusCode {
+        let req = v1::WriteRequest {
+            timeseries,
+            metadata: vec![],
+        };
+        self.post(
+            "application/x-protobuf",
+            compress(&req.encode_to_vec()),
+            &[],
+        )
+        .await
+        .0
+    }
+}
+
 fn compress(raw: &[u8]) -> Bytes {
     let mut out = Vec::new();
     wire::snappy::compress(raw, &mut out);
@@ -483,33 +515,16 @@ async fn schema_drop_keeps_the_rest_and_reject_refuses_the_request() {
 async fn redaction_happens_before_forwarding_and_admission() {
     let yaml = "schema:\n  redact:\n    - regex: \"[^@]+@[^@]+\"\nguard:\n  default_budget:\n    max_series: 10\n";
     let (h, _dir) = start_yaml(yaml).await;
-    let l = |n: &str, v: &str| v1::Label {
-        name: n.into(),
-        value: v.into(),
-    };
-    let req = v1::WriteRequest {
-        timeseries: vec![v1::TimeSeries {
-            labels: vec![
-                l("__name__", "logins_total"),
-                l("service", "auth"),
-                l("user", "bob@example.com"),
-            ],
-            samples: vec![v1::Sample {
-                value: 1.0,
-                timestamp: 1,
-            }],
-            ..Default::default()
-        }],
-        metadata: vec![],
-    };
-    let (status, _, _) = h
-        .post(
-            "application/x-protobuf",
-            compress(&req.encode_to_vec()),
-            &[],
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    let series = ts(
+        &[
+            ("__name__", "logins_total"),
+            ("service", "auth"),
+            ("user", "bob@example.com"),
+        ],
+        1.0,
+        1,
+    );
+    assert_eq!(h.post_v1(vec![series]).await, StatusCode::NO_CONTENT);
     let got = forwarded(&h);
     let user = &got[0].timeseries[0].labels[2];
     assert_eq!(user.name, "user");
@@ -527,31 +542,16 @@ async fn redaction_happens_before_forwarding_and_admission() {
 async fn guard_drops_over_budget_and_answers_204() {
     let (h, _dir) =
         start_yaml("guard:\n  owner_labels: [job]\n  default_budget:\n    max_series: 1\n").await;
-    let l = |n: &str, v: &str| v1::Label {
-        name: n.into(),
-        value: v.into(),
-    };
-    let req = v1::WriteRequest {
-        timeseries: (0..3)
-            .map(|i| v1::TimeSeries {
-                labels: vec![l("__name__", "m"), l("i", &i.to_string()), l("job", "api")],
-                samples: vec![v1::Sample {
-                    value: 1.0,
-                    timestamp: 1,
-                }],
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    let (status, _, _) = h
-        .post(
-            "application/x-protobuf",
-            compress(&req.encode_to_vec()),
-            &[],
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    let series = (0..3)
+        .map(|i| {
+            ts(
+                &[("__name__", "m"), ("i", &i.to_string()), ("job", "api")],
+                1.0,
+                1,
+            )
+        })
+        .collect();
+    assert_eq!(h.post_v1(series).await, StatusCode::NO_CONTENT);
     assert_eq!(forwarded(&h)[0].timeseries.len(), 1);
     let (_, metrics) = h.get("/metrics").await;
     assert!(
@@ -570,35 +570,21 @@ async fn relabel_budget_forwards_an_overflow_aggregate() {
     let yaml = "guard:\n  overflow_flush_interval: 1s\n  default_budget:\n    max_series: 2\n    action: relabel\n    overflow_labels: [path]\n";
     let (h, _dir) = start_yaml(yaml).await;
     tokio::spawn(overflow_flusher(h.state.clone()));
-    let l = |n: &str, v: &str| v1::Label {
-        name: n.into(),
-        value: v.into(),
-    };
-    let req = v1::WriteRequest {
-        timeseries: (0..5)
-            .map(|i| v1::TimeSeries {
-                labels: vec![
-                    l("__name__", "http_requests_total"),
-                    l("path", &format!("/u/{i}")),
-                    l("service", "web"),
+    let series = (0..5)
+        .map(|i| {
+            let path = format!("/u/{i}");
+            ts(
+                &[
+                    ("__name__", "http_requests_total"),
+                    ("path", &path),
+                    ("service", "web"),
                 ],
-                samples: vec![v1::Sample {
-                    value: 10.0,
-                    timestamp: 1_000,
-                }],
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    let (status, _, _) = h
-        .post(
-            "application/x-protobuf",
-            compress(&req.encode_to_vec()),
-            &[],
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+                10.0,
+                1_000,
+            )
+        })
+        .collect();
+    assert_eq!(h.post_v1(series).await, StatusCode::NO_CONTENT);
     assert_eq!(
         forwarded(&h)[0].timeseries.len(),
         2,
