@@ -16,7 +16,9 @@ use crate::config::{Action, Budget};
 
 /// Metric names and label names whose demand is sketched per owner; bounded so that an owner
 /// exploding in *names* (rather than values) cannot grow the guard's own memory without limit.
-const MAX_TRACKED_NAMES: usize = 256;
+/// Worst case per owner: 2 × 64 names × slices × 768 bytes (dense offender sketches) plus
+/// slices × 12 KiB of demand sketch; sparse sketches of small sets take far less.
+const MAX_TRACKED_NAMES: usize = 64;
 
 /// Why a series was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
