@@ -34,7 +34,6 @@ impl Writer {
         put_packed_u32(&mut self.body, 1, &self.refs);
         let mut c = s.body();
         loop {
-            let field_start = c.pos();
             let Ok((field, wire_type)) = c.tag() else {
                 break;
             };
@@ -46,12 +45,21 @@ impl Writer {
             }
             let Ok(range) = c.len_delim() else { break };
             match field {
-                // v1 Sample {1 value, 2 timestamp} is a valid v2 Sample, and field 2 in both.
-                2 => self
-                    .body
-                    .extend_from_slice(buf.get(field_start..range.end).unwrap_or_default()),
-                // v1 Histogram fields 1–16 are v2's; v1 field 4 → v2 field 3.
-                4 => proto::put_bytes(&mut self.body, 3, buf.get(range).unwrap_or_default()),
+                // Re-encoded rather than copied: a field unknown to v1 (say 3) would take on a
+                // v2 meaning (start_timestamp) it was never given. Found by the fuzzer.
+                2 => {
+                    let mut sc = Cursor::new(buf, range);
+                    if let Ok(sample) = reader::decode_sample(&mut sc, Version::V1) {
+                        put_sample(&mut self.body, sample.value, sample.timestamp, 0);
+                    }
+                }
+                // v1 Histogram fields 1–16 are v2's; v1 field 4 → v2 field 3, minus anything in
+                // field 17, which v2 reads as start_timestamp.
+                4 => {
+                    let h = proto::begin_nested(&mut self.body, 3);
+                    super::copy_fields_except(&mut self.body, Cursor::new(buf, range), 17);
+                    proto::end_nested(&mut self.body, h);
+                }
                 3 => {
                     let ex = proto::begin_nested(&mut self.body, 4);
                     self.refs.clear();
