@@ -33,10 +33,7 @@ impl Writer {
         let pos = proto::begin_nested(&mut self.body, 5);
         put_packed_u32(&mut self.body, 1, &self.refs);
         let mut c = s.body();
-        loop {
-            let Ok((field, wire_type)) = c.tag() else {
-                break;
-            };
+        while let Ok((field, wire_type)) = c.tag() {
             if wire_type != proto::LEN {
                 if c.skip(wire_type).is_err() {
                     break;
