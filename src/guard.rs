@@ -59,8 +59,6 @@ pub struct Guard {
     owners: RwLock<HashMap<OwnerKey, Arc<Owner>, RandomState>>,
     /// Active series across all owners.
     global_active: AtomicU64,
-    /// Bumped on every config swap so owners re-resolve their budgets.
-    generation: AtomicU64,
     /// Aggregates of the series collapsed by `relabel` budgets.
     pub overflow: overflow::Overflow,
 }
@@ -124,14 +122,8 @@ impl Guard {
         Guard {
             owners: RwLock::new(HashMap::default()),
             global_active: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
             overflow: overflow::Overflow::default(),
         }
-    }
-
-    /// Call after a new config is in force: budgets are re-resolved on next use.
-    pub fn config_changed(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn global_active(&self) -> u64 {
@@ -183,7 +175,10 @@ impl Guard {
             .series
             .sort_unstable_by_key(|&(slot, i, _)| (slot, i));
 
-        let generation = self.generation.load(Ordering::Acquire);
+        // Budgets follow the config *this request* carries, and only forward: a request that
+        // took its config before a reload and finishes after it must not put the old budget
+        // back (it would stick until the next reload).
+        let generation = cfg.generation;
         let mut out = Outcome::default();
         let mut start = 0;
         while start < scratch.series.len() {
@@ -199,7 +194,7 @@ impl Guard {
             let mut tally = Tally::default();
             {
                 let mut state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
-                if state.generation != generation {
+                if generation > state.generation {
                     state.budget =
                         cfg.budget_for(owner.key.tenant.as_deref(), owner.key.owner.as_deref());
                     state.generation = generation;

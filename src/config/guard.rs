@@ -139,6 +139,9 @@ pub struct GuardConfig {
     pub default_budget: Arc<Budget>,
     pub unowned_budget: Arc<Budget>,
     pub rules: Vec<BudgetRule>,
+    /// Which load of the config this is; set by the server on start and every reload, so
+    /// owners can tell a newer budget from an older one.
+    pub generation: u64,
 }
 
 impl GuardConfig {
@@ -204,6 +207,7 @@ impl Default for GuardConfig {
             default_budget: Arc::new(default_budget()),
             unowned_budget: Arc::new(default_budget()),
             rules: Vec::new(),
+            generation: 0,
         }
     }
 }

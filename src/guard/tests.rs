@@ -300,7 +300,7 @@ fn reload_re_resolves_budgets() {
     r.send(batch("a", "m", 0, 20), T0);
     assert_eq!(r.row("a").active, 10);
     r.cfg = cfg(15);
-    r.guard.config_changed();
+    r.cfg.generation = 1;
     assert_eq!(kept(&r.send(batch("a", "m", 0, 20), T0)), 15);
     assert_eq!(r.row("a").budget, 15);
 }

@@ -39,10 +39,13 @@ pub struct State {
     ready: AtomicBool,
     /// Serialises reloads (SIGHUP and /-/reload may race); never held on the write path.
     reload_lock: Mutex<()>,
+    /// Loads of the config so far (1 at start); stamped on each as its generation.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl State {
-    pub fn new(config: Config, source: ConfigSource, telemetry: Telemetry) -> Arc<Self> {
+    pub fn new(mut config: Config, source: ConfigSource, telemetry: Telemetry) -> Arc<Self> {
+        stamp(&mut config, 1);
         telemetry.reload_success.set(1);
         telemetry.reload_timestamp.set(unix_now());
         Arc::new(State {
@@ -54,6 +57,7 @@ impl State {
             guard: Guard::new(),
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -75,9 +79,10 @@ impl State {
     pub async fn reload(&self) -> Result<(), ConfigErrors> {
         let _guard = self.reload_lock.lock().await;
         match self.source.load().and_then(|c| self.check_reloadable(c)) {
-            Ok(new) => {
+            Ok(mut new) => {
+                let next = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                stamp(&mut new, next);
                 self.config.store(Arc::new(new));
-                self.guard.config_changed();
                 self.telemetry.reload_success.set(1);
                 self.telemetry.reload_timestamp.set(unix_now());
                 tracing::info!(file = ?self.source.file, "configuration reloaded");
@@ -189,6 +194,13 @@ pub fn unix_now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Mark a freshly loaded config with its generation (it only grows).
+fn stamp(config: &mut Config, next: u64) {
+    if let Some(g) = &mut config.guard {
+        g.generation = next;
+    }
 }
 
 fn unix_now() -> i64 {

@@ -2093,3 +2093,168 @@ pub mod json {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Guard e2e helpers (tests/e2e_guard.rs): a stack with a custom target and a config file,
+// reloads, /api/v1/cardinality and labelled samples of a text exposition.
+// ---------------------------------------------------------------------------------------------
+
+impl Stack {
+    /// Like [`Stack::start`], but with the given scrape target (job `target`) and, when
+    /// `cardguard_config` is set, a cardguard config file written to [`Stack::config_path`]
+    /// and passed as `--config` (before `cardguard_args`). `--listen` and `--upstream` are
+    /// passed as flags as in [`Stack::start`], so the file needs neither.
+    pub fn start_with(
+        name: &str,
+        target: TestTarget,
+        cardguard_config: Option<&str>,
+        cardguard_args: &[&str],
+    ) -> Stack {
+        peer_bin("prometheus");
+        peer_bin("victoria-metrics");
+        let dir = TestDir::new(name);
+        let vm = Vm::start(&dir);
+        let cardguard = if direct_mode() {
+            eprintln!(
+                "[harness] WARNING: CARDGUARD_E2E_DIRECT=1 — Prometheus writes straight to \
+                 VictoriaMetrics; cardguard is NOT under test"
+            );
+            None
+        } else {
+            let mut args: Vec<String> = Vec::new();
+            if let Some(cfg) = cardguard_config {
+                let path = dir.join("cardguard.yml");
+                std::fs::write(&path, cfg)
+                    .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+                args.push("--config".into());
+                args.push(path.display().to_string());
+            }
+            args.extend(cardguard_args.iter().map(|s| s.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Some(Cardguard::start(&dir, &vm.write_url(), &args))
+        };
+        let rw_url = cardguard
+            .as_ref()
+            .map(|c| c.write_url())
+            .unwrap_or_else(|| vm.write_url());
+        let prom = Prom::start(
+            &dir,
+            &PromConfig::new(&rw_url).job("target", &target.addr()),
+        );
+        Stack {
+            prom,
+            cardguard,
+            target,
+            vm,
+            dir,
+        }
+    }
+
+    /// Where [`Stack::start_with`] wrote cardguard's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("cardguard.yml")
+    }
+}
+
+impl Cardguard {
+    /// `POST /-/reload`.
+    pub fn reload_http(&self) -> Result<Resp, String> {
+        http_post(&format!("{}/-/reload", self.base()), &[], b"")
+    }
+
+    /// Send SIGHUP (by pid, through `kill`).
+    pub fn sighup(&self) {
+        let pid = self.proc.pid();
+        assert!(pid != 0, "cardguard has no pid");
+        let st = Command::new("kill")
+            .args(["-s", "HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -HUP {pid}: {st}");
+    }
+
+    /// `GET /api/v1/cardinality`, parsed.
+    pub fn cardinality(&self) -> Result<json::Json, String> {
+        let r = http_get(&format!("{}/api/v1/cardinality", self.base()))?;
+        if r.status != 200 {
+            return Err(format!(
+                "/api/v1/cardinality answered {}: {}",
+                r.status,
+                r.text()
+            ));
+        }
+        json::parse(&r.text()).map_err(|e| format!("/api/v1/cardinality: {e}: {}", r.text()))
+    }
+}
+
+/// Every sample of metric `name` in a text exposition: (labels, value). Handles escaped
+/// label values; `__name__` is not included in the labels.
+pub fn metric_samples(text: &str, name: &str) -> Vec<(Labels, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let mut l = Labels::new();
+        let value_part = if let Some(mut r) = rest.strip_prefix('{') {
+            // name="value",... }
+            loop {
+                r = r.trim_start_matches([',', ' ']);
+                if let Some(after) = r.strip_prefix('}') {
+                    break after;
+                }
+                let Some(eq) = r.find('=') else { break "" };
+                let key = r[..eq].trim().to_string();
+                let Some(v) = r[eq + 1..].strip_prefix('"') else {
+                    break "";
+                };
+                let mut val = String::new();
+                let mut chars = v.char_indices();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => match chars.next() {
+                            Some((_, 'n')) => val.push('\n'),
+                            Some((_, c2)) => val.push(c2),
+                            None => break,
+                        },
+                        '"' => {
+                            end = Some(i + 1);
+                            break;
+                        }
+                        c => val.push(c),
+                    }
+                }
+                let Some(end) = end else { break "" };
+                l.insert(key, val);
+                r = &v[end..];
+            }
+        } else if rest.starts_with(' ') {
+            rest
+        } else {
+            continue; // a longer metric name with this prefix
+        };
+        if let Some(v) = value_part
+            .split_whitespace()
+            .next()
+            .and_then(|v| parse_prom_float(v).ok())
+        {
+            out.push((l, v));
+        }
+    }
+    out
+}
+
+/// The value of the sample of `name` whose labels include all of `want` (the first match).
+pub fn metric_value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    metric_samples(text, name)
+        .into_iter()
+        .find(|(l, _)| {
+            want.iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+}
