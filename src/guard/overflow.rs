@@ -7,7 +7,10 @@
 //!   member's reset adds its last value to a base so the sum never goes down;
 //! - gauges combine the members' latest values with the budget's `overflow_gauge` function.
 //!
-//! Aggregates are emitted every `overflow_flush_interval` as ordinary series. Members are kept
+//! Aggregates are emitted every `overflow_flush_interval` as ordinary series, stamped with the
+//! flush time: one scrape's members may arrive in several requests on either side of a flush,
+//! so a member timestamp would get two different sums (a partial one first), which a backend
+//! refuses as a duplicate sample. A flush time is new every time. Members are kept
 //! by id with their latest value only; a member unseen for a whole window leaves the aggregate,
 //! its counter value folded into the base. The number of members per aggregate is capped.
 
@@ -50,8 +53,10 @@ struct Aggregate {
     members: HashMap<u64, Member, RandomState>,
     /// Counters: what members that reset or left contributed before.
     base: f64,
-    /// Newest member timestamp, the aggregate's own sample time.
+    /// Newest member timestamp.
     timestamp: i64,
+    /// Timestamp of the last emitted sample; the next one is strictly later.
+    emitted: i64,
     /// Changed since the last flush.
     dirty: bool,
 }
@@ -169,6 +174,7 @@ impl Overflow {
                 members: HashMap::default(),
                 base: 0.0,
                 timestamp: 0,
+                emitted: i64::MIN,
                 dirty: false,
             }
         });
@@ -208,8 +214,9 @@ impl Overflow {
         }
     }
 
-    /// The aggregates changed since the last flush, as series stamped with their newest
-    /// member's timestamp. Members unseen for `expire_ms` leave their aggregate first.
+    /// The aggregates changed since the last flush, as series stamped `now_ms` (or just after
+    /// the aggregate's previous sample). Members unseen for `expire_ms` leave their aggregate
+    /// first.
     pub fn flush(&self, now_ms: i64, expire_ms: i64) -> Vec<OwnedSeries> {
         self.flush_keyed(now_ms, expire_ms)
             .into_iter()
@@ -234,11 +241,13 @@ impl Overflow {
                 agg.base += folded;
             }
             if agg.dirty {
+                let at = now_ms.max(agg.emitted.saturating_add(1));
+                agg.emitted = at;
                 out.push((
                     *key,
                     OwnedSeries {
                         labels: agg.labels.clone(),
-                        samples: vec![(agg.value(), agg.timestamp)],
+                        samples: vec![(agg.value(), at)],
                     },
                 ));
                 agg.dirty = false;
@@ -302,6 +311,20 @@ mod tests {
         // A retried (older) sample changes nothing; a flush with nothing new emits nothing.
         o.absorb(0, &l, 1, GaugeFunction::Sum, [(10.0, 1000)].into_iter(), 0);
         assert!(o.flush(0, i64::MAX).is_empty());
+    }
+
+    /// Found end to end: one scrape's members split across two requests with a flush in
+    /// between gave two different sums at one member timestamp, which a backend refuses.
+    #[test]
+    fn every_flush_gets_a_new_timestamp() {
+        let o = Overflow::default();
+        let l = labels(&[("__name__", "req_total"), ("user_id", OVERFLOW_VALUE)]);
+        o.absorb(0, &l, 1, GaugeFunction::Sum, [(4.0, 1000)].into_iter(), 0);
+        let first = o.flush(5_000, i64::MAX);
+        o.absorb(0, &l, 2, GaugeFunction::Sum, [(6.0, 1000)].into_iter(), 0);
+        let second = o.flush(5_000, i64::MAX);
+        assert_eq!(first[0].samples[0], (4.0, 5_000));
+        assert_eq!(second[0].samples[0], (10.0, 5_001));
     }
 
     #[test]

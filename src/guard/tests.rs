@@ -361,7 +361,11 @@ fn relabel_collapses_over_budget_series_into_one_counter() {
     let out = r.guard.overflow.flush(T0, 3_600_000);
     assert_eq!(out.len(), 1);
     let want: f64 = (3..10).map(|i| 10.0 + i as f64).sum();
-    assert_eq!(out[0].samples[0], (want, T0));
+    assert_eq!(
+        out[0].samples[0],
+        (want, T0),
+        "the sum, stamped with the flush time"
+    );
     assert!(out[0]
         .labels
         .contains(&("id".to_string(), "__overflow__".to_string())));
