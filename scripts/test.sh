@@ -10,4 +10,7 @@ scripts/fetch-peers.sh
 "${CARDGUARD_PEERS_DIR:-.peers}/bin/promtool" test rules rules/cardguard-alerts.test.yml
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+# Each bench once in test mode first (so they never rot), then every test: unit, property and
+# end-to-end, whose summary lines close the output.
+cargo test --benches --locked
+cargo test --lib --bins --tests --locked
