@@ -27,32 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn skip_in_direct_mode(test: &str) -> bool {
-    if direct_mode() {
-        eprintln!(
-            "[{test}] SKIPPED: CARDGUARD_E2E_DIRECT=1 bypasses cardguard, and this test checks \
-             cardguard's guard"
-        );
-        return true;
-    }
-    false
-}
-
 // ---------------------------------------------------------------------------------------------
 // /api/v1/cardinality and /metrics accessors
 // ---------------------------------------------------------------------------------------------
-
-/// The row of `service` in a /api/v1/cardinality answer.
-fn service_row<'a>(card: &'a Json, service: &str) -> Option<&'a Json> {
-    card.get("services")?
-        .as_arr()?
-        .iter()
-        .find(|r| r.get("service").and_then(Json::as_str) == Some(service))
-}
-
-fn num(row: &Json, key: &str) -> Option<f64> {
-    row.get(key).and_then(Json::as_f64)
-}
 
 /// Sum of `dropped_samples_total` over every reason, and the `budget` reason alone.
 fn dropped(row: &Json) -> (f64, f64) {

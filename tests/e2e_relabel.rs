@@ -71,29 +71,6 @@ fn exposition(n: u64) -> String {
     s
 }
 
-fn skip_in_direct_mode(test: &str) -> bool {
-    if direct_mode() {
-        eprintln!(
-            "[{test}] SKIPPED: CARDGUARD_E2E_DIRECT=1 bypasses cardguard, and this test checks \
-             cardguard's relabel action"
-        );
-        return true;
-    }
-    false
-}
-
-/// The row of `service` in a /api/v1/cardinality answer.
-fn service_row<'a>(card: &'a Json, service: &str) -> Option<&'a Json> {
-    card.get("services")?
-        .as_arr()?
-        .iter()
-        .find(|r| r.get("service").and_then(Json::as_str) == Some(service))
-}
-
-fn num(row: &Json, key: &str) -> Option<f64> {
-    row.get(key).and_then(Json::as_f64)
-}
-
 /// Sum over every reason of a `{reason: n}` object of a cardinality row.
 fn by_reason_sum(row: &Json, key: &str) -> f64 {
     row.get(key)

@@ -2258,3 +2258,28 @@ pub fn metric_value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64
         })
         .map(|(_, v)| v)
 }
+
+/// A test that checks cardguard itself has nothing to check when `CARDGUARD_E2E_DIRECT=1`
+/// points Prometheus straight at VictoriaMetrics; it says so and returns true.
+pub fn skip_in_direct_mode(test: &str) -> bool {
+    if direct_mode() {
+        eprintln!(
+            "[{test}] SKIPPED: CARDGUARD_E2E_DIRECT=1 bypasses cardguard, which this test checks"
+        );
+        return true;
+    }
+    false
+}
+
+/// The row of `service` in a /api/v1/cardinality answer.
+pub fn service_row<'a>(card: &'a json::Json, service: &str) -> Option<&'a json::Json> {
+    card.get("services")?
+        .as_arr()?
+        .iter()
+        .find(|r| r.get("service").and_then(json::Json::as_str) == Some(service))
+}
+
+/// A number field of a JSON object.
+pub fn num(row: &json::Json, key: &str) -> Option<f64> {
+    row.get(key).and_then(json::Json::as_f64)
+}
