@@ -23,5 +23,6 @@ pub mod forward;
 pub mod guard;
 pub mod ingest;
 pub mod pipeline;
+pub mod rules;
 pub mod telemetry;
 pub mod wire;

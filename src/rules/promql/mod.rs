@@ -1,0 +1,116 @@
+//! A PromQL instant-query evaluator with Prometheus 3 semantics, over any [`Storage`].
+//!
+//! This is the contract between the engine (this directory) and the rest of `rules`
+//! (buffers, groups, output). The engine parses with `promql-parser`, refuses what it does not
+//! support at compile time (naming the construct), and evaluates a compiled expression at one
+//! timestamp against whatever storage it is handed: the stream buffers in production, an
+//! in-memory store in the conformance harness.
+
+use promql_parser::label::Matchers;
+
+/// Labels of one series, sorted by name, `__name__` included when the series has one.
+pub type Labels = Vec<(String, String)>;
+
+/// One float sample. A Prometheus stale marker is `f64::from_bits(STALE_NAN_BITS)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub t: i64,
+    pub v: f64,
+}
+
+/// The bit pattern of Prometheus's stale marker NaN.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Where the engine reads samples from.
+pub trait Storage {
+    /// Call `f` once for every series whose labels match every matcher in `matchers`
+    /// (including `or_matchers` semantics), with its labels and its samples with
+    /// `mint < t <= maxt`, oldest first, stale markers included.
+    fn select(
+        &self,
+        matchers: &Matchers,
+        mint: i64,
+        maxt: i64,
+        f: &mut dyn FnMut(&Labels, &[Sample]),
+    );
+}
+
+/// One selector a compiled expression reads, and how far back it reads relative to the
+/// evaluation time (range + lookback + offset + subquery range, in milliseconds).
+#[derive(Debug, Clone)]
+pub struct SelectorNeed {
+    /// All matchers of the selector, the metric name as a `__name__` matcher.
+    pub matchers: Matchers,
+    pub history_ms: i64,
+}
+
+/// The result of an instant evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<(Labels, f64)>),
+    Matrix(Vec<(Labels, Vec<Sample>)>),
+}
+
+/// An expression refused at load.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum CompileError {
+    #[error("{0}")]
+    Parse(String),
+    /// A construct cardguard does not evaluate, named (e.g. "function `holt_winters`").
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+/// A failure while evaluating (counted and logged by the caller, never fatal).
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum EvalError {
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// True when `labels` satisfy every matcher (and one of the `or_matchers` groups, if any).
+/// A missing label matches as the empty string, as in Prometheus.
+pub fn matches<'a>(
+    matchers: &Matchers,
+    labels: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> bool {
+    let get = |name: &str| {
+        labels
+            .clone()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v)
+    };
+    let all = |ms: &[promql_parser::label::Matcher]| ms.iter().all(|m| m.is_match(get(&m.name)));
+    all(&matchers.matchers)
+        && (matchers.or_matchers.is_empty() || matchers.or_matchers.iter().any(|g| all(g)))
+}
+
+/// A parsed, checked expression ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    // The engine fills this in.
+    needs: Vec<SelectorNeed>,
+}
+
+impl Compiled {
+    /// Parse and check `expr`; every unsupported construct is refused here.
+    pub fn new(expr: &str) -> Result<Compiled, CompileError> {
+        let _ = expr;
+        Err(CompileError::Unsupported(
+            "the engine is not written yet".into(),
+        ))
+    }
+
+    /// The selectors the expression reads and their history.
+    pub fn needs(&self) -> &[SelectorNeed] {
+        &self.needs
+    }
+
+    /// Evaluate at `t_ms` (milliseconds since the epoch) as a Prometheus instant query.
+    pub fn eval(&self, storage: &dyn Storage, t_ms: i64) -> Result<Value, EvalError> {
+        let _ = (storage, t_ms);
+        Err(EvalError::Runtime("the engine is not written yet".into()))
+    }
+}
