@@ -33,6 +33,7 @@ fn ctx<'a>(
         schema: None,
         tenant: None,
         now_ms: NOW,
+        rules: None,
     }
 }
 

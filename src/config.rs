@@ -7,6 +7,7 @@
 
 pub mod guard;
 mod raw;
+pub mod rules;
 pub mod schema;
 mod validate;
 
@@ -33,6 +34,8 @@ pub struct Config {
     pub guard: Option<guard::GuardConfig>,
     /// Label schema and redaction at admission; `None` checks only the wire-level caps.
     pub schema: Option<schema::SchemaConfig>,
+    /// Recording rules (`rule_files:` and `rules:`); no groups means no rules.
+    pub rules: rules::RulesConfig,
 }
 
 /// The HTTP listener.
@@ -84,6 +87,7 @@ impl Default for Config {
             upstream: None,
             guard: None,
             schema: None,
+            rules: rules::RulesConfig::default(),
         }
     }
 }
@@ -95,8 +99,15 @@ impl Config {
         validate::validate(raw)
     }
 
-    /// Read, parse and validate a file; errors name the file.
+    /// Read, parse and validate a file and the rule files it lists; errors name the file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let mut config = Self::read(path)?;
+        rules::load_groups(&mut config.rules, base_dir(Some(path)), &[])?;
+        Ok(config)
+    }
+
+    /// The config file alone, without its rule files.
+    fn read(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors::single(ConfigError {
                 path: String::new(),
@@ -110,12 +121,21 @@ impl Config {
     /// Load `path` (or start from defaults), then apply command-line overrides.
     pub fn load_with(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
         let mut config = match path {
-            Some(p) => Self::load(p)?,
+            Some(p) => Self::read(p)?,
             None => Config::default(),
         };
         overrides.apply(&mut config)?;
+        rules::load_groups(&mut config.rules, base_dir(path), &overrides.rule_files)?;
         Ok(config)
     }
+}
+
+/// Rule file globs are relative to the config file's directory, as in Prometheus.
+fn base_dir(config_file: Option<&Path>) -> &Path {
+    config_file
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// One problem in a config, located by YAML path (`upstream.timeout`) and line when known.

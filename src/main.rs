@@ -67,6 +67,10 @@ struct ServeArgs {
     /// The label naming a series' owner (default `service`).
     #[arg(long)]
     owner_label: Option<String>,
+    /// A Prometheus rule file of recording rules to evaluate (repeatable), besides the
+    /// config's `rule_files:`.
+    #[arg(long = "rules", value_name = "FILE")]
+    rules: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -106,8 +110,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn check(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
-        Ok(_) => {
-            println!("{}: OK", file.display());
+        Ok(c) => {
+            let groups = &c.rules.groups;
+            let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+            if groups.is_empty() {
+                println!("{}: OK", file.display());
+            } else {
+                println!(
+                    "{}: OK ({} rule groups, {rules} recording rules)",
+                    file.display(),
+                    groups.len()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -127,6 +141,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             upstream_timeout: args.upstream_timeout.map(|d| d.0),
             max_series_per_service: args.max_series_per_service,
             owner_label: args.owner_label,
+            rule_files: args.rules,
         },
     };
     let config = source.load()?;
@@ -149,6 +164,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(reload_on_sighup(state.clone()));
         tokio::spawn(ingest::guard_ticker(state.clone()));
         tokio::spawn(ingest::overflow_flusher(state.clone()));
+        tokio::spawn(ingest::rule_tasks(state.clone()));
         ingest::serve(state, listener, shutdown_signal()).await;
         Ok(())
     })

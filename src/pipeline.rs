@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub tenant: Option<&'a str>,
     /// Wall-clock time of the request, in milliseconds since the epoch.
     pub now_ms: i64,
+    /// Recording rules' tap, when some rule reads anything.
+    pub rules: Option<crate::rules::tap::Tap<'a>>,
 }
 
 /// A request ready for the forwarder.
@@ -65,6 +67,8 @@ pub struct Prepared {
     pub schema_dropped: [u64; SchemaRule::ALL.len()],
     /// Series whose labels were redacted.
     pub redacted: u64,
+    /// What the recording rules' tap buffered and withheld.
+    pub rules: crate::rules::tap::Observed,
 }
 
 /// Buffers reused by every request processed on one thread.
@@ -78,6 +82,8 @@ struct Scratch {
     rewrites: Vec<Option<OwnedLabels>>,
     /// Schema decisions by series index; empty when no schema is configured.
     decided: Vec<Verdict>,
+    /// Series buffered for rules and not forwarded (`forward_inputs: false`); empty if none.
+    withhold: Vec<bool>,
 }
 
 /// Buffers that grew past this while serving an outsized request are released afterwards, so
@@ -93,6 +99,7 @@ thread_local! {
         guard: guard::Scratch::default(),
         rewrites: Vec::new(),
         decided: Vec::new(),
+        withhold: Vec::new(),
     });
 }
 
@@ -129,6 +136,7 @@ fn prepare_with(
         guard: guard_scratch,
         rewrites,
         decided,
+        withhold,
     } = s;
     let (version_in, version_out) = (ctx.version_in, ctx.version_out);
     wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
@@ -191,7 +199,18 @@ fn prepare_with(
     } else {
         decided
     };
-    let changed = dropped.dropped_series > 0 || dropped.overflowed_series > 0 || redacted > 0;
+    // Rules see what is admitted, as it will be forwarded (redacted labels included).
+    let rules = match ctx.rules {
+        Some(tap) => tap.observe(parsed, decoded, verdicts, rewrites, withhold),
+        None => {
+            withhold.clear();
+            crate::rules::tap::Observed::default()
+        }
+    };
+    let changed = dropped.dropped_series > 0
+        || dropped.overflowed_series > 0
+        || redacted > 0
+        || rules.withheld_series > 0;
 
     if !changed && version_in == version_out {
         let empty = received.series == 0 && received.metadata == 0;
@@ -206,6 +225,7 @@ fn prepare_with(
             dropped,
             schema_dropped,
             redacted,
+            rules,
         });
     }
 
@@ -215,7 +235,7 @@ fn prepare_with(
     writer.begin(parsed, decoded);
     let mut forwarded = Counts::default();
     for i in 0..parsed.len() {
-        if verdicts.get(i).is_some_and(|v| *v != Verdict::Keep) {
+        if verdicts.get(i).is_some_and(|v| *v != Verdict::Keep) || withhold.get(i) == Some(&true) {
             continue;
         }
         let view = parsed.series(decoded, i);
@@ -249,5 +269,6 @@ fn prepare_with(
         dropped,
         schema_dropped,
         redacted,
+        rules,
     })
 }

@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub upstream: Option<Spanned<RawUpstream>>,
     pub guard: Option<super::guard::RawGuard>,
     pub schema: Option<super::schema::RawSchema>,
+    #[serde(default)]
+    pub rule_files: Vec<Spanned<String>>,
+    pub rules: Option<super::rules::RawRules>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -115,6 +115,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if let Some(s) = &raw.schema {
         c.schema = Some(super::schema::validate(s, &mut errs));
     }
+    c.rules = super::rules::validate(raw.rules.as_ref(), &raw.rule_files, &mut errs);
 
     if errs.0.is_empty() {
         Ok(c)
@@ -294,6 +295,8 @@ pub struct Overrides {
     pub max_series_per_service: Option<u64>,
     /// `--owner-label`: the label naming a series' owner.
     pub owner_label: Option<String>,
+    /// `--rules FILE` (repeatable): rule files besides the config's `rule_files:`.
+    pub rule_files: Vec<std::path::PathBuf>,
 }
 
 impl Overrides {

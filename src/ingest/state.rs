@@ -34,6 +34,8 @@ pub struct State {
     pub telemetry: Telemetry,
     /// Admission state; lives across reloads.
     pub guard: Guard,
+    /// Recording rules: buffers (live across reloads), plan, evaluator and output.
+    pub rules: Arc<crate::rules::Runtime>,
     /// Permits for write requests being processed; sized from the config at start.
     pub inflight: Arc<Semaphore>,
     ready: AtomicBool,
@@ -48,6 +50,8 @@ impl State {
         stamp(&mut config, 1);
         telemetry.reload_success.set(1);
         telemetry.reload_timestamp.set(unix_now());
+        let rules = Arc::new(crate::rules::Runtime::new(telemetry.registry()));
+        rules.configure(&config.rules);
         Arc::new(State {
             inflight: Arc::new(Semaphore::new(config.server.max_inflight_requests)),
             config: ArcSwap::from_pointee(config),
@@ -55,6 +59,7 @@ impl State {
             forwarder: Forwarder::new(telemetry.clone()),
             telemetry,
             guard: Guard::new(),
+            rules,
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(1),
@@ -82,6 +87,7 @@ impl State {
             Ok(mut new) => {
                 let next = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 stamp(&mut new, next);
+                self.rules.configure(&new.rules);
                 self.config.store(Arc::new(new));
                 self.telemetry.reload_success.set(1);
                 self.telemetry.reload_timestamp.set(unix_now());
@@ -187,6 +193,26 @@ pub async fn overflow_flusher(state: Arc<State>) {
             }
         }
     }
+}
+
+/// Evaluate the recording rules on their ticks, and send their results upstream. Runs until
+/// the process ends.
+pub async fn rule_tasks(state: Arc<State>) {
+    let sender = {
+        let s = state.clone();
+        tokio::spawn(state.rules.output.clone().run(
+            state.forwarder.clone(),
+            move || s.config(),
+            state.rules.metrics.clone(),
+        ))
+    };
+    let s = state.clone();
+    state
+        .rules
+        .clone()
+        .run_evaluator(move || s.config(), unix_now_ms)
+        .await;
+    sender.abort();
 }
 
 pub fn unix_now_ms() -> i64 {

@@ -227,6 +227,7 @@ async fn write(
     state.telemetry.received_bytes.inc_by(body.len() as u64);
 
     let upstream = config.upstream.as_ref().ok_or(IngestError::NoUpstream)?;
+    let rule_plan = state.rules.plan();
     let ctx = pipeline::Context {
         version_in,
         version_out: upstream.version,
@@ -235,6 +236,7 @@ async fn write(
         schema: config.schema.as_ref(),
         tenant: guard_tenant.as_deref(),
         now_ms: super::state::unix_now_ms(),
+        rules: state.rules.tap(&rule_plan, &config.rules),
     };
     let started = Instant::now();
     // A bug in a stage must cost one request a 500, never a worker thread's scratch or the
@@ -253,6 +255,7 @@ async fn write(
         .inc_by(prepared.decoded_bytes as u64);
     state.telemetry.received.add(&prepared.received);
     state.telemetry.add_policy(&prepared);
+    state.rules.metrics.add_observed(&prepared.rules);
 
     if !prepared.empty {
         let bytes = prepared.body.len() as u64;

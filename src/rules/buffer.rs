@@ -1,0 +1,357 @@
+//! The stream buffers: for each series some rule reads, its labels (stored once) and a ring of
+//! recent `(timestamp, value)` samples covering the plan's history. Implements the engine's
+//! [`Storage`].
+//!
+//! Write-side calls come from the pipeline's worker threads, reads from the rule evaluator, so
+//! the map is split into mutex-guarded shards by series hash: a writer holds one shard's lock
+//! for one series' samples, an evaluation walks the shards one at a time. Sizes are counted
+//! inside each shard and summed when `/metrics` is scraped, never updated per sample in a
+//! shared atomic.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use promql_parser::label::Matchers;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use super::plan::name_equality;
+use super::promql::{self, Labels, Sample, Storage};
+
+const SHARDS: usize = 64;
+/// Dead samples at the front of a ring are dropped once they are this many and half of it;
+/// until then the ring is a plain `Vec`, contiguous for `select`.
+const COMPACT_MIN: usize = 32;
+
+/// Limits on what the buffers may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLimits {
+    /// New series beyond this are not buffered (counted, logged once).
+    pub max_series: usize,
+    /// Samples kept per series at most; older ones go first (counted).
+    pub max_samples_per_series: usize,
+}
+
+/// What one call of [`Buffer::append`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The series is (now) buffered.
+    pub buffered: bool,
+    pub samples: u64,
+    /// At or before the newest sample already buffered (a retried request, or out of order).
+    pub out_of_order: u64,
+    /// A new series refused because of `max_series`.
+    pub refused_series: bool,
+    /// Samples pushed out by `max_samples_per_series` before their time.
+    pub evicted_early: u64,
+}
+
+/// Sizes, for telemetry.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BufferStats {
+    pub series: u64,
+    pub samples: u64,
+    pub bytes: u64,
+}
+
+// The keys are already xxh3 hashes.
+#[derive(Default)]
+struct IdentityHasher(u64);
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+
+struct Series {
+    /// Sorted by name; what `select` hands the engine.
+    labels: Labels,
+    /// `samples[start..]` are live, oldest first, strictly increasing timestamps.
+    samples: Vec<Sample>,
+    start: usize,
+    retention_ms: i64,
+}
+
+impl Series {
+    fn live(&self) -> &[Sample] {
+        &self.samples[self.start..]
+    }
+    fn newest(&self) -> Option<i64> {
+        self.samples.last().map(|s| s.t)
+    }
+    fn label_bytes(labels: &Labels) -> usize {
+        labels.capacity() * std::mem::size_of::<(String, String)>()
+            + labels
+                .iter()
+                .map(|(n, v)| n.capacity() + v.capacity())
+                .sum::<usize>()
+    }
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Series>()
+            + Self::label_bytes(&self.labels)
+            + self.samples.capacity() * std::mem::size_of::<Sample>()
+    }
+    /// Drop samples at or before `cutoff`, and compact when the dead prefix is large.
+    fn trim(&mut self, cutoff: i64) {
+        let live = &self.samples[self.start..];
+        self.start += live.partition_point(|s| s.t <= cutoff);
+        self.compact();
+    }
+    fn compact(&mut self) {
+        if self.start >= COMPACT_MIN && self.start * 2 >= self.samples.len() {
+            self.samples.drain(..self.start);
+            self.start = 0;
+            if self.samples.capacity() > 4 * self.samples.len().max(8) {
+                self.samples.shrink_to(2 * self.samples.len().max(8));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    series: IdMap<Series>,
+    /// Metric name → hashes of the buffered series with it, for selectors naming a metric.
+    by_name: HashMap<String, Vec<u64>, foldhash::fast::RandomState>,
+    samples: usize,
+    bytes: usize,
+}
+
+/// The buffers of every series some rule reads. Lives across config reloads.
+pub struct Buffer {
+    shards: Box<[Mutex<Shard>]>,
+    series: AtomicUsize,
+    refused_logged: AtomicBool,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Order-independent series identity: the same labels in any wire order are one series.
+pub fn series_hash<'a>(labels: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+    labels.fold(0u64, |acc, (n, v)| {
+        acc.wrapping_add(xxh3_64_with_seed(v, xxh3_64(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    })
+}
+
+fn same_labels<'a>(stored: &Labels, mut wire: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+    let mut n = 0;
+    let all = wire.all(|(k, v)| {
+        n += 1;
+        stored
+            .binary_search_by(|(sk, _)| sk.as_bytes().cmp(k))
+            .is_ok_and(|i| stored[i].1.as_bytes() == v)
+    });
+    all && n == stored.len()
+}
+
+impl Buffer {
+    pub fn new() -> Buffer {
+        Buffer {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            series: AtomicUsize::new(0),
+            refused_logged: AtomicBool::new(false),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
+        // A panic while holding a shard leaves it consistent enough to keep serving (every
+        // update is a push or a trim); never let one bad request poison the rules for good.
+        self.shards[(hash >> 58) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Buffer one series' samples (wire order, oldest first). Samples at or before the newest
+    /// already buffered are ignored and counted: a retried request never counts twice.
+    pub fn append<'a, L>(
+        &self,
+        labels: L,
+        samples: impl Iterator<Item = Sample>,
+        retention_ms: i64,
+        limits: &BufferLimits,
+    ) -> Appended
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let hash = series_hash(labels.clone());
+        let mut out = Appended::default();
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
+        let series = match shard.series.get_mut(&hash) {
+            Some(s) => {
+                if !same_labels(&s.labels, labels.clone()) {
+                    // A 64-bit collision between two live series: keep the first, refuse the
+                    // second rather than mixing their samples.
+                    out.refused_series = true;
+                    return out;
+                }
+                s
+            }
+            None => {
+                if self.series.load(Ordering::Relaxed) >= limits.max_series {
+                    out.refused_series = true;
+                    if !self.refused_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            max = limits.max_series,
+                            "rule buffers full: new series are not buffered and rules will not see them (rules.max_buffered_series)"
+                        );
+                    }
+                    return out;
+                }
+                self.series.fetch_add(1, Ordering::Relaxed);
+                let mut owned: Labels = labels
+                    .map(|(n, v)| {
+                        (
+                            String::from_utf8_lossy(n).into_owned(),
+                            String::from_utf8_lossy(v).into_owned(),
+                        )
+                    })
+                    .collect();
+                owned.sort_unstable();
+                if let Some((_, name)) = owned.iter().find(|(n, _)| n == "__name__") {
+                    shard.by_name.entry(name.clone()).or_default().push(hash);
+                }
+                let s = Series {
+                    labels: owned,
+                    samples: Vec::new(),
+                    start: 0,
+                    retention_ms,
+                };
+                shard.bytes += s.bytes();
+                shard.series.entry(hash).or_insert(s)
+            }
+        };
+        out.buffered = true;
+        let before = (series.live().len(), series.bytes());
+        series.retention_ms = retention_ms;
+        let mut newest = series.newest().unwrap_or(i64::MIN);
+        for s in samples {
+            if s.t <= newest {
+                out.out_of_order += 1;
+                continue;
+            }
+            newest = s.t;
+            series.samples.push(s);
+            out.samples += 1;
+        }
+        if out.samples > 0 {
+            series.trim(newest.saturating_sub(retention_ms));
+            let live = series.samples.len() - series.start;
+            if live > limits.max_samples_per_series {
+                let excess = live - limits.max_samples_per_series;
+                series.start += excess;
+                out.evicted_early += excess as u64;
+                series.compact();
+            }
+        }
+        let after = (series.live().len(), series.bytes());
+        shard.samples = shard.samples + after.0 - before.0;
+        shard.bytes = shard.bytes + after.1 - before.1;
+        out
+    }
+
+    /// Drop samples older than each series' retention relative to `now_ms`, and series left
+    /// with none (they no longer match anything, or stopped arriving).
+    pub fn sweep(&self, now_ms: i64) {
+        for m in self.shards.iter() {
+            let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *guard;
+            let mut gone_names = HashSet::new();
+            let (mut samples, mut bytes) = (0, 0);
+            shard.series.retain(|_, s| {
+                s.trim(now_ms.saturating_sub(s.retention_ms));
+                if s.live().is_empty() {
+                    if let Some((_, n)) = s.labels.iter().find(|(n, _)| n == "__name__") {
+                        gone_names.insert(n.clone());
+                    }
+                    self.series.fetch_sub(1, Ordering::Relaxed);
+                    false
+                } else {
+                    samples += s.live().len();
+                    bytes += s.bytes();
+                    true
+                }
+            });
+            for name in gone_names {
+                let keep = |h: &u64| shard.series.contains_key(h);
+                if let Some(v) = shard.by_name.get_mut(&name) {
+                    v.retain(keep);
+                    if v.is_empty() {
+                        shard.by_name.remove(&name);
+                    }
+                }
+            }
+            shard.samples = samples;
+            shard.bytes = bytes;
+        }
+    }
+
+    pub fn stats(&self) -> BufferStats {
+        let mut st = BufferStats::default();
+        for m in self.shards.iter() {
+            let s = m.lock().unwrap_or_else(|e| e.into_inner());
+            st.series += s.series.len() as u64;
+            st.samples += s.samples as u64;
+            st.bytes += (s.bytes
+                + s.series.capacity() * (std::mem::size_of::<Series>() + 8)
+                + s.by_name.values().map(|v| v.capacity() * 8).sum::<usize>())
+                as u64;
+        }
+        st
+    }
+}
+
+impl Storage for Buffer {
+    fn select(
+        &self,
+        matchers: &Matchers,
+        mint: i64,
+        maxt: i64,
+        f: &mut dyn FnMut(&Labels, &[Sample]),
+    ) {
+        let name = name_equality(matchers);
+        let mut visit = |s: &Series| {
+            let live = s.live();
+            let lo = live.partition_point(|x| x.t <= mint);
+            let hi = live.partition_point(|x| x.t <= maxt);
+            if lo < hi
+                && promql::matches(
+                    matchers,
+                    s.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                )
+            {
+                f(&s.labels, &live[lo..hi]);
+            }
+        };
+        for m in self.shards.iter() {
+            let shard = m.lock().unwrap_or_else(|e| e.into_inner());
+            match name {
+                Some(n) => {
+                    for h in shard.by_name.get(n).map(Vec::as_slice).unwrap_or(&[]) {
+                        if let Some(s) = shard.series.get(h) {
+                            visit(s);
+                        }
+                    }
+                }
+                None => shard.series.values().for_each(&mut visit),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

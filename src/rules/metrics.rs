@@ -1,0 +1,181 @@
+//! The rules' own metrics. `rule_group` values come from the loaded rule files (`file;name`,
+//! as Prometheus labels them), so their number is bounded by the config.
+
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::buffer::BufferStats;
+use super::tap::Observed;
+
+#[derive(Clone)]
+pub struct RuleMetrics {
+    pub evaluations: IntCounterVec,
+    pub evaluation_failures: IntCounterVec,
+    pub last_duration: GaugeVec,
+    pub last_evaluation: GaugeVec,
+    pub samples_recorded: IntCounter,
+    pub stale_markers: IntCounter,
+    pub buffered_series: IntGauge,
+    pub buffered_samples: IntGauge,
+    pub buffer_bytes: IntGauge,
+    pub samples_buffered: IntCounter,
+    pub out_of_order: IntCounter,
+    pub refused_series: IntCounter,
+    pub evicted_early: IntCounter,
+    pub withheld_series: IntCounter,
+    pub withheld_samples: IntCounter,
+    pub output_sent: IntCounter,
+    pub output_dropped: IntCounterVec,
+    pub output_queue: IntGauge,
+}
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    // A second runtime on the same registry (tests) keeps the first's collectors.
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    reg(r, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    reg(r, IntGauge::new(name, help).expect("valid metric"))
+}
+
+impl RuleMetrics {
+    pub fn register(r: &Registry) -> Self {
+        let by_group = |name: &str, help: &str| {
+            reg(
+                r,
+                IntCounterVec::new(Opts::new(name, help), &["rule_group"]).expect("valid metric"),
+            )
+        };
+        RuleMetrics {
+            evaluations: by_group(
+                "cardguard_rule_evaluations_total",
+                "Rule group evaluations, by group.",
+            ),
+            evaluation_failures: by_group(
+                "cardguard_rule_evaluation_failures_total",
+                "Rule evaluations that failed (each failing rule counts), by group.",
+            ),
+            last_duration: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "cardguard_rule_group_last_duration_seconds",
+                        "Duration of the last evaluation of the group.",
+                    ),
+                    &["rule_group"],
+                )
+                .expect("valid metric"),
+            ),
+            last_evaluation: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "cardguard_rule_group_last_evaluation_timestamp_seconds",
+                        "Evaluation timestamp (after query_offset) of the group's last evaluation.",
+                    ),
+                    &["rule_group"],
+                )
+                .expect("valid metric"),
+            ),
+            samples_recorded: counter(
+                r,
+                "cardguard_rule_samples_recorded_total",
+                "Samples produced by recording rules (stale markers included).",
+            ),
+            stale_markers: counter(
+                r,
+                "cardguard_rule_stale_markers_total",
+                "Stale markers written for recorded series that disappeared.",
+            ),
+            buffered_series: gauge(
+                r,
+                "cardguard_rule_buffered_series",
+                "Series held in the rule buffers.",
+            ),
+            buffered_samples: gauge(
+                r,
+                "cardguard_rule_buffered_samples",
+                "Samples held in the rule buffers.",
+            ),
+            buffer_bytes: gauge(
+                r,
+                "cardguard_rule_buffer_bytes",
+                "Approximate memory of the rule buffers (labels, rings, index).",
+            ),
+            samples_buffered: counter(
+                r,
+                "cardguard_rule_samples_buffered_total",
+                "Input samples added to the rule buffers.",
+            ),
+            out_of_order: counter(
+                r,
+                "cardguard_rule_samples_out_of_order_total",
+                "Input samples ignored by the buffers: at or before the newest buffered for their series (retries, out of order).",
+            ),
+            refused_series: counter(
+                r,
+                "cardguard_rule_buffer_refused_series_total",
+                "Series a rule reads that were not buffered because rules.max_buffered_series was reached (counted per request).",
+            ),
+            evicted_early: counter(
+                r,
+                "cardguard_rule_samples_evicted_early_total",
+                "Buffered samples pushed out by rules.max_samples_per_series before the plan's history ended.",
+            ),
+            withheld_series: counter(
+                r,
+                "cardguard_rule_withheld_series_total",
+                "Input series buffered and not forwarded (forward_inputs: false).",
+            ),
+            withheld_samples: counter(
+                r,
+                "cardguard_rule_withheld_samples_total",
+                "Input samples buffered and not forwarded (forward_inputs: false).",
+            ),
+            output_sent: counter(
+                r,
+                "cardguard_rule_output_samples_sent_total",
+                "Recorded samples acknowledged by the upstream.",
+            ),
+            output_dropped: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cardguard_rule_output_dropped_samples_total",
+                        "Recorded samples never delivered, by reason: queue_full, rejected (a 4xx from the upstream), no_upstream.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            output_queue: gauge(
+                r,
+                "cardguard_rule_output_queue_samples",
+                "Recorded samples waiting to be sent upstream.",
+            ),
+        }
+    }
+
+    /// Publish one request's tap counts.
+    pub fn add_observed(&self, o: &Observed) {
+        if *o == Observed::default() {
+            return;
+        }
+        self.samples_buffered.inc_by(o.samples);
+        self.out_of_order.inc_by(o.out_of_order);
+        self.refused_series.inc_by(o.refused_series);
+        self.evicted_early.inc_by(o.evicted_early);
+        self.withheld_series.inc_by(o.withheld_series);
+        self.withheld_samples.inc_by(o.withheld_samples);
+    }
+
+    pub fn set_buffer(&self, s: &BufferStats) {
+        self.buffered_series.set(s.series as i64);
+        self.buffered_samples.set(s.samples as i64);
+        self.buffer_bytes.set(s.bytes as i64);
+    }
+}

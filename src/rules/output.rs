@@ -1,0 +1,174 @@
+//! Recorded series on their way upstream: a bounded queue, batched into remote-write requests
+//! in the upstream's version, retried with backoff while the upstream is unavailable.
+//!
+//! The queue is bounded in samples (`rules.max_output_queue_samples`): while the upstream is
+//! down, results pile up to that bound and later ones are dropped and counted, so an outage
+//! costs a gap in the recorded series, never unbounded memory. A 4xx other than 429 means the
+//! upstream will never take the batch: it is dropped and counted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::metrics::RuleMetrics;
+use crate::config::Config;
+use crate::forward::{ForwardError, Forwarder, Outgoing};
+use crate::wire::{snappy, OwnedSeries, Writer};
+
+/// Series per outgoing request, like Prometheus's `max_samples_per_send` default scale.
+const BATCH_SERIES: usize = 2000;
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+pub struct Output {
+    queue: Mutex<VecDeque<OwnedSeries>>,
+    samples: AtomicUsize,
+    ready: Notify,
+}
+
+fn sample_count(s: &[OwnedSeries]) -> usize {
+    s.iter().map(|x| x.samples.len()).sum()
+}
+
+impl Output {
+    /// Queue recorded series; what does not fit under `cap` samples is dropped and returned.
+    pub fn push(&self, series: Vec<OwnedSeries>, cap: usize) -> usize {
+        if series.is_empty() {
+            return 0;
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dropped = 0;
+        for s in series {
+            let n = s.samples.len();
+            if self.samples.load(Ordering::Relaxed) + n > cap {
+                dropped += n;
+                continue;
+            }
+            self.samples.fetch_add(n, Ordering::Relaxed);
+            q.push_back(s);
+        }
+        drop(q);
+        self.ready.notify_one();
+        dropped
+    }
+
+    pub fn queued_samples(&self) -> usize {
+        self.samples.load(Ordering::Relaxed)
+    }
+
+    fn take_batch(&self) -> Vec<OwnedSeries> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let n = q.len().min(BATCH_SERIES);
+        q.drain(..n).collect()
+    }
+
+    fn release(&self, batch: &[OwnedSeries]) {
+        self.samples
+            .fetch_sub(sample_count(batch), Ordering::Relaxed);
+    }
+
+    /// Send queued series until the process ends. `config` gives the config in force (the
+    /// upstream may change on reload).
+    pub async fn run(
+        self: Arc<Self>,
+        forwarder: Forwarder,
+        config: impl Fn() -> Arc<Config>,
+        metrics: RuleMetrics,
+    ) {
+        let mut writer: Option<Writer> = None;
+        let mut compressed = Vec::new();
+        loop {
+            let batch = self.take_batch();
+            metrics.output_queue.set(self.queued_samples() as i64);
+            if batch.is_empty() {
+                self.ready.notified().await;
+                continue;
+            }
+            let mut backoff = BACKOFF_MIN;
+            loop {
+                let cfg = config();
+                let Some(up) = cfg.upstream.as_ref() else {
+                    metrics
+                        .output_dropped
+                        .with_label_values(&["no_upstream"])
+                        .inc_by(sample_count(&batch) as u64);
+                    break;
+                };
+                let w = writer.get_or_insert_with(|| Writer::new(up.version));
+                if w.version() != up.version {
+                    *w = Writer::new(up.version);
+                }
+                w.reset();
+                for s in &batch {
+                    w.push_series(s);
+                }
+                snappy::compress(w.finish(), &mut compressed);
+                let out = Outgoing {
+                    body: Bytes::copy_from_slice(&compressed),
+                    version: up.version,
+                    tenant: None,
+                };
+                match forwarder.send(up, out).await {
+                    Ok(()) => {
+                        metrics.output_sent.inc_by(sample_count(&batch) as u64);
+                        break;
+                    }
+                    Err(e) if !retryable(&e) => {
+                        tracing::warn!("recorded samples refused by the upstream, dropped: {e}");
+                        metrics
+                            .output_dropped
+                            .with_label_values(&["rejected"])
+                            .inc_by(sample_count(&batch) as u64);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(
+                            "recorded samples not delivered, retrying in {backoff:?}: {e}"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            self.release(&batch);
+        }
+    }
+}
+
+fn retryable(e: &ForwardError) -> bool {
+    match e {
+        ForwardError::Status { status, .. } => status.is_server_error() || status.as_u16() == 429,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(n: usize) -> Vec<OwnedSeries> {
+        (0..n)
+            .map(|i| OwnedSeries {
+                labels: vec![("__name__".into(), format!("m{i}"))],
+                samples: vec![(1.0, 1)],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn queue_is_bounded_in_samples() {
+        let o = Output::default();
+        assert_eq!(o.push(series(3), 5), 0);
+        assert_eq!(o.push(series(3), 5), 1);
+        assert_eq!(o.queued_samples(), 5);
+        let b = o.take_batch();
+        assert_eq!(b.len(), 5);
+        o.release(&b);
+        assert_eq!(o.queued_samples(), 0);
+    }
+}

@@ -1,0 +1,217 @@
+//! The plan: every selector the loaded rules read, indexed so that a passing series costs one
+//! hash lookup when no rule wants it.
+//!
+//! Selectors with a `__name__="..."` matcher (nearly all of them: `rate(foo[5m])`) are indexed
+//! by that name. Selectors without one (`{job="api"}`, `{__name__=~"http_.*"}`) cannot be
+//! indexed and are checked against every admitted series; README says so, since each of them
+//! costs a matcher evaluation per series.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use promql_parser::label::{MatchOp, Matchers};
+
+use super::file::RuleGroup;
+use super::promql;
+
+/// One selector of one group, with how long its series must be kept.
+#[derive(Debug, Clone)]
+struct Selector {
+    matchers: Matchers,
+    /// History the expression reads, plus the group's query offset and one interval of slack
+    /// for an evaluation that runs late.
+    retention_ms: i64,
+    /// The group says `forward_inputs: false`.
+    withhold: bool,
+}
+
+/// What the plan wants done with one series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    /// Keep samples newer than the series' newest minus this.
+    pub retention_ms: i64,
+    /// Do not forward the raw series once buffered.
+    pub withhold: bool,
+}
+
+/// Selectors of every loaded group; rebuilt on each config load, immutable after.
+#[derive(Debug, Default)]
+pub struct Plan {
+    selectors: Vec<Selector>,
+    by_name: HashMap<String, Vec<u32>, foldhash::fast::RandomState>,
+    unnamed: Vec<u32>,
+    max_retention_ms: i64,
+}
+
+impl Plan {
+    /// Build from groups; `interval` and `offset` are the global defaults for groups that set
+    /// none.
+    pub fn new<'a>(
+        groups: impl IntoIterator<Item = &'a RuleGroup>,
+        interval: Duration,
+        offset: Duration,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        for g in groups {
+            let slack = g.interval.unwrap_or(interval).as_millis() as i64
+                + g.query_offset.unwrap_or(offset).as_millis() as i64;
+            for r in &g.rules {
+                for need in r.compiled.needs() {
+                    plan.push(Selector {
+                        matchers: need.matchers.clone(),
+                        retention_ms: need.history_ms.saturating_add(slack),
+                        withhold: !g.forward_inputs,
+                    });
+                }
+            }
+        }
+        plan
+    }
+
+    fn push(&mut self, s: Selector) {
+        let i = self.selectors.len() as u32;
+        self.max_retention_ms = self.max_retention_ms.max(s.retention_ms);
+        match name_equality(&s.matchers) {
+            Some(name) => self.by_name.entry(name.to_string()).or_default().push(i),
+            None => self.unnamed.push(i),
+        }
+        self.selectors.push(s);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.selectors.is_empty()
+    }
+
+    pub fn selector_count(&self) -> usize {
+        self.selectors.len()
+    }
+
+    /// The longest retention of any selector: what a series idle for longer no longer needs.
+    pub fn max_retention_ms(&self) -> i64 {
+        self.max_retention_ms
+    }
+
+    /// Which selectors want this series (labels as byte pairs, any order), merged: the longest
+    /// retention, and withheld if any matching group withholds its inputs. `None`: no rule
+    /// reads it, and it is not buffered.
+    pub fn match_series<'a, I>(&self, name: Option<&[u8]>, labels: I) -> Option<Match>
+    where
+        I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let named = name
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| self.by_name.get(n))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if named.is_empty() && self.unnamed.is_empty() {
+            return None;
+        }
+        let strs = labels.map(|(n, v)| {
+            (
+                std::str::from_utf8(n).unwrap_or(""),
+                std::str::from_utf8(v).unwrap_or(""),
+            )
+        });
+        let mut out: Option<Match> = None;
+        for &i in named.iter().chain(&self.unnamed) {
+            let s = &self.selectors[i as usize];
+            if promql::matches(&s.matchers, strs.clone()) {
+                let m = out.get_or_insert(Match {
+                    retention_ms: 0,
+                    withhold: false,
+                });
+                m.retention_ms = m.retention_ms.max(s.retention_ms);
+                m.withhold |= s.withhold;
+            }
+        }
+        out
+    }
+}
+
+/// The metric name a selector requires exactly, if it does (and has no `or` alternatives,
+/// which may name other metrics).
+pub fn name_equality(m: &Matchers) -> Option<&str> {
+    if !m.or_matchers.is_empty() {
+        return None;
+    }
+    m.matchers
+        .iter()
+        .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
+        .map(|m| m.value.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use promql_parser::label::Matcher;
+
+    fn sel(
+        name: Option<&str>,
+        extra: &[(&str, &str)],
+        retention_ms: i64,
+        withhold: bool,
+    ) -> Selector {
+        let mut ms = Vec::new();
+        if let Some(n) = name {
+            ms.push(Matcher::new(MatchOp::Equal, "__name__", n));
+        }
+        for (k, v) in extra {
+            ms.push(Matcher::new(MatchOp::Equal, k, v));
+        }
+        Selector {
+            matchers: Matchers::new(ms),
+            retention_ms,
+            withhold,
+        }
+    }
+
+    fn labels(pairs: &[(&'static str, &'static str)]) -> Vec<(&'static [u8], &'static [u8])> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn indexed_by_name_and_merged() {
+        let mut p = Plan::default();
+        p.push(sel(Some("up"), &[], 60_000, false));
+        p.push(sel(Some("up"), &[("job", "a")], 600_000, true));
+        p.push(sel(Some("other"), &[], 1, false));
+        assert_eq!(p.max_retention_ms(), 600_000);
+        let a = labels(&[("__name__", "up"), ("job", "a")]);
+        let b = labels(&[("__name__", "up"), ("job", "b")]);
+        let c = labels(&[("__name__", "down"), ("job", "a")]);
+        let m = |l: &Vec<(&'static [u8], &'static [u8])>| {
+            let name = l.iter().find(|(n, _)| *n == b"__name__").map(|(_, v)| *v);
+            p.match_series(name, l.iter().copied())
+        };
+        assert_eq!(
+            m(&a),
+            Some(Match {
+                retention_ms: 600_000,
+                withhold: true
+            })
+        );
+        assert_eq!(
+            m(&b),
+            Some(Match {
+                retention_ms: 60_000,
+                withhold: false
+            })
+        );
+        assert_eq!(m(&c), None);
+    }
+
+    #[test]
+    fn unnamed_selectors_see_every_series() {
+        let mut p = Plan::default();
+        p.push(sel(None, &[("job", "a")], 5, false));
+        let a = labels(&[("__name__", "anything"), ("job", "a")]);
+        assert!(p
+            .match_series(Some(b"anything"), a.iter().copied())
+            .is_some());
+        let b = labels(&[("job", "b")]);
+        assert!(p.match_series(None, b.iter().copied()).is_none());
+    }
+}

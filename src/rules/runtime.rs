@@ -1,0 +1,245 @@
+//! The rules' running state, shared by the write path and the evaluator: the buffers and the
+//! plan (which survive reloads), group states, the output queue, metrics; and the evaluator
+//! task that runs every group on its aligned ticks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use prometheus::Registry;
+
+use super::buffer::{Buffer, BufferLimits};
+use super::file::RuleGroup;
+use super::group::{self, GroupState};
+use super::metrics::RuleMetrics;
+use super::output::Output;
+use super::plan::Plan;
+use super::tap::Tap;
+use crate::config::rules::RulesConfig;
+use crate::config::Config;
+use crate::wire::OwnedSeries;
+
+/// How often idle series and expired samples are swept from the buffers.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Runtime {
+    pub buffer: Buffer,
+    plan: ArcSwap<Plan>,
+    /// The groups the plan was built from, to notice a reload.
+    planned: Mutex<Arc<Vec<Arc<RuleGroup>>>>,
+    states: Mutex<HashMap<String, GroupState>>,
+    pub output: Arc<Output>,
+    pub metrics: RuleMetrics,
+    /// Log at most one evaluation failure per group per this long.
+    failure_log: Mutex<HashMap<String, Instant>>,
+}
+
+impl Runtime {
+    pub fn new(registry: &Registry) -> Runtime {
+        Runtime {
+            buffer: Buffer::new(),
+            plan: ArcSwap::from_pointee(Plan::default()),
+            planned: Mutex::new(Arc::new(Vec::new())),
+            states: Mutex::new(HashMap::new()),
+            output: Arc::new(Output::default()),
+            metrics: RuleMetrics::register(registry),
+            failure_log: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Rebuild the plan when the loaded groups changed (start and every reload).
+    pub fn configure(&self, rules: &RulesConfig) {
+        let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::ptr_eq(&planned, &rules.groups) && !self.plan.load().is_empty() {
+            return;
+        }
+        let plan = Plan::new(
+            rules.groups.iter().map(|g| &**g),
+            rules.evaluation_interval,
+            rules.query_offset,
+        );
+        tracing::info!(
+            groups = rules.groups.len(),
+            rules = rules.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
+            selectors = plan.selector_count(),
+            "recording rules loaded"
+        );
+        self.plan.store(Arc::new(plan));
+        *planned = rules.groups.clone();
+    }
+
+    /// The plan in force, for one request.
+    pub fn plan(&self) -> Arc<Plan> {
+        self.plan.load_full()
+    }
+
+    pub fn tap<'a>(&'a self, plan: &'a Plan, rules: &RulesConfig) -> Option<Tap<'a>> {
+        (!plan.is_empty()).then_some(Tap {
+            plan,
+            buffer: &self.buffer,
+            limits: BufferLimits {
+                max_series: rules.max_buffered_series,
+                max_samples_per_series: rules.max_samples_per_series,
+            },
+        })
+    }
+
+    /// Evaluate `group` at tick `tick_ms` (its query offset is subtracted here) and queue the
+    /// results. Blocking: call from a blocking-friendly thread.
+    pub fn evaluate_group(&self, group: &RuleGroup, rules: &RulesConfig, tick_ms: i64) {
+        let (_, offset) = group::timing(group, rules.evaluation_interval, rules.query_offset);
+        let t = tick_ms - offset;
+        let key = group.key();
+        let mut state = {
+            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            states.remove(&key).unwrap_or_default()
+        };
+        let started = Instant::now();
+        let evaluated = group::evaluate(group, &self.buffer, t, &mut state);
+        let elapsed = started.elapsed();
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), state);
+
+        let m = &self.metrics;
+        m.evaluations.with_label_values(&[&key]).inc();
+        m.last_duration
+            .with_label_values(&[&key])
+            .set(elapsed.as_secs_f64());
+        m.last_evaluation
+            .with_label_values(&[&key])
+            .set(t as f64 / 1000.0);
+        if !evaluated.failures.is_empty() {
+            m.evaluation_failures
+                .with_label_values(&[&key])
+                .inc_by(evaluated.failures.len() as u64);
+            self.log_failures(&key, &evaluated.failures);
+        }
+        m.stale_markers.inc_by(evaluated.stale_markers);
+        self.queue(evaluated.series, rules);
+    }
+
+    fn queue(&self, series: Vec<OwnedSeries>, rules: &RulesConfig) {
+        let n: usize = series.iter().map(|s| s.samples.len()).sum();
+        self.metrics.samples_recorded.inc_by(n as u64);
+        let dropped = self.output.push(series, rules.max_output_queue_samples);
+        if dropped > 0 {
+            self.metrics
+                .output_dropped
+                .with_label_values(&["queue_full"])
+                .inc_by(dropped as u64);
+        }
+        self.metrics
+            .output_queue
+            .set(self.output.queued_samples() as i64);
+    }
+
+    fn log_failures(&self, key: &str, failures: &[group::RuleFailure]) {
+        let mut log = self.failure_log.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let due = log
+            .get(key)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+        if due {
+            log.insert(key.to_string(), now);
+            for f in failures {
+                tracing::warn!(
+                    rule_group = key,
+                    record = %f.record,
+                    "rule evaluation failed (logged at most once a minute per group): {}",
+                    f.message
+                );
+            }
+        }
+    }
+
+    /// Carry group states over to a new set of groups; groups that are gone get stale markers.
+    fn reconcile(&self, groups: &[Arc<RuleGroup>], rules: &RulesConfig, now_ms: i64) {
+        let mut out = Vec::new();
+        {
+            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            let keep: HashMap<String, &RuleGroup> =
+                groups.iter().map(|g| (g.key(), &**g)).collect();
+            let gone: Vec<String> = states
+                .keys()
+                .filter(|k| !keep.contains_key(*k))
+                .cloned()
+                .collect();
+            for k in gone {
+                if let Some(s) = states.remove(&k) {
+                    if let Some(t) = s.last_eval_ms {
+                        s.retire(
+                            t.max(now_ms - rules.query_offset.as_millis() as i64),
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            for (k, g) in keep {
+                if let Some(s) = states.get_mut(&k) {
+                    let t = s.last_eval_ms;
+                    s.adopt(g, t, &mut out);
+                }
+            }
+        }
+        self.queue(out, rules);
+    }
+
+    /// Run every group on its ticks until the process ends. `config` gives the config in force.
+    pub async fn run_evaluator(
+        self: Arc<Self>,
+        config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
+        now_ms: impl Fn() -> i64 + Send + Sync + 'static,
+    ) {
+        let mut next_due: HashMap<String, i64> = HashMap::new();
+        let mut seen_groups: Option<Arc<Vec<Arc<RuleGroup>>>> = None;
+        let mut last_sweep = Instant::now();
+        loop {
+            let cfg = config();
+            let rules = &cfg.rules;
+            self.configure(rules);
+            let now = now_ms();
+            if seen_groups
+                .as_ref()
+                .is_none_or(|g| !Arc::ptr_eq(g, &rules.groups))
+            {
+                self.reconcile(&rules.groups, rules, now);
+                seen_groups = Some(rules.groups.clone());
+                next_due.retain(|k, _| rules.groups.iter().any(|g| &g.key() == k));
+            }
+            let mut sleep_until = now + 1000;
+            for g in rules.groups.iter() {
+                let (interval, _) = group::timing(g, rules.evaluation_interval, rules.query_offset);
+                let key = g.key();
+                let due = *next_due
+                    .entry(key.clone())
+                    .or_insert_with(|| group::aligned_tick(now, interval) + interval);
+                if due <= now {
+                    let tick = group::aligned_tick(now, interval);
+                    let (rt, g2, cfg2) = (self.clone(), g.clone(), cfg.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        rt.evaluate_group(&g2, &cfg2.rules, tick)
+                    })
+                    .await;
+                    next_due.insert(key, tick + interval);
+                    sleep_until = sleep_until.min(tick + interval);
+                } else {
+                    sleep_until = sleep_until.min(due);
+                }
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                let rt = self.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    rt.buffer.sweep(now);
+                    rt.metrics.set_buffer(&rt.buffer.stats());
+                })
+                .await;
+            }
+            let wait = (sleep_until - now_ms()).clamp(1, 1000);
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
+}

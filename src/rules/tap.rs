@@ -1,0 +1,110 @@
+//! The tap on the stream: in the pipeline, after the guard, every admitted series is offered to
+//! the plan; the ones some rule reads are buffered, and withheld from forwarding when their
+//! group says `forward_inputs: false`. What is forwarded is exactly what the rules see.
+
+use super::buffer::{Buffer, BufferLimits};
+use super::plan::Plan;
+use super::promql::Sample;
+use crate::guard::schema::OwnedLabels;
+use crate::guard::Verdict;
+use crate::wire::Parsed;
+
+/// The rules' view for one request: the plan in force and the buffers.
+#[derive(Clone, Copy)]
+pub struct Tap<'a> {
+    pub plan: &'a Plan,
+    pub buffer: &'a Buffer,
+    pub limits: BufferLimits,
+}
+
+/// What the tap did with one request, counted locally and published once.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// Samples added to the buffers.
+    pub samples: u64,
+    /// Samples at or before the newest buffered for their series (retries, out of order).
+    pub out_of_order: u64,
+    /// Series some rule reads that the buffers refused (`rules.max_buffered_series`).
+    pub refused_series: u64,
+    /// Samples pushed out by `rules.max_samples_per_series`.
+    pub evicted_early: u64,
+    /// Buffered series not forwarded (`forward_inputs: false`), and their samples.
+    pub withheld_series: u64,
+    pub withheld_samples: u64,
+}
+
+impl Tap<'_> {
+    /// Offer every kept series of the request. `withhold[i]` is set for series not to forward;
+    /// it stays empty when nothing is withheld.
+    pub fn observe(
+        &self,
+        req: &Parsed,
+        buf: &[u8],
+        verdicts: &[Verdict],
+        rewrites: &[Option<OwnedLabels>],
+        withhold: &mut Vec<bool>,
+    ) -> Observed {
+        let mut o = Observed::default();
+        withhold.clear();
+        if self.plan.is_empty() {
+            return o;
+        }
+        for i in 0..req.len() {
+            if verdicts.get(i).is_some_and(|v| *v != Verdict::Keep) {
+                continue;
+            }
+            let view = req.series(buf, i);
+            if view.sample_count() == 0 {
+                // Native histograms only: the engine reads float samples.
+                continue;
+            }
+            let samples = view.samples().map(|s| Sample {
+                t: s.timestamp,
+                v: s.value,
+            });
+            let (withheld, a) = match rewrites.get(i).and_then(Option::as_ref) {
+                Some(owned) => {
+                    let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
+                    self.offer(labels, samples)
+                }
+                None => self.offer(view.labels(), samples),
+            };
+            o.samples += a.samples;
+            o.out_of_order += a.out_of_order;
+            o.refused_series += u64::from(a.refused_series);
+            o.evicted_early += a.evicted_early;
+            if withheld {
+                if withhold.is_empty() {
+                    withhold.resize(req.len(), false);
+                }
+                withhold[i] = true;
+                o.withheld_series += 1;
+                o.withheld_samples += view.sample_count() as u64;
+            }
+        }
+        o
+    }
+
+    fn offer<'a, L>(
+        &self,
+        labels: L,
+        samples: impl Iterator<Item = Sample>,
+    ) -> (bool, super::buffer::Appended)
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let name = labels
+            .clone()
+            .find(|(n, _)| *n == b"__name__")
+            .map(|(_, v)| v);
+        match self.plan.match_series(name, labels.clone()) {
+            None => (false, Default::default()),
+            Some(m) => {
+                let a = self
+                    .buffer
+                    .append(labels, samples, m.retention_ms, &self.limits);
+                (m.withhold && a.buffered, a)
+            }
+        }
+    }
+}
