@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/fetch-peers.sh
 "${CARDGUARD_PEERS_DIR:-.peers}/bin/promtool" check rules rules/cardguard-alerts.yml
+"${CARDGUARD_PEERS_DIR:-.peers}/bin/promtool" check rules rules/example.yml
 "${CARDGUARD_PEERS_DIR:-.peers}/bin/promtool" test rules rules/cardguard-alerts.test.yml
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -1170,7 +1170,7 @@ fn api_series(
     data.iter().map(json_labels).collect()
 }
 
-fn json_labels(j: &json::Json) -> Result<Labels, String> {
+pub fn json_labels(j: &json::Json) -> Result<Labels, String> {
     let obj = j.as_obj().ok_or("labels not an object")?;
     obj.iter()
         .map(|(k, v)| {
