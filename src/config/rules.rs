@@ -175,3 +175,6 @@ pub fn load_groups(
         Err(ConfigErrors { file: None, errors })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,7 +27,7 @@ pub struct Runtime {
     pub buffer: Buffer,
     plan: ArcSwap<Plan>,
     /// The groups the plan was built from, to notice a reload.
-    planned: Mutex<Arc<Vec<Arc<RuleGroup>>>>,
+    planned: Mutex<Option<Arc<Vec<Arc<RuleGroup>>>>>,
     states: Mutex<HashMap<String, GroupState>>,
     pub output: Arc<Output>,
     pub metrics: RuleMetrics,
@@ -40,7 +40,7 @@ impl Runtime {
         Runtime {
             buffer: Buffer::new(),
             plan: ArcSwap::from_pointee(Plan::default()),
-            planned: Mutex::new(Arc::new(Vec::new())),
+            planned: Mutex::new(None),
             states: Mutex::new(HashMap::new()),
             output: Arc::new(Output::default()),
             metrics: RuleMetrics::register(registry),
@@ -51,7 +51,10 @@ impl Runtime {
     /// Rebuild the plan when the loaded groups changed (start and every reload).
     pub fn configure(&self, rules: &RulesConfig) {
         let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
-        if Arc::ptr_eq(&planned, &rules.groups) && !self.plan.load().is_empty() {
+        if planned
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &rules.groups))
+        {
             return;
         }
         let plan = Plan::new(
@@ -59,14 +62,16 @@ impl Runtime {
             rules.evaluation_interval,
             rules.query_offset,
         );
-        tracing::info!(
-            groups = rules.groups.len(),
-            rules = rules.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
-            selectors = plan.selector_count(),
-            "recording rules loaded"
-        );
+        if !rules.groups.is_empty() || !self.plan.load().is_empty() {
+            tracing::info!(
+                groups = rules.groups.len(),
+                rules = rules.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
+                selectors = plan.selector_count(),
+                "recording rules loaded"
+            );
+        }
         self.plan.store(Arc::new(plan));
-        *planned = rules.groups.clone();
+        *planned = Some(rules.groups.clone());
     }
 
     /// The plan in force, for one request.

@@ -108,3 +108,6 @@ impl Tap<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

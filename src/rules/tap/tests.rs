@@ -1,0 +1,136 @@
+//! The tap inside the real pipeline: what is buffered, what is withheld, what is forwarded.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::pipeline::{self, Context};
+use crate::rules::file;
+use crate::wire::{self, Limits, OwnedSeries, Version, Writer};
+
+const LIMITS: BufferLimits = BufferLimits {
+    max_series: 100,
+    max_samples_per_series: 100,
+};
+
+fn body(series: &[(&[(&str, &str)], i64)]) -> Bytes {
+    let mut w = Writer::new(Version::V1);
+    w.reset();
+    for (labels, t) in series {
+        let mut l: Vec<(String, String)> = labels
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        l.sort();
+        w.push_series(&OwnedSeries {
+            labels: l,
+            samples: vec![(1.0, *t)],
+        });
+    }
+    let mut out = Vec::new();
+    wire::snappy::compress(w.finish(), &mut out);
+    Bytes::from(out)
+}
+
+fn plan(forward_inputs: bool) -> Plan {
+    let yaml = format!(
+        "groups:\n  - name: g\n    forward_inputs: {forward_inputs}\n    rules:\n      - record: job:up:sum\n        expr: sum by (job) (up)\n"
+    );
+    let groups = file::parse("t.yml", &yaml).unwrap();
+    Plan::new(
+        groups.iter(),
+        Duration::from_secs(10),
+        Duration::from_secs(5),
+    )
+}
+
+fn prepare(body: &Bytes, tap: Tap<'_>) -> pipeline::Prepared {
+    let limits = Limits::default();
+    let ctx = Context {
+        version_in: Version::V1,
+        version_out: Version::V1,
+        limits: &limits,
+        guard: None,
+        schema: None,
+        tenant: None,
+        now_ms: 0,
+        rules: Some(tap),
+    };
+    pipeline::prepare(body, &ctx).unwrap()
+}
+
+fn forwarded_names(p: &pipeline::Prepared) -> Vec<String> {
+    let mut decoded = Vec::new();
+    wire::snappy::decompress(&p.body, 1 << 20, &mut decoded).unwrap();
+    let mut parsed = wire::Parsed::new();
+    parsed
+        .parse(&decoded, Version::V1, &Limits::default())
+        .unwrap();
+    (0..parsed.len())
+        .map(|i| {
+            String::from_utf8_lossy(parsed.series(&decoded, i).metric_name().unwrap()).into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn matched_series_are_buffered_and_everything_forwarded_by_default() {
+    let (plan, buffer) = (plan(true), Buffer::new());
+    let tap = Tap {
+        plan: &plan,
+        buffer: &buffer,
+        limits: LIMITS,
+    };
+    let b = body(&[
+        (&[("__name__", "up"), ("job", "a")], 1000),
+        (&[("__name__", "other"), ("job", "a")], 1000),
+    ]);
+    let p = prepare(&b, tap);
+    assert!(p.passthrough);
+    assert_eq!(p.rules.samples, 1);
+    assert_eq!(buffer.stats().series, 1);
+    // A retry of the same request adds nothing.
+    let p = prepare(&b, tap);
+    assert_eq!((p.rules.samples, p.rules.out_of_order), (0, 1));
+}
+
+#[test]
+fn forward_inputs_false_withholds_buffered_series() {
+    let (plan, buffer) = (plan(false), Buffer::new());
+    let tap = Tap {
+        plan: &plan,
+        buffer: &buffer,
+        limits: LIMITS,
+    };
+    let b = body(&[
+        (&[("__name__", "up"), ("job", "a")], 1000),
+        (&[("__name__", "other"), ("job", "a")], 1000),
+        (&[("__name__", "up"), ("job", "b")], 1000),
+    ]);
+    let p = prepare(&b, tap);
+    assert!(!p.passthrough);
+    assert_eq!((p.rules.withheld_series, p.rules.withheld_samples), (2, 2));
+    assert_eq!(p.received.series, 3);
+    assert_eq!(p.forwarded.series, 1);
+    assert_eq!(forwarded_names(&p), ["other"]);
+
+    // Only up: nothing left to forward, yet the request is accepted.
+    let only = body(&[(&[("__name__", "up"), ("job", "a")], 2000)]);
+    let p = prepare(&only, tap);
+    assert!(p.empty);
+
+    // A series the buffers refuse (cap reached) is forwarded, not lost.
+    let full = Buffer::new();
+    let tap = Tap {
+        plan: &plan,
+        buffer: &full,
+        limits: BufferLimits {
+            max_series: 1,
+            max_samples_per_series: 10,
+        },
+    };
+    let p = prepare(&b, tap);
+    assert_eq!(p.rules.refused_series, 1);
+    assert_eq!(forwarded_names(&p), ["other", "up"]);
+}
