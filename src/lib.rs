@@ -7,13 +7,14 @@
 //!   │      snappy block → decompressed buffer (declared length checked first)
 //! wire     zero-copy reader: series views borrowing label bytes from that buffer
 //!   │
-//! pipeline the stage order: validate → (relabel → guard → rules, as they land) → write out
+//! pipeline the stage order: validate → schema → guard → rules' tap (buffer) → write out
 //!   │      unchanged request: the original compressed body; otherwise raw copies + re-encoded
 //! forward  pooled upstream client; acknowledge the sender only once upstream acknowledged
 //! ```
 //!
 //! `config` turns YAML and flags into validated, immutable settings swapped atomically on
-//! reload; `telemetry` owns cardguard's own `/metrics`; `demo` wires everything in-process.
+//! reload; `rules` evaluates recording rules on the buffered stream and sends the results
+//! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `demo` wires everything in-process.
 #![forbid(unsafe_code)]
 
 pub mod config;
