@@ -8,6 +8,20 @@
 
 use promql_parser::label::Matchers;
 
+mod aggregate;
+mod binary;
+mod compile;
+mod eval;
+mod functions;
+mod histogram;
+mod labels;
+mod over_time;
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use histogram::almost_equal;
+
 /// Labels of one series, sorted by name, `__name__` included when the series has one.
 pub type Labels = Vec<(String, String)>;
 
@@ -42,6 +56,9 @@ pub struct SelectorNeed {
     /// All matchers of the selector, the metric name as a `__name__` matcher.
     pub matchers: Matchers,
     pub history_ms: i64,
+    /// `Some(t)` when the selector has a fixed `@ t` modifier: it then reads `history_ms`
+    /// before `t` (milliseconds since the epoch), whatever the evaluation time.
+    pub at_ms: Option<i64>,
 }
 
 /// The result of an instant evaluation.
@@ -90,17 +107,25 @@ pub fn matches<'a>(
 /// A parsed, checked expression ready to evaluate.
 #[derive(Debug, Clone)]
 pub struct Compiled {
-    // The engine fills this in.
+    expr: String,
+    plan: compile::Node,
     needs: Vec<SelectorNeed>,
 }
 
 impl Compiled {
     /// Parse and check `expr`; every unsupported construct is refused here.
     pub fn new(expr: &str) -> Result<Compiled, CompileError> {
-        let _ = expr;
-        Err(CompileError::Unsupported(
-            "the engine is not written yet".into(),
-        ))
+        let (plan, needs) = compile::compile(expr)?;
+        Ok(Compiled {
+            expr: expr.to_string(),
+            plan,
+            needs,
+        })
+    }
+
+    /// The expression as written.
+    pub fn expr(&self) -> &str {
+        &self.expr
     }
 
     /// The selectors the expression reads and their history.
@@ -110,7 +135,31 @@ impl Compiled {
 
     /// Evaluate at `t_ms` (milliseconds since the epoch) as a Prometheus instant query.
     pub fn eval(&self, storage: &dyn Storage, t_ms: i64) -> Result<Value, EvalError> {
-        let _ = (storage, t_ms);
-        Err(EvalError::Runtime("the engine is not written yet".into()))
+        self.eval_in_range(storage, t_ms, t_ms, t_ms)
+    }
+
+    /// Evaluate at `t_ms` as one step of a range query from `start_ms` to `end_ms`: `@ start()`
+    /// and `@ end()` refer to those, and step-invariant subexpressions (every selector under
+    /// an `@`) are evaluated at `start_ms`, as Prometheus does.
+    pub fn eval_in_range(
+        &self,
+        storage: &dyn Storage,
+        t_ms: i64,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Value, EvalError> {
+        let ctx = eval::Ctx {
+            storage,
+            query_start: start_ms,
+            query_end: end_ms,
+        };
+        let v = ctx.eval(
+            &self.plan,
+            eval::Step {
+                t: t_ms,
+                range_start: start_ms,
+            },
+        )?;
+        eval::finish(v)
     }
 }

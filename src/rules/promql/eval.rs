@@ -1,0 +1,387 @@
+//! The evaluator: walks a compiled plan at one timestamp. Selectors read the storage, the
+//! other nodes delegate to `binary`, `aggregate` and `functions`.
+//!
+//! Metric names are removed the way Prometheus 3 does with delayed name removal (the mode
+//! its own test scripts run in): operators and functions only flag a series (`drop_name`),
+//! and the name is removed once, when the final result leaves the engine; only then is a
+//! result with two identical label sets an error.
+
+use foldhash::HashMap;
+
+use super::compile::{At, Node, Selector, LOOKBACK_MS};
+use super::{aggregate, binary, functions, EvalError, Labels, Sample, Storage, Value};
+
+/// One element of an instant vector.
+#[derive(Debug, Clone)]
+pub(crate) struct Elem {
+    pub labels: Labels,
+    pub v: f64,
+    /// The metric name is to be removed when the result leaves the engine.
+    pub drop_name: bool,
+}
+
+/// One series of a range vector.
+#[derive(Debug, Clone)]
+pub(crate) struct Range {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub drop_name: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Elem>),
+    Matrix(Vec<Range>),
+}
+
+impl Val {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+}
+
+pub(crate) fn err(msg: impl Into<String>) -> EvalError {
+    EvalError::Runtime(msg.into())
+}
+
+pub(crate) fn is_stale(v: f64) -> bool {
+    v.to_bits() == super::STALE_NAN_BITS
+}
+
+/// A range vector argument with the window it was read over, `(start, end]` in ms.
+pub(crate) struct Window {
+    pub series: Vec<Range>,
+    pub start: i64,
+    pub end: i64,
+    pub range_ms: i64,
+}
+
+/// What every node needs: the storage and the query's `start()`/`end()`.
+pub(crate) struct Ctx<'a> {
+    pub storage: &'a dyn Storage,
+    pub query_start: i64,
+    pub query_end: i64,
+}
+
+/// The timing of the evaluation in progress: the step timestamp `t` and the start of the
+/// range being evaluated (the query's, or the enclosing subquery's), at which step-invariant
+/// subtrees are evaluated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    pub t: i64,
+    pub range_start: i64,
+}
+
+impl Ctx<'_> {
+    pub fn at(&self, at: At, t: i64) -> i64 {
+        match at {
+            At::Eval => t,
+            At::Fixed(ts) => ts,
+            At::Start => self.query_start,
+            At::End => self.query_end,
+        }
+    }
+
+    pub fn eval(&self, n: &Node, s: Step) -> Result<Val, EvalError> {
+        match n {
+            Node::Num(v) => Ok(Val::Scalar(*v)),
+            Node::Str(v) => Ok(Val::Str(v.clone())),
+            Node::Vector(sel) => Ok(Val::Vector(self.instant_selector(sel, s.t, |_| {}))),
+            Node::Matrix { .. } | Node::Subquery { .. } => {
+                let w = self.window(n, s)?;
+                Ok(Val::Matrix(w.series))
+            }
+            Node::StepInvariant(inner) => self.eval(
+                inner,
+                Step {
+                    t: s.range_start,
+                    range_start: s.range_start,
+                },
+            ),
+            Node::Neg(e) => match self.eval(e, s)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(mut vs) => {
+                    for e in &mut vs {
+                        e.v = -e.v;
+                        e.drop_name = true;
+                    }
+                    Ok(Val::Vector(vs))
+                }
+                other => Err(err(format!("unary minus on {}", other.kind()))),
+            },
+            Node::Binary {
+                op,
+                lhs,
+                rhs,
+                matching,
+                return_bool,
+            } => {
+                let l = self.eval(lhs, s)?;
+                let r = self.eval(rhs, s)?;
+                binary::eval(*op, l, r, matching, *return_bool)
+            }
+            Node::Agg {
+                op,
+                expr,
+                param,
+                without,
+                grouping,
+            } => {
+                let p = match param {
+                    Some(p) => Some(self.eval(p, s)?),
+                    None => None,
+                };
+                let v = self.vector(expr, s)?;
+                aggregate::eval(*op, p, v, *without, grouping)
+            }
+            Node::Call { func, args } => functions::call(self, *func, args, s),
+        }
+    }
+
+    /// Evaluate a node that must produce an instant vector.
+    pub fn vector(&self, n: &Node, s: Step) -> Result<Vec<Elem>, EvalError> {
+        match self.eval(n, s)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(err(format!(
+                "expected instant vector, got {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Evaluate a node that must produce a scalar.
+    pub fn scalar(&self, n: &Node, s: Step) -> Result<f64, EvalError> {
+        match self.eval(n, s)? {
+            Val::Scalar(v) => Ok(v),
+            other => Err(err(format!("expected scalar, got {}", other.kind()))),
+        }
+    }
+
+    /// The newest sample of each matching series in `(ts - 5m, ts]`, unless it is a stale
+    /// marker. `on_t` receives each kept sample's timestamp (for `timestamp()`).
+    pub fn instant_selector(&self, sel: &Selector, t: i64, mut on_t: impl FnMut(i64)) -> Vec<Elem> {
+        let ts = self.at(sel.at, t).saturating_sub(sel.offset_ms);
+        let mut out = Vec::new();
+        self.storage.select(
+            &sel.matchers,
+            ts.saturating_sub(LOOKBACK_MS),
+            ts,
+            &mut |labels, samples| {
+                if let Some(last) = samples.iter().rev().find(|s| s.t <= ts) {
+                    if !is_stale(last.v) {
+                        on_t(last.t);
+                        out.push(Elem {
+                            labels: labels.clone(),
+                            v: last.v,
+                            drop_name: false,
+                        });
+                    }
+                }
+            },
+        );
+        out
+    }
+
+    /// Evaluate a range-vector node (matrix selector or subquery, possibly step-invariant),
+    /// with the window it covers.
+    pub fn window(&self, n: &Node, s: Step) -> Result<Window, EvalError> {
+        match n {
+            Node::Matrix { sel, range_ms } => {
+                let end = self.at(sel.at, s.t).saturating_sub(sel.offset_ms);
+                let start = end.saturating_sub(*range_ms);
+                let mut series = Vec::new();
+                self.storage
+                    .select(&sel.matchers, start, end, &mut |labels, samples| {
+                        let kept: Vec<Sample> = samples
+                            .iter()
+                            .filter(|p| p.t > start && p.t <= end && !is_stale(p.v))
+                            .copied()
+                            .collect();
+                        if !kept.is_empty() {
+                            series.push(Range {
+                                labels: labels.clone(),
+                                samples: kept,
+                                drop_name: false,
+                            });
+                        }
+                    });
+                Ok(Window {
+                    series,
+                    start,
+                    end,
+                    range_ms: *range_ms,
+                })
+            }
+            Node::Subquery {
+                inner,
+                range_ms,
+                step_ms,
+                offset_ms,
+                at,
+            } => {
+                let end = self.at(*at, s.t).saturating_sub(*offset_ms);
+                let start = end.saturating_sub(*range_ms);
+                // Steps are aligned to absolute multiples of the step (Go's truncating
+                // division, as Prometheus computes it), strictly after the window start.
+                let mut first = step_ms * (start / step_ms);
+                if first <= start {
+                    first += step_ms;
+                }
+                let steps = ((end - first) / step_ms).max(-1) + 1;
+                if steps > 11_000 {
+                    return Err(err(format!(
+                        "subquery would evaluate {steps} steps; at most 11000 are allowed"
+                    )));
+                }
+                let mut index: HashMap<Labels, usize> = HashMap::default();
+                let mut series: Vec<Range> = Vec::new();
+                let mut ts = first;
+                while ts <= end {
+                    let step = Step {
+                        t: ts,
+                        range_start: first,
+                    };
+                    match self.eval(inner, step)? {
+                        Val::Vector(v) => {
+                            for e in v {
+                                let sample = Sample { t: ts, v: e.v };
+                                match index.get(&e.labels) {
+                                    Some(&i) => series[i].samples.push(sample),
+                                    None => {
+                                        index.insert(e.labels.clone(), series.len());
+                                        series.push(Range {
+                                            labels: e.labels,
+                                            samples: vec![sample],
+                                            drop_name: e.drop_name,
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                        Val::Scalar(v) => {
+                            if series.is_empty() {
+                                series.push(Range {
+                                    labels: Vec::new(),
+                                    samples: Vec::new(),
+                                    drop_name: false,
+                                });
+                            }
+                            series[0].samples.push(Sample { t: ts, v });
+                        }
+                        other => {
+                            return Err(err(format!("subquery over {}", other.kind())));
+                        }
+                    }
+                    ts += step_ms;
+                }
+                Ok(Window {
+                    series,
+                    start,
+                    end,
+                    range_ms: *range_ms,
+                })
+            }
+            Node::StepInvariant(inner) => self.window(
+                inner,
+                Step {
+                    t: s.range_start,
+                    range_start: s.range_start,
+                },
+            ),
+            _ => Err(err("expected range vector")),
+        }
+    }
+}
+
+/// Remove the names flagged for removal and refuse a result with two identical label sets.
+pub(crate) fn finish(v: Val) -> Result<Value, EvalError> {
+    const DUP: &str = "vector cannot contain metrics with the same labelset";
+    match v {
+        Val::Scalar(f) => Ok(Value::Scalar(f)),
+        Val::Str(s) => Ok(Value::String(s)),
+        Val::Vector(es) => {
+            let mut out = Vec::with_capacity(es.len());
+            for mut e in es {
+                if e.drop_name {
+                    drop_name(&mut e.labels);
+                }
+                out.push((e.labels, e.v));
+            }
+            if out.len() > 1 {
+                let mut seen: foldhash::HashSet<&Labels> = foldhash::HashSet::default();
+                for (l, _) in &out {
+                    if !seen.insert(l) {
+                        return Err(err(DUP));
+                    }
+                }
+            }
+            Ok(Value::Vector(out))
+        }
+        Val::Matrix(rs) => {
+            let mut out: Vec<(Labels, Vec<Sample>)> = Vec::with_capacity(rs.len());
+            let mut index: HashMap<Labels, usize> = HashMap::default();
+            for mut r in rs {
+                if r.drop_name {
+                    drop_name(&mut r.labels);
+                }
+                match index.get(&r.labels) {
+                    Some(&i) => {
+                        let into = &mut out[i].1;
+                        for s in r.samples {
+                            if into.iter().any(|p| p.t == s.t) {
+                                return Err(err(DUP));
+                            }
+                            into.push(s);
+                        }
+                        into.sort_by_key(|p| p.t);
+                    }
+                    None => {
+                        index.insert(r.labels.clone(), out.len());
+                        out.push((r.labels, r.samples));
+                    }
+                }
+            }
+            Ok(Value::Matrix(out))
+        }
+    }
+}
+
+/// Remove `__name__`; true if there was one.
+pub(crate) fn drop_name(labels: &mut Labels) -> bool {
+    let before = labels.len();
+    labels.retain(|(n, _)| n != "__name__");
+    labels.len() != before
+}
+
+/// The value of label `name`, "" when absent.
+pub(crate) fn get<'a>(labels: &'a Labels, name: &str) -> &'a str {
+    labels
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// Set (or, with an empty value, delete) label `name`, keeping the labels sorted.
+pub(crate) fn set(labels: &mut Labels, name: &str, value: &str) {
+    match labels.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+        Ok(i) => {
+            if value.is_empty() {
+                labels.remove(i);
+            } else {
+                labels[i].1 = value.to_string();
+            }
+        }
+        Err(i) => {
+            if !value.is_empty() {
+                labels.insert(i, (name.to_string(), value.to_string()));
+            }
+        }
+    }
+}
