@@ -31,6 +31,7 @@ fn ctx<'a>(
         limits,
         guard,
         schema: None,
+        relabel: &[],
         tenant: None,
         now_ms: NOW,
     }

@@ -7,6 +7,8 @@
 
 pub mod guard;
 mod raw;
+pub mod relabel;
+pub mod route;
 pub mod schema;
 mod validate;
 
@@ -33,6 +35,10 @@ pub struct Config {
     pub guard: Option<guard::GuardConfig>,
     /// Label schema and redaction at admission; `None` checks only the wire-level caps.
     pub schema: Option<schema::SchemaConfig>,
+    /// `relabel_configs:` applied to every series at ingest, before the schema and the guard.
+    pub relabel: Vec<crate::relabel::Rule>,
+    /// `upstreams:` and `routes:`; when set, `upstream` is `None`.
+    pub routing: Option<std::sync::Arc<route::Routing>>,
 }
 
 /// The HTTP listener.
@@ -84,6 +90,8 @@ impl Default for Config {
             upstream: None,
             guard: None,
             schema: None,
+            relabel: Vec::new(),
+            routing: None,
         }
     }
 }
@@ -181,5 +189,7 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+#[cfg(test)]
+mod route_tests;
 #[cfg(test)]
 mod tests;

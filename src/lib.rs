@@ -23,5 +23,7 @@ pub mod forward;
 pub mod guard;
 pub mod ingest;
 pub mod pipeline;
+pub mod relabel;
+pub mod route;
 pub mod telemetry;
 pub mod wire;

@@ -36,6 +36,8 @@ pub struct Context<'a> {
     pub guard: Option<(&'a Guard, &'a GuardConfig)>,
     /// Label schema and redaction, when configured.
     pub schema: Option<&'a SchemaConfig>,
+    /// `relabel_configs`, applied first; empty when none.
+    pub relabel: &'a [crate::relabel::Rule],
     /// The tenant of the request (its tenant header), if any.
     pub tenant: Option<&'a str>,
     /// Wall-clock time of the request, in milliseconds since the epoch.
@@ -65,6 +67,8 @@ pub struct Prepared {
     pub schema_dropped: [u64; SchemaRule::ALL.len()],
     /// Series whose labels were redacted.
     pub redacted: u64,
+    /// Series dropped and rewritten by `relabel_configs` (the drops are in `dropped` too).
+    pub relabel: crate::relabel::StageCounts,
 }
 
 /// Buffers reused by every request processed on one thread.
@@ -78,6 +82,7 @@ struct Scratch {
     rewrites: Vec<Option<OwnedLabels>>,
     /// Schema decisions by series index; empty when no schema is configured.
     decided: Vec<Verdict>,
+    relabel: crate::relabel::Scratch,
 }
 
 /// Buffers that grew past this while serving an outsized request are released afterwards, so
@@ -93,6 +98,7 @@ thread_local! {
         guard: guard::Scratch::default(),
         rewrites: Vec::new(),
         decided: Vec::new(),
+        relabel: crate::relabel::Scratch::default(),
     });
 }
 
@@ -129,6 +135,7 @@ fn prepare_with(
         guard: guard_scratch,
         rewrites,
         decided,
+        relabel,
     } = s;
     let (version_in, version_out) = (ctx.version_in, ctx.version_out);
     wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
@@ -143,13 +150,26 @@ fn prepare_with(
     let mut dropped = guard::Outcome::default();
     let mut schema_dropped = [0u64; SchemaRule::ALL.len()];
     let mut redacted = 0;
+    let relabeled = crate::relabel::stage(ctx.relabel, parsed, decoded, rewrites, decided, relabel);
+    dropped.dropped_series += relabeled.dropped_series;
+    dropped.dropped_samples += relabeled.dropped_samples;
     if let Some(schema) = ctx.schema {
         // Redaction first: no later stage may see a redacted value. Then the schema, on the
         // labels as redacted.
         decided.resize(parsed.len(), Verdict::Keep);
         for i in 0..parsed.len() {
+            if decided[i] != Verdict::Keep {
+                continue; // dropped by relabeling
+            }
             let view = parsed.series(decoded, i);
-            if let Some(owned) = guard::schema::redact(schema, view.labels()) {
+            let redact = match rewrites.get(i).and_then(Option::as_ref) {
+                Some(owned) => guard::schema::redact(
+                    schema,
+                    owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+                ),
+                None => guard::schema::redact(schema, view.labels()),
+            };
+            if let Some(owned) = redact {
                 if rewrites.is_empty() {
                     rewrites.resize(parsed.len(), None);
                 }
@@ -191,7 +211,10 @@ fn prepare_with(
     } else {
         decided
     };
-    let changed = dropped.dropped_series > 0 || dropped.overflowed_series > 0 || redacted > 0;
+    let changed = dropped.dropped_series > 0
+        || dropped.overflowed_series > 0
+        || redacted > 0
+        || relabeled.rewritten_series > 0;
 
     if !changed && version_in == version_out {
         let empty = received.series == 0 && received.metadata == 0;
@@ -206,6 +229,7 @@ fn prepare_with(
             dropped,
             schema_dropped,
             redacted,
+            relabel: relabeled,
         });
     }
 
@@ -249,5 +273,6 @@ fn prepare_with(
         dropped,
         schema_dropped,
         redacted,
+        relabel: relabeled,
     })
 }

@@ -86,6 +86,9 @@ pub struct Telemetry {
     pub schema_dropped_series: IntCounterVec,
     /// Series whose label values were redacted.
     pub redacted_series: IntCounter,
+    /// `relabel_configs`: series dropped (also in the policy drop counters) and rewritten.
+    pub relabel_dropped_series: IntCounter,
+    pub relabel_rewritten_series: IntCounter,
     pub reload_success: IntGauge,
     pub reload_timestamp: IntGauge,
     pub build_info: IntGaugeVec,
@@ -235,6 +238,16 @@ impl Telemetry {
                 "cardguard_redacted_series_total",
                 "Series whose label values were redacted before any other stage saw them.",
             ),
+            relabel_dropped_series: counter(
+                &r,
+                "cardguard_relabel_dropped_series_total",
+                "Series dropped by relabel_configs (also counted in the policy drop counters).",
+            ),
+            relabel_rewritten_series: counter(
+                &r,
+                "cardguard_relabel_rewritten_series_total",
+                "Series whose labels relabel_configs changed (re-encoded on the way out).",
+            ),
             reload_success: gauge(
                 &r,
                 "cardguard_config_last_reload_successful",
@@ -256,6 +269,9 @@ impl Telemetry {
         self.policy_dropped_samples
             .inc_by(p.dropped.dropped_samples);
         self.redacted_series.inc_by(p.redacted);
+        self.relabel_dropped_series.inc_by(p.relabel.dropped_series);
+        self.relabel_rewritten_series
+            .inc_by(p.relabel.rewritten_series);
         for (rule, n) in crate::config::schema::SchemaRule::ALL
             .iter()
             .zip(p.schema_dropped)

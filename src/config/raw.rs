@@ -22,6 +22,13 @@ pub struct RawConfig {
     pub upstream: Option<Spanned<RawUpstream>>,
     pub guard: Option<super::guard::RawGuard>,
     pub schema: Option<super::schema::RawSchema>,
+    // Relabeling and routing (config/relabel.rs, config/route.rs).
+    #[serde(default)]
+    pub relabel_configs: Vec<Spanned<super::relabel::RawRelabel>>,
+    pub upstreams: Option<Spanned<Vec<Spanned<RawUpstream>>>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<super::route::RawRoute>>,
+    pub tenant_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

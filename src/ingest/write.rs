@@ -233,6 +233,7 @@ async fn write(
         limits: &config.limits.wire,
         guard: config.guard.as_ref().map(|g| (&state.guard, g)),
         schema: config.schema.as_ref(),
+        relabel: &config.relabel,
         tenant: guard_tenant.as_deref(),
         now_ms: super::state::unix_now_ms(),
     };
