@@ -33,6 +33,7 @@ fn ctx<'a>(
         schema: None,
         relabel: &[],
         tenant: None,
+        routing: None,
         now_ms: NOW,
     }
 }

@@ -149,6 +149,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(reload_on_sighup(state.clone()));
         tokio::spawn(ingest::guard_ticker(state.clone()));
         tokio::spawn(ingest::overflow_flusher(state.clone()));
+        tokio::spawn(ingest::downsample_janitor(state.clone()));
         ingest::serve(state, listener, shutdown_signal()).await;
         Ok(())
     })

@@ -40,6 +40,9 @@ pub struct Context<'a> {
     pub relabel: &'a [crate::relabel::Rule],
     /// The tenant of the request (its tenant header), if any.
     pub tenant: Option<&'a str>,
+    /// With `upstreams:`/`routes:`: split the request by upstream instead of writing one body
+    /// (`version_out` is then unused).
+    pub routing: Option<crate::route::Plan<'a>>,
     /// Wall-clock time of the request, in milliseconds since the epoch.
     pub now_ms: i64,
 }
@@ -69,6 +72,8 @@ pub struct Prepared {
     pub redacted: u64,
     /// Series dropped and rewritten by `relabel_configs` (the drops are in `dropped` too).
     pub relabel: crate::relabel::StageCounts,
+    /// With routing: one body per upstream (`body` is then empty).
+    pub routed: Option<crate::route::Routed>,
 }
 
 /// Buffers reused by every request processed on one thread.
@@ -83,6 +88,7 @@ struct Scratch {
     /// Schema decisions by series index; empty when no schema is configured.
     decided: Vec<Verdict>,
     relabel: crate::relabel::Scratch,
+    route: crate::route::Scratch,
 }
 
 /// Buffers that grew past this while serving an outsized request are released afterwards, so
@@ -99,6 +105,7 @@ thread_local! {
         rewrites: Vec::new(),
         decided: Vec::new(),
         relabel: crate::relabel::Scratch::default(),
+        route: crate::route::Scratch::default(),
     });
 }
 
@@ -136,6 +143,7 @@ fn prepare_with(
         rewrites,
         decided,
         relabel,
+        route,
     } = s;
     let (version_in, version_out) = (ctx.version_in, ctx.version_out);
     wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
@@ -216,6 +224,32 @@ fn prepare_with(
         || redacted > 0
         || relabeled.rewritten_series > 0;
 
+    if let Some(plan) = &ctx.routing {
+        let routed = crate::route::split(plan, body, parsed, decoded, verdicts, rewrites, route);
+        let mut forwarded = Counts::default();
+        for p in &routed.parts {
+            forwarded.series += p.forwarded.series;
+            forwarded.samples += p.forwarded.samples;
+            forwarded.histograms += p.forwarded.histograms;
+            forwarded.exemplars += p.forwarded.exemplars;
+            forwarded.metadata += p.forwarded.metadata;
+        }
+        return Ok(Prepared {
+            body: Bytes::new(),
+            version: version_out,
+            received,
+            forwarded,
+            decoded_bytes: decoded.len(),
+            passthrough: false,
+            empty: routed.parts.is_empty(),
+            dropped,
+            schema_dropped,
+            redacted,
+            relabel: relabeled,
+            routed: Some(routed),
+        });
+    }
+
     if !changed && version_in == version_out {
         let empty = received.series == 0 && received.metadata == 0;
         return Ok(Prepared {
@@ -230,6 +264,7 @@ fn prepare_with(
             schema_dropped,
             redacted,
             relabel: relabeled,
+            routed: None,
         });
     }
 
@@ -274,5 +309,6 @@ fn prepare_with(
         schema_dropped,
         redacted,
         relabel: relabeled,
+        routed: None,
     })
 }

@@ -89,6 +89,11 @@ pub struct Telemetry {
     /// `relabel_configs`: series dropped (also in the policy drop counters) and rewritten.
     pub relabel_dropped_series: IntCounter,
     pub relabel_rewritten_series: IntCounter,
+    /// Routing: samples left out by `min_interval`, by route; series a route's own
+    /// relabeling dropped; (route, series) entries of the downsampling state.
+    pub downsampled_samples: IntCounterVec,
+    pub route_relabel_dropped_series: IntCounter,
+    pub downsample_series: IntGauge,
     pub reload_success: IntGauge,
     pub reload_timestamp: IntGauge,
     pub build_info: IntGaugeVec,
@@ -247,6 +252,22 @@ impl Telemetry {
                 &r,
                 "cardguard_relabel_rewritten_series_total",
                 "Series whose labels relabel_configs changed (re-encoded on the way out).",
+            ),
+            downsampled_samples: counter_vec(
+                &r,
+                "cardguard_downsampled_samples_total",
+                "Samples a route's min_interval left out (sent at lower resolution), by route.",
+                &["route"],
+            ),
+            route_relabel_dropped_series: counter(
+                &r,
+                "cardguard_route_relabel_dropped_series_total",
+                "Series a route's own relabel_configs dropped from that route.",
+            ),
+            downsample_series: gauge(
+                &r,
+                "cardguard_downsample_series",
+                "Series (per route) tracked by the downsampling state.",
             ),
             reload_success: gauge(
                 &r,

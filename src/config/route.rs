@@ -25,6 +25,18 @@ pub struct Routing {
     pub tenant_header: Option<HeaderName>,
 }
 
+impl Routing {
+    /// Where cardguard's own series (the guard's overflow aggregates) go: the first upstream
+    /// of the first catch-all route, or the only upstream.
+    pub fn default_upstream(&self) -> Option<&UpstreamConfig> {
+        match self.routes.iter().find(|r| r.is_catch_all()) {
+            Some(r) => r.upstreams.first().and_then(|&u| self.upstreams.get(u)),
+            None if self.upstreams.len() == 1 => self.upstreams.first(),
+            None => None,
+        }
+    }
+}
+
 /// One entry of `routes:`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
