@@ -1395,15 +1395,21 @@ pub struct Cardguard {
 
 impl Cardguard {
     pub fn start(dir: &TestDir, upstream: &str, extra: &[&str]) -> Cardguard {
+        let mut args = vec!["--upstream", upstream];
+        args.extend_from_slice(extra);
+        Self::start_args(dir, &args)
+    }
+
+    /// `cardguard serve --listen <free port>` with exactly `args` (e.g. a config file listing
+    /// several upstreams, which `--upstream` would contradict).
+    pub fn start_args(dir: &TestDir, args: &[&str]) -> Cardguard {
         let (port, proc) = start_on_free_port(
             |port| {
                 let mut cmd = Command::new(cardguard_bin());
                 cmd.arg("serve")
                     .arg("--listen")
                     .arg(format!("127.0.0.1:{port}"))
-                    .arg("--upstream")
-                    .arg(upstream)
-                    .args(extra)
+                    .args(args)
                     .env("RUST_BACKTRACE", "1")
                     .current_dir(dir.path());
                 Proc::spawn("cardguard", cmd, dir.join(&format!("cardguard-{port}.log")))
