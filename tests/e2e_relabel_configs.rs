@@ -68,7 +68,11 @@ const RULES: &str = r#"
 - source_labels: [missing]
   target_label: multi_gone
   replacement: ""
-- regex: "__name__|job|instance|x_.*|shard|.*_kind|method_upper|city.*|le|quote|multi"
+- source_labels: [multi]
+  target_label: multi_copy
+- source_labels: [quote]
+  target_label: quote_copy
+- regex: "__name__|job|instance|x_.*|shard|.*_kind|method_upper|city.*|le|quote.*|multi.*"
   action: labelkeep
 "#;
 

@@ -165,17 +165,28 @@ where
             return equal == (rule.action == Action::KeepEqual);
         }
         Action::Replace => {
-            let Some(caps) = rule.regex.captures(val) else {
-                // No match, no replacement.
-                return true;
-            };
             target.clear();
-            rule.target.expand(&caps, target);
+            res.clear();
+            // `.` does not match a newline (in Go's regexp either): a multi-line value does
+            // not match the default regex, and takes the regex path to find that out.
+            if rule.regex_default && !val.contains(&b'\n') {
+                let group = |i: usize| (i <= 1).then_some(val);
+                rule.target.expand_with(group, target);
+                rule.replacement.expand_with(group, res);
+            } else {
+                // `is_match` first: `captures` allocates even when nothing matches.
+                if !rule.regex.is_match(val) {
+                    return true; // no match, no replacement
+                }
+                let Some(caps) = rule.regex.captures(val) else {
+                    return true;
+                };
+                rule.target.expand(&caps, target);
+                rule.replacement.expand(&caps, res);
+            }
             if !is_valid_label_name(target) {
                 return true;
             }
-            res.clear();
-            rule.replacement.expand(&caps, res);
             if res.is_empty() {
                 del(add, dl, base, target);
             } else {
@@ -226,6 +237,9 @@ where
 fn visit(rule: &Rule, name: &[u8], value: &[u8], pending: &mut Vec<(Vec<u8>, Vec<u8>)>) {
     match rule.action {
         Action::LabelMap => {
+            if !rule.regex.is_match(name) {
+                return;
+            }
             if let Some(caps) = rule.regex.captures(name) {
                 let mut new_name = Vec::new();
                 rule.replacement.expand(&caps, &mut new_name);

@@ -80,6 +80,9 @@ pub struct Rule {
     pub(super) source_labels: Vec<Vec<u8>>,
     pub(super) separator: Vec<u8>,
     pub(super) regex: Regex,
+    /// The regex is the default `(.*)`: it matches anything, group 0 and 1 being the input,
+    /// so `replace` needs no regex run (and no capture allocation) at all.
+    pub(super) regex_default: bool,
     pub(super) modulus: u64,
     /// The target label as written (a template for `replace`).
     pub(super) target_label: Vec<u8>,
@@ -211,6 +214,7 @@ impl Rule {
             separator: separator.as_bytes().to_vec(),
             target: Template::compile(target, &regex),
             replacement: Template::compile(replacement, &regex),
+            regex_default: spec.regex.is_none(),
             regex,
             modulus,
             target_label: target.as_bytes().to_vec(),

@@ -55,12 +55,18 @@ impl Template {
     }
 
     pub fn expand(&self, caps: &Captures<'_>, out: &mut Vec<u8>) {
+        self.expand_with(|i| caps.get(i).map(|m| m.as_bytes()), out)
+    }
+
+    /// Expand with capture group `i` given by `group` (for regexes whose groups are known
+    /// without running them, like the default `(.*)`).
+    pub fn expand_with<'v>(&self, group: impl Fn(usize) -> Option<&'v [u8]>, out: &mut Vec<u8>) {
         for p in &self.parts {
             match p {
                 Part::Literal(l) => out.extend_from_slice(l),
                 Part::Group(Some(i)) => {
-                    if let Some(m) = caps.get(*i) {
-                        out.extend_from_slice(m.as_bytes());
+                    if let Some(m) = group(*i) {
+                        out.extend_from_slice(m);
                     }
                 }
                 Part::Group(None) => {}

@@ -641,6 +641,30 @@ fn builder_corners() {
         ),
         set(&[("__name__", "up"), ("a", "1"), ("b", "2"), ("c", "x")])
     );
+    // The default regex `(.*)` does not match a value with a newline: no replacement.
+    assert_eq!(
+        run(
+            &[("a", "line1\nline2")],
+            &[R {
+                src: Some(&["a"]),
+                target: Some("b"),
+                ..R::default()
+            }]
+        ),
+        set(&[("a", "line1\nline2")])
+    );
+    assert_eq!(
+        run(
+            &[("a", "one line")],
+            &[R {
+                src: Some(&["a"]),
+                target: Some("b"),
+                repl: Some("<$1>"),
+                ..R::default()
+            }]
+        ),
+        set(&[("a", "one line"), ("b", "<one line>")])
+    );
     // Dropping every label drops the series.
     assert_eq!(
         run(
