@@ -31,7 +31,9 @@ fn ctx<'a>(
         limits,
         guard,
         schema: None,
+        relabel: &[],
         tenant: None,
+        routing: None,
         now_ms: NOW,
         rules: None,
     }

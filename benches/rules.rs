@@ -138,6 +138,8 @@ fn ctx<'a>(limits: &'a Limits, tap: Option<Tap<'a>>) -> Context<'a> {
         limits,
         guard: None,
         schema: None,
+        relabel: &[],
+        routing: None,
         tenant: None,
         now_ms: T0,
         rules: tap,

@@ -7,6 +7,8 @@
 
 pub mod guard;
 mod raw;
+pub mod relabel;
+pub mod route;
 pub mod rules;
 pub mod schema;
 mod validate;
@@ -36,6 +38,10 @@ pub struct Config {
     pub schema: Option<schema::SchemaConfig>,
     /// Recording rules (`rule_files:` and `rules:`); no groups means no rules.
     pub rules: rules::RulesConfig,
+    /// `relabel_configs:` applied to every series at ingest, before the schema and the guard.
+    pub relabel: Vec<crate::relabel::Rule>,
+    /// `upstreams:` and `routes:`; when set, `upstream` is `None`.
+    pub routing: Option<std::sync::Arc<route::Routing>>,
 }
 
 /// The HTTP listener.
@@ -88,6 +94,8 @@ impl Default for Config {
             guard: None,
             schema: None,
             rules: rules::RulesConfig::default(),
+            relabel: Vec::new(),
+            routing: None,
         }
     }
 }
@@ -201,5 +209,7 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+#[cfg(test)]
+mod route_tests;
 #[cfg(test)]
 mod tests;

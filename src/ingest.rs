@@ -21,7 +21,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-pub use state::{guard_ticker, overflow_flusher, rule_tasks, ConfigSource, State};
+pub use state::{
+    downsample_janitor, guard_ticker, overflow_flusher, rule_tasks, ConfigSource, State,
+};
 use write::text_response;
 
 /// Route one request.

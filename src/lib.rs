@@ -24,6 +24,8 @@ pub mod forward;
 pub mod guard;
 pub mod ingest;
 pub mod pipeline;
+pub mod relabel;
+pub mod route;
 pub mod rules;
 pub mod telemetry;
 pub mod wire;

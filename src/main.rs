@@ -145,8 +145,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let config = source.load()?;
-    if config.upstream.is_none() {
-        anyhow::bail!("no upstream: set upstream.url in the config file or pass --upstream URL");
+    if config.upstream.is_none() && config.routing.is_none() {
+        anyhow::bail!(
+            "no upstream: set upstream.url (or upstreams:) in the config file or pass --upstream URL"
+        );
     }
     let rt = runtime()?;
     rt.block_on(async move {
@@ -154,17 +156,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
-        let up = config
-            .upstream
-            .as_ref()
-            .map(|u| u.url.to_string())
-            .unwrap_or_default();
+        let up = match (&config.upstream, &config.routing) {
+            (Some(u), _) => u.url.to_string(),
+            (None, Some(r)) => r
+                .upstreams
+                .iter()
+                .map(|u| format!("{}={}", u.name, u.url))
+                .collect::<Vec<_>>()
+                .join(","),
+            (None, None) => String::new(),
+        };
         let state = State::new(config, source, Telemetry::new());
         tracing::info!(listen = %listener.local_addr()?, upstream = %up, "cardguard serving");
         tokio::spawn(reload_on_sighup(state.clone()));
         tokio::spawn(ingest::guard_ticker(state.clone()));
         tokio::spawn(ingest::overflow_flusher(state.clone()));
         tokio::spawn(ingest::rule_tasks(state.clone()));
+        tokio::spawn(ingest::downsample_janitor(state.clone()));
         ingest::serve(state, listener, shutdown_signal()).await;
         Ok(())
     })

@@ -36,8 +36,13 @@ pub struct Context<'a> {
     pub guard: Option<(&'a Guard, &'a GuardConfig)>,
     /// Label schema and redaction, when configured.
     pub schema: Option<&'a SchemaConfig>,
+    /// `relabel_configs`, applied first; empty when none.
+    pub relabel: &'a [crate::relabel::Rule],
     /// The tenant of the request (its tenant header), if any.
     pub tenant: Option<&'a str>,
+    /// With `upstreams:`/`routes:`: split the request by upstream instead of writing one body
+    /// (`version_out` is then unused).
+    pub routing: Option<crate::route::Plan<'a>>,
     /// Wall-clock time of the request, in milliseconds since the epoch.
     pub now_ms: i64,
     /// Recording rules' tap, when some rule reads anything.
@@ -69,6 +74,10 @@ pub struct Prepared {
     pub redacted: u64,
     /// What the recording rules' tap buffered and withheld.
     pub rules: crate::rules::tap::Observed,
+    /// Series dropped and rewritten by `relabel_configs` (the drops are in `dropped` too).
+    pub relabel: crate::relabel::StageCounts,
+    /// With routing: one body per upstream (`body` is then empty).
+    pub routed: Option<crate::route::Routed>,
 }
 
 /// Buffers reused by every request processed on one thread.
@@ -84,6 +93,8 @@ struct Scratch {
     decided: Vec<Verdict>,
     /// Series buffered for rules and not forwarded (`forward_inputs: false`); empty if none.
     withhold: Vec<bool>,
+    relabel: crate::relabel::Scratch,
+    route: crate::route::Scratch,
 }
 
 /// Buffers that grew past this while serving an outsized request are released afterwards, so
@@ -100,6 +111,8 @@ thread_local! {
         rewrites: Vec::new(),
         decided: Vec::new(),
         withhold: Vec::new(),
+        relabel: crate::relabel::Scratch::default(),
+        route: crate::route::Scratch::default(),
     });
 }
 
@@ -137,6 +150,8 @@ fn prepare_with(
         rewrites,
         decided,
         withhold,
+        relabel,
+        route,
     } = s;
     let (version_in, version_out) = (ctx.version_in, ctx.version_out);
     wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
@@ -151,13 +166,26 @@ fn prepare_with(
     let mut dropped = guard::Outcome::default();
     let mut schema_dropped = [0u64; SchemaRule::ALL.len()];
     let mut redacted = 0;
+    let relabeled = crate::relabel::stage(ctx.relabel, parsed, decoded, rewrites, decided, relabel);
+    dropped.dropped_series += relabeled.dropped_series;
+    dropped.dropped_samples += relabeled.dropped_samples;
     if let Some(schema) = ctx.schema {
         // Redaction first: no later stage may see a redacted value. Then the schema, on the
         // labels as redacted.
         decided.resize(parsed.len(), Verdict::Keep);
         for i in 0..parsed.len() {
+            if decided[i] != Verdict::Keep {
+                continue; // dropped by relabeling
+            }
             let view = parsed.series(decoded, i);
-            if let Some(owned) = guard::schema::redact(schema, view.labels()) {
+            let redact = match rewrites.get(i).and_then(Option::as_ref) {
+                Some(owned) => guard::schema::redact(
+                    schema,
+                    owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+                ),
+                None => guard::schema::redact(schema, view.labels()),
+            };
+            if let Some(owned) = redact {
                 if rewrites.is_empty() {
                     rewrites.resize(parsed.len(), None);
                 }
@@ -210,7 +238,37 @@ fn prepare_with(
     let changed = dropped.dropped_series > 0
         || dropped.overflowed_series > 0
         || redacted > 0
-        || rules.withheld_series > 0;
+        || rules.withheld_series > 0
+        || relabeled.rewritten_series > 0;
+
+    if let Some(plan) = &ctx.routing {
+        let routed = crate::route::split(
+            plan, body, parsed, decoded, verdicts, withhold, rewrites, route,
+        );
+        let mut forwarded = Counts::default();
+        for p in &routed.parts {
+            forwarded.series += p.forwarded.series;
+            forwarded.samples += p.forwarded.samples;
+            forwarded.histograms += p.forwarded.histograms;
+            forwarded.exemplars += p.forwarded.exemplars;
+            forwarded.metadata += p.forwarded.metadata;
+        }
+        return Ok(Prepared {
+            body: Bytes::new(),
+            version: version_out,
+            received,
+            forwarded,
+            decoded_bytes: decoded.len(),
+            passthrough: false,
+            empty: routed.parts.is_empty(),
+            dropped,
+            schema_dropped,
+            redacted,
+            relabel: relabeled,
+            routed: Some(routed),
+            rules,
+        });
+    }
 
     if !changed && version_in == version_out {
         let empty = received.series == 0 && received.metadata == 0;
@@ -226,6 +284,8 @@ fn prepare_with(
             schema_dropped,
             redacted,
             rules,
+            relabel: relabeled,
+            routed: None,
         });
     }
 
@@ -270,5 +330,7 @@ fn prepare_with(
         schema_dropped,
         redacted,
         rules,
+        relabel: relabeled,
+        routed: None,
     })
 }

@@ -86,6 +86,14 @@ pub struct Telemetry {
     pub schema_dropped_series: IntCounterVec,
     /// Series whose label values were redacted.
     pub redacted_series: IntCounter,
+    /// `relabel_configs`: series dropped (also in the policy drop counters) and rewritten.
+    pub relabel_dropped_series: IntCounter,
+    pub relabel_rewritten_series: IntCounter,
+    /// Routing: samples left out by `min_interval`, by route; series a route's own
+    /// relabeling dropped; (route, series) entries of the downsampling state.
+    pub downsampled_samples: IntCounterVec,
+    pub route_relabel_dropped_series: IntCounter,
+    pub downsample_series: IntGauge,
     pub reload_success: IntGauge,
     pub reload_timestamp: IntGauge,
     pub build_info: IntGaugeVec,
@@ -235,6 +243,32 @@ impl Telemetry {
                 "cardguard_redacted_series_total",
                 "Series whose label values were redacted before any other stage saw them.",
             ),
+            relabel_dropped_series: counter(
+                &r,
+                "cardguard_relabel_dropped_series_total",
+                "Series dropped by relabel_configs (also counted in the policy drop counters).",
+            ),
+            relabel_rewritten_series: counter(
+                &r,
+                "cardguard_relabel_rewritten_series_total",
+                "Series whose labels relabel_configs changed (re-encoded on the way out).",
+            ),
+            downsampled_samples: counter_vec(
+                &r,
+                "cardguard_downsampled_samples_total",
+                "Samples a route's min_interval left out (sent at lower resolution), by route.",
+                &["route"],
+            ),
+            route_relabel_dropped_series: counter(
+                &r,
+                "cardguard_route_relabel_dropped_series_total",
+                "Series a route's own relabel_configs dropped from that route.",
+            ),
+            downsample_series: gauge(
+                &r,
+                "cardguard_downsample_series",
+                "Series (per route) tracked by the downsampling state.",
+            ),
             reload_success: gauge(
                 &r,
                 "cardguard_config_last_reload_successful",
@@ -256,6 +290,9 @@ impl Telemetry {
         self.policy_dropped_samples
             .inc_by(p.dropped.dropped_samples);
         self.redacted_series.inc_by(p.redacted);
+        self.relabel_dropped_series.inc_by(p.relabel.dropped_series);
+        self.relabel_rewritten_series
+            .inc_by(p.relabel.rewritten_series);
         for (rule, n) in crate::config::schema::SchemaRule::ALL
             .iter()
             .zip(p.schema_dropped)

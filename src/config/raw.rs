@@ -25,6 +25,13 @@ pub struct RawConfig {
     #[serde(default)]
     pub rule_files: Vec<Spanned<String>>,
     pub rules: Option<super::rules::RawRules>,
+    // Relabeling and routing (config/relabel.rs, config/route.rs).
+    #[serde(default)]
+    pub relabel_configs: Vec<Spanned<super::relabel::RawRelabel>>,
+    pub upstreams: Option<Spanned<Vec<Spanned<RawUpstream>>>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<super::route::RawRoute>>,
+    pub tenant_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

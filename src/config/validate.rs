@@ -107,7 +107,31 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     validate_limits(&raw.limits, &mut c, &mut errs);
 
     if let Some(up) = &raw.upstream {
-        c.upstream = validate_upstream(&up.value, &mut errs);
+        c.upstream = validate_upstream(&up.value, "upstream", &mut errs);
+    }
+    c.relabel = super::relabel::validate(&raw.relabel_configs, "relabel_configs", &mut errs);
+    match (&raw.upstream, &raw.upstreams) {
+        (Some(up), Some(_)) => errs.push(
+            "upstreams",
+            up,
+            "`upstream` and `upstreams` cannot both be set; list the single upstream under `upstreams`",
+        ),
+        (_, Some(ups)) => {
+            let r = super::route::validate(ups, &raw.routes, raw.tenant_header.as_ref(), &mut errs);
+            c.routing = Some(std::sync::Arc::new(r));
+        }
+        (_, None) => {
+            if let Some(r) = raw.routes.first() {
+                errs.push("routes", r, "routes need `upstreams:` to route to");
+            }
+            if let Some(t) = &raw.tenant_header {
+                errs.push(
+                    "tenant_header",
+                    t,
+                    "only used with `upstreams:`; a single `upstream:` has its own tenant_header",
+                );
+            }
+        }
     }
     if let Some(g) = &raw.guard {
         c.guard = Some(super::guard::validate(g, &mut errs));
@@ -167,11 +191,15 @@ fn validate_limits(raw: &RawLimits, c: &mut Config, errs: &mut Errors) {
     }
 }
 
-fn validate_upstream(raw: &RawUpstream, errs: &mut Errors) -> Option<UpstreamConfig> {
+pub(super) fn validate_upstream(
+    raw: &RawUpstream,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<UpstreamConfig> {
     let url = match parse_upstream_url(&raw.url.value) {
         Ok(u) => Some(u),
         Err(m) => {
-            errs.push("upstream.url", &raw.url, m);
+            errs.push(&format!("{path}.url"), &raw.url, m);
             None
         }
     };
@@ -180,7 +208,7 @@ fn validate_upstream(raw: &RawUpstream, errs: &mut Errors) -> Option<UpstreamCon
         Some(v) => match parse_version(&v.value) {
             Ok(v) => v,
             Err(m) => {
-                errs.push("upstream.remote_write_version", v, m);
+                errs.push(&format!("{path}.remote_write_version"), v, m);
                 Version::V1
             }
         },
@@ -188,14 +216,18 @@ fn validate_upstream(raw: &RawUpstream, errs: &mut Errors) -> Option<UpstreamCon
     let timeout = match &raw.remote_timeout {
         None => Duration::from_secs(30),
         Some(t) if t.value.0.is_zero() => {
-            errs.push("upstream.remote_timeout", t, "must be greater than 0");
+            errs.push(
+                &format!("{path}.remote_timeout"),
+                t,
+                "must be greater than 0",
+            );
             Duration::from_secs(30)
         }
         Some(t) => t.value.0,
     };
     let mut headers = Vec::new();
     for (name, value) in &raw.headers {
-        let path = format!("upstream.headers.{name}");
+        let path = format!("{path}.headers.{name}");
         match HeaderName::from_bytes(name.as_bytes()) {
             Err(_) => errs.push(&path, value, format!("{name:?} is not a valid header name")),
             Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => errs.push(
@@ -216,7 +248,7 @@ fn validate_upstream(raw: &RawUpstream, errs: &mut Errors) -> Option<UpstreamCon
             Ok(h) => Some(h),
             Err(_) => {
                 errs.push(
-                    "upstream.tenant_header",
+                    &format!("{path}.tenant_header"),
                     t,
                     format!("{:?} is not a valid header name", t.value),
                 );
@@ -232,7 +264,7 @@ fn validate_upstream(raw: &RawUpstream, errs: &mut Errors) -> Option<UpstreamCon
     if let Some(n) = &raw.name {
         if !valid_name(&n.value) {
             errs.push(
-                "upstream.name",
+                &format!("{path}.name"),
                 n,
                 "must match [a-zA-Z0-9_-]+ (it is used as a metric label)",
             );
@@ -248,7 +280,7 @@ fn validate_upstream(raw: &RawUpstream, errs: &mut Errors) -> Option<UpstreamCon
     })
 }
 
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -310,6 +342,16 @@ impl Overrides {
         };
         if let Some(a) = self.listen_address {
             c.server.listen_address = a;
+        }
+        if c.routing.is_some()
+            && (self.upstream_url.is_some()
+                || self.upstream_version.is_some()
+                || self.upstream_timeout.is_some())
+        {
+            return Err(flag_err(
+                "--upstream",
+                "the config file lists `upstreams:`; set them there (the --upstream* flags only replace a single upstream)".into(),
+            ));
         }
         if let Some(u) = &self.upstream_url {
             let url = parse_upstream_url(u).map_err(|m| flag_err("--upstream", m))?;

@@ -33,10 +33,12 @@ pub enum Reason {
     GlobalCap,
     /// A schema rule with action `drop`.
     Schema(SchemaRule),
+    /// Dropped by `relabel_configs` (a `keep`/`drop`-style rule) before the guard.
+    Relabel,
 }
 
 /// Number of distinct reasons (the size of the per-reason counter arrays).
-pub const REASONS: usize = 4 + SchemaRule::ALL.len();
+pub const REASONS: usize = 5 + SchemaRule::ALL.len();
 
 impl Reason {
     pub const ALL: [Reason; REASONS] = [
@@ -50,6 +52,7 @@ impl Reason {
         Reason::Schema(SchemaRule::MaxLabels),
         Reason::Schema(SchemaRule::LabelNameLength),
         Reason::Schema(SchemaRule::LabelValueLength),
+        Reason::Relabel,
     ];
 
     /// The `reason` label value.
@@ -65,6 +68,7 @@ impl Reason {
             Reason::Schema(SchemaRule::MaxLabels) => "schema_max_labels",
             Reason::Schema(SchemaRule::LabelNameLength) => "schema_label_name_length",
             Reason::Schema(SchemaRule::LabelValueLength) => "schema_label_value_length",
+            Reason::Relabel => "relabel",
         }
     }
 
@@ -75,6 +79,7 @@ impl Reason {
             Reason::LabelLimit => 2,
             Reason::GlobalCap => 3,
             Reason::Schema(r) => 4 + r as usize,
+            Reason::Relabel => 4 + SchemaRule::ALL.len(),
         }
     }
 }

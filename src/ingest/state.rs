@@ -36,6 +36,8 @@ pub struct State {
     pub guard: Guard,
     /// Recording rules: buffers (live across reloads), plan, evaluator and output.
     pub rules: Arc<crate::rules::Runtime>,
+    /// Per-route downsampling state (`min_interval`); lives across reloads.
+    pub downsampler: crate::route::Downsampler,
     /// Permits for write requests being processed; sized from the config at start.
     pub inflight: Arc<Semaphore>,
     ready: AtomicBool,
@@ -60,6 +62,7 @@ impl State {
             telemetry,
             guard: Guard::new(),
             rules,
+            downsampler: crate::route::Downsampler::default(),
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(1),
@@ -143,6 +146,31 @@ pub async fn guard_ticker(state: Arc<State>) {
     }
 }
 
+/// Forget downsampling state of series idle for twice the longest `min_interval` (at least
+/// 10 minutes), so that state follows the live series and not every series ever seen.
+pub async fn downsample_janitor(state: Arc<State>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let config = state.config();
+        let longest = config
+            .routing
+            .iter()
+            .flat_map(|r| r.routes.iter().filter_map(|rt| rt.min_interval))
+            .max()
+            .unwrap_or_default();
+        let idle = (longest * 2).max(std::time::Duration::from_secs(600));
+        state
+            .downsampler
+            .evict_idle(unix_now_ms() - idle.as_millis() as i64);
+        state
+            .telemetry
+            .downsample_series
+            .set(state.downsampler.len() as i64);
+    }
+}
+
 /// Send the overflow aggregates of `relabel` budgets upstream every flush interval. A flush
 /// the upstream refuses is sent again at the next interval (the aggregates are cumulative).
 pub async fn overflow_flusher(state: Arc<State>) {
@@ -157,7 +185,11 @@ pub async fn overflow_flusher(state: Arc<State>) {
                 g.overflow_flush_interval
             });
         tokio::time::sleep(interval).await;
-        let (Some(g), Some(up)) = (&config.guard, &config.upstream) else {
+        let up = config
+            .upstream
+            .as_ref()
+            .or_else(|| config.routing.as_ref().and_then(|r| r.default_upstream()));
+        let (Some(g), Some(up)) = (&config.guard, up) else {
             continue;
         };
         let series = state

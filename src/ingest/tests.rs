@@ -617,3 +617,5 @@ async fn relabel_budget_forwards_an_overflow_aggregate() {
         "{metrics}"
     );
 }
+
+mod routing;

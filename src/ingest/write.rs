@@ -223,17 +223,36 @@ async fn write(
         .and_then(|name| req.headers().get(name))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // Routing (`upstreams:`): the tenant is read once, matched by routes and passed upstream.
+    let routing = config.routing.clone();
+    let route_tenant = routing
+        .as_ref()
+        .and_then(|r| r.tenant_header.as_ref())
+        .and_then(|name| req.headers().get(name).cloned());
+    let route_tenant_str = route_tenant
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = read_body(req.into_body(), limit).await?;
     state.telemetry.received_bytes.inc_by(body.len() as u64);
 
-    let upstream = config.upstream.as_ref().ok_or(IngestError::NoUpstream)?;
     let rule_plan = state.rules.plan();
+    let upstream = config.upstream.as_ref();
+    if upstream.is_none() && routing.is_none() {
+        return Err(IngestError::NoUpstream);
+    }
     let ctx = pipeline::Context {
+        routing: routing.as_deref().map(|r| crate::route::Plan {
+            routing: r,
+            tenant: route_tenant_str.as_deref(),
+            downsampler: &state.downsampler,
+        }),
         version_in,
-        version_out: upstream.version,
+        version_out: upstream.map_or(Version::V1, |u| u.version),
         limits: &config.limits.wire,
         guard: config.guard.as_ref().map(|g| (&state.guard, g)),
         schema: config.schema.as_ref(),
+        relabel: &config.relabel,
         tenant: guard_tenant.as_deref(),
         now_ms: super::state::unix_now_ms(),
         rules: state.rules.tap(&rule_plan, &config.rules),
@@ -241,7 +260,7 @@ async fn write(
     let started = Instant::now();
     // A bug in a stage must cost one request a 500, never a worker thread's scratch or the
     // connection; Prometheus retries a 500.
-    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let mut prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         pipeline::prepare(&body, &ctx)
     }))
     .map_err(|_| IngestError::Internal)??;
@@ -257,7 +276,9 @@ async fn write(
     state.telemetry.add_policy(&prepared);
     state.rules.metrics.add_observed(&prepared.rules);
 
-    if !prepared.empty {
+    if let (Some(routed), Some(routing)) = (prepared.routed.take(), &routing) {
+        send_routed(state, routing, routed, route_tenant).await?;
+    } else if let (false, Some(upstream)) = (prepared.empty, upstream) {
         let bytes = prepared.body.len() as u64;
         state
             .forwarder
@@ -285,6 +306,51 @@ async fn write(
         written_headers(resp.headers_mut(), &prepared.received);
     }
     Ok(resp)
+}
+
+/// Send every part of a routed request; `Ok` only when every upstream acknowledged. The
+/// downsampling decisions are committed then, so a retry after a failure decides the same.
+async fn send_routed(
+    state: &State,
+    routing: &std::sync::Arc<crate::config::route::Routing>,
+    routed: crate::route::Routed,
+    tenant: Option<HeaderValue>,
+) -> Result<(), IngestError> {
+    let t = &state.telemetry;
+    t.route_relabel_dropped_series
+        .inc_by(routed.route_relabel_dropped);
+    let results =
+        crate::route::send::send_all(&state.forwarder, routing, &routed.parts, tenant).await;
+    let mut failures = Vec::new();
+    for (part, result) in routed.parts.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                t.forwarded_bytes.inc_by(part.body.len() as u64);
+                t.forwarded.add(&part.forwarded);
+                if part.passthrough {
+                    t.passthrough_requests.inc();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %routing.upstreams[part.upstream].name, "part of a write request not acknowledged: {e}");
+                failures.push(e);
+            }
+        }
+    }
+    if let Some(e) = crate::route::send::answer(failures) {
+        return Err(IngestError::Upstream(e));
+    }
+    state
+        .downsampler
+        .commit(&routed.pending, super::state::unix_now_ms());
+    for (r, n) in &routed.downsampled {
+        if let Some(route) = routing.routes.get(*r) {
+            t.downsampled_samples
+                .with_label_values(&[&route.name])
+                .inc_by(*n);
+        }
+    }
+    Ok(())
 }
 
 /// Method, Content-Encoding and Content-Type, all checked before the body is touched.

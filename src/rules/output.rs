@@ -92,7 +92,11 @@ impl Output {
             let mut backoff = BACKOFF_MIN;
             loop {
                 let cfg = config();
-                let Some(up) = cfg.upstream.as_ref() else {
+                let up = cfg
+                    .upstream
+                    .as_ref()
+                    .or_else(|| cfg.routing.as_ref().and_then(|r| r.default_upstream()));
+                let Some(up) = up else {
                     metrics
                         .output_dropped
                         .with_label_values(&["no_upstream"])

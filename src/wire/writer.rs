@@ -70,6 +70,10 @@ pub struct Writer {
     series_written: usize,
     /// Metadata items written, counted as `Counts::metadata` counts them on input.
     metadata_written: usize,
+    /// `filtered_series`: which float samples of the series being written to keep.
+    sample_mask: Vec<bool>,
+    masking: bool,
+    mask_pos: usize,
 }
 
 impl Writer {
@@ -86,6 +90,9 @@ impl Writer {
             done: Vec::new(),
             series_written: 0,
             metadata_written: 0,
+            sample_mask: Vec::new(),
+            masking: false,
+            mask_pos: 0,
         };
         w.reset();
         w
@@ -221,6 +228,83 @@ impl Writer {
         }
         self.count_copied_metadata(req, &s);
         self.series_written += 1;
+    }
+
+    /// Series `i` keeping only the float samples whose entry in `keep` is `true` (in wire
+    /// order; missing entries keep), with `labels` when given. Everything else (histograms,
+    /// exemplars, metadata) is copied as for `copy_series`/`relabeled_series`.
+    pub fn filtered_series(
+        &mut self,
+        req: &Parsed,
+        buf: &[u8],
+        i: usize,
+        labels: Option<&[(&[u8], &[u8])]>,
+        keep: &[bool],
+    ) {
+        let Some(s) = req.get(buf, i) else { return };
+        self.sample_mask.clear();
+        self.sample_mask.extend_from_slice(keep);
+        self.masking = true;
+        self.mask_pos = 0;
+        match (req.version(), self.out) {
+            (Version::V1, Version::V1) | (Version::V2, Version::V2) => {
+                let v2 = self.out == Version::V2;
+                let pos = proto::begin_nested(&mut self.body, if v2 { 5 } else { 1 });
+                if let Some(labels) = labels {
+                    if v2 {
+                        self.intern_labels(labels.iter().copied());
+                        put_packed_u32(&mut self.body, 1, &self.refs);
+                    } else {
+                        for &(name, value) in labels {
+                            put_label(&mut self.body, 1, name, value);
+                        }
+                    }
+                }
+                let mut c = s.body();
+                let src = c.buf();
+                loop {
+                    let start = c.pos();
+                    let Ok((field, wire_type)) = c.tag() else {
+                        break;
+                    };
+                    if c.skip(wire_type).is_err() {
+                        break;
+                    }
+                    let keep = match field {
+                        1 => labels.is_none(),
+                        2 => self.take_sample(),
+                        _ => true,
+                    };
+                    if keep {
+                        self.body
+                            .extend_from_slice(src.get(start..c.pos()).unwrap_or_default());
+                    }
+                }
+                proto::end_nested(&mut self.body, pos);
+            }
+            (Version::V1, Version::V2) => match labels {
+                Some(l) => self.v1_to_v2(&s, l.iter().copied()),
+                None => self.v1_to_v2(&s, s.labels()),
+            },
+            (Version::V2, Version::V1) => match labels {
+                Some(l) => self.v2_to_v1(req, &s, l.iter().copied()),
+                None => self.v2_to_v1(req, &s, s.labels()),
+            },
+        }
+        self.masking = false;
+        self.count_copied_metadata(req, &s);
+        self.series_written += 1;
+    }
+
+    /// Whether the next float sample of the series being written is kept.
+    #[inline]
+    fn take_sample(&mut self) -> bool {
+        if !self.masking {
+            return true;
+        }
+        let k = self.mask_pos;
+        self.mask_pos += 1;
+        self.sample_mask.get(k).copied().unwrap_or(true)
     }
 
     /// A series built in cardguard.

@@ -1195,6 +1195,10 @@ pub struct PromConfig {
     pub min_backoff: String,
     pub max_backoff: String,
     pub max_samples_per_send: Option<u32>,
+    /// More `remote_write:` entries, as YAML list items indented by two spaces.
+    pub extra_remote_write_yaml: String,
+    /// Scrape interval of the test jobs (default 1s).
+    pub scrape_interval: String,
 }
 
 impl PromConfig {
@@ -1206,6 +1210,8 @@ impl PromConfig {
             min_backoff: "100ms".into(),
             max_backoff: "1s".into(),
             max_samples_per_send: None,
+            extra_remote_write_yaml: String::new(),
+            scrape_interval: "1s".into(),
         }
     }
     pub fn job(mut self, name: &str, addr: &str) -> PromConfig {
@@ -1215,9 +1221,10 @@ impl PromConfig {
 
     fn render(&self, self_addr: &str) -> String {
         let mut y = String::new();
-        y.push_str(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
-        );
+        y.push_str(&format!(
+            "global:\n  scrape_interval: {0}\n  scrape_timeout: {0}\n  evaluation_interval: 1s\n",
+            self.scrape_interval
+        ));
         y.push_str("scrape_configs:\n");
         y.push_str(&format!(
             "  - job_name: prometheus\n    static_configs:\n      - targets: ['{self_addr}']\n"
@@ -1235,6 +1242,7 @@ impl PromConfig {
         if let Some(n) = self.max_samples_per_send {
             y.push_str(&format!("      max_samples_per_send: {n}\n"));
         }
+        y.push_str(&self.extra_remote_write_yaml);
         y
     }
 }
@@ -1387,15 +1395,21 @@ pub struct Cardguard {
 
 impl Cardguard {
     pub fn start(dir: &TestDir, upstream: &str, extra: &[&str]) -> Cardguard {
+        let mut args = vec!["--upstream", upstream];
+        args.extend_from_slice(extra);
+        Self::start_args(dir, &args)
+    }
+
+    /// `cardguard serve --listen <free port>` with exactly `args` (e.g. a config file listing
+    /// several upstreams, which `--upstream` would contradict).
+    pub fn start_args(dir: &TestDir, args: &[&str]) -> Cardguard {
         let (port, proc) = start_on_free_port(
             |port| {
                 let mut cmd = Command::new(cardguard_bin());
                 cmd.arg("serve")
                     .arg("--listen")
                     .arg(format!("127.0.0.1:{port}"))
-                    .arg("--upstream")
-                    .arg(upstream)
-                    .args(extra)
+                    .args(args)
                     .env("RUST_BACKTRACE", "1")
                     .current_dir(dir.path());
                 Proc::spawn("cardguard", cmd, dir.join(&format!("cardguard-{port}.log")))

@@ -53,7 +53,9 @@ fn prepare(body: &Bytes, tap: Tap<'_>) -> pipeline::Prepared {
         limits: &limits,
         guard: None,
         schema: None,
+        relabel: &[],
         tenant: None,
+        routing: None,
         now_ms: 0,
         rules: Some(tap),
     };

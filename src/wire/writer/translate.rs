@@ -44,6 +44,7 @@ impl Writer {
             match field {
                 // Re-encoded rather than copied: a field unknown to v1 (say 3) would take on a
                 // v2 meaning (start_timestamp) it was never given. Found by the fuzzer.
+                2 if !self.take_sample() => {}
                 2 => {
                     let mut sc = Cursor::new(buf, range);
                     if let Ok(sample) = reader::decode_sample(&mut sc, Version::V1) {
@@ -140,6 +141,7 @@ impl Writer {
             }
             let Ok(range) = c.len_delim() else { break };
             match field {
+                2 if !self.take_sample() => {}
                 2 => {
                     // v1 has no start_timestamp: re-encode without it.
                     let mut sc = Cursor::new(buf, range);

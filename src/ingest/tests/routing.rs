@@ -1,0 +1,134 @@
+//! The server with `upstreams:`/`routes:` against two recording upstreams: split bodies,
+//! tenant passed on, 2xx only when every upstream acknowledged, 503/429 otherwise, and a
+//! retry after a failure resending the same downsampled samples.
+
+use super::*;
+
+struct Routed {
+    h: Harness,
+    long: Arc<Upstream>,
+}
+
+async fn start_routed() -> Routed {
+    let (short_addr, short) = start_upstream().await;
+    let (long_addr, long) = start_upstream().await;
+    let yaml = format!(
+        r#"
+upstreams:
+  - name: short
+    url: http://{short_addr}/api/v1/write
+    remote_timeout: 2s
+  - name: long
+    url: http://{long_addr}/api/v1/write
+    remote_timeout: 2s
+    headers:
+      X-Fixed: "1"
+routes:
+  - match: '{{slo="true"}}'
+    upstreams: [long]
+    min_interval: 10s
+    continue: true
+  - upstreams: [short]
+"#
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = State::new(config, ConfigSource::default(), Telemetry::new());
+    tokio::spawn(serve(state.clone(), listener, std::future::pending()));
+    Routed {
+        h: Harness {
+            addr,
+            upstream: short,
+            state,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        },
+        long,
+    }
+}
+
+fn decoded(body: &Bytes) -> v1::WriteRequest {
+    let mut raw = Vec::new();
+    wire::snappy::decompress(body, 1 << 30, &mut raw).unwrap();
+    v1::WriteRequest::decode(raw.as_slice()).unwrap()
+}
+
+fn request() -> Bytes {
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            ts(&[("__name__", "slo_ok"), ("slo", "true")], 1.0, 1_000),
+            ts(&[("__name__", "slo_ok"), ("slo", "true")], 2.0, 2_000),
+            ts(&[("__name__", "other")], 3.0, 1_000),
+        ],
+        metadata: vec![],
+    };
+    compress(&req.encode_to_vec())
+}
+
+#[tokio::test]
+async fn splits_by_route_and_passes_the_tenant() {
+    let r = start_routed().await;
+    let (status, _, _) =
+        r.h.post(
+            "application/x-protobuf",
+            request(),
+            &[("X-Scope-OrgID", "team-a")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let short = r.h.upstream.bodies.lock().unwrap().clone();
+    let long = r.long.bodies.lock().unwrap().clone();
+    assert_eq!(short.len(), 1);
+    assert_eq!(long.len(), 1);
+    // short: everything, the original body; long: the SLO series at 10s resolution.
+    assert_eq!(short[0].1, request());
+    assert_eq!(decoded(&long[0].1).timeseries.len(), 1);
+    assert_eq!(
+        decoded(&long[0].1).timeseries[0].samples[0].timestamp,
+        1_000
+    );
+    assert_eq!(short[0].0.get("x-scope-orgid").unwrap(), "team-a");
+    assert_eq!(long[0].0.get("x-scope-orgid").unwrap(), "team-a");
+    assert_eq!(long[0].0.get("x-fixed").unwrap(), "1");
+    assert!(short[0].0.get("x-fixed").is_none());
+    let (_, metrics) = r.h.get("/metrics").await;
+    assert!(
+        metrics.contains("cardguard_downsampled_samples_total{route=\"route0\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn one_failing_upstream_fails_the_request_and_the_retry_resends_the_same() {
+    let r = start_routed().await;
+    *r.long.answer.lock().unwrap() = Some((503, vec![], "down"));
+    let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // short took its part; the retry sends it again (an identical duplicate).
+    assert_eq!(r.h.upstream.bodies.lock().unwrap().len(), 1);
+    *r.long.answer.lock().unwrap() = None;
+    let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let long = r.long.bodies.lock().unwrap().clone();
+    assert_eq!(long.len(), 2);
+    // Same decision on the retry: the sample kept the first time is the one sent again.
+    assert_eq!(long[0].1, long[1].1);
+    // Acknowledged now: a further resend of the same data keeps the same kept sample only.
+    let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let long = r.long.bodies.lock().unwrap().clone();
+    assert_eq!(long[2].1, long[1].1);
+}
+
+#[tokio::test]
+async fn all_failures_429_answer_429_with_retry_after() {
+    let r = start_routed().await;
+    *r.long.answer.lock().unwrap() = Some((429, vec![("retry-after", "7")], "slow down"));
+    let (status, headers, _) = r.h.post("application/x-protobuf", request(), &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers.get("retry-after").unwrap(), "7");
+    // A 429 and a 5xx: retry everything.
+    *r.h.upstream.answer.lock().unwrap() = Some((500, vec![], "boom"));
+    let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -1,0 +1,22 @@
+//! Prometheus `relabel_config`, applied to series at ingest (and per route).
+//!
+//! Semantics follow Prometheus's `model/relabel` exactly: defaults (separator `;`, regex
+//! `(.*)` anchored as `^(?:…)$`, replacement `$1`, action `replace`), every action, the same
+//! validation errors, `$1`/`${1}`/`$name` expansion as Go's `Regexp.Expand`, and the
+//! `labels.Builder` model underneath (a label set to the empty value is deleted; `labelmap`,
+//! `labeldrop` and `labelkeep` iterate a snapshot: untouched labels first, then the ones set by
+//! earlier rules, in the order they were set).
+//!
+//! `rule` compiles a config entry; `apply` runs a rule list over borrowed `(&[u8], &[u8])`
+//! label pairs and allocates only for series that change.
+
+mod apply;
+mod rule;
+mod stage;
+mod template;
+#[cfg(test)]
+mod tests;
+
+pub use apply::{process, Outcome, Scratch};
+pub use rule::{is_valid_label_name, Action, Rule, RuleSpec};
+pub use stage::{stage, StageCounts};

@@ -1,0 +1,290 @@
+//! Running a rule list over one series, modelled on Prometheus's `labels.Builder`: the
+//! original labels stay borrowed (`base`), rules record what they set (`add`, in the order
+//! set) and delete (`del`); the result is materialised, sorted by name, only if something
+//! changed. A series no rule touches costs the lookups and regex matches, and no allocation.
+
+use md5::{Digest, Md5};
+
+use super::rule::{is_valid_label_name, Action, Rule};
+use crate::guard::schema::OwnedLabels;
+
+/// What relabeling did to one series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The labels are as they came (the series keeps its raw bytes).
+    Unchanged,
+    /// New labels, sorted by name, no empty values.
+    Changed(OwnedLabels),
+    /// A `keep`/`drop`/`keepequal`/`dropequal` rule dropped it, or no label is left.
+    Dropped,
+}
+
+/// Buffers reused from series to series on one thread.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The joined source label values.
+    val: Vec<u8>,
+    /// Expanded target and replacement.
+    target: Vec<u8>,
+    res: Vec<u8>,
+    add: Vec<(Vec<u8>, Vec<u8>)>,
+    del: Vec<Vec<u8>>,
+    /// `labelmap`/`labeldrop`/`labelkeep`: what to set or delete once the snapshot is walked.
+    pending: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Apply `rules` in order to the labels yielded by `base`.
+pub fn process<'a, I>(rules: &[Rule], base: I, s: &mut Scratch) -> Outcome
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    s.add.clear();
+    s.del.clear();
+    for rule in rules {
+        if !apply(rule, base.clone(), s) {
+            return Outcome::Dropped;
+        }
+    }
+    if s.add.is_empty() && s.del.is_empty() {
+        return Outcome::Unchanged;
+    }
+    let mut out: OwnedLabels = base
+        .clone()
+        .filter(|(n, _)| !s.del.iter().any(|d| d == n) && !s.add.iter().any(|(a, _)| a == n))
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect();
+    out.append(&mut s.add);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    if out.is_empty() {
+        // Prometheus's sender drops a series relabeled to no labels at all.
+        return Outcome::Dropped;
+    }
+    let same = out.len() == base.clone().count()
+        && out
+            .iter()
+            .zip(base)
+            .all(|((n, v), (bn, bv))| n == bn && v == bv);
+    if same {
+        Outcome::Unchanged
+    } else {
+        Outcome::Changed(out)
+    }
+}
+
+/// `lb.Get(name)` appended to `out`.
+fn get_into<'a, I>(
+    add: &[(Vec<u8>, Vec<u8>)],
+    del: &[Vec<u8>],
+    base: I,
+    name: &[u8],
+    out: &mut Vec<u8>,
+) where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    // Del removes from add but Set does not remove from del: add first.
+    if let Some((_, v)) = add.iter().find(|(n, _)| n == name) {
+        out.extend_from_slice(v);
+        return;
+    }
+    if del.iter().any(|d| d == name) {
+        return;
+    }
+    let mut base = base;
+    if let Some((_, v)) = base.find(|(n, _)| *n == name) {
+        out.extend_from_slice(v);
+    }
+}
+
+fn del<'a, I>(
+    s_add: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    s_del: &mut Vec<Vec<u8>>,
+    mut base: I,
+    name: &[u8],
+) where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    s_add.retain(|(n, _)| n != name);
+    // Deleting a label the series never had is invisible; not recording it keeps the
+    // series "unchanged" (and its raw bytes).
+    if !s_del.iter().any(|d| d == name) && base.any(|(n, _)| n == name) {
+        s_del.push(name.to_vec());
+    }
+}
+
+fn set<'a, I>(
+    s_add: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    s_del: &mut Vec<Vec<u8>>,
+    base: I,
+    name: &[u8],
+    value: &[u8],
+) where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    if value.is_empty() {
+        // Empty labels are the same as missing labels.
+        return del(s_add, s_del, base, name);
+    }
+    if let Some(a) = s_add.iter_mut().find(|(n, _)| n == name) {
+        if a.1 != value {
+            a.1.clear();
+            a.1.extend_from_slice(value);
+        }
+        return;
+    }
+    s_add.push((name.to_vec(), value.to_vec()));
+}
+
+/// One rule; `false` drops the series.
+fn apply<'a, I>(rule: &Rule, base: I, s: &mut Scratch) -> bool
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    let Scratch {
+        val,
+        target,
+        res,
+        add,
+        del: dl,
+        pending,
+    } = s;
+    val.clear();
+    for (i, name) in rule.source_labels.iter().enumerate() {
+        if i > 0 {
+            val.extend_from_slice(&rule.separator);
+        }
+        get_into(add, dl, base.clone(), name, val);
+    }
+    let val: &[u8] = val;
+    match rule.action {
+        Action::Drop => return !rule.regex.is_match(val),
+        Action::Keep => return rule.regex.is_match(val),
+        Action::DropEqual | Action::KeepEqual => {
+            target.clear();
+            get_into(add, dl, base, &rule.target_label, target);
+            let equal = target.as_slice() == val;
+            return equal == (rule.action == Action::KeepEqual);
+        }
+        Action::Replace => {
+            target.clear();
+            res.clear();
+            // `.` does not match a newline (in Go's regexp either): a multi-line value does
+            // not match the default regex, and takes the regex path to find that out.
+            if rule.regex_default && !val.contains(&b'\n') {
+                let group = |i: usize| (i <= 1).then_some(val);
+                rule.target.expand_with(group, target);
+                rule.replacement.expand_with(group, res);
+            } else {
+                // `is_match` first: `captures` allocates even when nothing matches.
+                if !rule.regex.is_match(val) {
+                    return true; // no match, no replacement
+                }
+                let Some(caps) = rule.regex.captures(val) else {
+                    return true;
+                };
+                rule.target.expand(&caps, target);
+                rule.replacement.expand(&caps, res);
+            }
+            if !is_valid_label_name(target) {
+                return true;
+            }
+            if res.is_empty() {
+                del(add, dl, base, target);
+            } else {
+                set(add, dl, base, target, res);
+            }
+        }
+        Action::Lowercase | Action::Uppercase => {
+            res.clear();
+            change_case(val, rule.action == Action::Uppercase, res);
+            set(add, dl, base, &rule.target_label, res);
+        }
+        Action::HashMod => {
+            let sum = Md5::digest(val);
+            let mut tail = [0u8; 8];
+            tail.copy_from_slice(&sum[8..16]);
+            // The last 8 bytes, big-endian, as Prometheus has always done.
+            let m = u64::from_be_bytes(tail) % rule.modulus;
+            res.clear();
+            res.extend_from_slice(m.to_string().as_bytes());
+            set(add, dl, base, &rule.target_label, res);
+        }
+        Action::LabelMap | Action::LabelDrop | Action::LabelKeep => {
+            // Walk a snapshot (labels untouched so far, then those set, in order), acting
+            // afterwards: what a rule sets or deletes does not change its own walk.
+            pending.clear();
+            for (name, value) in base
+                .clone()
+                .filter(|(n, _)| !dl.iter().any(|d| d == n) && !add.iter().any(|(a, _)| a == n))
+            {
+                visit(rule, name, value, pending);
+            }
+            for (name, value) in add.iter() {
+                visit(rule, name, value, pending);
+            }
+            for (name, value) in pending.drain(..) {
+                if rule.action == Action::LabelMap {
+                    set(add, dl, base.clone(), &name, &value);
+                } else {
+                    del(add, dl, base.clone(), &name);
+                }
+            }
+        }
+    }
+    true
+}
+
+/// One label of a `labelmap`/`labeldrop`/`labelkeep` walk: queue what to set or delete.
+fn visit(rule: &Rule, name: &[u8], value: &[u8], pending: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    match rule.action {
+        Action::LabelMap => {
+            if !rule.regex.is_match(name) {
+                return;
+            }
+            if let Some(caps) = rule.regex.captures(name) {
+                let mut new_name = Vec::new();
+                rule.replacement.expand(&caps, &mut new_name);
+                pending.push((new_name, value.to_vec()));
+            }
+        }
+        Action::LabelDrop => {
+            if rule.regex.is_match(name) {
+                pending.push((name.to_vec(), Vec::new()));
+            }
+        }
+        _ => {
+            if !rule.regex.is_match(name) {
+                pending.push((name.to_vec(), Vec::new()));
+            }
+        }
+    }
+}
+
+/// Go's `strings.ToLower`/`ToUpper`: one rune to one rune (the simple case mapping). Rust's
+/// full mapping can expand a character ('ß' → "SS", 'İ' → "i̇"); where it does, Go keeps the
+/// character (upper) or takes the plain letter (lower, 'İ' → 'i').
+fn change_case(val: &[u8], upper: bool, out: &mut Vec<u8>) {
+    if val.is_ascii() {
+        out.extend(val.iter().map(|b| {
+            if upper {
+                b.to_ascii_uppercase()
+            } else {
+                b.to_ascii_lowercase()
+            }
+        }));
+        return;
+    }
+    let text = String::from_utf8_lossy(val);
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        let mapped: char = if upper {
+            let mut m = c.to_uppercase();
+            match (m.next(), m.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        } else {
+            c.to_lowercase().next().unwrap_or(c)
+        };
+        out.extend_from_slice(mapped.encode_utf8(&mut buf).as_bytes());
+    }
+}

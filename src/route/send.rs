@@ -1,0 +1,119 @@
+//! Sending a split request: every part to its upstream at once; the sender is acknowledged
+//! only when every upstream that received part of the request acknowledged it.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use super::split::Part;
+use crate::config::route::Routing;
+use crate::forward::{ForwardError, Forwarder, Outgoing};
+
+/// The outcome of each part, in the order given.
+pub async fn send_all(
+    forwarder: &Forwarder,
+    routing: &Arc<Routing>,
+    parts: &[Part],
+    tenant: Option<HeaderValue>,
+) -> Vec<Result<(), ForwardError>> {
+    if let [p] = parts {
+        // One upstream: no task to spawn.
+        let up = &routing.upstreams[p.upstream];
+        let out = Outgoing {
+            body: p.body.clone(),
+            version: p.version,
+            tenant,
+        };
+        return vec![forwarder.send(up, out).await];
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (k, p) in parts.iter().enumerate() {
+        let (f, r, t) = (forwarder.clone(), routing.clone(), tenant.clone());
+        let out = Outgoing {
+            body: p.body.clone(),
+            version: p.version,
+            tenant: t,
+        };
+        let u = p.upstream;
+        set.spawn(async move { (k, f.send(&r.upstreams[u], out).await) });
+    }
+    let mut results: Vec<Option<Result<(), ForwardError>>> =
+        (0..parts.len()).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((k, r)) => results[k] = Some(r),
+            Err(e) => tracing::error!("upstream send task failed: {e}"),
+        }
+    }
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(k, r)| {
+            r.unwrap_or_else(|| {
+                Err(ForwardError::Transport {
+                    upstream: routing.upstreams[parts[k].upstream].name.clone(),
+                    reason: "send task failed".into(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// The one error that answers the sender when some parts failed: 429 (with its Retry-After)
+/// only if every failure was a 429; a 4xx passed back only if every failure was that kind of
+/// final refusal; otherwise the first failure that makes the sender retry (→ 503), so the
+/// whole request comes again and the upstreams that did take it get identical duplicates.
+pub fn answer(failures: Vec<ForwardError>) -> Option<ForwardError> {
+    let is_429 = |e: &ForwardError| e.class() == "429";
+    let is_final = |e: &ForwardError| e.class() == "4xx";
+    if failures.is_empty() {
+        return None;
+    }
+    if failures.iter().all(is_429) || failures.iter().all(is_final) {
+        return failures.into_iter().next();
+    }
+    // A retryable failure wins; failing that (429s mixed with final 4xx) a 429, because a
+    // retry can still deliver to the upstream that was only busy.
+    let pick = failures
+        .iter()
+        .position(|e| !is_429(e) && !is_final(e))
+        .or_else(|| failures.iter().position(is_429))
+        .unwrap_or(0);
+    failures.into_iter().nth(pick)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    fn status(code: u16) -> ForwardError {
+        ForwardError::Status {
+            upstream: format!("u{code}"),
+            status: StatusCode::from_u16(code).unwrap(),
+            retry_after: None,
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn picks_the_status_that_makes_the_sender_do_the_right_thing() {
+        assert!(answer(vec![]).is_none());
+        let a = answer(vec![status(429), status(429)]).unwrap();
+        assert_eq!(a.class(), "429");
+        let a = answer(vec![status(400)]).unwrap();
+        assert_eq!(a.class(), "4xx");
+        // Mixed: retry everything.
+        let a = answer(vec![status(429), status(503)]).unwrap();
+        assert_eq!(a.class(), "5xx");
+        let a = answer(vec![status(400), status(429)]).unwrap();
+        assert_eq!(a.class(), "429");
+        let timeout = ForwardError::Timeout {
+            upstream: "t".into(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let a = answer(vec![status(400), timeout]).unwrap();
+        assert_eq!(a.class(), "timeout");
+    }
+}

@@ -1,0 +1,289 @@
+//! One request into one body per upstream: every kept series through the routes (in order,
+//! first match wins unless `continue`), then per route its own relabeling and downsampling,
+//! then out to each upstream the route names, as raw bytes when nothing changed.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::downsample::{Downsampler, Pending};
+use crate::config::route::{Route, Routing};
+use crate::guard::schema::{Labels, OwnedLabels};
+use crate::guard::Verdict;
+use crate::relabel;
+use crate::wire::{self, Counts, Parsed, Version, Writer};
+
+/// What a request needs besides its series: the routing table, its tenant, the state.
+#[derive(Clone, Copy)]
+pub struct Plan<'a> {
+    pub routing: &'a Routing,
+    pub tenant: Option<&'a str>,
+    pub downsampler: &'a Downsampler,
+}
+
+/// The body for one upstream.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Index into `Routing::upstreams`.
+    pub upstream: usize,
+    /// Snappy-compressed, in `version`.
+    pub body: Bytes,
+    pub version: Version,
+    pub forwarded: Counts,
+    /// The original body, forwarded as it came.
+    pub passthrough: bool,
+}
+
+/// A request split by upstream.
+#[derive(Debug, Clone, Default)]
+pub struct Routed {
+    /// Only upstreams that receive something.
+    pub parts: Vec<Part>,
+    /// Downsampling decisions to commit once every part was acknowledged.
+    pub pending: Vec<Pending>,
+    /// Samples left out by downsampling, by route index.
+    pub downsampled: Vec<(usize, u64)>,
+    /// Series dropped by a route's own relabeling (on that route only).
+    pub route_relabel_dropped: u64,
+    /// Series no route matched (dropped: several upstreams and no route for them cannot
+    /// happen with a validated config, which requires a catch-all route then).
+    pub unrouted: u64,
+}
+
+/// Per-thread buffers.
+#[derive(Default)]
+pub struct Scratch {
+    writers: Vec<Writer>,
+    unchanged: Vec<usize>,
+    counts: Vec<Counts>,
+    /// Route claiming each upstream for the current series.
+    claimed: Vec<Option<usize>>,
+    relabel: relabel::Scratch,
+    overlay: HashMap<u64, i64, foldhash::fast::FixedState>,
+    keep: Vec<bool>,
+    hash_buf: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+/// No route matched but there is a single upstream: it gets the series.
+const SOLE_UPSTREAM: usize = usize::MAX;
+
+fn route_matches<'a, I>(route: &Route, labels: I, tenant: Option<&str>) -> bool
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    if let Some(tenants) = &route.tenants {
+        match tenant {
+            Some(t) if tenants.iter().any(|x| x == t) => {}
+            _ => return false,
+        }
+    }
+    route.selector.as_ref().is_none_or(|s| s.matches(labels))
+}
+
+/// Split the kept series of `req` (`verdicts[i] == Keep` and not withheld for recording rules,
+/// labels from `rewrites` when set).
+#[allow(clippy::too_many_arguments)]
+pub fn split(
+    plan: &Plan<'_>,
+    body: &Bytes,
+    req: &Parsed,
+    buf: &[u8],
+    verdicts: &[Verdict],
+    withhold: &[bool],
+    rewrites: &[Option<OwnedLabels>],
+    s: &mut Scratch,
+) -> Routed {
+    let routing = plan.routing;
+    let n = routing.upstreams.len();
+    let mut out = Routed::default();
+    s.writers.truncate(n);
+    for (u, up) in routing.upstreams.iter().enumerate() {
+        match s.writers.get_mut(u) {
+            Some(w) if w.version() == up.version => {}
+            Some(w) => *w = Writer::new(up.version),
+            None => s.writers.push(Writer::new(up.version)),
+        }
+        s.writers[u].begin(req, buf);
+    }
+    s.unchanged.clear();
+    s.unchanged.resize(n, 0);
+    s.counts.clear();
+    s.counts.resize(n, Counts::default());
+    s.overlay.clear();
+    let mut downsampled = vec![0u64; routing.routes.len()];
+
+    for i in 0..req.len() {
+        if verdicts.get(i).is_some_and(|v| *v != Verdict::Keep) || withhold.get(i) == Some(&true) {
+            continue;
+        }
+        let view = req.series(buf, i);
+        let rewritten = rewrites.get(i).and_then(Option::as_ref);
+        let labels = match rewritten {
+            Some(o) => Labels::Owned(o.iter()),
+            None => Labels::Wire(view.labels()),
+        };
+        s.claimed.clear();
+        s.claimed.resize(n, None);
+        let mut matched = false;
+        for (r, route) in routing.routes.iter().enumerate() {
+            if !route_matches(route, labels.clone(), plan.tenant) {
+                continue;
+            }
+            matched = true;
+            for &u in &route.upstreams {
+                s.claimed[u].get_or_insert(r);
+            }
+            if !route.continue_matching {
+                break;
+            }
+        }
+        if !matched {
+            if n == 1 {
+                s.claimed[0] = Some(SOLE_UPSTREAM);
+            } else {
+                out.unrouted += 1;
+                continue;
+            }
+        }
+
+        // Each claiming route once: its labels and sample mask, then every upstream it got.
+        for r in 0..=routing.routes.len() {
+            let r = if r == routing.routes.len() {
+                SOLE_UPSTREAM
+            } else {
+                r
+            };
+            if !s.claimed.contains(&Some(r)) {
+                continue;
+            }
+            let route = routing.routes.get(r);
+            let mut route_labels: Option<OwnedLabels> = None;
+            if let Some(route) = route.filter(|rt| !rt.relabel.is_empty()) {
+                match relabel::process(&route.relabel, labels.clone(), &mut s.relabel) {
+                    relabel::Outcome::Unchanged => {}
+                    relabel::Outcome::Changed(l) => route_labels = Some(l),
+                    relabel::Outcome::Dropped => {
+                        out.route_relabel_dropped += 1;
+                        continue;
+                    }
+                }
+            }
+            let final_owned = route_labels.as_ref().or(rewritten);
+            let mut masked = false;
+            if let Some(interval) = route.and_then(|rt| rt.min_interval) {
+                let key = series_key(
+                    route.map(|rt| rt.name.as_str()).unwrap_or_default(),
+                    match final_owned {
+                        Some(o) => Labels::Owned(o.iter()),
+                        None => Labels::Wire(view.labels()),
+                    },
+                    &mut s.hash_buf,
+                );
+                let total = view.sample_count();
+                let kept = plan.downsampler.decide(
+                    key,
+                    interval.as_millis() as i64,
+                    view.samples().map(|x| x.timestamp),
+                    &mut s.overlay,
+                    &mut s.keep,
+                );
+                if kept < total {
+                    masked = true;
+                    downsampled[r] += (total - kept) as u64;
+                }
+                if kept == 0 && view.histogram_count() == 0 && view.exemplar_count() == 0 {
+                    continue;
+                }
+            }
+            let pairs: Option<Vec<(&[u8], &[u8])>> = final_owned.map(|o| {
+                o.iter()
+                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                    .collect()
+            });
+            let kept_samples = if masked {
+                s.keep.iter().filter(|k| **k).count()
+            } else {
+                view.sample_count()
+            };
+            for u in 0..n {
+                if s.claimed[u] != Some(r) {
+                    continue;
+                }
+                let w = &mut s.writers[u];
+                if masked {
+                    w.filtered_series(req, buf, i, pairs.as_deref(), &s.keep);
+                } else if let Some(p) = &pairs {
+                    w.relabeled_series(req, buf, i, p);
+                } else {
+                    w.copy_series(req, buf, i);
+                    s.unchanged[u] += 1;
+                }
+                let c = &mut s.counts[u];
+                c.series += 1;
+                c.samples += kept_samples as u64;
+                c.histograms += view.histogram_count() as u64;
+                c.exemplars += view.exemplar_count() as u64;
+            }
+        }
+    }
+
+    out.pending.extend(s.overlay.drain());
+    out.downsampled = downsampled
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    for u in 0..n {
+        let up = &routing.upstreams[u];
+        if s.counts[u].series == 0 && !req.is_empty() {
+            continue;
+        }
+        if s.unchanged[u] == req.len() && req.version() == up.version {
+            let mut forwarded = req.counts();
+            forwarded.series = req.len() as u64;
+            out.parts.push(Part {
+                upstream: u,
+                body: body.clone(),
+                version: up.version,
+                forwarded,
+                passthrough: true,
+            });
+            continue;
+        }
+        let w = &mut s.writers[u];
+        w.copy_metadata(req, buf);
+        let mut forwarded = s.counts[u];
+        forwarded.metadata = w.metadata_written() as u64;
+        if forwarded.series == 0 && forwarded.metadata == 0 {
+            continue;
+        }
+        wire::snappy::compress(w.finish(), &mut s.compressed);
+        out.parts.push(Part {
+            upstream: u,
+            body: Bytes::copy_from_slice(&s.compressed),
+            version: up.version,
+            forwarded,
+            passthrough: false,
+        });
+    }
+    out
+}
+
+/// The downsampling key of a series on a route: its labels as sent, hashed with the route.
+fn series_key<'a>(
+    route: &str,
+    labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    buf: &mut Vec<u8>,
+) -> u64 {
+    buf.clear();
+    buf.extend_from_slice(route.as_bytes());
+    buf.push(0xff);
+    for (n, v) in labels {
+        buf.extend_from_slice(n);
+        buf.push(0xfe);
+        buf.extend_from_slice(v);
+        buf.push(0xff);
+    }
+    xxhash_rust::xxh3::xxh3_64(buf)
+}
