@@ -1,0 +1,749 @@
+//! The load harness: cardguard and vmagent side by side, in one run, behind the same load and
+//! in front of the same null upstream. See benches/README.md for what it measures and how.
+//!
+//! `cargo bench --bench load -- [flags]` runs the full comparison; `cargo test --benches` runs
+//! it without `--bench`, which makes it a seconds-long smoke run that checks the harness
+//! itself (both proxies answer 2xx, the null upstream sees what was sent, cardguard keeps every
+//! well-behaved service whole in the explosion) and fails when vmagent is missing.
+
+mod drive;
+mod gen;
+mod target;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use drive::{Outcome, Plan};
+use gen::{Load, Shape};
+use target::{Kind, Limits, ProcStats, Target};
+use upstream::NullUpstream;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "load", about = "cardguard vs vmagent load harness")]
+struct Args {
+    /// Services in the load.
+    #[arg(long, default_value_t = 20)]
+    services: usize,
+    /// Series per service (services × this = distinct series of the main phases).
+    #[arg(long, default_value_t = 5000)]
+    series_per_service: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 8)]
+    conns: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 15.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 1000)]
+    min_batch: usize,
+    #[arg(long, default_value_t = 2000)]
+    max_batch: usize,
+    /// 15 s steps pre-encoded for the main phases (the driver cycles through them).
+    #[arg(long, default_value_t = 4)]
+    steps: usize,
+    /// Distinct series of the large RSS phase (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_series: usize,
+    /// Share of incoming series that come from the exploding service in the explosion phase.
+    #[arg(long, default_value_t = 0.2)]
+    explosion: f64,
+    /// Seconds of the cardguard soak at half of vmagent's saturation rate (0 skips it).
+    #[arg(long, default_value_t = 60.0)]
+    soak: f64,
+    /// Headroom of the budgets over the well-behaved series count.
+    #[arg(long, default_value_t = 1.1)]
+    headroom: f64,
+    /// Set by `cargo bench`; without it the harness runs its smoke test.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+impl Args {
+    fn smoke() -> Args {
+        Args {
+            services: 5,
+            series_per_service: 400,
+            conns: 2,
+            duration: 1.0,
+            min_batch: 500,
+            max_batch: 1000,
+            steps: 2,
+            rss_series: 20_000,
+            explosion: 0.2,
+            soak: 2.0,
+            headroom: 1.1,
+            bench: false,
+        }
+    }
+}
+
+/// One saturation phase of one proxy.
+#[derive(Debug, Clone)]
+struct Sat {
+    out: Outcome,
+    cpu_s: f64,
+    forwarded: u64,
+}
+
+impl Sat {
+    fn per_cpu_s(&self) -> f64 {
+        self.out.samples_ok as f64 / self.cpu_s.max(1e-9)
+    }
+}
+
+/// The explosion phase of one proxy: the run, and per service the samples sent (and
+/// acknowledged) and those the null upstream saw.
+type Explosion = (Sat, BTreeMap<String, u64>, BTreeMap<String, u64>);
+
+#[derive(Debug, Default, Clone)]
+struct Side {
+    sat: Option<Sat>,
+    half: Option<Outcome>,
+    hwm_main: u64,
+    rss_large: Option<(ProcStats, ProcStats)>,
+    explosion: Option<Explosion>,
+}
+
+fn main() {
+    let raw: Vec<String> = std::env::args().collect();
+    let full = raw.iter().any(|a| a == "--bench");
+    let args = if full {
+        Args::parse_from(raw)
+    } else {
+        Args::smoke()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(args, full));
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+async fn run(args: Args, full: bool) {
+    STRICT.store(!full, std::sync::atomic::Ordering::Relaxed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let t0 = Instant::now();
+    let shape = Shape {
+        services: args.services,
+        series_per_service: args.series_per_service,
+        explosion: 0.0,
+        min_batch: args.min_batch,
+        max_batch: args.max_batch,
+        steps: args.steps,
+    };
+    let base = gen::build(shape, 1);
+    let explode = gen::build(
+        Shape {
+            explosion: args.explosion,
+            ..shape
+        },
+        2,
+    );
+    let large = (args.rss_series > 0).then(|| {
+        gen::build(
+            Shape {
+                series_per_service: args.rss_series.div_ceil(args.services),
+                steps: 1,
+                ..shape
+            },
+            3,
+        )
+    });
+    let bytes: usize = base.requests.iter().map(|r| r.bytes.len()).sum();
+    println!(
+        "load: {} services × {} series = {} distinct, {} requests of {:.0} samples ({:.1} MiB) over {} steps; \
+         explosion {:.0}%: {} exploding series; large: {} series; encoded in {:.1}s",
+        args.services,
+        args.series_per_service,
+        shape.distinct(),
+        base.requests.len(),
+        base.samples_per_request(),
+        mib(bytes as u64),
+        args.steps,
+        args.explosion * 100.0,
+        explode.exploding_distinct,
+        large.as_ref().map_or(0, |l| l.shape.distinct()),
+        t0.elapsed().as_secs_f64()
+    );
+    println!("machine: {}", machine());
+
+    let upstream = NullUpstream::start().await;
+    let limits = budget(&args, args.series_per_service);
+    let duration = Duration::from_secs_f64(args.duration);
+    let kinds = [Kind::Vmagent, Kind::Cardguard];
+    let mut sides: BTreeMap<&'static str, Side> = BTreeMap::new();
+
+    // Saturation: as fast as each proxy answers, after one warm-up step (every series known).
+    let mut running = Vec::new();
+    for kind in kinds {
+        let mut t = Target::start(kind, dir.path(), &upstream.write_url(), limits);
+        let warm = drive::run(plan(
+            &t,
+            &base,
+            args.conns,
+            duration * 1000,
+            None,
+            true,
+            0,
+            base.first_step,
+        ))
+        .await;
+        settle(&upstream).await;
+        assert_ok(kind, "warm-up", &warm);
+        let sat = saturate(&mut t, &upstream, &base, args.conns, duration).await;
+        println!(
+            "{:<9} saturation: {:>10.0} samples/s, {:>10.0} samples/CPU-s ({:.2} CPU-s), p50 {:.2} ms p99 {:.2} ms, forwarded {} of {}, {}",
+            kind.name(),
+            sat.out.samples_per_sec(),
+            sat.per_cpu_s(),
+            sat.cpu_s,
+            sat.out.quantile_ms(0.5),
+            sat.out.quantile_ms(0.99),
+            sat.forwarded,
+            sat.out.samples_ok,
+            sat.out.statuses_text()
+        );
+        assert_ok(kind, "saturation", &sat.out);
+        sides.entry(kind.name()).or_default().sat = Some(sat);
+        running.push(t);
+    }
+
+    // Latency at half of vmagent's saturation throughput, and the null upstream alone at the
+    // same rate (what the proxy adds is the difference).
+    let half_rate = sides["vmagent"].sat.as_ref().unwrap().out.samples_per_sec() / 2.0;
+    let direct = drive::run(Plan {
+        addr: upstream.addr,
+        ..plan_raw(&base, args.conns, duration, Some(half_rate), false)
+    })
+    .await;
+    print_latency("direct", half_rate, &direct);
+    for t in running.iter_mut() {
+        let o = drive::run(plan(
+            t,
+            &base,
+            args.conns,
+            duration,
+            Some(half_rate),
+            false,
+            0,
+            base.requests.len(),
+        ))
+        .await;
+        settle(&upstream).await;
+        t.assert_running();
+        print_latency(t.kind.name(), half_rate, &o);
+        assert_ok(t.kind, "half rate", &o);
+        let side = sides.entry(t.kind.name()).or_default();
+        side.half = Some(o);
+        side.hwm_main = t.stats().hwm;
+    }
+    drop(running);
+
+    // Explosion: fresh processes, the exploding service interleaved from the first request.
+    for kind in kinds {
+        let mut t = Target::start(kind, dir.path(), &upstream.write_url(), limits);
+        upstream.counts.reset();
+        let before = t.stats();
+        let o = drive::run(plan(
+            &t,
+            &explode,
+            args.conns,
+            duration,
+            None,
+            false,
+            0,
+            explode.requests.len(),
+        ))
+        .await;
+        settle(&upstream).await;
+        t.assert_running();
+        let cpu_s = t.stats().cpu_s - before.cpu_s;
+        let seen = upstream.counts.per_service();
+        let sent = explode.by_name(&o.sent_per_service);
+        let forwarded = upstream
+            .counts
+            .samples
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let sat = Sat {
+            out: o,
+            cpu_s,
+            forwarded,
+        };
+        println!(
+            "{:<9} explosion: {:>10.0} samples/s, {:>10.0} samples/CPU-s, forwarded {} of {} accepted, {}",
+            kind.name(),
+            sat.out.samples_per_sec(),
+            sat.per_cpu_s(),
+            sat.forwarded,
+            sat.out.samples_ok,
+            sat.out.statuses_text()
+        );
+        assert_ok(kind, "explosion", &sat.out);
+        sides.entry(kind.name()).or_default().explosion = Some((sat, sent, seen));
+    }
+
+    // RSS with many distinct series: fresh processes, every series sent twice.
+    if let Some(large) = &large {
+        let limits = budget(&args, large.shape.series_per_service);
+        for kind in kinds {
+            let mut t = Target::start(kind, dir.path(), &upstream.write_url(), limits);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let idle = t.stats();
+            for _ in 0..2 {
+                let o = drive::run(plan(
+                    &t,
+                    large,
+                    args.conns,
+                    duration * 1000,
+                    None,
+                    true,
+                    0,
+                    large.requests.len(),
+                ))
+                .await;
+                assert_ok(kind, "large", &o);
+            }
+            settle(&upstream).await;
+            t.assert_running();
+            let after = t.stats();
+            println!(
+                "{:<9} {} series: RSS {:.1} MiB (idle {:.1} MiB), peak {:.1} MiB",
+                kind.name(),
+                large.shape.distinct(),
+                mib(after.rss),
+                mib(idle.rss),
+                mib(after.hwm)
+            );
+            sides.entry(kind.name()).or_default().rss_large = Some((idle, after));
+        }
+    }
+
+    // Soak: cardguard at half of vmagent's saturation rate, constant series count.
+    let soak = if args.soak > 0.0 {
+        Some(soak_run(&args, &base, &upstream, limits, half_rate, dir.path()).await)
+    } else {
+        None
+    };
+
+    report(
+        &args,
+        &base,
+        large.as_ref(),
+        &sides,
+        &direct,
+        half_rate,
+        soak.as_ref(),
+        full,
+    );
+}
+
+fn budget(args: &Args, series_per_service: usize) -> Limits {
+    let per_service = (series_per_service as f64 * args.headroom).ceil() as u64;
+    Limits {
+        per_service,
+        global: per_service * args.services as u64,
+    }
+}
+
+fn plan_raw(load: &Load, conns: usize, duration: Duration, rate: Option<f64>, once: bool) -> Plan {
+    Plan {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        conns,
+        duration,
+        rate,
+        requests: load.requests.clone(),
+        start: 0,
+        end: load.requests.len(),
+        once,
+        services: load.services.len(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    t: &Target,
+    load: &Load,
+    conns: usize,
+    duration: Duration,
+    rate: Option<f64>,
+    once: bool,
+    start: usize,
+    end: usize,
+) -> Plan {
+    Plan {
+        addr: t.addr,
+        start,
+        end,
+        ..plan_raw(load, conns, duration, rate, once)
+    }
+}
+
+async fn saturate(
+    t: &mut Target,
+    upstream: &NullUpstream,
+    load: &Load,
+    conns: usize,
+    duration: Duration,
+) -> Sat {
+    upstream.counts.reset();
+    let before = t.stats();
+    let out = drive::run(plan(
+        t,
+        load,
+        conns,
+        duration,
+        None,
+        false,
+        0,
+        load.requests.len(),
+    ))
+    .await;
+    // vmagent acknowledges before it forwards: its CPU for this load is spent once the null
+    // upstream has everything.
+    settle(upstream).await;
+    t.assert_running();
+    let after = t.stats();
+    Sat {
+        out,
+        cpu_s: after.cpu_s - before.cpu_s,
+        forwarded: upstream
+            .counts
+            .samples
+            .load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// Wait until the null upstream has seen nothing new for 500 ms (at most 15 s).
+async fn settle(upstream: &NullUpstream) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = u64::MAX;
+    let mut stable_since = Instant::now();
+    while Instant::now() < deadline {
+        let now = upstream
+            .counts
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= Duration::from_millis(500) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The smoke run fails on any answer but 2xx; the full run reports it and carries on, so one
+/// hiccup under load does not throw away the other measurements.
+static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn assert_ok(kind: Kind, phase: &str, o: &Outcome) {
+    let bad: u64 = o
+        .statuses
+        .iter()
+        .filter(|(s, _)| !(200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
+    if bad == 0 && o.errors == 0 && o.requests > 0 {
+        return;
+    }
+    let msg = format!(
+        "{} {phase}: {} requests, not all 2xx: {}",
+        kind.name(),
+        o.requests,
+        o.statuses_text()
+    );
+    if STRICT.load(std::sync::atomic::Ordering::Relaxed) {
+        panic!("{msg}");
+    }
+    println!("WARNING: {msg}");
+}
+
+fn print_latency(who: &str, rate: f64, o: &Outcome) {
+    println!(
+        "{who:<9} at {rate:>10.0} samples/s offered: {:>10.0} achieved, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, {}",
+        o.samples_per_sec(),
+        o.quantile_ms(0.5),
+        o.quantile_ms(0.99),
+        o.quantile_ms(0.999),
+        o.statuses_text()
+    );
+}
+
+struct Soak {
+    secs: f64,
+    warmup_secs: f64,
+    /// (seconds since start, RSS bytes)
+    samples: Vec<(f64, u64)>,
+    out: Outcome,
+}
+
+impl Soak {
+    /// (min, max, mean) RSS after warm-up.
+    fn after_warmup(&self) -> (u64, u64, f64) {
+        let v: Vec<u64> = self
+            .samples
+            .iter()
+            .filter(|(t, _)| *t >= self.warmup_secs)
+            .map(|(_, r)| *r)
+            .collect();
+        let min = v.iter().copied().min().unwrap_or(0);
+        let max = v.iter().copied().max().unwrap_or(0);
+        let mean = v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+        (min, max, mean)
+    }
+}
+
+async fn soak_run(
+    args: &Args,
+    load: &Load,
+    upstream: &NullUpstream,
+    limits: Limits,
+    rate: f64,
+    dir: &std::path::Path,
+) -> Soak {
+    let mut t = Target::start(Kind::Cardguard, dir, &upstream.write_url(), limits);
+    let secs = args.soak;
+    let every = Duration::from_secs_f64((secs / 120.0).clamp(0.1, 5.0));
+    let pid = t.pid();
+    let sampler = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut v = Vec::new();
+        while start.elapsed().as_secs_f64() < secs {
+            v.push((start.elapsed().as_secs_f64(), ProcStats::read(pid).rss));
+            tokio::time::sleep(every).await;
+        }
+        v
+    });
+    let out = drive::run(plan(
+        &t,
+        load,
+        args.conns,
+        Duration::from_secs_f64(secs),
+        Some(rate),
+        false,
+        0,
+        load.requests.len(),
+    ))
+    .await;
+    let samples = sampler.await.expect("sampler");
+    t.assert_running();
+    assert_ok(Kind::Cardguard, "soak", &out);
+    let soak = Soak {
+        secs,
+        warmup_secs: (secs * 0.2).min(60.0),
+        samples,
+        out,
+    };
+    let (min, max, mean) = soak.after_warmup();
+    println!(
+        "cardguard soak {:.0}s at {:.0} samples/s: RSS after {:.0}s warm-up min {:.1} MiB max {:.1} MiB mean {:.1} MiB (−{:.1}% / +{:.1}%), p99 {:.3} ms, {}",
+        secs,
+        soak.out.samples_per_sec(),
+        soak.warmup_secs,
+        mib(min),
+        mib(max),
+        mib(mean as u64),
+        (mean - min as f64) / mean * 100.0,
+        (max as f64 - mean) / mean * 100.0,
+        soak.out.quantile_ms(0.99),
+        soak.out.statuses_text()
+    );
+    soak
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!("{cores} cores, {model}, load average {}", load.join(" "))
+}
+
+fn pct(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        100.0
+    } else {
+        a as f64 / b as f64 * 100.0
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &Args,
+    base: &Load,
+    large: Option<&Load>,
+    sides: &BTreeMap<&'static str, Side>,
+    direct: &Outcome,
+    half_rate: f64,
+    soak: Option<&Soak>,
+    full: bool,
+) {
+    let cg = &sides["cardguard"];
+    let vm = &sides["vmagent"];
+    let (cs, vs) = (cg.sat.as_ref().unwrap(), vm.sat.as_ref().unwrap());
+    println!();
+    println!("## cardguard vs vmagent ({})", machine());
+    println!();
+    println!("| measure | cardguard | vmagent | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| saturation throughput, samples/s ({} conns) | {:.0} | {:.0} | {:.2}× | |",
+        args.conns,
+        cs.out.samples_per_sec(),
+        vs.out.samples_per_sec(),
+        cs.out.samples_per_sec() / vs.out.samples_per_sec()
+    );
+    let r = cs.per_cpu_s() / vs.per_cpu_s();
+    println!(
+        "| samples per CPU-second of the proxy | {:.0} | {:.0} | {:.2}× | ≥ 3× {} |",
+        cs.per_cpu_s(),
+        vs.per_cpu_s(),
+        r,
+        verdict(r >= 3.0)
+    );
+    let r = cg.hwm_main as f64 / vm.hwm_main as f64;
+    println!(
+        "| peak RSS at {} series, MiB | {:.1} | {:.1} | {:.2}× | ≤ 1× {} |",
+        base.shape.distinct(),
+        mib(cg.hwm_main),
+        mib(vm.hwm_main),
+        r,
+        verdict(r <= 1.0)
+    );
+    if let (Some(l), Some((ci, ca)), Some((vi, va))) = (large, &cg.rss_large, &vm.rss_large) {
+        let r = ca.hwm as f64 / va.hwm as f64;
+        println!(
+            "| peak RSS at {} series, MiB (idle before) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}× | ≤ 1× {} |",
+            l.shape.distinct(),
+            mib(ca.hwm),
+            mib(ci.rss),
+            mib(va.hwm),
+            mib(vi.rss),
+            r,
+            verdict(r <= 1.0)
+        );
+        println!(
+            "| RSS growth per series over idle, bytes | {:.1} | {:.1} | | |",
+            (ca.rss.saturating_sub(ci.rss)) as f64 / l.shape.distinct() as f64,
+            (va.rss.saturating_sub(vi.rss)) as f64 / l.shape.distinct() as f64,
+        );
+    }
+    let (ch, vh) = (cg.half.as_ref().unwrap(), vm.half.as_ref().unwrap());
+    let added = ch.quantile_ms(0.99) - direct.quantile_ms(0.99);
+    println!(
+        "| p99 latency at {:.0} samples/s (½ vmagent saturation), ms; null upstream alone {:.3} | {:.3} (+{:.3}) | {:.3} (+{:.3}) | | added ≤ 1 ms {} |",
+        half_rate,
+        direct.quantile_ms(0.99),
+        ch.quantile_ms(0.99),
+        added,
+        vh.quantile_ms(0.99),
+        vh.quantile_ms(0.99) - direct.quantile_ms(0.99),
+        verdict(added <= 1.0)
+    );
+    println!(
+        "| p50 / p99.9 latency at that rate, ms | {:.3} / {:.3} | {:.3} / {:.3} | | |",
+        ch.quantile_ms(0.5),
+        ch.quantile_ms(0.999),
+        vh.quantile_ms(0.5),
+        vh.quantile_ms(0.999)
+    );
+    if let Some(s) = soak {
+        let (min, max, mean) = s.after_warmup();
+        let drift = ((max as f64 - mean).max(mean - min as f64)) / mean * 100.0;
+        println!(
+            "| soak {:.0} s at {} series, RSS after {:.0} s warm-up: mean MiB, worst deviation | {:.1}, ±{:.1}% | not run | | ±5% {} |",
+            s.secs,
+            base.shape.distinct(),
+            s.warmup_secs,
+            mib(mean as u64),
+            drift,
+            verdict(drift <= 5.0)
+        );
+    }
+    let (ce, ve) = (
+        cg.explosion.as_ref().unwrap(),
+        vm.explosion.as_ref().unwrap(),
+    );
+    let thr = |e: &Explosion, s: &Sat| e.0.out.samples_per_sec() / s.out.samples_per_sec();
+    let (ct, vt) = (thr(ce, cs), thr(ve, vs));
+    println!(
+        "| explosion ({:.0}% of series over budget): throughput vs no explosion | {:.0}% | {:.0}% | | ≥ 80% {} |",
+        args.explosion * 100.0,
+        ct * 100.0,
+        vt * 100.0,
+        verdict(ct >= 0.8)
+    );
+    let kept = |e: &Explosion| {
+        let (_, sent, seen) = e;
+        sent.iter()
+            .skip(1)
+            .map(|(s, n)| pct(seen.get(s).copied().unwrap_or(0), *n))
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (ck, vk) = (kept(ce), kept(ve));
+    println!(
+        "| explosion: least-served well-behaved service, % of its samples forwarded | {:.2}% | {:.2}% | | 100% {} |",
+        ck,
+        vk,
+        verdict(ck >= 100.0)
+    );
+    println!();
+    println!("explosion, samples per service seen by the null upstream / sent and acknowledged:");
+    println!("| service | cardguard | vmagent |");
+    println!("|---|---|---|");
+    for (s, sent_c) in &ce.1 {
+        let seen_c = ce.2.get(s).copied().unwrap_or(0);
+        let sent_v = ve.1.get(s).copied().unwrap_or(0);
+        let seen_v = ve.2.get(s).copied().unwrap_or(0);
+        let tag = if s == &base.services[0] {
+            " (exploding)"
+        } else {
+            ""
+        };
+        println!(
+            "| {s}{tag} | {seen_c} / {sent_c} ({:.1}%) | {seen_v} / {sent_v} ({:.1}%) |",
+            pct(seen_c, *sent_c),
+            pct(seen_v, sent_v)
+        );
+    }
+    println!();
+    println!("vmagent acknowledges a request once it is in its queue and forwards later; cardguard acknowledges only after the upstream did.");
+    if !full {
+        // The smoke run's own checks: the harness works, whatever the machine's speed.
+        assert!(
+            cs.forwarded == cs.out.samples_ok,
+            "cardguard forwarded {} of {} acknowledged samples",
+            cs.forwarded,
+            cs.out.samples_ok
+        );
+        assert!(
+            ck >= 100.0,
+            "cardguard lost samples of a well-behaved service in the explosion"
+        );
+        assert!(vs.forwarded > 0, "vmagent forwarded nothing");
+        println!(
+            "load harness smoke run: ok (run `cargo bench --bench load` for the measurements)"
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "✓"
+    } else {
+        "✗"
+    }
+}

@@ -1,0 +1,237 @@
+//! The proxies under test as child processes, and what /proc says about them.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Cardguard,
+    Vmagent,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Cardguard => "cardguard",
+            Kind::Vmagent => "vmagent",
+        }
+    }
+}
+
+/// Limits both proxies get, expressed the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// cardguard `guard.max_series` and vmagent `-remoteWrite.maxHourlySeries`.
+    pub global: u64,
+    /// cardguard's per-service budget (vmagent has none).
+    pub per_service: u64,
+}
+
+pub struct Target {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn peers_bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("CARDGUARD_PEERS_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peers"),
+    };
+    dir.join("bin").join(name)
+}
+
+impl Target {
+    /// Start `kind` forwarding to `upstream_url`, with its scratch files in `dir`.
+    pub fn start(kind: Kind, dir: &Path, upstream_url: &str, limits: Limits) -> Target {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = dir.join(format!("{}-{port}.log", kind.name()));
+        let mut cmd = match kind {
+            Kind::Cardguard => {
+                let cfg = dir.join(format!("cardguard-{port}.yml"));
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "server:\n  listen_address: 127.0.0.1:{port}\n\
+                         upstream:\n  url: {upstream_url}\n\
+                         guard:\n  owner_labels: [service]\n  max_series: {global}\n  \
+                         default_budget:\n    max_series: {per}\n    action: drop\n",
+                        global = limits.global,
+                        per = limits.per_service
+                    ),
+                )
+                .expect("write cardguard config");
+                let mut c = Command::new(env!("CARGO_BIN_EXE_cardguard"));
+                c.arg("--log.level=warn")
+                    .arg("serve")
+                    .arg("--config")
+                    .arg(cfg);
+                c
+            }
+            Kind::Vmagent => {
+                let bin = peers_bin("vmagent");
+                if !bin.is_file() {
+                    panic!(
+                        "vmagent not found at {}: the load harness runs cardguard and vmagent \
+                         side by side; run `scripts/fetch-peers.sh` (or set CARDGUARD_PEERS_DIR)",
+                        bin.display()
+                    );
+                }
+                let queue = dir.join(format!("vmagent-queue-{port}"));
+                let mut c = Command::new(bin);
+                c.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                    .arg(format!("-remoteWrite.url={upstream_url}"))
+                    .arg(format!("-remoteWrite.maxHourlySeries={}", limits.global))
+                    .arg(format!("-remoteWrite.tmpDataPath={}", queue.display()))
+                    .arg("-remoteWrite.flushInterval=100ms")
+                    .arg("-loggerLevel=ERROR");
+                c
+            }
+        };
+        let logf = std::fs::File::create(&log).expect("create log");
+        cmd.stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", kind.name()));
+        let mut t = Target {
+            kind,
+            addr,
+            child,
+            log,
+        };
+        t.wait_ready();
+        t
+    }
+
+    fn wait_ready(&mut self) {
+        let path = match self.kind {
+            Kind::Cardguard => "/-/ready",
+            Kind::Vmagent => "/health",
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "{} exited during start-up ({st}); log {}:\n{}",
+                    self.kind.name(),
+                    self.log.display(),
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if http_get_ok(self.addr, path) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} not ready within 30 s", self.kind.name());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stats(&self) -> ProcStats {
+        ProcStats::read(self.pid())
+    }
+
+    /// Panics with the log when the process died.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!(
+                "{} exited ({st}); log:\n{}",
+                self.kind.name(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// CPU time and memory of a process, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStats {
+    /// utime + stime, seconds.
+    pub cpu_s: f64,
+    /// VmRSS, bytes.
+    pub rss: u64,
+    /// VmHWM (peak RSS), bytes.
+    pub hwm: u64,
+}
+
+fn clk_tck() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+impl ProcStats {
+    pub fn read(pid: u32) -> ProcStats {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let cpu_s = (ticks(11) + ticks(12)) / clk_tck();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        ProcStats {
+            cpu_s,
+            rss: kb("VmRSS:"),
+            hwm: kb("VmHWM:"),
+        }
+    }
+}
