@@ -3,6 +3,7 @@
 //! sending the parts so the sender is acknowledged only when all of them were.
 
 pub mod downsample;
+pub mod own;
 pub mod selector;
 pub mod send;
 pub mod split;

@@ -37,7 +37,7 @@ pub struct State {
     /// Recording rules: buffers (live across reloads), plan, evaluator and output.
     pub rules: Arc<crate::rules::Runtime>,
     /// Per-route downsampling state (`min_interval`); lives across reloads.
-    pub downsampler: crate::route::Downsampler,
+    pub downsampler: Arc<crate::route::Downsampler>,
     /// Permits for write requests being processed; sized from the config at start.
     pub inflight: Arc<Semaphore>,
     ready: AtomicBool,
@@ -62,7 +62,7 @@ impl State {
             telemetry,
             guard: Guard::new(),
             rules,
-            downsampler: crate::route::Downsampler::default(),
+            downsampler: Arc::new(crate::route::Downsampler::default()),
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(1),
@@ -236,6 +236,7 @@ pub async fn rule_tasks(state: Arc<State>) {
             state.forwarder.clone(),
             move || s.config(),
             state.rules.metrics.clone(),
+            state.downsampler.clone(),
         ))
     };
     let s = state.clone();

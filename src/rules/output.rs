@@ -17,7 +17,9 @@ use tokio::sync::Notify;
 use super::metrics::RuleMetrics;
 use crate::config::Config;
 use crate::forward::{ForwardError, Forwarder, Outgoing};
-use crate::wire::{snappy, OwnedSeries, Writer};
+use crate::route::own::send_own;
+use crate::route::Downsampler;
+use crate::wire::{snappy, OwnedSeries, Version, Writer};
 
 /// Series per outgoing request, like Prometheus's `max_samples_per_send` default scale.
 const BATCH_SERIES: usize = 2000;
@@ -73,12 +75,14 @@ impl Output {
     }
 
     /// Send queued series until the process ends. `config` gives the config in force (the
-    /// upstream may change on reload).
+    /// upstream may change on reload). With `upstreams:`/`routes:`, recorded series are routed
+    /// like any other series (`downsampler` is the routes' state).
     pub async fn run(
         self: Arc<Self>,
         forwarder: Forwarder,
         config: impl Fn() -> Arc<Config>,
         metrics: RuleMetrics,
+        downsampler: Arc<Downsampler>,
     ) {
         let mut writer: Option<Writer> = None;
         let mut compressed = Vec::new();
@@ -92,32 +96,47 @@ impl Output {
             let mut backoff = BACKOFF_MIN;
             loop {
                 let cfg = config();
-                let up = cfg
-                    .upstream
-                    .as_ref()
-                    .or_else(|| cfg.routing.as_ref().and_then(|r| r.default_upstream()));
-                let Some(up) = up else {
+                let sent = if let Some(routing) = &cfg.routing {
+                    let w = writer.get_or_insert_with(|| Writer::new(Version::V1));
+                    if w.version() != Version::V1 {
+                        *w = Writer::new(Version::V1);
+                    }
+                    w.reset();
+                    for s in &batch {
+                        w.push_series(s);
+                    }
+                    snappy::compress(w.finish(), &mut compressed);
+                    let body = Bytes::copy_from_slice(&compressed);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    send_own(&forwarder, routing, &downsampler, body, now)
+                        .await
+                        .map(|_| ())
+                } else if let Some(up) = cfg.upstream.as_ref() {
+                    let w = writer.get_or_insert_with(|| Writer::new(up.version));
+                    if w.version() != up.version {
+                        *w = Writer::new(up.version);
+                    }
+                    w.reset();
+                    for s in &batch {
+                        w.push_series(s);
+                    }
+                    snappy::compress(w.finish(), &mut compressed);
+                    let out = Outgoing {
+                        body: Bytes::copy_from_slice(&compressed),
+                        version: up.version,
+                        tenant: None,
+                    };
+                    forwarder.send(up, out).await
+                } else {
                     metrics
                         .output_dropped
                         .with_label_values(&["no_upstream"])
                         .inc_by(sample_count(&batch) as u64);
                     break;
                 };
-                let w = writer.get_or_insert_with(|| Writer::new(up.version));
-                if w.version() != up.version {
-                    *w = Writer::new(up.version);
-                }
-                w.reset();
-                for s in &batch {
-                    w.push_series(s);
-                }
-                snappy::compress(w.finish(), &mut compressed);
-                let out = Outgoing {
-                    body: Bytes::copy_from_slice(&compressed),
-                    version: up.version,
-                    tenant: None,
-                };
-                match forwarder.send(up, out).await {
+                match sent {
                     Ok(()) => {
                         metrics.output_sent.inc_by(sample_count(&batch) as u64);
                         break;

@@ -132,3 +132,46 @@ async fn all_failures_429_answer_429_with_retry_after() {
     let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn own_series_are_routed_like_a_senders() {
+    use crate::wire::{OwnedSeries, Writer};
+    let r = start_routed().await;
+    let config = r.h.state.config();
+    let routing = config.routing.clone().unwrap();
+    let series = |name: &str, slo: bool, t: i64| OwnedSeries {
+        labels: std::iter::once(("__name__".to_string(), name.to_string()))
+            .chain(slo.then(|| ("slo".to_string(), "true".to_string())))
+            .collect(),
+        samples: vec![(0.5, t)],
+    };
+    let mut w = Writer::new(Version::V1);
+    w.reset();
+    w.push_series(&series("service:slo_ok:ratio", true, 1_000));
+    w.push_series(&series("service:requests:rate5m", false, 1_000));
+    let mut body = Vec::new();
+    wire::snappy::compress(w.finish(), &mut body);
+    let sent = crate::route::own::send_own(
+        &r.h.state.forwarder,
+        &routing,
+        &r.h.state.downsampler,
+        Bytes::from(body),
+        1_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.parts, 2);
+    let names = |u: &Upstream| -> Vec<String> {
+        let bodies = u.bodies.lock().unwrap().clone();
+        bodies
+            .iter()
+            .flat_map(|(_, b)| decoded(b).timeseries)
+            .map(|ts| ts.labels[0].value.clone())
+            .collect()
+    };
+    assert_eq!(
+        names(&r.h.upstream),
+        ["service:slo_ok:ratio", "service:requests:rate5m"]
+    );
+    assert_eq!(names(&r.long), ["service:slo_ok:ratio"]);
+}
