@@ -248,3 +248,6 @@ impl Runtime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
