@@ -172,7 +172,15 @@ impl Runtime {
                 .filter(|k| !keep.contains_key(*k))
                 .cloned()
                 .collect();
+            let mut log = self.failure_log.lock().unwrap_or_else(|e| e.into_inner());
+            log.retain(|k, _| keep.contains_key(k));
             for k in gone {
+                // A removed group's series end here; so do its metric rows.
+                let m = &self.metrics;
+                let _ = m.evaluations.remove_label_values(&[&k]);
+                let _ = m.evaluation_failures.remove_label_values(&[&k]);
+                let _ = m.last_duration.remove_label_values(&[&k]);
+                let _ = m.last_evaluation.remove_label_values(&[&k]);
                 if let Some(s) = states.remove(&k) {
                     if let Some(t) = s.last_eval_ms {
                         s.retire(
