@@ -207,16 +207,40 @@ fn words(s: &str, n: usize) -> Option<(Vec<&str>, &str)> {
     Some((ws, rest.trim()))
 }
 
+/// A Prometheus duration (`1h30m`, `10s53ms`, `0s`) or a number of seconds, to ms.
 fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(v) = s.parse::<f64>() {
-        return Ok((v * 1000.0) as i64);
+        return Ok((v * 1000.0).round() as i64);
     }
-    let (neg, s) = match s.strip_prefix('-') {
+    let (neg, mut rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s),
     };
-    let d = promql_parser::util::parse_duration(s)?;
-    let ms = d.as_millis() as i64;
+    let mut ms: i64 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: i64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            u => return Err(format!("bad duration unit {u:?} in {s:?}")),
+        };
+        rest = &rest[unit_len..];
+        ms += n * unit;
+    }
     Ok(if neg { -ms } else { ms })
 }
 
@@ -615,7 +639,7 @@ fn range_query(
     let mut series: Vec<(Labels, Vec<Sample>)> = Vec::new();
     let mut t = start;
     while t <= end {
-        match c.eval_in_range(s, t, start, end)? {
+        match c.eval_range_step(s, t, start, end, step)? {
             Value::Scalar(v) => push_point(&mut series, Labels::new(), Sample { t, v }),
             Value::Vector(v) => {
                 for (l, v) in v {

@@ -236,6 +236,14 @@ fn vector_vector(
             continue;
         };
         let rs = &one[ri];
+        // Two series of one side matching one of the other is an error even when the
+        // comparison would filter them out.
+        if m.card == Card::OneToOne && matched.insert(sig, HashSet::new()).is_some() {
+            return Err(err(
+                "multiple matches for labels: many-to-one matching must be explicit \
+                 (group_left/group_right)",
+            ));
+        }
         let (fl, fr) = if swapped { (rs.v, ls.v) } else { (ls.v, rs.v) };
         let (mut v, keep) = elem_op(op, fl, fr);
         if return_bool {
@@ -244,14 +252,7 @@ fn vector_vector(
             continue;
         }
         let labels = result_labels(&ls.labels, &rs.labels, op, m);
-        if m.card == Card::OneToOne {
-            if matched.insert(sig, HashSet::new()).is_some() {
-                return Err(err(
-                    "multiple matches for labels: many-to-one matching must be explicit \
-                     (group_left/group_right)",
-                ));
-            }
-        } else {
+        if m.card != Card::OneToOne {
             let h = foldhash::fast::FixedState::with_seed(1).hash_one(&labels);
             if !matched.entry(sig).or_default().insert(h) {
                 return Err(err(

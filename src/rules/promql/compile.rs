@@ -151,6 +151,11 @@ pub(crate) enum Node {
 
 /// Parse, refuse what is unsupported, and plan.
 pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileError> {
+    if has_high_byte_escape(expr) {
+        // Prometheus reads `\xNN` as a raw byte (possibly invalid UTF-8, which it then
+        // rejects as a label name); promql-parser reads it as the code point U+00NN.
+        return Err(unsupported("byte escapes \\x80-\\xff in string literals"));
+    }
     let ast = promql_parser::parser::parse(expr).map_err(CompileError::Parse)?;
     let mut node = lower(&ast)?;
     if mark_step_invariant(&mut node) {
@@ -159,6 +164,16 @@ pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileEr
     let mut needs = Vec::new();
     collect_needs(&node, 0, &mut needs);
     Ok((node, needs))
+}
+
+fn has_high_byte_escape(expr: &str) -> bool {
+    let b = expr.as_bytes();
+    b.windows(3).enumerate().any(|(i, w)| {
+        w[0] == b'\\'
+            && w[1] == b'x'
+            && matches!(w[2], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            && (i == 0 || b[i - 1] != b'\\')
+    })
 }
 
 fn unsupported(what: impl Into<String>) -> CompileError {

@@ -68,6 +68,8 @@ pub(crate) struct Ctx<'a> {
     pub storage: &'a dyn Storage,
     pub query_start: i64,
     pub query_end: i64,
+    /// The range query's step (0 for an instant query), for `step()`.
+    pub query_step: i64,
 }
 
 /// The timing of the evaluation in progress: the step timestamp `t` and the start of the

@@ -45,7 +45,7 @@ funcs! {
     SortByLabelDesc = "sort_by_label_desc", Pi = "pi", Deg = "deg", Rad = "rad",
     Acos = "acos", Acosh = "acosh", Asin = "asin", Asinh = "asinh", Atan = "atan",
     Atanh = "atanh", Cos = "cos", Cosh = "cosh", Sin = "sin", Sinh = "sinh", Tan = "tan",
-    Tanh = "tanh",
+    Tanh = "tanh", Start = "start", End = "end", Step = "step", Range = "range",
 }
 
 impl Func {
@@ -289,6 +289,12 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
         F::Timestamp => timestamp(ctx, arg(args, 0, f)?, s),
         F::Time => Ok(Val::Scalar(s.t as f64 / 1000.0)),
         F::Pi => Ok(Val::Scalar(std::f64::consts::PI)),
+        F::Start => Ok(Val::Scalar(ctx.query_start as f64 / 1000.0)),
+        F::End => Ok(Val::Scalar(ctx.query_end as f64 / 1000.0)),
+        F::Step => Ok(Val::Scalar(ctx.query_step as f64 / 1000.0)),
+        F::Range => Ok(Val::Scalar(
+            (ctx.query_end - ctx.query_start) as f64 / 1000.0,
+        )),
         F::Vector => Ok(Val::Vector(vec![Elem {
             labels: Labels::new(),
             v: ctx.scalar(arg(args, 0, f)?, s)?,

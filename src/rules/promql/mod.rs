@@ -148,10 +148,23 @@ impl Compiled {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Value, EvalError> {
+        self.eval_range_step(storage, t_ms, start_ms, end_ms, 0)
+    }
+
+    /// [`Compiled::eval_in_range`] with the range query's step too, for `step()`.
+    pub fn eval_range_step(
+        &self,
+        storage: &dyn Storage,
+        t_ms: i64,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value, EvalError> {
         let ctx = eval::Ctx {
             storage,
             query_start: start_ms,
             query_end: end_ms,
+            query_step: step_ms,
         };
         let v = ctx.eval(
             &self.plan,
