@@ -50,6 +50,8 @@ enum Point {
     Value(f64),
     Stale,
     Omitted,
+    /// A native histogram sample (not loaded: the engine reads floats only).
+    Histogram,
 }
 
 #[derive(Debug)]
@@ -78,7 +80,8 @@ enum Query {
 #[derive(Default)]
 struct Script {
     storage: MemStorage,
-    native: Vec<Labels>,
+    /// Series with native-histogram samples, and those samples' timestamps.
+    native: Vec<(Labels, Vec<i64>)>,
 }
 
 #[test]
@@ -465,10 +468,54 @@ fn parse_float(s: &str) -> Result<f64, String> {
     t.parse::<f64>().map_err(|e| format!("{s}: {e}"))
 }
 
+/// Whitespace-separated value tokens, a `{{...}}` histogram (with spaces inside) kept whole.
+fn value_tokens(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start: Option<usize> = None;
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i..].starts_with(b"{{") {
+            depth += 1;
+            start.get_or_insert(i);
+            i += 2;
+            continue;
+        }
+        if depth > 0 && b[i..].starts_with(b"}}") {
+            depth -= 1;
+            i += 2;
+            continue;
+        }
+        if depth == 0 && b[i].is_ascii_whitespace() {
+            if let Some(st) = start.take() {
+                out.push(&s[st..i]);
+            }
+        } else {
+            start.get_or_insert(i);
+        }
+        i += 1;
+    }
+    if let Some(st) = start {
+        out.push(&s[st..]);
+    }
+    out
+}
+
 /// The expanding value notation of `load` and of expected results.
 fn parse_points(s: &str) -> Result<Vec<Point>, String> {
     let mut out = Vec::new();
-    for tok in s.split_whitespace() {
+    for tok in value_tokens(s) {
+        if tok.contains("{{") {
+            // `{{..}}`, `{{..}}xN` or `{{..}}+{{..}}xN`.
+            let tail = &tok[tok.rfind("}}").map_or(0, |i| i + 2)..];
+            let n = match tail.strip_prefix('x') {
+                Some(n) => n.parse::<usize>().map_err(|e| format!("{tok}: {e}"))? + 1,
+                None => 1,
+            };
+            out.extend(std::iter::repeat_n(Point::Histogram, n));
+            continue;
+        }
         if tok == "_" {
             out.push(Point::Omitted);
             continue;
@@ -539,11 +586,8 @@ impl Script {
         for l in body {
             let (desc, vals) = split_series(l);
             let labels = parse_labels(desc)?;
-            if vals.contains("{{") {
-                self.native.push(labels);
-                continue;
-            }
             let mut samples = Vec::new();
+            let mut histograms = Vec::new();
             for (i, p) in parse_points(vals)?.into_iter().enumerate() {
                 let t = i as i64 * step;
                 match p {
@@ -553,7 +597,11 @@ impl Script {
                         v: f64::from_bits(STALE_NAN_BITS),
                     }),
                     Point::Omitted => {}
+                    Point::Histogram => histograms.push(t),
                 }
+            }
+            if !histograms.is_empty() {
+                self.native.push((labels.clone(), histograms));
             }
             if nhcb {
                 // The native histogram with custom buckets derived from a classic one.
@@ -571,7 +619,8 @@ impl Script {
                             .collect();
                         nl.push(("__name__".into(), base.into()));
                         nl.sort();
-                        self.native.push(nl);
+                        let ts = samples.iter().map(|p| p.t).collect();
+                        self.native.push((nl, ts));
                     }
                 }
             }
@@ -586,10 +635,20 @@ impl Script {
             Err(CompileError::Unsupported(m)) => return Outcome::Unsupported(m),
             Err(e @ CompileError::Parse(_)) => return check_error(&e.to_string(), exp),
         };
+        // Whether any selector reads a native-histogram sample within its window.
+        let (t_min, t_max) = match q {
+            Query::Instant(t) => (*t, *t),
+            Query::Range { start, end, .. } => (*start, *end),
+        };
         let reads_native = c.needs().iter().any(|n| {
-            self.native
-                .iter()
-                .any(|l| matches(&n.matchers, l.iter().map(|(a, b)| (a.as_str(), b.as_str()))))
+            let (lo, hi) = match n.at_ms {
+                Some(at) => (at - n.history_ms, at),
+                None => (t_min - n.history_ms, t_max),
+            };
+            self.native.iter().any(|(l, ts)| {
+                ts.iter().any(|t| *t > lo && *t <= hi)
+                    && matches(&n.matchers, l.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+            })
         });
         if reads_native || exp.histograms {
             return Outcome::Unsupported("native histograms".into());

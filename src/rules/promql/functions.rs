@@ -46,6 +46,7 @@ funcs! {
     Acos = "acos", Acosh = "acosh", Asin = "asin", Asinh = "asinh", Atan = "atan",
     Atanh = "atanh", Cos = "cos", Cosh = "cosh", Sin = "sin", Sinh = "sinh", Tan = "tan",
     Tanh = "tanh", Start = "start", End = "end", Step = "step", Range = "range",
+    MinOf = "min_of", MaxOf = "max_of",
 }
 
 impl Func {
@@ -289,6 +290,15 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
         F::Timestamp => timestamp(ctx, arg(args, 0, f)?, s),
         F::Time => Ok(Val::Scalar(s.t as f64 / 1000.0)),
         F::Pi => Ok(Val::Scalar(std::f64::consts::PI)),
+        F::MinOf | F::MaxOf => {
+            let a = ctx.scalar(arg(args, 0, f)?, s)?;
+            let b = ctx.scalar(arg(args, 1, f)?, s)?;
+            Ok(Val::Scalar(if f == F::MinOf {
+                go_min(a, b)
+            } else {
+                go_max(a, b)
+            }))
+        }
         F::Start => Ok(Val::Scalar(ctx.query_start as f64 / 1000.0)),
         F::End => Ok(Val::Scalar(ctx.query_end as f64 / 1000.0)),
         F::Step => Ok(Val::Scalar(ctx.query_step as f64 / 1000.0)),
