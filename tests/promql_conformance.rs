@@ -671,6 +671,9 @@ impl Script {
 }
 
 fn check_error(msg: &str, exp: &Expect) -> Outcome {
+    if std::env::var_os("PROMQL_SHOW_ERRORS").is_some() {
+        println!("error: {msg}");
+    }
     if !exp.fail {
         return Outcome::Fail(format!("unexpected error: {msg}"));
     }

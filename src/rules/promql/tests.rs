@@ -128,6 +128,11 @@ mod fuzz {
         "{__name__=~\"x|y\"}",
         "time()",
         "vector(1)",
+        "x offset -1m",
+        "y[1m:] @ end()",
+        "x @ 9e15",
+        "start()",
+        "x[1m] @ -9e15",
     ];
     const WRAPS: &[&str] = &[
         "rate(%)",
@@ -194,12 +199,12 @@ mod fuzz {
         fn compile_and_eval_never_panic(
             e in expr(),
             data in proptest::collection::vec((any::<u8>(), 0i64..900_000, any::<f64>()), 0..30),
-            t in -100_000i64..1_000_000,
+            t in prop_oneof![-100_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN), any::<i64>()],
         ) {
             let s = storage(data);
             if let Ok(c) = Compiled::new(&e) {
                 let _ = c.eval(&s, t);
-                let _ = c.eval_in_range(&s, t, t - 60_000, t + 60_000);
+                let _ = c.eval_in_range(&s, t, t.saturating_sub(60_000), t.saturating_add(60_000));
             }
         }
     }
