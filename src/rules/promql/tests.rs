@@ -71,6 +71,20 @@ fn unsupported_constructs_are_named() {
         }
     }
     assert!(matches!(Compiled::new("sum("), Err(CompileError::Parse(_))));
+    // Deep nesting is refused before it can overflow the stack.
+    let deep = vec!["1"; 20_000].join("+");
+    assert!(matches!(
+        Compiled::new(&deep),
+        Err(CompileError::Unsupported(_))
+    ));
+    let deep = format!("{}x{}", "(".repeat(5000), ")".repeat(5000));
+    assert!(matches!(
+        Compiled::new(&deep),
+        Err(CompileError::Unsupported(_))
+    ));
+    // Regexes and strings do not count.
+    let wide = format!("x{{a=~\"{}\"}}", "(a|b)+".repeat(200));
+    assert!(Compiled::new(&wide).is_ok());
 }
 
 #[test]
