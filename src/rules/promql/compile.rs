@@ -184,7 +184,7 @@ fn nesting_bound(expr: &str) -> usize {
     let mut quote: Option<char> = None;
     let mut escaped = false;
     let mut word = String::new();
-    let mut count_word = |w: &mut String, n: &mut usize| {
+    let count_word = |w: &mut String, n: &mut usize| {
         if matches!(
             w.to_ascii_lowercase().as_str(),
             "and" | "or" | "unless" | "atan2" | "offset"
