@@ -183,23 +183,53 @@ pub(crate) fn eval(
                 (AggOp::Quantile, _) => return Err(err("quantile needs a scalar parameter")),
                 _ => 0.0,
             };
-            Ok(Val::Vector(simple(op, q, input, without, grouping)))
+            let mut agg = Aggregator::new(op, q, without, grouping)
+                .ok_or_else(|| err("not a reducing aggregation"))?;
+            for e in &input {
+                agg.push(&e.labels, e.v, e.drop_name);
+            }
+            Ok(Val::Vector(agg.finish()))
         }
     }
 }
 
-fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String]) -> Vec<Elem> {
-    let mut grouper = Grouper::new();
-    let mut accs: Vec<Acc> = Vec::new();
-    for e in &input {
-        let g = grouper.group(&e.labels, without, grouping);
-        let f = e.v;
+/// The aggregations that reduce each group to one value, fed one series at a time so that
+/// the input need not be materialised (`sum by (job) (rate(x[5m]))` streams from the storage).
+pub(crate) struct Aggregator<'a> {
+    op: AggOp,
+    q: f64,
+    without: bool,
+    grouping: &'a [String],
+    grouper: Grouper,
+    accs: Vec<Acc>,
+}
+
+impl<'a> Aggregator<'a> {
+    /// `None` for the operators that are not a reduction (`topk`, `bottomk`, `count_values`).
+    pub fn new(op: AggOp, q: f64, without: bool, grouping: &'a [String]) -> Option<Self> {
+        if matches!(op, AggOp::Topk | AggOp::Bottomk | AggOp::CountValues) {
+            return None;
+        }
+        Some(Aggregator {
+            op,
+            q,
+            without,
+            grouping,
+            grouper: Grouper::new(),
+            accs: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, labels: &Labels, f: f64, drop_name: bool) {
+        let op = self.op;
+        let g = self.grouper.group(labels, self.without, self.grouping);
+        let accs = &mut self.accs;
         if g == accs.len() {
             let mut a = Acc {
                 value: f,
                 mean: f,
                 count: 1.0,
-                drop_name: e.drop_name,
+                drop_name,
                 ..Acc::default()
             };
             match op {
@@ -215,7 +245,7 @@ fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String
                 _ => {}
             }
             accs.push(a);
-            continue;
+            return;
         }
         let a = &mut accs[g];
         match op {
@@ -226,7 +256,7 @@ fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String
                     let (nv, nc) = kahan_inc(f, a.value, a.c);
                     if !nv.is_infinite() {
                         (a.value, a.c) = (nv, nc);
-                        continue;
+                        return;
                     }
                     // The sum would overflow: continue with an incremental mean.
                     a.incremental_mean = true;
@@ -235,10 +265,10 @@ fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String
                 }
                 if a.mean.is_infinite() {
                     if f.is_infinite() && (a.mean > 0.0) == (f > 0.0) {
-                        continue;
+                        return;
                     }
                     if !f.is_infinite() && !f.is_nan() {
-                        continue;
+                        return;
                     }
                 }
                 let current = a.mean + a.c;
@@ -266,32 +296,36 @@ fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String
             AggOp::Topk | AggOp::Bottomk | AggOp::CountValues => {}
         }
     }
-    let mut out = Vec::with_capacity(accs.len());
-    for (mut a, labels) in accs.into_iter().zip(grouper.labels) {
-        let v = match op {
-            AggOp::Sum => a.value + a.c,
-            AggOp::Avg => {
-                if a.incremental_mean {
-                    a.mean + a.c
-                } else {
-                    (a.value + a.c) / a.count
+
+    pub fn finish(self) -> Vec<Elem> {
+        let (op, q) = (self.op, self.q);
+        let mut out = Vec::with_capacity(self.accs.len());
+        for (mut a, labels) in self.accs.into_iter().zip(self.grouper.labels) {
+            let v = match op {
+                AggOp::Sum => a.value + a.c,
+                AggOp::Avg => {
+                    if a.incremental_mean {
+                        a.mean + a.c
+                    } else {
+                        (a.value + a.c) / a.count
+                    }
                 }
-            }
-            AggOp::Count => a.count,
-            AggOp::Stdvar => a.value / a.count,
-            AggOp::Stddev => (a.value / a.count).sqrt(),
-            AggOp::Quantile => quantile(q, &mut a.values),
-            _ => a.value,
-        };
-        // Only a grouping that keeps the name can carry a pending name removal.
-        let drop_name = a.drop_name && labels.iter().any(|(n, _)| n == "__name__");
-        out.push(Elem {
-            labels,
-            v,
-            drop_name,
-        });
+                AggOp::Count => a.count,
+                AggOp::Stdvar => a.value / a.count,
+                AggOp::Stddev => (a.value / a.count).sqrt(),
+                AggOp::Quantile => quantile(q, &mut a.values),
+                _ => a.value,
+            };
+            // Only a grouping that keeps the name can carry a pending name removal.
+            let drop_name = a.drop_name && labels.iter().any(|(n, _)| n == "__name__");
+            out.push(Elem {
+                labels,
+                v,
+                drop_name,
+            });
+        }
+        out
     }
-    out
 }
 
 /// `topk`/`bottomk` with Go's `container/heap` and `sort.Sort` so that ties come out in the

@@ -151,6 +151,19 @@ pub(crate) enum Node {
 
 /// Parse, refuse what is unsupported, and plan.
 pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileError> {
+    if has_high_byte_escape(expr) {
+        // Prometheus reads `\xNN` as a raw byte (possibly invalid UTF-8, which it then
+        // rejects as a label name); promql-parser reads it as the code point U+00NN.
+        return Err(unsupported("byte escapes \\x80-\\xff in string literals"));
+    }
+    // Parsing, planning and evaluation recurse over the expression tree: bound its depth
+    // before building it so that no input can overflow the stack.
+    let nesting = nesting_bound(expr);
+    if nesting > MAX_NESTING {
+        return Err(unsupported(format!(
+            "expressions with more than {MAX_NESTING} operators and brackets ({nesting})"
+        )));
+    }
     let ast = promql_parser::parser::parse(expr).map_err(CompileError::Parse)?;
     let mut node = lower(&ast)?;
     if mark_step_invariant(&mut node) {
@@ -159,6 +172,63 @@ pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileEr
     let mut needs = Vec::new();
     collect_needs(&node, 0, &mut needs);
     Ok((node, needs))
+}
+
+/// Far above any hand-written rule, far below what overflows a 2 MiB thread stack.
+const MAX_NESTING: usize = 256;
+
+/// An upper bound of the syntax tree's depth: brackets and operator characters and words
+/// outside string literals.
+fn nesting_bound(expr: &str) -> usize {
+    let mut n = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut word = String::new();
+    let count_word = |w: &mut String, n: &mut usize| {
+        if matches!(
+            w.to_ascii_lowercase().as_str(),
+            "and" | "or" | "unless" | "atan2" | "offset"
+        ) {
+            *n += 1;
+        }
+        w.clear();
+    };
+    for c in expr.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q != '`' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        count_word(&mut word, &mut n);
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '(' | '[' | '{' | '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' | '@' => {
+                n += 1
+            }
+            _ => {}
+        }
+    }
+    count_word(&mut word, &mut n);
+    n
+}
+
+fn has_high_byte_escape(expr: &str) -> bool {
+    let b = expr.as_bytes();
+    b.windows(3).enumerate().any(|(i, w)| {
+        w[0] == b'\\'
+            && w[1] == b'x'
+            && matches!(w[2], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            && (i == 0 || b[i - 1] != b'\\')
+    })
 }
 
 fn unsupported(what: impl Into<String>) -> CompileError {

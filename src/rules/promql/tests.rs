@@ -71,6 +71,20 @@ fn unsupported_constructs_are_named() {
         }
     }
     assert!(matches!(Compiled::new("sum("), Err(CompileError::Parse(_))));
+    // Deep nesting is refused before it can overflow the stack.
+    let deep = vec!["1"; 20_000].join("+");
+    assert!(matches!(
+        Compiled::new(&deep),
+        Err(CompileError::Unsupported(_))
+    ));
+    let deep = format!("{}x{}", "(".repeat(5000), ")".repeat(5000));
+    assert!(matches!(
+        Compiled::new(&deep),
+        Err(CompileError::Unsupported(_))
+    ));
+    // Regexes and strings do not count.
+    let wide = format!("x{{a=~\"{}\"}}", "(a|b)+".repeat(200));
+    assert!(Compiled::new(&wide).is_ok());
 }
 
 #[test]
@@ -109,6 +123,99 @@ fn stale_marker_ends_instant_selection() {
     assert_eq!(c.eval(&s, 90_000).unwrap(), Value::Vector(vec![]));
 }
 
+fn bucket_store(counts: &[(&str, f64)]) -> MemStorage {
+    let mut s = MemStorage::new();
+    for (le, c) in counts {
+        s.add(
+            vec![
+                ("__name__".into(), "lat_bucket".into()),
+                ("job".into(), "a".into()),
+                ("le".into(), le.to_string()),
+            ],
+            &[Sample { t: 0, v: *c }],
+        );
+    }
+    s
+}
+
+fn single(c: &Compiled, s: &MemStorage, t: i64) -> (Labels, f64) {
+    match c.eval(s, t).unwrap() {
+        Value::Vector(v) if v.len() == 1 => v.into_iter().next().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn histogram_quantile_interpolates_within_classic_buckets() {
+    let s = bucket_store(&[("0.1", 10.0), ("0.2", 20.0), ("+Inf", 20.0)]);
+    for (q, want) in [(0.5, 0.1), (0.75, 0.15), (1.0, 0.2), (0.0, 0.0)] {
+        let c = Compiled::new(&format!("histogram_quantile({q}, lat_bucket)")).unwrap();
+        let (labels, v) = single(&c, &s, 0);
+        assert!((v - want).abs() < 1e-12, "q={q}: {v}");
+        assert_eq!(labels, vec![("job".to_string(), "a".to_string())]);
+    }
+    let c = Compiled::new("histogram_quantile(1.5, lat_bucket)").unwrap();
+    assert_eq!(single(&c, &s, 0).1, f64::INFINITY);
+}
+
+#[test]
+fn histogram_quantile_fixes_buckets_like_prometheus() {
+    // A decreasing bucket is raised to its predecessor; `1` and `1.0` are one bound.
+    let s = bucket_store(&[("0.1", 10.0), ("0.2", 8.0), ("+Inf", 20.0)]);
+    let c = Compiled::new("histogram_quantile(0.9, lat_bucket)").unwrap();
+    assert_eq!(single(&c, &s, 0).1, 0.2);
+    let s = bucket_store(&[("1", 5.0), ("1.0", 5.0), ("+Inf", 10.0)]);
+    let c = Compiled::new("histogram_quantile(0.5, lat_bucket)").unwrap();
+    assert_eq!(single(&c, &s, 0).1, 0.5);
+    // No +Inf bucket: NaN.
+    let s = bucket_store(&[("0.1", 10.0), ("0.2", 20.0)]);
+    assert!(single(&c, &s, 0).1.is_nan());
+}
+
+#[test]
+fn rate_extrapolates_and_handles_counter_resets() {
+    let mut s = MemStorage::new();
+    // Samples every 60s from 30s, with a reset after 40: the increase is 10+20+30 + 10.
+    let vals = [10.0, 20.0, 40.0, 5.0, 15.0];
+    let pts: Vec<Sample> = vals
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Sample {
+            t: 30_000 + i as i64 * 60_000,
+            v: *v,
+        })
+        .collect();
+    s.add(vec![("__name__".into(), "c_total".into())], &pts);
+    // Window (0, 300s]: first sample 30s in, last 30s before the end; both under 1.1 of
+    // the 60s spacing, so extrapolated to the edges; the zero point (10/45 of 240s) is
+    // further back than 30s, so the start extends the full 30s.
+    let c = Compiled::new("increase(c_total[5m])").unwrap();
+    let (labels, v) = single(&c, &s, 300_000);
+    assert!(labels.is_empty());
+    let want = 45.0 * (240.0 + 30.0 + 30.0) / 240.0;
+    assert!((v - want).abs() < 1e-9, "{v} != {want}");
+    let c = Compiled::new("rate(c_total[5m])").unwrap();
+    assert!((single(&c, &s, 300_000).1 - want / 300.0).abs() < 1e-12);
+}
+
+#[test]
+fn subquery_steps_are_aligned_to_absolute_multiples() {
+    let mut s = MemStorage::new();
+    let pts: Vec<Sample> = (0..20)
+        .map(|i| Sample {
+            t: i * 10_000,
+            v: i as f64,
+        })
+        .collect();
+    s.add(vec![("__name__".into(), "g".into())], &pts);
+    // At t=95s, g[50s:20s] evaluates at 60s and 80s (multiples of 20s in (45s, 95s]), not
+    // at 55s/75s/95s.
+    let c = Compiled::new("count_over_time(g[50s:20s])").unwrap();
+    assert_eq!(single(&c, &s, 95_000).1, 2.0);
+    let c = Compiled::new("min_over_time(g[50s:20s])").unwrap();
+    assert_eq!(single(&c, &s, 95_000).1, 6.0);
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
@@ -128,6 +235,11 @@ mod fuzz {
         "{__name__=~\"x|y\"}",
         "time()",
         "vector(1)",
+        "x offset -1m",
+        "y[1m:] @ end()",
+        "x @ 9e15",
+        "start()",
+        "x[1m] @ -9e15",
     ];
     const WRAPS: &[&str] = &[
         "rate(%)",
@@ -194,12 +306,12 @@ mod fuzz {
         fn compile_and_eval_never_panic(
             e in expr(),
             data in proptest::collection::vec((any::<u8>(), 0i64..900_000, any::<f64>()), 0..30),
-            t in -100_000i64..1_000_000,
+            t in prop_oneof![-100_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN), any::<i64>()],
         ) {
             let s = storage(data);
             if let Ok(c) = Compiled::new(&e) {
                 let _ = c.eval(&s, t);
-                let _ = c.eval_in_range(&s, t, t - 60_000, t + 60_000);
+                let _ = c.eval_in_range(&s, t, t.saturating_sub(60_000), t.saturating_add(60_000));
             }
         }
     }
