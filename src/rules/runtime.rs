@@ -148,6 +148,7 @@ impl Runtime {
             self.log_failures(&key, &evaluated.failures);
         }
         m.stale_markers.inc_by(evaluated.stale_markers);
+        m.set_buffer(&self.buffer.stats());
         self.queue(evaluated.series, rules);
     }
 
