@@ -360,10 +360,12 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             };
             let mut out = Vec::with_capacity(v.len());
             for mut e in v {
-                if e.v.is_nan() || e.v.is_infinite() {
-                    continue;
-                }
-                e.v = date_part(f, e.v);
+                // Go converts these to an undefined instant; a NaN says as much.
+                e.v = if e.v.is_nan() || e.v.is_infinite() {
+                    f64::NAN
+                } else {
+                    date_part(f, e.v)
+                };
                 e.drop_name = true;
                 out.push(e);
             }

@@ -41,7 +41,23 @@ pub(crate) fn label_replace(
             }
         }
     }
+    check_unique(&v)?;
     Ok(v)
+}
+
+/// Prometheus checks the output of `label_replace`/`label_join` at once (not only when the
+/// result leaves the engine), so that an aggregation above cannot merge the collision away.
+fn check_unique(v: &[Elem]) -> Result<(), EvalError> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen: foldhash::HashSet<&super::Labels> = foldhash::HashSet::default();
+    for e in v {
+        if !seen.insert(&e.labels) {
+            return Err(err("vector cannot contain metrics with the same labelset"));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn label_join(
@@ -76,6 +92,7 @@ pub(crate) fn label_join(
             e.drop_name = false;
         }
     }
+    check_unique(&v)?;
     Ok(v)
 }
 

@@ -103,6 +103,19 @@ fn duplicate_labelsets_after_name_removal_are_an_error() {
 }
 
 #[test]
+fn label_replace_collisions_fail_even_under_an_aggregation() {
+    let mut s = MemStorage::new();
+    for a in ["1", "2"] {
+        s.add(
+            vec![("__name__".into(), "x".into()), ("a".into(), a.into())],
+            &[Sample { t: 0, v: 1.0 }],
+        );
+    }
+    let c = Compiled::new("sum(label_replace(x, \"a\", \"\", \"a\", \".*\"))").unwrap();
+    assert!(c.eval(&s, 0).is_err());
+}
+
+#[test]
 fn stale_marker_ends_instant_selection() {
     let mut s = MemStorage::new();
     s.add(
