@@ -170,7 +170,14 @@ pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileEr
         node = wrap_invariant(node);
     }
     let mut needs = Vec::new();
-    collect_needs(&node, 0, &mut needs);
+    collect_needs(
+        &node,
+        Reach {
+            extra: 0,
+            anchor: None,
+        },
+        &mut needs,
+    );
     Ok((node, needs))
 }
 
@@ -494,18 +501,28 @@ fn mark_step_invariant(n: &mut Node) -> bool {
     }
 }
 
-/// `extra` is how much further back than the selector's own window the enclosing subqueries
-/// reach.
-fn collect_needs(n: &Node, extra: i64, out: &mut Vec<SelectorNeed>) {
+/// How far the enclosing subqueries reach back: `extra` ms before `anchor` (a fixed `@`
+/// time of an enclosing subquery) or, with no anchor, before the evaluation time.
+#[derive(Clone, Copy)]
+struct Reach {
+    extra: i64,
+    anchor: Option<i64>,
+}
+
+fn collect_needs(n: &Node, r: Reach, out: &mut Vec<SelectorNeed>) {
     let mut push = |sel: &Selector, window: i64| {
-        let history_ms = (window + sel.offset_ms.max(0)).saturating_add(extra);
+        let own = window.saturating_add(sel.offset_ms.max(0));
+        let (history_ms, at_ms) = match sel.at {
+            // A selector's own `@` makes the enclosing subqueries irrelevant to it.
+            At::Fixed(t) => (own, Some(t)),
+            // `start()`/`end()` are the evaluation time of an instant query.
+            At::Start | At::End => (own, None),
+            At::Eval => (own.saturating_add(r.extra), r.anchor),
+        };
         out.push(SelectorNeed {
             matchers: sel.matchers.clone(),
             history_ms,
-            at_ms: match sel.at {
-                At::Fixed(t) => Some(t),
-                _ => None,
-            },
+            at_ms,
         });
     };
     match n {
@@ -517,26 +534,42 @@ fn collect_needs(n: &Node, extra: i64, out: &mut Vec<SelectorNeed>) {
             range_ms,
             step_ms,
             offset_ms,
-            ..
+            at,
         } => {
             // One extra step: the first subquery step is aligned down to a multiple of it.
-            let reach = range_ms + step_ms + offset_ms.max(&0);
-            collect_needs(inner, extra.saturating_add(reach), out);
+            let reach = range_ms
+                .saturating_add(*step_ms)
+                .saturating_add((*offset_ms).max(0));
+            let inner_reach = match at {
+                At::Fixed(t) => Reach {
+                    extra: reach,
+                    anchor: Some(*t),
+                },
+                At::Start | At::End => Reach {
+                    extra: reach,
+                    anchor: None,
+                },
+                At::Eval => Reach {
+                    extra: r.extra.saturating_add(reach),
+                    anchor: r.anchor,
+                },
+            };
+            collect_needs(inner, inner_reach, out);
         }
-        Node::Neg(e) | Node::StepInvariant(e) => collect_needs(e, extra, out),
+        Node::Neg(e) | Node::StepInvariant(e) => collect_needs(e, r, out),
         Node::Agg { expr, param, .. } => {
-            collect_needs(expr, extra, out);
+            collect_needs(expr, r, out);
             if let Some(p) = param {
-                collect_needs(p, extra, out);
+                collect_needs(p, r, out);
             }
         }
         Node::Binary { lhs, rhs, .. } => {
-            collect_needs(lhs, extra, out);
-            collect_needs(rhs, extra, out);
+            collect_needs(lhs, r, out);
+            collect_needs(rhs, r, out);
         }
         Node::Call { args, .. } => {
             for a in args {
-                collect_needs(a, extra, out);
+                collect_needs(a, r, out);
             }
         }
     }

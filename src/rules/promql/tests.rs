@@ -56,6 +56,20 @@ fn needs_cover_range_offset_and_subquery() {
         .any(|m| m.name == "__name__" && m.value == "x"));
     let c = Compiled::new("x").unwrap();
     assert_eq!(c.needs()[0].history_ms, 300_000);
+    assert_eq!(c.needs()[0].at_ms, None);
+    // A fixed `@` on a subquery anchors the selectors inside it; their own `@` wins.
+    let c = Compiled::new("max_over_time(x[10m:1m] @ 3600) + y @ 60").unwrap();
+    let n = c.needs();
+    assert_eq!(
+        (n[0].at_ms, n[0].history_ms),
+        (Some(3_600_000), 300_000 + 660_000)
+    );
+    assert_eq!((n[1].at_ms, n[1].history_ms), (Some(60_000), 300_000));
+    let c = Compiled::new("max_over_time((x @ 60)[10m:1m])").unwrap();
+    assert_eq!(
+        (c.needs()[0].at_ms, c.needs()[0].history_ms),
+        (Some(60_000), 300_000)
+    );
 }
 
 #[test]
@@ -328,4 +342,12 @@ mod fuzz {
             }
         }
     }
+}
+
+#[test]
+fn compiled_is_shareable_across_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<Compiled>();
+    send_sync::<Value>();
+    send_sync::<SelectorNeed>();
 }
