@@ -83,8 +83,9 @@ pub struct SelectorNeed {
     /// All matchers of the selector, the metric name as a `__name__` matcher.
     pub matchers: Matchers,
     pub history_ms: i64,
-    /// `Some(t)` when the selector has a fixed `@ t` modifier: it then reads `history_ms`
-    /// before `t` (milliseconds since the epoch), whatever the evaluation time.
+    /// `Some(t)` when the selector, or a subquery around it, has a fixed `@ t` modifier: it
+    /// then reads `history_ms` before `t` (milliseconds since the epoch), whatever the
+    /// evaluation time. `None`: `history_ms` before the evaluation time.
     pub at_ms: Option<i64>,
 }
 
