@@ -247,62 +247,120 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
-    const ATOMS: &[&str] = &[
+    /// Instant-vector leaves.
+    const VECTORS: &[&str] = &[
         "x",
         "y{job=\"a\"}",
-        "x[5m]",
-        "y[1m:10s]",
-        "1",
-        "-2.5",
-        "\"s\"",
-        "NaN",
-        "Inf",
         "x offset 1m",
-        "x @ 60",
-        "{__name__=~\"x|y\"}",
-        "time()",
-        "vector(1)",
         "x offset -1m",
-        "y[1m:] @ end()",
+        "x @ 60",
         "x @ 9e15",
-        "start()",
-        "x[1m] @ -9e15",
+        "x @ end()",
+        "{__name__=~\"x|y\"}",
+        "vector(1)",
+        "vector(time())",
+        "absent(nope)",
     ];
+    /// Range-vector forms; `%1` is an instant vector.
+    const MATRICES: &[&str] = &[
+        "x[5m]",
+        "y[1m]",
+        "x[10m] offset 2m",
+        "x[1m] @ -9e15",
+        "(%1)[5m:1m]",
+        "(%1)[3m:]",
+        "(%1)[2m:20s] @ start()",
+    ];
+    /// Instant-vector expressions over `%1`/`%2` (instant vectors) and `%m` (a range vector).
     const WRAPS: &[&str] = &[
-        "rate(%)",
-        "sum by (job) (%)",
-        "topk(2, %)",
-        "quantile(0.5, %)",
-        "abs(%)",
-        "histogram_quantile(0.9, %)",
-        "label_replace(%, \"d\", \"$1\", \"job\", \"(.*)\")",
-        "count_values(\"v\", %)",
-        "scalar(%)",
-        "absent(%)",
-        "(%)[5m:1m]",
-        "-%",
-        "sort_by_label(%, \"job\")",
-        "predict_linear(%, 60)",
-        "clamp(%, 0, 1)",
-        "max_over_time(%)",
-        "day_of_week(%)",
-        "round(%, 0.1)",
-        "% > bool 1",
-        "% + on(job) group_left %",
-        "% or %",
-        "% / ignoring(job) %",
-        "% and %",
-        "stddev without (job) (%)",
-        "bottomk(NaN, %)",
-        "quantile_over_time(2, %)",
+        "rate(%m)",
+        "irate(%m)",
+        "increase(%m)",
+        "delta(%m)",
+        "idelta(%m)",
+        "deriv(%m)",
+        "changes(%m)",
+        "resets(%m)",
+        "max_over_time(%m)",
+        "avg_over_time(%m)",
+        "stddev_over_time(%m)",
+        "mad_over_time(%m)",
+        "ts_of_max_over_time(%m)",
+        "absent_over_time(%m)",
+        "last_over_time(%m)",
+        "quantile_over_time(2, %m)",
+        "quantile_over_time(0.3, %m)",
+        "predict_linear(%m, 60)",
+        "double_exponential_smoothing(%m, 0.5, 0.5)",
+        "sum by (job) (%1)",
+        "avg without (le) (%1)",
+        "stddev without (job) (%1)",
+        "count(%1)",
+        "group by (job) (%1)",
+        "topk(2, %1)",
+        "bottomk(NaN, %1)",
+        "topk(scalar(%2), %1)",
+        "quantile(0.5, %1)",
+        "count_values(\"v\", %1)",
+        "count_values without (job) (\"job\", %1)",
+        "abs(%1)",
+        "-%1",
+        "histogram_quantile(0.9, %1)",
+        "histogram_quantile(scalar(%2), %1)",
+        "label_replace(%1, \"d\", \"$1\", \"job\", \"(.*)\")",
+        "label_replace(%1, \"__name__\", \"n$1\", \"job\", \"(.*)\")",
+        "label_join(%1, \"d\", \",\", \"job\", \"le\")",
+        "absent(%1)",
+        "sort_by_label(%1, \"job\")",
+        "sort_desc(%1)",
+        "clamp(%1, 0, 1)",
+        "clamp_min(%1, NaN)",
+        "day_of_week(%1)",
+        "days_in_month(%1)",
+        "round(%1, 0.1)",
+        "timestamp(%1)",
+        "vector(scalar(%1))",
+        "%1 > bool 1",
+        "%1 > %2",
+        "1 < %1",
+        "%1 * NaN",
+        "%1 % 0",
+        "%1 ^ %2",
+        "%1 + on(job) group_left %2",
+        "%1 - on(job) group_right(le) %2",
+        "%1 == ignoring(le) %2",
+        "%1 or %2",
+        "%1 and on() %2",
+        "%1 unless %2",
+        "%1 / ignoring(job) %2",
+        "%1 atan2 %2",
     ];
 
-    fn expr() -> impl Strategy<Value = String> {
-        let leaf = proptest::sample::select(ATOMS).prop_map(str::to_string);
-        leaf.prop_recursive(4, 32, 2, |inner| {
-            (proptest::sample::select(WRAPS), inner.clone(), inner)
-                .prop_map(|(w, a, b)| w.replacen('%', &a, 1).replacen('%', &b, 1))
+    fn vector() -> impl Strategy<Value = String> {
+        let leaf = proptest::sample::select(VECTORS).prop_map(str::to_string);
+        leaf.prop_recursive(4, 48, 3, |inner| {
+            (
+                proptest::sample::select(WRAPS),
+                proptest::sample::select(MATRICES),
+                inner.clone(),
+                inner.clone(),
+                inner,
+            )
+                .prop_map(|(w, m, a, b, c)| {
+                    let m = m.replace("%1", &c);
+                    w.replace("%m", &m).replace("%1", &a).replace("%2", &b)
+                })
         })
+    }
+
+    fn expr() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => vector(),
+            1 => proptest::sample::select(MATRICES)
+                .prop_map(|m| m.replace("%1", "x")),
+            1 => proptest::sample::select(&["1", "-2.5", "NaN", "\"s\"", "time()", "start()"][..])
+                .prop_map(str::to_string),
+        ]
     }
 
     fn storage(vals: Vec<(u8, i64, f64)>) -> MemStorage {
@@ -328,12 +386,12 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
+        #![proptest_config(ProptestConfig::with_cases(500))]
         #[test]
         fn compile_and_eval_never_panic(
             e in expr(),
-            data in proptest::collection::vec((any::<u8>(), 0i64..900_000, any::<f64>()), 0..30),
-            t in prop_oneof![-100_000i64..1_000_000, Just(i64::MAX), Just(i64::MIN), any::<i64>()],
+            data in proptest::collection::vec((any::<u8>(), 0i64..600_000, prop_oneof![4 => -100.0f64..100.0, 1 => any::<f64>()]), 0..80),
+            t in prop_oneof![8 => 0i64..700_000, 1 => -100_000i64..1_000_000, 1 => prop_oneof![Just(i64::MAX), Just(i64::MIN), any::<i64>()]],
         ) {
             let s = storage(data);
             if let Ok(c) = Compiled::new(&e) {
