@@ -156,6 +156,13 @@ impl Ctx<'_> {
                     Some(Val::Scalar(q)) => q,
                     _ => f64::NAN,
                 };
+                if let (AggOp::Topk | AggOp::Bottomk, Some(Val::Scalar(k))) = (op, &p) {
+                    let mut t = aggregate::TopK::new(*op == AggOp::Topk, *k, *without, grouping)?;
+                    self.stream_vector(expr, s, &mut |labels, v, drop_name| {
+                        t.push(labels, v, drop_name)
+                    })?;
+                    return Ok(Val::Vector(t.finish()));
+                }
                 if param.is_none() || *op == AggOp::Quantile {
                     if let Some(mut agg) = aggregate::Aggregator::new(*op, q, *without, grouping) {
                         self.stream_vector(expr, s, &mut |labels, v, drop_name| {
