@@ -367,15 +367,26 @@ mod fuzz {
         let mut s = MemStorage::new();
         for (k, t, v) in vals {
             let name = if k % 2 == 0 { "x" } else { "y" };
-            let labels = vec![
-                ("__name__".to_string(), name.to_string()),
-                ("job".to_string(), format!("{}", k % 3)),
+            let mut labels = vec![
+                (
+                    "job".to_string(),
+                    ["0", "1", "", "ü", "a\"b", "1e3"][(k % 6) as usize].to_string(),
+                ),
                 (
                     "le".to_string(),
-                    ["0.1", "1", "+Inf", "x"][(k % 4) as usize].to_string(),
+                    ["0.1", "1", "+Inf", "x", "1.0", "-Inf", "NaN"][(k % 7) as usize].to_string(),
                 ),
             ];
-            let v = if k % 7 == 0 {
+            // Some series without a name, some with an extra label.
+            if k % 11 != 0 {
+                labels.push(("__name__".to_string(), name.to_string()));
+            }
+            if k % 5 == 0 {
+                labels.push(("zone".to_string(), format!("z{}", k % 13)));
+            }
+            // Empty values mean "no label", as in Prometheus.
+            labels.retain(|(_, v)| !v.is_empty());
+            let v = if k % 9 == 0 {
                 f64::from_bits(STALE_NAN_BITS)
             } else {
                 v
