@@ -111,6 +111,11 @@ pub(crate) enum Card {
 pub(crate) enum Node {
     Num(f64),
     Str(String),
+    /// The regex argument of `label_replace`, compiled (anchored) once at load.
+    Regex {
+        source: String,
+        re: regex::Regex,
+    },
     Vector(Selector),
     Matrix {
         sel: Selector,
@@ -398,12 +403,25 @@ fn lower(e: &Expr) -> Result<Node, CompileError> {
         Expr::Call(c) => {
             let func = Func::from_name(c.func.name)
                 .ok_or_else(|| unsupported(format!("function `{}`", c.func.name)))?;
-            let args = c
+            let mut args = c
                 .args
                 .args
                 .iter()
                 .map(|a| lower(a))
                 .collect::<Result<Vec<_>, _>>()?;
+            if func == Func::LabelReplace {
+                if let Some(Node::Str(source)) = args.get(4) {
+                    let re = regex::Regex::new(&format!("^(?s:{source})$")).map_err(|_| {
+                        CompileError::Parse(format!(
+                            "invalid regular expression in label_replace(): {source}"
+                        ))
+                    })?;
+                    args[4] = Node::Regex {
+                        source: source.clone(),
+                        re,
+                    };
+                }
+            }
             Node::Call { func, args }
         }
         Expr::Extension(_) => return Err(unsupported("extension expressions")),
@@ -453,7 +471,7 @@ fn agg_op(t: TokenType) -> Result<AggOp, CompileError> {
 fn wrap_invariant(n: Node) -> Node {
     match n {
         // Literals gain nothing from being wrapped.
-        Node::Num(_) | Node::Str(_) => n,
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => n,
         n => Node::StepInvariant(Box::new(n)),
     }
 }
@@ -468,7 +486,7 @@ fn mark_step_invariant(n: &mut Node) -> bool {
         }
     }
     match n {
-        Node::Num(_) | Node::Str(_) => true,
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => true,
         Node::Vector(sel) | Node::Matrix { sel, .. } => sel.at != At::Eval,
         Node::Subquery { inner, at, .. } => {
             let inv = mark_step_invariant(inner);
@@ -526,7 +544,7 @@ fn collect_needs(n: &Node, r: Reach, out: &mut Vec<SelectorNeed>) {
         });
     };
     match n {
-        Node::Num(_) | Node::Str(_) => {}
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => {}
         Node::Vector(sel) => push(sel, LOOKBACK_MS),
         Node::Matrix { sel, range_ms } => push(sel, *range_ms),
         Node::Subquery {

@@ -107,6 +107,7 @@ impl Ctx<'_> {
         match n {
             Node::Num(v) => Ok(Val::Scalar(*v)),
             Node::Str(v) => Ok(Val::Str(v.clone())),
+            Node::Regex { source, .. } => Ok(Val::Str(source.clone())),
             Node::Vector(sel) => Ok(Val::Vector(self.instant_selector(sel, s.t, |_| {}))),
             Node::Matrix { .. } | Node::Subquery { .. } => {
                 let w = self.window(n, s)?;

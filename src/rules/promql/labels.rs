@@ -17,13 +17,8 @@ pub(crate) fn label_replace(
     dst: &str,
     repl: &str,
     src: &str,
-    re: &str,
+    regex: &Regex,
 ) -> Result<Vec<Elem>, EvalError> {
-    let regex = Regex::new(&format!("^(?s:{re})$")).map_err(|_| {
-        err(format!(
-            "invalid regular expression in label_replace(): {re}"
-        ))
-    })?;
     if !valid_label_name(dst) {
         return Err(err(format!(
             "invalid destination label name in label_replace(): {dst}"

@@ -85,6 +85,11 @@ fn unsupported_constructs_are_named() {
         }
     }
     assert!(matches!(Compiled::new("sum("), Err(CompileError::Parse(_))));
+    // label_replace's regex is compiled at load, and an invalid one refused there.
+    assert!(matches!(
+        Compiled::new("label_replace(x, \"d\", \"$1\", \"s\", \"(.*\")"),
+        Err(CompileError::Parse(m)) if m.contains("invalid regular expression")
+    ));
     // Deep nesting is refused before it can overflow the stack.
     let deep = vec!["1"; 20_000].join("+");
     assert!(matches!(
