@@ -4,7 +4,8 @@
 //! Metric names are removed the way Prometheus 3 does with delayed name removal (the mode
 //! its own test scripts run in): operators and functions only flag a series (`drop_name`),
 //! and the name is removed once, when the final result leaves the engine; only then is a
-//! result with two identical label sets an error.
+//! result with two identical label sets an error (and, as in Prometheus, right after
+//! `label_replace`/`label_join`).
 
 use foldhash::HashMap;
 

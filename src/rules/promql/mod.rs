@@ -31,7 +31,9 @@
 //!
 //! Metric names are removed as Prometheus 3 does with delayed name removal (the mode of its
 //! test scripts): only when the result leaves the engine, which is also when two identical
-//! label sets are an error. The engine computes no warnings or info annotations.
+//! label sets are an error (and right after `label_replace`/`label_join`). Aggregations,
+//! `topk` and the range functions stream series from the storage, cloning labels only for
+//! what they output. The engine computes no warnings or info annotations.
 
 use promql_parser::label::Matchers;
 
