@@ -19,7 +19,8 @@
 //! `CompileError::Unsupported`, when it reads native-histogram data (`{{...}}` loads, the
 //! histograms `load_with_nhcb` derives) or expects native histograms. Every other case must
 //! pass; the test prints per-file counts, every failure, and one final line
-//! `promql conformance: N passed, M failed, K unsupported`, and asserts M == 0.
+//! `promql conformance: N passed, M failed, K unsupported`, and asserts M == 0. The
+//! unsupported cases are summed up by reason; `PROMQL_SHOW_UNSUPPORTED=1` lists each.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,7 @@ fn promql_conformance() {
     let mut report = String::new();
     let mut failures = String::new();
     let mut unsupported = String::new();
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(f).unwrap();
@@ -90,6 +92,7 @@ fn promql_conformance() {
                 Outcome::Unsupported(why) => {
                     c.unsupported += 1;
                     let _ = writeln!(unsupported, "  {name}:{line}: {why}");
+                    *reasons.entry(why).or_default() += 1;
                 }
             }
         }
@@ -107,6 +110,9 @@ fn promql_conformance() {
     }
     print!("{failures}");
     print!("{report}");
+    for (why, n) in &reasons {
+        println!("unsupported ({n}): {why}");
+    }
     println!(
         "promql conformance: {} passed, {} failed, {} unsupported",
         total.passed, total.failed, total.unsupported

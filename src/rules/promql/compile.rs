@@ -111,6 +111,11 @@ pub(crate) enum Card {
 pub(crate) enum Node {
     Num(f64),
     Str(String),
+    /// The regex argument of `label_replace`, compiled (anchored) once at load.
+    Regex {
+        source: String,
+        re: regex::Regex,
+    },
     Vector(Selector),
     Matrix {
         sel: Selector,
@@ -170,7 +175,14 @@ pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileEr
         node = wrap_invariant(node);
     }
     let mut needs = Vec::new();
-    collect_needs(&node, 0, &mut needs);
+    collect_needs(
+        &node,
+        Reach {
+            extra: 0,
+            anchor: None,
+        },
+        &mut needs,
+    );
     Ok((node, needs))
 }
 
@@ -391,12 +403,25 @@ fn lower(e: &Expr) -> Result<Node, CompileError> {
         Expr::Call(c) => {
             let func = Func::from_name(c.func.name)
                 .ok_or_else(|| unsupported(format!("function `{}`", c.func.name)))?;
-            let args = c
+            let mut args = c
                 .args
                 .args
                 .iter()
                 .map(|a| lower(a))
                 .collect::<Result<Vec<_>, _>>()?;
+            if func == Func::LabelReplace {
+                if let Some(Node::Str(source)) = args.get(4) {
+                    let re = regex::Regex::new(&format!("^(?s:{source})$")).map_err(|_| {
+                        CompileError::Parse(format!(
+                            "invalid regular expression in label_replace(): {source}"
+                        ))
+                    })?;
+                    args[4] = Node::Regex {
+                        source: source.clone(),
+                        re,
+                    };
+                }
+            }
             Node::Call { func, args }
         }
         Expr::Extension(_) => return Err(unsupported("extension expressions")),
@@ -446,7 +471,7 @@ fn agg_op(t: TokenType) -> Result<AggOp, CompileError> {
 fn wrap_invariant(n: Node) -> Node {
     match n {
         // Literals gain nothing from being wrapped.
-        Node::Num(_) | Node::Str(_) => n,
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => n,
         n => Node::StepInvariant(Box::new(n)),
     }
 }
@@ -461,7 +486,7 @@ fn mark_step_invariant(n: &mut Node) -> bool {
         }
     }
     match n {
-        Node::Num(_) | Node::Str(_) => true,
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => true,
         Node::Vector(sel) | Node::Matrix { sel, .. } => sel.at != At::Eval,
         Node::Subquery { inner, at, .. } => {
             let inv = mark_step_invariant(inner);
@@ -494,22 +519,32 @@ fn mark_step_invariant(n: &mut Node) -> bool {
     }
 }
 
-/// `extra` is how much further back than the selector's own window the enclosing subqueries
-/// reach.
-fn collect_needs(n: &Node, extra: i64, out: &mut Vec<SelectorNeed>) {
+/// How far the enclosing subqueries reach back: `extra` ms before `anchor` (a fixed `@`
+/// time of an enclosing subquery) or, with no anchor, before the evaluation time.
+#[derive(Clone, Copy)]
+struct Reach {
+    extra: i64,
+    anchor: Option<i64>,
+}
+
+fn collect_needs(n: &Node, r: Reach, out: &mut Vec<SelectorNeed>) {
     let mut push = |sel: &Selector, window: i64| {
-        let history_ms = (window + sel.offset_ms.max(0)).saturating_add(extra);
+        let own = window.saturating_add(sel.offset_ms.max(0));
+        let (history_ms, at_ms) = match sel.at {
+            // A selector's own `@` makes the enclosing subqueries irrelevant to it.
+            At::Fixed(t) => (own, Some(t)),
+            // `start()`/`end()` are the evaluation time of an instant query.
+            At::Start | At::End => (own, None),
+            At::Eval => (own.saturating_add(r.extra), r.anchor),
+        };
         out.push(SelectorNeed {
             matchers: sel.matchers.clone(),
             history_ms,
-            at_ms: match sel.at {
-                At::Fixed(t) => Some(t),
-                _ => None,
-            },
+            at_ms,
         });
     };
     match n {
-        Node::Num(_) | Node::Str(_) => {}
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => {}
         Node::Vector(sel) => push(sel, LOOKBACK_MS),
         Node::Matrix { sel, range_ms } => push(sel, *range_ms),
         Node::Subquery {
@@ -517,26 +552,42 @@ fn collect_needs(n: &Node, extra: i64, out: &mut Vec<SelectorNeed>) {
             range_ms,
             step_ms,
             offset_ms,
-            ..
+            at,
         } => {
             // One extra step: the first subquery step is aligned down to a multiple of it.
-            let reach = range_ms + step_ms + offset_ms.max(&0);
-            collect_needs(inner, extra.saturating_add(reach), out);
+            let reach = range_ms
+                .saturating_add(*step_ms)
+                .saturating_add((*offset_ms).max(0));
+            let inner_reach = match at {
+                At::Fixed(t) => Reach {
+                    extra: reach,
+                    anchor: Some(*t),
+                },
+                At::Start | At::End => Reach {
+                    extra: reach,
+                    anchor: None,
+                },
+                At::Eval => Reach {
+                    extra: r.extra.saturating_add(reach),
+                    anchor: r.anchor,
+                },
+            };
+            collect_needs(inner, inner_reach, out);
         }
-        Node::Neg(e) | Node::StepInvariant(e) => collect_needs(e, extra, out),
+        Node::Neg(e) | Node::StepInvariant(e) => collect_needs(e, r, out),
         Node::Agg { expr, param, .. } => {
-            collect_needs(expr, extra, out);
+            collect_needs(expr, r, out);
             if let Some(p) = param {
-                collect_needs(p, extra, out);
+                collect_needs(p, r, out);
             }
         }
         Node::Binary { lhs, rhs, .. } => {
-            collect_needs(lhs, extra, out);
-            collect_needs(rhs, extra, out);
+            collect_needs(lhs, r, out);
+            collect_needs(rhs, r, out);
         }
         Node::Call { args, .. } => {
             for a in args {
-                collect_needs(a, extra, out);
+                collect_needs(a, r, out);
             }
         }
     }

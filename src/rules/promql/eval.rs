@@ -4,7 +4,8 @@
 //! Metric names are removed the way Prometheus 3 does with delayed name removal (the mode
 //! its own test scripts run in): operators and functions only flag a series (`drop_name`),
 //! and the name is removed once, when the final result leaves the engine; only then is a
-//! result with two identical label sets an error.
+//! result with two identical label sets an error (and, as in Prometheus, right after
+//! `label_replace`/`label_join`).
 
 use foldhash::HashMap;
 
@@ -107,6 +108,7 @@ impl Ctx<'_> {
         match n {
             Node::Num(v) => Ok(Val::Scalar(*v)),
             Node::Str(v) => Ok(Val::Str(v.clone())),
+            Node::Regex { source, .. } => Ok(Val::Str(source.clone())),
             Node::Vector(sel) => Ok(Val::Vector(self.instant_selector(sel, s.t, |_| {}))),
             Node::Matrix { .. } | Node::Subquery { .. } => {
                 let w = self.window(n, s)?;
@@ -156,6 +158,13 @@ impl Ctx<'_> {
                     Some(Val::Scalar(q)) => q,
                     _ => f64::NAN,
                 };
+                if let (AggOp::Topk | AggOp::Bottomk, Some(Val::Scalar(k))) = (op, &p) {
+                    let mut t = aggregate::TopK::new(*op == AggOp::Topk, *k, *without, grouping)?;
+                    self.stream_vector(expr, s, &mut |labels, v, drop_name| {
+                        t.push(labels, v, drop_name)
+                    })?;
+                    return Ok(Val::Vector(t.finish()));
+                }
                 if param.is_none() || *op == AggOp::Quantile {
                     if let Some(mut agg) = aggregate::Aggregator::new(*op, q, *without, grouping) {
                         self.stream_vector(expr, s, &mut |labels, v, drop_name| {

@@ -360,10 +360,12 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             };
             let mut out = Vec::with_capacity(v.len());
             for mut e in v {
-                if e.v.is_nan() || e.v.is_infinite() {
-                    continue;
-                }
-                e.v = date_part(f, e.v);
+                // Go converts these to an undefined instant; a NaN says as much.
+                e.v = if e.v.is_nan() || e.v.is_infinite() {
+                    f64::NAN
+                } else {
+                    date_part(f, e.v)
+                };
                 e.drop_name = true;
                 out.push(e);
             }
@@ -374,8 +376,10 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             let dst = string_arg(ctx, args, 1, f, s)?;
             let repl = string_arg(ctx, args, 2, f, s)?;
             let src = string_arg(ctx, args, 3, f, s)?;
-            let re = string_arg(ctx, args, 4, f, s)?;
-            labels::label_replace(v, &dst, &repl, &src, &re).map(Val::Vector)
+            let Node::Regex { re, .. } = arg(args, 4, f)? else {
+                return Err(err("label_replace needs a literal regular expression"));
+            };
+            labels::label_replace(v, &dst, &repl, &src, re).map(Val::Vector)
         }
         F::LabelJoin => {
             let v = ctx.vector(arg(args, 0, f)?, s)?;

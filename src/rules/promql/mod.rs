@@ -31,7 +31,9 @@
 //!
 //! Metric names are removed as Prometheus 3 does with delayed name removal (the mode of its
 //! test scripts): only when the result leaves the engine, which is also when two identical
-//! label sets are an error. The engine computes no warnings or info annotations.
+//! label sets are an error (and right after `label_replace`/`label_join`). Aggregations,
+//! `topk` and the range functions stream series from the storage, cloning labels only for
+//! what they output. The engine computes no warnings or info annotations.
 
 use promql_parser::label::Matchers;
 
@@ -83,8 +85,9 @@ pub struct SelectorNeed {
     /// All matchers of the selector, the metric name as a `__name__` matcher.
     pub matchers: Matchers,
     pub history_ms: i64,
-    /// `Some(t)` when the selector has a fixed `@ t` modifier: it then reads `history_ms`
-    /// before `t` (milliseconds since the epoch), whatever the evaluation time.
+    /// `Some(t)` when the selector, or a subquery around it, has a fixed `@ t` modifier: it
+    /// then reads `history_ms` before `t` (milliseconds since the epoch), whatever the
+    /// evaluation time. `None`: `history_ms` before the evaluation time.
     pub at_ms: Option<i64>,
 }
 

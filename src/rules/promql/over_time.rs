@@ -232,20 +232,18 @@ pub(crate) fn mad(s: &[Sample]) -> f64 {
     quantile(0.5, &mut dev)
 }
 
-/// Timestamp (s) of the minimum (`want_max` false) or maximum sample; the latest one on ties.
+/// Timestamp (s) of the minimum (`want_max` false) or maximum sample: the last one on ties,
+/// NaNs replaced by any later value (`compareOverTime` with `<=`/`>=`).
 pub(crate) fn ts_of_extreme(s: &[Sample], want_max: bool) -> f64 {
-    let mut best = s[0];
-    for p in &s[1..] {
-        let better = if want_max {
-            p.v >= best.v || best.v.is_nan()
-        } else {
-            p.v <= best.v || best.v.is_nan()
-        };
-        if better && !p.v.is_nan() || best.v.is_nan() && p.v.is_nan() {
-            best = *p;
+    let (mut best, mut best_t) = (s[0].v, s[0].t);
+    for p in s {
+        let better = if want_max { p.v >= best } else { p.v <= best };
+        if better || best.is_nan() {
+            best = p.v;
+            best_t = p.t;
         }
     }
-    best.t as f64 / 1000.0
+    best_t as f64 / 1000.0
 }
 
 /// `double_exponential_smoothing` (formerly `holt_winters`).
