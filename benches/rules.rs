@@ -11,6 +11,8 @@
 //!   hash lookup a series).
 //! - `rules_eval/group_10_rules_100k_series`: one evaluation of the 10-rule group over 100k
 //!   buffered series holding 5 minutes of 15 s samples.
+//! - `rules_eval/select_only_10_rules`: the storage's share of it: every selector of the 10
+//!   rules read from the buffers, the samples only counted.
 //!
 //! Bytes per buffered sample are printed while setting up the evaluation bench.
 
@@ -22,6 +24,7 @@ use cardguard::rules::buffer::{Buffer, BufferLimits};
 use cardguard::rules::file;
 use cardguard::rules::group::{self, GroupState};
 use cardguard::rules::plan::Plan;
+use cardguard::rules::promql::Storage;
 use cardguard::rules::tap::Tap;
 use cardguard::wire::{self, Limits, OwnedSeries, Version, Writer};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -226,6 +229,26 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("rules_eval");
     g.sample_size(10);
     g.throughput(Throughput::Elements(all.len() as u64));
+    // The storage's share: every selector of the 10 rules read once, samples only counted.
+    let needs: Vec<_> = groups[0]
+        .rules
+        .iter()
+        .flat_map(|r| r.compiled.needs().to_vec())
+        .collect();
+    g.bench_function("select_only_10_rules", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for need in &needs {
+                full.select(
+                    &need.matchers,
+                    t_eval - need.history_ms,
+                    t_eval,
+                    &mut |_, s| n += s.len(),
+                );
+            }
+            n
+        })
+    });
     let mut state = GroupState::default();
     g.bench_function("group_10_rules_100k_series", |b| {
         b.iter(|| {

@@ -75,6 +75,16 @@ fn exposition(n: u64) -> String {
     s
 }
 
+/// Appended to the example's `groups:`: `_count` series are buffered and withheld.
+const TIER_GROUP: &str = "
+  - name: tier
+    interval: 5s
+    forward_inputs: false
+    rules:
+      - record: service:http_request_duration_seconds_count:sum
+        expr: sum by (service) (http_request_duration_seconds_count)
+";
+
 struct Rule {
     record: String,
     expr: String,
@@ -233,10 +243,11 @@ fn recorded_series_match_prometheus_query_answers() {
     let example = std::fs::read_to_string(repo_root().join("rules/example.yml")).unwrap();
     let rules = example_rules(&example);
     assert_eq!(rules.len(), 7, "rules parsed from example.yml");
-    // The example as users get it, evaluated every 5 s.
+    // The example as users get it, evaluated every 5 s, plus an aggregation-tier group whose
+    // raw inputs must not reach the upstream.
     std::fs::write(
         dir.join("example.yml"),
-        example.replace("interval: 1m", "interval: 5s"),
+        example.replace("interval: 1m", "interval: 5s") + TIER_GROUP,
     )
     .unwrap();
     std::fs::write(
@@ -326,7 +337,24 @@ fn recorded_series_match_prometheus_query_answers() {
     }
     assert!(compared >= 6 * 7, "only {compared} values compared");
 
+    // forward_inputs: false: the tier's inputs never reached the upstream, its output did,
+    // and everything else was forwarded.
+    let mut raw_names = std::collections::BTreeSet::new();
+    for req in upstream.requests() {
+        let (series, _) = rw::decode(&rw::unsnappy(&req.body).unwrap()).unwrap();
+        for s in series {
+            if let Some(n) = s.label("__name__") {
+                raw_names.insert(String::from_utf8_lossy(n).into_owned());
+            }
+        }
+    }
+    assert!(!raw_names.contains("http_request_duration_seconds_count"));
+    assert!(raw_names.contains("service:http_request_duration_seconds_count:sum"));
+    assert!(raw_names.contains("http_request_duration_seconds_sum"));
+    assert!(raw_names.contains("http_requests_total"));
+
     let m = cg.metrics_text();
+    assert!(metric_sum(&m, "cardguard_rule_withheld_series_total").unwrap() > 0.0);
     assert!(metric_sum(&m, "cardguard_rule_evaluation_failures_total").unwrap_or(0.0) == 0.0);
     assert!(metric_sum(&m, "cardguard_rule_samples_buffered_total").unwrap() > 0.0);
     assert!(metric_sum(&m, "cardguard_rule_output_samples_sent_total").unwrap() > 0.0);

@@ -19,7 +19,8 @@
 //! `CompileError::Unsupported`, when it reads native-histogram data (`{{...}}` loads, the
 //! histograms `load_with_nhcb` derives) or expects native histograms. Every other case must
 //! pass; the test prints per-file counts, every failure, and one final line
-//! `promql conformance: N passed, M failed, K unsupported`, and asserts M == 0.
+//! `promql conformance: N passed, M failed, K unsupported`, and asserts M == 0. The
+//! unsupported cases are summed up by reason; `PROMQL_SHOW_UNSUPPORTED=1` lists each.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,14 @@ use std::path::{Path, PathBuf};
 use cardguard::rules::promql::testing::MemStorage;
 use cardguard::rules::promql::{
     almost_equal, matches, CompileError, Compiled, Labels, Sample, Value, STALE_NAN_BITS,
+};
+
+#[path = "promql_conformance/script.rs"]
+mod script;
+
+use script::{
+    lines, parse_eval, parse_labels, parse_points, parse_time, split_series, words, Expect,
+    Expected, Point, Query,
 };
 
 const EPSILON: f64 = 1e-6;
@@ -44,41 +53,11 @@ enum Outcome {
     Unsupported(String),
 }
 
-/// One value of a series description: a float, a stale marker, or nothing at that step.
-#[derive(Debug, Clone, Copy)]
-enum Point {
-    Value(f64),
-    Stale,
-    Omitted,
-}
-
-#[derive(Debug)]
-struct Expected {
-    labels: Labels,
-    points: Vec<Point>,
-}
-
-#[derive(Default)]
-struct Expect {
-    fail: bool,
-    fail_msg: Option<String>,
-    fail_regex: Option<String>,
-    ordered: bool,
-    string: Option<String>,
-    range_vector: Option<(i64, i64, i64)>,
-    results: Vec<Expected>,
-    histograms: bool,
-}
-
-enum Query {
-    Instant(i64),
-    Range { start: i64, end: i64, step: i64 },
-}
-
 #[derive(Default)]
 struct Script {
     storage: MemStorage,
-    native: Vec<Labels>,
+    /// Series with native-histogram samples, and those samples' timestamps.
+    native: Vec<(Labels, Vec<i64>)>,
 }
 
 #[test]
@@ -98,6 +77,7 @@ fn promql_conformance() {
     let mut report = String::new();
     let mut failures = String::new();
     let mut unsupported = String::new();
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(f).unwrap();
@@ -112,6 +92,7 @@ fn promql_conformance() {
                 Outcome::Unsupported(why) => {
                     c.unsupported += 1;
                     let _ = writeln!(unsupported, "  {name}:{line}: {why}");
+                    *reasons.entry(why).or_default() += 1;
                 }
             }
         }
@@ -129,6 +110,9 @@ fn promql_conformance() {
     }
     print!("{failures}");
     print!("{report}");
+    for (why, n) in &reasons {
+        println!("unsupported ({n}): {why}");
+    }
     println!(
         "promql conformance: {} passed, {} failed, {} unsupported",
         total.passed, total.failed, total.unsupported
@@ -137,20 +121,6 @@ fn promql_conformance() {
         total.failed, 0,
         "PromQL conformance failures (listed above)"
     );
-}
-
-/// promqltest's line handling: trimmed, comment lines blank (and so ending a block).
-fn lines(text: &str) -> Vec<&str> {
-    text.lines()
-        .map(|l| {
-            let l = l.trim();
-            if l.starts_with('#') {
-                ""
-            } else {
-                l
-            }
-        })
-        .collect()
 }
 
 fn run_script(text: &str) -> Vec<(usize, String, Outcome)> {
@@ -195,313 +165,6 @@ fn run_script(text: &str) -> Vec<(usize, String, Outcome)> {
     out
 }
 
-/// Split off `n` whitespace-separated words; returns them and the rest, trimmed.
-fn words(s: &str, n: usize) -> Option<(Vec<&str>, &str)> {
-    let mut rest = s.trim_start();
-    let mut ws = Vec::new();
-    for _ in 0..n {
-        let end = rest.find(char::is_whitespace)?;
-        ws.push(&rest[..end]);
-        rest = rest[end..].trim_start();
-    }
-    Some((ws, rest.trim()))
-}
-
-fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(v) = s.parse::<f64>() {
-        return Ok((v * 1000.0) as i64);
-    }
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s),
-    };
-    let d = promql_parser::util::parse_duration(s)?;
-    let ms = d.as_millis() as i64;
-    Ok(if neg { -ms } else { ms })
-}
-
-fn parse_eval(head: &str, body: &[&str]) -> Result<(String, Query, Expect), String> {
-    let (w, _) = words(head, 2).ok_or("short eval line")?;
-    let mut exp = Expect::default();
-    match w[0] {
-        "eval" | "eval_warn" | "eval_info" => {}
-        "eval_fail" => exp.fail = true,
-        "eval_ordered" => exp.ordered = true,
-        other => return Err(format!("unknown command {other}")),
-    }
-    let (q, expr) = match w[1] {
-        "instant" => {
-            let (w, expr) = words(head, 4).ok_or("short eval instant line")?;
-            if w[2] != "at" {
-                return Err("expected `at`".into());
-            }
-            (Query::Instant(parse_time(w[3])?), expr)
-        }
-        "range" => {
-            let (w, expr) = words(head, 8).ok_or("short eval range line")?;
-            if w[2] != "from" || w[4] != "to" || w[6] != "step" {
-                return Err("expected `from .. to .. step ..`".into());
-            }
-            let q = Query::Range {
-                start: parse_time(w[3])?,
-                end: parse_time(w[5])?,
-                step: parse_time(w[7])?,
-            };
-            (q, expr)
-        }
-        other => return Err(format!("unknown eval kind {other}")),
-    };
-    for l in body {
-        if let Some(rest) = l.strip_prefix("expected_fail_message") {
-            exp.fail = true;
-            exp.fail_msg = Some(rest.trim().to_string());
-        } else if let Some(rest) = l.strip_prefix("expected_fail_regexp") {
-            exp.fail = true;
-            exp.fail_regex = Some(rest.trim().to_string());
-        } else if let Some(rest) = l.strip_prefix("expect ") {
-            parse_expect(rest.trim(), &mut exp)?;
-        } else if l.contains("{{") {
-            exp.histograms = true;
-        } else {
-            exp.results.push(parse_expected(l)?);
-        }
-    }
-    Ok((expr.to_string(), q, exp))
-}
-
-fn parse_expect(s: &str, exp: &mut Expect) -> Result<(), String> {
-    let (kind, rest) = match s.find(char::is_whitespace) {
-        Some(i) => (&s[..i], s[i..].trim()),
-        None => (s, ""),
-    };
-    match kind {
-        "fail" => {
-            exp.fail = true;
-            if let Some(m) = rest.strip_prefix("msg:") {
-                exp.fail_msg = Some(unquote_opt(m.trim()));
-            } else if let Some(r) = rest.strip_prefix("regex:") {
-                exp.fail_regex = Some(unquote_opt(r.trim()));
-            }
-        }
-        // The engine computes no annotations: only the result is compared.
-        "warn" | "info" | "no_warn" | "no_info" => {}
-        "ordered" => exp.ordered = true,
-        "string" => exp.string = Some(unquote(rest)?),
-        "range" => {
-            let padded = format!("{rest} ");
-            let (w, _) = words(&padded, 7).ok_or("bad expect range vector")?;
-            if w[0] != "vector" || w[1] != "from" || w[3] != "to" || w[5] != "step" {
-                return Err(format!("bad expect range vector: {rest}"));
-            }
-            exp.range_vector = Some((parse_time(w[2])?, parse_time(w[4])?, parse_time(w[6])?));
-        }
-        other => return Err(format!("unknown expect {other}")),
-    }
-    Ok(())
-}
-
-fn unquote_opt(s: &str) -> String {
-    if s.len() >= 2 && (s.starts_with('"') || s.starts_with('`')) {
-        unquote(s).unwrap_or_else(|_| s.to_string())
-    } else {
-        s.to_string()
-    }
-}
-
-/// A Go-style quoted string: "..." with escapes, '...', or `...` raw.
-fn unquote(s: &str) -> Result<String, String> {
-    let q = s.chars().next().ok_or("empty string literal")?;
-    if !matches!(q, '"' | '\'' | '`') || s.len() < 2 || !s.ends_with(q) {
-        return Err(format!("not a quoted string: {s}"));
-    }
-    let inner = &s[1..s.len() - 1];
-    if q == '`' {
-        return Ok(inner.to_string());
-    }
-    let mut out = Vec::new();
-    let mut it = inner.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            let mut b = [0; 4];
-            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-            continue;
-        }
-        match it.next() {
-            Some('n') => out.push(b'\n'),
-            Some('t') => out.push(b'\t'),
-            Some('r') => out.push(b'\r'),
-            Some('\\') => out.push(b'\\'),
-            Some('"') => out.push(b'"'),
-            Some('\'') => out.push(b'\''),
-            Some('x') => {
-                let h: String = it.by_ref().take(2).collect();
-                out.push(u8::from_str_radix(&h, 16).map_err(|e| e.to_string())?);
-            }
-            Some(c) => {
-                out.push(b'\\');
-                let mut b = [0; 4];
-                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-            }
-            None => out.push(b'\\'),
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// Split a series line into its description and its values.
-fn split_series(l: &str) -> (&str, &str) {
-    let brace = l.find('{');
-    let space = l.find(char::is_whitespace);
-    match (brace, space) {
-        (Some(b), s) if s.is_none_or(|s| b < s) => {
-            let mut quote: Option<char> = None;
-            let mut esc = false;
-            for (i, c) in l.char_indices().skip_while(|(i, _)| *i < b) {
-                if let Some(q) = quote {
-                    if esc {
-                        esc = false;
-                    } else if c == '\\' && q != '`' {
-                        esc = true;
-                    } else if c == q {
-                        quote = None;
-                    }
-                    continue;
-                }
-                match c {
-                    '"' | '\'' | '`' => quote = Some(c),
-                    '}' => return (&l[..=i], l[i + 1..].trim()),
-                    _ => {}
-                }
-            }
-            (l, "")
-        }
-        (_, Some(s)) => (&l[..s], l[s..].trim()),
-        (_, None) => (l, ""),
-    }
-}
-
-/// `name{a="b", "c.d"="e"}` to sorted labels.
-fn parse_labels(desc: &str) -> Result<Labels, String> {
-    let mut labels = Labels::new();
-    let (name, rest) = match desc.find('{') {
-        Some(i) => (desc[..i].trim(), Some(&desc[i + 1..])),
-        None => (desc.trim(), None),
-    };
-    if !name.is_empty() {
-        labels.push(("__name__".into(), name.into()));
-    }
-    if let Some(rest) = rest {
-        let body = rest.strip_suffix('}').ok_or("unclosed {")?;
-        let mut s = body.trim();
-        while !s.is_empty() {
-            let (key, after) = take_token(s)?;
-            let after = after.trim_start();
-            let after = after
-                .strip_prefix('=')
-                .ok_or(format!("expected = in {desc}"))?;
-            let (val, after) = take_token(after.trim_start())?;
-            if !key.is_empty() && (!val.is_empty() || key == "__name__") {
-                labels.retain(|(n, _)| n != &key);
-                labels.push((key, val));
-            }
-            s = after.trim_start();
-            s = s.strip_prefix(',').unwrap_or(s).trim_start();
-        }
-    }
-    labels.sort();
-    Ok(labels)
-}
-
-/// A label name (bare or quoted) or a quoted value.
-fn take_token(s: &str) -> Result<(String, &str), String> {
-    let Some(q) = s.chars().next() else {
-        return Err("unexpected end of labels".into());
-    };
-    if matches!(q, '"' | '\'' | '`') {
-        let mut esc = false;
-        for (i, c) in s.char_indices().skip(1) {
-            if esc {
-                esc = false;
-            } else if c == '\\' && q != '`' {
-                esc = true;
-            } else if c == q {
-                return Ok((unquote(&s[..=i])?, &s[i + 1..]));
-            }
-        }
-        return Err(format!("unterminated string in {s}"));
-    }
-    let end = s
-        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':' || c == '.'))
-        .unwrap_or(s.len());
-    Ok((s[..end].to_string(), &s[end..]))
-}
-
-fn parse_float(s: &str) -> Result<f64, String> {
-    let t = s.strip_prefix('+').unwrap_or(s);
-    t.parse::<f64>().map_err(|e| format!("{s}: {e}"))
-}
-
-/// The expanding value notation of `load` and of expected results.
-fn parse_points(s: &str) -> Result<Vec<Point>, String> {
-    let mut out = Vec::new();
-    for tok in s.split_whitespace() {
-        if tok == "_" {
-            out.push(Point::Omitted);
-            continue;
-        }
-        if tok == "stale" {
-            out.push(Point::Stale);
-            continue;
-        }
-        if let Some(n) = tok.strip_prefix("_x") {
-            let n: usize = n.parse().map_err(|e| format!("{tok}: {e}"))?;
-            out.extend(std::iter::repeat_n(Point::Omitted, n));
-            continue;
-        }
-        let Some(x) = tok.rfind('x') else {
-            out.push(Point::Value(parse_float(tok)?));
-            continue;
-        };
-        let n: usize = tok[x + 1..].parse().map_err(|e| format!("{tok}: {e}"))?;
-        let head = &tok[..x];
-        // `a`, `a+b` or `a-b`; the sign splitting them is not the one of an exponent or of a.
-        let split = head
-            .char_indices()
-            .skip(1)
-            .filter(|(i, c)| {
-                (*c == '+' || *c == '-') && !matches!(head.as_bytes()[i - 1], b'e' | b'E')
-            })
-            .map(|(i, _)| i)
-            .next();
-        let (a, b) = match split {
-            Some(i) => (parse_float(&head[..i])?, parse_float(&head[i..])?),
-            None => (parse_float(head)?, 0.0),
-        };
-        let mut v = a;
-        for _ in 0..=n {
-            out.push(Point::Value(v));
-            v += b;
-        }
-    }
-    Ok(out)
-}
-
-fn parse_expected(l: &str) -> Result<Expected, String> {
-    let (desc, vals) = split_series(l);
-    if vals.is_empty() && !desc.contains('{') {
-        if let Ok(v) = parse_float(desc) {
-            return Ok(Expected {
-                labels: Labels::new(),
-                points: vec![Point::Value(v)],
-            });
-        }
-    }
-    Ok(Expected {
-        labels: parse_labels(desc)?,
-        points: parse_points(vals)?,
-    })
-}
-
 fn fmt_labels(l: &Labels) -> String {
     let inner: Vec<String> = l.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
     format!("{{{}}}", inner.join(", "))
@@ -515,11 +178,8 @@ impl Script {
         for l in body {
             let (desc, vals) = split_series(l);
             let labels = parse_labels(desc)?;
-            if vals.contains("{{") {
-                self.native.push(labels);
-                continue;
-            }
             let mut samples = Vec::new();
+            let mut histograms = Vec::new();
             for (i, p) in parse_points(vals)?.into_iter().enumerate() {
                 let t = i as i64 * step;
                 match p {
@@ -529,7 +189,11 @@ impl Script {
                         v: f64::from_bits(STALE_NAN_BITS),
                     }),
                     Point::Omitted => {}
+                    Point::Histogram => histograms.push(t),
                 }
+            }
+            if !histograms.is_empty() {
+                self.native.push((labels.clone(), histograms));
             }
             if nhcb {
                 // The native histogram with custom buckets derived from a classic one.
@@ -547,7 +211,8 @@ impl Script {
                             .collect();
                         nl.push(("__name__".into(), base.into()));
                         nl.sort();
-                        self.native.push(nl);
+                        let ts = samples.iter().map(|p| p.t).collect();
+                        self.native.push((nl, ts));
                     }
                 }
             }
@@ -562,10 +227,20 @@ impl Script {
             Err(CompileError::Unsupported(m)) => return Outcome::Unsupported(m),
             Err(e @ CompileError::Parse(_)) => return check_error(&e.to_string(), exp),
         };
+        // Whether any selector reads a native-histogram sample within its window.
+        let (t_min, t_max) = match q {
+            Query::Instant(t) => (*t, *t),
+            Query::Range { start, end, .. } => (*start, *end),
+        };
         let reads_native = c.needs().iter().any(|n| {
-            self.native
-                .iter()
-                .any(|l| matches(&n.matchers, l.iter().map(|(a, b)| (a.as_str(), b.as_str()))))
+            let (lo, hi) = match n.at_ms {
+                Some(at) => (at - n.history_ms, at),
+                None => (t_min - n.history_ms, t_max),
+            };
+            self.native.iter().any(|(l, ts)| {
+                ts.iter().any(|t| *t > lo && *t <= hi)
+                    && matches(&n.matchers, l.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+            })
         });
         if reads_native || exp.histograms {
             return Outcome::Unsupported("native histograms".into());
@@ -588,6 +263,9 @@ impl Script {
 }
 
 fn check_error(msg: &str, exp: &Expect) -> Outcome {
+    if std::env::var_os("PROMQL_SHOW_ERRORS").is_some() {
+        println!("error: {msg}");
+    }
     if !exp.fail {
         return Outcome::Fail(format!("unexpected error: {msg}"));
     }
@@ -615,7 +293,7 @@ fn range_query(
     let mut series: Vec<(Labels, Vec<Sample>)> = Vec::new();
     let mut t = start;
     while t <= end {
-        match c.eval_in_range(s, t, start, end)? {
+        match c.eval_range_step(s, t, start, end, step)? {
             Value::Scalar(v) => push_point(&mut series, Labels::new(), Sample { t, v }),
             Value::Vector(v) => {
                 for (l, v) in v {

@@ -8,7 +8,7 @@
 //! inside each shard and summed when `/metrics` is scraped, never updated per sample in a
 //! shared atomic.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -20,9 +20,8 @@ use super::plan::name_equality;
 use super::promql::{self, Labels, Sample, Storage};
 
 const SHARDS: usize = 64;
-/// Dead samples at the front of a ring are dropped once they are this many and half of it;
-/// until then the ring is a plain `Vec`, contiguous for `select`.
-const COMPACT_MIN: usize = 32;
+/// Rings are not shrunk below this many samples.
+const COMPACT_MIN: usize = 8;
 
 /// Limits on what the buffers may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +75,18 @@ type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 struct Series {
     /// Sorted by name; what `select` hands the engine.
     labels: Labels,
-    /// `samples[start..]` are live, oldest first, strictly increasing timestamps.
-    samples: Vec<Sample>,
-    start: usize,
+    /// Oldest first, strictly increasing timestamps. A ring, so memory is about one power of
+    /// two above what the history needs; made contiguous when the engine reads it.
+    samples: VecDeque<Sample>,
     retention_ms: i64,
 }
 
 impl Series {
-    fn live(&self) -> &[Sample] {
-        &self.samples[self.start..]
+    fn len(&self) -> usize {
+        self.samples.len()
     }
     fn newest(&self) -> Option<i64> {
-        self.samples.last().map(|s| s.t)
+        self.samples.back().map(|s| s.t)
     }
     fn label_bytes(labels: &Labels) -> usize {
         labels.capacity() * std::mem::size_of::<(String, String)>()
@@ -101,20 +100,40 @@ impl Series {
             + Self::label_bytes(&self.labels)
             + self.samples.capacity() * std::mem::size_of::<Sample>()
     }
-    /// Drop samples at or before `cutoff`, and compact when the dead prefix is large.
+    /// Drop samples at or before `cutoff`; give memory back when the ring is mostly empty.
     fn trim(&mut self, cutoff: i64) {
-        let live = &self.samples[self.start..];
-        self.start += live.partition_point(|s| s.t <= cutoff);
-        self.compact();
-    }
-    fn compact(&mut self) {
-        if self.start >= COMPACT_MIN && self.start * 2 >= self.samples.len() {
-            self.samples.drain(..self.start);
-            self.start = 0;
-            if self.samples.capacity() > 4 * self.samples.len().max(8) {
-                self.samples.shrink_to(2 * self.samples.len().max(8));
-            }
+        while self.samples.front().is_some_and(|s| s.t <= cutoff) {
+            self.samples.pop_front();
         }
+        if self.samples.capacity() > 4 * self.samples.len().max(COMPACT_MIN) {
+            self.samples
+                .shrink_to(2 * self.samples.len().max(COMPACT_MIN));
+        }
+    }
+}
+
+/// The samples with `mint < t <= maxt`. Most reads take every sample, so both ends are
+/// checked first: two cache lines instead of a binary search through the ring.
+fn window(samples: &mut VecDeque<Sample>, mint: i64, maxt: i64) -> &[Sample] {
+    let all = samples.make_contiguous();
+    let (first, last) = match (all.first(), all.last()) {
+        (Some(f), Some(l)) => (f.t, l.t),
+        _ => return &[],
+    };
+    let lo = if first > mint {
+        0
+    } else {
+        all.partition_point(|x| x.t <= mint)
+    };
+    let hi = if last <= maxt {
+        all.len()
+    } else {
+        all.partition_point(|x| x.t <= maxt)
+    };
+    if lo < hi {
+        &all[lo..hi]
+    } else {
+        &[]
     }
 }
 
@@ -147,7 +166,23 @@ pub fn series_hash<'a>(labels: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u6
     })
 }
 
-fn same_labels<'a>(stored: &Labels, mut wire: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+fn same_labels<'a, I>(stored: &Labels, wire: I) -> bool
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    // Senders sort labels, so pairwise first; any other order falls back to lookups.
+    let mut n = 0;
+    let in_order = wire.clone().all(|(k, v)| {
+        let ok = stored
+            .get(n)
+            .is_some_and(|(sk, sv)| sk.as_bytes() == k && sv.as_bytes() == v);
+        n += 1;
+        ok
+    });
+    if in_order {
+        return n == stored.len();
+    }
+    let mut wire = wire;
     let mut n = 0;
     let all = wire.all(|(k, v)| {
         n += 1;
@@ -227,8 +262,7 @@ impl Buffer {
                 }
                 let s = Series {
                     labels: owned,
-                    samples: Vec::new(),
-                    start: 0,
+                    samples: VecDeque::new(),
                     retention_ms,
                 };
                 shard.bytes += s.bytes();
@@ -236,7 +270,7 @@ impl Buffer {
             }
         };
         out.buffered = true;
-        let before = (series.live().len(), series.bytes());
+        let before = (series.len(), series.bytes());
         series.retention_ms = retention_ms;
         let mut newest = series.newest().unwrap_or(i64::MIN);
         for s in samples {
@@ -245,20 +279,19 @@ impl Buffer {
                 continue;
             }
             newest = s.t;
-            series.samples.push(s);
+            series.samples.push_back(s);
             out.samples += 1;
         }
         if out.samples > 0 {
             series.trim(newest.saturating_sub(retention_ms));
-            let live = series.samples.len() - series.start;
+            let live = series.len();
             if live > limits.max_samples_per_series {
                 let excess = live - limits.max_samples_per_series;
-                series.start += excess;
+                series.samples.drain(..excess);
                 out.evicted_early += excess as u64;
-                series.compact();
             }
         }
-        let after = (series.live().len(), series.bytes());
+        let after = (series.len(), series.bytes());
         shard.samples = shard.samples + after.0 - before.0;
         shard.bytes = shard.bytes + after.1 - before.1;
         out
@@ -274,14 +307,14 @@ impl Buffer {
             let (mut samples, mut bytes) = (0, 0);
             shard.series.retain(|_, s| {
                 s.trim(now_ms.saturating_sub(s.retention_ms));
-                if s.live().is_empty() {
+                if s.len() == 0 {
                     if let Some((_, n)) = s.labels.iter().find(|(n, _)| n == "__name__") {
                         gone_names.insert(n.clone());
                     }
                     self.series.fetch_sub(1, Ordering::Relaxed);
                     false
                 } else {
-                    samples += s.live().len();
+                    samples += s.len();
                     bytes += s.bytes();
                     true
                 }
@@ -324,30 +357,34 @@ impl Storage for Buffer {
         f: &mut dyn FnMut(&Labels, &[Sample]),
     ) {
         let name = name_equality(matchers);
-        let mut visit = |s: &Series| {
-            let live = s.live();
-            let lo = live.partition_point(|x| x.t <= mint);
-            let hi = live.partition_point(|x| x.t <= maxt);
-            if lo < hi
-                && promql::matches(
-                    matchers,
-                    s.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                )
-            {
-                f(&s.labels, &live[lo..hi]);
+        let mut visit = |s: &mut Series| {
+            if promql::matches(
+                matchers,
+                s.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            ) {
+                let Series {
+                    labels, samples, ..
+                } = s;
+                let w = window(samples, mint, maxt);
+                if !w.is_empty() {
+                    f(labels, w);
+                }
             }
         };
         for m in self.shards.iter() {
-            let shard = m.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
+            let Shard {
+                series, by_name, ..
+            } = &mut *guard;
             match name {
                 Some(n) => {
-                    for h in shard.by_name.get(n).map(Vec::as_slice).unwrap_or(&[]) {
-                        if let Some(s) = shard.series.get(h) {
+                    for h in by_name.get(n).map(Vec::as_slice).unwrap_or(&[]) {
+                        if let Some(s) = series.get_mut(h) {
                             visit(s);
                         }
                     }
                 }
-                None => shard.series.values().for_each(&mut visit),
+                None => series.values_mut().for_each(&mut visit),
             }
         }
     }

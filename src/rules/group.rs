@@ -109,6 +109,19 @@ pub fn evaluate(
     t_ms: i64,
     state: &mut GroupState,
 ) -> Evaluated {
+    evaluate_with(group, storage, t_ms, state, &mut |_| {})
+}
+
+/// [`evaluate`], handing each rule's output (stale markers included) to `written` before the
+/// next rule runs: in Prometheus a rule reads what the rules before it in its group recorded
+/// at the same timestamp, so the caller writes them where the storage will find them.
+pub fn evaluate_with(
+    group: &RuleGroup,
+    storage: &dyn Storage,
+    t_ms: i64,
+    state: &mut GroupState,
+    written: &mut dyn FnMut(&[OwnedSeries]),
+) -> Evaluated {
     if state.rules.len() != group.rules.len() {
         state.adopt(group, None, &mut Vec::new());
     }
@@ -116,6 +129,7 @@ pub fn evaluate(
     for (rule, rs) in group.rules.iter().zip(state.rules.iter_mut()) {
         match eval_rule(rule, group.limit, storage, t_ms) {
             Ok(rows) => {
+                let first = out.series.len();
                 let mut current = HashSet::with_capacity(rows.len());
                 for (labels, v) in rows {
                     current.insert(labels.clone());
@@ -132,6 +146,7 @@ pub fn evaluate(
                 );
                 out.stale_markers += (out.series.len() - before) as u64;
                 rs.previous = current;
+                written(&out.series[first..]);
             }
             Err(message) => out.failures.push(RuleFailure {
                 record: rule.record.clone(),

@@ -179,3 +179,31 @@ impl RuleMetrics {
         self.buffer_bytes.set(s.bytes as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let r = Registry::new();
+        let m = RuleMetrics::register(&r);
+        // Labelled families appear once they have a row.
+        m.evaluations.with_label_values(&["f;g"]).inc();
+        m.evaluation_failures.with_label_values(&["f;g"]).inc();
+        m.last_duration.with_label_values(&["f;g"]).set(0.1);
+        m.last_evaluation.with_label_values(&["f;g"]).set(1.0);
+        m.output_dropped.with_label_values(&["queue_full"]).inc();
+        let families = r.gather();
+        assert_eq!(families.len(), 18);
+        for f in families {
+            let name = f.name();
+            assert!(name.starts_with("cardguard_rule_"), "{name}");
+            if f.get_field_type() == prometheus::proto::MetricType::COUNTER {
+                assert!(name.ends_with("_total"), "{name}");
+            } else {
+                assert!(!name.ends_with("_total"), "{name}");
+            }
+        }
+    }
+}

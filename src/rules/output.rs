@@ -183,6 +183,96 @@ mod tests {
             .collect()
     }
 
+    /// An upstream on loopback answering `statuses` in turn (then 204), counting requests.
+    async fn upstream(statuses: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let c = c.clone();
+                let statuses = statuses.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // One request: headers, then Content-Length bytes of body.
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < end + 4 + len {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + 4 + len);
+                        let i = c.fetch_add(1, Ordering::SeqCst);
+                        let status = statuses.get(i).copied().unwrap_or(204);
+                        let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                        if sock.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}/api/v1/write"), count)
+    }
+
+    async fn run_until_sent(statuses: Vec<u16>) -> (RuleMetrics, usize) {
+        let (url, count) = upstream(statuses).await;
+        let yaml = format!("upstream:\n  url: {url}\n  remote_timeout: 2s\n");
+        let config = Arc::new(Config::from_yaml(&yaml).unwrap());
+        let telemetry = crate::telemetry::Telemetry::new();
+        let metrics = RuleMetrics::register(telemetry.registry());
+        let out = Arc::new(Output::default());
+        out.push(series(3), 100);
+        let task = tokio::spawn(out.clone().run(
+            Forwarder::new(telemetry),
+            move || config.clone(),
+            metrics.clone(),
+        ));
+        for _ in 0..100 {
+            if out.queued_samples() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task.abort();
+        (metrics, count.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn retries_5xx_and_429_until_delivered() {
+        let (m, requests) = run_until_sent(vec![503, 429, 500]).await;
+        assert_eq!(requests, 4);
+        assert_eq!(m.output_sent.get(), 3);
+        assert_eq!(m.output_dropped.with_label_values(&["rejected"]).get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_4xx_drops_the_batch_and_counts_it() {
+        let (m, requests) = run_until_sent(vec![400]).await;
+        assert_eq!(requests, 1);
+        assert_eq!(m.output_sent.get(), 0);
+        assert_eq!(m.output_dropped.with_label_values(&["rejected"]).get(), 3);
+    }
+
     #[test]
     fn queue_is_bounded_in_samples() {
         let o = Output::default();

@@ -9,10 +9,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use promql_parser::label::{MatchOp, Matchers};
+use promql_parser::label::{MatchOp, Matcher, Matchers};
 
 use super::file::RuleGroup;
-use super::promql;
 
 /// One selector of one group, with how long its series must be kept.
 #[derive(Debug, Clone)]
@@ -106,16 +105,10 @@ impl Plan {
         if named.is_empty() && self.unnamed.is_empty() {
             return None;
         }
-        let strs = labels.map(|(n, v)| {
-            (
-                std::str::from_utf8(n).unwrap_or(""),
-                std::str::from_utf8(v).unwrap_or(""),
-            )
-        });
         let mut out: Option<Match> = None;
         for &i in named.iter().chain(&self.unnamed) {
             let s = &self.selectors[i as usize];
-            if promql::matches(&s.matchers, strs.clone()) {
+            if matches_bytes(&s.matchers, labels.clone()) {
                 let m = out.get_or_insert(Match {
                     retention_ms: 0,
                     withhold: false,
@@ -126,6 +119,27 @@ impl Plan {
         }
         out
     }
+}
+
+/// `promql::matches` over wire bytes: equality matchers compare bytes, only regex matchers
+/// need the value as `&str` (the pipeline validated it as UTF-8 already).
+fn matches_bytes<'a, I>(m: &Matchers, labels: I) -> bool
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    let one = |mt: &Matcher| {
+        let v = labels
+            .clone()
+            .find(|(n, _)| *n == mt.name.as_bytes())
+            .map_or(&b""[..], |(_, v)| v);
+        match &mt.op {
+            MatchOp::Equal => v == mt.value.as_bytes(),
+            MatchOp::NotEqual => v != mt.value.as_bytes(),
+            MatchOp::Re(_) | MatchOp::NotRe(_) => mt.is_match(std::str::from_utf8(v).unwrap_or("")),
+        }
+    };
+    m.matchers.iter().all(one)
+        && (m.or_matchers.is_empty() || m.or_matchers.iter().any(|g| g.iter().all(one)))
 }
 
 /// The metric name a selector requires exactly, if it does (and has no `or` alternatives,
@@ -143,7 +157,6 @@ pub fn name_equality(m: &Matchers) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use promql_parser::label::Matcher;
 
     fn sel(
         name: Option<&str>,
@@ -201,6 +214,42 @@ mod tests {
             })
         );
         assert_eq!(m(&c), None);
+    }
+
+    #[test]
+    fn byte_matching_agrees_with_the_engine() {
+        use regex::Regex;
+        let re = |s: &str| Regex::new(&format!("^(?:{s})$")).unwrap();
+        let matchers = [
+            Matcher::new(MatchOp::Equal, "code", "200"),
+            Matcher::new(MatchOp::NotEqual, "code", "200"),
+            Matcher::new(MatchOp::Re(re("5..")), "code", "5.."),
+            Matcher::new(MatchOp::NotRe(re("5..")), "code", "5.."),
+            Matcher::new(MatchOp::Equal, "missing", ""),
+            Matcher::new(MatchOp::NotEqual, "missing", ""),
+            Matcher::new(MatchOp::Re(re(".*")), "missing", ".*"),
+        ];
+        let sets = [
+            labels(&[("__name__", "x"), ("code", "200")]),
+            labels(&[("__name__", "x"), ("code", "503")]),
+            labels(&[("__name__", "x")]),
+        ];
+        for m in &matchers {
+            let ms = Matchers::one(m.clone());
+            for l in &sets {
+                let strs = l.iter().map(|(n, v)| {
+                    (
+                        std::str::from_utf8(n).unwrap(),
+                        std::str::from_utf8(v).unwrap(),
+                    )
+                });
+                assert_eq!(
+                    matches_bytes(&ms, l.iter().copied()),
+                    crate::rules::promql::matches(&ms, strs),
+                    "{m:?} on {l:?}"
+                );
+            }
+        }
     }
 
     #[test]

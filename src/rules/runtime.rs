@@ -101,7 +101,32 @@ impl Runtime {
             states.remove(&key).unwrap_or_default()
         };
         let started = Instant::now();
-        let evaluated = group::evaluate(group, &self.buffer, t, &mut state);
+        let plan = self.plan();
+        let limits = BufferLimits {
+            max_series: rules.max_buffered_series,
+            max_samples_per_series: rules.max_samples_per_series,
+        };
+        // Recorded series that some rule reads go into the buffers like any input, so a rule
+        // sees what earlier rules recorded (in its group at once, in other groups by their
+        // next evaluation), as in Prometheus.
+        let mut feed_back = |series: &[OwnedSeries]| {
+            for s in series {
+                let labels = s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+                let name = s
+                    .labels
+                    .iter()
+                    .find(|(n, _)| n == "__name__")
+                    .map(|(_, v)| v.as_bytes());
+                if let Some(m) = plan.match_series(name, labels.clone()) {
+                    let samples = s
+                        .samples
+                        .iter()
+                        .map(|&(v, t)| super::promql::Sample { t, v });
+                    self.buffer.append(labels, samples, m.retention_ms, &limits);
+                }
+            }
+        };
+        let evaluated = group::evaluate_with(group, &self.buffer, t, &mut state, &mut feed_back);
         let elapsed = started.elapsed();
         self.states
             .lock()
@@ -123,6 +148,7 @@ impl Runtime {
             self.log_failures(&key, &evaluated.failures);
         }
         m.stale_markers.inc_by(evaluated.stale_markers);
+        m.set_buffer(&self.buffer.stats());
         self.queue(evaluated.series, rules);
     }
 
@@ -172,7 +198,15 @@ impl Runtime {
                 .filter(|k| !keep.contains_key(*k))
                 .cloned()
                 .collect();
+            let mut log = self.failure_log.lock().unwrap_or_else(|e| e.into_inner());
+            log.retain(|k, _| keep.contains_key(k));
             for k in gone {
+                // A removed group's series end here; so do its metric rows.
+                let m = &self.metrics;
+                let _ = m.evaluations.remove_label_values(&[&k]);
+                let _ = m.evaluation_failures.remove_label_values(&[&k]);
+                let _ = m.last_duration.remove_label_values(&[&k]);
+                let _ = m.last_evaluation.remove_label_values(&[&k]);
                 if let Some(s) = states.remove(&k) {
                     if let Some(t) = s.last_eval_ms {
                         s.retire(
@@ -248,3 +282,6 @@ impl Runtime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -212,3 +212,97 @@ fn bytes_per_sample_stay_near_sixteen_for_long_rings() {
     // Ring capacity, labels and map slots: well under 32 bytes a sample at this length.
     assert!(st.bytes < 32 * 1000, "{st:?}");
 }
+
+mod model {
+    //! The buffers against a plain model: per series a sorted list, the same rules applied
+    //! naively (ignore at or before the newest, keep what is newer than newest − retention,
+    //! at most the cap, sweep by `now − retention`).
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const RETENTION: i64 = 50;
+    const CAP: usize = 6;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(usize, Vec<i64>),
+        Sweep(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4usize, proptest::collection::vec(0..200i64, 0..8)).prop_map(|(s, ts)| Op::Append(s, ts)),
+            1 => (0..250i64).prop_map(Op::Sweep),
+        ]
+    }
+
+    fn labels_of(i: usize) -> Vec<(String, String)> {
+        // Two metric names, so name-indexed and unindexed selects both run.
+        vec![
+            ("__name__".into(), if i % 2 == 0 { "a" } else { "b" }.into()),
+            ("i".into(), i.to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn buffers_agree_with_the_model(ops in proptest::collection::vec(op(), 1..40), mint in 0..200i64, span in 0..200i64) {
+            let b = Buffer::new();
+            let limits = BufferLimits { max_series: 100, max_samples_per_series: CAP };
+            let mut model: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Append(i, ts) => {
+                        let l = labels_of(i);
+                        let wire: Vec<(&[u8], &[u8])> =
+                            l.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+                        let r = b.append(wire.into_iter(), samples(&ts).into_iter(), RETENTION, &limits);
+                        let m = model.entry(i).or_default();
+                        let mut added = 0;
+                        for t in ts {
+                            if m.last().is_none_or(|&n| t > n) {
+                                m.push(t);
+                                added += 1;
+                            }
+                        }
+                        prop_assert_eq!(r.samples, added);
+                        if let Some(&newest) = m.last() {
+                            m.retain(|&t| t > newest - RETENTION);
+                        }
+                        if m.len() > CAP {
+                            m.drain(..m.len() - CAP);
+                        }
+                    }
+                    Op::Sweep(now) => {
+                        b.sweep(now);
+                        for m in model.values_mut() {
+                            m.retain(|&t| t > now - RETENTION);
+                        }
+                        model.retain(|_, m| !m.is_empty());
+                    }
+                }
+            }
+            let maxt = mint + span;
+            for (sel, want_name) in [(name("a"), Some("a")), (name("b"), Some("b")), (Matchers::one(Matcher::new(MatchOp::NotEqual, "i", "x")), None)] {
+                let got = collect(&b, &sel, mint, maxt);
+                let mut want: Vec<(Labels, Vec<i64>)> = model
+                    .iter()
+                    .filter(|(i, _)| want_name.is_none_or(|n| labels_of(**i)[0].1 == n))
+                    .map(|(i, ts)| {
+                        let mut l = labels_of(*i);
+                        l.sort();
+                        (l, ts.iter().copied().filter(|&t| t > mint && t <= maxt).collect::<Vec<_>>())
+                    })
+                    .filter(|(_, ts)| !ts.is_empty())
+                    .collect();
+                want.sort_by(|a, b| a.0.cmp(&b.0));
+                prop_assert_eq!(got, want);
+            }
+            let st = b.stats();
+            prop_assert_eq!(st.samples as usize, model.values().map(Vec::len).sum::<usize>());
+        }
+    }
+}

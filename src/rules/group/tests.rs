@@ -170,3 +170,30 @@ fn ticks_align_to_the_interval() {
     assert_eq!(aligned_tick(12_345, 5000), 10_000);
     assert_eq!(aligned_tick(10_000, 5000), 10_000);
 }
+
+#[test]
+fn a_rule_reads_what_the_rules_before_it_recorded() {
+    let g = group(
+        "groups:\n  - name: g\n    rules:\n      - record: job:up:sum\n        expr: sum by (job) (up)\n      - record: up:total\n        expr: sum(job:up:sum)\n",
+    );
+    let b = Buffer::new();
+    put(&b, &[("__name__", "up"), ("job", "a")], 1000, 1.0);
+    put(&b, &[("__name__", "up"), ("job", "b")], 1000, 2.0);
+    let mut write = |series: &[OwnedSeries]| {
+        for s in series {
+            let l: Vec<(&str, &str)> = s
+                .labels
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            put(&b, &l, s.samples[0].1, s.samples[0].0);
+        }
+    };
+    let e = evaluate_with(&g, &b, 2000, &mut GroupState::default(), &mut write);
+    assert!(e.failures.is_empty(), "{:?}", e.failures);
+    assert!(
+        rows(&e).contains(&("__name__=up:total".to_string(), 3.0, 2000)),
+        "{:?}",
+        rows(&e)
+    );
+}

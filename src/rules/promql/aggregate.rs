@@ -149,23 +149,11 @@ pub(crate) fn eval(
                 Some(Val::Scalar(k)) => k,
                 _ => return Err(err("topk/bottomk need a scalar parameter")),
             };
-            if k.is_nan() {
-                return Err(err("Parameter value is NaN"));
+            let mut t = TopK::new(op == AggOp::Topk, k, without, grouping)?;
+            for e in &input {
+                t.push(&e.labels, e.v, e.drop_name);
             }
-            if !(-9.223_372_036_854_776e18..=9.223_372_036_854_776e18).contains(&k) {
-                return Err(err(format!("Scalar value {k} overflows int64")));
-            }
-            let k = k as i64;
-            if k < 1 {
-                return Ok(Val::Vector(Vec::new()));
-            }
-            Ok(Val::Vector(top_k(
-                op == AggOp::Topk,
-                k as usize,
-                input,
-                without,
-                grouping,
-            )))
+            Ok(Val::Vector(t.finish()))
         }
         AggOp::CountValues => {
             let label = match param {
@@ -183,23 +171,53 @@ pub(crate) fn eval(
                 (AggOp::Quantile, _) => return Err(err("quantile needs a scalar parameter")),
                 _ => 0.0,
             };
-            Ok(Val::Vector(simple(op, q, input, without, grouping)))
+            let mut agg = Aggregator::new(op, q, without, grouping)
+                .ok_or_else(|| err("not a reducing aggregation"))?;
+            for e in &input {
+                agg.push(&e.labels, e.v, e.drop_name);
+            }
+            Ok(Val::Vector(agg.finish()))
         }
     }
 }
 
-fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String]) -> Vec<Elem> {
-    let mut grouper = Grouper::new();
-    let mut accs: Vec<Acc> = Vec::new();
-    for e in &input {
-        let g = grouper.group(&e.labels, without, grouping);
-        let f = e.v;
+/// The aggregations that reduce each group to one value, fed one series at a time so that
+/// the input need not be materialised (`sum by (job) (rate(x[5m]))` streams from the storage).
+pub(crate) struct Aggregator<'a> {
+    op: AggOp,
+    q: f64,
+    without: bool,
+    grouping: &'a [String],
+    grouper: Grouper,
+    accs: Vec<Acc>,
+}
+
+impl<'a> Aggregator<'a> {
+    /// `None` for the operators that are not a reduction (`topk`, `bottomk`, `count_values`).
+    pub fn new(op: AggOp, q: f64, without: bool, grouping: &'a [String]) -> Option<Self> {
+        if matches!(op, AggOp::Topk | AggOp::Bottomk | AggOp::CountValues) {
+            return None;
+        }
+        Some(Aggregator {
+            op,
+            q,
+            without,
+            grouping,
+            grouper: Grouper::new(),
+            accs: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, labels: &Labels, f: f64, drop_name: bool) {
+        let op = self.op;
+        let g = self.grouper.group(labels, self.without, self.grouping);
+        let accs = &mut self.accs;
         if g == accs.len() {
             let mut a = Acc {
                 value: f,
                 mean: f,
                 count: 1.0,
-                drop_name: e.drop_name,
+                drop_name,
                 ..Acc::default()
             };
             match op {
@@ -215,7 +233,7 @@ fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String
                 _ => {}
             }
             accs.push(a);
-            continue;
+            return;
         }
         let a = &mut accs[g];
         match op {
@@ -226,7 +244,7 @@ fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String
                     let (nv, nc) = kahan_inc(f, a.value, a.c);
                     if !nv.is_infinite() {
                         (a.value, a.c) = (nv, nc);
-                        continue;
+                        return;
                     }
                     // The sum would overflow: continue with an incremental mean.
                     a.incremental_mean = true;
@@ -235,10 +253,10 @@ fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String
                 }
                 if a.mean.is_infinite() {
                     if f.is_infinite() && (a.mean > 0.0) == (f > 0.0) {
-                        continue;
+                        return;
                     }
                     if !f.is_infinite() && !f.is_nan() {
-                        continue;
+                        return;
                     }
                 }
                 let current = a.mean + a.c;
@@ -266,39 +284,78 @@ fn simple(op: AggOp, q: f64, input: Vec<Elem>, without: bool, grouping: &[String
             AggOp::Topk | AggOp::Bottomk | AggOp::CountValues => {}
         }
     }
-    let mut out = Vec::with_capacity(accs.len());
-    for (mut a, labels) in accs.into_iter().zip(grouper.labels) {
-        let v = match op {
-            AggOp::Sum => a.value + a.c,
-            AggOp::Avg => {
-                if a.incremental_mean {
-                    a.mean + a.c
-                } else {
-                    (a.value + a.c) / a.count
+
+    pub fn finish(self) -> Vec<Elem> {
+        let (op, q) = (self.op, self.q);
+        let mut out = Vec::with_capacity(self.accs.len());
+        for (mut a, labels) in self.accs.into_iter().zip(self.grouper.labels) {
+            let v = match op {
+                AggOp::Sum => a.value + a.c,
+                AggOp::Avg => {
+                    if a.incremental_mean {
+                        a.mean + a.c
+                    } else {
+                        (a.value + a.c) / a.count
+                    }
                 }
-            }
-            AggOp::Count => a.count,
-            AggOp::Stdvar => a.value / a.count,
-            AggOp::Stddev => (a.value / a.count).sqrt(),
-            AggOp::Quantile => quantile(q, &mut a.values),
-            _ => a.value,
-        };
-        // Only a grouping that keeps the name can carry a pending name removal.
-        let drop_name = a.drop_name && labels.iter().any(|(n, _)| n == "__name__");
-        out.push(Elem {
-            labels,
-            v,
-            drop_name,
-        });
+                AggOp::Count => a.count,
+                AggOp::Stdvar => a.value / a.count,
+                AggOp::Stddev => (a.value / a.count).sqrt(),
+                AggOp::Quantile => quantile(q, &mut a.values),
+                _ => a.value,
+            };
+            // Only a grouping that keeps the name can carry a pending name removal.
+            let drop_name = a.drop_name && labels.iter().any(|(n, _)| n == "__name__");
+            out.push(Elem {
+                labels,
+                v,
+                drop_name,
+            });
+        }
+        out
     }
-    out
 }
 
-/// `topk`/`bottomk` with Go's `container/heap` and `sort.Sort` so that ties come out in the
-/// order Prometheus returns them.
-fn top_k(top: bool, k: usize, input: Vec<Elem>, without: bool, grouping: &[String]) -> Vec<Elem> {
-    // Less of vectorByValueHeap (topk) / vectorByReverseValueHeap (bottomk).
-    let less = |a: f64, b: f64| -> bool {
+/// `topk`/`bottomk`, fed one series at a time; a series' labels are cloned only when it
+/// enters a heap. Go's `container/heap` and `sort.Sort` are reproduced so that ties come out
+/// in the order Prometheus returns them.
+pub(crate) struct TopK<'a> {
+    top: bool,
+    k: usize,
+    without: bool,
+    grouping: &'a [String],
+    grouper: Grouper,
+    heaps: Vec<Vec<Elem>>,
+}
+
+impl<'a> TopK<'a> {
+    /// `k` as the query gave it: NaN and values beyond int64 are errors, below 1 selects
+    /// nothing.
+    pub fn new(
+        top: bool,
+        k: f64,
+        without: bool,
+        grouping: &'a [String],
+    ) -> Result<Self, EvalError> {
+        if k.is_nan() {
+            return Err(err("Parameter value is NaN"));
+        }
+        if !(-9.223_372_036_854_776e18..=9.223_372_036_854_776e18).contains(&k) {
+            return Err(err(format!("Scalar value {k} overflows int64")));
+        }
+        let k = (k as i64).max(0);
+        Ok(TopK {
+            top,
+            k: usize::try_from(k).unwrap_or(usize::MAX),
+            without,
+            grouping,
+            grouper: Grouper::new(),
+            heaps: Vec::new(),
+        })
+    }
+
+    /// Less of vectorByValueHeap (topk) / vectorByReverseValueHeap (bottomk).
+    fn less(top: bool, a: f64, b: f64) -> bool {
         if a.is_nan() {
             return true;
         }
@@ -307,62 +364,63 @@ fn top_k(top: bool, k: usize, input: Vec<Elem>, without: bool, grouping: &[Strin
         } else {
             a > b
         }
-    };
-    let mut grouper = Grouper::new();
-    let mut heaps: Vec<Vec<usize>> = Vec::new();
-    for (i, e) in input.iter().enumerate() {
-        let g = grouper.group(&e.labels, without, grouping);
-        if g == heaps.len() {
-            heaps.push(Vec::with_capacity(k.min(64)));
+    }
+
+    pub fn push(&mut self, labels: &Labels, v: f64, drop_name: bool) {
+        if self.k == 0 {
+            return;
         }
-        let h = &mut heaps[g];
-        let v = |j: usize| input[j].v;
+        let (top, k) = (self.top, self.k);
+        let g = self.grouper.group(labels, self.without, self.grouping);
+        if g == self.heaps.len() {
+            self.heaps.push(Vec::with_capacity(k.min(64)));
+        }
+        let h = &mut self.heaps[g];
+        let less = |a: &Elem, b: &Elem| Self::less(top, a.v, b.v);
+        let elem = || Elem {
+            labels: labels.clone(),
+            v,
+            drop_name,
+        };
         if h.len() < k {
-            h.push(i);
+            h.push(elem());
             let last = h.len() - 1;
-            heap_up(h, last, &|a, b| less(v(a), v(b)));
+            heap_up(h, last, &less);
+            return;
+        }
+        let root = h[0].v;
+        let replace = if top {
+            root < v || (root.is_nan() && !v.is_nan())
         } else {
-            let root = v(h[0]);
-            let replace = if top {
-                root < e.v || (root.is_nan() && !e.v.is_nan())
-            } else {
-                root > e.v || (root.is_nan() && !e.v.is_nan())
-            };
-            if replace {
-                h[0] = i;
-                if k > 1 {
-                    let n = h.len();
-                    if !heap_down(h, 0, n, &|a, b| less(v(a), v(b))) {
-                        heap_up(h, 0, &|a, b| less(v(a), v(b)));
-                    }
+            root > v || (root.is_nan() && !v.is_nan())
+        };
+        if replace {
+            h[0] = elem();
+            if k > 1 {
+                let n = h.len();
+                if !heap_down(h, 0, n, &less) {
+                    heap_up(h, 0, &less);
                 }
             }
         }
     }
-    let mut slots: Vec<Option<Elem>> = input.into_iter().map(Some).collect();
-    let mut out = Vec::new();
-    for mut h in heaps {
-        // sort.Sort(sort.Reverse(heap)).
-        let vals: Vec<f64> = h
-            .iter()
-            .map(|&i| slots[i].as_ref().map_or(0.0, |e| e.v))
-            .collect();
-        let mut idx: Vec<usize> = (0..h.len()).collect();
-        go_sort(&mut idx, &|a, b| less(vals[b], vals[a]));
-        h = idx.into_iter().map(|j| h[j]).collect();
-        for i in h {
-            if let Some(e) = slots[i].take() {
-                out.push(e);
-            }
+
+    pub fn finish(self) -> Vec<Elem> {
+        let top = self.top;
+        let mut out = Vec::new();
+        for mut h in self.heaps {
+            // sort.Sort(sort.Reverse(heap)).
+            go_sort(&mut h, &|a: &Elem, b: &Elem| Self::less(top, b.v, a.v));
+            out.extend(h);
         }
+        out
     }
-    out
 }
 
-fn heap_up(h: &mut [usize], mut j: usize, less: &dyn Fn(usize, usize) -> bool) {
+fn heap_up<T>(h: &mut [T], mut j: usize, less: &dyn Fn(&T, &T) -> bool) {
     while j > 0 {
         let i = (j - 1) / 2;
-        if !less(h[j], h[i]) {
+        if !less(&h[j], &h[i]) {
             break;
         }
         h.swap(i, j);
@@ -370,7 +428,7 @@ fn heap_up(h: &mut [usize], mut j: usize, less: &dyn Fn(usize, usize) -> bool) {
     }
 }
 
-fn heap_down(h: &mut [usize], i0: usize, n: usize, less: &dyn Fn(usize, usize) -> bool) -> bool {
+fn heap_down<T>(h: &mut [T], i0: usize, n: usize, less: &dyn Fn(&T, &T) -> bool) -> bool {
     let mut i = i0;
     loop {
         let j1 = 2 * i + 1;
@@ -379,10 +437,10 @@ fn heap_down(h: &mut [usize], i0: usize, n: usize, less: &dyn Fn(usize, usize) -
         }
         let mut j = j1;
         let j2 = j1 + 1;
-        if j2 < n && less(h[j2], h[j1]) {
+        if j2 < n && less(&h[j2], &h[j1]) {
             j = j2;
         }
-        if !less(h[j], h[i]) {
+        if !less(&h[j], &h[i]) {
             break;
         }
         h.swap(i, j);
@@ -393,17 +451,17 @@ fn heap_down(h: &mut [usize], i0: usize, n: usize, less: &dyn Fn(usize, usize) -
 
 /// Go's `sort.Sort` is an insertion sort up to 12 elements; beyond that a stable sort is a
 /// close stand-in (only the order of ties can differ).
-fn go_sort(v: &mut [usize], less: &dyn Fn(usize, usize) -> bool) {
+fn go_sort<T>(v: &mut [T], less: &dyn Fn(&T, &T) -> bool) {
     if v.len() <= 12 {
         for i in 1..v.len() {
             let mut j = i;
-            while j > 0 && less(v[j], v[j - 1]) {
+            while j > 0 && less(&v[j], &v[j - 1]) {
                 v.swap(j, j - 1);
                 j -= 1;
             }
         }
     } else {
-        v.sort_by(|&a, &b| {
+        v.sort_by(|a, b| {
             if less(a, b) {
                 std::cmp::Ordering::Less
             } else if less(b, a) {

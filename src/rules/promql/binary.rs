@@ -230,12 +230,20 @@ fn vector_vector(
     // output label sets already produced.
     let mut matched: HashMap<u64, HashSet<u64>> = HashMap::new();
     let mut out = Vec::new();
-    for ls in &many {
+    for ls in many {
         let sig = signature(&ls.labels, m);
         let Some(&ri) = one_by_sig.get(&sig) else {
             continue;
         };
         let rs = &one[ri];
+        // Two series of one side matching one of the other is an error even when the
+        // comparison would filter them out.
+        if m.card == Card::OneToOne && matched.insert(sig, HashSet::new()).is_some() {
+            return Err(err(
+                "multiple matches for labels: many-to-one matching must be explicit \
+                 (group_left/group_right)",
+            ));
+        }
         let (fl, fr) = if swapped { (rs.v, ls.v) } else { (ls.v, rs.v) };
         let (mut v, keep) = elem_op(op, fl, fr);
         if return_bool {
@@ -243,15 +251,8 @@ fn vector_vector(
         } else if !keep {
             continue;
         }
-        let labels = result_labels(&ls.labels, &rs.labels, op, m);
-        if m.card == Card::OneToOne {
-            if matched.insert(sig, HashSet::new()).is_some() {
-                return Err(err(
-                    "multiple matches for labels: many-to-one matching must be explicit \
-                     (group_left/group_right)",
-                ));
-            }
-        } else {
+        let labels = result_labels(ls.labels, &rs.labels, op, m);
+        if m.card != Card::OneToOne {
             let h = foldhash::fast::FixedState::with_seed(1).hash_one(&labels);
             if !matched.entry(sig).or_default().insert(h) {
                 return Err(err(
@@ -270,24 +271,20 @@ fn vector_vector(
 
 /// `resultMetric`: the "many" side's labels, without the name for arithmetic, reduced to
 /// the matching labels for one-to-one matching, plus the `group_x` labels of the "one" side.
-fn result_labels(many: &Labels, one: &Labels, op: BinOp, m: &Matching) -> Labels {
-    let mut out: Labels = many
-        .iter()
-        .filter(|(n, _)| {
-            if drops_name(op) && n == "__name__" {
-                return false;
-            }
-            if m.card == Card::OneToOne {
-                let listed = m.labels.binary_search(n).is_ok();
-                return if m.on { listed } else { !listed };
-            }
-            true
-        })
-        .cloned()
-        .collect();
+fn result_labels(mut labels: Labels, one: &Labels, op: BinOp, m: &Matching) -> Labels {
+    labels.retain(|(n, _)| {
+        if drops_name(op) && n == "__name__" {
+            return false;
+        }
+        if m.card == Card::OneToOne {
+            let listed = m.labels.binary_search(n).is_ok();
+            return if m.on { listed } else { !listed };
+        }
+        true
+    });
     for name in &m.include {
         let v = get(one, name).to_string();
-        set(&mut out, name, &v);
+        set(&mut labels, name, &v);
     }
-    out
+    labels
 }

@@ -111,6 +111,11 @@ pub(crate) enum Card {
 pub(crate) enum Node {
     Num(f64),
     Str(String),
+    /// The regex argument of `label_replace`, compiled (anchored) once at load.
+    Regex {
+        source: String,
+        re: regex::Regex,
+    },
     Vector(Selector),
     Matrix {
         sel: Selector,
@@ -151,14 +156,91 @@ pub(crate) enum Node {
 
 /// Parse, refuse what is unsupported, and plan.
 pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileError> {
+    if has_high_byte_escape(expr) {
+        // Prometheus reads `\xNN` as a raw byte (possibly invalid UTF-8, which it then
+        // rejects as a label name); promql-parser reads it as the code point U+00NN.
+        return Err(unsupported("byte escapes \\x80-\\xff in string literals"));
+    }
+    // Parsing, planning and evaluation recurse over the expression tree: bound its depth
+    // before building it so that no input can overflow the stack.
+    let nesting = nesting_bound(expr);
+    if nesting > MAX_NESTING {
+        return Err(unsupported(format!(
+            "expressions with more than {MAX_NESTING} operators and brackets ({nesting})"
+        )));
+    }
     let ast = promql_parser::parser::parse(expr).map_err(CompileError::Parse)?;
     let mut node = lower(&ast)?;
     if mark_step_invariant(&mut node) {
         node = wrap_invariant(node);
     }
     let mut needs = Vec::new();
-    collect_needs(&node, 0, &mut needs);
+    collect_needs(
+        &node,
+        Reach {
+            extra: 0,
+            anchor: None,
+        },
+        &mut needs,
+    );
     Ok((node, needs))
+}
+
+/// Far above any hand-written rule, far below what overflows a 2 MiB thread stack.
+const MAX_NESTING: usize = 256;
+
+/// An upper bound of the syntax tree's depth: brackets and operator characters and words
+/// outside string literals.
+fn nesting_bound(expr: &str) -> usize {
+    let mut n = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut word = String::new();
+    let count_word = |w: &mut String, n: &mut usize| {
+        if matches!(
+            w.to_ascii_lowercase().as_str(),
+            "and" | "or" | "unless" | "atan2" | "offset"
+        ) {
+            *n += 1;
+        }
+        w.clear();
+    };
+    for c in expr.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q != '`' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        count_word(&mut word, &mut n);
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '(' | '[' | '{' | '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' | '@' => {
+                n += 1
+            }
+            _ => {}
+        }
+    }
+    count_word(&mut word, &mut n);
+    n
+}
+
+fn has_high_byte_escape(expr: &str) -> bool {
+    let b = expr.as_bytes();
+    b.windows(3).enumerate().any(|(i, w)| {
+        w[0] == b'\\'
+            && w[1] == b'x'
+            && matches!(w[2], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            && (i == 0 || b[i - 1] != b'\\')
+    })
 }
 
 fn unsupported(what: impl Into<String>) -> CompileError {
@@ -321,12 +403,25 @@ fn lower(e: &Expr) -> Result<Node, CompileError> {
         Expr::Call(c) => {
             let func = Func::from_name(c.func.name)
                 .ok_or_else(|| unsupported(format!("function `{}`", c.func.name)))?;
-            let args = c
+            let mut args = c
                 .args
                 .args
                 .iter()
                 .map(|a| lower(a))
                 .collect::<Result<Vec<_>, _>>()?;
+            if func == Func::LabelReplace {
+                if let Some(Node::Str(source)) = args.get(4) {
+                    let re = regex::Regex::new(&format!("^(?s:{source})$")).map_err(|_| {
+                        CompileError::Parse(format!(
+                            "invalid regular expression in label_replace(): {source}"
+                        ))
+                    })?;
+                    args[4] = Node::Regex {
+                        source: source.clone(),
+                        re,
+                    };
+                }
+            }
             Node::Call { func, args }
         }
         Expr::Extension(_) => return Err(unsupported("extension expressions")),
@@ -376,7 +471,7 @@ fn agg_op(t: TokenType) -> Result<AggOp, CompileError> {
 fn wrap_invariant(n: Node) -> Node {
     match n {
         // Literals gain nothing from being wrapped.
-        Node::Num(_) | Node::Str(_) => n,
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => n,
         n => Node::StepInvariant(Box::new(n)),
     }
 }
@@ -391,7 +486,7 @@ fn mark_step_invariant(n: &mut Node) -> bool {
         }
     }
     match n {
-        Node::Num(_) | Node::Str(_) => true,
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => true,
         Node::Vector(sel) | Node::Matrix { sel, .. } => sel.at != At::Eval,
         Node::Subquery { inner, at, .. } => {
             let inv = mark_step_invariant(inner);
@@ -424,22 +519,32 @@ fn mark_step_invariant(n: &mut Node) -> bool {
     }
 }
 
-/// `extra` is how much further back than the selector's own window the enclosing subqueries
-/// reach.
-fn collect_needs(n: &Node, extra: i64, out: &mut Vec<SelectorNeed>) {
+/// How far the enclosing subqueries reach back: `extra` ms before `anchor` (a fixed `@`
+/// time of an enclosing subquery) or, with no anchor, before the evaluation time.
+#[derive(Clone, Copy)]
+struct Reach {
+    extra: i64,
+    anchor: Option<i64>,
+}
+
+fn collect_needs(n: &Node, r: Reach, out: &mut Vec<SelectorNeed>) {
     let mut push = |sel: &Selector, window: i64| {
-        let history_ms = (window + sel.offset_ms.max(0)).saturating_add(extra);
+        let own = window.saturating_add(sel.offset_ms.max(0));
+        let (history_ms, at_ms) = match sel.at {
+            // A selector's own `@` makes the enclosing subqueries irrelevant to it.
+            At::Fixed(t) => (own, Some(t)),
+            // `start()`/`end()` are the evaluation time of an instant query.
+            At::Start | At::End => (own, None),
+            At::Eval => (own.saturating_add(r.extra), r.anchor),
+        };
         out.push(SelectorNeed {
             matchers: sel.matchers.clone(),
             history_ms,
-            at_ms: match sel.at {
-                At::Fixed(t) => Some(t),
-                _ => None,
-            },
+            at_ms,
         });
     };
     match n {
-        Node::Num(_) | Node::Str(_) => {}
+        Node::Num(_) | Node::Str(_) | Node::Regex { .. } => {}
         Node::Vector(sel) => push(sel, LOOKBACK_MS),
         Node::Matrix { sel, range_ms } => push(sel, *range_ms),
         Node::Subquery {
@@ -447,26 +552,42 @@ fn collect_needs(n: &Node, extra: i64, out: &mut Vec<SelectorNeed>) {
             range_ms,
             step_ms,
             offset_ms,
-            ..
+            at,
         } => {
             // One extra step: the first subquery step is aligned down to a multiple of it.
-            let reach = range_ms + step_ms + offset_ms.max(&0);
-            collect_needs(inner, extra.saturating_add(reach), out);
+            let reach = range_ms
+                .saturating_add(*step_ms)
+                .saturating_add((*offset_ms).max(0));
+            let inner_reach = match at {
+                At::Fixed(t) => Reach {
+                    extra: reach,
+                    anchor: Some(*t),
+                },
+                At::Start | At::End => Reach {
+                    extra: reach,
+                    anchor: None,
+                },
+                At::Eval => Reach {
+                    extra: r.extra.saturating_add(reach),
+                    anchor: r.anchor,
+                },
+            };
+            collect_needs(inner, inner_reach, out);
         }
-        Node::Neg(e) | Node::StepInvariant(e) => collect_needs(e, extra, out),
+        Node::Neg(e) | Node::StepInvariant(e) => collect_needs(e, r, out),
         Node::Agg { expr, param, .. } => {
-            collect_needs(expr, extra, out);
+            collect_needs(expr, r, out);
             if let Some(p) = param {
-                collect_needs(p, extra, out);
+                collect_needs(p, r, out);
             }
         }
         Node::Binary { lhs, rhs, .. } => {
-            collect_needs(lhs, extra, out);
-            collect_needs(rhs, extra, out);
+            collect_needs(lhs, r, out);
+            collect_needs(rhs, r, out);
         }
         Node::Call { args, .. } => {
             for a in args {
-                collect_needs(a, extra, out);
+                collect_needs(a, r, out);
             }
         }
     }

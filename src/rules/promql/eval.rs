@@ -4,11 +4,12 @@
 //! Metric names are removed the way Prometheus 3 does with delayed name removal (the mode
 //! its own test scripts run in): operators and functions only flag a series (`drop_name`),
 //! and the name is removed once, when the final result leaves the engine; only then is a
-//! result with two identical label sets an error.
+//! result with two identical label sets an error (and, as in Prometheus, right after
+//! `label_replace`/`label_join`).
 
 use foldhash::HashMap;
 
-use super::compile::{At, Node, Selector, LOOKBACK_MS};
+use super::compile::{AggOp, At, Node, Selector, LOOKBACK_MS};
 use super::{aggregate, binary, functions, EvalError, Labels, Sample, Storage, Value};
 
 /// One element of an instant vector.
@@ -55,7 +56,19 @@ pub(crate) fn is_stale(v: f64) -> bool {
     v.to_bits() == super::STALE_NAN_BITS
 }
 
-/// A range vector argument with the window it was read over, `(start, end]` in ms.
+/// The window a range vector was read over: `(start, end]` in ms, and its nominal range.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub start: i64,
+    pub end: i64,
+    pub range_ms: i64,
+}
+
+/// Receives one series of a range vector: its window, labels, samples, and whether its name
+/// is to be dropped.
+pub(crate) type RangeSink<'a> = dyn FnMut(&Bounds, &Labels, &[Sample], bool) + 'a;
+
+/// A range vector argument with the window it was read over.
 pub(crate) struct Window {
     pub series: Vec<Range>,
     pub start: i64,
@@ -68,6 +81,8 @@ pub(crate) struct Ctx<'a> {
     pub storage: &'a dyn Storage,
     pub query_start: i64,
     pub query_end: i64,
+    /// The range query's step (0 for an instant query), for `step()`.
+    pub query_step: i64,
 }
 
 /// The timing of the evaluation in progress: the step timestamp `t` and the start of the
@@ -93,6 +108,7 @@ impl Ctx<'_> {
         match n {
             Node::Num(v) => Ok(Val::Scalar(*v)),
             Node::Str(v) => Ok(Val::Str(v.clone())),
+            Node::Regex { source, .. } => Ok(Val::Str(source.clone())),
             Node::Vector(sel) => Ok(Val::Vector(self.instant_selector(sel, s.t, |_| {}))),
             Node::Matrix { .. } | Node::Subquery { .. } => {
                 let w = self.window(n, s)?;
@@ -138,6 +154,25 @@ impl Ctx<'_> {
                     Some(p) => Some(self.eval(p, s)?),
                     None => None,
                 };
+                let q = match p {
+                    Some(Val::Scalar(q)) => q,
+                    _ => f64::NAN,
+                };
+                if let (AggOp::Topk | AggOp::Bottomk, Some(Val::Scalar(k))) = (op, &p) {
+                    let mut t = aggregate::TopK::new(*op == AggOp::Topk, *k, *without, grouping)?;
+                    self.stream_vector(expr, s, &mut |labels, v, drop_name| {
+                        t.push(labels, v, drop_name)
+                    })?;
+                    return Ok(Val::Vector(t.finish()));
+                }
+                if param.is_none() || *op == AggOp::Quantile {
+                    if let Some(mut agg) = aggregate::Aggregator::new(*op, q, *without, grouping) {
+                        self.stream_vector(expr, s, &mut |labels, v, drop_name| {
+                            agg.push(labels, v, drop_name)
+                        })?;
+                        return Ok(Val::Vector(agg.finish()));
+                    }
+                }
                 let v = self.vector(expr, s)?;
                 aggregate::eval(*op, p, v, *without, grouping)
             }
@@ -156,6 +191,30 @@ impl Ctx<'_> {
         }
     }
 
+    /// Hand each element of an instant-vector node to `f` (labels, value, name to be
+    /// dropped). Selectors and functions over matrix selectors stream from the storage
+    /// without cloning the labels of every series.
+    pub fn stream_vector(
+        &self,
+        n: &Node,
+        s: Step,
+        f: &mut dyn FnMut(&Labels, f64, bool),
+    ) -> Result<(), EvalError> {
+        match n {
+            Node::Vector(sel) => {
+                self.for_each_instant(sel, s.t, &mut |labels, p| f(labels, p.v, false));
+                Ok(())
+            }
+            Node::Call { func, args } if functions::range_call(self, *func, args, s, f)? => Ok(()),
+            _ => {
+                for e in self.vector(n, s)? {
+                    f(&e.labels, e.v, e.drop_name);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Evaluate a node that must produce a scalar.
     pub fn scalar(&self, n: &Node, s: Step) -> Result<f64, EvalError> {
         match self.eval(n, s)? {
@@ -164,29 +223,101 @@ impl Ctx<'_> {
         }
     }
 
-    /// The newest sample of each matching series in `(ts - 5m, ts]`, unless it is a stale
-    /// marker. `on_t` receives each kept sample's timestamp (for `timestamp()`).
-    pub fn instant_selector(&self, sel: &Selector, t: i64, mut on_t: impl FnMut(i64)) -> Vec<Elem> {
+    /// Call `f` with each matching series and its newest sample in `(ts - 5m, ts]`, unless
+    /// that sample is a stale marker.
+    pub fn for_each_instant(&self, sel: &Selector, t: i64, f: &mut dyn FnMut(&Labels, Sample)) {
         let ts = self.at(sel.at, t).saturating_sub(sel.offset_ms);
+        let mint = ts.saturating_sub(LOOKBACK_MS);
+        self.storage
+            .select(&sel.matchers, mint, ts, &mut |labels, samples| {
+                let last = samples.iter().rev().find(|s| s.t <= ts);
+                if let Some(last) = last.filter(|s| s.t > mint && !is_stale(s.v)) {
+                    f(labels, *last);
+                }
+            });
+    }
+
+    /// The instant selector's vector. `on_t` receives each kept sample's timestamp (for
+    /// `timestamp()`).
+    pub fn instant_selector(&self, sel: &Selector, t: i64, mut on_t: impl FnMut(i64)) -> Vec<Elem> {
         let mut out = Vec::new();
-        self.storage.select(
-            &sel.matchers,
-            ts.saturating_sub(LOOKBACK_MS),
-            ts,
-            &mut |labels, samples| {
-                if let Some(last) = samples.iter().rev().find(|s| s.t <= ts) {
-                    if !is_stale(last.v) {
-                        on_t(last.t);
-                        out.push(Elem {
-                            labels: labels.clone(),
-                            v: last.v,
-                            drop_name: false,
-                        });
+        self.for_each_instant(sel, t, &mut |labels, p| {
+            on_t(p.t);
+            out.push(Elem {
+                labels: labels.clone(),
+                v: p.v,
+                drop_name: false,
+            });
+        });
+        out
+    }
+
+    /// Call `f` with each series of a range-vector node. A plain matrix selector streams
+    /// from the storage without copying samples (unless stale markers must be dropped), so
+    /// `rate(x[5m])` over many series allocates only for its output.
+    pub fn for_each_range(
+        &self,
+        n: &Node,
+        s: Step,
+        f: &mut RangeSink<'_>,
+    ) -> Result<(), EvalError> {
+        match n {
+            Node::Matrix { sel, range_ms } => {
+                let end = self.at(sel.at, s.t).saturating_sub(sel.offset_ms);
+                let start = end.saturating_sub(*range_ms);
+                let b = Bounds {
+                    start,
+                    end,
+                    range_ms: *range_ms,
+                };
+                let mut scratch: Vec<Sample> = Vec::new();
+                self.storage
+                    .select(&sel.matchers, start, end, &mut |labels, samples| {
+                        let clean = samples
+                            .iter()
+                            .all(|p| p.t > start && p.t <= end && !is_stale(p.v));
+                        if clean {
+                            if !samples.is_empty() {
+                                f(&b, labels, samples, false);
+                            }
+                            return;
+                        }
+                        scratch.clear();
+                        scratch.extend(
+                            samples
+                                .iter()
+                                .filter(|p| p.t > start && p.t <= end && !is_stale(p.v)),
+                        );
+                        if !scratch.is_empty() {
+                            f(&b, labels, &scratch, false);
+                        }
+                    });
+                Ok(())
+            }
+            Node::StepInvariant(inner) if matches!(inner.as_ref(), Node::Matrix { .. }) => self
+                .for_each_range(
+                    inner,
+                    Step {
+                        t: s.range_start,
+                        range_start: s.range_start,
+                    },
+                    f,
+                ),
+            _ => {
+                let w = self.window(n, s)?;
+                let b = Bounds {
+                    start: w.start,
+                    end: w.end,
+                    range_ms: w.range_ms,
+                };
+                for r in &w.series {
+                    if !r.samples.is_empty() {
+                        f(&b, &r.labels, &r.samples, r.drop_name);
                     }
                 }
-            },
-        );
-        out
+                Ok(())
+            }
+        }
     }
 
     /// Evaluate a range-vector node (matrix selector or subquery, possibly step-invariant),
@@ -232,9 +363,9 @@ impl Ctx<'_> {
                 // division, as Prometheus computes it), strictly after the window start.
                 let mut first = step_ms * (start / step_ms);
                 if first <= start {
-                    first += step_ms;
+                    first = first.saturating_add(*step_ms);
                 }
-                let steps = ((end - first) / step_ms).max(-1) + 1;
+                let steps = (end.saturating_sub(first) / step_ms).max(-1) + 1;
                 if steps > 11_000 {
                     return Err(err(format!(
                         "subquery would evaluate {steps} steps; at most 11000 are allowed"
@@ -279,7 +410,10 @@ impl Ctx<'_> {
                             return Err(err(format!("subquery over {}", other.kind())));
                         }
                     }
-                    ts += step_ms;
+                    ts = match ts.checked_add(*step_ms) {
+                        Some(next) => next,
+                        None => break,
+                    };
                 }
                 Ok(Window {
                     series,

@@ -3,8 +3,8 @@
 //! `histogram_quantile` in `histogram`.
 
 use super::compile::Node;
-use super::eval::{err, Ctx, Elem, Step, Val};
-use super::{histogram, labels, over_time, EvalError, Labels};
+use super::eval::{err, Bounds, Ctx, Elem, Step, Val};
+use super::{histogram, labels, over_time, EvalError, Labels, Sample};
 
 macro_rules! funcs {
     ($($v:ident = $name:literal),* $(,)?) => {
@@ -45,7 +45,8 @@ funcs! {
     SortByLabelDesc = "sort_by_label_desc", Pi = "pi", Deg = "deg", Rad = "rad",
     Acos = "acos", Acosh = "acosh", Asin = "asin", Asinh = "asinh", Atan = "atan",
     Atanh = "atanh", Cos = "cos", Cosh = "cosh", Sin = "sin", Sinh = "sinh", Tan = "tan",
-    Tanh = "tanh",
+    Tanh = "tanh", Start = "start", End = "end", Step = "step", Range = "range",
+    MinOf = "min_of", MaxOf = "max_of",
 }
 
 impl Func {
@@ -131,7 +132,15 @@ fn map_values(mut v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Val {
     Val::Vector(v)
 }
 
-pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, EvalError> {
+/// Evaluate `f` if it is a function over a range vector, handing each output series to
+/// `out` (labels, value, name to be dropped); false if `f` is another kind of function.
+pub(crate) fn range_call(
+    ctx: &Ctx,
+    f: Func,
+    args: &[Node],
+    s: Step,
+    out: &mut dyn FnMut(&Labels, f64, bool),
+) -> Result<bool, EvalError> {
     use Func as F;
     match f {
         F::Rate
@@ -157,11 +166,10 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
         | F::TsOfLastOverTime
         | F::TsOfMinOverTime
         | F::TsOfMaxOverTime => {
-            let w = ctx.window(arg(args, 0, f)?, s)?;
-            Ok(over_series(f, &w, |samples| match f {
-                F::Rate => over_time::extrapolated_rate(samples, &w, true, true),
-                F::Increase => over_time::extrapolated_rate(samples, &w, true, false),
-                F::Delta => over_time::extrapolated_rate(samples, &w, false, false),
+            over_series(ctx, f, arg(args, 0, f)?, s, out, |w, samples| match f {
+                F::Rate => over_time::extrapolated_rate(samples, w, true, true),
+                F::Increase => over_time::extrapolated_rate(samples, w, true, false),
+                F::Delta => over_time::extrapolated_rate(samples, w, false, false),
                 F::Irate => over_time::instant_value(samples, true),
                 F::Idelta => over_time::instant_value(samples, false),
                 F::Deriv => over_time::deriv(samples),
@@ -183,20 +191,21 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
                 F::TsOfMinOverTime => Some(over_time::ts_of_extreme(samples, false)),
                 F::TsOfMaxOverTime => Some(over_time::ts_of_extreme(samples, true)),
                 _ => None,
-            }))
+            })?
         }
         F::QuantileOverTime => {
             let q = ctx.scalar(arg(args, 0, f)?, s)?;
-            let w = ctx.window(arg(args, 1, f)?, s)?;
-            Ok(over_series(f, &w, |p| Some(over_time::quantile_of(q, p))))
+            over_series(ctx, f, arg(args, 1, f)?, s, out, |_, p| {
+                Some(over_time::quantile_of(q, p))
+            })?
         }
         F::PredictLinear => {
-            let w = ctx.window(arg(args, 0, f)?, s)?;
             let d = ctx.scalar(arg(args, 1, f)?, s)?;
-            Ok(over_series(f, &w, |p| over_time::predict_linear(p, s.t, d)))
+            over_series(ctx, f, arg(args, 0, f)?, s, out, |_, p| {
+                over_time::predict_linear(p, s.t, d)
+            })?
         }
         F::DoubleExponentialSmoothing => {
-            let w = ctx.window(arg(args, 0, f)?, s)?;
             let sf = ctx.scalar(arg(args, 1, f)?, s)?;
             let tf = ctx.scalar(arg(args, 2, f)?, s)?;
             if sf <= 0.0 || sf >= 1.0 || sf.is_nan() {
@@ -209,14 +218,34 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
                     "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
                 )));
             }
-            Ok(over_series(f, &w, |p| {
+            over_series(ctx, f, arg(args, 0, f)?, s, out, |_, p| {
                 over_time::double_exponential_smoothing(p, sf, tf)
-            }))
+            })?
         }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, EvalError> {
+    use Func as F;
+    let mut v = Vec::new();
+    let handled = range_call(ctx, f, args, s, &mut |labels, x, drop_name| {
+        v.push(Elem {
+            labels: labels.clone(),
+            v: x,
+            drop_name,
+        })
+    })?;
+    if handled {
+        return Ok(Val::Vector(v));
+    }
+    match f {
         F::AbsentOverTime => {
             let n = arg(args, 0, f)?;
-            let w = ctx.window(n, s)?;
-            Ok(absent(w.series.is_empty(), n))
+            let mut empty = true;
+            ctx.for_each_range(n, s, &mut |_, _, _, _| empty = false)?;
+            Ok(absent(empty, n))
         }
         F::Absent => {
             let n = arg(args, 0, f)?;
@@ -289,6 +318,21 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
         F::Timestamp => timestamp(ctx, arg(args, 0, f)?, s),
         F::Time => Ok(Val::Scalar(s.t as f64 / 1000.0)),
         F::Pi => Ok(Val::Scalar(std::f64::consts::PI)),
+        F::MinOf | F::MaxOf => {
+            let a = ctx.scalar(arg(args, 0, f)?, s)?;
+            let b = ctx.scalar(arg(args, 1, f)?, s)?;
+            Ok(Val::Scalar(if f == F::MinOf {
+                go_min(a, b)
+            } else {
+                go_max(a, b)
+            }))
+        }
+        F::Start => Ok(Val::Scalar(ctx.query_start as f64 / 1000.0)),
+        F::End => Ok(Val::Scalar(ctx.query_end as f64 / 1000.0)),
+        F::Step => Ok(Val::Scalar(ctx.query_step as f64 / 1000.0)),
+        F::Range => Ok(Val::Scalar(
+            (ctx.query_end - ctx.query_start) as f64 / 1000.0,
+        )),
         F::Vector => Ok(Val::Vector(vec![Elem {
             labels: Labels::new(),
             v: ctx.scalar(arg(args, 0, f)?, s)?,
@@ -316,10 +360,12 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             };
             let mut out = Vec::with_capacity(v.len());
             for mut e in v {
-                if e.v.is_nan() || e.v.is_infinite() {
-                    continue;
-                }
-                e.v = date_part(f, e.v);
+                // Go converts these to an undefined instant; a NaN says as much.
+                e.v = if e.v.is_nan() || e.v.is_infinite() {
+                    f64::NAN
+                } else {
+                    date_part(f, e.v)
+                };
                 e.drop_name = true;
                 out.push(e);
             }
@@ -330,8 +376,10 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             let dst = string_arg(ctx, args, 1, f, s)?;
             let repl = string_arg(ctx, args, 2, f, s)?;
             let src = string_arg(ctx, args, 3, f, s)?;
-            let re = string_arg(ctx, args, 4, f, s)?;
-            labels::label_replace(v, &dst, &repl, &src, &re).map(Val::Vector)
+            let Node::Regex { re, .. } = arg(args, 4, f)? else {
+                return Err(err("label_replace needs a literal regular expression"));
+            };
+            labels::label_replace(v, &dst, &repl, &src, re).map(Val::Vector)
         }
         F::LabelJoin => {
             let v = ctx.vector(arg(args, 0, f)?, s)?;
@@ -362,31 +410,26 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             let v = ctx.vector(arg(args, 1, f)?, s)?;
             Ok(Val::Vector(histogram::histogram_quantile(q, v)))
         }
+        _ => Err(err(format!("{} over a range vector", f.name()))),
     }
 }
 
-/// Apply `value` to every series of a window; functions other than `last_over_time` and
-/// `first_over_time` flag the name for removal.
+/// Apply `value` to every series of a range-vector argument; functions other than
+/// `last_over_time` and `first_over_time` flag the name for removal.
 fn over_series(
+    ctx: &Ctx,
     f: Func,
-    w: &super::eval::Window,
-    value: impl Fn(&[super::Sample]) -> Option<f64>,
-) -> Val {
+    n: &Node,
+    s: Step,
+    out: &mut dyn FnMut(&Labels, f64, bool),
+    value: impl Fn(&Bounds, &[Sample]) -> Option<f64>,
+) -> Result<(), EvalError> {
     let keeps_name = matches!(f, Func::LastOverTime | Func::FirstOverTime);
-    let mut out = Vec::with_capacity(w.series.len());
-    for r in &w.series {
-        if r.samples.is_empty() {
-            continue;
+    ctx.for_each_range(n, s, &mut |b, labels, samples, drop_name| {
+        if let Some(v) = value(b, samples) {
+            out(labels, v, drop_name || !keeps_name);
         }
-        if let Some(v) = value(&r.samples) {
-            out.push(Elem {
-                labels: r.labels.clone(),
-                v,
-                drop_name: r.drop_name || !keeps_name,
-            });
-        }
-    }
-    Val::Vector(out)
+    })
 }
 
 /// `absent` and `absent_over_time`: one series when the argument is empty, labelled from the

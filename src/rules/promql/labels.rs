@@ -17,13 +17,8 @@ pub(crate) fn label_replace(
     dst: &str,
     repl: &str,
     src: &str,
-    re: &str,
+    regex: &Regex,
 ) -> Result<Vec<Elem>, EvalError> {
-    let regex = Regex::new(&format!("^(?s:{re})$")).map_err(|_| {
-        err(format!(
-            "invalid regular expression in label_replace(): {re}"
-        ))
-    })?;
     if !valid_label_name(dst) {
         return Err(err(format!(
             "invalid destination label name in label_replace(): {dst}"
@@ -41,7 +36,23 @@ pub(crate) fn label_replace(
             }
         }
     }
+    check_unique(&v)?;
     Ok(v)
+}
+
+/// Prometheus checks the output of `label_replace`/`label_join` at once (not only when the
+/// result leaves the engine), so that an aggregation above cannot merge the collision away.
+fn check_unique(v: &[Elem]) -> Result<(), EvalError> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen: foldhash::HashSet<&super::Labels> = foldhash::HashSet::default();
+    for e in v {
+        if !seen.insert(&e.labels) {
+            return Err(err("vector cannot contain metrics with the same labelset"));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn label_join(
@@ -76,6 +87,7 @@ pub(crate) fn label_join(
             e.drop_name = false;
         }
     }
+    check_unique(&v)?;
     Ok(v)
 }
 

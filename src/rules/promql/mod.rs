@@ -5,6 +5,35 @@
 //! support at compile time (naming the construct), and evaluates a compiled expression at one
 //! timestamp against whatever storage it is handed: the stream buffers in production, an
 //! in-memory store in the conformance harness.
+//!
+//! What it evaluates, measured against Prometheus's own test scripts by
+//! `tests/promql_conformance.rs`:
+//! - selectors with every matcher type (and `or` groups), `offset`, `@ <t>`/`@ start()`/
+//!   `@ end()` (the evaluation time for an instant query), 5m lookback, stale markers, left-open
+//!   range windows, subqueries with steps aligned to absolute multiples of the step (1m when
+//!   omitted), step-invariant subexpressions evaluated once per range as Prometheus does;
+//! - arithmetic, comparison (with `bool`), `atan2` and set operators with `on`/`ignoring`/
+//!   `group_left`/`group_right`, unary minus, number and string literals;
+//! - `sum avg min max count group stddev stdvar topk bottomk quantile count_values` with
+//!   `by`/`without` (compensated sums and means as Prometheus 3);
+//! - the functions of `functions.rs`'s `Func` list: the rate family with extrapolation and
+//!   counter resets, `deriv`, `predict_linear`, `resets`, `changes`, the `*_over_time` family
+//!   (including `mad_`, `first_`, `ts_of_*_over_time`), `double_exponential_smoothing`,
+//!   `histogram_quantile` on classic `le` buckets, math, trigonometry, date functions,
+//!   `label_replace`/`label_join`, the `sort` family, `absent`, `scalar`, `vector`, `time`,
+//!   `start`/`end`/`step`/`range`, `min_of`/`max_of`.
+//!
+//! Refused with [`CompileError::Unsupported`]: native-histogram functions
+//! (`histogram_count`, `histogram_sum`, `histogram_fraction`, ...), `limitk`, `limit_ratio`,
+//! `info`, `fill` modifiers, `\x80`-`\xff` escapes in strings (promql-parser decodes them
+//! differently from Prometheus), and expressions nested deeper than 256. The storage holds
+//! floats only, so native histograms never reach the engine.
+//!
+//! Metric names are removed as Prometheus 3 does with delayed name removal (the mode of its
+//! test scripts): only when the result leaves the engine, which is also when two identical
+//! label sets are an error (and right after `label_replace`/`label_join`). Aggregations,
+//! `topk` and the range functions stream series from the storage, cloning labels only for
+//! what they output. The engine computes no warnings or info annotations.
 
 use promql_parser::label::Matchers;
 
@@ -56,8 +85,9 @@ pub struct SelectorNeed {
     /// All matchers of the selector, the metric name as a `__name__` matcher.
     pub matchers: Matchers,
     pub history_ms: i64,
-    /// `Some(t)` when the selector has a fixed `@ t` modifier: it then reads `history_ms`
-    /// before `t` (milliseconds since the epoch), whatever the evaluation time.
+    /// `Some(t)` when the selector, or a subquery around it, has a fixed `@ t` modifier: it
+    /// then reads `history_ms` before `t` (milliseconds since the epoch), whatever the
+    /// evaluation time. `None`: `history_ms` before the evaluation time.
     pub at_ms: Option<i64>,
 }
 
@@ -148,10 +178,23 @@ impl Compiled {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Value, EvalError> {
+        self.eval_range_step(storage, t_ms, start_ms, end_ms, 0)
+    }
+
+    /// [`Compiled::eval_in_range`] with the range query's step too, for `step()`.
+    pub fn eval_range_step(
+        &self,
+        storage: &dyn Storage,
+        t_ms: i64,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value, EvalError> {
         let ctx = eval::Ctx {
             storage,
             query_start: start_ms,
             query_end: end_ms,
+            query_step: step_ms,
         };
         let v = ctx.eval(
             &self.plan,

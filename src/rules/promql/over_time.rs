@@ -3,13 +3,13 @@
 //! returns its value, or `None` when Prometheus outputs nothing for the series.
 
 use super::aggregate::{kahan_inc, quantile};
-use super::eval::Window;
+use super::eval::Bounds;
 use super::Sample;
 
 /// `extrapolatedRate` (the classic path): `rate`, `increase` and `delta`.
 pub(crate) fn extrapolated_rate(
     s: &[Sample],
-    w: &Window,
+    w: &Bounds,
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
@@ -28,9 +28,9 @@ pub(crate) fn extrapolated_rate(
             prev = p.v;
         }
     }
-    let mut to_start = (first.t - w.start) as f64 / 1000.0;
-    let mut to_end = (w.end - last.t) as f64 / 1000.0;
-    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let mut to_start = first.t.saturating_sub(w.start) as f64 / 1000.0;
+    let mut to_end = w.end.saturating_sub(last.t) as f64 / 1000.0;
+    let sampled = last.t.saturating_sub(first.t) as f64 / 1000.0;
     let avg = sampled / (s.len() - 1) as f64;
     let threshold = avg * 1.1;
     if to_start >= threshold {
@@ -70,7 +70,7 @@ pub(crate) fn instant_value(s: &[Sample], is_rate: bool) -> Option<f64> {
         v = last.v - prev.v;
     }
     if is_rate {
-        let interval = last.t - prev.t;
+        let interval = last.t.saturating_sub(prev.t);
         if interval == 0 {
             return None;
         }
@@ -91,7 +91,7 @@ pub(crate) fn linear_regression(s: &[Sample], intercept_t: i64) -> (f64, f64) {
             const_y = false;
         }
         n += 1.0;
-        let x = (p.t - intercept_t) as f64 / 1e3;
+        let x = p.t.saturating_sub(intercept_t) as f64 / 1e3;
         (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
         (sum_y, c_y) = kahan_inc(p.v, sum_y, c_y);
         (sum_xy, c_xy) = kahan_inc(x * p.v, sum_xy, c_xy);
@@ -232,20 +232,18 @@ pub(crate) fn mad(s: &[Sample]) -> f64 {
     quantile(0.5, &mut dev)
 }
 
-/// Timestamp (s) of the minimum (`want_max` false) or maximum sample; the latest one on ties.
+/// Timestamp (s) of the minimum (`want_max` false) or maximum sample: the last one on ties,
+/// NaNs replaced by any later value (`compareOverTime` with `<=`/`>=`).
 pub(crate) fn ts_of_extreme(s: &[Sample], want_max: bool) -> f64 {
-    let mut best = s[0];
-    for p in &s[1..] {
-        let better = if want_max {
-            p.v >= best.v || best.v.is_nan()
-        } else {
-            p.v <= best.v || best.v.is_nan()
-        };
-        if better && !p.v.is_nan() || best.v.is_nan() && p.v.is_nan() {
-            best = *p;
+    let (mut best, mut best_t) = (s[0].v, s[0].t);
+    for p in s {
+        let better = if want_max { p.v >= best } else { p.v <= best };
+        if better || best.is_nan() {
+            best = p.v;
+            best_t = p.t;
         }
     }
-    best.t as f64 / 1000.0
+    best_t as f64 / 1000.0
 }
 
 /// `double_exponential_smoothing` (formerly `holt_winters`).

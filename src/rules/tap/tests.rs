@@ -15,7 +15,11 @@ const LIMITS: BufferLimits = BufferLimits {
 };
 
 fn body(series: &[(&[(&str, &str)], i64)]) -> Bytes {
-    let mut w = Writer::new(Version::V1);
+    body_in(Version::V1, series)
+}
+
+fn body_in(version: Version, series: &[(&[(&str, &str)], i64)]) -> Bytes {
+    let mut w = Writer::new(version);
     w.reset();
     for (labels, t) in series {
         let mut l: Vec<(String, String)> = labels
@@ -46,9 +50,13 @@ fn plan(forward_inputs: bool) -> Plan {
 }
 
 fn prepare(body: &Bytes, tap: Tap<'_>) -> pipeline::Prepared {
+    prepare_in(Version::V1, body, tap)
+}
+
+fn prepare_in(version_in: Version, body: &Bytes, tap: Tap<'_>) -> pipeline::Prepared {
     let limits = Limits::default();
     let ctx = Context {
-        version_in: Version::V1,
+        version_in,
         version_out: Version::V1,
         limits: &limits,
         guard: None,
@@ -135,4 +143,29 @@ fn forward_inputs_false_withholds_buffered_series() {
     let p = prepare(&b, tap);
     assert_eq!(p.rules.refused_series, 1);
     assert_eq!(forwarded_names(&p), ["other", "up"]);
+}
+
+#[test]
+fn remote_write_2_requests_feed_the_same_buffers() {
+    let (plan, buffer) = (plan(false), Buffer::new());
+    let tap = Tap {
+        plan: &plan,
+        buffer: &buffer,
+        limits: LIMITS,
+    };
+    let v2 = body_in(
+        Version::V2,
+        &[
+            (&[("__name__", "up"), ("job", "a")], 1000),
+            (&[("__name__", "other"), ("job", "a")], 1000),
+        ],
+    );
+    let p = prepare_in(Version::V2, &v2, tap);
+    assert_eq!((p.rules.samples, p.rules.withheld_series), (1, 1));
+    assert_eq!(forwarded_names(&p), ["other"]);
+    // The same series arriving as v1 later is the same buffered series.
+    let v1 = body(&[(&[("__name__", "up"), ("job", "a")], 2000)]);
+    prepare(&v1, tap);
+    assert_eq!(buffer.stats().series, 1);
+    assert_eq!(buffer.stats().samples, 2);
 }
