@@ -36,7 +36,7 @@ pub struct Config {
     /// Label schema and redaction at admission; `None` checks only the wire-level caps.
     pub schema: Option<schema::SchemaConfig>,
     /// `relabel_configs:` applied to every series at ingest, before the schema and the guard.
-    pub relabel: Vec<crate::relabel::Rule>,
+    pub relabel: crate::relabel::RuleSet,
     /// `upstreams:` and `routes:`; when set, `upstream` is `None`.
     pub routing: Option<std::sync::Arc<route::Routing>>,
 }
@@ -90,7 +90,7 @@ impl Default for Config {
             upstream: None,
             guard: None,
             schema: None,
-            relabel: Vec::new(),
+            relabel: crate::relabel::RuleSet::default(),
             routing: None,
         }
     }
