@@ -19,6 +19,8 @@ use cardguard::wire::{self, Limits, Parsed, Version};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const NOW: i64 = 1_700_000_000_000;
+static NO_RULES: std::sync::LazyLock<cardguard::relabel::RuleSet> =
+    std::sync::LazyLock::new(Default::default);
 
 fn ctx<'a>(
     limits: &'a Limits,
@@ -31,7 +33,7 @@ fn ctx<'a>(
         limits,
         guard,
         schema: None,
-        relabel: &[],
+        relabel: &NO_RULES,
         tenant: None,
         routing: None,
         now_ms: NOW,

@@ -26,7 +26,7 @@ fn rules(hot_instance: &str) -> String {
         r#"
 relabel_configs:
   - source_labels: [instance, __name__]
-    regex: "{hot_instance};http_requests_total"
+    regex: '{hot_instance};http_requests_total'
     target_label: hot
     replacement: "yes"
   - source_labels: [hot]
@@ -65,6 +65,7 @@ fn bench(c: &mut Criterion) {
     let limits = Limits::default();
     let touch_none = Config::from_yaml(&rules("10\\.9\\.9\\.9:9100")).unwrap();
     let touch_1pct = Config::from_yaml(&rules("10\\.0\\.0\\.0:9100")).unwrap();
+    let no_rules = cardguard::relabel::RuleSet::default();
     let ctx = |relabel| Context {
         version_in: Version::V1,
         version_out: Version::V1,
@@ -87,7 +88,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("relabel");
     g.throughput(Throughput::Elements(2000));
     g.bench_function("none", |b| {
-        b.iter(|| pipeline::prepare(black_box(&body), &ctx(&[])).unwrap())
+        b.iter(|| pipeline::prepare(black_box(&body), &ctx(&no_rules)).unwrap())
     });
     g.bench_function("10_rules_touch_none", |b| {
         b.iter(|| pipeline::prepare(black_box(&body), &ctx(&touch_none.relabel)).unwrap())

@@ -39,7 +39,7 @@ pub struct Config {
     /// Recording rules (`rule_files:` and `rules:`); no groups means no rules.
     pub rules: rules::RulesConfig,
     /// `relabel_configs:` applied to every series at ingest, before the schema and the guard.
-    pub relabel: Vec<crate::relabel::Rule>,
+    pub relabel: crate::relabel::RuleSet,
     /// `upstreams:` and `routes:`; when set, `upstream` is `None`.
     pub routing: Option<std::sync::Arc<route::Routing>>,
 }
@@ -94,7 +94,7 @@ impl Default for Config {
             guard: None,
             schema: None,
             rules: rules::RulesConfig::default(),
-            relabel: Vec::new(),
+            relabel: crate::relabel::RuleSet::default(),
             routing: None,
         }
     }

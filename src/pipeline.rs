@@ -37,7 +37,7 @@ pub struct Context<'a> {
     /// Label schema and redaction, when configured.
     pub schema: Option<&'a SchemaConfig>,
     /// `relabel_configs`, applied first; empty when none.
-    pub relabel: &'a [crate::relabel::Rule],
+    pub relabel: &'a crate::relabel::RuleSet,
     /// The tenant of the request (its tenant header), if any.
     pub tenant: Option<&'a str>,
     /// With `upstreams:`/`routes:`: split the request by upstream instead of writing one body

@@ -11,6 +11,7 @@
 //! label pairs and allocates only for series that change.
 
 mod apply;
+mod prefilter;
 mod rule;
 mod stage;
 mod template;
@@ -18,5 +19,5 @@ mod template;
 mod tests;
 
 pub use apply::{process, Outcome, Scratch};
-pub use rule::{is_valid_label_name, Action, Rule, RuleSpec};
+pub use rule::{is_valid_label_name, Action, Rule, RuleSet, RuleSpec};
 pub use stage::{stage, StageCounts};

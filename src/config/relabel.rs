@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::validate::Errors;
-use crate::relabel::{Rule, RuleSpec};
+use crate::relabel::{Rule, RuleSet, RuleSpec};
 
 /// One `relabel_config` entry, keys exactly as Prometheus spells them.
 #[derive(Debug, Deserialize)]
@@ -26,7 +26,7 @@ pub struct RawRelabel {
 }
 
 /// Compile a rule list; each invalid entry is reported at `path[i]`.
-pub(super) fn validate(raw: &[Spanned<RawRelabel>], path: &str, errs: &mut Errors) -> Vec<Rule> {
+pub(super) fn validate(raw: &[Spanned<RawRelabel>], path: &str, errs: &mut Errors) -> RuleSet {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
         let v = &r.value;
@@ -44,5 +44,5 @@ pub(super) fn validate(raw: &[Spanned<RawRelabel>], path: &str, errs: &mut Error
             Err(m) => errs.push(&format!("{path}[{i}]"), r, m),
         }
     }
-    rules
+    RuleSet::new(rules)
 }

@@ -12,7 +12,7 @@ use super::relabel::RawRelabel;
 use super::validate::Errors;
 use super::UpstreamConfig;
 use crate::duration::PromDuration;
-use crate::relabel::Rule;
+use crate::relabel::RuleSet;
 use crate::route::selector::Selector;
 
 /// Several upstreams and the routes between them; replaces the single `upstream:`.
@@ -49,7 +49,7 @@ pub struct Route {
     /// Indexes into `Routing::upstreams`.
     pub upstreams: Vec<usize>,
     /// Applied to the series sent on this route only, after the top-level relabeling.
-    pub relabel: Vec<Rule>,
+    pub relabel: RuleSet,
     /// Keep at most one sample per series per interval on this route.
     pub min_interval: Option<Duration>,
     /// Go on evaluating later routes after this one matched (Alertmanager's `continue`).

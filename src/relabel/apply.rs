@@ -5,7 +5,8 @@
 
 use md5::{Digest, Md5};
 
-use super::rule::{is_valid_label_name, Action, Rule};
+use super::prefilter::bytes_eq;
+use super::rule::{is_valid_label_name, Action, Rule, RuleSet};
 use crate::guard::schema::OwnedLabels;
 
 /// What relabeling did to one series.
@@ -34,14 +35,17 @@ pub struct Scratch {
 }
 
 /// Apply `rules` in order to the labels yielded by `base`.
-pub fn process<'a, I>(rules: &[Rule], base: I, s: &mut Scratch) -> Outcome
+pub fn process<'a, I>(rules: &RuleSet, base: I, s: &mut Scratch) -> Outcome
 where
     I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
 {
     s.add.clear();
     s.del.clear();
-    for rule in rules {
-        if !apply(rule, base.clone(), s) {
+    let mut vals: [&'a [u8]; FAST_NAMES] = [&[]; FAST_NAMES];
+    let fast = rules.names.len() <= FAST_NAMES && resolve(&rules.names, base.clone(), &mut vals);
+    let vals = fast.then_some(&vals[..]);
+    for rule in rules.iter() {
+        if !apply(rule, base.clone(), s, vals) {
             return Outcome::Dropped;
         }
     }
@@ -71,6 +75,42 @@ where
     }
 }
 
+/// Most distinct names a rule list may read and still take the one-pass lookup.
+const FAST_NAMES: usize = 32;
+
+/// Byte order, settling most comparisons on the first byte without a `memcmp` call.
+#[inline]
+fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
+/// The values of `names` (sorted) in `base`, by one merge pass; `false` when `base` is not
+/// sorted by name (then the rules look each label up instead).
+fn resolve<'a, I>(names: &[Vec<u8>], base: I, vals: &mut [&'a [u8]]) -> bool
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let mut j = 0;
+    let mut prev: Option<&[u8]> = None;
+    for (n, v) in base {
+        if prev.is_some_and(|p| cmp_bytes(p, n) != std::cmp::Ordering::Less) {
+            return false;
+        }
+        prev = Some(n);
+        while j < names.len() && cmp_bytes(&names[j], n) == std::cmp::Ordering::Less {
+            j += 1;
+        }
+        if j < names.len() && bytes_eq(&names[j], n) {
+            vals[j] = v;
+            j += 1;
+        }
+    }
+    true
+}
+
 /// `lb.Get(name)` appended to `out`.
 fn get_into<'a, I>(
     add: &[(Vec<u8>, Vec<u8>)],
@@ -82,15 +122,15 @@ fn get_into<'a, I>(
     I: Iterator<Item = (&'a [u8], &'a [u8])>,
 {
     // Del removes from add but Set does not remove from del: add first.
-    if let Some((_, v)) = add.iter().find(|(n, _)| n == name) {
+    if let Some((_, v)) = add.iter().find(|(n, _)| bytes_eq(n, name)) {
         out.extend_from_slice(v);
         return;
     }
-    if del.iter().any(|d| d == name) {
+    if del.iter().any(|d| bytes_eq(d, name)) {
         return;
     }
     let mut base = base;
-    if let Some((_, v)) = base.find(|(n, _)| *n == name) {
+    if let Some((_, v)) = base.find(|(n, _)| bytes_eq(n, name)) {
         out.extend_from_slice(v);
     }
 }
@@ -134,8 +174,9 @@ fn set<'a, I>(
     s_add.push((name.to_vec(), value.to_vec()));
 }
 
-/// One rule; `false` drops the series.
-fn apply<'a, I>(rule: &Rule, base: I, s: &mut Scratch) -> bool
+/// One rule; `false` drops the series. `vals` holds the values of the set's names as the
+/// series came, usable while no rule has set or deleted anything yet.
+fn apply<'a, I>(rule: &Rule, base: I, s: &mut Scratch, vals: Option<&[&'a [u8]]>) -> bool
 where
     I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
 {
@@ -148,11 +189,15 @@ where
         pending,
     } = s;
     val.clear();
+    let vals = vals.filter(|_| add.is_empty() && dl.is_empty());
     for (i, name) in rule.source_labels.iter().enumerate() {
         if i > 0 {
             val.extend_from_slice(&rule.separator);
         }
-        get_into(add, dl, base.clone(), name, val);
+        match vals {
+            Some(v) => val.extend_from_slice(v[rule.source_idx[i]]),
+            None => get_into(add, dl, base.clone(), name, val),
+        }
     }
     let val: &[u8] = val;
     match rule.action {
@@ -160,7 +205,10 @@ where
         Action::Keep => return rule.regex.is_match(val),
         Action::DropEqual | Action::KeepEqual => {
             target.clear();
-            get_into(add, dl, base, &rule.target_label, target);
+            match vals {
+                Some(v) => target.extend_from_slice(v[rule.target_idx]),
+                None => get_into(add, dl, base, &rule.target_label, target),
+            }
             let equal = target.as_slice() == val;
             return equal == (rule.action == Action::KeepEqual);
         }
@@ -178,7 +226,7 @@ where
                 if !rule.regex.is_match(val) {
                     return true; // no match, no replacement
                 }
-                let Some(caps) = rule.regex.captures(val) else {
+                let Some(caps) = rule.regex.regex.captures(val) else {
                     return true;
                 };
                 rule.target.expand(&caps, target);
@@ -240,7 +288,7 @@ fn visit(rule: &Rule, name: &[u8], value: &[u8], pending: &mut Vec<(Vec<u8>, Vec
             if !rule.regex.is_match(name) {
                 return;
             }
-            if let Some(caps) = rule.regex.captures(name) {
+            if let Some(caps) = rule.regex.regex.captures(name) {
                 let mut new_name = Vec::new();
                 rule.replacement.expand(&caps, &mut new_name);
                 pending.push((new_name, value.to_vec()));

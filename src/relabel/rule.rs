@@ -79,7 +79,7 @@ pub struct Rule {
     pub action: Action,
     pub(super) source_labels: Vec<Vec<u8>>,
     pub(super) separator: Vec<u8>,
-    pub(super) regex: Regex,
+    pub(super) regex: super::prefilter::Anchored,
     /// The regex is the default `(.*)`: it matches anything, group 0 and 1 being the input,
     /// so `replace` needs no regex run (and no capture allocation) at all.
     pub(super) regex_default: bool,
@@ -88,6 +88,49 @@ pub struct Rule {
     pub(super) target_label: Vec<u8>,
     pub(super) target: Template,
     pub(super) replacement: Template,
+    /// Set by `RuleSet`: where each source label (and a `keepequal`/`dropequal` target)
+    /// sits in the set's name table.
+    pub(super) source_idx: Vec<usize>,
+    pub(super) target_idx: usize,
+}
+
+/// A compiled rule list, with the label names its rules read resolved once per series in one
+/// merge pass over the (sorted) labels, instead of one scan per rule and source label.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    /// Distinct names read by the rules, sorted by bytes.
+    pub(super) names: Vec<Vec<u8>>,
+}
+
+impl RuleSet {
+    pub fn new(mut rules: Vec<Rule>) -> RuleSet {
+        let mut names: Vec<Vec<u8>> = rules
+            .iter()
+            .flat_map(|r| {
+                let equal = matches!(r.action, Action::KeepEqual | Action::DropEqual);
+                r.source_labels
+                    .iter()
+                    .cloned()
+                    .chain(equal.then(|| r.target_label.clone()))
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        let at = |n: &[u8]| names.binary_search_by(|x| x.as_slice().cmp(n)).unwrap_or(0);
+        for r in &mut rules {
+            r.source_idx = r.source_labels.iter().map(|n| at(n)).collect();
+            r.target_idx = at(&r.target_label);
+        }
+        RuleSet { rules, names }
+    }
+}
+
+impl std::ops::Deref for RuleSet {
+    type Target = [Rule];
+    fn deref(&self) -> &[Rule] {
+        &self.rules
+    }
 }
 
 impl PartialEq for Rule {
@@ -95,7 +138,7 @@ impl PartialEq for Rule {
         self.action == o.action
             && self.source_labels == o.source_labels
             && self.separator == o.separator
-            && self.regex.as_str() == o.regex.as_str()
+            && self.regex.regex.as_str() == o.regex.regex.as_str()
             && self.modulus == o.modulus
             && self.target_label == o.target_label
             && self.replacement == o.replacement
@@ -215,7 +258,9 @@ impl Rule {
             target: Template::compile(target, &regex),
             replacement: Template::compile(replacement, &regex),
             regex_default: spec.regex.is_none(),
-            regex,
+            regex: super::prefilter::Anchored::new(regex_src, regex),
+            source_idx: Vec::new(),
+            target_idx: 0,
             modulus,
             target_label: target.as_bytes().to_vec(),
         })

@@ -1,7 +1,7 @@
 //! The relabel stage of the pipeline: every series of a request through `relabel_configs`,
 //! results into the pipeline's per-series `rewrites` (changed labels) and `decided` (drops).
 
-use super::{process, Outcome, Rule, Scratch};
+use super::{process, Outcome, RuleSet, Scratch};
 use crate::guard::schema::OwnedLabels;
 use crate::guard::{Reason, Verdict};
 use crate::wire::Parsed;
@@ -19,7 +19,7 @@ pub struct StageCounts {
 /// Relabel every series of `req` (parsed from `buf`). `rewrites` and `decided` are sized to
 /// the request only when a series changes or is dropped, as the later stages expect.
 pub fn stage(
-    rules: &[Rule],
+    rules: &RuleSet,
     req: &Parsed,
     buf: &[u8],
     rewrites: &mut Vec<Option<OwnedLabels>>,
