@@ -172,14 +172,21 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Once per owner per request. Zero tallies are skipped: a steady-state request touches
+    /// two counters per owner instead of forty-two contended cache lines.
     pub fn add(&self, t: &Tally) {
-        self.samples.fetch_add(t.samples, Ordering::Relaxed);
-        self.created.fetch_add(t.created, Ordering::Relaxed);
+        fn add(c: &AtomicU64, n: u64) {
+            if n != 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        add(&self.samples, t.samples);
+        add(&self.created, t.created);
         for i in 0..REASONS {
-            self.dropped_samples[i].fetch_add(t.dropped_samples[i], Ordering::Relaxed);
-            self.dropped_series[i].fetch_add(t.dropped_series[i], Ordering::Relaxed);
-            self.warned_samples[i].fetch_add(t.warned_samples[i], Ordering::Relaxed);
-            self.overflowed_samples[i].fetch_add(t.overflowed_samples[i], Ordering::Relaxed);
+            add(&self.dropped_samples[i], t.dropped_samples[i]);
+            add(&self.dropped_series[i], t.dropped_series[i]);
+            add(&self.warned_samples[i], t.warned_samples[i]);
+            add(&self.overflowed_samples[i], t.overflowed_samples[i]);
         }
     }
 }
