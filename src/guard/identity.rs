@@ -193,6 +193,35 @@ mod tests {
         assert_eq!(raw, None);
     }
 
+    #[test]
+    fn unusual_label_framing_is_not_taken_as_canonical() {
+        use crate::wire::{Limits, Parsed, Version};
+        // One series; its labels: __name__="up", then a label whose name field is repeated
+        // (protobuf: the last wins, so it is job="a"), then a sample.
+        let mut ts = vec![0x0a, 0x0e, 0x0a, 0x08];
+        ts.extend_from_slice(b"__name__");
+        ts.extend_from_slice(&[0x12, 0x02, b'u', b'p']);
+        ts.extend_from_slice(&[0x0a, 0x0b, 0x0a, 0x01, b'x', 0x0a, 0x03]);
+        ts.extend_from_slice(b"job");
+        ts.extend_from_slice(&[0x12, 0x01, b'a']);
+        ts.extend_from_slice(&[0x12, 0x0b, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0x01]);
+        let mut buf = vec![0x0a, ts.len() as u8];
+        buf.extend_from_slice(&ts);
+        let mut p = Parsed::new();
+        p.parse(&buf, Version::V1, &Limits::default()).unwrap();
+        let view = p.series(&buf, 0);
+        let labels: Vec<(&[u8], &[u8])> = view.labels().collect();
+        assert_eq!(labels, [(&b"__name__"[..], &b"up"[..]), (b"job", b"a")]);
+        assert_eq!(view.canonical_labels(), None);
+        let clean: Vec<(String, String)> = [("__name__", "up"), ("job", "a")]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let (raw, built) = wire_ids(3, &clean);
+        assert_eq!(raw, Some(built));
+        assert_eq!(Identity::new().series_id(3, view.labels()), built);
+    }
+
     proptest! {
         #[test]
         fn in_place_and_built_ids_agree(
