@@ -215,9 +215,15 @@ pub struct OwnerState {
     /// Ids refused in the current slice, direct-mapped: a refused series that keeps coming
     /// back is inserted into the demand sketch once per slice, not once per sample.
     refused: Box<[u64]>,
+    /// (label name, value) pairs already in this slice's label sketches, direct-mapped by a
+    /// hash of both. A sketch does not change when a value comes again, so skipping those
+    /// inserts is exact; and almost every label of a new or refused series (`env`, `method`,
+    /// `job`...) repeats: without this, each cost a sparse-sketch insert.
+    sketched_values: Box<[u64]>,
 }
 
 const REFUSED_FILTER: usize = 4096;
+const SKETCHED_VALUES_FILTER: usize = 512;
 
 impl OwnerState {
     pub fn new(budget: Arc<Budget>, generation: u64, window: &Window, now_slice: u64) -> Self {
@@ -232,6 +238,7 @@ impl OwnerState {
             metric_demand: HashMap::default(),
             label_demand: HashMap::default(),
             refused: vec![0; REFUSED_FILTER].into_boxed_slice(),
+            sketched_values: vec![0; SKETCHED_VALUES_FILTER].into_boxed_slice(),
         }
     }
 
@@ -280,6 +287,7 @@ impl OwnerState {
         self.label_demand
             .retain(|_, r| r.slices.iter().any(Option::is_some));
         self.refused.fill(0);
+        self.sketched_values.fill(0);
         self.active -= expired.min(self.active);
         self.slice = now;
         expired
@@ -428,8 +436,16 @@ impl OwnerState {
             if name == b"__name__" {
                 continue;
             }
+            let vh = value_hash(value);
+            // Never 0, the empty slot.
+            let key = (vh ^ value_hash(name).rotate_left(29)) | 1;
+            let slot = (key as usize) % SKETCHED_VALUES_FILTER;
+            if self.sketched_values[slot] == key {
+                continue;
+            }
             if let Some(r) = tracked(&mut self.label_demand, name, slices) {
-                r.insert(now, value_hash(value));
+                r.insert(now, vh);
+                self.sketched_values[slot] = key;
             }
         }
     }
