@@ -1,14 +1,15 @@
 //! Series identity and ownership.
 //!
-//! A series id is a seeded 64-bit xxh3 of its label pairs in canonical (byte-sorted) order,
-//! computed from the label bytes borrowed off the wire. The seed comes from the config so that
-//! replicas (and snapshots) agree on ids. Labels that arrive unsorted are hashed in sorted
-//! order, so the same series always gets the same id whatever order a sender used.
+//! A series id is a seeded 64-bit xxh3 of its labels in canonical form: sorted by name and
+//! encoded as remote write 1.0 `Label` messages (`0a <len> 0a <n> name 12 <v> value`, minimal
+//! varints). The lengths make the encoding unambiguous, and it is byte for byte what
+//! Prometheus sends, so for most series the id is a hash of the label bytes where they lie in
+//! the request ([`raw_id`] over `SeriesView::canonical_labels`), with no copy; other series
+//! (unsorted, v2, rewritten) are encoded into a scratch buffer first ([`Identity::series_id`]),
+//! with the same result. The seed comes from the config so that replicas (and snapshots)
+//! agree on ids.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
-
-/// 0xFF never occurs in UTF-8, so it separates names and values unambiguously.
-const SEP: u8 = 0xFF;
 
 /// Reusable state for hashing series; one per worker thread.
 #[derive(Debug, Default)]
@@ -50,11 +51,37 @@ impl Identity {
     }
 }
 
+/// The id of a series whose labels are already in canonical form (see the module doc).
+#[inline]
+pub fn raw_id(seed: u64, canonical: &[u8]) -> u64 {
+    xxh3_64_with_seed(canonical, seed)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// One `Label` message as field 1 of a `TimeSeries`; an empty value is written too (as
+/// `12 00`), so that a label with an empty value and an absent label stay different series.
 fn push_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let (n, v) = (name.len() as u64, value.len() as u64);
+    let len = 1 + varint_len(n) as u64 + n + 1 + varint_len(v) as u64 + v;
+    out.push(0x0a);
+    push_varint(out, len);
+    out.push(0x0a);
+    push_varint(out, n);
     out.extend_from_slice(name);
-    out.push(SEP);
+    out.push(0x12);
+    push_varint(out, v);
     out.extend_from_slice(value);
-    out.push(SEP);
 }
 
 /// The owner of a series: the value of the first owner label present (e.g. `[service, job]`).
@@ -112,7 +139,110 @@ mod tests {
         assert_eq!(owner(&["team".to_string()], it), None);
     }
 
+    /// Parse a one-series v1 body with these labels (in this order) and return
+    /// (the id from the bytes in place, if canonical there; the id from the label iterator).
+    fn wire_ids(seed: u64, labels: &[(String, String)]) -> (Option<u64>, u64) {
+        use crate::wire::types::v1;
+        use crate::wire::{Limits, Parsed, Version};
+        use prost::Message;
+        let req = v1::WriteRequest {
+            timeseries: vec![v1::TimeSeries {
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| v1::Label {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                samples: vec![v1::Sample {
+                    value: 1.0,
+                    timestamp: 1,
+                }],
+                ..Default::default()
+            }],
+            metadata: vec![],
+        };
+        let buf = req.encode_to_vec();
+        let mut p = Parsed::new();
+        p.parse(&buf, Version::V1, &Limits::default()).unwrap();
+        let view = p.series(&buf, 0);
+        (
+            view.canonical_labels().map(|raw| raw_id(seed, raw)),
+            Identity::new().series_id(seed, view.labels()),
+        )
+    }
+
+    #[test]
+    fn prometheus_labels_are_hashed_in_place() {
+        let labels: Vec<(String, String)> = [("__name__", "up"), ("job", "api"), ("zone", "a")]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let (raw, built) = wire_ids(7, &labels);
+        assert_eq!(raw, Some(built));
+        // Unsorted: not canonical in place, same id once sorted.
+        let mut rev = labels.clone();
+        rev.reverse();
+        assert_eq!(wire_ids(7, &rev), (None, built));
+        // A value of 128 bytes or more has a two-byte length: built, not borrowed.
+        let long = vec![
+            ("__name__".to_string(), "up".to_string()),
+            ("path".to_string(), "x".repeat(200)),
+        ];
+        let (raw, _) = wire_ids(7, &long);
+        assert_eq!(raw, None);
+    }
+
+    #[test]
+    fn unusual_label_framing_is_not_taken_as_canonical() {
+        use crate::wire::{Limits, Parsed, Version};
+        // One series; its labels: __name__="up", then a label whose name field is repeated
+        // (protobuf: the last wins, so it is job="a"), then a sample.
+        let mut ts = vec![0x0a, 0x0e, 0x0a, 0x08];
+        ts.extend_from_slice(b"__name__");
+        ts.extend_from_slice(&[0x12, 0x02, b'u', b'p']);
+        ts.extend_from_slice(&[0x0a, 0x0b, 0x0a, 0x01, b'x', 0x0a, 0x03]);
+        ts.extend_from_slice(b"job");
+        ts.extend_from_slice(&[0x12, 0x01, b'a']);
+        ts.extend_from_slice(&[0x12, 0x0b, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0x01]);
+        let mut buf = vec![0x0a, ts.len() as u8];
+        buf.extend_from_slice(&ts);
+        let mut p = Parsed::new();
+        p.parse(&buf, Version::V1, &Limits::default()).unwrap();
+        let view = p.series(&buf, 0);
+        let labels: Vec<(&[u8], &[u8])> = view.labels().collect();
+        assert_eq!(labels, [(&b"__name__"[..], &b"up"[..]), (b"job", b"a")]);
+        assert_eq!(view.canonical_labels(), None);
+        let clean: Vec<(String, String)> = [("__name__", "up"), ("job", "a")]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let (raw, built) = wire_ids(3, &clean);
+        assert_eq!(raw, Some(built));
+        assert_eq!(Identity::new().series_id(3, view.labels()), built);
+    }
+
     proptest! {
+        #[test]
+        fn in_place_and_built_ids_agree(
+            labels in proptest::collection::btree_map("[a-z_]{1,8}", "[ -~]{0,130}", 1..10),
+            seed in any::<u64>(),
+            reverse in any::<bool>(),
+        ) {
+            let mut v: Vec<(String, String)> = labels.into_iter().collect();
+            if reverse {
+                v.reverse();
+            }
+            let (raw, built) = wire_ids(seed, &v);
+            if let Some(raw) = raw {
+                prop_assert_eq!(raw, built);
+            }
+            let short = v.iter().all(|(n, v)| !v.is_empty() && n.len() + v.len() + 4 < 0x80);
+            if short && (!reverse || v.len() == 1) {
+                prop_assert!(raw.is_some(), "canonical labels not recognised");
+            }
+        }
+
         #[test]
         fn any_permutation_same_id(
             labels in proptest::collection::btree_map("[a-z_]{1,8}", "[ -~]{0,8}", 1..12),

@@ -443,3 +443,21 @@ fn tenants_are_an_outer_level() {
         .to_prometheus()
         .contains("cardguard_series_active{service=\"a\",tenant=\"big\"} 5"));
 }
+
+#[test]
+fn label_values_seen_in_an_expired_slice_are_sketched_again() {
+    // The label sketches skip a (name, value) already inserted in the current slice; once
+    // the window has moved past that slice, the value must be counted anew.
+    let mut r = Run::new(cfg(1000));
+    let one = |id: &str| series(&[("__name__", "m"), ("service", "x"), ("zone", id)], 1);
+    r.send(vec![one("a"), one("a")], T0);
+    let later = T0 + 2 * 3_600_000;
+    r.send(vec![one("a")], later);
+    let row = r.row("x");
+    let zone = row
+        .top_labels
+        .iter()
+        .find(|l| l.name == "zone")
+        .unwrap_or_else(|| panic!("zone not among {:?}", row.top_labels));
+    assert!((zone.estimate - 1.0).abs() < 0.5, "zone: {}", zone.estimate);
+}

@@ -63,6 +63,21 @@ impl<'a> SeriesView<'a> {
             labels: self.labels.iter(),
         }
     }
+    /// The series' labels exactly as a canonical remote write 1.0 encoding of them, when
+    /// the body already holds one: sorted, unique names, each `Label` as
+    /// `0a <len> 0a <n> name 12 <v> value` with one-byte lengths, back to back. That is what
+    /// Prometheus sends, so the guard can hash these bytes where they lie instead of copying
+    /// every label into a canonical buffer first. `None` for anything else (v2, unsorted,
+    /// long strings, unusual framing); the caller then builds the same bytes itself.
+    #[inline]
+    pub fn canonical_labels(&self) -> Option<&'a [u8]> {
+        let (start, end) = (self.rec.canonical_start, self.rec.canonical_end);
+        if start == end {
+            return None;
+        }
+        self.buf.get(start as usize..end as usize)
+    }
+
     pub fn label_count(&self) -> usize {
         self.labels.len()
     }
