@@ -29,6 +29,9 @@ use cardguard::rules::tap::Tap;
 use cardguard::wire::{self, Limits, OwnedSeries, Version, Writer};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+static NO_RELABEL: std::sync::LazyLock<cardguard::relabel::RuleSet> =
+    std::sync::LazyLock::new(Default::default);
+
 const RULES: &str = r#"
 groups:
   - name: bench
@@ -141,7 +144,7 @@ fn ctx<'a>(limits: &'a Limits, tap: Option<Tap<'a>>) -> Context<'a> {
         limits,
         guard: None,
         schema: None,
-        relabel: &[],
+        relabel: &NO_RELABEL,
         routing: None,
         tenant: None,
         now_ms: T0,

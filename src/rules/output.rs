@@ -246,6 +246,7 @@ mod tests {
             Forwarder::new(telemetry),
             move || config.clone(),
             metrics.clone(),
+            Arc::new(crate::route::Downsampler::default()),
         ));
         for _ in 0..100 {
             if out.queued_samples() == 0 {

@@ -9,6 +9,9 @@ use crate::pipeline::{self, Context};
 use crate::rules::file;
 use crate::wire::{self, Limits, OwnedSeries, Version, Writer};
 
+static NO_RELABEL: std::sync::LazyLock<crate::relabel::RuleSet> =
+    std::sync::LazyLock::new(Default::default);
+
 const LIMITS: BufferLimits = BufferLimits {
     max_series: 100,
     max_samples_per_series: 100,
@@ -61,7 +64,7 @@ fn prepare_in(version_in: Version, body: &Bytes, tap: Tap<'_>) -> pipeline::Prep
         limits: &limits,
         guard: None,
         schema: None,
-        relabel: &[],
+        relabel: &NO_RELABEL,
         tenant: None,
         routing: None,
         now_ms: 0,
