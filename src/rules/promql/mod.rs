@@ -33,7 +33,10 @@
 //! test scripts): only when the result leaves the engine, which is also when two identical
 //! label sets are an error (and right after `label_replace`/`label_join`). Aggregations,
 //! `topk` and the range functions stream series from the storage, cloning labels only for
-//! what they output. The engine computes no warnings or info annotations.
+//! what they output. An evaluation fails rather than run away: at most
+//! [`DEFAULT_MAX_SAMPLES`] samples read (see [`Compiled::with_max_samples`]), 200k subquery
+//! steps in all, 11k steps per subquery. The engine computes no warnings or info
+//! annotations.
 
 use promql_parser::label::Matchers;
 
