@@ -83,7 +83,16 @@ pub(crate) struct Ctx<'a> {
     pub query_end: i64,
     /// The range query's step (0 for an instant query), for `step()`.
     pub query_step: i64,
+    /// Samples read so far by this evaluation, against `max_samples`.
+    pub samples: std::cell::Cell<u64>,
+    pub max_samples: u64,
+    /// Subquery steps evaluated so far, against [`MAX_SUBQUERY_STEPS`].
+    pub steps: std::cell::Cell<u64>,
 }
+
+/// Subquery steps one evaluation may take in total. One subquery of a day at a 1m step takes
+/// 1440; nesting multiplies, and every step reads the storage again.
+pub(crate) const MAX_SUBQUERY_STEPS: u64 = 200_000;
 
 /// The timing of the evaluation in progress: the step timestamp `t` and the start of the
 /// range being evaluated (the query's, or the enclosing subquery's), at which step-invariant
@@ -95,6 +104,22 @@ pub(crate) struct Step {
 }
 
 impl Ctx<'_> {
+    /// Account for `n` more samples read; false once over the budget.
+    fn take_samples(&self, n: usize) -> bool {
+        let total = self.samples.get().saturating_add(n as u64);
+        self.samples.set(total);
+        total <= self.max_samples
+    }
+
+    fn check_budget(&self) -> Result<(), EvalError> {
+        if self.samples.get() > self.max_samples {
+            return Err(err(
+                "query processing would load too many samples into memory in query execution",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn at(&self, at: At, t: i64) -> i64 {
         match at {
             At::Eval => t,
@@ -109,7 +134,7 @@ impl Ctx<'_> {
             Node::Num(v) => Ok(Val::Scalar(*v)),
             Node::Str(v) => Ok(Val::Str(v.clone())),
             Node::Regex { source, .. } => Ok(Val::Str(source.clone())),
-            Node::Vector(sel) => Ok(Val::Vector(self.instant_selector(sel, s.t, |_| {}))),
+            Node::Vector(sel) => Ok(Val::Vector(self.instant_selector(sel, s.t, |_| {})?)),
             Node::Matrix { .. } | Node::Subquery { .. } => {
                 let w = self.window(n, s)?;
                 Ok(Val::Matrix(w.series))
@@ -202,8 +227,7 @@ impl Ctx<'_> {
     ) -> Result<(), EvalError> {
         match n {
             Node::Vector(sel) => {
-                self.for_each_instant(sel, s.t, &mut |labels, p| f(labels, p.v, false));
-                Ok(())
+                self.for_each_instant(sel, s.t, &mut |labels, p| f(labels, p.v, false))
             }
             Node::Call { func, args } if functions::range_call(self, *func, args, s, f)? => Ok(()),
             _ => {
@@ -225,21 +249,34 @@ impl Ctx<'_> {
 
     /// Call `f` with each matching series and its newest sample in `(ts - 5m, ts]`, unless
     /// that sample is a stale marker.
-    pub fn for_each_instant(&self, sel: &Selector, t: i64, f: &mut dyn FnMut(&Labels, Sample)) {
+    pub fn for_each_instant(
+        &self,
+        sel: &Selector,
+        t: i64,
+        f: &mut dyn FnMut(&Labels, Sample),
+    ) -> Result<(), EvalError> {
         let ts = self.at(sel.at, t).saturating_sub(sel.offset_ms);
         let mint = ts.saturating_sub(LOOKBACK_MS);
         self.storage
             .select(&sel.matchers, mint, ts, &mut |labels, samples| {
                 let last = samples.iter().rev().find(|s| s.t <= ts);
                 if let Some(last) = last.filter(|s| s.t > mint && !is_stale(s.v)) {
-                    f(labels, *last);
+                    if self.take_samples(1) {
+                        f(labels, *last);
+                    }
                 }
             });
+        self.check_budget()
     }
 
     /// The instant selector's vector. `on_t` receives each kept sample's timestamp (for
     /// `timestamp()`).
-    pub fn instant_selector(&self, sel: &Selector, t: i64, mut on_t: impl FnMut(i64)) -> Vec<Elem> {
+    pub fn instant_selector(
+        &self,
+        sel: &Selector,
+        t: i64,
+        mut on_t: impl FnMut(i64),
+    ) -> Result<Vec<Elem>, EvalError> {
         let mut out = Vec::new();
         self.for_each_instant(sel, t, &mut |labels, p| {
             on_t(p.t);
@@ -248,8 +285,8 @@ impl Ctx<'_> {
                 v: p.v,
                 drop_name: false,
             });
-        });
-        out
+        })?;
+        Ok(out)
     }
 
     /// Call `f` with each series of a range-vector node. A plain matrix selector streams
@@ -273,6 +310,9 @@ impl Ctx<'_> {
                 let mut scratch: Vec<Sample> = Vec::new();
                 self.storage
                     .select(&sel.matchers, start, end, &mut |labels, samples| {
+                        if !self.take_samples(samples.len()) {
+                            return;
+                        }
                         let clean = samples
                             .iter()
                             .all(|p| p.t > start && p.t <= end && !is_stale(p.v));
@@ -292,7 +332,7 @@ impl Ctx<'_> {
                             f(&b, labels, &scratch, false);
                         }
                     });
-                Ok(())
+                self.check_budget()
             }
             Node::StepInvariant(inner) if matches!(inner.as_ref(), Node::Matrix { .. }) => self
                 .for_each_range(
@@ -330,6 +370,9 @@ impl Ctx<'_> {
                 let mut series = Vec::new();
                 self.storage
                     .select(&sel.matchers, start, end, &mut |labels, samples| {
+                        if !self.take_samples(samples.len()) {
+                            return;
+                        }
                         let kept: Vec<Sample> = samples
                             .iter()
                             .filter(|p| p.t > start && p.t <= end && !is_stale(p.v))
@@ -343,6 +386,7 @@ impl Ctx<'_> {
                             });
                         }
                     });
+                self.check_budget()?;
                 Ok(Window {
                     series,
                     start,
@@ -371,6 +415,15 @@ impl Ctx<'_> {
                         "subquery would evaluate {steps} steps; at most 11000 are allowed"
                     )));
                 }
+                // Each step is a full evaluation of the inner expression (a storage read per
+                // selector): nested subqueries are bounded by their total number of steps.
+                let total = self.steps.get().saturating_add(steps.max(0) as u64);
+                self.steps.set(total);
+                if total > MAX_SUBQUERY_STEPS {
+                    return Err(err(format!(
+                        "query would evaluate more than {MAX_SUBQUERY_STEPS} subquery steps"
+                    )));
+                }
                 let mut index: HashMap<Labels, usize> = HashMap::default();
                 let mut series: Vec<Range> = Vec::new();
                 let mut ts = first;
@@ -379,8 +432,11 @@ impl Ctx<'_> {
                         t: ts,
                         range_start: first,
                     };
-                    match self.eval(inner, step)? {
+                    let v = self.eval(inner, step)?;
+                    self.check_budget()?;
+                    match v {
                         Val::Vector(v) => {
+                            self.take_samples(v.len());
                             for e in v {
                                 let sample = Sample { t: ts, v: e.v };
                                 match index.get(&e.labels) {

@@ -482,7 +482,7 @@ fn timestamp(ctx: &Ctx, n: &Node, s: Step) -> Result<Val, EvalError> {
     };
     if let Some(sel) = sel {
         let mut ts = Vec::new();
-        let mut v = ctx.instant_selector(sel, t, |t| ts.push(t));
+        let mut v = ctx.instant_selector(sel, t, |t| ts.push(t))?;
         for (e, t) in v.iter_mut().zip(ts) {
             e.v = t as f64 / 1000.0;
             e.drop_name = true;

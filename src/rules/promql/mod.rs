@@ -33,7 +33,10 @@
 //! test scripts): only when the result leaves the engine, which is also when two identical
 //! label sets are an error (and right after `label_replace`/`label_join`). Aggregations,
 //! `topk` and the range functions stream series from the storage, cloning labels only for
-//! what they output. The engine computes no warnings or info annotations.
+//! what they output. An evaluation fails rather than run away: at most
+//! [`DEFAULT_MAX_SAMPLES`] samples read (see [`Compiled::with_max_samples`]), 200k subquery
+//! steps in all, 11k steps per subquery. The engine computes no warnings or info
+//! annotations.
 
 use promql_parser::label::Matchers;
 
@@ -140,7 +143,12 @@ pub struct Compiled {
     expr: String,
     plan: compile::Node,
     needs: Vec<SelectorNeed>,
+    max_samples: u64,
 }
+
+/// Prometheus's default `--query.max-samples`: an evaluation reading more samples fails
+/// rather than exhausting memory or time (nested subqueries multiply quickly).
+pub const DEFAULT_MAX_SAMPLES: u64 = 50_000_000;
 
 impl Compiled {
     /// Parse and check `expr`; every unsupported construct is refused here.
@@ -150,7 +158,14 @@ impl Compiled {
             expr: expr.to_string(),
             plan,
             needs,
+            max_samples: DEFAULT_MAX_SAMPLES,
         })
+    }
+
+    /// Fail evaluations that read more than `n` samples (default [`DEFAULT_MAX_SAMPLES`]).
+    pub fn with_max_samples(mut self, n: u64) -> Compiled {
+        self.max_samples = n;
+        self
     }
 
     /// The expression as written.
@@ -195,6 +210,9 @@ impl Compiled {
             query_start: start_ms,
             query_end: end_ms,
             query_step: step_ms,
+            samples: std::cell::Cell::new(0),
+            max_samples: self.max_samples,
+            steps: std::cell::Cell::new(0),
         };
         let v = ctx.eval(
             &self.plan,

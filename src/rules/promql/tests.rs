@@ -135,6 +135,42 @@ fn label_replace_collisions_fail_even_under_an_aggregation() {
 }
 
 #[test]
+fn evaluation_budgets_stop_runaway_queries() {
+    let mut s = MemStorage::new();
+    for i in 0..50 {
+        let pts: Vec<Sample> = (0..10)
+            .map(|k| Sample {
+                t: k * 60_000,
+                v: 1.0,
+            })
+            .collect();
+        s.add(
+            vec![("__name__".into(), "x".into()), ("i".into(), i.to_string())],
+            &pts,
+        );
+    }
+    // 10800 outer steps x 10800 inner steps: refused once the step budget is spent instead
+    // of running for hours.
+    let c = Compiled::new("max_over_time((max_over_time(x[3h:1s]))[3h:1s])").unwrap();
+    match c.eval(&s, 600_000) {
+        Err(EvalError::Runtime(m)) => assert!(m.contains("subquery steps"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // The sample budget bounds what the reads load.
+    let c = Compiled::new("max_over_time((sum(x))[10m:1s])")
+        .unwrap()
+        .with_max_samples(10_000);
+    match c.eval(&s, 600_000) {
+        Err(EvalError::Runtime(m)) => assert!(m.contains("too many samples"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let c = Compiled::new("sum(x)").unwrap().with_max_samples(49);
+    assert!(c.eval(&s, 600_000).is_err());
+    let c = Compiled::new("sum(x)").unwrap().with_max_samples(50);
+    assert!(c.eval(&s, 600_000).is_ok());
+}
+
+#[test]
 fn stale_marker_ends_instant_selection() {
     let mut s = MemStorage::new();
     s.add(
