@@ -188,18 +188,24 @@ where
         del: dl,
         pending,
     } = s;
-    val.clear();
     let vals = vals.filter(|_| add.is_empty() && dl.is_empty());
-    for (i, name) in rule.source_labels.iter().enumerate() {
-        if i > 0 {
-            val.extend_from_slice(&rule.separator);
+    let val: &[u8] = match (vals, rule.source_idx.as_slice()) {
+        // One source label, nothing changed yet: its value as it is, no copy.
+        (Some(v), [i]) => v[*i],
+        _ => {
+            val.clear();
+            for (i, name) in rule.source_labels.iter().enumerate() {
+                if i > 0 {
+                    val.extend_from_slice(&rule.separator);
+                }
+                match vals {
+                    Some(v) => val.extend_from_slice(v[rule.source_idx[i]]),
+                    None => get_into(add, dl, base.clone(), name, val),
+                }
+            }
+            val
         }
-        match vals {
-            Some(v) => val.extend_from_slice(v[rule.source_idx[i]]),
-            None => get_into(add, dl, base.clone(), name, val),
-        }
-    }
-    let val: &[u8] = val;
+    };
     match rule.action {
         Action::Drop => return !rule.regex.is_match(val),
         Action::Keep => return rule.regex.is_match(val),
