@@ -340,6 +340,7 @@ async fn send_routed(
     state
         .downsampler
         .commit(&routed.pending, super::state::unix_now_ms());
+    t.downsample_series.set(state.downsampler.len() as i64);
     for (r, n) in &routed.downsampled {
         if let Some(route) = routing.routes.get(*r) {
             t.downsampled_samples
