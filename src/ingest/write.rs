@@ -337,12 +337,18 @@ async fn send_routed(
             }
         }
     }
-    if let Some(e) = crate::route::send::answer(failures) {
+    let answer = crate::route::send::answer(failures);
+    // Commit unless the sender will retry: after a final 4xx it will not, and what the other
+    // upstreams took stays there.
+    if answer.as_ref().is_none_or(|e| e.class() == "4xx") {
+        state
+            .downsampler
+            .commit(&routed.pending, super::state::unix_now_ms());
+        t.downsample_series.set(state.downsampler.len() as i64);
+    }
+    if let Some(e) = answer {
         return Err(IngestError::Upstream(e));
     }
-    state
-        .downsampler
-        .commit(&routed.pending, super::state::unix_now_ms());
     for (r, n) in &routed.downsampled {
         if let Some(route) = routing.routes.get(*r) {
             t.downsampled_samples

@@ -42,9 +42,18 @@ where
     s.add.clear();
     s.del.clear();
     let mut vals: [&'a [u8]; FAST_NAMES] = [&[]; FAST_NAMES];
-    let fast = rules.names.len() <= FAST_NAMES && resolve(&rules.names, base.clone(), &mut vals);
+    let mut present = 0u64;
+    let fast = rules.names.len() <= FAST_NAMES
+        && resolve(&rules.names, base.clone(), &mut vals, &mut present);
     let vals = fast.then_some(&vals[..]);
     for rule in rules.iter() {
+        if let (Some(v), true) = (vals, s.add.is_empty() && s.del.is_empty()) {
+            match quick(rule, v, present) {
+                Quick::Unchanged => continue,
+                Quick::Drop => return Outcome::Dropped,
+                Quick::Apply => {}
+            }
+        }
         if !apply(rule, base.clone(), s, vals) {
             return Outcome::Dropped;
         }
@@ -75,8 +84,41 @@ where
     }
 }
 
+/// What a rule does to a series nothing has changed yet, when that is decided by its
+/// single source value alone (the common case on traffic the rules leave alone).
+enum Quick {
+    Unchanged,
+    Drop,
+    /// Needs the full rule (it may change the labels).
+    Apply,
+}
+
+#[inline]
+fn quick(rule: &Rule, vals: &[&[u8]], present: u64) -> Quick {
+    let [i] = rule.source_idx.as_slice() else {
+        return Quick::Apply;
+    };
+    let val = vals[*i];
+    let keep = |k: bool| if k { Quick::Unchanged } else { Quick::Drop };
+    match rule.action {
+        Action::Drop => keep(!rule.regex.is_match(val)),
+        Action::Keep => keep(rule.regex.is_match(val)),
+        Action::KeepEqual => keep(bytes_eq(vals[rule.target_idx], val)),
+        Action::DropEqual => keep(!bytes_eq(vals[rule.target_idx], val)),
+        // No match, no replacement.
+        Action::Replace if !rule.regex_default && !rule.regex.is_match(val) => Quick::Unchanged,
+        // Copying an absent label onto an absent target: nothing to delete.
+        Action::Replace
+            if val.is_empty() && rule.copies_value() && present & (1 << rule.target_idx) == 0 =>
+        {
+            Quick::Unchanged
+        }
+        _ => Quick::Apply,
+    }
+}
+
 /// Most distinct names a rule list may read and still take the one-pass lookup.
-const FAST_NAMES: usize = 32;
+const FAST_NAMES: usize = 32; // also the width of the presence mask (u64 holds it)
 
 /// Byte order, settling most comparisons on the first byte without a `memcmp` call.
 #[inline]
@@ -89,7 +131,7 @@ fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 
 /// The values of `names` (sorted) in `base`, by one merge pass; `false` when `base` is not
 /// sorted by name (then the rules look each label up instead).
-fn resolve<'a, I>(names: &[Vec<u8>], base: I, vals: &mut [&'a [u8]]) -> bool
+fn resolve<'a, I>(names: &[Vec<u8>], base: I, vals: &mut [&'a [u8]], present: &mut u64) -> bool
 where
     I: Iterator<Item = (&'a [u8], &'a [u8])>,
 {
@@ -105,6 +147,7 @@ where
         }
         if j < names.len() && bytes_eq(&names[j], n) {
             vals[j] = v;
+            *present |= 1 << j;
             j += 1;
         }
     }
@@ -188,18 +231,24 @@ where
         del: dl,
         pending,
     } = s;
-    val.clear();
     let vals = vals.filter(|_| add.is_empty() && dl.is_empty());
-    for (i, name) in rule.source_labels.iter().enumerate() {
-        if i > 0 {
-            val.extend_from_slice(&rule.separator);
+    let val: &[u8] = match (vals, rule.source_idx.as_slice()) {
+        // One source label, nothing changed yet: its value as it is, no copy.
+        (Some(v), [i]) => v[*i],
+        _ => {
+            val.clear();
+            for (i, name) in rule.source_labels.iter().enumerate() {
+                if i > 0 {
+                    val.extend_from_slice(&rule.separator);
+                }
+                match vals {
+                    Some(v) => val.extend_from_slice(v[rule.source_idx[i]]),
+                    None => get_into(add, dl, base.clone(), name, val),
+                }
+            }
+            val
         }
-        match vals {
-            Some(v) => val.extend_from_slice(v[rule.source_idx[i]]),
-            None => get_into(add, dl, base.clone(), name, val),
-        }
-    }
-    let val: &[u8] = val;
+    };
     match rule.action {
         Action::Drop => return !rule.regex.is_match(val),
         Action::Keep => return rule.regex.is_match(val),

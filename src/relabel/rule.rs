@@ -108,7 +108,10 @@ impl RuleSet {
         let mut names: Vec<Vec<u8>> = rules
             .iter()
             .flat_map(|r| {
-                let equal = matches!(r.action, Action::KeepEqual | Action::DropEqual);
+                // keepequal/dropequal read their target; a default-regex replace with a
+                // literal target is checked for the target's presence (see `quick`).
+                let equal =
+                    matches!(r.action, Action::KeepEqual | Action::DropEqual) || r.copies_value();
                 r.source_labels
                     .iter()
                     .cloned()
@@ -123,6 +126,18 @@ impl RuleSet {
             r.target_idx = at(&r.target_label);
         }
         RuleSet { rules, names }
+    }
+}
+
+impl Rule {
+    /// A `replace` with the default regex, a literal target and a replacement of group
+    /// references only (`source_labels: [x]`, `target_label: y`): on an empty source value it
+    /// deletes the target, which changes nothing when the target is absent.
+    pub(super) fn copies_value(&self) -> bool {
+        self.action == Action::Replace
+            && self.regex_default
+            && !self.target_label.contains(&b'$')
+            && self.replacement.has_no_literal()
     }
 }
 

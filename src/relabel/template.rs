@@ -58,6 +58,12 @@ impl Template {
         self.expand_with(|i| caps.get(i).map(|m| m.as_bytes()), out)
     }
 
+    /// The template has no literal text (only group references): it expands to nothing when
+    /// every group is empty.
+    pub fn has_no_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Group(_)))
+    }
+
     /// Expand with capture group `i` given by `group` (for regexes whose groups are known
     /// without running them, like the default `(.*)`).
     pub fn expand_with<'v>(&self, group: impl Fn(usize) -> Option<&'v [u8]>, out: &mut Vec<u8>) {

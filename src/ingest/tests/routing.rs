@@ -175,3 +175,28 @@ async fn own_series_are_routed_like_a_senders() {
     );
     assert_eq!(names(&r.long), ["service:slo_ok:ratio"]);
 }
+
+#[tokio::test]
+async fn a_final_4xx_commits_what_the_other_upstreams_took() {
+    let r = start_routed().await;
+    *r.h.upstream.answer.lock().unwrap() = Some((400, vec![], "bad"));
+    let (status, _, body) = r.h.post("application/x-protobuf", request(), &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(&body[..], b"bad");
+    // Prometheus drops that batch for good; long kept the 1 s sample, so a later sample in
+    // the same 10 s interval is not sent to long again.
+    *r.h.upstream.answer.lock().unwrap() = None;
+    let later = v1::WriteRequest {
+        timeseries: vec![ts(&[("__name__", "slo_ok"), ("slo", "true")], 3.0, 5_000)],
+        metadata: vec![],
+    };
+    let (status, _, _) =
+        r.h.post(
+            "application/x-protobuf",
+            compress(&later.encode_to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(r.long.bodies.lock().unwrap().len(), 1);
+}
