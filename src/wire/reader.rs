@@ -48,11 +48,6 @@ pub(crate) struct SeriesRec {
     pub(crate) metadata: u32,
     /// Offset of the first sample's tag (`end` when there is none), where `samples()` starts.
     pub(crate) first_sample: u32,
-    /// v1: byte range of the labels when they are in canonical form (sorted, unique, each
-    /// `0a <len> 0a <n> name 12 <v> value` with one-byte lengths, back to back); equal when
-    /// they are not. See `SeriesView::canonical_labels`.
-    pub(crate) canonical_start: u32,
-    pub(crate) canonical_end: u32,
 }
 
 /// One label as byte ranges of the buffer. For v2 these hold symbol refs until the end of the

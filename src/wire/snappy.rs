@@ -65,7 +65,7 @@ thread_local! {
     static ENCODER: RefCell<snap::raw::Encoder> = RefCell::new(snap::raw::Encoder::new());
 }
 
-/// Compress `input` into `out` (cleared first, capacity kept).
+/// Compress `input` into `out` (replacing its contents, capacity kept).
 ///
 /// # Panics
 ///
@@ -73,14 +73,18 @@ thread_local! {
 /// worst-case expansion is counted). Outgoing requests are built from bodies capped by
 /// [`super::Limits::max_decoded_bytes`] and split into batches far below that.
 pub fn compress(input: &[u8], out: &mut Vec<u8>) {
-    out.clear();
     let max = snap::raw::max_compress_len(input.len());
     assert!(
         max > 0 || input.is_empty(),
         "snappy: {} bytes exceed the block format's limit",
         input.len()
     );
-    out.resize(max.max(1), 0);
+    // The previous request's bytes are left in place, not zeroed: the encoder writes every
+    // byte it reports, and the rest is cut off below (zeroing the worst-case size was a
+    // visible share of a re-encoded request).
+    if out.len() < max.max(1) {
+        out.resize(max.max(1), 0);
+    }
     let written = ENCODER.with(|enc| match enc.try_borrow_mut() {
         Ok(mut enc) => enc.compress(input, out),
         // Only reachable by re-entrancy, which compress() never does; use a fresh encoder.

@@ -55,18 +55,11 @@ fn series(
         ..SeriesRec::default()
     };
     let mut c = Cursor::new(buf, range);
-    // Whether the labels so far are canonical (see `SeriesRec::canonical_start`), where they
-    // end, and the previous name: tracked here, where every label passes anyway, so the guard
-    // can hash the labels in place without checking them again.
-    let mut canonical = true;
-    let mut canonical_end = usize::MAX;
-    let mut prev_name: &[u8] = &[];
     while !c.at_end() {
         // Hot path: the run of labels every encoder starts a series with. Testing the one-byte
         // tag (field 1, wire type 2) first keeps the branch predictable; the general match
         // below is an indirect jump that mispredicts where labels end.
         if c.peek() == Some(LABEL_TAG) {
-            let tag_pos = c.pos();
             c.bump();
             let range = c.len_delim()?;
             if p.labels.len() - labels_start >= limits.max_labels_per_series {
@@ -75,28 +68,8 @@ fn series(
                     limit: limits.max_labels_per_series,
                 });
             }
-            let label = label(buf, range.clone())?;
+            let label = label(buf, range)?;
             check_label_lengths(&label, index, limits)?;
-            if canonical {
-                canonical = is_canonical(&label, tag_pos, &range)
-                    && (canonical_end == usize::MAX || canonical_end == tag_pos)
-                    && {
-                        let name = super::proto::slice(buf, label.name_off, label.name_len);
-                        let ordered = match name.first().cmp(&prev_name.first()) {
-                            std::cmp::Ordering::Greater => true,
-                            std::cmp::Ordering::Less => false,
-                            std::cmp::Ordering::Equal => name > prev_name,
-                        };
-                        prev_name = name;
-                        ordered
-                    };
-                if canonical {
-                    if canonical_end == usize::MAX {
-                        rec.canonical_start = tag_pos as u32;
-                    }
-                    canonical_end = range.end;
-                }
-            }
             p.labels.push(label);
             continue;
         }
@@ -104,7 +77,6 @@ fn series(
         let (field, wire_type) = c.tag()?;
         match field {
             1 => {
-                canonical = false;
                 let range = c.expect_len(wire_type, "label: wrong wire type")?;
                 if p.labels.len() - labels_start >= limits.max_labels_per_series {
                     return Err(WireError::TooManyLabels {
@@ -138,31 +110,12 @@ fn series(
         }
     }
     rec.labels_end = p.labels.len() as u32;
-    rec.canonical_end = if canonical && canonical_end != usize::MAX {
-        canonical_end as u32
-    } else {
-        rec.canonical_start
-    };
     let counts = p.counts_mut();
     counts.samples += u64::from(rec.samples);
     counts.histograms += u64::from(rec.histograms);
     counts.exemplars += u64::from(rec.exemplars);
     p.series.push(rec);
     Ok(())
-}
-
-/// True when the label at `tag_pos` is exactly `0a <len> 0a <n> name 12 <v> value` with
-/// one-byte lengths. The offsets settle it: a one-byte outer length puts the body at
-/// `tag_pos + 2`; the name then starting two bytes in means the name field comes first with
-/// one-byte tag and length (a later repeated name would have moved `name_off`), the value
-/// right after it with the same, and its end at the body's end leaves room for nothing else.
-#[inline(always)]
-fn is_canonical(l: &LabelRec, tag_pos: usize, body: &Range<usize>) -> bool {
-    body.start == tag_pos + 2
-        && body.len() < 0x80
-        && l.name_off as usize == body.start + 2
-        && l.value_off == l.name_off + l.name_len + 2
-        && (l.value_off + l.value_len) as usize == body.end
 }
 
 /// A `Label` body: name 1, value 2; a missing field is the empty string and a repeated one

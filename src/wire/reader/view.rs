@@ -71,11 +71,41 @@ impl<'a> SeriesView<'a> {
     /// long strings, unusual framing); the caller then builds the same bytes itself.
     #[inline]
     pub fn canonical_labels(&self) -> Option<&'a [u8]> {
-        let (start, end) = (self.rec.canonical_start, self.rec.canonical_end);
-        if start == end {
+        if self.version != Version::V1 {
             return None;
         }
-        self.buf.get(start as usize..end as usize)
+        let first = self.labels.first()?;
+        let start = (first.name_off as usize).checked_sub(4)?;
+        let mut at = start;
+        let mut prev: &[u8] = &[];
+        for l in self.labels {
+            let (n, v) = (l.name_len as usize, l.value_len as usize);
+            let name_off = l.name_off as usize;
+            let len = n + v + 4;
+            if name_off != at + 4 || l.value_off as usize != name_off + n + 2 || len >= 0x80 {
+                return None;
+            }
+            let b = self.buf.get(at..at + 2 + len)?;
+            // The framing bytes, compared whole (n < 0x80 and v < 0x80 follow from len).
+            let (head, rest) = b.split_first_chunk::<4>()?;
+            let (name, rest) = rest.split_at(n);
+            let mid = rest.first_chunk::<2>()?;
+            if *head != [0x0a, len as u8, 0x0a, n as u8] || *mid != [0x12, v as u8] {
+                return None;
+            }
+            // Strictly increasing names: sorted and unique. First bytes settle most pairs.
+            let ordered = match name.first().cmp(&prev.first()) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => name > prev,
+            };
+            if !ordered {
+                return None;
+            }
+            prev = name;
+            at += 2 + len;
+        }
+        self.buf.get(start..at)
     }
 
     pub fn label_count(&self) -> usize {
