@@ -63,6 +63,7 @@ struct Script {
 #[test]
 fn promql_conformance() {
     let dir = std::env::var_os("PROMQL_TESTDATA")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/promql"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
