@@ -86,7 +86,7 @@ fn indented(indent: usize) -> String {
 }
 
 /// Scrapes before comparing.
-const SCRAPES: u64 = 8;
+const SCRAPES: u64 = 12;
 
 #[test]
 fn relabel_configs_match_prometheus_write_relabel_configs() {
