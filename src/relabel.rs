@@ -9,8 +9,11 @@
 //!
 //! `rule` compiles a config entry; `apply` runs a rule list over borrowed `(&[u8], &[u8])`
 //! label pairs and allocates only for series that change.
+//! `memo` remembers, per rule set, the series the rules leave unchanged or drop, so repeated
+//! traffic (the same series every scrape) skips the rules; `stage` consults it.
 
 mod apply;
+mod memo;
 mod prefilter;
 mod rule;
 mod stage;
@@ -19,5 +22,6 @@ mod template;
 mod tests;
 
 pub use apply::{process, Outcome, Scratch};
+pub use memo::MAX_ENTRIES as MEMO_MAX_ENTRIES;
 pub use rule::{is_valid_label_name, Action, Rule, RuleSet, RuleSpec};
 pub use stage::{stage, StageCounts};

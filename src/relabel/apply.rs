@@ -32,6 +32,8 @@ pub struct Scratch {
     del: Vec<Vec<u8>>,
     /// `labelmap`/`labeldrop`/`labelkeep`: what to set or delete once the snapshot is walked.
     pending: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The encoded labels the memo hashes (`stage`).
+    pub(super) key: Vec<u8>,
 }
 
 /// Apply `rules` in order to the labels yielded by `base`.
@@ -230,6 +232,7 @@ where
         add,
         del: dl,
         pending,
+        key: _,
     } = s;
     let vals = vals.filter(|_| add.is_empty() && dl.is_empty());
     let val: &[u8] = match (vals, rule.source_idx.as_slice()) {

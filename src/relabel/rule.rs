@@ -101,6 +101,9 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// Distinct names read by the rules, sorted by bytes.
     pub(super) names: Vec<Vec<u8>>,
+    /// Series these rules are known to leave unchanged or drop; starts empty with every new
+    /// (reloaded) rule set.
+    pub(super) memo: super::memo::Memo,
 }
 
 impl RuleSet {
@@ -125,7 +128,11 @@ impl RuleSet {
             r.source_idx = r.source_labels.iter().map(|n| at(n)).collect();
             r.target_idx = at(&r.target_label);
         }
-        RuleSet { rules, names }
+        RuleSet {
+            rules,
+            names,
+            memo: Default::default(),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The relabel stage of the pipeline: every series of a request through `relabel_configs`,
 //! results into the pipeline's per-series `rewrites` (changed labels) and `decided` (drops).
 
+use super::memo::Known;
 use super::{process, Outcome, RuleSet, Scratch};
 use crate::guard::schema::OwnedLabels;
 use crate::guard::{Reason, Verdict};
@@ -32,7 +33,23 @@ pub fn stage(
     }
     for i in 0..req.len() {
         let view = req.series(buf, i);
-        match process(rules, view.labels(), scratch) {
+        // Series repeat every scrape: a known outcome skips the rules (see `memo`).
+        let key = rules.memo.key(view.labels(), &mut scratch.key);
+        let outcome = match rules.memo.get(key) {
+            Some(Known::Unchanged) => Outcome::Unchanged,
+            Some(Known::Dropped) => Outcome::Dropped,
+            None => {
+                let o = process(rules, view.labels(), scratch);
+                match o {
+                    Outcome::Unchanged => rules.memo.insert(key, Known::Unchanged),
+                    Outcome::Dropped => rules.memo.insert(key, Known::Dropped),
+                    // Never remembered: the rewritten labels are needed every time.
+                    Outcome::Changed(_) => {}
+                }
+                o
+            }
+        };
+        match outcome {
             Outcome::Unchanged => {}
             Outcome::Changed(labels) => {
                 if rewrites.is_empty() {
