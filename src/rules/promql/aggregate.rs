@@ -461,14 +461,12 @@ fn go_sort<T>(v: &mut [T], less: &dyn Fn(&T, &T) -> bool) {
             }
         }
     } else {
-        v.sort_by(|a, b| {
-            if less(a, b) {
-                std::cmp::Ordering::Less
-            } else if less(b, a) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
+        // `less` says NaN < NaN (as Go's heap does); both directions true counts as a tie,
+        // which keeps the comparator a total order (Rust's sort may panic otherwise).
+        v.sort_by(|a, b| match (less(a, b), less(b, a)) {
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            _ => std::cmp::Ordering::Equal,
         });
     }
 }

@@ -76,7 +76,14 @@ pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    // Go's cmp.Compare: NaN before every number. A comparator that calls NaN equal to
+    // everything is not a total order, and Rust's sort may panic on one.
+    buckets.sort_by(|a, b| match (a.0.is_nan(), b.0.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.0.total_cmp(&b.0),
+    });
     match buckets.last() {
         Some(b) if b.0 == f64::INFINITY => {}
         _ => return f64::NAN,

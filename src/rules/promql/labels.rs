@@ -116,10 +116,14 @@ pub(crate) fn sort_by_label(v: &mut [Elem], names: &[String], desc: bool) {
             if x == y {
                 continue;
             }
+            // Different strings can be naturally equal ("01" and "1"): a tie here, decided
+            // by the next name or the full label sets, keeps the order total.
             let o = if natural_less(x, y) {
                 Ordering::Less
-            } else {
+            } else if natural_less(y, x) {
                 Ordering::Greater
+            } else {
+                continue;
             };
             return if desc { o.reverse() } else { o };
         }
