@@ -258,10 +258,18 @@ impl Runtime {
                 if due <= now {
                     let tick = group::aligned_tick(now, interval);
                     let (rt, g2, cfg2) = (self.clone(), g.clone(), cfg.clone());
-                    let _ = tokio::task::spawn_blocking(move || {
+                    // A bug in the engine must cost one evaluation, never the evaluator.
+                    let done = tokio::task::spawn_blocking(move || {
                         rt.evaluate_group(&g2, &cfg2.rules, tick)
                     })
                     .await;
+                    if let Err(e) = done {
+                        tracing::error!(rule_group = %key, "rule group evaluation panicked: {e}");
+                        self.metrics
+                            .evaluation_failures
+                            .with_label_values(&[&key])
+                            .inc();
+                    }
                     next_due.insert(key, tick + interval);
                     sleep_until = sleep_until.min(tick + interval);
                 } else {
