@@ -18,6 +18,8 @@ use std::sync::Mutex;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::wire::SeriesView;
+
 /// Shards, chosen by the top bits of the key, so worker threads rarely meet on a lock.
 const SHARDS: usize = 64;
 /// Entries per shard: exactly what a table of 16384 buckets holds (7/8 of them) without
@@ -27,6 +29,9 @@ pub(super) const SHARD_CAP: usize = 14_336;
 /// control byte in a table of fixed size: 17 bytes a bucket, about 19.4 bytes an entry when
 /// full, 17.8 MB per rule set at most (allocated only as shards fill).
 pub const MAX_ENTRIES: usize = SHARDS * SHARD_CAP;
+
+/// Mixed into the seed for keys over canonical wire bytes ([`Memo::raw_key`]).
+const RAW_DOMAIN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// What the memo knows about a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +62,24 @@ impl Memo {
             buf.extend_from_slice(value);
         }
         xxh3_64_with_seed(buf, self.seed)
+    }
+
+    /// The key of a series whose labels the body already holds in canonical remote write 1.0
+    /// form (`SeriesView::canonical_labels`, what Prometheus sends): those bytes hashed where
+    /// they lie, with no copy. A seed of its own keeps these keys apart from [`Memo::key`]'s:
+    /// the two encodings of one label set give two entries with the same outcome, and no
+    /// encoding of one set can stand for another.
+    pub fn raw_key(&self, canonical: &[u8]) -> u64 {
+        xxh3_64_with_seed(canonical, self.seed ^ RAW_DOMAIN)
+    }
+
+    /// The key of one series of a request: [`Memo::raw_key`] when the body holds its labels in
+    /// canonical form, [`Memo::key`] otherwise.
+    pub fn series_key(&self, view: &SeriesView<'_>, buf: &mut Vec<u8>) -> u64 {
+        match view.canonical_labels() {
+            Some(raw) => self.raw_key(raw),
+            None => self.key(view.labels(), buf),
+        }
     }
 
     pub fn get(&self, key: u64) -> Option<Known> {

@@ -34,7 +34,7 @@ pub fn stage(
     for i in 0..req.len() {
         let view = req.series(buf, i);
         // Series repeat every scrape: a known outcome skips the rules (see `memo`).
-        let key = rules.memo.key(view.labels(), &mut scratch.key);
+        let key = rules.memo.series_key(&view, &mut scratch.key);
         let outcome = match rules.memo.get(key) {
             Some(Known::Unchanged) => Outcome::Unchanged,
             Some(Known::Dropped) => Outcome::Dropped,

@@ -87,7 +87,7 @@ fn memo_hits_answer_as_a_fresh_evaluation() {
         .map(|i| {
             let key = rules
                 .memo
-                .key(parsed.series(&buf, i).labels(), &mut Vec::new());
+                .series_key(&parsed.series(&buf, i), &mut Vec::new());
             rules.memo.get(key)
         })
         .collect();
@@ -151,4 +151,32 @@ fn a_reloaded_or_cloned_rule_set_starts_empty_and_compares_equal() {
     let cloned = seen.clone();
     assert!(cloned.memo.is_empty());
     assert_eq!(run(&cloned, &buf), run(&seen, &buf));
+}
+
+#[test]
+fn canonical_and_other_encodings_get_the_same_outcomes() {
+    // Prometheus's sorted labels are keyed by their wire bytes; the same label sets unsorted
+    // take the copying key. Both must answer as the rules do.
+    let canonical = request();
+    let mut unsorted = v1::WriteRequest::decode(canonical.as_slice()).unwrap();
+    for ts in &mut unsorted.timeseries {
+        ts.labels.reverse();
+    }
+    let unsorted = unsorted.encode_to_vec();
+    let rules = compiled();
+    let mut parsed = Parsed::new();
+    parsed
+        .parse(&canonical, Version::V1, &Limits::default())
+        .unwrap();
+    assert!(parsed.series(&canonical, 0).canonical_labels().is_some());
+    parsed
+        .parse(&unsorted, Version::V1, &Limits::default())
+        .unwrap();
+    assert!(parsed.series(&unsorted, 0).canonical_labels().is_none());
+    let first = run(&rules, &canonical);
+    for _ in 0..2 {
+        assert_eq!(run(&rules, &canonical), first);
+        assert_eq!(run(&rules, &unsorted).0, first.0);
+        assert_eq!(run(&compiled(), &unsorted).0, first.0);
+    }
 }
