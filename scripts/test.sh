@@ -14,4 +14,7 @@ cargo clippy --all-targets --locked -- -D warnings
 # Each bench once in test mode first (so they never rot), then every test: unit, property and
 # end-to-end, whose summary lines close the output.
 cargo test --benches --locked
+# Prometheus's own PromQL scripts through the rule engine, with its per-file counts and the
+# `promql conformance: N passed, M failed, K unsupported` line shown (fails if M > 0).
+cargo test --locked --test promql_conformance -- --nocapture
 cargo test --lib --bins --tests --locked
