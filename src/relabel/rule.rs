@@ -57,15 +57,22 @@ impl Action {
     }
 }
 
-/// A rule as written; `None` means the key was absent (so the Prometheus default applies).
-#[derive(Debug, Clone, Default)]
+/// A rule as written, keys exactly as Prometheus spells them (it is also the YAML entry of
+/// `relabel_configs:`); `None` means the key was absent, so the Prometheus default applies.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// Labels whose values are joined with `separator` (default `;`).
     pub source_labels: Option<Vec<String>>,
     pub separator: Option<String>,
+    /// Anchored at both ends; default `(.*)`.
     pub regex: Option<String>,
+    /// `hashmod` only.
     pub modulus: Option<u64>,
     pub target_label: Option<String>,
+    /// Default `$1`.
     pub replacement: Option<String>,
+    /// Default `replace`.
     pub action: Option<String>,
 }
 
