@@ -19,8 +19,6 @@ use cardguard::wire::{self, Limits, Parsed, Version};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const NOW: i64 = 1_700_000_000_000;
-static NO_RULES: std::sync::LazyLock<cardguard::relabel::RuleSet> =
-    std::sync::LazyLock::new(Default::default);
 
 fn ctx<'a>(
     limits: &'a Limits,
@@ -28,16 +26,8 @@ fn ctx<'a>(
     guard: Option<(&'a Guard, &'a GuardConfig)>,
 ) -> Context<'a> {
     Context {
-        version_in: Version::V1,
-        version_out: out,
-        limits,
         guard,
-        schema: None,
-        relabel: &NO_RULES,
-        tenant: None,
-        routing: None,
-        now_ms: NOW,
-        rules: None,
+        ..Context::new(Version::V1, out, limits, NOW)
     }
 }
 

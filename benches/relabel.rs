@@ -72,16 +72,8 @@ fn bench(c: &mut Criterion) {
     let touch_1pct = Config::from_yaml(&rules("10\\.0\\.0\\.0:9100")).unwrap();
     let no_rules = cardguard::relabel::RuleSet::default();
     let ctx = |relabel| Context {
-        version_in: Version::V1,
-        version_out: Version::V1,
-        limits: &limits,
-        guard: None,
-        schema: None,
         relabel,
-        tenant: None,
-        now_ms: NOW,
-        routing: None,
-        rules: None,
+        ..Context::new(Version::V1, Version::V1, &limits, NOW)
     };
     // Check the premise: 20 series rewritten, none dropped; nothing touched in the other.
     // Twice: the second time the memo answers for the rest (changed series are never in it).

@@ -29,9 +29,6 @@ use cardguard::rules::tap::Tap;
 use cardguard::wire::{self, Limits, OwnedSeries, Version, Writer};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-static NO_RELABEL: std::sync::LazyLock<cardguard::relabel::RuleSet> =
-    std::sync::LazyLock::new(Default::default);
-
 const RULES: &str = r#"
 groups:
   - name: bench
@@ -139,16 +136,8 @@ fn body(series: &[(Vec<(String, String)>, f64)], step: i64, rename: bool) -> Byt
 
 fn ctx<'a>(limits: &'a Limits, tap: Option<Tap<'a>>) -> Context<'a> {
     Context {
-        version_in: Version::V1,
-        version_out: Version::V1,
-        limits,
-        guard: None,
-        schema: None,
-        relabel: &NO_RELABEL,
-        routing: None,
-        tenant: None,
-        now_ms: T0,
         rules: tap,
+        ..Context::new(Version::V1, Version::V1, limits, T0)
     }
 }
 

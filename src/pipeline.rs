@@ -49,6 +49,28 @@ pub struct Context<'a> {
     pub rules: Option<crate::rules::tap::Tap<'a>>,
 }
 
+impl<'a> Context<'a> {
+    /// Only the wire stages: no relabeling, schema, guard, rules or routing. Callers that
+    /// turn stages on set those fields over this (`Context { guard, ..Context::new(..) }`), so
+    /// a stage added later does not touch every caller.
+    pub fn new(version_in: Version, version_out: Version, limits: &'a Limits, now_ms: i64) -> Self {
+        static NO_RELABEL: std::sync::LazyLock<crate::relabel::RuleSet> =
+            std::sync::LazyLock::new(Default::default);
+        Context {
+            version_in,
+            version_out,
+            limits,
+            guard: None,
+            schema: None,
+            relabel: &NO_RELABEL,
+            tenant: None,
+            routing: None,
+            now_ms,
+            rules: None,
+        }
+    }
+}
+
 /// A request ready for the forwarder.
 #[derive(Debug, Clone)]
 pub struct Prepared {

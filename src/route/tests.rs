@@ -50,20 +50,13 @@ fn decode(b: &Bytes) -> v1::WriteRequest {
 fn run(config: &Config, ds: &Downsampler, tenant: Option<&str>, b: &Bytes) -> Routed {
     let limits = Limits::default();
     let ctx = Context {
-        version_in: Version::V1,
-        version_out: Version::V1,
-        limits: &limits,
-        guard: None,
-        schema: None,
         relabel: &config.relabel,
-        tenant: None,
-        now_ms: 0,
         routing: Some(Plan {
             routing: config.routing.as_deref().unwrap(),
             tenant,
             downsampler: ds,
         }),
-        rules: None,
+        ..Context::new(Version::V1, Version::V1, &limits, 0)
     };
     pipeline::prepare(b, &ctx).unwrap().routed.unwrap()
 }
@@ -435,20 +428,13 @@ routes:
     let b = Bytes::from(raw);
     let limits = Limits::default();
     let ctx = Context {
-        version_in: Version::V2,
-        version_out: Version::V1,
-        limits: &limits,
-        guard: None,
-        schema: None,
         relabel: &c.relabel,
-        tenant: None,
-        now_ms: 0,
         routing: Some(Plan {
             routing: c.routing.as_deref().unwrap(),
             tenant: None,
             downsampler: &ds,
         }),
-        rules: None,
+        ..Context::new(Version::V2, Version::V1, &limits, 0)
     };
     let r = pipeline::prepare(&b, &ctx).unwrap().routed.unwrap();
     // v1 upstream: translated, relabeled, downsampled.

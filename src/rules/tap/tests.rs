@@ -9,9 +9,6 @@ use crate::pipeline::{self, Context};
 use crate::rules::file;
 use crate::wire::{self, Limits, OwnedSeries, Version, Writer};
 
-static NO_RELABEL: std::sync::LazyLock<crate::relabel::RuleSet> =
-    std::sync::LazyLock::new(Default::default);
-
 const LIMITS: BufferLimits = BufferLimits {
     max_series: 100,
     max_samples_per_series: 100,
@@ -59,16 +56,8 @@ fn prepare(body: &Bytes, tap: Tap<'_>) -> pipeline::Prepared {
 fn prepare_in(version_in: Version, body: &Bytes, tap: Tap<'_>) -> pipeline::Prepared {
     let limits = Limits::default();
     let ctx = Context {
-        version_in,
-        version_out: Version::V1,
-        limits: &limits,
-        guard: None,
-        schema: None,
-        relabel: &NO_RELABEL,
-        tenant: None,
-        routing: None,
-        now_ms: 0,
         rules: Some(tap),
+        ..Context::new(version_in, Version::V1, &limits, 0)
     };
     pipeline::prepare(body, &ctx).unwrap()
 }
