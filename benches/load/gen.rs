@@ -107,16 +107,12 @@ fn exploding_labels(service: &str, k: usize, out: &mut Vec<(&'static str, String
     out.push(("user_id", format!("u{k:09}")));
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    prost::encoding::encode_varint(v, out);
 }
 
 fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    prost::encoding::encoded_len_varint(v)
 }
 
 /// Append one `TimeSeries` (field 1 of `WriteRequest`) with one sample.

@@ -9,6 +9,7 @@
 //! with the same result. The seed comes from the config so that replicas (and snapshots)
 //! agree on ids.
 
+use prost::encoding::{encode_varint, encoded_len_varint};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Reusable state for hashing series; one per worker thread.
@@ -57,30 +58,18 @@ pub fn raw_id(seed: u64, canonical: &[u8]) -> u64 {
     xxh3_64_with_seed(canonical, seed)
 }
 
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
 /// One `Label` message as field 1 of a `TimeSeries`; an empty value is written too (as
 /// `12 00`), so that a label with an empty value and an absent label stay different series.
 fn push_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     let (n, v) = (name.len() as u64, value.len() as u64);
-    let len = 1 + varint_len(n) as u64 + n + 1 + varint_len(v) as u64 + v;
+    let len = 1 + encoded_len_varint(n) as u64 + n + 1 + encoded_len_varint(v) as u64 + v;
     out.push(0x0a);
-    push_varint(out, len);
+    encode_varint(len, out);
     out.push(0x0a);
-    push_varint(out, n);
+    encode_varint(n, out);
     out.extend_from_slice(name);
     out.push(0x12);
-    push_varint(out, v);
+    encode_varint(v, out);
     out.extend_from_slice(value);
 }
 
