@@ -1,7 +1,7 @@
 //! Prometheus's own PromQL test scripts, run against cardguard's rule engine.
 //!
-//! Reads every `*.test` file in `$PROMQL_TESTDATA` (default `../shared/testdata/promql` from
-//! the repository root; the format is described in `FORMAT.upstream.md` there) and runs the
+//! Reads every `*.test` file in `$PROMQL_TESTDATA` (default `testdata/promql`, the copy kept in
+//! this repository; the format is described in `FORMAT.upstream.md` there) and runs the
 //! script language: `load` (with the `a+bxN`, `a-bxN`, `axN`, `_`, `_xN` and `stale` value
 //! syntax), `clear`, `eval instant at` and `eval range from .. to .. step ..` (a range query is
 //! a series of instant evaluations assembled into a matrix, with `@ start()`/`@ end()` and
@@ -65,7 +65,7 @@ fn promql_conformance() {
     let dir = std::env::var_os("PROMQL_TESTDATA")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/promql"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("PROMQL_TESTDATA {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
