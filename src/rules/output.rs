@@ -173,7 +173,24 @@ fn retryable(e: &ForwardError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::forward::UpstreamConfig;
+    use crate::route::Routing;
+    use crate::rules::RulesConfig;
+
+    /// What `run` reads of the config: here, one upstream.
+    struct OneUpstream(UpstreamConfig, RulesConfig);
+
+    impl InForce for OneUpstream {
+        fn rules(&self) -> &RulesConfig {
+            &self.1
+        }
+        fn routing(&self) -> Option<&Arc<Routing>> {
+            None
+        }
+        fn upstream(&self) -> Option<&UpstreamConfig> {
+            Some(&self.0)
+        }
+    }
 
     fn series(n: usize) -> Vec<OwnedSeries> {
         (0..n)
@@ -237,8 +254,15 @@ mod tests {
 
     async fn run_until_sent(statuses: Vec<u16>) -> (RuleMetrics, usize) {
         let (url, count) = upstream(statuses).await;
-        let yaml = format!("upstream:\n  url: {url}\n  remote_timeout: 2s\n");
-        let config = Arc::new(Config::from_yaml(&yaml).unwrap());
+        let up = UpstreamConfig {
+            name: "default".into(),
+            url: url.parse().unwrap(),
+            version: Version::V1,
+            timeout: Duration::from_secs(2),
+            headers: Vec::new(),
+            tenant_header: None,
+        };
+        let config = Arc::new(OneUpstream(up, RulesConfig::default()));
         let telemetry = crate::telemetry::Telemetry::new();
         let metrics = RuleMetrics::register(telemetry.registry());
         let out = Arc::new(Output::default());

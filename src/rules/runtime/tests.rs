@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::config::Overrides;
 use crate::ingest::{ConfigSource, State};
 use crate::rules::promql::Sample;
 use crate::telemetry::Telemetry;
@@ -33,7 +32,7 @@ fn source(dir: &std::path::Path, rules: &str) -> (ConfigSource, PathBuf) {
     (
         ConfigSource {
             file: Some(cfg),
-            overrides: Overrides::default(),
+            overrides: Default::default(),
         },
         rule_file,
     )
