@@ -2,28 +2,38 @@
 //!
 //! Two phases, as in Prometheus and vector: `raw` mirrors the file with strict serde types
 //! (unknown fields are errors), then `validate` turns it into compiled values and reports every
-//! problem at once, each with its YAML path and line. A running server holds the result behind
-//! an `ArcSwap` and replaces it whole on reload.
+//! problem at once (`errors`), each with its YAML path and line. A running server holds the
+//! result behind an `ArcSwap` and replaces it whole on reload.
+//!
+//! One direction only: each section file (`guard`, `route`, `rules`, ...) checks its raw part
+//! and builds the validated type its stage owns (`guard::GuardConfig`, `route::Routing`,
+//! `rules::RulesConfig`, `forward::UpstreamConfig`); `validate` assembles them into `Config`.
+//! No stage imports this module.
 
+mod errors;
 pub mod guard;
+mod overrides;
 mod raw;
 pub mod relabel;
 pub mod route;
 pub mod rules;
 pub mod schema;
+mod upstream;
 mod validate;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Uri};
+use crate::wire::Limits;
 
-use crate::wire::{Limits, Version};
-
-pub use guard::{Action, Budget, GuardConfig};
-pub use validate::{ByteSize, Overrides};
+pub use errors::{ConfigError, ConfigErrors};
+pub use overrides::Overrides;
+pub use raw::ByteSize;
+// The stages own their validated types; these paths are kept for callers outside the stages.
+pub use crate::forward::UpstreamConfig;
+pub use crate::guard::{Action, Budget, GuardConfig};
 
 /// The validated configuration. Everything in it has been checked; nothing is parsed later.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,15 +43,15 @@ pub struct Config {
     /// `None` only before flags were applied; `serve` refuses to start without one.
     pub upstream: Option<UpstreamConfig>,
     /// The cardinality guard; `None` forwards everything (a pure pass-through).
-    pub guard: Option<guard::GuardConfig>,
+    pub guard: Option<GuardConfig>,
     /// Label schema and redaction at admission; `None` checks only the wire-level caps.
     pub schema: Option<schema::SchemaConfig>,
     /// Recording rules (`rule_files:` and `rules:`); no groups means no rules.
-    pub rules: rules::RulesConfig,
+    pub rules: crate::rules::RulesConfig,
     /// `relabel_configs:` applied to every series at ingest, before the schema and the guard.
     pub relabel: crate::relabel::RuleSet,
     /// `upstreams:` and `routes:`; when set, `upstream` is `None`.
-    pub routing: Option<std::sync::Arc<route::Routing>>,
+    pub routing: Option<Arc<crate::route::Routing>>,
 }
 
 /// The HTTP listener.
@@ -63,21 +73,6 @@ pub struct RequestLimits {
     pub wire: Limits,
 }
 
-/// Where accepted data goes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamConfig {
-    /// A short name used in logs and metric labels.
-    pub name: String,
-    pub url: Uri,
-    pub version: Version,
-    pub timeout: Duration,
-    /// Sent with every request (Authorization, a fixed X-Scope-OrgID, ...).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Copied from the incoming request to the upstream one when present and not fixed by
-    /// `headers`.
-    pub tenant_header: Option<HeaderName>,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -93,7 +88,7 @@ impl Default for Config {
             upstream: None,
             guard: None,
             schema: None,
-            rules: rules::RulesConfig::default(),
+            rules: crate::rules::RulesConfig::default(),
             relabel: crate::relabel::RuleSet::default(),
             routing: None,
         }
@@ -138,75 +133,25 @@ impl Config {
     }
 }
 
+/// The rule tasks read the config in force through this, on every round.
+impl crate::rules::InForce for Config {
+    fn rules(&self) -> &crate::rules::RulesConfig {
+        &self.rules
+    }
+    fn routing(&self) -> Option<&Arc<crate::route::Routing>> {
+        self.routing.as_ref()
+    }
+    fn upstream(&self) -> Option<&UpstreamConfig> {
+        self.upstream.as_ref()
+    }
+}
+
 /// Rule file globs are relative to the config file's directory, as in Prometheus.
 fn base_dir(config_file: Option<&Path>) -> &Path {
     config_file
         .and_then(Path::parent)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-}
-
-/// One problem in a config, located by YAML path (`upstream.timeout`) and line when known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub line: Option<u64>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(l) = self.line {
-            write!(f, "line {l}: ")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-/// Every problem found in one config, in document order.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors {
-    pub file: Option<String>,
-    pub errors: Vec<ConfigError>,
-}
-
-impl ConfigErrors {
-    pub(crate) fn single(e: ConfigError) -> Self {
-        ConfigErrors {
-            file: None,
-            errors: vec![e],
-        }
-    }
-
-    fn in_file(mut self, path: &Path) -> Self {
-        self.file = Some(path.display().to_string());
-        self
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    /// One problem per line, compiler style: `FILE:LINE: path: message`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            match (&self.file, e.line) {
-                (Some(file), Some(l)) => write!(f, "{file}:{l}: ")?,
-                (Some(file), None) => write!(f, "{file}: ")?,
-                (None, Some(l)) => write!(f, "line {l}: ")?,
-                (None, None) => {}
-            }
-            if !e.path.is_empty() {
-                write!(f, "{}: ", e.path)?;
-            }
-            f.write_str(&e.message)?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! `Ok`: the upstream holds the data by then. Every failure is typed so that ingest can turn it
 //! into the status that makes Prometheus retry (or give up, for a genuine client error).
 
+mod config;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,9 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::UpstreamConfig;
 use crate::telemetry::Telemetry;
 use crate::wire::Version;
+pub use config::UpstreamConfig;
 
 /// How much of an upstream error body is kept to pass back to the sender.
 const MAX_ERROR_BODY: usize = 4096;

@@ -6,6 +6,7 @@
 //! series of one owner are then decided together under that owner's lock (`owner`), so a
 //! request takes each owner lock once and requests for different owners never contend.
 
+mod config;
 pub mod identity;
 pub mod owner;
 pub mod report;
@@ -19,8 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use foldhash::fast::RandomState;
 
-use crate::config::GuardConfig;
 use crate::wire::{Parsed, SeriesView};
+pub use config::{Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch};
 use identity::Identity;
 use owner::{Counters, OwnerState, SeriesKey, Tally};
 pub use owner::{Reason, Verdict};

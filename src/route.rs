@@ -2,6 +2,7 @@
 //! downsampling (`min_interval`), the split of one request into one body per upstream, and
 //! sending the parts so the sender is acknowledged only when all of them were.
 
+mod config;
 pub mod downsample;
 pub mod own;
 pub mod selector;
@@ -10,5 +11,6 @@ pub mod split;
 #[cfg(test)]
 mod tests;
 
+pub use config::{Route, Routing};
 pub use downsample::Downsampler;
 pub use split::{split, Part, Plan, Routed, Scratch};

@@ -1,7 +1,7 @@
-//! The `guard:` section: who owns a series, how many series each owner may have, and what
-//! happens past the budget. Raw serde types and their validation, side by side.
+//! The `guard:` section as written (strict serde types) and its validation into the guard's
+//! own `GuardConfig`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,207 +10,9 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::validate::Errors;
+use super::errors::Errors;
 use crate::duration::PromDuration;
-
-/// What happens to a new series over its budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Drop it; series admitted earlier keep flowing.
-    Drop,
-    /// Admit it anyway and count what would have been dropped (a dry run).
-    Warn,
-    /// Collapse it: set the overflow labels to `__overflow__` and merge the series that
-    /// collapse together into one aggregate, emitted every `overflow_flush_interval`.
-    Relabel,
-}
-
-/// How the members of an overflow aggregate combine when they are gauges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GaugeFunction {
-    Sum,
-    Max,
-    Min,
-    Last,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Drop => "drop",
-            Action::Warn => "warn",
-            Action::Relabel => "relabel",
-        }
-    }
-}
-
-/// One owner's limits, resolved (rule fields fall back to `default_budget`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Budget {
-    /// Most active series.
-    pub max_series: u64,
-    pub action: Action,
-    /// Most active series per metric name, unless `metrics` names it.
-    pub max_series_per_metric: Option<u64>,
-    /// Per-metric limits by metric name.
-    pub metrics: HashMap<String, u64>,
-    /// Most distinct values per label name (e.g. `user_id: 1000`).
-    pub label_limits: Vec<(String, u64)>,
-    /// `relabel`: the labels set to `__overflow__`; empty means the owner's label with the
-    /// most distinct values at that moment.
-    pub overflow_labels: Vec<String>,
-    /// `relabel`: how gauge members combine.
-    pub overflow_gauge: GaugeFunction,
-}
-
-impl Budget {
-    /// The series limit for `metric` within this budget, if any.
-    pub fn metric_limit(&self, metric: &[u8]) -> Option<u64> {
-        if !self.metrics.is_empty() {
-            if let Some(n) = std::str::from_utf8(metric)
-                .ok()
-                .and_then(|m| self.metrics.get(m))
-            {
-                return Some(*n);
-            }
-        }
-        self.max_series_per_metric
-    }
-}
-
-/// Which owners a budget rule applies to.
-#[derive(Debug, Clone)]
-pub enum OwnerMatch {
-    Exact(String),
-    /// Anchored, as Prometheus anchors regexes.
-    Regex(Regex),
-}
-
-impl PartialEq for OwnerMatch {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (OwnerMatch::Exact(a), OwnerMatch::Exact(b)) => a == b,
-            (OwnerMatch::Regex(a), OwnerMatch::Regex(b)) => a.as_str() == b.as_str(),
-            _ => false,
-        }
-    }
-}
-
-impl OwnerMatch {
-    fn matches(&self, owner: &str) -> bool {
-        match self {
-            OwnerMatch::Exact(s) => s == owner,
-            OwnerMatch::Regex(r) => r.is_match(owner),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct BudgetRule {
-    /// Only for this tenant (when tenants are enabled).
-    pub tenant: Option<String>,
-    pub owner: OwnerMatch,
-    pub budget: Arc<Budget>,
-}
-
-/// The validated `guard:` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GuardConfig {
-    /// The first of these labels present on a series names its owner.
-    pub owner_labels: Vec<String>,
-    /// When set, the tenant (this request header) is an outer level: owners are per tenant.
-    pub tenant_header: Option<HeaderName>,
-    /// Seed of the series-id hash; replicas sharing budgets must agree on it.
-    pub hash_seed: u64,
-    /// A series counts as active while seen within this window.
-    pub window: Duration,
-    /// The window is tracked in this many slices; a series unseen for all of them frees its slot.
-    pub window_slices: u8,
-    /// Cap on active series across all owners.
-    pub max_series: Option<u64>,
-    /// Distinct owners tracked; series of further owners are accounted to `other`.
-    pub max_owners: usize,
-    /// Owners reported individually on /metrics; the rest are summed as `other`.
-    pub max_reported_services: usize,
-    /// Label names and metric names reported as top offenders per owner.
-    pub top_k: usize,
-    /// How often overflow aggregates (action `relabel`) are sent upstream.
-    pub overflow_flush_interval: Duration,
-    pub default_budget: Arc<Budget>,
-    pub unowned_budget: Arc<Budget>,
-    pub rules: Vec<BudgetRule>,
-    /// Which load of the config this is; set by the server on start and every reload, so
-    /// owners can tell a newer budget from an older one.
-    pub generation: u64,
-}
-
-impl GuardConfig {
-    /// The budget of an owner: the first rule that matches, else the default.
-    pub fn budget_for(&self, tenant: Option<&str>, owner: Option<&str>) -> Arc<Budget> {
-        let Some(owner) = owner else {
-            return self.unowned_budget.clone();
-        };
-        self.rules
-            .iter()
-            .find(|r| {
-                r.tenant.as_deref().is_none_or(|t| Some(t) == tenant) && r.owner.matches(owner)
-            })
-            .map(|r| r.budget.clone())
-            .unwrap_or_else(|| self.default_budget.clone())
-    }
-
-    /// Length of one window slice.
-    pub fn slice_length(&self) -> Duration {
-        self.window / u32::from(self.window_slices.max(1))
-    }
-
-    /// A guard with one budget for every owner: what `--max-series-per-service` builds.
-    pub fn with_default_budget(max_series: u64, owner_labels: Vec<String>) -> Self {
-        let budget = Arc::new(Budget {
-            max_series,
-            ..default_budget()
-        });
-        GuardConfig {
-            owner_labels,
-            default_budget: budget.clone(),
-            unowned_budget: budget,
-            ..Self::default()
-        }
-    }
-}
-
-fn default_budget() -> Budget {
-    Budget {
-        max_series: 10_000,
-        action: Action::Drop,
-        max_series_per_metric: None,
-        metrics: HashMap::new(),
-        label_limits: Vec::new(),
-        overflow_labels: Vec::new(),
-        overflow_gauge: GaugeFunction::Sum,
-    }
-}
-
-impl Default for GuardConfig {
-    fn default() -> Self {
-        GuardConfig {
-            owner_labels: vec!["service".into()],
-            tenant_header: None,
-            hash_seed: 0,
-            window: Duration::from_secs(3600),
-            window_slices: 6,
-            max_series: None,
-            max_owners: 10_000,
-            max_reported_services: 50,
-            top_k: 5,
-            overflow_flush_interval: Duration::from_secs(30),
-            default_budget: Arc::new(default_budget()),
-            unowned_budget: Arc::new(default_budget()),
-            rules: Vec::new(),
-            generation: 0,
-        }
-    }
-}
+use crate::guard::{Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -372,8 +174,8 @@ pub(super) fn validate(raw: &RawGuard, errs: &mut Errors) -> GuardConfig {
         g.overflow_flush_interval = f.value.0.max(Duration::from_secs(1));
     }
     let base = match &raw.default_budget {
-        Some(b) => resolve(&default_budget(), b, "guard.default_budget", errs),
-        None => default_budget(),
+        Some(b) => resolve(&Budget::default(), b, "guard.default_budget", errs),
+        None => Budget::default(),
     };
     g.unowned_budget = Arc::new(match &raw.unowned_budget {
         Some(b) => resolve(&base, b, "guard.unowned_budget", errs),

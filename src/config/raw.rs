@@ -10,8 +10,6 @@ use serde_saphyr::Spanned;
 use super::{ConfigError, ConfigErrors};
 use crate::duration::PromDuration;
 
-use super::validate::ByteSize;
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -87,4 +85,44 @@ pub fn parse(yaml: &str) -> Result<RawConfig, ConfigErrors> {
 /// serde-saphyr renders a source snippet after the message; one line is what a log wants.
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
+}
+
+/// A size in bytes: a plain integer, or a number with a unit (`512KiB`, `32MiB`, `1GB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let err = || format!("not a valid size: {s:?} (expected e.g. 1048576, 512KiB, 32MiB)");
+        let n: u64 = s[..digits].parse().map_err(|_| err())?;
+        let mult: u64 = match s[digits..].trim() {
+            "" | "B" => 1,
+            "KB" => 1000,
+            "MB" => 1000 * 1000,
+            "GB" => 1000 * 1000 * 1000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return Err(err()),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(err)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Str(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => Ok(ByteSize(n)),
+            Either::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }

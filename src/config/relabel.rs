@@ -3,7 +3,7 @@
 
 use serde_saphyr::Spanned;
 
-use super::validate::Errors;
+use super::errors::Errors;
 use crate::relabel::{Rule, RuleSet, RuleSpec};
 
 /// One `relabel_config` entry: the rule as written is exactly what the file holds.

@@ -1,67 +1,18 @@
-//! `upstreams:` and `routes:`: several upstreams, and which series go to which, with optional
-//! per-route relabeling and downsampling. Raw serde types and their validation into `Routing`.
-
-use std::time::Duration;
+//! `upstreams:` and `routes:` as written (strict serde types) and their validation into the
+//! routing table, `route::Routing`.
 
 use http::HeaderName;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::errors::Errors;
 use super::raw::RawUpstream;
 use super::relabel::RawRelabel;
-use super::validate::Errors;
-use super::UpstreamConfig;
+use super::upstream::{self, valid_name};
 use crate::duration::PromDuration;
-use crate::relabel::RuleSet;
+use crate::forward::UpstreamConfig;
 use crate::route::selector::Selector;
-
-/// Several upstreams and the routes between them; replaces the single `upstream:`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Routing {
-    pub upstreams: Vec<UpstreamConfig>,
-    /// Evaluated in order for every series.
-    pub routes: Vec<Route>,
-    /// Where the request's tenant is read from (`tenant_header:` at the top level).
-    pub tenant_header: Option<HeaderName>,
-}
-
-impl Routing {
-    /// Where cardguard's own series (the guard's overflow aggregates) go: the first upstream
-    /// of the first catch-all route, or the only upstream.
-    pub fn default_upstream(&self) -> Option<&UpstreamConfig> {
-        match self.routes.iter().find(|r| r.is_catch_all()) {
-            Some(r) => r.upstreams.first().and_then(|&u| self.upstreams.get(u)),
-            None if self.upstreams.len() == 1 => self.upstreams.first(),
-            None => None,
-        }
-    }
-}
-
-/// One entry of `routes:`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// `name:` or `route<i>`; used in logs and metric labels.
-    pub name: String,
-    /// `None`: every series (a catch-all route).
-    pub selector: Option<Selector>,
-    /// `None`: every tenant, and requests without one.
-    pub tenants: Option<Vec<String>>,
-    /// Indexes into `Routing::upstreams`.
-    pub upstreams: Vec<usize>,
-    /// Applied to the series sent on this route only, after the top-level relabeling.
-    pub relabel: RuleSet,
-    /// Keep at most one sample per series per interval on this route.
-    pub min_interval: Option<Duration>,
-    /// Go on evaluating later routes after this one matched (Alertmanager's `continue`).
-    pub continue_matching: bool,
-}
-
-impl Route {
-    /// A route that matches every series of every tenant.
-    pub fn is_catch_all(&self) -> bool {
-        self.selector.is_none() && self.tenants.is_none()
-    }
-}
+use crate::route::{Route, Routing};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +63,7 @@ pub(super) fn validate(
                 "every upstream needs a `name` (routes refer to it)",
             );
         }
-        if let Some(mut up) = super::validate::validate_upstream(&raw.value, &path, errs) {
+        if let Some(mut up) = upstream::validate(&raw.value, &path, errs) {
             if raw.value.tenant_header.is_none() {
                 // Passed on under the name it came in with.
                 up.tenant_header = tenant_header.clone();
@@ -176,7 +127,7 @@ pub(super) fn validate(
         };
         let name = match &r.name {
             Some(n) => {
-                if !super::validate::valid_name(&n.value) {
+                if !valid_name(&n.value) {
                     errs.push(
                         &format!("{path}.name"),
                         n,

@@ -1,5 +1,5 @@
-//! `rule_files:` and `rules:`: which Prometheus rule files to evaluate, and cardguard's own
-//! settings for evaluating them.
+//! `rule_files:` and `rules:` as written, their validation into `rules::RulesConfig`, and the
+//! loading of the rule files they name.
 //!
 //! Rule files are named like Prometheus names them (globs, relative to the config file's
 //! directory) and are loaded with the config, so a reload with a broken rule file keeps the
@@ -7,15 +7,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::validate::Errors;
+use super::errors::Errors;
 use super::{ConfigError, ConfigErrors};
 use crate::duration::PromDuration;
-use crate::rules::file::{self, RuleGroup};
+use crate::rules::file;
+use crate::rules::RulesConfig;
 
 /// `rules:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -26,41 +26,6 @@ pub struct RawRules {
     pub max_buffered_series: Option<Spanned<usize>>,
     pub max_samples_per_series: Option<Spanned<usize>>,
     pub max_output_queue_samples: Option<Spanned<usize>>,
-}
-
-/// Recording rules: settings and the groups loaded from the rule files.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RulesConfig {
-    /// For groups that set no `interval` (Prometheus's `global.evaluation_interval`).
-    pub evaluation_interval: Duration,
-    /// For groups that set no `query_offset`: how far behind the clock a group evaluates, so
-    /// that samples still in flight through remote write (queueing, batching, retries) are
-    /// in the buffers when their timestamp is evaluated.
-    pub query_offset: Duration,
-    /// Series the buffers may hold; new ones beyond it are not buffered (counted, logged).
-    pub max_buffered_series: usize,
-    /// Samples kept per buffered series at most (oldest go first, counted).
-    pub max_samples_per_series: usize,
-    /// Recorded samples waiting to go upstream; beyond it new results are dropped (counted).
-    pub max_output_queue_samples: usize,
-    /// `rule_files:` as written (globs, relative to the config file).
-    pub rule_files: Vec<String>,
-    /// The loaded groups, in file order then group order.
-    pub groups: Arc<Vec<Arc<RuleGroup>>>,
-}
-
-impl Default for RulesConfig {
-    fn default() -> Self {
-        RulesConfig {
-            evaluation_interval: Duration::from_secs(60),
-            query_offset: Duration::from_secs(30),
-            max_buffered_series: 1_000_000,
-            max_samples_per_series: 4096,
-            max_output_queue_samples: 1_000_000,
-            rule_files: Vec::new(),
-            groups: Arc::new(Vec::new()),
-        }
-    }
 }
 
 pub(super) fn validate(

@@ -1,4 +1,5 @@
 use super::*;
+use crate::wire::Version;
 
 #[test]
 fn empty_document_is_the_default() {

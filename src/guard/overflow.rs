@@ -21,7 +21,7 @@ use foldhash::fast::RandomState;
 
 use super::identity::Identity;
 use super::schema::OwnedLabels;
-use crate::config::guard::GaugeFunction;
+use super::GaugeFunction;
 use crate::wire::OwnedSeries;
 
 /// The value overflow labels are set to.

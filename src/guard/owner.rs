@@ -11,8 +11,8 @@ use foldhash::fast::RandomState;
 use super::sketch::{Sketch, DEMAND_PRECISION, OFFENDER_PRECISION};
 use super::table::SeriesTable;
 use super::window::Window;
+use super::{Action, Budget};
 use crate::config::schema::SchemaRule;
-use crate::config::{Action, Budget};
 
 /// Metric names and label names whose demand is sketched per owner; bounded so that an owner
 /// exploding in *names* (rather than values) cannot grow the guard's own memory without limit.

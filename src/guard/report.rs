@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::owner::Reason;
+use super::GuardConfig;
 use super::{Guard, OTHER};
-use crate::config::GuardConfig;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OwnerReport {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use prost::Message;
 
 use super::*;
-use crate::config::{Action, Budget, GuardConfig};
 use crate::wire::types::v1;
 use crate::wire::{Limits, Version};
 
@@ -209,9 +208,9 @@ fn owner_fallback_unowned_and_rules() {
     let mut c = cfg(5);
     c.owner_labels = vec!["service".into(), "job".into()];
     c.unowned_budget = Arc::new(budget(2));
-    c.rules.push(crate::config::guard::BudgetRule {
+    c.rules.push(BudgetRule {
         tenant: None,
-        owner: crate::config::guard::OwnerMatch::Exact("vip".into()),
+        owner: OwnerMatch::Exact("vip".into()),
         budget: Arc::new(budget(20)),
     });
     let mut r = Run::new(c);
@@ -404,9 +403,9 @@ fn relabel_without_named_labels_uses_the_exploding_label() {
 fn tenants_are_an_outer_level() {
     let mut c = cfg(2);
     c.tenant_header = Some(http::HeaderName::from_static("x-scope-orgid"));
-    c.rules.push(crate::config::guard::BudgetRule {
+    c.rules.push(BudgetRule {
         tenant: Some("big".into()),
-        owner: crate::config::guard::OwnerMatch::Regex(regex::Regex::new("^.*$").unwrap()),
+        owner: OwnerMatch::Regex(regex::Regex::new("^.*$").unwrap()),
         budget: Arc::new(budget(5)),
     });
     let mut r = Run::new(c);

@@ -312,7 +312,7 @@ async fn write(
 /// downsampling decisions are committed then, so a retry after a failure decides the same.
 async fn send_routed(
     state: &State,
-    routing: &std::sync::Arc<crate::config::route::Routing>,
+    routing: &std::sync::Arc<crate::route::Routing>,
     routed: crate::route::Routed,
     tenant: Option<HeaderValue>,
 ) -> Result<(), IngestError> {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::split::{split, Plan, Scratch};
 use super::Downsampler;
-use crate::config::route::Routing;
+use super::Routing;
 use crate::forward::{ForwardError, Forwarder};
 use crate::wire::{self, Limits, Parsed, Version};
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::split::Part;
-use crate::config::route::Routing;
+use super::Routing;
 use crate::forward::{ForwardError, Forwarder, Outgoing};
 
 /// The outcome of each part, in the order given.

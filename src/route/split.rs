@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::downsample::{Downsampler, Pending};
-use crate::config::route::{Route, Routing};
+use super::{Route, Routing};
 use crate::guard::schema::{Labels, OwnedLabels};
 use crate::guard::Verdict;
 use crate::relabel;

@@ -2,6 +2,7 @@
 //! and the recorded series sent upstream.
 //!
 //! ```text
+//! config    settings and loaded groups (built by `config::rules`)
 //! file      rule files → checked, compiled groups (at config load)
 //! plan      the selectors of every rule, indexed by metric name
 //! tap       pipeline hook: admitted series a selector matches → buffer (maybe withheld)
@@ -13,6 +14,7 @@
 //! ```
 
 pub mod buffer;
+mod config;
 pub mod file;
 pub mod group;
 pub mod metrics;
@@ -22,4 +24,5 @@ pub mod promql;
 pub mod runtime;
 pub mod tap;
 
+pub use config::{InForce, RulesConfig};
 pub use runtime::Runtime;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::metrics::RuleMetrics;
-use crate::config::Config;
+use super::InForce;
 use crate::forward::{ForwardError, Forwarder, Outgoing};
 use crate::route::own::send_own;
 use crate::route::Downsampler;
@@ -77,10 +77,10 @@ impl Output {
     /// Send queued series until the process ends. `config` gives the config in force (the
     /// upstream may change on reload). With `upstreams:`/`routes:`, recorded series are routed
     /// like any other series (`downsampler` is the routes' state).
-    pub async fn run(
+    pub async fn run<C: InForce>(
         self: Arc<Self>,
         forwarder: Forwarder,
-        config: impl Fn() -> Arc<Config>,
+        config: impl Fn() -> Arc<C>,
         metrics: RuleMetrics,
         downsampler: Arc<Downsampler>,
     ) {
@@ -96,7 +96,7 @@ impl Output {
             let mut backoff = BACKOFF_MIN;
             loop {
                 let cfg = config();
-                let sent = if let Some(routing) = &cfg.routing {
+                let sent = if let Some(routing) = cfg.routing() {
                     let w = writer.get_or_insert_with(|| Writer::new(Version::V1));
                     if w.version() != Version::V1 {
                         *w = Writer::new(Version::V1);
@@ -113,7 +113,7 @@ impl Output {
                     send_own(&forwarder, routing, &downsampler, body, now)
                         .await
                         .map(|_| ())
-                } else if let Some(up) = cfg.upstream.as_ref() {
+                } else if let Some(up) = cfg.upstream() {
                     let w = writer.get_or_insert_with(|| Writer::new(up.version));
                     if w.version() != up.version {
                         *w = Writer::new(up.version);
@@ -173,6 +173,24 @@ fn retryable(e: &ForwardError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::UpstreamConfig;
+    use crate::route::Routing;
+    use crate::rules::RulesConfig;
+
+    /// What `run` reads of the config: here, one upstream.
+    struct OneUpstream(UpstreamConfig, RulesConfig);
+
+    impl InForce for OneUpstream {
+        fn rules(&self) -> &RulesConfig {
+            &self.1
+        }
+        fn routing(&self) -> Option<&Arc<Routing>> {
+            None
+        }
+        fn upstream(&self) -> Option<&UpstreamConfig> {
+            Some(&self.0)
+        }
+    }
 
     fn series(n: usize) -> Vec<OwnedSeries> {
         (0..n)
@@ -236,8 +254,15 @@ mod tests {
 
     async fn run_until_sent(statuses: Vec<u16>) -> (RuleMetrics, usize) {
         let (url, count) = upstream(statuses).await;
-        let yaml = format!("upstream:\n  url: {url}\n  remote_timeout: 2s\n");
-        let config = Arc::new(Config::from_yaml(&yaml).unwrap());
+        let up = UpstreamConfig {
+            name: "default".into(),
+            url: url.parse().unwrap(),
+            version: Version::V1,
+            timeout: Duration::from_secs(2),
+            headers: Vec::new(),
+            tenant_header: None,
+        };
+        let config = Arc::new(OneUpstream(up, RulesConfig::default()));
         let telemetry = crate::telemetry::Telemetry::new();
         let metrics = RuleMetrics::register(telemetry.registry());
         let out = Arc::new(Output::default());

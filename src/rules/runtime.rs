@@ -16,8 +16,7 @@ use super::metrics::RuleMetrics;
 use super::output::Output;
 use super::plan::Plan;
 use super::tap::Tap;
-use crate::config::rules::RulesConfig;
-use crate::config::Config;
+use super::{InForce, RulesConfig};
 use crate::wire::OwnedSeries;
 
 /// How often idle series and expired samples are swept from the buffers.
@@ -227,9 +226,9 @@ impl Runtime {
     }
 
     /// Run every group on its ticks until the process ends. `config` gives the config in force.
-    pub async fn run_evaluator(
+    pub async fn run_evaluator<C: InForce>(
         self: Arc<Self>,
-        config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
+        config: impl Fn() -> Arc<C> + Send + Sync + 'static,
         now_ms: impl Fn() -> i64 + Send + Sync + 'static,
     ) {
         let mut next_due: HashMap<String, i64> = HashMap::new();
@@ -237,7 +236,7 @@ impl Runtime {
         let mut last_sweep = Instant::now();
         loop {
             let cfg = config();
-            let rules = &cfg.rules;
+            let rules = cfg.rules();
             self.configure(rules);
             let now = now_ms();
             if seen_groups
@@ -260,7 +259,7 @@ impl Runtime {
                     let (rt, g2, cfg2) = (self.clone(), g.clone(), cfg.clone());
                     // A bug in the engine must cost one evaluation, never the evaluator.
                     let done = tokio::task::spawn_blocking(move || {
-                        rt.evaluate_group(&g2, &cfg2.rules, tick)
+                        rt.evaluate_group(&g2, cfg2.rules(), tick)
                     })
                     .await;
                     if let Err(e) = done {

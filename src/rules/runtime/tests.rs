@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::config::Overrides;
 use crate::ingest::{ConfigSource, State};
 use crate::rules::promql::Sample;
 use crate::telemetry::Telemetry;
@@ -33,7 +32,7 @@ fn source(dir: &std::path::Path, rules: &str) -> (ConfigSource, PathBuf) {
     (
         ConfigSource {
             file: Some(cfg),
-            overrides: Overrides::default(),
+            overrides: Default::default(),
         },
         rule_file,
     )
@@ -69,7 +68,7 @@ async fn rules_reload_with_the_config_and_a_bad_file_keeps_the_old_ones() {
 #[test]
 fn a_group_evaluates_at_its_tick_minus_the_offset_and_queues_results() {
     let rt = Runtime::new(&prometheus::Registry::new());
-    let mut rules = crate::config::rules::RulesConfig::default();
+    let mut rules = RulesConfig::default();
     let groups = crate::rules::file::parse("r.yml", GOOD).unwrap();
     rules.query_offset = Duration::from_secs(10);
     rules.groups = Arc::new(groups.into_iter().map(Arc::new).collect());
