@@ -7,6 +7,7 @@
 //! request takes each owner lock once and requests for different owners never contend.
 
 pub mod identity;
+pub mod metrics;
 pub mod owner;
 pub mod report;
 pub mod sketch;
