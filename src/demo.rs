@@ -487,7 +487,7 @@ fn print_report(
             }
         })
         .collect();
-    let t = &state.telemetry;
+    let t = &state.metrics.forward;
     println!(
         "sent {sent} samples ({:.0}/s) [{}] -> cardguard forwarded {} ({} requests as-is) -> upstream got {got} ({:.0}/s)",
         (sent - last_sent) as f64 / secs,

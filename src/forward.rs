@@ -6,6 +6,7 @@
 //! into the status that makes Prometheus retry (or give up, for a genuine client error).
 
 mod config;
+pub mod metrics;
 
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::telemetry::Telemetry;
 use crate::wire::Version;
 pub use config::UpstreamConfig;
+use metrics::ForwardMetrics;
 
 /// How much of an upstream error body is kept to pass back to the sender.
 const MAX_ERROR_BODY: usize = 4096;
@@ -73,11 +74,11 @@ pub struct Outgoing {
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client<HttpConnector, Full<Bytes>>,
-    telemetry: Telemetry,
+    metrics: ForwardMetrics,
 }
 
 impl Forwarder {
-    pub fn new(telemetry: Telemetry) -> Self {
+    pub fn new(metrics: ForwardMetrics) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -86,14 +87,14 @@ impl Forwarder {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Forwarder { client, telemetry }
+        Forwarder { client, metrics }
     }
 
     /// Send one request and wait for the upstream's answer (bounded by the upstream timeout).
     pub async fn send(&self, up: &UpstreamConfig, out: Outgoing) -> Result<(), ForwardError> {
         let started = Instant::now();
         let result = tokio::time::timeout(up.timeout, self.send_inner(up, out)).await;
-        self.telemetry
+        self.metrics
             .upstream_seconds
             .with_label_values(&[&up.name])
             .observe(started.elapsed().as_secs_f64());
@@ -108,12 +109,12 @@ impl Forwarder {
             Err(ForwardError::Status { status, .. }) => status.as_str(),
             Err(e) => e.class(),
         };
-        self.telemetry
+        self.metrics
             .upstream_requests
             .with_label_values(&[&up.name, code])
             .inc();
         if let Err(e) = &result {
-            self.telemetry
+            self.metrics
                 .upstream_errors
                 .with_label_values(&[&up.name, e.class()])
                 .inc();

@@ -8,6 +8,7 @@
 
 mod config;
 pub mod identity;
+pub mod metrics;
 pub mod owner;
 pub mod report;
 pub mod sketch;

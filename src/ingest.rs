@@ -2,6 +2,7 @@
 //! (`/metrics`, `/-/healthy`, `/-/ready`, `/-/reload`) and graceful shutdown. The write path
 //! itself is in `write`.
 
+pub mod metrics;
 mod state;
 pub mod write;
 
@@ -35,10 +36,7 @@ pub async fn route(
     let resp = match path {
         "/api/v1/write" | "/api/v1/push" => write::handle(&state, req).await,
         "/metrics" => only_get(&req, || {
-            let (ctype, mut body) = state.telemetry.encode();
-            if let Some(g) = &state.config().guard {
-                body.extend_from_slice(state.guard.report(g).to_prometheus().as_bytes());
-            }
+            let (ctype, body) = state.telemetry.encode();
             let mut r = text_response(StatusCode::OK, body);
             if let Ok(v) = HeaderValue::from_str(&ctype) {
                 r.headers_mut().insert(CONTENT_TYPE, v);

@@ -14,6 +14,7 @@
 
 mod apply;
 mod memo;
+pub mod metrics;
 mod prefilter;
 mod rule;
 mod stage;

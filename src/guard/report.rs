@@ -1,11 +1,11 @@
 //! What the guard tells the platform team: per owner budget, usage, demand, drops and top
-//! offenders, as Prometheus text for /metrics and as JSON for `/api/v1/cardinality`.
+//! offenders, as metric families for /metrics (`guard::metrics`) and as JSON for
+//! `/api/v1/cardinality`.
 //!
 //! The number of owners reported is capped (`max_reported_services`, largest first); the rest
 //! are summed into one `other` row, so the guard's own metrics never explode.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
@@ -157,136 +157,13 @@ fn by_reason(
 }
 
 impl Report {
-    /// Prometheus text exposition of the report.
+    /// The report in the text exposition format, as `/metrics` shows it (there through the
+    /// registry, see `guard::metrics`).
     pub fn to_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let mut family =
-            |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (labels, v) in rows {
-                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
-                }
-            };
-        let base = |s: &OwnerReport| match &s.tenant {
-            Some(t) => format!("service=\"{}\",tenant=\"{}\"", esc(&s.service), esc(t)),
-            None => format!("service=\"{}\"", esc(&s.service)),
-        };
-        let ss = &self.services;
-        family(
-            "cardguard_series_budget",
-            "gauge",
-            "Most active series a service may have.",
-            &mut ss.iter().map(|s| (base(s), s.budget as f64)),
-        );
-        family(
-            "cardguard_series_active",
-            "gauge",
-            "Admitted series seen within the window.",
-            &mut ss.iter().map(|s| (base(s), s.active as f64)),
-        );
-        family(
-            "cardguard_series_demand_estimate",
-            "gauge",
-            "Distinct series that arrived within the window, admitted or not (HyperLogLog estimate).",
-            &mut ss.iter().filter_map(|s| s.demand.map(|d| (base(s), d))),
-        );
-        family(
-            "cardguard_series_created_total",
-            "counter",
-            "Series admitted for the first time (or again after expiring).",
-            &mut ss.iter().map(|s| (base(s), s.created_total as f64)),
-        );
-        family(
-            "cardguard_samples_total",
-            "counter",
-            "Samples received, per service.",
-            &mut ss.iter().map(|s| (base(s), s.samples_total as f64)),
-        );
-        family(
-            "cardguard_samples_dropped_total",
-            "counter",
-            "Samples dropped by the guard, by reason.",
-            &mut ss.iter().flat_map(|s| {
-                s.dropped_samples_total
-                    .iter()
-                    .filter(|(r, n)| **n > 0 || **r == "budget")
-                    .map(move |(r, n)| (format!("{},reason=\"{r}\"", base(s)), *n as f64))
-            }),
-        );
-        family(
-            "cardguard_samples_warned_total",
-            "counter",
-            "Samples a warn budget admitted that a drop budget would have dropped, by reason.",
-            &mut ss.iter().flat_map(|s| {
-                s.warned_samples_total
-                    .iter()
-                    .filter(|(r, n)| **n > 0 || **r == "budget")
-                    .map(move |(r, n)| (format!("{},reason=\"{r}\"", base(s)), *n as f64))
-            }),
-        );
-        family(
-            "cardguard_samples_overflowed_total",
-            "counter",
-            "Samples a relabel budget merged into __overflow__ aggregates instead of dropping, by reason.",
-            &mut ss.iter().flat_map(|s| {
-                s.overflowed_samples_total
-                    .iter()
-                    .filter(|(r, n)| **n > 0 || **r == "budget")
-                    .map(move |(r, n)| (format!("{},reason=\"{r}\"", base(s)), *n as f64))
-            }),
-        );
-        family(
-            "cardguard_metric_series_estimate",
-            "gauge",
-            "Distinct series per metric name within the window, for each service's top metrics.",
-            &mut ss.iter().flat_map(|s| {
-                s.top_metrics.iter().map(move |t| {
-                    (
-                        format!("{},metric=\"{}\"", base(s), esc(&t.name)),
-                        t.estimate,
-                    )
-                })
-            }),
-        );
-        family(
-            "cardguard_label_values_estimate",
-            "gauge",
-            "Distinct values per label name within the window, for each service's top labels.",
-            &mut ss.iter().flat_map(|s| {
-                s.top_labels.iter().map(move |t| {
-                    (
-                        format!("{},label=\"{}\"", base(s), esc(&t.name)),
-                        t.estimate,
-                    )
-                })
-            }),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cardguard_guard_series_active Admitted series within the window, all services.\n\
-             # TYPE cardguard_guard_series_active gauge\ncardguard_guard_series_active {}",
-            self.active_total
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cardguard_guard_services Services the guard tracks.\n\
-             # TYPE cardguard_guard_services gauge\ncardguard_guard_services {}",
-            self.owners_total
-        );
-        if let Some(m) = self.max_series {
-            let _ = writeln!(
-                out,
-                "# HELP cardguard_guard_series_limit Cap on active series across all services.\n\
-                 # TYPE cardguard_guard_series_limit gauge\ncardguard_guard_series_limit {m}"
-            );
-        }
+        // Only fails on a family without rows, which `families` leaves out.
+        let _ =
+            prometheus::TextEncoder::new().encode_utf8(&super::metrics::families(self), &mut out);
         out
     }
-}
-
-/// Label-value escaping of the text format.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

@@ -1,5 +1,5 @@
 //! What every request handler shares: the current config (swapped whole on reload), the
-//! upstream client, telemetry and the in-flight limit.
+//! upstream client, every stage's metrics and the in-flight limit.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,8 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tokio::sync::{Mutex, Semaphore};
 
+use super::metrics::Metrics;
 use crate::config::{Config, ConfigErrors, Overrides};
 use crate::forward::Forwarder;
+use crate::guard::metrics::GuardMetrics;
 use crate::guard::Guard;
 use crate::telemetry::Telemetry;
 
@@ -31,7 +33,11 @@ pub struct State {
     config: ArcSwap<Config>,
     source: ConfigSource,
     pub forwarder: Forwarder,
+    /// The registry `/metrics` encodes.
     pub telemetry: Telemetry,
+    /// Every stage's metrics but the rules' (`rules.metrics`) and the guard's report (a
+    /// collector in the registry), registered in `telemetry`.
+    pub metrics: Metrics,
     /// Admission state; lives across reloads.
     pub guard: Guard,
     /// Recording rules: buffers (live across reloads), plan, evaluator and output.
@@ -50,23 +56,37 @@ pub struct State {
 impl State {
     pub fn new(mut config: Config, source: ConfigSource, telemetry: Telemetry) -> Arc<Self> {
         stamp(&mut config, 1);
-        telemetry.reload_success.set(1);
-        telemetry.reload_timestamp.set(unix_now());
         let rules = Arc::new(crate::rules::Runtime::new(telemetry.registry()));
         rules.configure(&config.rules);
-        Arc::new(State {
+        let metrics = Metrics::register(telemetry.registry());
+        metrics.ingest.reload_success.set(1);
+        metrics.ingest.reload_timestamp.set(unix_now());
+        let state = Arc::new(State {
             inflight: Arc::new(Semaphore::new(config.server.max_inflight_requests)),
             config: ArcSwap::from_pointee(config),
             source,
-            forwarder: Forwarder::new(telemetry.clone()),
+            forwarder: Forwarder::new(metrics.forward.clone()),
             telemetry,
+            metrics,
             guard: Guard::new(),
             rules,
             downsampler: Arc::new(crate::route::Downsampler::default()),
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(1),
-        })
+        });
+        // The guard report is gathered from the state on each scrape; through a weak handle,
+        // so that the registry does not keep the state alive.
+        let weak = Arc::downgrade(&state);
+        GuardMetrics::register(state.telemetry.registry(), move || {
+            weak.upgrade().and_then(|s| s.guard_report())
+        });
+        state
+    }
+
+    /// The guard's report under the config in force, if a guard is configured.
+    pub fn guard_report(&self) -> Option<crate::guard::report::Report> {
+        self.config().guard.as_ref().map(|g| self.guard.report(g))
     }
 
     /// The config in force now. Cheap; take it once per request and use that snapshot.
@@ -92,13 +112,13 @@ impl State {
                 stamp(&mut new, next);
                 self.rules.configure(&new.rules);
                 self.config.store(Arc::new(new));
-                self.telemetry.reload_success.set(1);
-                self.telemetry.reload_timestamp.set(unix_now());
+                self.metrics.ingest.reload_success.set(1);
+                self.metrics.ingest.reload_timestamp.set(unix_now());
                 tracing::info!(file = ?self.source.file, "configuration reloaded");
                 Ok(())
             }
             Err(e) => {
-                self.telemetry.reload_success.set(0);
+                self.metrics.ingest.reload_success.set(0);
                 tracing::error!("configuration reload failed, keeping the previous one:\n{e}");
                 Err(e)
             }
@@ -165,7 +185,8 @@ pub async fn downsample_janitor(state: Arc<State>) {
             .downsampler
             .evict_idle(unix_now_ms() - idle.as_millis() as i64);
         state
-            .telemetry
+            .metrics
+            .forward
             .downsample_series
             .set(state.downsampler.len() as i64);
     }
@@ -214,7 +235,7 @@ pub async fn overflow_flusher(state: Arc<State>) {
             tenant: None,
         };
         match state.forwarder.send(up, out).await {
-            Ok(()) => state.telemetry.forwarded.add(&crate::wire::Counts {
+            Ok(()) => state.metrics.forward.forwarded.add(&crate::wire::Counts {
                 series: series.len() as u64,
                 samples: series.len() as u64,
                 ..Default::default()

@@ -235,8 +235,8 @@ async fn unchanged_request_is_forwarded_byte_for_byte() {
     assert_eq!(got[0].0["content-type"], "application/x-protobuf");
     assert_eq!(got[0].0["x-prometheus-remote-write-version"], "0.1.0");
     assert_eq!(got[0].0["x-scope-orgid"], "team-a", "tenant passed through");
-    assert_eq!(h.state.telemetry.passthrough_requests.get(), 1);
-    assert_eq!(h.state.telemetry.forwarded.samples(), 3);
+    assert_eq!(h.state.metrics.forward.passthrough_requests.get(), 1);
+    assert_eq!(h.state.metrics.forward.forwarded.samples(), 3);
 }
 
 #[tokio::test]

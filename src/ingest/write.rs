@@ -168,7 +168,7 @@ fn written_headers(h: &mut HeaderMap, c: &Counts) {
 
 /// Handle one write request end to end.
 pub async fn handle(state: &State, req: http::Request<Incoming>) -> Response<Full<Bytes>> {
-    let t = &state.telemetry;
+    let t = &state.metrics.ingest;
     let version = negotiate(req.method(), req.headers()).ok();
     let resp = match write(state, req).await {
         Ok(resp) => resp,
@@ -208,8 +208,9 @@ async fn write(
         .clone()
         .try_acquire_owned()
         .map_err(|_| IngestError::Overloaded(config.server.max_inflight_requests))?;
-    state.telemetry.requests_in_flight.inc();
-    let _gauge = scopeguard(|| state.telemetry.requests_in_flight.dec());
+    let m = &state.metrics;
+    m.ingest.requests_in_flight.inc();
+    let _gauge = scopeguard(|| m.ingest.requests_in_flight.dec());
 
     let tenant = config
         .upstream
@@ -234,7 +235,7 @@ async fn write(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let body = read_body(req.into_body(), limit).await?;
-    state.telemetry.received_bytes.inc_by(body.len() as u64);
+    m.ingest.received_bytes.inc_by(body.len() as u64);
 
     let rule_plan = state.rules.plan();
     let upstream = config.upstream.as_ref();
@@ -264,17 +265,10 @@ async fn write(
         pipeline::prepare(&body, &ctx)
     }))
     .map_err(|_| IngestError::Internal)??;
-    state
-        .telemetry
+    m.ingest
         .decode_seconds
         .observe(started.elapsed().as_secs_f64());
-    state
-        .telemetry
-        .received_decoded_bytes
-        .inc_by(prepared.decoded_bytes as u64);
-    state.telemetry.received.add(&prepared.received);
-    state.telemetry.add_policy(&prepared);
-    state.rules.metrics.add_observed(&prepared.rules);
+    m.add_prepared(&prepared, &state.rules.metrics);
 
     if let (Some(routed), Some(routing)) = (prepared.routed.take(), &routing) {
         send_routed(state, routing, routed, route_tenant).await?;
@@ -291,10 +285,10 @@ async fn write(
                 },
             )
             .await?;
-        state.telemetry.forwarded_bytes.inc_by(bytes);
-        state.telemetry.forwarded.add(&prepared.forwarded);
+        m.forward.forwarded_bytes.inc_by(bytes);
+        m.forward.forwarded.add(&prepared.forwarded);
         if prepared.passthrough {
-            state.telemetry.passthrough_requests.inc();
+            m.forward.passthrough_requests.inc();
         }
     }
 
@@ -316,7 +310,7 @@ async fn send_routed(
     routed: crate::route::Routed,
     tenant: Option<HeaderValue>,
 ) -> Result<(), IngestError> {
-    let t = &state.telemetry;
+    let t = &state.metrics.forward;
     t.route_relabel_dropped_series
         .inc_by(routed.route_relabel_dropped);
     let results =

@@ -5,6 +5,7 @@ use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::buffer::BufferStats;
 use super::tap::Observed;
+use crate::telemetry::{counter, counter_vec, gauge, register};
 
 #[derive(Clone)]
 pub struct RuleMetrics {
@@ -28,28 +29,9 @@ pub struct RuleMetrics {
     pub output_queue: IntGauge,
 }
 
-fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    // A second runtime on the same registry (tests) keeps the first's collectors.
-    let _ = r.register(Box::new(c.clone()));
-    c
-}
-
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    reg(r, IntCounter::new(name, help).expect("valid metric"))
-}
-
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    reg(r, IntGauge::new(name, help).expect("valid metric"))
-}
-
 impl RuleMetrics {
     pub fn register(r: &Registry) -> Self {
-        let by_group = |name: &str, help: &str| {
-            reg(
-                r,
-                IntCounterVec::new(Opts::new(name, help), &["rule_group"]).expect("valid metric"),
-            )
-        };
+        let by_group = |name: &str, help: &str| counter_vec(r, name, help, &["rule_group"]);
         RuleMetrics {
             evaluations: by_group(
                 "cardguard_rule_evaluations_total",
@@ -59,7 +41,7 @@ impl RuleMetrics {
                 "cardguard_rule_evaluation_failures_total",
                 "Rule evaluations that failed (each failing rule counts), by group.",
             ),
-            last_duration: reg(
+            last_duration: register(
                 r,
                 GaugeVec::new(
                     Opts::new(
@@ -70,7 +52,7 @@ impl RuleMetrics {
                 )
                 .expect("valid metric"),
             ),
-            last_evaluation: reg(
+            last_evaluation: register(
                 r,
                 GaugeVec::new(
                     Opts::new(
@@ -141,16 +123,11 @@ impl RuleMetrics {
                 "cardguard_rule_output_samples_sent_total",
                 "Recorded samples acknowledged by the upstream.",
             ),
-            output_dropped: reg(
+            output_dropped: counter_vec(
                 r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "cardguard_rule_output_dropped_samples_total",
-                        "Recorded samples never delivered, by reason: queue_full, rejected (a 4xx from the upstream), no_upstream.",
-                    ),
-                    &["reason"],
-                )
-                .expect("valid metric"),
+                "cardguard_rule_output_dropped_samples_total",
+                "Recorded samples never delivered, by reason: queue_full, rejected (a 4xx from the upstream), no_upstream.",
+                &["reason"],
             ),
             output_queue: gauge(
                 r,

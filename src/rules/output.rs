@@ -268,7 +268,9 @@ mod tests {
         let out = Arc::new(Output::default());
         out.push(series(3), 100);
         let task = tokio::spawn(out.clone().run(
-            Forwarder::new(telemetry),
+            Forwarder::new(crate::forward::metrics::ForwardMetrics::register(
+                telemetry.registry(),
+            )),
             move || config.clone(),
             metrics.clone(),
             Arc::new(crate::route::Downsampler::default()),

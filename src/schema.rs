@@ -1,0 +1,3 @@
+//! Label schema and redaction at admission.
+
+pub mod metrics;
