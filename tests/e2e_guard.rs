@@ -19,8 +19,8 @@
 
 mod common;
 
-use common::json::Json;
 use common::*;
+use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 /// Sum of `dropped_samples_total` over every reason, and the `budget` reason alone.
 fn dropped(row: &Json) -> (f64, f64) {
-    let by_reason = row.get("dropped_samples_total").and_then(Json::as_obj);
+    let by_reason = row.get("dropped_samples_total").and_then(Json::as_object);
     let all = by_reason
         .map(|o| o.iter().filter_map(|(_, v)| v.as_f64()).sum())
         .unwrap_or(0.0);
@@ -47,14 +47,14 @@ fn dropped(row: &Json) -> (f64, f64) {
 
 /// One line per service, for failure messages.
 fn card_summary(card: &Json) -> String {
-    let Some(rows) = card.get("services").and_then(Json::as_arr) else {
+    let Some(rows) = card.get("services").and_then(Json::as_array) else {
         return format!("(no services array: {card:?})");
     };
     rows.iter()
         .map(|r| {
             let top: Vec<String> = r
                 .get("top_labels")
-                .and_then(Json::as_arr)
+                .and_then(Json::as_array)
                 .map(|a| {
                     a.iter()
                         .map(|t| {
@@ -401,7 +401,7 @@ fn explosion_is_contained() {
     // The top offender label of search is the exploding one.
     let top = search
         .get("top_labels")
-        .and_then(Json::as_arr)
+        .and_then(Json::as_array)
         .and_then(|a| a.first())
         .map(|t| {
             (

@@ -18,8 +18,8 @@
 
 mod common;
 
-use common::json::Json;
 use common::*;
+use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ fn exposition(n: u64) -> String {
 /// Sum over every reason of a `{reason: n}` object of a cardinality row.
 fn by_reason_sum(row: &Json, key: &str) -> f64 {
     row.get(key)
-        .and_then(Json::as_obj)
+        .and_then(Json::as_object)
         .map(|o| o.iter().filter_map(|(_, v)| v.as_f64()).sum())
         .unwrap_or(0.0)
 }
@@ -82,7 +82,7 @@ fn by_reason_sum(row: &Json, key: &str) -> f64 {
 /// The non-zero entries of a `{reason: n}` object of a cardinality row.
 fn nonzero(row: &Json, key: &str) -> BTreeMap<String, f64> {
     row.get(key)
-        .and_then(Json::as_obj)
+        .and_then(Json::as_object)
         .map(|o| {
             o.iter()
                 .filter_map(|(k, v)| v.as_f64().filter(|n| *n != 0.0).map(|n| (k.clone(), n)))

@@ -192,7 +192,7 @@ fn prometheus_answer(prom: &Prom, rule: &Rule, t_ms: i64) -> BTreeMap<Labels, f6
         &[("query", &rule.expr), ("time", &fmt_ms(t_ms))],
     )
     .expect("prometheus query");
-    let j = json::parse(&r.text()).expect("json");
+    let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
     assert_eq!(
         j.get("status").and_then(|s| s.as_str()),
         Some("success"),
@@ -203,20 +203,20 @@ fn prometheus_answer(prom: &Prom, rule: &Rule, t_ms: i64) -> BTreeMap<Labels, f6
     let data = j.get("data").unwrap();
     let result = data.get("result").unwrap();
     if data.get("resultType").and_then(|t| t.as_str()) == Some("scalar") {
-        let v = result.as_arr().unwrap()[1].as_str().unwrap();
+        let v = result.as_array().unwrap()[1].as_str().unwrap();
         out.insert(
             labels(&[("__name__", &rule.record)]),
             parse_prom_float(v).unwrap(),
         );
         return out;
     }
-    for s in result.as_arr().unwrap() {
+    for s in result.as_array().unwrap() {
         let mut l = json_labels(s.get("metric").unwrap()).unwrap();
         l.insert("__name__".into(), rule.record.clone());
         for (k, v) in &rule.labels {
             l.insert(k.clone(), v.clone());
         }
-        let v = s.get("value").unwrap().as_arr().unwrap()[1]
+        let v = s.get("value").unwrap().as_array().unwrap()[1]
             .as_str()
             .unwrap()
             .to_string();
