@@ -27,5 +27,6 @@ pub mod pipeline;
 pub mod relabel;
 pub mod route;
 pub mod rules;
+pub mod sink;
 pub mod telemetry;
 pub mod wire;
