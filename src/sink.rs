@@ -52,8 +52,8 @@ impl Answer {
         self.headers.push((name.to_string(), value.to_string()));
         self
     }
-    pub fn with_body(mut self, body: impl Into<Bytes>) -> Answer {
-        self.body = body.into();
+    pub fn with_body(mut self, body: impl AsRef<[u8]>) -> Answer {
+        self.body = Bytes::copy_from_slice(body.as_ref());
         self
     }
     pub fn with_delay(mut self, delay: Duration) -> Answer {
@@ -270,7 +270,6 @@ async fn handle(
         Some(ct) if ct.contains("io.prometheus.write.v2.Request") => Version::V2,
         _ => Version::V1,
     };
-    shared.requests.fetch_add(1, Ordering::Relaxed);
     let body = body.collect().await.map(|b| b.to_bytes());
     let decoded = match &body {
         Ok(b) => shared.record(b, version, &mut lock(scratch)),
@@ -287,6 +286,9 @@ async fn handle(
             body: body.unwrap_or_default(),
         });
     }
+    // After the request is kept, so a test that reads the count and then the requests never
+    // sees the count ahead of them.
+    shared.requests.fetch_add(1, Ordering::Relaxed);
     let answer = lock(&shared.answer).clone();
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;

@@ -688,9 +688,9 @@ fn overflow_series_equals_the_sum_of_its_members() {
 
 /// `(timestamp, value)` of every `__overflow__` sample cardguard has sent to `upstream`, in the
 /// order sent.
-fn overflow_samples_sent(upstream: &FakeUpstream) -> Vec<(i64, f64)> {
+fn overflow_samples_sent(upstream: &Sink) -> Vec<(i64, f64)> {
     let mut out = Vec::new();
-    for req in upstream.requests() {
+    for req in upstream.received() {
         let raw = rw::unsnappy(&req.body).expect("upstream body: snappy");
         let (series, _) = rw::decode(&raw).expect("upstream body: protobuf");
         for s in series {
@@ -712,7 +712,7 @@ fn overflow_samples_sent(upstream: &FakeUpstream) -> Vec<(i64, f64)> {
 fn overflow_flush_between_the_requests_of_one_scrape() {
     let t0 = Instant::now();
     let dir = TestDir::new("relabel-split-scrape");
-    let upstream = FakeUpstream::start();
+    let upstream = fake_upstream();
     let cfg_path = dir.join("cardguard.yml");
     std::fs::write(
         &cfg_path,

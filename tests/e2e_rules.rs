@@ -150,9 +150,9 @@ fn example_rules(text: &str) -> Vec<Rule> {
 type Recorded = BTreeMap<(String, i64), BTreeMap<Labels, f64>>;
 
 /// Recorded samples (stale markers left out) by (record, timestamp), from the fake upstream.
-fn recorded(up: &FakeUpstream, records: &[String]) -> Recorded {
+fn recorded(up: &Sink, records: &[String]) -> Recorded {
     let mut out = Recorded::new();
-    for req in up.requests() {
+    for req in up.received() {
         let raw = rw::unsnappy(&req.body).expect("snappy");
         let (series, _) = rw::decode(&raw).expect("remote write 1.0");
         for s in series {
@@ -256,7 +256,7 @@ fn recorded_series_match_prometheus_query_answers() {
     )
     .unwrap();
 
-    let upstream = FakeUpstream::start();
+    let upstream = fake_upstream();
     let target = TestTarget::start_with(Arc::new(exposition));
     let cfg_path = dir.join("cardguard.yml");
     let mut cg = Cardguard::start(
@@ -340,7 +340,7 @@ fn recorded_series_match_prometheus_query_answers() {
     // forward_inputs: false: the tier's inputs never reached the upstream, its output did,
     // and everything else was forwarded.
     let mut raw_names = std::collections::BTreeSet::new();
-    for req in upstream.requests() {
+    for req in upstream.received() {
         let (series, _) = rw::decode(&rw::unsnappy(&req.body).unwrap()).unwrap();
         for s in series {
             if let Some(n) = s.label("__name__") {

@@ -2,8 +2,9 @@
 //! sets, timestamps and values over a window; problems are listed for a readable failure.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::{fmt_labels, fmt_ms, Labels};
+use super::{fmt_labels, fmt_ms, poll_until, Labels, Vm};
 
 /// Raw samples of one series: (timestamp ms, value).
 pub type Samples = Vec<(i64, f64)>;
@@ -114,4 +115,35 @@ pub fn summarize(problems: &[String], max: usize) -> String {
         s.push(format!("  ... and {} more", problems.len() - max));
     }
     s.join("\n")
+}
+
+/// Poll until VictoriaMetrics holds exactly `expected` (Prometheus's raw samples) for
+/// `selector` over [from, cutoff] ms, values within `rel_tol`; `also` may add problems of its
+/// own (checks on other series). Different series travel in different batches, hence the wait.
+/// Returns the backend's samples; panics with the problems after `timeout`.
+#[allow(clippy::too_many_arguments)]
+pub fn wait_until_backend_matches_prometheus(
+    what: &str,
+    vm: &Vm,
+    expected: &SeriesMap,
+    selector: &str,
+    (from, cutoff): (i64, i64),
+    rel_tol: f64,
+    timeout: Duration,
+    mut also: impl FnMut(&SeriesMap, &mut Vec<String>) -> Result<(), String>,
+) -> SeriesMap {
+    poll_until(what, timeout, Duration::from_millis(500), || {
+        let got = vm.export(selector, from, cutoff + 60_000)?;
+        let mut problems = compare_samples(expected, &got, from, cutoff, rel_tol);
+        also(&got, &mut problems)?;
+        if problems.is_empty() {
+            Ok(got)
+        } else {
+            Err(format!(
+                "{} problems:\n{}",
+                problems.len(),
+                summarize(&problems, 20)
+            ))
+        }
+    })
 }

@@ -1,46 +1,12 @@
-//! The fake remote-write upstream: records every request and answers what the test says.
+//! The fake remote-write upstream of the tests is the library's in-process receiver,
+//! [`cardguard::sink::Sink`] (the demo's upstream and the load harness's null upstream too), on a
+//! runtime of its own so the blocking tests can use it: it keeps every request and answers what
+//! the test sets with [`Sink::answer`] (204 by default).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+#[allow(unused_imports)]
+pub use cardguard::sink::{Answer, Received, Sink, SinkOptions};
 
-use super::{HttpServer, Reply, Request};
-
-pub struct FakeUpstream {
-    pub server: HttpServer,
-    reply: Arc<Mutex<Reply>>,
-    requests: Arc<Mutex<Vec<Request>>>,
-    count: Arc<AtomicUsize>,
-}
-
-impl FakeUpstream {
-    /// Answers 204 to everything and records every request.
-    pub fn start() -> FakeUpstream {
-        let reply = Arc::new(Mutex::new(Reply::status(204)));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let count = Arc::new(AtomicUsize::new(0));
-        let (r2, q2, c2) = (reply.clone(), requests.clone(), count.clone());
-        let server = HttpServer::start(Arc::new(move |req: &Request| {
-            q2.lock().unwrap().push(req.clone());
-            c2.fetch_add(1, Ordering::SeqCst);
-            r2.lock().unwrap().clone()
-        }));
-        FakeUpstream {
-            server,
-            reply,
-            requests,
-            count,
-        }
-    }
-    pub fn set_reply(&self, r: Reply) {
-        *self.reply.lock().unwrap() = r;
-    }
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
-    }
-    pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-    pub fn write_url(&self) -> String {
-        format!("http://{}/api/v1/write", self.server.addr())
-    }
+/// A recording upstream on a free loopback port; stops when dropped.
+pub fn fake_upstream() -> Sink {
+    Sink::start_blocking(SinkOptions::recording()).expect("start the fake upstream")
 }
