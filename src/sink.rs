@@ -360,3 +360,74 @@ impl Shared {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{OwnedSeries, Writer};
+
+    fn body(series: &[(&str, &str, usize)]) -> Vec<u8> {
+        let mut w = Writer::new(Version::V1);
+        w.reset();
+        for (name, service, samples) in series {
+            w.push_series(&OwnedSeries {
+                labels: vec![
+                    ("__name__".to_string(), name.to_string()),
+                    ("service".to_string(), service.to_string()),
+                ],
+                samples: (0..*samples).map(|i| (1.0, i as i64)).collect(),
+            });
+        }
+        let mut out = Vec::new();
+        wire::snappy::compress(w.finish(), &mut out);
+        out
+    }
+
+    #[tokio::test]
+    async fn counts_per_service_keeps_requests_and_answers_as_told() {
+        let sink = Sink::start(SinkOptions {
+            keep_requests: true,
+            distinct_series: true,
+            reject_undecodable: false,
+        })
+        .await
+        .unwrap();
+        let client = poster(&sink);
+        let b = body(&[("a", "web", 2), ("b", "web", 1), ("a", "db", 3)]);
+        assert_eq!(client(b.clone()).await, 204);
+        assert_eq!(client(b).await, 204);
+        sink.answer(Answer::status(429).with_header("retry-after", "7"));
+        assert_eq!(client(b"not snappy".to_vec()).await, 429);
+        assert_eq!(sink.requests(), 3);
+        assert_eq!(sink.undecodable(), 1);
+        assert_eq!(sink.samples(), 12);
+        assert_eq!(sink.samples_by_service()["web"], 6);
+        assert_eq!(sink.distinct_by_service()["web"], 2);
+        assert_eq!(sink.distinct_by_service()["db"], 1);
+        assert_eq!(sink.received().len(), 3);
+        assert_eq!(sink.received()[0].path, "/api/v1/write");
+        sink.reset();
+        assert_eq!(sink.requests(), 0);
+        assert!(sink.received().is_empty());
+    }
+
+    /// POST `body` to the sink; the status.
+    fn poster(
+        sink: &Sink,
+    ) -> impl Fn(Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> {
+        let url = sink.write_url();
+        move |body| {
+            let url = url.clone();
+            Box::pin(async move {
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http();
+                let req = Request::post(url)
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                client.request(req).await.unwrap().status().as_u16()
+            })
+        }
+    }
+}
