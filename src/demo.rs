@@ -3,29 +3,27 @@
 //! in-process upstream stands in for the metrics backend, counting what arrives. Every few
 //! seconds the demo prints what flowed through each hop.
 
-use std::collections::{BTreeMap, HashSet};
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigErrors, GuardConfig, UpstreamConfig};
 use crate::duration::PromDuration;
 use crate::ingest::{self, ConfigSource, State};
+use crate::sink::{Sink, SinkOptions};
 use crate::telemetry::Telemetry;
 use crate::wire::types::v1;
-use crate::wire::{self, Limits, Parsed, Version};
+use crate::wire::{self, Version};
 
 /// Options of `cardguard demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,106 +86,18 @@ pub enum DemoError {
     Sink(String),
 }
 
-/// What the stand-in upstream has seen.
-#[derive(Default)]
-pub struct SinkStats {
-    pub requests: AtomicU64,
-    pub samples: AtomicU64,
-    series: Mutex<SinkSeries>,
-}
-
-#[derive(Default)]
-struct SinkSeries {
-    /// Distinct series (by label hash) per `service` label value.
-    by_service: BTreeMap<String, HashSet<u64>>,
-}
-
-impl SinkStats {
-    /// Distinct series seen per service.
-    pub fn distinct_by_service(&self) -> BTreeMap<String, usize> {
-        let s = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        s.by_service
-            .iter()
-            .map(|(k, v)| (k.clone(), v.len()))
-            .collect()
-    }
-
-    fn record(&self, body: &[u8], version: Version) -> Result<(), String> {
-        let mut decoded = Vec::new();
-        wire::snappy::decompress(body, 64 << 20, &mut decoded).map_err(|e| e.to_string())?;
-        let mut parsed = Parsed::new();
-        parsed
-            .parse(&decoded, version, &Limits::default())
-            .map_err(|e| e.to_string())?;
-        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        for i in 0..parsed.len() {
-            let s = parsed.series(&decoded, i);
-            let mut service = String::from("(none)");
-            let mut h = std::hash::DefaultHasher::new();
-            for (name, value) in s.labels() {
-                std::hash::Hash::hash(name, &mut h);
-                std::hash::Hash::hash(value, &mut h);
-                if name == b"service" {
-                    service = String::from_utf8_lossy(value).into_owned();
-                }
-            }
-            let id = std::hash::Hasher::finish(&h);
-            series.by_service.entry(service).or_default().insert(id);
-        }
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.samples
-            .fetch_add(parsed.counts().samples, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
 /// Start the stand-in upstream on an ephemeral loopback port.
-pub async fn start_sink() -> Result<(SocketAddr, Arc<SinkStats>), DemoError> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| DemoError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| DemoError::Bind { addr, source })?;
-    let stats = Arc::new(SinkStats::default());
-    let s = stats.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let s = s.clone();
-                    async move { Ok::<_, Infallible>(sink_handle(&s, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok((local, stats))
-}
-
-async fn sink_handle(stats: &SinkStats, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let version = match req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(ct) if ct.contains("io.prometheus.write.v2.Request") => Version::V2,
-        _ => Version::V1,
-    };
-    let status = match req.into_body().collect().await {
-        Ok(b) => match stats.record(&b.to_bytes(), version) {
-            Ok(()) => StatusCode::NO_CONTENT,
-            Err(_) => StatusCode::BAD_REQUEST,
-        },
-        Err(_) => StatusCode::BAD_REQUEST,
-    };
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r
+async fn start_sink() -> Result<Sink, DemoError> {
+    Sink::start(SinkOptions {
+        distinct_series: true,
+        reject_undecodable: true,
+        ..SinkOptions::default()
+    })
+    .await
+    .map_err(|source| DemoError::Bind {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        source,
+    })
 }
 
 /// The simulated fleet: per service, a fixed set of series whose counters advance each scrape.
@@ -323,7 +233,8 @@ struct SenderStats {
 
 /// Run the demo until Ctrl-C or `args.duration`.
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let (sink_addr, sink) = start_sink().await?;
+    let sink = start_sink().await?;
+    let sink_addr = sink.addr();
     let mut config = Config::default();
     config.server.listen_address = args.listen;
     config.upstream = Some(UpstreamConfig {
@@ -403,6 +314,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     print_report(&sender_stats, &report_state, &guard_config, &sink, last);
     println!("distinct series at the upstream, per service:");
     for (service, n) in sink.distinct_by_service() {
+        let service = if service.is_empty() {
+            "(none)"
+        } else {
+            &service
+        };
         println!("  {service:<16} {n}");
     }
     Ok(())
@@ -467,13 +383,13 @@ fn print_report(
     sender: &SenderStats,
     state: &State,
     guard: &GuardConfig,
-    sink: &SinkStats,
+    sink: &Sink,
     (last_sent, last_sink, last_at): (u64, u64, Instant),
 ) -> (u64, u64, Instant) {
     let now = Instant::now();
     let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
     let sent = sender.samples.load(Ordering::Relaxed);
-    let got = sink.samples.load(Ordering::Relaxed);
+    let got = sink.samples();
     let statuses: Vec<String> = sender
         .by_status
         .lock()

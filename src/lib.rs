@@ -28,5 +28,6 @@ pub mod relabel;
 pub mod route;
 pub mod rules;
 pub mod schema;
+pub mod sink;
 pub mod telemetry;
 pub mod wire;

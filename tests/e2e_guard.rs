@@ -19,8 +19,8 @@
 
 mod common;
 
-use common::json::Json;
 use common::*;
+use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 /// Sum of `dropped_samples_total` over every reason, and the `budget` reason alone.
 fn dropped(row: &Json) -> (f64, f64) {
-    let by_reason = row.get("dropped_samples_total").and_then(Json::as_obj);
+    let by_reason = row.get("dropped_samples_total").and_then(Json::as_object);
     let all = by_reason
         .map(|o| o.iter().filter_map(|(_, v)| v.as_f64()).sum())
         .unwrap_or(0.0);
@@ -47,14 +47,14 @@ fn dropped(row: &Json) -> (f64, f64) {
 
 /// One line per service, for failure messages.
 fn card_summary(card: &Json) -> String {
-    let Some(rows) = card.get("services").and_then(Json::as_arr) else {
+    let Some(rows) = card.get("services").and_then(Json::as_array) else {
         return format!("(no services array: {card:?})");
     };
     rows.iter()
         .map(|r| {
             let top: Vec<String> = r
                 .get("top_labels")
-                .and_then(Json::as_arr)
+                .and_then(Json::as_array)
                 .map(|a| {
                     a.iter()
                         .map(|t| {
@@ -401,7 +401,7 @@ fn explosion_is_contained() {
     // The top offender label of search is the exploding one.
     let top = search
         .get("top_labels")
-        .and_then(Json::as_arr)
+        .and_then(Json::as_array)
         .and_then(|a| a.first())
         .map(|t| {
             (
@@ -981,14 +981,16 @@ fn reloads_under_load_fail_no_request() {
         prom_target.len()
     );
     let hammer_ts: BTreeSet<i64> = results.iter().map(|(t, _)| *t).collect();
-    let vm_target = poll_until(
+    let vm_target = wait_until_backend_matches_prometheus(
         "VictoriaMetrics to hold every sample Prometheus scraped and every acknowledged direct \
          write",
+        &st.vm,
+        &prom_target,
+        r#"{job="target"}"#,
+        (from, cutoff),
+        0.0,
         Duration::from_secs(20),
-        Duration::from_millis(500),
-        || {
-            let vm = st.vm.export(r#"{job="target"}"#, from, cutoff + 60_000)?;
-            let mut problems = compare_samples(&prom_target, &vm, from, cutoff, 0.0);
+        |_, problems| {
             let hammer_vm = st.vm.export(r#"{job="hammer"}"#, from, now_ms() + 60_000)?;
             if hammer_vm.len() != HAMMER_SERIES {
                 problems.push(format!(
@@ -1012,15 +1014,7 @@ fn reloads_under_load_fail_no_request() {
                     ));
                 }
             }
-            if problems.is_empty() {
-                Ok(vm)
-            } else {
-                Err(format!(
-                    "{} problems:\n{}",
-                    problems.len(),
-                    summarize(&problems, 20)
-                ))
-            }
+            Ok(())
         },
     );
     let during: usize = window(&vm_target, reloads_start, reloads_end)
@@ -1086,7 +1080,7 @@ fn reload_during_an_inflight_request_applies_the_new_budget() {
     use std::net::TcpStream;
     let t0 = Instant::now();
     let dir = TestDir::new("guard-reload-race");
-    let upstream = FakeUpstream::start();
+    let upstream = fake_upstream();
     let cfg_path = dir.join("cardguard.yml");
     write_config(&cfg_path, &guard_config((1000, 500)));
     let cg = Cardguard::start(

@@ -54,23 +54,15 @@ fn prometheus_remote_write_passes_through_cardguard_into_victoriametrics() {
         prom_target.len(),
         prom_target.keys().map(fmt_labels).collect::<Vec<_>>()
     );
-    let vm_target = poll_until(
+    let vm_target = wait_until_backend_matches_prometheus(
         "VictoriaMetrics to hold exactly Prometheus's raw samples for job=target",
+        &st.vm,
+        &prom_target,
+        r#"{job="target"}"#,
+        (from, cutoff),
+        0.0,
         Duration::from_secs(20),
-        Duration::from_millis(500),
-        || {
-            let vm = st.vm.export(r#"{job="target"}"#, from, cutoff + 60_000)?;
-            let problems = compare_samples(&prom_target, &vm, from, cutoff, 0.0);
-            if problems.is_empty() {
-                Ok(vm)
-            } else {
-                Err(format!(
-                    "{} problems:\n{}",
-                    problems.len(),
-                    summarize(&problems, 15)
-                ))
-            }
-        },
+        |_, _| Ok(()),
     );
     let target_samples: usize = window(&vm_target, from, cutoff)
         .values()
@@ -193,25 +185,15 @@ fn prometheus_remote_write_passes_through_cardguard_into_victoriametrics() {
         .prom
         .raw_samples(r#"{job="prometheus"}"#, cutoff, range_s)
         .expect("prometheus query");
-    let vm_self = poll_until(
+    let vm_self = wait_until_backend_matches_prometheus(
         "VictoriaMetrics to hold Prometheus's own series (job=prometheus)",
+        &st.vm,
+        &prom_self,
+        r#"{job="prometheus"}"#,
+        (from, cutoff),
+        SELF_METRICS_REL_TOL,
         Duration::from_secs(20),
-        Duration::from_millis(500),
-        || {
-            let vm = st
-                .vm
-                .export(r#"{job="prometheus"}"#, from, cutoff + 60_000)?;
-            let problems = compare_samples(&prom_self, &vm, from, cutoff, SELF_METRICS_REL_TOL);
-            if problems.is_empty() {
-                Ok(vm)
-            } else {
-                Err(format!(
-                    "{} problems:\n{}",
-                    problems.len(),
-                    summarize(&problems, 15)
-                ))
-            }
-        },
+        |_, _| Ok(()),
     );
     let self_window = window(&vm_self, from, cutoff);
     eprintln!(
@@ -311,7 +293,7 @@ fn capture_prometheus_payload() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo_root().join("testdata/payloads/prometheus-capture.v1.bin"));
     let dir = TestDir::new("capture");
-    let sink = FakeUpstream::start();
+    let sink = fake_upstream();
     let target = TestTarget::start_with(Arc::new(capture_exposition));
     let mut cfg = PromConfig::new(&sink.write_url()).job("app", &target.addr());
     // Prometheus's default deadline, and the current default batch size (2.42 still had 500).
@@ -325,7 +307,7 @@ fn capture_prometheus_payload() {
         Duration::from_millis(500),
         || {
             prom.proc.assert_running();
-            let reqs = sink.requests();
+            let reqs = sink.received();
             for r in &reqs {
                 let raw =
                     rw::unsnappy(&r.body).map_err(|e| format!("captured body not snappy: {e}"))?;

@@ -18,8 +18,8 @@
 
 mod common;
 
-use common::json::Json;
 use common::*;
+use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ fn exposition(n: u64) -> String {
 /// Sum over every reason of a `{reason: n}` object of a cardinality row.
 fn by_reason_sum(row: &Json, key: &str) -> f64 {
     row.get(key)
-        .and_then(Json::as_obj)
+        .and_then(Json::as_object)
         .map(|o| o.iter().filter_map(|(_, v)| v.as_f64()).sum())
         .unwrap_or(0.0)
 }
@@ -82,7 +82,7 @@ fn by_reason_sum(row: &Json, key: &str) -> f64 {
 /// The non-zero entries of a `{reason: n}` object of a cardinality row.
 fn nonzero(row: &Json, key: &str) -> BTreeMap<String, f64> {
     row.get(key)
-        .and_then(Json::as_obj)
+        .and_then(Json::as_object)
         .map(|o| {
             o.iter()
                 .filter_map(|(k, v)| v.as_f64().filter(|n| *n != 0.0).map(|n| (k.clone(), n)))
@@ -688,9 +688,9 @@ fn overflow_series_equals_the_sum_of_its_members() {
 
 /// `(timestamp, value)` of every `__overflow__` sample cardguard has sent to `upstream`, in the
 /// order sent.
-fn overflow_samples_sent(upstream: &FakeUpstream) -> Vec<(i64, f64)> {
+fn overflow_samples_sent(upstream: &Sink) -> Vec<(i64, f64)> {
     let mut out = Vec::new();
-    for req in upstream.requests() {
+    for req in upstream.received() {
         let raw = rw::unsnappy(&req.body).expect("upstream body: snappy");
         let (series, _) = rw::decode(&raw).expect("upstream body: protobuf");
         for s in series {
@@ -712,7 +712,7 @@ fn overflow_samples_sent(upstream: &FakeUpstream) -> Vec<(i64, f64)> {
 fn overflow_flush_between_the_requests_of_one_scrape() {
     let t0 = Instant::now();
     let dir = TestDir::new("relabel-split-scrape");
-    let upstream = FakeUpstream::start();
+    let upstream = fake_upstream();
     let cfg_path = dir.join("cardguard.yml");
     std::fs::write(
         &cfg_path,

@@ -150,9 +150,9 @@ fn example_rules(text: &str) -> Vec<Rule> {
 type Recorded = BTreeMap<(String, i64), BTreeMap<Labels, f64>>;
 
 /// Recorded samples (stale markers left out) by (record, timestamp), from the fake upstream.
-fn recorded(up: &FakeUpstream, records: &[String]) -> Recorded {
+fn recorded(up: &Sink, records: &[String]) -> Recorded {
     let mut out = Recorded::new();
-    for req in up.requests() {
+    for req in up.received() {
         let raw = rw::unsnappy(&req.body).expect("snappy");
         let (series, _) = rw::decode(&raw).expect("remote write 1.0");
         for s in series {
@@ -192,7 +192,7 @@ fn prometheus_answer(prom: &Prom, rule: &Rule, t_ms: i64) -> BTreeMap<Labels, f6
         &[("query", &rule.expr), ("time", &fmt_ms(t_ms))],
     )
     .expect("prometheus query");
-    let j = json::parse(&r.text()).expect("json");
+    let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
     assert_eq!(
         j.get("status").and_then(|s| s.as_str()),
         Some("success"),
@@ -203,20 +203,20 @@ fn prometheus_answer(prom: &Prom, rule: &Rule, t_ms: i64) -> BTreeMap<Labels, f6
     let data = j.get("data").unwrap();
     let result = data.get("result").unwrap();
     if data.get("resultType").and_then(|t| t.as_str()) == Some("scalar") {
-        let v = result.as_arr().unwrap()[1].as_str().unwrap();
+        let v = result.as_array().unwrap()[1].as_str().unwrap();
         out.insert(
             labels(&[("__name__", &rule.record)]),
             parse_prom_float(v).unwrap(),
         );
         return out;
     }
-    for s in result.as_arr().unwrap() {
+    for s in result.as_array().unwrap() {
         let mut l = json_labels(s.get("metric").unwrap()).unwrap();
         l.insert("__name__".into(), rule.record.clone());
         for (k, v) in &rule.labels {
             l.insert(k.clone(), v.clone());
         }
-        let v = s.get("value").unwrap().as_arr().unwrap()[1]
+        let v = s.get("value").unwrap().as_array().unwrap()[1]
             .as_str()
             .unwrap()
             .to_string();
@@ -256,7 +256,7 @@ fn recorded_series_match_prometheus_query_answers() {
     )
     .unwrap();
 
-    let upstream = FakeUpstream::start();
+    let upstream = fake_upstream();
     let target = TestTarget::start_with(Arc::new(exposition));
     let cfg_path = dir.join("cardguard.yml");
     let mut cg = Cardguard::start(
@@ -340,7 +340,7 @@ fn recorded_series_match_prometheus_query_answers() {
     // forward_inputs: false: the tier's inputs never reached the upstream, its output did,
     // and everything else was forwarded.
     let mut raw_names = std::collections::BTreeSet::new();
-    for req in upstream.requests() {
+    for req in upstream.received() {
         let (series, _) = rw::decode(&rw::unsnappy(&req.body).unwrap()).unwrap();
         for s in series {
             if let Some(n) = s.label("__name__") {

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 /// cardguard + a fake upstream; drop order: cardguard, upstream, dir.
 struct Env {
     cg: Cardguard,
-    up: FakeUpstream,
+    up: Sink,
     _dir: TestDir,
 }
 
 impl Env {
     fn start(name: &str, config_yaml: Option<&str>, extra: &[&str]) -> Env {
         let dir = TestDir::new(name);
-        let up = FakeUpstream::start();
+        let up = fake_upstream();
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if let Some(y) = config_yaml {
             let p = dir.join("cardguard.yml");
@@ -43,7 +43,7 @@ impl Env {
         if h.status != 200 {
             return Err(format!("/-/healthy answered {} {:?}", h.status, h.text()));
         }
-        let before = self.up.count();
+        let before = self.up.requests();
         let body = valid_body(marker);
         let r = post_remote_write(&self.cg.write_url(), &body)?;
         if r.status != 204 {
@@ -71,9 +71,9 @@ fn valid_body(marker: &str) -> Vec<u8> {
 }
 
 /// Some request to the upstream after index `from` carries a series with `marker`.
-fn forwarded_with_marker(up: &FakeUpstream, from: usize, marker: &str) -> Result<(), String> {
-    let reqs = up.requests();
-    for r in reqs.iter().skip(from) {
+fn forwarded_with_marker(up: &Sink, from: u64, marker: &str) -> Result<(), String> {
+    let reqs = up.received();
+    for r in reqs.iter().skip(from as usize) {
         let raw = match rw::unsnappy(&r.body) {
             Ok(raw) => raw,
             Err(e) => return Err(format!("upstream got a body that is not snappy block: {e}")),
@@ -96,7 +96,7 @@ fn forwarded_with_marker(up: &FakeUpstream, from: usize, marker: &str) -> Result
     }
     Err(format!(
         "the valid write (marker {marker:?}) did not reach the upstream ({} requests after #{from})",
-        reqs.len().saturating_sub(from)
+        reqs.len().saturating_sub(from as usize)
     ))
 }
 
@@ -389,7 +389,7 @@ fn hostile_bodies_are_rejected_and_the_proxy_keeps_serving() {
     let mut failures = Vec::new();
     let cases = hostile_cases();
     for (i, c) in cases.iter().enumerate() {
-        let before = env.up.count();
+        let before = env.up.requests();
         let result = send(&env.cg.base(), c).and_then(|r| {
             let mut errs = Vec::new();
             if r.status != c.want {
@@ -405,10 +405,10 @@ fn hostile_bodies_are_rejected_and_the_proxy_keeps_serving() {
                     errs.push(e);
                 }
             }
-            if env.up.count() != before {
+            if env.up.requests() != before {
                 errs.push(format!(
                     "{} request(s) reached the upstream",
-                    env.up.count() - before
+                    env.up.requests() - before
                 ));
             }
             eprintln!(
@@ -432,7 +432,7 @@ fn hostile_bodies_are_rejected_and_the_proxy_keeps_serving() {
     }
 
     // Accepted variants: the boundary of the label cap, the `proto=` parameter, /api/v1/push.
-    let before = env.up.count();
+    let before = env.up.requests();
     let at_cap = post_remote_write(&env.cg.write_url(), &rw::body(&[series_with_n_labels(128)]));
     match at_cap {
         Ok(r) if r.status == 204 => {}
@@ -481,7 +481,7 @@ fn body_over_configured_cap_is_413() {
     let mut env = Env::start("cap", Some("limits:\n  max_body_size: 64KiB\n"), &[]);
     let addr = env.cg.addr();
     let big = noise(100 << 10, 11);
-    let before = env.up.count();
+    let before = env.up.requests();
 
     // With Content-Length.
     let head = format!(
@@ -518,7 +518,7 @@ fn body_over_configured_cap_is_413() {
     );
 
     assert_eq!(
-        env.up.count(),
+        env.up.requests(),
         before,
         "an oversized body reached the upstream"
     );
@@ -539,7 +539,11 @@ fn body_over_default_cap_is_413() {
     let r = raw_http(&addr, &head, big, Duration::from_secs(60)).expect("response");
     assert_eq!(r.status, 413, "40 MiB body: body {:?}", r.text());
     eprintln!("[cap] 40 MiB body answered 413 in {:?}", t.elapsed());
-    assert_eq!(env.up.count(), 0, "an oversized body reached the upstream");
+    assert_eq!(
+        env.up.requests(),
+        0,
+        "an oversized body reached the upstream"
+    );
     env.assert_still_serves("after-40mib").unwrap();
 }
 
@@ -572,16 +576,16 @@ fn upstream_down_is_503() {
 fn upstream_500_is_503() {
     let env = Env::start("up500", None, &[]);
     env.up
-        .set_reply(Reply::status(500).with_body(b"internal trouble"));
+        .answer(Answer::status(500).with_body(b"internal trouble"));
     let r = write_once(&env, "500");
     assert_eq!(r.status, 503, "upstream 500: body {:?}", r.text());
     assert!(
-        env.up.count() >= 1,
+        env.up.requests() >= 1,
         "cardguard never contacted the upstream"
     );
-    env.up.set_reply(Reply::status(502));
+    env.up.answer(Answer::status(502));
     assert_eq!(write_once(&env, "502").status, 503, "upstream 502");
-    env.up.set_reply(Reply::status(204));
+    env.up.answer(Answer::status(204));
     assert_eq!(write_once(&env, "ok").status, 204, "upstream healthy again");
 }
 
@@ -589,7 +593,7 @@ fn upstream_500_is_503() {
 fn upstream_timeout_is_503() {
     let env = Env::start("uptimeout", None, &["--upstream-timeout", "1s"]);
     env.up
-        .set_reply(Reply::status(204).with_delay(Duration::from_secs(4)));
+        .answer(Answer::status(204).with_delay(Duration::from_secs(4)));
     let t = Instant::now();
     let r = write_once(&env, "slow");
     let took = t.elapsed();
@@ -609,8 +613,8 @@ fn upstream_timeout_is_503() {
 #[test]
 fn upstream_429_is_passed_back_with_retry_after() {
     let env = Env::start("up429", None, &[]);
-    env.up.set_reply(
-        Reply::status(429)
+    env.up.answer(
+        Answer::status(429)
             .with_header("Retry-After", "7")
             .with_body(b"slow down"),
     );
@@ -627,7 +631,7 @@ fn upstream_429_is_passed_back_with_retry_after() {
 #[test]
 fn upstream_4xx_is_passed_back_with_its_body() {
     let env = Env::start("up400", None, &[]);
-    env.up.set_reply(Reply::status(400).with_body(b"bad"));
+    env.up.answer(Answer::status(400).with_body(b"bad"));
     let r = write_once(&env, "400");
     assert_eq!(r.status, 400, "upstream 400: body {:?}", r.text());
     assert_eq!(
@@ -641,7 +645,7 @@ fn upstream_4xx_is_passed_back_with_its_body() {
 fn upstream_2xx_other_than_204_is_success() {
     let env = Env::start("up200", None, &[]);
     env.up
-        .set_reply(Reply::status(200).with_body(b"{\"ok\":true}"));
+        .answer(Answer::status(200).with_body(b"{\"ok\":true}"));
     let r = write_once(&env, "200");
     assert!(
         (200..300).contains(&r.status),

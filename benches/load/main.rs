@@ -1,5 +1,5 @@
 //! The load harness: cardguard and vmagent side by side, in one run, behind the same load and
-//! in front of the same null upstream. See benches/README.md for what it measures and how.
+//! in front of the same null upstream (`cardguard::sink`). See benches/README.md for what it measures and how.
 //!
 //! `cargo bench --bench load -- [flags]` runs the full comparison; `cargo test --benches` runs
 //! it without `--bench`, which makes it a seconds-long smoke run that checks the harness
@@ -9,16 +9,15 @@
 mod drive;
 mod gen;
 mod target;
-mod upstream;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use cardguard::sink::{Sink, SinkOptions};
 use clap::Parser;
 use drive::{Outcome, Plan};
 use gen::{Load, Shape};
 use target::{Kind, Limits, ProcStats, Target};
-use upstream::NullUpstream;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "load", about = "cardguard vs vmagent load harness")]
@@ -173,7 +172,9 @@ async fn run(args: Args, full: bool) {
     );
     println!("machine: {}", machine());
 
-    let upstream = NullUpstream::start().await;
+    let upstream = Sink::start(SinkOptions::default())
+        .await
+        .expect("bind null upstream");
     let limits = budget(&args, args.series_per_service);
     let duration = Duration::from_secs_f64(args.duration);
     let kinds = [Kind::Vmagent, Kind::Cardguard];
@@ -218,7 +219,7 @@ async fn run(args: Args, full: bool) {
     // same rate (what the proxy adds is the difference).
     let half_rate = sides["vmagent"].sat.as_ref().unwrap().out.samples_per_sec() / 2.0;
     let direct = drive::run(Plan {
-        addr: upstream.addr,
+        addr: upstream.addr(),
         ..plan_raw(&base, args.conns, duration, Some(half_rate), false)
     })
     .await;
@@ -248,7 +249,7 @@ async fn run(args: Args, full: bool) {
     // Explosion: fresh processes, the exploding service interleaved from the first request.
     for kind in kinds {
         let mut t = Target::start(kind, dir.path(), &upstream.write_url(), limits);
-        upstream.counts.reset();
+        upstream.reset();
         let before = t.stats();
         let o = drive::run(plan(
             &t,
@@ -264,12 +265,9 @@ async fn run(args: Args, full: bool) {
         settle(&upstream).await;
         t.assert_running();
         let cpu_s = t.stats().cpu_s - before.cpu_s;
-        let seen = upstream.counts.per_service();
+        let seen = upstream.samples_by_service();
         let sent = explode.by_name(&o.sent_per_service);
-        let forwarded = upstream
-            .counts
-            .samples
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let forwarded = upstream.samples();
         let sat = Sat {
             out: o,
             cpu_s,
@@ -386,12 +384,12 @@ fn plan(
 
 async fn saturate(
     t: &mut Target,
-    upstream: &NullUpstream,
+    upstream: &Sink,
     load: &Load,
     conns: usize,
     duration: Duration,
 ) -> Sat {
-    upstream.counts.reset();
+    upstream.reset();
     let before = t.stats();
     let out = drive::run(plan(
         t,
@@ -412,23 +410,17 @@ async fn saturate(
     Sat {
         out,
         cpu_s: after.cpu_s - before.cpu_s,
-        forwarded: upstream
-            .counts
-            .samples
-            .load(std::sync::atomic::Ordering::Relaxed),
+        forwarded: upstream.samples(),
     }
 }
 
 /// Wait until the null upstream has seen nothing new for 500 ms (at most 15 s).
-async fn settle(upstream: &NullUpstream) {
+async fn settle(upstream: &Sink) {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = u64::MAX;
     let mut stable_since = Instant::now();
     while Instant::now() < deadline {
-        let now = upstream
-            .counts
-            .requests
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = upstream.requests();
         if now != last {
             last = now;
             stable_since = Instant::now();
@@ -503,7 +495,7 @@ impl Soak {
 async fn soak_run(
     args: &Args,
     load: &Load,
-    upstream: &NullUpstream,
+    upstream: &Sink,
     limits: Limits,
     rate: f64,
     dir: &std::path::Path,

@@ -2,78 +2,33 @@
 //! unchanged-body fast path, translation, reload.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
 use super::*;
 use crate::config::{Config, Overrides, UpstreamConfig};
+use crate::sink::{Answer, Sink, SinkOptions};
 use crate::telemetry::Telemetry;
 use crate::wire::types::{v1, v2};
 use crate::wire::{self, Version};
 
-/// A canned upstream answer: status, headers, body.
-type Answer = (u16, Vec<(&'static str, &'static str)>, &'static str);
-
-/// What the fake upstream received, and what it answers.
-#[derive(Default)]
-struct Upstream {
-    bodies: Mutex<Vec<(http::HeaderMap, Bytes)>>,
-    answer: Mutex<Option<Answer>>,
-}
-
-async fn start_upstream() -> (SocketAddr, Arc<Upstream>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let up = Arc::new(Upstream::default());
-    let u = up.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let u = u.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let u = u.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        u.bodies.lock().unwrap().push((parts.headers, body));
-                        let answer = u.answer.lock().unwrap().clone();
-                        let mut r = Response::new(Full::new(Bytes::new()));
-                        *r.status_mut() = StatusCode::NO_CONTENT;
-                        if let Some((code, headers, body)) = answer {
-                            r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-                            *r.status_mut() = StatusCode::from_u16(code).unwrap();
-                            for (k, v) in headers {
-                                r.headers_mut().insert(k, v.parse().unwrap());
-                            }
-                        }
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, up)
-}
-
 struct Harness {
     addr: SocketAddr,
-    upstream: Arc<Upstream>,
+    upstream: Sink,
     state: Arc<State>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 async fn start(version_out: Version, source: ConfigSource) -> Harness {
-    let (up_addr, upstream) = start_upstream().await;
+    let upstream = Sink::start(SinkOptions::recording()).await.unwrap();
+    let up_addr = upstream.addr();
     let mut config = source.load().unwrap_or_default();
     config.upstream = Some(UpstreamConfig {
         name: "test".into(),
@@ -228,13 +183,19 @@ async fn unchanged_request_is_forwarded_byte_for_byte() {
     assert!(headers
         .get("x-prometheus-remote-write-samples-written")
         .is_none());
-    let got = h.upstream.bodies.lock().unwrap();
+    let got = h.upstream.received();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].1, body, "the original compressed body goes upstream");
-    assert_eq!(got[0].0["content-encoding"], "snappy");
-    assert_eq!(got[0].0["content-type"], "application/x-protobuf");
-    assert_eq!(got[0].0["x-prometheus-remote-write-version"], "0.1.0");
-    assert_eq!(got[0].0["x-scope-orgid"], "team-a", "tenant passed through");
+    assert_eq!(
+        got[0].body, body,
+        "the original compressed body goes upstream"
+    );
+    assert_eq!(got[0].headers["content-encoding"], "snappy");
+    assert_eq!(got[0].headers["content-type"], "application/x-protobuf");
+    assert_eq!(got[0].headers["x-prometheus-remote-write-version"], "0.1.0");
+    assert_eq!(
+        got[0].headers["x-scope-orgid"], "team-a",
+        "tenant passed through"
+    );
     assert_eq!(h.state.metrics.forward.passthrough_requests.get(), 1);
     assert_eq!(h.state.metrics.forward.forwarded.samples(), 3);
 }
@@ -271,9 +232,9 @@ async fn v2_sender_gets_written_headers_and_v1_upstream_gets_translation() {
     assert_eq!(headers["x-prometheus-remote-write-samples-written"], "1");
     assert_eq!(headers["x-prometheus-remote-write-histograms-written"], "0");
     assert_eq!(headers["x-prometheus-remote-write-exemplars-written"], "0");
-    let got = h.upstream.bodies.lock().unwrap();
+    let got = h.upstream.received();
     let mut raw = Vec::new();
-    wire::snappy::decompress(&got[0].1, 1 << 20, &mut raw).unwrap();
+    wire::snappy::decompress(&got[0].body, 1 << 20, &mut raw).unwrap();
     let v1req = v1::WriteRequest::decode(raw.as_slice()).unwrap();
     assert_eq!(v1req.timeseries.len(), 1);
     assert_eq!(v1req.timeseries[0].labels[1].value, "node");
@@ -291,14 +252,14 @@ async fn v1_sender_to_v2_upstream() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let got = h.upstream.bodies.lock().unwrap();
+    let got = h.upstream.received();
     assert_eq!(
-        got[0].0["content-type"],
+        got[0].headers["content-type"],
         "application/x-protobuf;proto=io.prometheus.write.v2.Request"
     );
-    assert_eq!(got[0].0["x-prometheus-remote-write-version"], "2.0.0");
+    assert_eq!(got[0].headers["x-prometheus-remote-write-version"], "2.0.0");
     let mut raw = Vec::new();
-    wire::snappy::decompress(&got[0].1, 1 << 20, &mut raw).unwrap();
+    wire::snappy::decompress(&got[0].body, 1 << 20, &mut raw).unwrap();
     let v2req = v2::Request::decode(raw.as_slice()).unwrap();
     assert_eq!(v2req.timeseries.len(), 2);
     assert_eq!(v2req.symbols[0], "");
@@ -309,16 +270,21 @@ async fn v1_sender_to_v2_upstream() {
 async fn upstream_failures_become_retryable_statuses() {
     let h = start(Version::V1, ConfigSource::default()).await;
     let body = compress(&v1_request().encode_to_vec());
-    *h.upstream.answer.lock().unwrap() = Some((500, vec![], "boom"));
+    h.upstream.answer(Answer::status(500).with_body("boom"));
     assert_eq!(
         h.post("application/x-protobuf", body.clone(), &[]).await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    *h.upstream.answer.lock().unwrap() = Some((429, vec![("retry-after", "7")], "slow down"));
+    h.upstream.answer(
+        Answer::status(429)
+            .with_header("retry-after", "7")
+            .with_body("slow down"),
+    );
     let (status, headers, _) = h.post("application/x-protobuf", body.clone(), &[]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(headers["retry-after"], "7");
-    *h.upstream.answer.lock().unwrap() = Some((400, vec![], "out of order sample"));
+    h.upstream
+        .answer(Answer::status(400).with_body("out of order sample"));
     let (status, _, text) = h.post("application/x-protobuf", body.clone(), &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(text, "out of order sample");
@@ -374,7 +340,7 @@ async fn malformed_bodies_are_400_with_a_reason() {
         assert!(text.contains(want), "{text:?} should mention {want}");
         assert_eq!(text.trim_end().lines().count(), 1);
     }
-    assert!(h.upstream.bodies.lock().unwrap().is_empty());
+    assert!(h.upstream.received().is_empty());
 }
 
 #[tokio::test]
@@ -452,18 +418,20 @@ async fn start_yaml(yaml: &str) -> (Harness, tempfile::TempDir) {
     (start(Version::V1, source).await, dir)
 }
 
+/// Every request the upstream received, decoded as v1.
 fn forwarded(h: &Harness) -> Vec<v1::WriteRequest> {
     h.upstream
-        .bodies
-        .lock()
-        .unwrap()
+        .received()
         .iter()
-        .map(|(_, b)| {
-            let mut raw = Vec::new();
-            wire::snappy::decompress(b, 1 << 20, &mut raw).unwrap();
-            v1::WriteRequest::decode(raw.as_slice()).unwrap()
-        })
+        .map(|r| decoded(&r.body))
         .collect()
+}
+
+/// A snappy v1 body, decoded.
+fn decoded(body: &Bytes) -> v1::WriteRequest {
+    let mut raw = Vec::new();
+    wire::snappy::decompress(body, 1 << 30, &mut raw).unwrap();
+    v1::WriteRequest::decode(raw.as_slice()).unwrap()
 }
 
 #[tokio::test]
@@ -506,7 +474,7 @@ async fn schema_drop_keeps_the_rest_and_reject_refuses_the_request() {
         "{text}"
     );
     assert!(
-        h.upstream.bodies.lock().unwrap().is_empty(),
+        h.upstream.received().is_empty(),
         "nothing of a rejected request is forwarded"
     );
 }

@@ -6,12 +6,13 @@ use super::*;
 
 struct Routed {
     h: Harness,
-    long: Arc<Upstream>,
+    long: Sink,
 }
 
 async fn start_routed() -> Routed {
-    let (short_addr, short) = start_upstream().await;
-    let (long_addr, long) = start_upstream().await;
+    let short = Sink::start(SinkOptions::recording()).await.unwrap();
+    let long = Sink::start(SinkOptions::recording()).await.unwrap();
+    let (short_addr, long_addr) = (short.addr(), long.addr());
     let yaml = format!(
         r#"
 upstreams:
@@ -47,12 +48,6 @@ routes:
     }
 }
 
-fn decoded(body: &Bytes) -> v1::WriteRequest {
-    let mut raw = Vec::new();
-    wire::snappy::decompress(body, 1 << 30, &mut raw).unwrap();
-    v1::WriteRequest::decode(raw.as_slice()).unwrap()
-}
-
 fn request() -> Bytes {
     let req = v1::WriteRequest {
         timeseries: vec![
@@ -76,21 +71,21 @@ async fn splits_by_route_and_passes_the_tenant() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let short = r.h.upstream.bodies.lock().unwrap().clone();
-    let long = r.long.bodies.lock().unwrap().clone();
+    let short = r.h.upstream.received();
+    let long = r.long.received();
     assert_eq!(short.len(), 1);
     assert_eq!(long.len(), 1);
     // short: everything, the original body; long: the SLO series at 10s resolution.
-    assert_eq!(short[0].1, request());
-    assert_eq!(decoded(&long[0].1).timeseries.len(), 1);
+    assert_eq!(short[0].body, request());
+    assert_eq!(decoded(&long[0].body).timeseries.len(), 1);
     assert_eq!(
-        decoded(&long[0].1).timeseries[0].samples[0].timestamp,
+        decoded(&long[0].body).timeseries[0].samples[0].timestamp,
         1_000
     );
-    assert_eq!(short[0].0.get("x-scope-orgid").unwrap(), "team-a");
-    assert_eq!(long[0].0.get("x-scope-orgid").unwrap(), "team-a");
-    assert_eq!(long[0].0.get("x-fixed").unwrap(), "1");
-    assert!(short[0].0.get("x-fixed").is_none());
+    assert_eq!(short[0].headers.get("x-scope-orgid").unwrap(), "team-a");
+    assert_eq!(long[0].headers.get("x-scope-orgid").unwrap(), "team-a");
+    assert_eq!(long[0].headers.get("x-fixed").unwrap(), "1");
+    assert!(short[0].headers.get("x-fixed").is_none());
     let (_, metrics) = r.h.get("/metrics").await;
     assert!(
         metrics.contains("cardguard_downsampled_samples_total{route=\"route0\"} 1"),
@@ -101,34 +96,38 @@ async fn splits_by_route_and_passes_the_tenant() {
 #[tokio::test]
 async fn one_failing_upstream_fails_the_request_and_the_retry_resends_the_same() {
     let r = start_routed().await;
-    *r.long.answer.lock().unwrap() = Some((503, vec![], "down"));
+    r.long.answer(Answer::status(503).with_body("down"));
     let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     // short took its part; the retry sends it again (an identical duplicate).
-    assert_eq!(r.h.upstream.bodies.lock().unwrap().len(), 1);
-    *r.long.answer.lock().unwrap() = None;
+    assert_eq!(r.h.upstream.received().len(), 1);
+    r.long.answer(Answer::default());
     let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let long = r.long.bodies.lock().unwrap().clone();
+    let long = r.long.received();
     assert_eq!(long.len(), 2);
     // Same decision on the retry: the sample kept the first time is the one sent again.
-    assert_eq!(long[0].1, long[1].1);
+    assert_eq!(long[0].body, long[1].body);
     // Acknowledged now: a further resend of the same data keeps the same kept sample only.
     let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let long = r.long.bodies.lock().unwrap().clone();
-    assert_eq!(long[2].1, long[1].1);
+    let long = r.long.received();
+    assert_eq!(long[2].body, long[1].body);
 }
 
 #[tokio::test]
 async fn all_failures_429_answer_429_with_retry_after() {
     let r = start_routed().await;
-    *r.long.answer.lock().unwrap() = Some((429, vec![("retry-after", "7")], "slow down"));
+    r.long.answer(
+        Answer::status(429)
+            .with_header("retry-after", "7")
+            .with_body("slow down"),
+    );
     let (status, headers, _) = r.h.post("application/x-protobuf", request(), &[]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(headers.get("retry-after").unwrap(), "7");
     // A 429 and a 5xx: retry everything.
-    *r.h.upstream.answer.lock().unwrap() = Some((500, vec![], "boom"));
+    r.h.upstream.answer(Answer::status(500).with_body("boom"));
     let (status, _, _) = r.h.post("application/x-protobuf", request(), &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -161,11 +160,10 @@ async fn own_series_are_routed_like_a_senders() {
     .await
     .unwrap();
     assert_eq!(sent.parts, 2);
-    let names = |u: &Upstream| -> Vec<String> {
-        let bodies = u.bodies.lock().unwrap().clone();
-        bodies
+    let names = |u: &Sink| -> Vec<String> {
+        u.received()
             .iter()
-            .flat_map(|(_, b)| decoded(b).timeseries)
+            .flat_map(|r| decoded(&r.body).timeseries)
             .map(|ts| ts.labels[0].value.clone())
             .collect()
     };
@@ -179,13 +177,13 @@ async fn own_series_are_routed_like_a_senders() {
 #[tokio::test]
 async fn a_final_4xx_commits_what_the_other_upstreams_took() {
     let r = start_routed().await;
-    *r.h.upstream.answer.lock().unwrap() = Some((400, vec![], "bad"));
+    r.h.upstream.answer(Answer::status(400).with_body("bad"));
     let (status, _, body) = r.h.post("application/x-protobuf", request(), &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(&body[..], b"bad");
     // Prometheus drops that batch for good; long kept the 1 s sample, so a later sample in
     // the same 10 s interval is not sent to long again.
-    *r.h.upstream.answer.lock().unwrap() = None;
+    r.h.upstream.answer(Answer::default());
     let later = v1::WriteRequest {
         timeseries: vec![ts(&[("__name__", "slo_ok"), ("slo", "true")], 3.0, 5_000)],
         metadata: vec![],
@@ -198,5 +196,5 @@ async fn a_final_4xx_commits_what_the_other_upstreams_took() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(r.long.bodies.lock().unwrap().len(), 1);
+    assert_eq!(r.long.received().len(), 1);
 }
