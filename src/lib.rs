@@ -27,5 +27,7 @@ pub mod pipeline;
 pub mod relabel;
 pub mod route;
 pub mod rules;
+pub mod schema;
+pub mod series;
 pub mod telemetry;
 pub mod wire;

@@ -293,10 +293,7 @@ impl Telemetry {
         self.relabel_dropped_series.inc_by(p.relabel.dropped_series);
         self.relabel_rewritten_series
             .inc_by(p.relabel.rewritten_series);
-        for (rule, n) in crate::config::schema::SchemaRule::ALL
-            .iter()
-            .zip(p.schema_dropped)
-        {
+        for (rule, n) in crate::schema::SchemaRule::ALL.iter().zip(p.schema_dropped) {
             if n > 0 {
                 self.schema_dropped_series
                     .with_label_values(&[rule.key()])
