@@ -308,3 +308,6 @@ fn write_out(
         routed: None,
     }
 }
+
+#[cfg(test)]
+mod tests;
