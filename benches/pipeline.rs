@@ -15,6 +15,7 @@ use cardguard::config::GuardConfig;
 use cardguard::demo::Fleet;
 use cardguard::guard::{self, Guard};
 use cardguard::pipeline::{self, Context};
+use cardguard::series::Decisions;
 use cardguard::wire::{self, Limits, Parsed, Version};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -76,24 +77,27 @@ fn bench(c: &mut Criterion) {
     let mut parsed = Parsed::new();
     parsed.parse(&decoded, Version::V1, &limits).unwrap();
     let mut scratch = guard::Scratch::default();
+    let mut decisions = Decisions::default();
     let batch = guard::Batch {
         req: &parsed,
         buf: &decoded,
         tenant: None,
         now_ms: NOW,
-        rewrites: &[],
-        decided: &[],
     };
     let mut g = c.benchmark_group("guard");
     g.throughput(Throughput::Elements(parsed.len() as u64));
     g.bench_function("existing", |b| {
-        b.iter(|| admitted.admit(&roomy, batch, &mut scratch))
+        b.iter(|| {
+            decisions.reset(parsed.len());
+            admitted.admit(&roomy, batch, &mut decisions, &mut scratch)
+        })
     });
     g.bench_function("new", |b| {
         b.iter_batched(
             Guard::new,
             |fresh| {
-                fresh.admit(&roomy, batch, &mut scratch);
+                decisions.reset(parsed.len());
+                fresh.admit(&roomy, batch, &mut decisions, &mut scratch);
                 fresh
             },
             BatchSize::SmallInput,

@@ -45,7 +45,7 @@ pub struct Config {
     /// The cardinality guard; `None` forwards everything (a pure pass-through).
     pub guard: Option<GuardConfig>,
     /// Label schema and redaction at admission; `None` checks only the wire-level caps.
-    pub schema: Option<schema::SchemaConfig>,
+    pub schema: Option<crate::schema::SchemaConfig>,
     /// Recording rules (`rule_files:` and `rules:`); no groups means no rules.
     pub rules: crate::rules::RulesConfig,
     /// `relabel_configs:` applied to every series at ingest, before the schema and the guard.

@@ -21,12 +21,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use foldhash::fast::RandomState;
 
+use crate::series::{Decisions, Dropped, Verdict};
 use crate::wire::{Parsed, SeriesView};
 pub use config::{Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch};
 use identity::Identity;
 use owner::{Counters, OwnerState, SeriesKey, Tally};
-pub use owner::{Reason, Verdict};
-use schema::{Labels, OwnedLabels};
 use window::Window;
 
 /// Who owns a series: the tenant (when tenants are on) and the owner label's value.
@@ -65,7 +64,8 @@ pub struct Guard {
     pub overflow: overflow::Overflow,
 }
 
-/// Per-request totals, for the request's own accounting.
+/// Per-request totals of the guard's own decisions, for the request's accounting. Series an
+/// earlier stage dropped are counted against their owner but not here: they are that stage's.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     pub kept_series: u64,
@@ -73,6 +73,15 @@ pub struct Outcome {
     pub dropped_samples: u64,
     /// Series taken out of the request and merged into overflow aggregates.
     pub overflowed_series: u64,
+}
+
+impl Outcome {
+    pub fn dropped(&self) -> Dropped {
+        Dropped {
+            dropped_series: self.dropped_series,
+            dropped_samples: self.dropped_samples,
+        }
+    }
 }
 
 /// One request as the guard sees it.
@@ -84,38 +93,22 @@ pub struct Batch<'a> {
     /// The request's tenant, used when `tenant_header` is configured.
     pub tenant: Option<&'a str>,
     pub now_ms: i64,
-    /// Labels rewritten by an earlier stage (redaction), by series index; empty when none.
-    /// The guard identifies and owns a series by its rewritten labels.
-    pub rewrites: &'a [Option<OwnedLabels>],
-    /// Decisions an earlier stage already took (schema drops), by series index; empty when
-    /// none. Those series are counted against their owner but not admitted.
-    pub decided: &'a [Verdict],
 }
 
 impl<'a> Batch<'a> {
     /// The labels of series `i` as canonical bytes in the request, when they are so there and
-    /// not rewritten (see `identity`).
-    fn canonical_labels(&self, i: usize) -> Option<&'a [u8]> {
-        if self.rewrites.get(i).is_some_and(Option::is_some) {
+    /// no earlier stage rewrote them (see `identity`).
+    fn canonical_labels(&self, decisions: &Decisions, i: usize) -> Option<&'a [u8]> {
+        if decisions.rewritten(i).is_some() {
             return None;
         }
         self.req.series(self.buf, i).canonical_labels()
     }
-
-    /// The labels of series `i` as the guard must see them.
-    pub fn labels(&self, i: usize) -> Labels<'a, crate::wire::LabelsIter<'a>> {
-        match self.rewrites.get(i).and_then(Option::as_ref) {
-            Some(owned) => Labels::Owned(owned.iter()),
-            None => Labels::Wire(self.req.series(self.buf, i).labels()),
-        }
-    }
 }
 
-/// Buffers reused by every request on one thread, and the verdicts of the last request.
+/// Buffers reused by every request on one thread.
 #[derive(Default)]
 pub struct Scratch {
-    /// `verdicts[i]` is the decision for series `i` of the last admitted request.
-    pub verdicts: Vec<Verdict>,
     identity: Identity,
     /// (owner slot in `owners`, series index, series id), in request order.
     series: Vec<(u32, u32, u64)>,
@@ -148,22 +141,23 @@ impl Guard {
         self.global_active.load(Ordering::Relaxed)
     }
 
-    /// Decide every series of a parsed request; the verdicts land in `scratch.verdicts`.
-    pub fn admit(&self, cfg: &GuardConfig, batch: Batch<'_>, scratch: &mut Scratch) -> Outcome {
+    /// Decide every series of a parsed request that no earlier stage dropped, into
+    /// `decisions` (sized for this request: `Decisions::reset`). The guard identifies and owns
+    /// a series by its labels as `decisions` has them (rewritten by an earlier stage or not);
+    /// series an earlier stage dropped are counted against their owner but not admitted.
+    pub fn admit(
+        &self,
+        cfg: &GuardConfig,
+        batch: Batch<'_>,
+        decisions: &mut Decisions,
+        scratch: &mut Scratch,
+    ) -> Outcome {
         let Batch {
             req,
             buf,
             tenant,
             now_ms,
-            ..
         } = batch;
-        let verdicts = &mut scratch.verdicts;
-        verdicts.clear();
-        if batch.decided.len() == req.len() {
-            verdicts.extend_from_slice(batch.decided);
-        } else {
-            verdicts.resize(req.len(), Verdict::Keep);
-        }
         let window = Window::new(cfg.window, cfg.window_slices);
         let now = window.slice(now_ms);
         let tenant = cfg.tenant_header.as_ref().and(tenant);
@@ -175,8 +169,8 @@ impl Guard {
         scratch.slots.clear();
         scratch.slot_counts.clear();
         for i in 0..req.len() {
-            let labels = batch.labels(i);
-            let id = match batch.canonical_labels(i) {
+            let labels = decisions.labels(req, buf, i);
+            let id = match batch.canonical_labels(decisions, i) {
                 Some(raw) => identity::raw_id(cfg.hash_seed, raw),
                 None => scratch.identity.series_id(cfg.hash_seed, labels.clone()),
             };
@@ -261,13 +255,11 @@ impl Guard {
                 for &(_, i, id) in &scratch.series[start..end] {
                     let s: SeriesView<'_> = req.series(buf, i as usize);
                     let samples = (s.sample_count() + s.histogram_count()) as u64;
-                    if let Verdict::Drop(reason) = verdicts[i as usize] {
+                    if let Verdict::Drop(reason) = decisions.verdict(i as usize) {
                         tally.dropped(reason, samples);
-                        out.dropped_series += 1;
-                        out.dropped_samples += samples;
                         continue;
                     }
-                    let labels = batch.labels(i as usize);
+                    let labels = decisions.labels(req, buf, i as usize);
                     let metric = labels
                         .clone()
                         .find(|(n, _)| *n == b"__name__")
@@ -293,7 +285,10 @@ impl Guard {
                                     state.budget.overflow_labels.clone()
                                 }
                             });
-                            let labels = overflow::overflow_labels(batch.labels(i as usize), names);
+                            let labels = overflow::overflow_labels(
+                                decisions.labels(req, buf, i as usize),
+                                names,
+                            );
                             self.overflow.absorb(
                                 cfg.hash_seed,
                                 &labels,
@@ -306,7 +301,7 @@ impl Guard {
                         }
                         Verdict::Keep => out.kept_series += 1,
                     }
-                    verdicts[i as usize] = v;
+                    decisions.decide(i as usize, v);
                 }
             }
             owner.counters.add(&tally);
@@ -402,6 +397,5 @@ impl Guard {
 }
 
 pub mod overflow;
-pub mod schema;
 #[cfg(test)]
 mod tests;

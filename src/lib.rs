@@ -7,14 +7,18 @@
 //!   │      snappy block → decompressed buffer (declared length checked first)
 //! wire     zero-copy reader: series views borrowing label bytes from that buffer
 //!   │
-//! pipeline the stage order: validate → schema → guard → rules' tap (buffer) → write out
-//!   │      unchanged request: the original compressed body; otherwise raw copies + re-encoded
+//! pipeline the stage order: validate → relabel → schema → guard → rules' tap (buffer)
+//!   │      each stage records its per-series decision in one `series::Decisions`
+//!   │      → write out: unchanged request = the original compressed body; otherwise raw
+//!   │        copies + re-encoded labels; with `routes:`, one body per upstream (`route`)
 //! forward  pooled upstream client; acknowledge the sender only once upstream acknowledged
 //! ```
 //!
-//! `config` turns YAML and flags into validated, immutable settings swapped atomically on
-//! reload; `rules` evaluates recording rules on the buffered stream and sends the results
-//! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `demo` wires everything in-process.
+//! `series` is the per-series vocabulary the stages share (verdicts, drop reasons, rewritten
+//! labels); `config` turns YAML and flags into validated, immutable settings swapped atomically
+//! on reload; `rules` evaluates recording rules on the buffered stream and sends the results
+//! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `demo` wires
+//! everything in-process.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -28,6 +32,7 @@ pub mod relabel;
 pub mod route;
 pub mod rules;
 pub mod schema;
+pub mod series;
 pub mod sink;
 pub mod telemetry;
 pub mod wire;

@@ -1,6 +1,8 @@
-//! The stage order, and nothing else: decompress → read → validate → (relabel → guard → rules,
-//! as they land) → write out. Each stage lives in its own module; this file only decides who
-//! runs when and whether the request can leave as the body it came in.
+//! The stage order, and nothing else: decompress → read → validate → relabel → schema → guard
+//! → rules' tap → write out (one body, or one per upstream with routing). Each stage lives in
+//! its own module and records what it decided per series in the request's `Decisions`; this
+//! file only decides who runs when, adds up what each stage dropped, and whether the request
+//! can leave as the body it came in.
 //!
 //! Runs synchronously on the calling worker thread with per-thread scratch buffers, so the
 //! decompressed body, offset tables and output buffer are reused from request to request and
@@ -10,10 +12,10 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 
-use crate::config::schema::{SchemaAction, SchemaConfig, SchemaRule};
 use crate::config::GuardConfig;
-use crate::guard::schema::OwnedLabels;
-use crate::guard::{self, Guard, Reason, Verdict};
+use crate::guard::{self, Guard};
+use crate::schema::{SchemaConfig, SchemaRule};
+use crate::series::{Decisions, Dropped};
 use crate::wire::{self, Counts, Limits, Parsed, Version, WireError, Writer};
 
 /// Why a request cannot be forwarded: the sender's fault, answered with 400.
@@ -24,6 +26,15 @@ pub enum PipelineError {
     /// A schema rule configured with `action: reject`.
     #[error("series {series}: schema: {reason}")]
     Schema { series: usize, reason: String },
+}
+
+impl From<crate::schema::Rejected> for PipelineError {
+    fn from(e: crate::schema::Rejected) -> Self {
+        PipelineError::Schema {
+            series: e.series,
+            reason: e.reason,
+        }
+    }
 }
 
 /// What the stages need to know about one request besides its body.
@@ -88,8 +99,8 @@ pub struct Prepared {
     /// Nothing to forward (every series dropped by policy, or a v1 metadata-only request
     /// bound for a v2 upstream, which has no place for metadata without series).
     pub empty: bool,
-    /// Series and samples dropped by policy (schema and guard).
-    pub dropped: guard::Outcome,
+    /// Series and samples dropped by policy: relabeling, schema and guard, added up.
+    pub dropped: Dropped,
     /// Series dropped per schema rule (indexed like `SchemaRule::ALL`).
     pub schema_dropped: [u64; SchemaRule::ALL.len()],
     /// Series whose labels were redacted.
@@ -108,13 +119,9 @@ struct Scratch {
     parsed: Parsed,
     writer: Writer,
     compressed: Vec<u8>,
+    /// What every stage decided for each series of the current request.
+    decisions: Decisions,
     guard: guard::Scratch,
-    /// Rewritten labels by series index (redaction); empty when nothing was rewritten.
-    rewrites: Vec<Option<OwnedLabels>>,
-    /// Schema decisions by series index; empty when no schema is configured.
-    decided: Vec<Verdict>,
-    /// Series buffered for rules and not forwarded (`forward_inputs: false`); empty if none.
-    withhold: Vec<bool>,
     relabel: crate::relabel::Scratch,
     route: crate::route::Scratch,
 }
@@ -129,10 +136,8 @@ thread_local! {
         parsed: Parsed::new(),
         writer: Writer::new(Version::V1),
         compressed: Vec::new(),
+        decisions: Decisions::default(),
         guard: guard::Scratch::default(),
-        rewrites: Vec::new(),
-        decided: Vec::new(),
-        withhold: Vec::new(),
         relabel: crate::relabel::Scratch::default(),
         route: crate::route::Scratch::default(),
     });
@@ -168,191 +173,141 @@ fn prepare_with(
         parsed,
         writer,
         compressed,
+        decisions,
         guard: guard_scratch,
-        rewrites,
-        decided,
-        withhold,
         relabel,
         route,
     } = s;
-    let (version_in, version_out) = (ctx.version_in, ctx.version_out);
     wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
-    parsed.parse(decoded, version_in, ctx.limits)?;
+    parsed.parse(decoded, ctx.version_in, ctx.limits)?;
     let received = parsed.counts();
     for i in 0..parsed.len() {
         parsed.series(decoded, i).validate(i)?;
     }
 
-    rewrites.clear();
-    decided.clear();
-    let mut dropped = guard::Outcome::default();
-    let mut schema_dropped = [0u64; SchemaRule::ALL.len()];
-    let mut redacted = 0;
-    let relabeled = crate::relabel::stage(ctx.relabel, parsed, decoded, rewrites, decided, relabel);
-    dropped.dropped_series += relabeled.dropped_series;
-    dropped.dropped_samples += relabeled.dropped_samples;
-    if let Some(schema) = ctx.schema {
-        // Redaction first: no later stage may see a redacted value. Then the schema, on the
-        // labels as redacted.
-        decided.resize(parsed.len(), Verdict::Keep);
-        for i in 0..parsed.len() {
-            if decided[i] != Verdict::Keep {
-                continue; // dropped by relabeling
-            }
-            let view = parsed.series(decoded, i);
-            let redact = match rewrites.get(i).and_then(Option::as_ref) {
-                Some(owned) => guard::schema::redact(
-                    schema,
-                    owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
-                ),
-                None => guard::schema::redact(schema, view.labels()),
-            };
-            if let Some(owned) = redact {
-                if rewrites.is_empty() {
-                    rewrites.resize(parsed.len(), None);
-                }
-                rewrites[i] = Some(owned);
-                redacted += 1;
-            }
-            let broken = match rewrites.get(i).and_then(Option::as_ref) {
-                Some(owned) => guard::schema::check(
-                    schema,
-                    owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
-                ),
-                None => guard::schema::check(schema, view.labels()),
-            };
-            if let Some((rule, action, reason)) = broken {
-                if action == SchemaAction::Reject {
-                    return Err(PipelineError::Schema { series: i, reason });
-                }
-                decided[i] = Verdict::Drop(Reason::Schema(rule));
-                schema_dropped[rule as usize] += 1;
-                dropped.dropped_series += 1;
-                dropped.dropped_samples += (view.sample_count() + view.histogram_count()) as u64;
-            }
-        }
-    }
+    decisions.reset(parsed.len());
+    let mut dropped = Dropped::default();
+    let relabeled = crate::relabel::stage(ctx.relabel, parsed, decoded, decisions, relabel);
+    dropped += relabeled.dropped();
+    let schema = match ctx.schema {
+        Some(cfg) => crate::schema::stage(cfg, parsed, decoded, decisions)?,
+        None => crate::schema::StageCounts::default(),
+    };
+    dropped += schema.dropped();
     if let Some((guard, cfg)) = ctx.guard {
         let batch = guard::Batch {
             req: parsed,
             buf: decoded,
             tenant: ctx.tenant,
             now_ms: ctx.now_ms,
-            rewrites,
-            decided,
         };
-        // The guard's outcome counts the schema drops too (by owner).
-        dropped = guard.admit(cfg, batch, guard_scratch);
+        dropped += guard.admit(cfg, batch, decisions, guard_scratch).dropped();
     }
-    let verdicts: &[Verdict] = if ctx.guard.is_some() {
-        &guard_scratch.verdicts
-    } else {
-        decided
-    };
     // Rules see what is admitted, as it will be forwarded (redacted labels included).
     let rules = match ctx.rules {
-        Some(tap) => tap.observe(parsed, decoded, verdicts, rewrites, withhold),
-        None => {
-            withhold.clear();
-            crate::rules::tap::Observed::default()
-        }
+        Some(tap) => tap.observe(parsed, decoded, decisions),
+        None => crate::rules::tap::Observed::default(),
     };
-    let changed = dropped.dropped_series > 0
-        || dropped.overflowed_series > 0
-        || redacted > 0
-        || rules.withheld_series > 0
-        || relabeled.rewritten_series > 0;
 
-    if let Some(plan) = &ctx.routing {
-        let routed = crate::route::split(
-            plan, body, parsed, decoded, verdicts, withhold, rewrites, route,
-        );
-        let mut forwarded = Counts::default();
-        for p in &routed.parts {
-            forwarded.series += p.forwarded.series;
-            forwarded.samples += p.forwarded.samples;
-            forwarded.histograms += p.forwarded.histograms;
-            forwarded.exemplars += p.forwarded.exemplars;
-            forwarded.metadata += p.forwarded.metadata;
-        }
-        return Ok(Prepared {
+    let out = if let Some(plan) = &ctx.routing {
+        let routed = crate::route::split(plan, body, parsed, decoded, decisions, route);
+        Outgoing {
             body: Bytes::new(),
-            version: version_out,
-            received,
-            forwarded,
-            decoded_bytes: decoded.len(),
+            forwarded: routed.forwarded(),
             passthrough: false,
             empty: routed.parts.is_empty(),
-            dropped,
-            schema_dropped,
-            redacted,
-            relabel: relabeled,
             routed: Some(routed),
-            rules,
-        });
-    }
-
-    if !changed && version_in == version_out {
-        let empty = received.series == 0 && received.metadata == 0;
-        return Ok(Prepared {
+        }
+    } else if decisions.unchanged() && ctx.version_in == ctx.version_out {
+        Outgoing {
             body: body.clone(),
-            version: version_out,
-            received,
             forwarded: received,
-            decoded_bytes: decoded.len(),
             passthrough: true,
-            empty,
-            dropped,
-            schema_dropped,
-            redacted,
-            rules,
-            relabel: relabeled,
+            empty: received.series == 0 && received.metadata == 0,
             routed: None,
-        });
-    }
+        }
+    } else {
+        write_out(
+            writer,
+            compressed,
+            parsed,
+            decoded,
+            decisions,
+            ctx.version_out,
+        )
+    };
+    Ok(Prepared {
+        body: out.body,
+        version: ctx.version_out,
+        received,
+        forwarded: out.forwarded,
+        decoded_bytes: decoded.len(),
+        passthrough: out.passthrough,
+        empty: out.empty,
+        dropped,
+        schema_dropped: schema.dropped_by_rule,
+        redacted: schema.redacted_series,
+        rules,
+        relabel: relabeled,
+        routed: out.routed,
+    })
+}
 
-    if writer.version() != version_out {
-        *writer = Writer::new(version_out);
+/// How the request leaves: the part of `Prepared` that depends on the way out.
+struct Outgoing {
+    body: Bytes,
+    forwarded: Counts,
+    passthrough: bool,
+    empty: bool,
+    routed: Option<crate::route::Routed>,
+}
+
+/// One body in `version` of the series `decisions` forwards: raw copies of the unchanged
+/// series, rewritten labels re-encoded, then the metadata.
+fn write_out(
+    writer: &mut Writer,
+    compressed: &mut Vec<u8>,
+    req: &Parsed,
+    buf: &[u8],
+    decisions: &Decisions,
+    version: Version,
+) -> Outgoing {
+    if writer.version() != version {
+        *writer = Writer::new(version);
     }
-    writer.begin(parsed, decoded);
+    writer.begin(req, buf);
     let mut forwarded = Counts::default();
-    for i in 0..parsed.len() {
-        if verdicts.get(i).is_some_and(|v| *v != Verdict::Keep) || withhold.get(i) == Some(&true) {
+    for i in 0..req.len() {
+        if !decisions.forwarded(i) {
             continue;
         }
-        let view = parsed.series(decoded, i);
+        let view = req.series(buf, i);
         forwarded.series += 1;
         forwarded.samples += view.sample_count() as u64;
         forwarded.histograms += view.histogram_count() as u64;
         forwarded.exemplars += view.exemplar_count() as u64;
-        match rewrites.get(i).and_then(Option::as_ref) {
+        match decisions.rewritten(i) {
             Some(owned) => {
                 let labels: Vec<(&[u8], &[u8])> = owned
                     .iter()
                     .map(|(n, v)| (n.as_slice(), v.as_slice()))
                     .collect();
-                writer.relabeled_series(parsed, decoded, i, &labels);
+                writer.relabeled_series(req, buf, i, &labels);
             }
-            None => writer.copy_series(parsed, decoded, i),
+            None => writer.copy_series(req, buf, i),
         }
     }
-    writer.copy_metadata(parsed, decoded);
+    writer.copy_metadata(req, buf);
     forwarded.metadata = writer.metadata_written() as u64;
-    let out = writer.finish();
-    wire::snappy::compress(out, compressed);
-    Ok(Prepared {
+    wire::snappy::compress(writer.finish(), compressed);
+    Outgoing {
         body: Bytes::copy_from_slice(compressed),
-        version: version_out,
-        received,
         forwarded,
-        decoded_bytes: decoded.len(),
         passthrough: false,
         empty: forwarded.series == 0 && forwarded.metadata == 0,
-        dropped,
-        schema_dropped,
-        redacted,
-        rules,
-        relabel: relabeled,
         routed: None,
-    })
+    }
 }
+
+#[cfg(test)]
+mod tests;

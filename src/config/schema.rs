@@ -1,5 +1,6 @@
-//! The `schema:` section: what every series must look like at admission, and which label
-//! values are redacted before any stage sees them. Raw serde types and their validation.
+//! The `schema:` section as written: raw serde types, validated into `crate::schema`'s
+//! `SchemaConfig` (what every series must look like at admission, and which label values are
+//! redacted before any stage sees them).
 
 use std::collections::BTreeMap;
 
@@ -7,109 +8,8 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::validate::Errors;
-
-/// What a schema rule does with a series that breaks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SchemaAction {
-    /// Drop the series (counted); the request still succeeds.
-    #[default]
-    Drop,
-    /// Refuse the whole request with 400 and the reason.
-    Reject,
-}
-
-/// The schema rules, in the order they are checked. The index is stable: it names the rule in
-/// metrics (`reason="schema_<name>"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SchemaRule {
-    RequiredLabels,
-    ForbiddenLabelNames,
-    MetricName,
-    MaxLabels,
-    LabelNameLength,
-    LabelValueLength,
-}
-
-impl SchemaRule {
-    pub const ALL: [SchemaRule; 6] = [
-        SchemaRule::RequiredLabels,
-        SchemaRule::ForbiddenLabelNames,
-        SchemaRule::MetricName,
-        SchemaRule::MaxLabels,
-        SchemaRule::LabelNameLength,
-        SchemaRule::LabelValueLength,
-    ];
-
-    /// The config key of the rule (also its name in `actions:` and in metrics).
-    pub fn key(self) -> &'static str {
-        match self {
-            SchemaRule::RequiredLabels => "required_labels",
-            SchemaRule::ForbiddenLabelNames => "forbidden_label_names",
-            SchemaRule::MetricName => "metric_name_regex",
-            SchemaRule::MaxLabels => "max_labels_per_series",
-            SchemaRule::LabelNameLength => "max_label_name_length",
-            SchemaRule::LabelValueLength => "max_label_value_length",
-        }
-    }
-}
-
-/// How a matching label value is redacted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedactAction {
-    /// Replace the value by `redacted:` + 16 hex digits of its hash: series stay distinct.
-    Hash,
-    /// Remove the label.
-    DropLabel,
-}
-
-#[derive(Debug, Clone)]
-pub struct Redaction {
-    /// Anchored, as Prometheus anchors regexes.
-    pub regex: Regex,
-    /// Only these label names (empty: every label but `__name__`).
-    pub labels: Vec<String>,
-    pub action: RedactAction,
-}
-
-/// The validated `schema:` section.
-#[derive(Debug, Clone, Default)]
-pub struct SchemaConfig {
-    pub required_labels: Vec<String>,
-    pub forbidden_label_names: Option<Regex>,
-    pub metric_name: Option<Regex>,
-    pub max_labels: Option<usize>,
-    pub max_label_name_length: Option<usize>,
-    pub max_label_value_length: Option<usize>,
-    /// Action per rule, indexed like `SchemaRule::ALL`.
-    pub actions: [SchemaAction; 6],
-    pub redact: Vec<Redaction>,
-}
-
-impl SchemaConfig {
-    pub fn action(&self, rule: SchemaRule) -> SchemaAction {
-        self.actions[rule as usize]
-    }
-}
-
-impl PartialEq for SchemaConfig {
-    fn eq(&self, other: &Self) -> bool {
-        let re = |a: &Option<Regex>, b: &Option<Regex>| {
-            a.as_ref().map(Regex::as_str) == b.as_ref().map(Regex::as_str)
-        };
-        self.required_labels == other.required_labels
-            && re(&self.forbidden_label_names, &other.forbidden_label_names)
-            && re(&self.metric_name, &other.metric_name)
-            && self.max_labels == other.max_labels
-            && self.max_label_name_length == other.max_label_name_length
-            && self.max_label_value_length == other.max_label_value_length
-            && self.actions == other.actions
-            && self.redact.len() == other.redact.len()
-            && self.redact.iter().zip(&other.redact).all(|(a, b)| {
-                a.regex.as_str() == b.regex.as_str() && a.labels == b.labels && a.action == b.action
-            })
-    }
-}
+use super::errors::Errors;
+use crate::schema::{RedactAction, Redaction, SchemaAction, SchemaConfig, SchemaRule};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

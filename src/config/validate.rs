@@ -8,9 +8,7 @@ use serde_saphyr::Spanned;
 use super::raw::{ByteSize, RawConfig, RawLimits};
 use super::{guard, relabel, route, rules, schema, upstream, Config, ConfigErrors};
 
-// TODO(issue 10, after the schema move merges): `config/schema.rs` still imports the collector
-// from here; point it at `super::errors::Errors` and make this a private `use`.
-pub(super) use super::errors::Errors;
+use super::errors::Errors;
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::default();

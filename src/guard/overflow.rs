@@ -20,8 +20,8 @@ use std::sync::Mutex;
 use foldhash::fast::RandomState;
 
 use super::identity::Identity;
-use super::schema::OwnedLabels;
 use super::GaugeFunction;
+use crate::series::OwnedLabels;
 use crate::wire::OwnedSeries;
 
 /// The value overflow labels are set to.

@@ -12,86 +12,13 @@ use super::sketch::{Sketch, DEMAND_PRECISION, OFFENDER_PRECISION};
 use super::table::SeriesTable;
 use super::window::Window;
 use super::{Action, Budget};
-use crate::config::schema::SchemaRule;
+use crate::series::{Reason, Verdict, REASONS};
 
 /// Metric names and label names whose demand is sketched per owner; bounded so that an owner
 /// exploding in *names* (rather than values) cannot grow the guard's own memory without limit.
 /// Worst case per owner: 2 × 64 names × slices × 768 bytes (dense offender sketches) plus
 /// slices × 12 KiB of demand sketch; sparse sketches of small sets take far less.
 const MAX_TRACKED_NAMES: usize = 64;
-
-/// Why a series was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// The owner's `max_series`.
-    Budget,
-    /// A per-metric limit.
-    MetricBudget,
-    /// A label's distinct-value limit.
-    LabelLimit,
-    /// The global cap across owners.
-    GlobalCap,
-    /// A schema rule with action `drop`.
-    Schema(SchemaRule),
-    /// Dropped by `relabel_configs` (a `keep`/`drop`-style rule) before the guard.
-    Relabel,
-}
-
-/// Number of distinct reasons (the size of the per-reason counter arrays).
-pub const REASONS: usize = 5 + SchemaRule::ALL.len();
-
-impl Reason {
-    pub const ALL: [Reason; REASONS] = [
-        Reason::Budget,
-        Reason::MetricBudget,
-        Reason::LabelLimit,
-        Reason::GlobalCap,
-        Reason::Schema(SchemaRule::RequiredLabels),
-        Reason::Schema(SchemaRule::ForbiddenLabelNames),
-        Reason::Schema(SchemaRule::MetricName),
-        Reason::Schema(SchemaRule::MaxLabels),
-        Reason::Schema(SchemaRule::LabelNameLength),
-        Reason::Schema(SchemaRule::LabelValueLength),
-        Reason::Relabel,
-    ];
-
-    /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Budget => "budget",
-            Reason::MetricBudget => "metric_budget",
-            Reason::LabelLimit => "label_limit",
-            Reason::GlobalCap => "global_cap",
-            Reason::Schema(SchemaRule::RequiredLabels) => "schema_required_labels",
-            Reason::Schema(SchemaRule::ForbiddenLabelNames) => "schema_forbidden_label_names",
-            Reason::Schema(SchemaRule::MetricName) => "schema_metric_name",
-            Reason::Schema(SchemaRule::MaxLabels) => "schema_max_labels",
-            Reason::Schema(SchemaRule::LabelNameLength) => "schema_label_name_length",
-            Reason::Schema(SchemaRule::LabelValueLength) => "schema_label_value_length",
-            Reason::Relabel => "relabel",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        match self {
-            Reason::Budget => 0,
-            Reason::MetricBudget => 1,
-            Reason::LabelLimit => 2,
-            Reason::GlobalCap => 3,
-            Reason::Schema(r) => 4 + r as usize,
-            Reason::Relabel => 4 + SchemaRule::ALL.len(),
-        }
-    }
-}
-
-/// What the guard decided for one series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Keep,
-    Drop(Reason),
-    /// Over budget with action `relabel`: merged into an overflow aggregate instead.
-    Overflow(Reason),
-}
 
 /// Sketches over the window: one per slice, the oldest cleared as the window slides.
 #[derive(Clone, Debug)]
@@ -155,7 +82,7 @@ impl Default for Tally {
 }
 
 impl Tally {
-    /// A series dropped before admission (by a schema rule).
+    /// A series an earlier stage dropped before admission (relabeling, a schema rule).
     pub fn dropped(&mut self, reason: Reason, samples: u64) {
         self.samples += samples;
         self.dropped_samples[reason.index()] += samples;

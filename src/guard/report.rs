@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::owner::Reason;
 use super::GuardConfig;
 use super::{Guard, OTHER};
+use crate::series::{Reason, REASONS};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OwnerReport {
@@ -147,9 +147,7 @@ impl Guard {
     }
 }
 
-fn by_reason(
-    counters: &[std::sync::atomic::AtomicU64; super::owner::REASONS],
-) -> BTreeMap<&'static str, u64> {
+fn by_reason(counters: &[std::sync::atomic::AtomicU64; REASONS]) -> BTreeMap<&'static str, u64> {
     Reason::ALL
         .iter()
         .map(|r| (r.as_str(), counters[r.index()].load(Ordering::Relaxed)))

@@ -6,6 +6,8 @@ use std::time::Duration;
 use prost::Message;
 
 use super::*;
+use super::{Action, Budget, GuardConfig};
+use crate::series::Reason;
 use crate::wire::types::v1;
 use crate::wire::{Limits, Version};
 
@@ -50,6 +52,7 @@ struct Run {
     guard: Guard,
     cfg: GuardConfig,
     scratch: Scratch,
+    decisions: Decisions,
 }
 
 impl Run {
@@ -58,6 +61,7 @@ impl Run {
             guard: Guard::new(),
             cfg,
             scratch: Scratch::default(),
+            decisions: Decisions::default(),
         }
     }
 
@@ -75,11 +79,13 @@ impl Run {
             buf: &buf,
             tenant: None,
             now_ms,
-            rewrites: &[],
-            decided: &[],
         };
-        self.guard.admit(&self.cfg, batch, &mut self.scratch);
-        self.scratch.verdicts.clone()
+        self.decisions.reset(parsed.len());
+        self.guard
+            .admit(&self.cfg, batch, &mut self.decisions, &mut self.scratch);
+        (0..parsed.len())
+            .map(|i| self.decisions.verdict(i))
+            .collect()
     }
 
     fn row(&self, service: &str) -> report::OwnerReport {
@@ -422,10 +428,11 @@ fn tenants_are_an_outer_level() {
             buf: &buf,
             tenant: Some(tenant),
             now_ms: T0,
-            rewrites: &[],
-            decided: &[],
         };
-        r.guard.admit(&r.cfg, batch, &mut r.scratch).kept_series
+        r.decisions.reset(parsed.len());
+        r.guard
+            .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
+            .kept_series
     };
     // Service "a" of two tenants: separate owners, separate budgets.
     assert_eq!(send("small", 10), 2);

@@ -4,12 +4,12 @@
 
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
-use crate::config::schema::SchemaRule;
 use crate::forward::metrics::{ForwardMetrics, ItemCounters};
 use crate::pipeline::Prepared;
 use crate::relabel::metrics::RelabelMetrics;
 use crate::rules::metrics::RuleMetrics;
 use crate::schema::metrics::SchemaMetrics;
+use crate::schema::SchemaRule;
 use crate::telemetry::{counter, counter_vec, gauge, histogram};
 
 #[derive(Clone)]

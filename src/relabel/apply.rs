@@ -7,7 +7,7 @@ use md5::{Digest, Md5};
 
 use super::prefilter::bytes_eq;
 use super::rule::{is_valid_label_name, Action, Rule, RuleSet};
-use crate::guard::schema::OwnedLabels;
+use crate::series::OwnedLabels;
 
 /// What relabeling did to one series.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,9 @@
 //! The relabel stage of the pipeline: every series of a request through `relabel_configs`,
-//! results into the pipeline's per-series `rewrites` (changed labels) and `decided` (drops).
+//! changed labels and drops recorded in the request's `Decisions`.
 
 use super::memo::Known;
 use super::{process, Outcome, RuleSet, Scratch};
-use crate::guard::schema::OwnedLabels;
-use crate::guard::{Reason, Verdict};
+use crate::series::{Decisions, Dropped, Reason, Verdict};
 use crate::wire::Parsed;
 
 /// What the stage did to one request.
@@ -17,14 +16,21 @@ pub struct StageCounts {
     pub rewritten_series: u64,
 }
 
-/// Relabel every series of `req` (parsed from `buf`). `rewrites` and `decided` are sized to
-/// the request only when a series changes or is dropped, as the later stages expect.
+impl StageCounts {
+    pub fn dropped(&self) -> Dropped {
+        Dropped {
+            dropped_series: self.dropped_series,
+            dropped_samples: self.dropped_samples,
+        }
+    }
+}
+
+/// Relabel every series of `req` (parsed from `buf`), the first stage to write `decisions`.
 pub fn stage(
     rules: &RuleSet,
     req: &Parsed,
     buf: &[u8],
-    rewrites: &mut Vec<Option<OwnedLabels>>,
-    decided: &mut Vec<Verdict>,
+    decisions: &mut Decisions,
     scratch: &mut Scratch,
 ) -> StageCounts {
     let mut c = StageCounts::default();
@@ -52,17 +58,11 @@ pub fn stage(
         match outcome {
             Outcome::Unchanged => {}
             Outcome::Changed(labels) => {
-                if rewrites.is_empty() {
-                    rewrites.resize(req.len(), None);
-                }
-                rewrites[i] = Some(labels);
+                decisions.rewrite(i, labels);
                 c.rewritten_series += 1;
             }
             Outcome::Dropped => {
-                if decided.is_empty() {
-                    decided.resize(req.len(), Verdict::Keep);
-                }
-                decided[i] = Verdict::Drop(Reason::Relabel);
+                decisions.decide(i, Verdict::Drop(Reason::Relabel));
                 c.dropped_series += 1;
                 c.dropped_samples += (view.sample_count() + view.histogram_count()) as u64;
             }

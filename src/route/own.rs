@@ -10,6 +10,7 @@ use super::split::{split, Plan, Scratch};
 use super::Downsampler;
 use super::Routing;
 use crate::forward::{ForwardError, Forwarder};
+use crate::series::Decisions;
 use crate::wire::{self, Limits, Parsed, Version};
 
 /// What one routed send delivered.
@@ -49,14 +50,14 @@ pub async fn send_own(
             tenant: None,
             downsampler,
         };
+        // Nothing decided: every series goes to the routes as it is.
+        let decisions = Decisions::default();
         split(
             &plan,
             &body,
             &parsed,
             &decoded,
-            &[],
-            &[],
-            &[],
+            &decisions,
             &mut Scratch::default(),
         )
     };

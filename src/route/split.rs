@@ -8,9 +8,8 @@ use bytes::Bytes;
 
 use super::downsample::{Downsampler, Pending};
 use super::{Route, Routing};
-use crate::guard::schema::{Labels, OwnedLabels};
-use crate::guard::Verdict;
 use crate::relabel;
+use crate::series::{Decisions, Labels, OwnedLabels};
 use crate::wire::{self, Counts, Parsed, Version, Writer};
 
 /// What a request needs besides its series: the routing table, its tenant, the state.
@@ -50,6 +49,21 @@ pub struct Routed {
     pub unrouted: u64,
 }
 
+impl Routed {
+    /// What the parts carry, summed over the upstreams.
+    pub fn forwarded(&self) -> Counts {
+        let mut total = Counts::default();
+        for p in &self.parts {
+            total.series += p.forwarded.series;
+            total.samples += p.forwarded.samples;
+            total.histograms += p.forwarded.histograms;
+            total.exemplars += p.forwarded.exemplars;
+            total.metadata += p.forwarded.metadata;
+        }
+        total
+    }
+}
+
 /// Per-thread buffers.
 #[derive(Default)]
 pub struct Scratch {
@@ -81,17 +95,14 @@ where
     route.selector.as_ref().is_none_or(|s| s.matches(labels))
 }
 
-/// Split the kept series of `req` (`verdicts[i] == Keep` and not withheld for recording rules,
-/// labels from `rewrites` when set).
-#[allow(clippy::too_many_arguments)]
+/// Split the series of `req` that `decisions` forwards (kept, not withheld for recording
+/// rules), with their labels as `decisions` has them.
 pub fn split(
     plan: &Plan<'_>,
     body: &Bytes,
     req: &Parsed,
     buf: &[u8],
-    verdicts: &[Verdict],
-    withhold: &[bool],
-    rewrites: &[Option<OwnedLabels>],
+    decisions: &Decisions,
     s: &mut Scratch,
 ) -> Routed {
     let routing = plan.routing;
@@ -114,11 +125,11 @@ pub fn split(
     let mut downsampled = vec![0u64; routing.routes.len()];
 
     for i in 0..req.len() {
-        if verdicts.get(i).is_some_and(|v| *v != Verdict::Keep) || withhold.get(i) == Some(&true) {
+        if !decisions.forwarded(i) {
             continue;
         }
         let view = req.series(buf, i);
-        let rewritten = rewrites.get(i).and_then(Option::as_ref);
+        let rewritten = decisions.rewritten(i);
         let labels = match rewritten {
             Some(o) => Labels::Owned(o.iter()),
             None => Labels::Wire(view.labels()),

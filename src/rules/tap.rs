@@ -5,8 +5,7 @@
 use super::buffer::{Buffer, BufferLimits};
 use super::plan::Plan;
 use super::promql::Sample;
-use crate::guard::schema::OwnedLabels;
-use crate::guard::Verdict;
+use crate::series::Decisions;
 use crate::wire::Parsed;
 
 /// The rules' view for one request: the plan in force and the buffers.
@@ -34,23 +33,15 @@ pub struct Observed {
 }
 
 impl Tap<'_> {
-    /// Offer every kept series of the request. `withhold[i]` is set for series not to forward;
-    /// it stays empty when nothing is withheld.
-    pub fn observe(
-        &self,
-        req: &Parsed,
-        buf: &[u8],
-        verdicts: &[Verdict],
-        rewrites: &[Option<OwnedLabels>],
-        withhold: &mut Vec<bool>,
-    ) -> Observed {
+    /// Offer every kept series of the request, with its labels as `decisions` has them; the
+    /// series not to forward are marked withheld there.
+    pub fn observe(&self, req: &Parsed, buf: &[u8], decisions: &mut Decisions) -> Observed {
         let mut o = Observed::default();
-        withhold.clear();
         if self.plan.is_empty() {
             return o;
         }
         for i in 0..req.len() {
-            if verdicts.get(i).is_some_and(|v| *v != Verdict::Keep) {
+            if !decisions.kept(i) {
                 continue;
             }
             let view = req.series(buf, i);
@@ -62,7 +53,7 @@ impl Tap<'_> {
                 t: s.timestamp,
                 v: s.value,
             });
-            let (withheld, a) = match rewrites.get(i).and_then(Option::as_ref) {
+            let (withheld, a) = match decisions.rewritten(i) {
                 Some(owned) => {
                     let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
                     self.offer(labels, samples)
@@ -74,10 +65,7 @@ impl Tap<'_> {
             o.refused_series += u64::from(a.refused_series);
             o.evicted_early += a.evicted_early;
             if withheld {
-                if withhold.is_empty() {
-                    withhold.resize(req.len(), false);
-                }
-                withhold[i] = true;
+                decisions.withhold(i);
                 o.withheld_series += 1;
                 o.withheld_samples += view.sample_count() as u64;
             }

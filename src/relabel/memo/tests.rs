@@ -6,8 +6,7 @@ use prost::Message;
 use super::super::{stage, RuleSet, Scratch, StageCounts};
 use super::{Known, Memo, MAX_ENTRIES, SHARD_CAP};
 use crate::config::Config;
-use crate::guard::schema::OwnedLabels;
-use crate::guard::Verdict;
+use crate::series::{Decisions, OwnedLabels, Verdict};
 use crate::wire::types::v1;
 use crate::wire::{Limits, Parsed, Version};
 
@@ -60,16 +59,14 @@ type Run = (StageCounts, Vec<Option<OwnedLabels>>, Vec<Verdict>);
 fn run(rules: &RuleSet, buf: &[u8]) -> Run {
     let mut parsed = Parsed::new();
     parsed.parse(buf, Version::V1, &Limits::default()).unwrap();
-    let (mut rewrites, mut decided) = (Vec::new(), Vec::new());
-    let c = stage(
-        rules,
-        &parsed,
-        buf,
-        &mut rewrites,
-        &mut decided,
-        &mut Scratch::default(),
-    );
-    (c, rewrites, decided)
+    let mut decisions = Decisions::default();
+    decisions.reset(parsed.len());
+    let c = stage(rules, &parsed, buf, &mut decisions, &mut Scratch::default());
+    let rewrites = (0..parsed.len())
+        .map(|i| decisions.rewritten(i).cloned())
+        .collect();
+    let verdicts = (0..parsed.len()).map(|i| decisions.verdict(i)).collect();
+    (c, rewrites, verdicts)
 }
 
 #[test]
