@@ -32,13 +32,13 @@ pub const TASKS: [&str; 4] = [
 /// Why cardguard could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot read the listener's address: {0}")]
-    LocalAddr(std::io::Error),
+    #[error("reading the listener's address")]
+    LocalAddr(#[source] std::io::Error),
 }
 
 /// The process's own metrics: its background tasks.
