@@ -184,14 +184,18 @@ async fn reload_on_sighup_until_shutdown(app: &mut App) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             () = app.server_ended() => anyhow::bail!("the HTTP server stopped unexpectedly"),
-            Some(()) = async {
+            got = async {
                 match &mut hup {
                     Some(h) => h.recv().await,
                     None => std::future::pending().await,
                 }
-            } => {
-                tracing::info!("SIGHUP: reloading configuration");
-                let _ = app.state().reload().await;
+            } => match got {
+                Some(()) => {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    let _ = app.state().reload().await;
+                }
+                // The signal stream ended (only as the runtime stops): stop polling it.
+                None => hup = None,
             }
         }
     }
