@@ -1,7 +1,8 @@
 //! `cardguard demo`: the whole path in one process. A traffic generator plays a fleet of
-//! Prometheus-scraped services, cardguard sits in the middle exactly as `serve` runs it, and an
-//! in-process upstream stands in for the metrics backend, counting what arrives. Every few
-//! seconds the demo prints what flowed through each hop.
+//! Prometheus-scraped services, cardguard sits in the middle started by the same `App` as
+//! `serve` (server and background tasks), and an in-process upstream (`sink::Sink`) stands in
+//! for the metrics backend, counting what arrives. Every few seconds the demo prints what
+//! flowed through each hop.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,11 +18,11 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use tokio::net::TcpListener;
 
+use crate::app::{App, AppError};
 use crate::config::{Config, ConfigErrors, GuardConfig, UpstreamConfig};
 use crate::duration::PromDuration;
-use crate::ingest::{self, ConfigSource, State};
+use crate::ingest::{ConfigSource, State};
 use crate::sink::{Sink, SinkOptions};
-use crate::telemetry::Telemetry;
 use crate::wire::types::v1;
 use crate::wire::{self, Version};
 
@@ -82,6 +83,8 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Start(#[from] AppError),
     #[error("the demo upstream never answered: {0}")]
     Sink(String),
 }
@@ -253,16 +256,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             addr: args.listen,
             source,
         })?;
-    let telemetry = Telemetry::new();
     let guard_config = GuardConfig::with_default_budget(args.budget, vec!["service".into()]);
     config.guard = Some(guard_config.clone());
-    let state = State::new(config, ConfigSource::default(), telemetry.clone());
-    let report_state = state.clone();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(ingest::serve(state, listener, async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    }));
+    let app = App::start_on(config, ConfigSource::default(), listener)?;
+    let report_state = app.state().clone();
 
     println!("cardguard demo");
     println!(
@@ -308,8 +305,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     // The sender stops first so no request meets a closed listener.
     let _ = sender_stop.send(true);
     let _ = sender.await;
-    let _ = stop_tx.send(true);
-    let _ = server.await;
+    app.shutdown().await;
     println!();
     print_report(&sender_stats, &report_state, &guard_config, &sink, last);
     println!("distinct series at the upstream, per service:");

@@ -17,10 +17,12 @@
 //! `series` is the per-series vocabulary the stages share (verdicts, drop reasons, rewritten
 //! labels); `config` turns YAML and flags into validated, immutable settings swapped atomically
 //! on reload; `rules` evaluates recording rules on the buffered stream and sends the results
-//! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `demo` wires
+//! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `app` starts the
+//! server and the supervised background tasks for `serve`, `demo` and the tests; `demo` runs
 //! everything in-process.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod demo;
 pub mod duration;

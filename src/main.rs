@@ -1,14 +1,16 @@
-//! The `cardguard` command: parse arguments, run a subcommand, map errors to exit codes.
+//! The `cardguard` command: parse arguments, run a subcommand, map errors to exit codes. What
+//! runs is started by `cardguard::app::App`; this file only adds logging, the runtime and the
+//! signals (SIGHUP reloads, SIGTERM and Ctrl-C shut down).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cardguard::app::App;
 use cardguard::config::{Config, Overrides};
 use cardguard::duration::PromDuration;
-use cardguard::ingest::{self, ConfigSource, State};
-use cardguard::telemetry::Telemetry;
+use cardguard::ingest::ConfigSource;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -152,10 +154,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let rt = runtime()?;
     rt.block_on(async move {
-        let addr = config.server.listen_address;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?;
         let up = match (&config.upstream, &config.routing) {
             (Some(u), _) => u.url.to_string(),
             (None, Some(r)) => r
@@ -166,27 +164,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .join(","),
             (None, None) => String::new(),
         };
-        let state = State::new(config, source, Telemetry::new());
-        tracing::info!(listen = %listener.local_addr()?, upstream = %up, "cardguard serving");
-        tokio::spawn(reload_on_sighup(state.clone()));
-        tokio::spawn(ingest::guard_ticker(state.clone()));
-        tokio::spawn(ingest::overflow_flusher(state.clone()));
-        tokio::spawn(ingest::rule_tasks(state.clone()));
-        tokio::spawn(ingest::downsample_janitor(state.clone()));
-        ingest::serve(state, listener, shutdown_signal()).await;
-        Ok(())
+        let mut app = App::start(config, source).await?;
+        tracing::info!(listen = %app.local_addr(), upstream = %up, "cardguard serving");
+        let served = reload_on_sighup_until_shutdown(&mut app).await;
+        app.shutdown().await;
+        served
     })
 }
 
-async fn reload_on_sighup(state: std::sync::Arc<State>) {
+/// Reload the config on SIGHUP until SIGTERM or Ctrl-C.
+async fn reload_on_sighup_until_shutdown(app: &mut App) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading configuration");
-        let _ = state.reload().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut hup = signal(SignalKind::hangup())
+        .inspect_err(|_| tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload"))
+        .ok();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = app.server_ended() => anyhow::bail!("the HTTP server stopped unexpectedly"),
+            got = async {
+                match &mut hup {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match got {
+                Some(()) => {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    let _ = app.state().reload().await;
+                }
+                // The signal stream ended (only as the runtime stops): stop polling it.
+                None => hup = None,
+            }
+        }
     }
 }
 

@@ -13,9 +13,9 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
 use super::*;
+use crate::app::App;
 use crate::config::{Config, Overrides, UpstreamConfig};
 use crate::sink::{Answer, Sink, SinkOptions};
-use crate::telemetry::Telemetry;
 use crate::wire::types::{v1, v2};
 use crate::wire::{self, Version};
 
@@ -24,6 +24,8 @@ struct Harness {
     upstream: Sink,
     state: Arc<State>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// The server and background tasks, running until the test ends.
+    _app: App,
 }
 
 async fn start(version_out: Version, source: ConfigSource) -> Harness {
@@ -38,16 +40,18 @@ async fn start(version_out: Version, source: ConfigSource) -> Harness {
         headers: vec![],
         tenant_header: Some(http::HeaderName::from_static("x-scope-orgid")),
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = State::new(config, source, Telemetry::new());
-    tokio::spawn(serve(state.clone(), listener, std::future::pending()));
+    let app = App::start_on(config, source, listener().await).unwrap();
     Harness {
-        addr,
+        addr: app.local_addr(),
         upstream,
-        state,
+        state: app.state().clone(),
         client: Client::builder(TokioExecutor::new()).build_http(),
+        _app: app,
     }
+}
+
+async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
 impl Harness {
@@ -306,11 +310,12 @@ async fn upstream_down_is_503() {
         .unwrap();
     let mut config = (*h.state.config()).clone();
     config.upstream.as_mut().unwrap().url = format!("http://{dead}/api/v1/write").parse().unwrap();
-    let state = State::new(config, ConfigSource::default(), Telemetry::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(state, listener, std::future::pending()));
-    let h2 = Harness { addr, ..h };
+    let app = App::start_on(config, ConfigSource::default(), listener().await).unwrap();
+    let h2 = Harness {
+        addr: app.local_addr(),
+        _app: app,
+        ..h
+    };
     let (status, _, text) = h2
         .post(
             "application/x-protobuf",
@@ -537,7 +542,6 @@ async fn guard_drops_over_budget_and_answers_204() {
 async fn relabel_budget_forwards_an_overflow_aggregate() {
     let yaml = "guard:\n  overflow_flush_interval: 1s\n  default_budget:\n    max_series: 2\n    action: relabel\n    overflow_labels: [path]\n";
     let (h, _dir) = start_yaml(yaml).await;
-    tokio::spawn(overflow_flusher(h.state.clone()));
     let series = (0..5)
         .map(|i| {
             let path = format!("/u/{i}");

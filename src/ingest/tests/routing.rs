@@ -33,16 +33,14 @@ routes:
 "#
     );
     let config = Config::from_yaml(&yaml).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = State::new(config, ConfigSource::default(), Telemetry::new());
-    tokio::spawn(serve(state.clone(), listener, std::future::pending()));
+    let app = App::start_on(config, ConfigSource::default(), listener().await).unwrap();
     Routed {
         h: Harness {
-            addr,
+            addr: app.local_addr(),
             upstream: short,
-            state,
+            state: app.state().clone(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            _app: app,
         },
         long,
     }

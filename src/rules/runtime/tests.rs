@@ -1,9 +1,9 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::ingest::{ConfigSource, State};
+use crate::app::App;
+use crate::ingest::ConfigSource;
 use crate::rules::promql::Sample;
-use crate::telemetry::Telemetry;
 
 const GOOD: &str = "groups:\n  - name: g\n    rules:\n      - record: job:up:sum\n        expr: sum by (job) (up)\n";
 
@@ -42,7 +42,9 @@ fn source(dir: &std::path::Path, rules: &str) -> (ConfigSource, PathBuf) {
 async fn rules_reload_with_the_config_and_a_bad_file_keeps_the_old_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (src, rule_file) = source(dir.path(), GOOD);
-    let state = State::new(src.load().unwrap(), src, Telemetry::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = App::start_on(src.load().unwrap(), src, listener).unwrap();
+    let state = app.state();
     assert_eq!(state.rules.plan().selector_count(), 1);
 
     std::fs::write(

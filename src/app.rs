@@ -1,0 +1,175 @@
+//! The process's lifecycle. `App` owns what runs while cardguard runs: it builds the shared
+//! state from a validated config, binds (or takes) the listener, starts the HTTP server and
+//! every background task, keeps their handles, supervises the tasks and shuts everything down
+//! in order. `serve`, `demo` and the in-process tests all start cardguard through it, so they
+//! run the same process.
+
+mod supervisor;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::{IntCounterVec, Registry};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use supervisor::{Backoff, Supervisor};
+
+use crate::config::Config;
+use crate::ingest::{self, ConfigSource, State};
+use crate::telemetry::{counter_vec, Telemetry};
+
+/// The background tasks, by the name they carry in logs and in
+/// `cardguard_task_restarts_total{task}`.
+pub const TASKS: [&str; 4] = [
+    "guard_ticker",
+    "downsample_janitor",
+    "overflow_flusher",
+    "rules",
+];
+
+/// Why cardguard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("listening on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reading the listener's address")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+/// The process's own metrics: its background tasks.
+#[derive(Clone)]
+pub struct AppMetrics {
+    /// Background tasks started again after they panicked or ended, by task.
+    pub task_restarts: IntCounterVec,
+}
+
+impl AppMetrics {
+    pub fn register(r: &Registry) -> Self {
+        AppMetrics {
+            task_restarts: counter_vec(
+                r,
+                "cardguard_task_restarts_total",
+                "Background tasks restarted after they panicked or ended, by task.",
+                &["task"],
+            ),
+        }
+    }
+}
+
+/// A running cardguard: the HTTP server and the supervised background tasks over one
+/// `State`. Dropping it stops everything too, without waiting; `shutdown` is the orderly way.
+pub struct App {
+    state: Arc<State>,
+    addr: SocketAddr,
+    /// Tells the server to stop accepting; dropping it does too.
+    stop_server: watch::Sender<bool>,
+    /// `None` once it has ended (see `server_ended`).
+    server: Option<JoinHandle<()>>,
+    tasks: Supervisor,
+}
+
+impl App {
+    /// Bind `server.listen_address` and start.
+    pub async fn start(config: Config, source: ConfigSource) -> Result<App, AppError> {
+        let addr = config.server.listen_address;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        App::start_on(config, source, listener)
+    }
+
+    /// Start on a listener the caller bound (an ephemeral port in tests, the demo's own
+    /// error message). Must be called within a tokio runtime.
+    pub fn start_on(
+        config: Config,
+        source: ConfigSource,
+        listener: TcpListener,
+    ) -> Result<App, AppError> {
+        App::start_with(config, source, listener, Backoff::default())
+    }
+
+    fn start_with(
+        config: Config,
+        source: ConfigSource,
+        listener: TcpListener,
+        backoff: Backoff,
+    ) -> Result<App, AppError> {
+        let addr = listener.local_addr().map_err(AppError::LocalAddr)?;
+        let state = State::new(config, source, Telemetry::new());
+        let metrics = AppMetrics::register(state.telemetry.registry());
+        let mut tasks = Supervisor::new(metrics.task_restarts, backoff);
+        start_tasks(&mut tasks, &state);
+        let (stop_server, stop) = watch::channel(false);
+        let server = tokio::spawn(ingest::serve(state.clone(), listener, stopped(stop)));
+        Ok(App {
+            state,
+            addr,
+            stop_server,
+            server: Some(server),
+            tasks,
+        })
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Where the server listens (the bound port when started on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Resolves if the HTTP server ends on its own, which only a bug makes it do (it runs
+    /// until `shutdown`); never resolves otherwise.
+    pub async fn server_ended(&mut self) {
+        let Some(server) = &mut self.server else {
+            return std::future::pending().await;
+        };
+        let ended = server.await;
+        self.server = None;
+        match ended {
+            Ok(()) => tracing::error!("the HTTP server stopped on its own"),
+            Err(e) => tracing::error!("the HTTP server failed: {e}"),
+        }
+    }
+
+    /// Stop accepting connections, give in-flight requests up to `server.shutdown_grace` to
+    /// finish, then stop the background tasks and wait until they are gone.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop_server.send(true);
+        if let Some(server) = self.server.take() {
+            if let Err(e) = server.await {
+                tracing::error!("the HTTP server failed while shutting down: {e}");
+            }
+        }
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Every background task, under supervision. The functions themselves live with the state
+/// they work on.
+fn start_tasks(tasks: &mut Supervisor, state: &Arc<State>) {
+    let [ticker, janitor, flusher, rules] = TASKS;
+    let s = state.clone();
+    tasks.spawn(ticker, move || ingest::guard_ticker(s.clone()));
+    let s = state.clone();
+    tasks.spawn(janitor, move || ingest::downsample_janitor(s.clone()));
+    let s = state.clone();
+    tasks.spawn(flusher, move || ingest::overflow_flusher(s.clone()));
+    // The rules' evaluator; it spawns the rules' output sender itself, as a child that is not
+    // supervised here yet.
+    let s = state.clone();
+    tasks.spawn(rules, move || ingest::rule_tasks(s.clone()));
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests;
