@@ -46,16 +46,56 @@ pub enum ForwardError {
     },
 }
 
-impl ForwardError {
-    /// The bounded error class used as a metric label.
-    pub fn class(&self) -> &'static str {
+/// What kind of failure an upstream request met: decides whether a retry can help and which
+/// status the sender gets, and is the bounded `class` label on cardguard's own metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// No answer within the upstream's timeout.
+    Timeout,
+    /// The connection could not be made.
+    Connect,
+    /// The request failed on the way (reset, protocol error, a bug in our own body).
+    Transport,
+    /// 429: the upstream is busy; a later retry can succeed.
+    TooManyRequests,
+    /// 5xx: the upstream failed; a retry can succeed.
+    ServerError,
+    /// Any other non-2xx: the upstream refused the data for good; no retry will help.
+    Refused,
+}
+
+impl FailureClass {
+    /// Whether sending the same data again can succeed.
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, FailureClass::Refused)
+    }
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
         match self {
-            ForwardError::Timeout { .. } => "timeout",
-            ForwardError::Connect { .. } => "connect",
-            ForwardError::Transport { .. } => "other",
-            ForwardError::Status { status, .. } if status.as_u16() == 429 => "429",
-            ForwardError::Status { status, .. } if status.is_server_error() => "5xx",
-            ForwardError::Status { .. } => "4xx",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Connect => "connect",
+            FailureClass::Transport => "other",
+            FailureClass::TooManyRequests => "429",
+            FailureClass::ServerError => "5xx",
+            FailureClass::Refused => "4xx",
+        }
+    }
+}
+
+impl ForwardError {
+    pub fn class(&self) -> FailureClass {
+        match self {
+            ForwardError::Timeout { .. } => FailureClass::Timeout,
+            ForwardError::Connect { .. } => FailureClass::Connect,
+            ForwardError::Transport { .. } => FailureClass::Transport,
+            ForwardError::Status { status, .. } if status.as_u16() == 429 => {
+                FailureClass::TooManyRequests
+            }
+            ForwardError::Status { status, .. } if status.is_server_error() => {
+                FailureClass::ServerError
+            }
+            ForwardError::Status { .. } => FailureClass::Refused,
         }
     }
 }
@@ -107,7 +147,7 @@ impl Forwarder {
         let code = match &result {
             Ok(()) => "2xx",
             Err(ForwardError::Status { status, .. }) => status.as_str(),
-            Err(e) => e.class(),
+            Err(e) => e.class().as_str(),
         };
         self.metrics
             .upstream_requests
@@ -116,7 +156,7 @@ impl Forwarder {
         if let Err(e) = &result {
             self.metrics
                 .upstream_errors
-                .with_label_values(&[&up.name, e.class()])
+                .with_label_values(&[&up.name, e.class().as_str()])
                 .inc();
         }
         result

@@ -27,8 +27,8 @@ pub use state::{
 };
 use write::text_response;
 
-/// Route one request.
-pub async fn route(
+/// Hand one HTTP request to the handler of its path.
+pub async fn dispatch(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -159,7 +159,7 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, shutdown: impl Futu
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let svc = service_fn(move |req| route(state.clone(), req));
+                let svc = service_fn(move |req| dispatch(state.clone(), req));
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

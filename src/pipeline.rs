@@ -12,11 +12,10 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 
-use crate::config::GuardConfig;
-use crate::guard::{self, Guard};
+use crate::guard::{self, Guard, GuardConfig};
 use crate::schema::{SchemaConfig, SchemaRule};
-use crate::series::{Decisions, Dropped};
-use crate::wire::{self, Counts, Limits, Parsed, Version, WireError, Writer};
+use crate::series::{Decisions, DropCounts};
+use crate::wire::{self, ItemCounts, Limits, Parsed, Version, WireError, Writer};
 
 /// Why a request cannot be forwarded: the sender's fault, answered with 400.
 #[derive(Debug, thiserror::Error)]
@@ -24,17 +23,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Wire(#[from] WireError),
     /// A schema rule configured with `action: reject`.
-    #[error("series {series}: schema: {reason}")]
-    Schema { series: usize, reason: String },
-}
-
-impl From<crate::schema::Rejected> for PipelineError {
-    fn from(e: crate::schema::Rejected) -> Self {
-        PipelineError::Schema {
-            series: e.series,
-            reason: e.reason,
-        }
-    }
+    #[error(transparent)]
+    Schema(#[from] crate::schema::Rejected),
 }
 
 /// What the stages need to know about one request besides its body.
@@ -89,9 +79,9 @@ pub struct Prepared {
     pub body: Bytes,
     pub version: Version,
     /// What the incoming request carried.
-    pub received: Counts,
+    pub received: ItemCounts,
     /// What the outgoing body carries.
-    pub forwarded: Counts,
+    pub forwarded: ItemCounts,
     /// Decompressed size of the incoming body.
     pub decoded_bytes: usize,
     /// The original body is forwarded as it came (nothing changed, same version).
@@ -100,15 +90,15 @@ pub struct Prepared {
     /// bound for a v2 upstream, which has no place for metadata without series).
     pub empty: bool,
     /// Series and samples dropped by policy: relabeling, schema and guard, added up.
-    pub dropped: Dropped,
+    pub dropped: DropCounts,
     /// Series dropped per schema rule (indexed like `SchemaRule::ALL`).
     pub schema_dropped: [u64; SchemaRule::ALL.len()],
     /// Series whose labels were redacted.
     pub redacted: u64,
     /// What the recording rules' tap buffered and withheld.
-    pub rules: crate::rules::tap::Observed,
+    pub rules: crate::rules::tap::TapCounts,
     /// Series dropped and rewritten by `relabel_configs` (the drops are in `dropped` too).
-    pub relabel: crate::relabel::StageCounts,
+    pub relabel: crate::relabel::RelabelCounts,
     /// With routing: one body per upstream (`body` is then empty).
     pub routed: Option<crate::route::Routed>,
 }
@@ -186,12 +176,12 @@ fn prepare_with(
     }
 
     decisions.reset(parsed.len());
-    let mut dropped = Dropped::default();
+    let mut dropped = DropCounts::default();
     let relabeled = crate::relabel::stage(ctx.relabel, parsed, decoded, decisions, relabel);
     dropped += relabeled.dropped();
     let schema = match ctx.schema {
         Some(cfg) => crate::schema::stage(cfg, parsed, decoded, decisions)?,
-        None => crate::schema::StageCounts::default(),
+        None => crate::schema::SchemaCounts::default(),
     };
     dropped += schema.dropped();
     if let Some((guard, cfg)) = ctx.guard {
@@ -206,7 +196,7 @@ fn prepare_with(
     // Rules see what is admitted, as it will be forwarded (redacted labels included).
     let rules = match ctx.rules {
         Some(tap) => tap.observe(parsed, decoded, decisions),
-        None => crate::rules::tap::Observed::default(),
+        None => crate::rules::tap::TapCounts::default(),
     };
 
     let out = if let Some(plan) = &ctx.routing {
@@ -256,7 +246,7 @@ fn prepare_with(
 /// How the request leaves: the part of `Prepared` that depends on the way out.
 struct Outgoing {
     body: Bytes,
-    forwarded: Counts,
+    forwarded: ItemCounts,
     passthrough: bool,
     empty: bool,
     routed: Option<crate::route::Routed>,
@@ -276,7 +266,7 @@ fn write_out(
         *writer = Writer::new(version);
     }
     writer.begin(req, buf);
-    let mut forwarded = Counts::default();
+    let mut forwarded = ItemCounts::default();
     for i in 0..req.len() {
         if !decisions.forwarded(i) {
             continue;

@@ -235,11 +235,15 @@ pub async fn overflow_flusher(state: Arc<State>) {
             tenant: None,
         };
         match state.forwarder.send(up, out).await {
-            Ok(()) => state.metrics.forward.forwarded.add(&crate::wire::Counts {
-                series: series.len() as u64,
-                samples: series.len() as u64,
-                ..Default::default()
-            }),
+            Ok(()) => state
+                .metrics
+                .forward
+                .forwarded
+                .add(&crate::wire::ItemCounts {
+                    series: series.len() as u64,
+                    samples: series.len() as u64,
+                    ..Default::default()
+                }),
             Err(e) => {
                 tracing::warn!("overflow aggregates not delivered, retrying next flush: {e}");
                 state.guard.overflow.requeue(series.iter().map(|(k, _)| *k));

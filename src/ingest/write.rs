@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 
 use super::state::State;
 use crate::forward::{ForwardError, Outgoing};
-use crate::pipeline;
-use crate::wire::{Counts, Version, WireError};
+use crate::pipeline::{self, PipelineError};
+use crate::wire::{ItemCounts, Version, WireError};
 
 /// How long a sender may take to deliver a body once its headers arrived.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,13 +31,12 @@ pub enum IngestError {
     #[error("request body larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("reading request body: {0}")]
-    BodyRead(String),
+    BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("request body not received within {0:?}")]
     BodyTimeout(Duration),
+    /// What the sender sent cannot be forwarded: malformed, or refused by the schema.
     #[error(transparent)]
-    Wire(#[from] WireError),
-    #[error("series {series}: schema: {reason}")]
-    Schema { series: usize, reason: String },
+    Pipeline(#[from] PipelineError),
     #[error("too many requests in flight ({0}); retry later")]
     Overloaded(usize),
     #[error("no upstream configured")]
@@ -46,17 +45,6 @@ pub enum IngestError {
     Internal,
     #[error(transparent)]
     Upstream(#[from] ForwardError),
-}
-
-impl From<pipeline::PipelineError> for IngestError {
-    fn from(e: pipeline::PipelineError) -> Self {
-        match e {
-            pipeline::PipelineError::Wire(w) => IngestError::Wire(w),
-            pipeline::PipelineError::Schema { series, reason } => {
-                IngestError::Schema { series, reason }
-            }
-        }
-    }
 }
 
 impl IngestError {
@@ -68,9 +56,7 @@ impl IngestError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::BodyRead(_) | IngestError::Wire(_) | IngestError::Schema { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            IngestError::BodyRead(_) | IngestError::Pipeline(_) => StatusCode::BAD_REQUEST,
             IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::Overloaded(_) | IngestError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,13 +80,15 @@ impl IngestError {
             IngestError::UnsupportedContentType(_) => "content_type",
             IngestError::BodyTooLarge { .. } => "body_too_large",
             IngestError::BodyRead(_) | IngestError::BodyTimeout(_) => "body_read",
-            IngestError::Wire(WireError::SnappyFramed)
-            | IngestError::Wire(WireError::SnappyPreamble)
-            | IngestError::Wire(WireError::SnappyTooLarge { .. })
-            | IngestError::Wire(WireError::SnappyCorrupt(_)) => "snappy",
-            IngestError::Wire(WireError::Protobuf { .. }) => "protobuf",
-            IngestError::Wire(_) => "invalid_series",
-            IngestError::Schema { .. } => "schema",
+            IngestError::Pipeline(PipelineError::Wire(w)) => match w {
+                WireError::SnappyFramed
+                | WireError::SnappyPreamble
+                | WireError::SnappyTooLarge { .. }
+                | WireError::SnappyCorrupt(_) => "snappy",
+                WireError::Protobuf { .. } => "protobuf",
+                _ => "invalid_series",
+            },
+            IngestError::Pipeline(PipelineError::Schema(_)) => "schema",
             IngestError::Overloaded(_) => "overloaded",
             IngestError::NoUpstream => "no_upstream",
             IngestError::Internal => "internal",
@@ -135,7 +123,7 @@ impl IngestError {
         }
         if version == Some(Version::V2) {
             // "≤ what was sent" on a failure: nothing is known written (PROTOCOL.md §2).
-            written_headers(h, &Counts::default());
+            written_headers(h, &ItemCounts::default());
         }
         resp
     }
@@ -151,7 +139,7 @@ pub(super) fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Respo
     resp
 }
 
-fn written_headers(h: &mut HeaderMap, c: &Counts) {
+fn written_headers(h: &mut HeaderMap, c: &ItemCounts) {
     h.insert(
         "x-prometheus-remote-write-samples-written",
         c.samples.into(),
@@ -334,7 +322,7 @@ async fn send_routed(
     let answer = crate::route::send::answer(failures);
     // Commit unless the sender will retry: after a final 4xx it will not, and what the other
     // upstreams took stays there.
-    if answer.as_ref().is_none_or(|e| e.class() == "4xx") {
+    if answer.as_ref().is_none_or(|e| !e.class().is_retryable()) {
         state
             .downsampler
             .commit(&routed.pending, super::state::unix_now_ms());
@@ -411,7 +399,7 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, IngestError> {
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(IngestError::BodyTooLarge { limit })
         }
-        Err(e) => Err(IngestError::BodyRead(e.to_string())),
+        Err(e) => Err(IngestError::BodyRead(e)),
     }
 }
 

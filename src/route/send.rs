@@ -7,7 +7,7 @@ use http::HeaderValue;
 
 use super::split::Part;
 use super::Routing;
-use crate::forward::{ForwardError, Forwarder, Outgoing};
+use crate::forward::{FailureClass, ForwardError, Forwarder, Outgoing};
 
 /// The outcome of each part, in the order given.
 pub async fn send_all(
@@ -64,8 +64,8 @@ pub async fn send_all(
 /// final refusal; otherwise the first failure that makes the sender retry (→ 503), so the
 /// whole request comes again and the upstreams that did take it get identical duplicates.
 pub fn answer(failures: Vec<ForwardError>) -> Option<ForwardError> {
-    let is_429 = |e: &ForwardError| e.class() == "429";
-    let is_final = |e: &ForwardError| e.class() == "4xx";
+    let is_429 = |e: &ForwardError| e.class() == FailureClass::TooManyRequests;
+    let is_final = |e: &ForwardError| !e.class().is_retryable();
     if failures.is_empty() {
         return None;
     }
@@ -101,19 +101,19 @@ mod tests {
     fn picks_the_status_that_makes_the_sender_do_the_right_thing() {
         assert!(answer(vec![]).is_none());
         let a = answer(vec![status(429), status(429)]).unwrap();
-        assert_eq!(a.class(), "429");
+        assert_eq!(a.class(), FailureClass::TooManyRequests);
         let a = answer(vec![status(400)]).unwrap();
-        assert_eq!(a.class(), "4xx");
+        assert_eq!(a.class(), FailureClass::Refused);
         // Mixed: retry everything.
         let a = answer(vec![status(429), status(503)]).unwrap();
-        assert_eq!(a.class(), "5xx");
+        assert_eq!(a.class(), FailureClass::ServerError);
         let a = answer(vec![status(400), status(429)]).unwrap();
-        assert_eq!(a.class(), "429");
+        assert_eq!(a.class(), FailureClass::TooManyRequests);
         let timeout = ForwardError::Timeout {
             upstream: "t".into(),
             timeout: std::time::Duration::from_secs(1),
         };
         let a = answer(vec![status(400), timeout]).unwrap();
-        assert_eq!(a.class(), "timeout");
+        assert_eq!(a.class(), FailureClass::Timeout);
     }
 }
