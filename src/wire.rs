@@ -21,7 +21,7 @@ pub use reader::{
 };
 pub use writer::{OwnedSeries, Writer};
 
-/// Which remote-write message a body carries (selected by Content-Type, PROTOCOL.md §2).
+/// Which remote-write message a body carries (selected by Content-Type, docs/protocol.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Version {
     /// `prometheus.WriteRequest` (remote write 1.0).
@@ -31,7 +31,7 @@ pub enum Version {
 }
 
 impl Version {
-    /// The canonical Content-Type to send upstream, byte for byte (PROTOCOL.md §2 gotcha).
+    /// The canonical Content-Type to send upstream, byte for byte (docs/protocol.md §2, "parse leniently, send canonically").
     pub fn content_type(self) -> &'static str {
         match self {
             Version::V1 => "application/x-protobuf",

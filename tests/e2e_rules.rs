@@ -5,7 +5,7 @@
 //! asks Prometheus's query API for each rule's expression at that timestamp and compares: the
 //! same label sets, values equal to 1e-9 relative.
 //!
-//! Window edges (PROTOCOL.md §7): cardguard has Prometheus 3 semantics, range windows and the
+//! Window edges (docs/protocol.md §4 and §6): cardguard has Prometheus 3 semantics, range windows and the
 //! lookback left-open `(t-r, t]`; Prometheus 2.42 closes them `[t-r, t]`. The two differ only
 //! when a sample sits exactly on `t-r` (or `t-5m`). Evaluation timestamps here are multiples of
 //! 5 s, minus a 5 s offset; the test runs well under 5 minutes, so no sample is ever 5 m before
@@ -14,7 +14,7 @@
 //!
 //! Extrapolation at a series' start (found by this test): when a counter starts inside the
 //! window, 2.x caps the extrapolation towards the window start at the time to reach zero
-//! *before* deciding whether to extrapolate at all, 3.x after (PROTOCOL.md §4.3), so the two
+//! *before* deciding whether to extrapolate at all, 3.x after (docs/protocol.md §4), so the two
 //! differ for small counters. Every counter here starts at a large base (one million), which
 //! puts the time to zero far beyond the window in both versions: both then extrapolate by
 //! half a scrape interval, and agree.

@@ -278,7 +278,7 @@ impl Overflow {
     }
 }
 
-/// Prometheus's stale-marker bit pattern (PROTOCOL.md §1).
+/// Prometheus's stale-marker bit pattern (docs/protocol.md §1).
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 #[cfg(test)]

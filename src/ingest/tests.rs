@@ -183,7 +183,7 @@ async fn unchanged_request_is_forwarded_byte_for_byte() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    // v1 responses carry no Written headers (PROTOCOL.md §2).
+    // v1 responses carry no Written headers (docs/protocol.md §2).
     assert!(headers
         .get("x-prometheus-remote-write-samples-written")
         .is_none());

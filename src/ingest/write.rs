@@ -48,7 +48,7 @@ pub enum IngestError {
 }
 
 impl IngestError {
-    /// The one place where failures become HTTP statuses (PROTOCOL.md §3 and §7).
+    /// The one place where failures become HTTP statuses (docs/protocol.md §3 and §6).
     pub fn status(&self) -> StatusCode {
         match self {
             IngestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -122,7 +122,7 @@ impl IngestError {
             _ => {}
         }
         if version == Some(Version::V2) {
-            // "≤ what was sent" on a failure: nothing is known written (PROTOCOL.md §2).
+            // "≤ what was sent" on a failure: nothing is known written (docs/protocol.md §2).
             written_headers(h, &ItemCounts::default());
         }
         resp
@@ -284,7 +284,7 @@ async fn write(
     resp.headers_mut().remove(CONTENT_TYPE);
     if version_in == Version::V2 {
         // Everything accepted counts as written, including what policy filtered out: a v2
-        // sender treats a shortfall as a failed write (PROTOCOL.md §2, "Proxy implications").
+        // sender treats a shortfall as a failed write (docs/protocol.md §2, "Written headers").
         written_headers(resp.headers_mut(), &prepared.received);
     }
     Ok(resp)
@@ -359,7 +359,7 @@ pub fn negotiate(method: &Method, h: &HeaderMap) -> Result<Version, IngestError>
     }
 }
 
-/// Lenient on ingest (spaces, case, quotes), as PROTOCOL.md §2 advises.
+/// Lenient on ingest (spaces, case, quotes), as docs/protocol.md §2 advises.
 fn parse_content_type(ct: &str) -> Result<Version, IngestError> {
     let refuse = || IngestError::UnsupportedContentType(ct.to_string());
     let mut parts = ct.split(';');

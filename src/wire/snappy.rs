@@ -1,4 +1,4 @@
-//! Snappy block format (remote write never uses the framed format, PROTOCOL.md §6).
+//! Snappy block format (remote write never uses the framed format, docs/protocol.md §5).
 //!
 //! Only `snap::raw` is used: `snap::read`/`snap::write` speak the framed format. The decoded
 //! length in the block preamble is checked against the caller's limit before any memory is

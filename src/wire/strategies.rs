@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::testgen::histogram_v1_to_v2;
 use super::types::{v1, v2};
 
-/// The stale marker (PROTOCOL.md §1): a signalling NaN that must survive bit for bit.
+/// The stale marker (docs/protocol.md §1): a signalling NaN that must survive bit for bit.
 pub const STALE: u64 = 0x7ff0_0000_0000_0002;
 
 pub fn float() -> impl Strategy<Value = f64> {

@@ -1,6 +1,6 @@
 //! The remote-write messages as prost types, written by hand (no protoc, no build script).
 //!
-//! These are the reference: field numbers and wire types follow PROTOCOL.md §1 (package
+//! These are the reference: field numbers and wire types follow docs/protocol.md §1 (package
 //! `prometheus`, `prompb/remote.proto` + `types.proto`) and §2 (`io.prometheus.write.v2`).
 //! The hot path never decodes into them; tests check the zero-copy reader and the writer
 //! against them, and the rare translations (demo, rule output) may use them.

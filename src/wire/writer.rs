@@ -2,11 +2,11 @@
 //! unchanged series and encoding only relabeled or new ones, translating v1↔v2 on the way.
 //!
 //! Same version in and out, an unchanged series is its TimeSeries body copied behind a new
-//! tag and length: no decoding, no re-encoding (PROTOCOL.md §7 "forward what is unchanged as
-//! it came"). For v2 output the source's symbols table is copied first, in order, so raw
+//! tag and length: no decoding, no re-encoding (docs/protocol.md §6, "what is unchanged
+//! leaves as it came"). For v2 output the source's symbols table is copied first, in order, so raw
 //! series keep valid refs; strings of relabeled or new series are appended, deduplicated.
 //!
-//! Translation (`translate.rs`) follows PROTOCOL.md §1/§2:
+//! Translation (`translate.rs`) follows docs/protocol.md §1/§2:
 //! - v2 → v1: labels resolved; samples re-encoded without `start_timestamp`; histograms copied
 //!   without field 17; exemplars with resolved labels; per-series metadata becomes
 //!   request-level `MetricMetadata`, one per metric name (the first one seen wins).

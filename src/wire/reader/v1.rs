@@ -1,4 +1,4 @@
-//! The remote write 1.0 pass (PROTOCOL.md §1): `WriteRequest` field 1 `TimeSeries`, field 3
+//! The remote write 1.0 pass (docs/protocol.md §1): `WriteRequest` field 1 `TimeSeries`, field 3
 //! `MetricMetadata`, everything else skipped as unknown.
 
 use std::ops::Range;

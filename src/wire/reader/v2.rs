@@ -1,4 +1,4 @@
-//! The remote write 2.0 pass (PROTOCOL.md §2): `Request` field 4 symbols, field 5
+//! The remote write 2.0 pass (docs/protocol.md §2): `Request` field 4 symbols, field 5
 //! `TimeSeries`, everything else skipped as unknown.
 //!
 //! Field order on the wire is not guaranteed (senders put symbols first, but protobuf allows

@@ -182,7 +182,7 @@ impl<'a> SeriesView<'a> {
     /// Label semantics: at least one label, `__name__` present, names non-empty and unique,
     /// names and values valid UTF-8. `index` is only used in the error message.
     ///
-    /// Labels may arrive unsorted (1.0 receivers accept that, PROTOCOL.md §5b), so uniqueness
+    /// Labels may arrive unsorted (1.0 receivers accept that, docs/protocol.md §1), so uniqueness
     /// does not rely on order; sorted input (what Prometheus sends) takes a linear fast path.
     pub fn validate(&self, index: usize) -> Result<(), WireError> {
         if self.labels.is_empty() {
