@@ -31,7 +31,8 @@ pub enum Version {
 }
 
 impl Version {
-    /// The canonical Content-Type to send upstream, byte for byte (docs/protocol.md §2, "parse leniently, send canonically").
+    /// The canonical Content-Type to send upstream, byte for byte (docs/protocol.md §2,
+    /// "parse leniently, send canonically").
     pub fn content_type(self) -> &'static str {
         match self {
             Version::V1 => "application/x-protobuf",

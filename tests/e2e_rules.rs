@@ -5,8 +5,8 @@
 //! asks Prometheus's query API for each rule's expression at that timestamp and compares: the
 //! same label sets, values equal to 1e-9 relative.
 //!
-//! Window edges (docs/protocol.md §4 and §6): cardguard has Prometheus 3 semantics, range windows and the
-//! lookback left-open `(t-r, t]`; Prometheus 2.42 closes them `[t-r, t]`. The two differ only
+//! Window edges (docs/protocol.md §4 and §6): cardguard has Prometheus 3 semantics, range
+//! windows and the lookback left-open `(t-r, t]`; Prometheus 2.42 closes them `[t-r, t]`. The two differ only
 //! when a sample sits exactly on `t-r` (or `t-5m`). Evaluation timestamps here are multiples of
 //! 5 s, minus a 5 s offset; the test runs well under 5 minutes, so no sample is ever 5 m before
 //! an evaluation timestamp: every window (`[5m]` ranges and the 5 m lookback) starts before the

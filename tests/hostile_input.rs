@@ -1,8 +1,8 @@
 //! Hostile and malformed input against a running cardguard binary, with an in-test fake
 //! upstream that answers 204 and records what reaches it.
 //!
-//! For every hostile request: the status is the documented one (docs/protocol.md §3), a 400 carries
-//! a non-empty one-line reason, nothing is forwarded upstream, and afterwards the process still
+//! For every hostile request: the status is the documented one (docs/protocol.md §3), a 400
+//! carries a non-empty one-line reason, nothing is forwarded upstream, and afterwards the process still
 //! serves: `/-/healthy` is 200 and a valid write gets 204 and reaches the upstream.
 //! Separately: how upstream failures map to the sender (down/500/timeout → 503, 429 with
 //! Retry-After passed back, 4xx passed back with its body).
