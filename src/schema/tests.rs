@@ -1,10 +1,12 @@
 //! Each schema rule and its action, redaction, and the stage over a request.
 
-use super::*;
-use crate::config::Config;
+use regex::Regex;
 
-fn schema(yaml: &str) -> SchemaConfig {
-    Config::from_yaml(yaml).unwrap().schema.unwrap()
+use super::*;
+
+/// Anchored, as `config::schema` compiles every schema regex.
+fn re(pattern: &str) -> Regex {
+    Regex::new(&format!("^(?:{pattern})$")).unwrap()
 }
 
 fn pairs<'a>(l: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
@@ -13,9 +15,18 @@ fn pairs<'a>(l: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a [u8], &'a
 
 #[test]
 fn each_rule_and_its_action() {
-    let s = schema(
-            "schema:\n  required_labels: [service]\n  forbidden_label_names: \"user_id|session_.*\"\n  metric_name_regex: \"[a-z_]+\"\n  max_labels_per_series: 4\n  max_label_name_length: 10\n  max_label_value_length: 8\n  actions:\n    required_labels: reject\n",
-        );
+    let mut actions = [SchemaAction::Drop; SchemaRule::ALL.len()];
+    actions[SchemaRule::RequiredLabels as usize] = SchemaAction::Reject;
+    let s = SchemaConfig {
+        required_labels: vec!["service".into()],
+        forbidden_label_names: Some(re("user_id|session_.*")),
+        metric_name: Some(re("[a-z_]+")),
+        max_labels: Some(4),
+        max_label_name_length: Some(10),
+        max_label_value_length: Some(8),
+        actions,
+        redact: Vec::new(),
+    };
     let ok = [("__name__", "up"), ("service", "a")];
     assert!(check(&s, pairs(&ok)).is_none());
     let cases: &[(&[(&str, &str)], SchemaRule)] = &[
@@ -67,9 +78,21 @@ fn each_rule_and_its_action() {
 
 #[test]
 fn redaction_hashes_or_drops() {
-    let s = schema(
-            "schema:\n  redact:\n    - regex: \"[^@]+@[^@]+\"\n    - regex: \"tok_.*\"\n      labels: [token]\n      action: drop_label\n",
-        );
+    let s = SchemaConfig {
+        redact: vec![
+            Redaction {
+                regex: re("[^@]+@[^@]+"),
+                labels: Vec::new(),
+                action: RedactAction::Hash,
+            },
+            Redaction {
+                regex: re("tok_.*"),
+                labels: vec!["token".into()],
+                action: RedactAction::DropLabel,
+            },
+        ],
+        ..SchemaConfig::default()
+    };
     assert!(redact(&s, pairs(&[("__name__", "up"), ("user", "bob")])).is_none());
     let out = redact(
         &s,

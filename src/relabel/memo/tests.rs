@@ -3,28 +3,27 @@
 
 use prost::Message;
 
-use super::super::{stage, RelabelCounts, RuleSet, Scratch};
+use super::super::{stage, RelabelCounts, Rule, RuleSet, RuleSpec, Scratch};
 use super::{Known, Memo, MAX_ENTRIES, SHARD_CAP};
-use crate::config::Config;
 use crate::series::{Decisions, OwnedLabels, Verdict};
 use crate::wire::types::v1;
 use crate::wire::{Limits, Parsed, Version};
 
 fn compiled() -> RuleSet {
-    Config::from_yaml(
+    // The rules as a `relabel_configs:` list holds them.
+    let specs: Vec<RuleSpec> = serde_saphyr::from_str(
         r#"
-relabel_configs:
-  - source_labels: [__name__]
-    regex: "debug_.*"
-    action: drop
-  - source_labels: [instance]
-    regex: hot
-    target_label: tier
-    replacement: gold
+- source_labels: [__name__]
+  regex: "debug_.*"
+  action: drop
+- source_labels: [instance]
+  regex: hot
+  target_label: tier
+  replacement: gold
 "#,
     )
-    .unwrap()
-    .relabel
+    .unwrap();
+    RuleSet::new(specs.iter().map(|s| Rule::compile(s).unwrap()).collect())
 }
 
 fn request() -> Vec<u8> {
