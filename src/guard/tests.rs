@@ -8,28 +8,16 @@ use prost::Message;
 use super::*;
 use super::{Action, Budget, GuardConfig};
 use crate::series::Reason;
+use crate::wire::testgen;
 use crate::wire::types::v1;
 use crate::wire::{Limits, Version};
 
 const T0: i64 = 1_700_000_000_000;
 
+/// A series with `samples` samples, valued 0, 1, … one millisecond apart from `T0`.
 fn series(labels: &[(&str, &str)], samples: usize) -> v1::TimeSeries {
-    v1::TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| v1::Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        samples: (0..samples)
-            .map(|i| v1::Sample {
-                value: i as f64,
-                timestamp: T0 + i as i64,
-            })
-            .collect(),
-        ..Default::default()
-    }
+    let samples: Vec<(f64, i64)> = (0..samples).map(|i| (i as f64, T0 + i as i64)).collect();
+    testgen::series(labels, &samples)
 }
 
 /// `n` series of `metric` owned by `service`, told apart by an `id` label starting at `from`.

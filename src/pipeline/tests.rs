@@ -5,27 +5,17 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::Config;
-use crate::wire::OwnedSeries;
+use crate::wire::testgen;
 
 const NOW: i64 = 1_700_000_000_000;
 
 fn body(series: &[&[(&str, &str)]]) -> Bytes {
-    let mut w = Writer::new(Version::V1);
-    w.reset();
-    for labels in series {
-        let mut labels: Vec<(String, String)> = labels
+    testgen::body_v1(
+        series
             .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        labels.sort();
-        w.push_series(&OwnedSeries {
-            labels,
-            samples: vec![(1.0, NOW)],
-        });
-    }
-    let mut out = Vec::new();
-    wire::snappy::compress(w.finish(), &mut out);
-    Bytes::from(out)
+            .map(|labels| testgen::sorted_series(labels, &[(1.0, NOW)]))
+            .collect(),
+    )
 }
 
 #[test]

@@ -48,23 +48,6 @@ const BUCKETS: [&str; 12] = [
     "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
 ];
 
-fn series(labels: &[(&str, &str)], value: f64, ts_ms: i64) -> v1::TimeSeries {
-    v1::TimeSeries {
-        labels: labels
-            .iter()
-            .map(|&(n, v)| v1::Label {
-                name: n.to_owned(),
-                value: v.to_owned(),
-            })
-            .collect(),
-        samples: vec![v1::Sample {
-            value,
-            timestamp: ts_ms,
-        }],
-        ..Default::default()
-    }
-}
-
 /// `series` series of an HTTP service fleet, one sample each at `ts_ms`: request counters,
 /// latency histograms (buckets, `_sum`, `_count`) and process gauges, labels sorted by name.
 pub fn realistic_v1(series_count: usize, seed: u64, ts_ms: i64) -> v1::WriteRequest {
@@ -92,8 +75,7 @@ pub fn realistic_v1(series_count: usize, seed: u64, ts_ms: i64) -> v1::WriteRequ
                 ("service", service),
                 ("status", status),
             ],
-            base,
-            ts_ms,
+            &[(base, ts_ms)],
         ));
         let mut cumulative = 0.0;
         for le in BUCKETS {
@@ -107,8 +89,7 @@ pub fn realistic_v1(series_count: usize, seed: u64, ts_ms: i64) -> v1::WriteRequ
                     ("method", method),
                     ("service", service),
                 ],
-                cumulative,
-                ts_ms,
+                &[(cumulative, ts_ms)],
             ));
         }
         for (name, value) in [
@@ -123,8 +104,7 @@ pub fn realistic_v1(series_count: usize, seed: u64, ts_ms: i64) -> v1::WriteRequ
                     ("method", method),
                     ("service", service),
                 ],
-                value,
-                ts_ms,
+                &[(value, ts_ms)],
             ));
         }
         for (name, value) in [
@@ -142,8 +122,7 @@ pub fn realistic_v1(series_count: usize, seed: u64, ts_ms: i64) -> v1::WriteRequ
                     common[1],
                     ("service", service),
                 ],
-                value,
-                ts_ms,
+                &[(value, ts_ms)],
             ));
         }
     }
@@ -242,6 +221,59 @@ pub fn histogram_v1_to_v2(h: &v1::Histogram) -> v2::Histogram {
 }
 
 /// File names (under `testdata/payloads/`) of the generated fixtures and what they hold: the
+/// One v1 series with `labels` in the order given (a test of unsorted input keeps them
+/// unsorted) and `samples` as `(value, timestamp_ms)`: the unit tests' series builder.
+pub fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: samples
+            .iter()
+            .map(|&(value, timestamp)| v1::Sample { value, timestamp })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// `series`, with its labels sorted as a well-behaved sender sorts them.
+pub fn sorted_series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> v1::TimeSeries {
+    let mut s = series(labels, samples);
+    s.labels.sort_by(|a, b| a.name.cmp(&b.name));
+    s
+}
+
+/// A v1 request of these series, encoded and snappy-compressed as it goes over HTTP.
+pub fn body_v1(timeseries: Vec<v1::TimeSeries>) -> bytes::Bytes {
+    let req = v1::WriteRequest {
+        timeseries,
+        ..Default::default()
+    };
+    compress(&prost::Message::encode_to_vec(&req))
+}
+
+/// The same series as a request in `version` (v2 with its symbol table), compressed.
+pub fn body_in(version: super::Version, timeseries: Vec<v1::TimeSeries>) -> bytes::Bytes {
+    let req = v1::WriteRequest {
+        timeseries,
+        ..Default::default()
+    };
+    match version {
+        super::Version::V1 => compress(&prost::Message::encode_to_vec(&req)),
+        super::Version::V2 => compress(&prost::Message::encode_to_vec(&v1_to_v2(&req))),
+    }
+}
+
+fn compress(raw: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::new();
+    super::snappy::compress(raw, &mut out);
+    bytes::Bytes::from(out)
+}
+
 /// 2000-series payload as snappy bodies, as sent over HTTP.
 pub const FIXTURES: [(&str, super::Version); 2] = [
     ("generated-2000.v1.bin", super::Version::V1),

@@ -6,6 +6,7 @@ use prost::Message;
 use super::super::{stage, RelabelCounts, Rule, RuleSet, RuleSpec, Scratch};
 use super::{Known, Memo, MAX_ENTRIES, SHARD_CAP};
 use crate::series::{Decisions, OwnedLabels, Verdict};
+use crate::wire::testgen;
 use crate::wire::types::v1;
 use crate::wire::{Limits, Parsed, Version};
 
@@ -27,20 +28,7 @@ fn compiled() -> RuleSet {
 }
 
 fn request() -> Vec<u8> {
-    let series = |labels: &[(&str, &str)]| v1::TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| v1::Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        samples: vec![v1::Sample {
-            value: 1.0,
-            timestamp: 1,
-        }],
-        ..Default::default()
-    };
+    let series = |labels: &[(&str, &str)]| testgen::series(labels, &[(1.0, 1)]);
     v1::WriteRequest {
         timeseries: vec![
             series(&[("__name__", "up"), ("instance", "a")]),

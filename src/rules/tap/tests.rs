@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::*;
 use crate::pipeline::{self, Context};
 use crate::rules::file;
-use crate::wire::{self, Limits, OwnedSeries, Version, Writer};
+use crate::wire::{self, testgen, Limits, Version};
 
 const LIMITS: BufferLimits = BufferLimits {
     max_series: 100,
@@ -19,22 +19,13 @@ fn body(series: &[(&[(&str, &str)], i64)]) -> Bytes {
 }
 
 fn body_in(version: Version, series: &[(&[(&str, &str)], i64)]) -> Bytes {
-    let mut w = Writer::new(version);
-    w.reset();
-    for (labels, t) in series {
-        let mut l: Vec<(String, String)> = labels
+    testgen::body_in(
+        version,
+        series
             .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        l.sort();
-        w.push_series(&OwnedSeries {
-            labels: l,
-            samples: vec![(1.0, *t)],
-        });
-    }
-    let mut out = Vec::new();
-    wire::snappy::compress(w.finish(), &mut out);
-    Bytes::from(out)
+            .map(|(labels, t)| testgen::sorted_series(labels, &[(1.0, *t)]))
+            .collect(),
+    )
 }
 
 fn plan(forward_inputs: bool) -> Plan {
