@@ -245,3 +245,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FailureClass::*;
+
+    /// The `class` label values are part of the metrics' interface (dashboards, alerts).
+    #[test]
+    fn failure_class_labels_are_stable() {
+        let labels: Vec<_> = [
+            Timeout,
+            Connect,
+            Transport,
+            TooManyRequests,
+            ServerError,
+            Refused,
+        ]
+        .iter()
+        .map(|c| (c.as_str(), c.is_retryable()))
+        .collect();
+        assert_eq!(
+            labels,
+            [
+                ("timeout", true),
+                ("connect", true),
+                ("other", true),
+                ("429", true),
+                ("5xx", true),
+                ("4xx", false)
+            ]
+        );
+    }
+}

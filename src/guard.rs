@@ -1,6 +1,6 @@
-//! The cardinality guard: the gate between the wire reader and the forwarder that keeps each
-//! owner's series inside its budget, estimates the real demand, and never drops a series that
-//! was admitted before the limit was reached.
+//! The cardinality guard: the stage after relabeling and the schema that keeps each owner's
+//! series inside its budget, estimates the real demand, and never drops a series that was
+//! admitted before the limit was reached.
 //!
 //! Per request: every series is hashed to its id (`identity`) and assigned to its owner; the
 //! series of one owner are then decided together under that owner's lock (`owner`), so a

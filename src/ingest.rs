@@ -1,6 +1,6 @@
-//! Ingest: the HTTP server. HTTP/1.1 and h2c on one port, routing, the operational endpoints
-//! (`/metrics`, `/-/healthy`, `/-/ready`, `/-/reload`) and graceful shutdown. The write path
-//! itself is in `write`.
+//! Ingest: the HTTP server. HTTP/1.1 and h2c on one port, dispatch by path (`dispatch`; upstream
+//! routing is `crate::route`), the operational endpoints (`/metrics`, `/-/healthy`, `/-/ready`,
+//! `/-/reload`) and graceful shutdown. The write path itself is in `write`.
 
 pub mod metrics;
 mod state;

@@ -1,6 +1,6 @@
 //! The `schema:` section as written: raw serde types, validated into `crate::schema`'s
 //! `SchemaConfig` (what every series must look like at admission, and which label values are
-//! redacted before any stage sees them).
+//! redacted before any later stage sees them).
 
 use std::collections::BTreeMap;
 
