@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::Config;
-use crate::wire::OwnedSeries;
+use crate::wire::{OwnedSeries, Writer};
 
 const NOW: i64 = 1_700_000_000_000;
 
