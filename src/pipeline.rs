@@ -1,9 +1,8 @@
 //! The stage order, and nothing else: decompress → read → validate → relabel → schema → guard
-//! → rules' tap → split by upstream (one body per upstream, the original one when it can go
-//! as it came). Each stage lives in
-//! its own module and records what it decided per series in the request's `Decisions`; this
-//! file only decides who runs when, adds up what each stage dropped, and whether the request
-//! can leave as the body it came in.
+//! → rules' tap → split by upstream (one body per upstream; `route::split` sends the original
+//! body when it can go as it came). Each stage lives in its own module and records what it
+//! decided per series in the request's `Decisions`; this file only decides who runs when and
+//! adds up what each stage dropped.
 //!
 //! Runs synchronously on the calling worker thread with per-thread scratch buffers, so the
 //! decompressed body, offset tables and output buffer are reused from request to request and

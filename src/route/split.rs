@@ -1,6 +1,7 @@
 //! One request into one body per upstream: every kept series through the routes (in order,
 //! first match wins unless `continue`), then per route its own relabeling and downsampling,
-//! then out to each upstream the route names, as raw bytes when nothing changed.
+//! then out to each upstream the route names, as raw bytes when nothing changed. A single
+//! `upstream:` skips the routes: the original body, untouched, when nothing changed.
 
 use std::collections::HashMap;
 
