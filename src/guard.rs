@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use foldhash::fast::RandomState;
 
-use crate::series::{Decisions, Dropped, Verdict};
+use crate::series::{Decisions, DropCounts, Verdict};
 use crate::wire::{Parsed, SeriesView};
 pub use config::{Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch};
 use identity::Identity;
-use owner::{Counters, OwnerState, SeriesKey, Tally};
+use owner::{OwnerCounters, OwnerState, SeriesKey, OwnerDelta};
 use window::Window;
 
 /// Who owns a series: the tenant (when tenants are on) and the owner label's value.
@@ -52,7 +52,7 @@ pub const OTHER: &str = "other";
 pub struct Owner {
     pub key: OwnerKey,
     pub state: Mutex<OwnerState>,
-    pub counters: Counters,
+    pub counters: OwnerCounters,
 }
 
 /// The guard's state. Lives as long as the process; survives config reloads.
@@ -67,7 +67,7 @@ pub struct Guard {
 /// Per-request totals of the guard's own decisions, for the request's accounting. Series an
 /// earlier stage dropped are counted against their owner but not here: they are that stage's.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
+pub struct AdmissionCounts {
     pub kept_series: u64,
     pub dropped_series: u64,
     pub dropped_samples: u64,
@@ -75,9 +75,9 @@ pub struct Outcome {
     pub overflowed_series: u64,
 }
 
-impl Outcome {
-    pub fn dropped(&self) -> Dropped {
-        Dropped {
+impl AdmissionCounts {
+    pub fn dropped(&self) -> DropCounts {
+        DropCounts {
             dropped_series: self.dropped_series,
             dropped_samples: self.dropped_samples,
         }
@@ -151,7 +151,7 @@ impl Guard {
         batch: Batch<'_>,
         decisions: &mut Decisions,
         scratch: &mut Scratch,
-    ) -> Outcome {
+    ) -> AdmissionCounts {
         let Batch {
             req,
             buf,
@@ -228,7 +228,7 @@ impl Guard {
         // took its config before a reload and finishes after it must not put the old budget
         // back (it would stick until the next reload).
         let generation = cfg.generation;
-        let mut out = Outcome::default();
+        let mut out = AdmissionCounts::default();
         let mut start = 0;
         while start < scratch.series.len() {
             let slot = scratch.series[start].0;
@@ -240,7 +240,7 @@ impl Guard {
                 now,
                 generation,
             );
-            let mut tally = Tally::default();
+            let mut tally = OwnerDelta::default();
             {
                 let mut state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
                 if generation > state.generation {
@@ -357,7 +357,7 @@ impl Guard {
                 Arc::new(Owner {
                     state: Mutex::new(OwnerState::new(budget, generation, window, now)),
                     key,
-                    counters: Counters::default(),
+                    counters: OwnerCounters::default(),
                 })
             })
             .clone()

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use crate::config::GuardConfig;
 use crate::guard::{self, Guard};
 use crate::schema::{SchemaConfig, SchemaRule};
-use crate::series::{Decisions, Dropped};
-use crate::wire::{self, Counts, Limits, Parsed, Version, WireError};
+use crate::series::{Decisions, DropCounts};
+use crate::wire::{self, ItemCounts, Limits, Parsed, Version, WireError};
 
 /// Why a request cannot be forwarded: the sender's fault, answered with 400.
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +107,9 @@ impl<'a> Context<'a> {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// What the incoming request carried.
-    pub received: Counts,
+    pub received: ItemCounts,
     /// What the outgoing bodies carry, added up over the upstreams.
-    pub forwarded: Counts,
+    pub forwarded: ItemCounts,
     /// Decompressed size of the incoming body.
     pub decoded_bytes: usize,
     /// The original body is forwarded as it came (nothing changed, same version).
@@ -118,15 +118,15 @@ pub struct Prepared {
     /// bound for a v2 upstream, which has no place for metadata without series).
     pub empty: bool,
     /// Series and samples dropped by policy: relabeling, schema and guard, added up.
-    pub dropped: Dropped,
+    pub dropped: DropCounts,
     /// Series dropped per schema rule (indexed like `SchemaRule::ALL`).
     pub schema_dropped: [u64; SchemaRule::ALL.len()],
     /// Series whose labels were redacted.
     pub redacted: u64,
     /// What the recording rules' tap buffered and withheld.
-    pub rules: crate::rules::tap::Observed,
+    pub rules: crate::rules::tap::TapCounts,
     /// Series dropped and rewritten by `relabel_configs` (the drops are in `dropped` too).
-    pub relabel: crate::relabel::StageCounts,
+    pub relabel: crate::relabel::RelabelCounts,
     /// One body per upstream that gets something (the original body, when nothing changed
     /// and it goes to one upstream of its version).
     pub routed: crate::route::Routed,
@@ -197,12 +197,12 @@ fn prepare_with(
     }
 
     decisions.reset(parsed.len());
-    let mut dropped = Dropped::default();
+    let mut dropped = DropCounts::default();
     let relabeled = crate::relabel::stage(ctx.relabel, parsed, decoded, decisions, relabel);
     dropped += relabeled.dropped();
     let schema = match ctx.schema {
         Some(cfg) => crate::schema::stage(cfg, parsed, decoded, decisions)?,
-        None => crate::schema::StageCounts::default(),
+        None => crate::schema::SchemaCounts::default(),
     };
     dropped += schema.dropped();
     if let Some((guard, cfg)) = ctx.guard {
@@ -217,7 +217,7 @@ fn prepare_with(
     // Rules see what is admitted, as it will be forwarded (redacted labels included).
     let rules = match ctx.rules {
         Some(tap) => tap.observe(parsed, decoded, decisions),
-        None => crate::rules::tap::Observed::default(),
+        None => crate::rules::tap::TapCounts::default(),
     };
 
     let routed = crate::route::split(&ctx.routing, body, parsed, decoded, decisions, route);

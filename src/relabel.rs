@@ -22,7 +22,7 @@ mod template;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{process, Outcome, Scratch};
+pub use apply::{process, Relabeled, Scratch};
 pub use memo::MAX_ENTRIES as MEMO_MAX_ENTRIES;
 pub use rule::{is_valid_label_name, Action, Rule, RuleSet, RuleSpec};
-pub use stage::{stage, StageCounts};
+pub use stage::{stage, RelabelCounts};

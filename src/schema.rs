@@ -18,4 +18,4 @@ pub use crate::series::SchemaRule;
 pub use check::check;
 pub use config::{RedactAction, Redaction, SchemaAction, SchemaConfig};
 pub use redact::redact;
-pub use stage::{stage, Rejected, StageCounts};
+pub use stage::{stage, Rejected, SchemaCounts};

@@ -144,14 +144,14 @@ pub enum Verdict {
 /// Series and samples a stage took out of a request by policy. Each stage that drops reports
 /// its own; the pipeline adds them up, so no stage's count can stand in for another's.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Dropped {
+pub struct DropCounts {
     pub dropped_series: u64,
     /// Samples and histogram samples of the dropped series.
     pub dropped_samples: u64,
 }
 
-impl std::ops::AddAssign for Dropped {
-    fn add_assign(&mut self, other: Dropped) {
+impl std::ops::AddAssign for DropCounts {
+    fn add_assign(&mut self, other: DropCounts) {
         self.dropped_series += other.dropped_series;
         self.dropped_samples += other.dropped_samples;
     }

@@ -17,7 +17,7 @@ pub mod types;
 pub mod writer;
 
 pub use reader::{
-    Counts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView, V2Metadata, WireSample,
+    ItemCounts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView, V2Metadata, WireSample,
 };
 pub use writer::{OwnedSeries, Writer};
 

@@ -41,7 +41,7 @@ use script::{
 const EPSILON: f64 = 1e-6;
 
 #[derive(Default, Clone, Copy)]
-struct Counts {
+struct CaseCounts {
     passed: usize,
     failed: usize,
     unsupported: usize,
@@ -74,7 +74,7 @@ fn promql_conformance() {
     files.sort();
     assert!(!files.is_empty(), "no *.test files in {}", dir.display());
 
-    let mut total = Counts::default();
+    let mut total = CaseCounts::default();
     let mut report = String::new();
     let mut failures = String::new();
     let mut unsupported = String::new();
@@ -82,7 +82,7 @@ fn promql_conformance() {
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(f).unwrap();
-        let mut c = Counts::default();
+        let mut c = CaseCounts::default();
         for (line, expr, outcome) in run_script(&text) {
             match outcome {
                 Outcome::Pass => c.passed += 1,

@@ -33,7 +33,7 @@ pub struct Plan {
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct Outcome {
+pub struct LoadResult {
     pub elapsed: Duration,
     pub requests: u64,
     /// Samples in requests answered 2xx.
@@ -46,7 +46,7 @@ pub struct Outcome {
     pub sent_per_service: Vec<u64>,
 }
 
-impl Outcome {
+impl LoadResult {
     pub fn samples_per_sec(&self) -> f64 {
         self.samples_ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -78,7 +78,7 @@ struct Shared {
     stop: AtomicBool,
 }
 
-pub async fn run(plan: Plan) -> Outcome {
+pub async fn run(plan: Plan) -> LoadResult {
     let shared = Arc::new(Shared {
         next: AtomicU64::new(0),
         stop: AtomicBool::new(false),
@@ -99,9 +99,9 @@ pub async fn run(plan: Plan) -> Outcome {
             conn_loop(&plan, &shared, started, deadline, interval).await
         }));
     }
-    let mut out = Outcome {
+    let mut out = LoadResult {
         sent_per_service: vec![0; plan.services],
-        ..Outcome::default()
+        ..LoadResult::default()
     };
     for t in tasks {
         let o = t.await.expect("driver task");
@@ -127,10 +127,10 @@ async fn conn_loop(
     started: Instant,
     deadline: Instant,
     interval: Option<Duration>,
-) -> Outcome {
-    let mut out = Outcome {
+) -> LoadResult {
+    let mut out = LoadResult {
         sent_per_service: vec![0; plan.services],
-        ..Outcome::default()
+        ..LoadResult::default()
     };
     let mut conn: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(4096);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cardguard::sink::{Sink, SinkOptions};
 use clap::Parser;
-use drive::{Outcome, Plan};
+use drive::{LoadResult, Plan};
 use gen::{Load, Shape};
 use target::{Kind, Limits, ProcStats, Target};
 
@@ -80,7 +80,7 @@ impl Args {
 /// One saturation phase of one proxy.
 #[derive(Debug, Clone)]
 struct Sat {
-    out: Outcome,
+    out: LoadResult,
     cpu_s: f64,
     forwarded: u64,
 }
@@ -98,7 +98,7 @@ type Explosion = (Sat, BTreeMap<String, u64>, BTreeMap<String, u64>);
 #[derive(Debug, Default, Clone)]
 struct Side {
     sat: Option<Sat>,
-    half: Option<Outcome>,
+    half: Option<LoadResult>,
     hwm_main: u64,
     rss_large: Option<(ProcStats, ProcStats)>,
     explosion: Option<Explosion>,
@@ -435,7 +435,7 @@ async fn settle(upstream: &Sink) {
 /// hiccup under load does not throw away the other measurements.
 static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-fn assert_ok(kind: Kind, phase: &str, o: &Outcome) {
+fn assert_ok(kind: Kind, phase: &str, o: &LoadResult) {
     let bad: u64 = o
         .statuses
         .iter()
@@ -457,7 +457,7 @@ fn assert_ok(kind: Kind, phase: &str, o: &Outcome) {
     println!("WARNING: {msg}");
 }
 
-fn print_latency(who: &str, rate: f64, o: &Outcome) {
+fn print_latency(who: &str, rate: f64, o: &LoadResult) {
     println!(
         "{who:<9} at {rate:>10.0} samples/s offered: {:>10.0} achieved, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, {}",
         o.samples_per_sec(),
@@ -473,7 +473,7 @@ struct Soak {
     warmup_secs: f64,
     /// (seconds since start, RSS bytes)
     samples: Vec<(f64, u64)>,
-    out: Outcome,
+    out: LoadResult,
 }
 
 impl Soak {
@@ -578,7 +578,7 @@ fn report(
     base: &Load,
     large: Option<&Load>,
     sides: &BTreeMap<&'static str, Side>,
-    direct: &Outcome,
+    direct: &LoadResult,
     half_rate: f64,
     soak: Option<&Soak>,
     full: bool,

@@ -5,7 +5,7 @@
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 use crate::telemetry::{counter, counter_vec, gauge, register};
-use crate::wire::Counts;
+use crate::wire::ItemCounts;
 
 /// Per-item-kind counters (series, samples, histograms, exemplars, metadata) in one direction.
 #[derive(Clone)]
@@ -41,7 +41,7 @@ impl ItemCounters {
         self.samples.get()
     }
 
-    pub fn add(&self, n: &Counts) {
+    pub fn add(&self, n: &ItemCounts) {
         self.series.inc_by(n.series);
         self.samples.inc_by(n.samples);
         self.histograms.inc_by(n.histograms);

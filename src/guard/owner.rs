@@ -59,7 +59,7 @@ impl SketchRing {
 
 /// Per-request tallies of one owner, published to the owner's counters once per request.
 #[derive(Debug, Clone, Copy)]
-pub struct Tally {
+pub struct OwnerDelta {
     pub samples: u64,
     pub created: u64,
     pub dropped_samples: [u64; REASONS],
@@ -68,9 +68,9 @@ pub struct Tally {
     pub overflowed_samples: [u64; REASONS],
 }
 
-impl Default for Tally {
+impl Default for OwnerDelta {
     fn default() -> Self {
-        Tally {
+        OwnerDelta {
             samples: 0,
             created: 0,
             dropped_samples: [0; REASONS],
@@ -81,7 +81,7 @@ impl Default for Tally {
     }
 }
 
-impl Tally {
+impl OwnerDelta {
     /// A series an earlier stage dropped before admission (relabeling, a schema rule).
     pub fn dropped(&mut self, reason: Reason, samples: u64) {
         self.samples += samples;
@@ -92,7 +92,7 @@ impl Tally {
 
 /// Monotonic counters of one owner.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub struct OwnerCounters {
     pub samples: AtomicU64,
     pub created: AtomicU64,
     pub dropped_samples: [AtomicU64; REASONS],
@@ -103,10 +103,10 @@ pub struct Counters {
     pub overflowed_samples: [AtomicU64; REASONS],
 }
 
-impl Counters {
+impl OwnerCounters {
     /// Once per owner per request. Zero tallies are skipped: a steady-state request touches
     /// two counters per owner instead of forty-two contended cache lines.
-    pub fn add(&self, t: &Tally) {
+    pub fn add(&self, t: &OwnerDelta) {
         fn add(c: &AtomicU64, n: u64) {
             if n != 0 {
                 c.fetch_add(n, Ordering::Relaxed);
@@ -232,7 +232,7 @@ impl OwnerState {
         now: u64,
         global: &AtomicU64,
         cap: Option<u64>,
-        tally: &mut Tally,
+        tally: &mut OwnerDelta,
     ) -> Verdict
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,

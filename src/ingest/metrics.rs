@@ -156,7 +156,7 @@ mod tests {
         RuleMetrics::register(t.registry());
         crate::guard::metrics::GuardMetrics::register(t.registry(), || None);
         m.ingest.write_requests.with_label_values(&["204"]).inc();
-        m.ingest.received.add(&crate::wire::Counts {
+        m.ingest.received.add(&crate::wire::ItemCounts {
             series: 2,
             samples: 3,
             ..Default::default()

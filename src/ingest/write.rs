@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use super::state::State;
 use crate::forward::ForwardError;
 use crate::pipeline;
-use crate::wire::{Counts, Version, WireError};
+use crate::wire::{ItemCounts, Version, WireError};
 
 /// How long a sender may take to deliver a body once its headers arrived.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -135,7 +135,7 @@ impl IngestError {
         }
         if version == Some(Version::V2) {
             // "≤ what was sent" on a failure: nothing is known written (PROTOCOL.md §2).
-            written_headers(h, &Counts::default());
+            written_headers(h, &ItemCounts::default());
         }
         resp
     }
@@ -151,7 +151,7 @@ pub(super) fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Respo
     resp
 }
 
-fn written_headers(h: &mut HeaderMap, c: &Counts) {
+fn written_headers(h: &mut HeaderMap, c: &ItemCounts) {
     h.insert(
         "x-prometheus-remote-write-samples-written",
         c.samples.into(),

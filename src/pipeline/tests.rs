@@ -52,7 +52,7 @@ fn drops_of_relabel_schema_and_guard_add_up() {
     let p = prepare(&b, &staged).unwrap();
     assert_eq!(p.relabel.dropped_series, 1);
     assert_eq!(p.schema_dropped.iter().sum::<u64>(), 1);
-    let two = Dropped {
+    let two = DropCounts {
         dropped_series: 2,
         dropped_samples: 2,
     };
@@ -65,7 +65,7 @@ fn drops_of_relabel_schema_and_guard_add_up() {
         ..staged
     };
     let p = prepare(&b, &guarded).unwrap();
-    let three = Dropped {
+    let three = DropCounts {
         dropped_series: 3,
         dropped_samples: 3,
     };

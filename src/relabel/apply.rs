@@ -11,7 +11,7 @@ use crate::series::OwnedLabels;
 
 /// What relabeling did to one series.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Relabeled {
     /// The labels are as they came (the series keeps its raw bytes).
     Unchanged,
     /// New labels, sorted by name, no empty values.
@@ -37,7 +37,7 @@ pub struct Scratch {
 }
 
 /// Apply `rules` in order to the labels yielded by `base`.
-pub fn process<'a, I>(rules: &RuleSet, base: I, s: &mut Scratch) -> Outcome
+pub fn process<'a, I>(rules: &RuleSet, base: I, s: &mut Scratch) -> Relabeled
 where
     I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
 {
@@ -52,16 +52,16 @@ where
         if let (Some(v), true) = (vals, s.add.is_empty() && s.del.is_empty()) {
             match quick(rule, v, present) {
                 Quick::Unchanged => continue,
-                Quick::Drop => return Outcome::Dropped,
+                Quick::Drop => return Relabeled::Dropped,
                 Quick::Apply => {}
             }
         }
         if !apply(rule, base.clone(), s, vals) {
-            return Outcome::Dropped;
+            return Relabeled::Dropped;
         }
     }
     if s.add.is_empty() && s.del.is_empty() {
-        return Outcome::Unchanged;
+        return Relabeled::Unchanged;
     }
     let mut out: OwnedLabels = base
         .clone()
@@ -72,7 +72,7 @@ where
     out.sort_by(|a, b| a.0.cmp(&b.0));
     if out.is_empty() {
         // Prometheus's sender drops a series relabeled to no labels at all.
-        return Outcome::Dropped;
+        return Relabeled::Dropped;
     }
     let same = out.len() == base.clone().count()
         && out
@@ -80,9 +80,9 @@ where
             .zip(base)
             .all(|((n, v), (bn, bv))| n == bn && v == bv);
     if same {
-        Outcome::Unchanged
+        Relabeled::Unchanged
     } else {
-        Outcome::Changed(out)
+        Relabeled::Changed(out)
     }
 }
 

@@ -2,13 +2,13 @@
 //! changed labels and drops recorded in the request's `Decisions`.
 
 use super::memo::Known;
-use super::{process, Outcome, RuleSet, Scratch};
-use crate::series::{Decisions, Dropped, Reason, Verdict};
+use super::{process, Relabeled, RuleSet, Scratch};
+use crate::series::{Decisions, DropCounts, Reason, Verdict};
 use crate::wire::Parsed;
 
 /// What the stage did to one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StageCounts {
+pub struct RelabelCounts {
     pub dropped_series: u64,
     /// Samples and histogram samples of the dropped series.
     pub dropped_samples: u64,
@@ -16,9 +16,9 @@ pub struct StageCounts {
     pub rewritten_series: u64,
 }
 
-impl StageCounts {
-    pub fn dropped(&self) -> Dropped {
-        Dropped {
+impl RelabelCounts {
+    pub fn dropped(&self) -> DropCounts {
+        DropCounts {
             dropped_series: self.dropped_series,
             dropped_samples: self.dropped_samples,
         }
@@ -32,8 +32,8 @@ pub fn stage(
     buf: &[u8],
     decisions: &mut Decisions,
     scratch: &mut Scratch,
-) -> StageCounts {
-    let mut c = StageCounts::default();
+) -> RelabelCounts {
+    let mut c = RelabelCounts::default();
     if rules.is_empty() {
         return c;
     }
@@ -42,26 +42,26 @@ pub fn stage(
         // Series repeat every scrape: a known outcome skips the rules (see `memo`).
         let key = rules.memo.series_key(&view, &mut scratch.key);
         let outcome = match rules.memo.get(key) {
-            Some(Known::Unchanged) => Outcome::Unchanged,
-            Some(Known::Dropped) => Outcome::Dropped,
+            Some(Known::Unchanged) => Relabeled::Unchanged,
+            Some(Known::Dropped) => Relabeled::Dropped,
             None => {
                 let o = process(rules, view.labels(), scratch);
                 match o {
-                    Outcome::Unchanged => rules.memo.insert(key, Known::Unchanged),
-                    Outcome::Dropped => rules.memo.insert(key, Known::Dropped),
+                    Relabeled::Unchanged => rules.memo.insert(key, Known::Unchanged),
+                    Relabeled::Dropped => rules.memo.insert(key, Known::Dropped),
                     // Never remembered: the rewritten labels are needed every time.
-                    Outcome::Changed(_) => {}
+                    Relabeled::Changed(_) => {}
                 }
                 o
             }
         };
         match outcome {
-            Outcome::Unchanged => {}
-            Outcome::Changed(labels) => {
+            Relabeled::Unchanged => {}
+            Relabeled::Changed(labels) => {
                 decisions.rewrite(i, labels);
                 c.rewritten_series += 1;
             }
-            Outcome::Dropped => {
+            Relabeled::Dropped => {
                 decisions.decide(i, Verdict::Drop(Reason::Relabel));
                 c.dropped_series += 1;
                 c.dropped_samples += (view.sample_count() + view.histogram_count()) as u64;

@@ -56,9 +56,9 @@ fn run_order(input: &[(&str, &str)], rules: &[R], reverse: bool) -> Option<Vec<(
     }
     let mut s = Scratch::default();
     match process(&rules, sorted.iter().copied(), &mut s) {
-        Outcome::Dropped => None,
-        Outcome::Unchanged => Some(sorted.iter().map(|(n, v)| (str_of(n), str_of(v))).collect()),
-        Outcome::Changed(out) => {
+        Relabeled::Dropped => None,
+        Relabeled::Unchanged => Some(sorted.iter().map(|(n, v)| (str_of(n), str_of(v))).collect()),
+        Relabeled::Changed(out) => {
             assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "sorted, unique");
             assert!(out.iter().all(|(_, v)| !v.is_empty()), "no empty values");
             let mut before: Vec<(Vec<u8>, Vec<u8>)> = sorted

@@ -15,7 +15,7 @@ use super::{Downsampler, Routing};
 use crate::forward::{ForwardError, Forwarder};
 use crate::relabel;
 use crate::series::OwnedLabels;
-use crate::wire::{self, Counts, OwnedSeries, Writer};
+use crate::wire::{self, ItemCounts, OwnedSeries, Writer};
 
 /// What one send delivered.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct Delivered {
     /// Upstreams that received a part.
     pub parts: usize,
     /// What the parts carried, added up over the upstreams.
-    pub forwarded: Counts,
+    pub forwarded: ItemCounts,
     /// Series no route took (several upstreams and no catch-all route for them).
     pub unrouted: u64,
 }
@@ -32,7 +32,7 @@ pub struct Delivered {
 #[derive(Default)]
 pub struct Scratch {
     writers: Vec<Writer>,
-    counts: Vec<Counts>,
+    counts: Vec<ItemCounts>,
     claimed: Vec<Option<usize>>,
     relabel: relabel::Scratch,
     overlay: HashMap<u64, i64, foldhash::fast::FixedState>,
@@ -88,7 +88,7 @@ pub fn route(
         }
     }
     s.counts.clear();
-    s.counts.resize(n, Counts::default());
+    s.counts.resize(n, ItemCounts::default());
     s.overlay.clear();
     let mut downsampled = vec![0u64; routing.routes.len()];
 
@@ -110,9 +110,9 @@ pub fn route(
             let mut route_labels: Option<OwnedLabels> = None;
             if let Some(route) = route.filter(|rt| !rt.relabel.is_empty()) {
                 match relabel::process(&route.relabel, labels.clone(), &mut s.relabel) {
-                    relabel::Outcome::Unchanged => {}
-                    relabel::Outcome::Changed(l) => route_labels = Some(l),
-                    relabel::Outcome::Dropped => {
+                    relabel::Relabeled::Unchanged => {}
+                    relabel::Relabeled::Changed(l) => route_labels = Some(l),
+                    relabel::Relabeled::Dropped => {
                         out.route_relabel_dropped += 1;
                         continue;
                     }

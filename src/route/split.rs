@@ -11,7 +11,7 @@ use super::downsample::{Downsampler, Pending};
 use super::{Route, Routing};
 use crate::relabel;
 use crate::series::{Decisions, Labels, OwnedLabels};
-use crate::wire::{self, Counts, Parsed, Version, Writer};
+use crate::wire::{self, ItemCounts, Parsed, Version, Writer};
 
 /// What a request needs besides its series: the routing table, its tenant, the state.
 #[derive(Clone, Copy)]
@@ -29,7 +29,7 @@ pub struct Part {
     /// Snappy-compressed, in `version`.
     pub body: Bytes,
     pub version: Version,
-    pub forwarded: Counts,
+    pub forwarded: ItemCounts,
     /// The original body, forwarded as it came.
     pub passthrough: bool,
 }
@@ -52,8 +52,8 @@ pub struct Routed {
 
 impl Routed {
     /// What the parts carry, summed over the upstreams.
-    pub fn forwarded(&self) -> Counts {
-        let mut total = Counts::default();
+    pub fn forwarded(&self) -> ItemCounts {
+        let mut total = ItemCounts::default();
         for p in &self.parts {
             total.series += p.forwarded.series;
             total.samples += p.forwarded.samples;
@@ -70,7 +70,7 @@ impl Routed {
 pub struct Scratch {
     writers: Vec<Writer>,
     unchanged: Vec<usize>,
-    counts: Vec<Counts>,
+    counts: Vec<ItemCounts>,
     /// Route claiming each upstream for the current series.
     claimed: Vec<Option<usize>>,
     relabel: relabel::Scratch,
@@ -169,7 +169,7 @@ pub fn split(
     s.unchanged.clear();
     s.unchanged.resize(n, 0);
     s.counts.clear();
-    s.counts.resize(n, Counts::default());
+    s.counts.resize(n, ItemCounts::default());
     s.overlay.clear();
     let mut downsampled = vec![0u64; routing.routes.len()];
 
@@ -202,9 +202,9 @@ pub fn split(
             let mut route_labels: Option<OwnedLabels> = None;
             if let Some(route) = route.filter(|rt| !rt.relabel.is_empty()) {
                 match relabel::process(&route.relabel, labels.clone(), &mut s.relabel) {
-                    relabel::Outcome::Unchanged => {}
-                    relabel::Outcome::Changed(l) => route_labels = Some(l),
-                    relabel::Outcome::Dropped => {
+                    relabel::Relabeled::Unchanged => {}
+                    relabel::Relabeled::Changed(l) => route_labels = Some(l),
+                    relabel::Relabeled::Dropped => {
                         out.route_relabel_dropped += 1;
                         continue;
                     }
@@ -339,7 +339,7 @@ fn single(
         }
         let w = &mut s.writers[0];
         w.begin(req, buf);
-        let mut forwarded = Counts::default();
+        let mut forwarded = ItemCounts::default();
         for i in 0..req.len() {
             if !decisions.forwarded(i) {
                 continue;

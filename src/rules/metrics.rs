@@ -4,7 +4,7 @@
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::buffer::BufferStats;
-use super::tap::Observed;
+use super::tap::TapCounts;
 use crate::telemetry::{counter, counter_vec, gauge, register};
 
 #[derive(Clone)]
@@ -138,8 +138,8 @@ impl RuleMetrics {
     }
 
     /// Publish one request's tap counts.
-    pub fn add_observed(&self, o: &Observed) {
-        if *o == Observed::default() {
+    pub fn add_observed(&self, o: &TapCounts) {
+        if *o == TapCounts::default() {
             return;
         }
         self.samples_buffered.inc_by(o.samples);

@@ -18,7 +18,7 @@ pub struct Tap<'a> {
 
 /// What the tap did with one request, counted locally and published once.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Observed {
+pub struct TapCounts {
     /// Samples added to the buffers.
     pub samples: u64,
     /// Samples at or before the newest buffered for their series (retries, out of order).
@@ -35,8 +35,8 @@ pub struct Observed {
 impl Tap<'_> {
     /// Offer every kept series of the request, with its labels as `decisions` has them; the
     /// series not to forward are marked withheld there.
-    pub fn observe(&self, req: &Parsed, buf: &[u8], decisions: &mut Decisions) -> Observed {
-        let mut o = Observed::default();
+    pub fn observe(&self, req: &Parsed, buf: &[u8], decisions: &mut Decisions) -> TapCounts {
+        let mut o = TapCounts::default();
         if self.plan.is_empty() {
             return o;
         }

@@ -3,12 +3,12 @@
 //! `Decisions`, a `reject` rule refuses the whole request.
 
 use super::{check, redact, SchemaAction, SchemaConfig, SchemaRule};
-use crate::series::{Decisions, Dropped, Reason, Verdict};
+use crate::series::{Decisions, DropCounts, Reason, Verdict};
 use crate::wire::Parsed;
 
 /// What the stage did to one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StageCounts {
+pub struct SchemaCounts {
     /// Series dropped, by the rule they broke (indexed like `SchemaRule::ALL`).
     pub dropped_by_rule: [u64; SchemaRule::ALL.len()],
     pub dropped_series: u64,
@@ -18,9 +18,9 @@ pub struct StageCounts {
     pub redacted_series: u64,
 }
 
-impl StageCounts {
-    pub fn dropped(&self) -> Dropped {
-        Dropped {
+impl SchemaCounts {
+    pub fn dropped(&self) -> DropCounts {
+        DropCounts {
             dropped_series: self.dropped_series,
             dropped_samples: self.dropped_samples,
         }
@@ -43,8 +43,8 @@ pub fn stage(
     req: &Parsed,
     buf: &[u8],
     decisions: &mut Decisions,
-) -> Result<StageCounts, Rejected> {
-    let mut c = StageCounts::default();
+) -> Result<SchemaCounts, Rejected> {
+    let mut c = SchemaCounts::default();
     for i in 0..req.len() {
         if !decisions.kept(i) {
             continue; // dropped by relabeling

@@ -24,7 +24,7 @@ pub use view::{LabelsIter, RawFields, SampleIter, SeriesView, WireSample};
 /// number of series whose `metadata` field is present and not all-default (Go senders always
 /// emit the field, empty when they know nothing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub struct ItemCounts {
     pub series: u64,
     pub samples: u64,
     pub histograms: u64,
@@ -80,7 +80,7 @@ impl V2Metadata {
 #[derive(Debug)]
 pub struct Parsed {
     version: Version,
-    counts: Counts,
+    counts: ItemCounts,
     pub(crate) series: Vec<SeriesRec>,
     pub(crate) labels: Vec<LabelRec>,
     /// v2: `(offset, len)` of every symbol, in table order.
@@ -97,7 +97,7 @@ impl Default for Parsed {
     fn default() -> Self {
         Parsed {
             version: Version::V1,
-            counts: Counts::default(),
+            counts: ItemCounts::default(),
             series: Vec::new(),
             labels: Vec::new(),
             symbols: Vec::new(),
@@ -158,7 +158,7 @@ impl Parsed {
     }
 
     pub fn clear(&mut self) {
-        self.counts = Counts::default();
+        self.counts = ItemCounts::default();
         self.series.clear();
         self.labels.clear();
         self.symbols.clear();
@@ -171,11 +171,11 @@ impl Parsed {
         self.version
     }
 
-    pub fn counts(&self) -> Counts {
+    pub fn counts(&self) -> ItemCounts {
         self.counts
     }
 
-    pub(crate) fn counts_mut(&mut self) -> &mut Counts {
+    pub(crate) fn counts_mut(&mut self) -> &mut ItemCounts {
         &mut self.counts
     }
 

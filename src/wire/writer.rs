@@ -68,7 +68,7 @@ pub struct Writer {
     /// v2 output: symbols followed by series, assembled by `finish`.
     done: Vec<u8>,
     series_written: usize,
-    /// Metadata items written, counted as `Counts::metadata` counts them on input.
+    /// Metadata items written, counted as `ItemCounts::metadata` counts them on input.
     metadata_written: usize,
     /// `filtered_series`: which float samples of the series being written to keep.
     sample_mask: Vec<bool>,
@@ -108,7 +108,7 @@ impl Writer {
         self.series_written
     }
 
-    /// Metadata items written since `begin`/`reset`, counted like [`super::Counts::metadata`]
+    /// Metadata items written since `begin`/`reset`, counted like [`super::ItemCounts::metadata`]
     /// counts the output version: v1 `MetricMetadata` entries, or v2 series carrying
     /// non-empty metadata.
     pub fn metadata_written(&self) -> usize {

@@ -3,7 +3,7 @@
 
 use prost::Message;
 
-use super::super::{stage, RuleSet, Scratch, StageCounts};
+use super::super::{stage, RuleSet, Scratch, RelabelCounts};
 use super::{Known, Memo, MAX_ENTRIES, SHARD_CAP};
 use crate::config::Config;
 use crate::series::{Decisions, OwnedLabels, Verdict};
@@ -54,7 +54,7 @@ fn request() -> Vec<u8> {
     .encode_to_vec()
 }
 
-type Run = (StageCounts, Vec<Option<OwnedLabels>>, Vec<Verdict>);
+type Run = (RelabelCounts, Vec<Option<OwnedLabels>>, Vec<Verdict>);
 
 fn run(rules: &RuleSet, buf: &[u8]) -> Run {
     let mut parsed = Parsed::new();
