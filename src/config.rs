@@ -40,8 +40,6 @@ pub use crate::guard::{Action, Budget, GuardConfig};
 pub struct Config {
     pub server: ServerConfig,
     pub limits: RequestLimits,
-    /// `None` only before flags were applied; `serve` refuses to start without one.
-    pub upstream: Option<UpstreamConfig>,
     /// The cardinality guard; `None` forwards everything (a pure pass-through).
     pub guard: Option<GuardConfig>,
     /// Label schema and redaction at admission; `None` checks only the wire-level caps.
@@ -50,7 +48,9 @@ pub struct Config {
     pub rules: crate::rules::RulesConfig,
     /// `relabel_configs:` applied to every series at ingest, before the schema and the guard.
     pub relabel: crate::relabel::RuleSet,
-    /// `upstreams:` and `routes:`; when set, `upstream` is `None`.
+    /// Where accepted series go: `upstreams:` and `routes:`, or a single `upstream:` as a
+    /// one-route routing. `None` only before flags were applied; `serve` refuses to start
+    /// without one.
     pub routing: Option<Arc<crate::route::Routing>>,
 }
 
@@ -85,7 +85,6 @@ impl Default for Config {
                 max_body_bytes: 32 << 20,
                 wire: Limits::default(),
             },
-            upstream: None,
             guard: None,
             schema: None,
             rules: crate::rules::RulesConfig::default(),
@@ -140,9 +139,6 @@ impl crate::rules::InForce for Config {
     }
     fn routing(&self) -> Option<&Arc<crate::route::Routing>> {
         self.routing.as_ref()
-    }
-    fn upstream(&self) -> Option<&UpstreamConfig> {
-        self.upstream.as_ref()
     }
 }
 

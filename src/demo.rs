@@ -240,7 +240,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let sink_addr = sink.addr();
     let mut config = Config::default();
     config.server.listen_address = args.listen;
-    config.upstream = Some(UpstreamConfig {
+    config.routing = Some(Arc::new(crate::route::Routing::single(UpstreamConfig {
         name: "demo-sink".into(),
         url: format!("http://{sink_addr}/api/v1/write")
             .parse()
@@ -249,7 +249,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         timeout: Duration::from_secs(5),
         headers: Vec::new(),
         tenant_header: None,
-    });
+    })));
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| DemoError::Bind {

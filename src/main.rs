@@ -147,22 +147,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let config = source.load()?;
-    if config.upstream.is_none() && config.routing.is_none() {
+    let Some(routing) = config.routing.clone() else {
         anyhow::bail!(
             "no upstream: set upstream.url (or upstreams:) in the config file or pass --upstream URL"
         );
-    }
+    };
     let rt = runtime()?;
     rt.block_on(async move {
-        let up = match (&config.upstream, &config.routing) {
-            (Some(u), _) => u.url.to_string(),
-            (None, Some(r)) => r
+        let up = if routing.single {
+            routing.upstreams[0].url.to_string()
+        } else {
+            routing
                 .upstreams
                 .iter()
                 .map(|u| format!("{}={}", u.name, u.url))
                 .collect::<Vec<_>>()
-                .join(","),
-            (None, None) => String::new(),
+                .join(",")
         };
         let mut app = App::start(config, source).await?;
         tracing::info!(listen = %app.local_addr(), upstream = %up, "cardguard serving");

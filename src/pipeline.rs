@@ -1,8 +1,8 @@
 //! The stage order, and nothing else: decompress → read → validate → relabel → schema → guard
-//! → rules' tap → write out (one body, or one per upstream with routing). Each stage lives in
-//! its own module and records what it decided per series in the request's `Decisions`; this
-//! file only decides who runs when, adds up what each stage dropped, and whether the request
-//! can leave as the body it came in.
+//! → rules' tap → split by upstream (one body per upstream; `route::split` sends the original
+//! body when it can go as it came). Each stage lives in its own module and records what it
+//! decided per series in the request's `Decisions`; this file only decides who runs when and
+//! adds up what each stage dropped.
 //!
 //! Runs synchronously on the calling worker thread with per-thread scratch buffers, so the
 //! decompressed body, offset tables and output buffer are reused from request to request and
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::guard::{self, Guard, GuardConfig};
 use crate::schema::{SchemaConfig, SchemaRule};
 use crate::series::{Decisions, DropCounts};
-use crate::wire::{self, ItemCounts, Limits, Parsed, Version, WireError, Writer};
+use crate::wire::{self, ItemCounts, Limits, Parsed, Version, WireError};
 
 /// Why a request cannot be forwarded: the sender's fault, answered with 400.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,6 @@ pub enum PipelineError {
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub version_in: Version,
-    pub version_out: Version,
     pub limits: &'a Limits,
     /// The guard and its config, when the guard is on.
     pub guard: Option<(&'a Guard, &'a GuardConfig)>,
@@ -41,9 +40,8 @@ pub struct Context<'a> {
     pub relabel: &'a crate::relabel::RuleSet,
     /// The tenant of the request (its tenant header), if any.
     pub tenant: Option<&'a str>,
-    /// With `upstreams:`/`routes:`: split the request by upstream instead of writing one body
-    /// (`version_out` is then unused).
-    pub routing: Option<crate::route::Plan<'a>>,
+    /// Where the request goes: one body per upstream of the routing.
+    pub routing: crate::route::Plan<'a>,
     /// Wall-clock time of the request, in milliseconds since the epoch.
     pub now_ms: i64,
     /// Recording rules' tap, when some rule reads anything.
@@ -51,21 +49,44 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    /// Only the wire stages: no relabeling, schema, guard, rules or routing. Callers that
-    /// turn stages on set those fields over this (`Context { guard, ..Context::new(..) }`), so
-    /// a stage added later does not touch every caller.
+    /// Only the wire stages, out to one upstream in `version_out`: no relabeling, schema,
+    /// guard or rules. Callers that turn stages on set those fields over this
+    /// (`Context { guard, ..Context::new(..) }`), so a stage added later does not touch every
+    /// caller; the server sets `routing` to the config's.
     pub fn new(version_in: Version, version_out: Version, limits: &'a Limits, now_ms: i64) -> Self {
-        static NO_RELABEL: std::sync::LazyLock<crate::relabel::RuleSet> =
-            std::sync::LazyLock::new(Default::default);
+        use std::sync::LazyLock;
+        static NO_RELABEL: LazyLock<crate::relabel::RuleSet> = LazyLock::new(Default::default);
+        static NO_DOWNSAMPLING: LazyLock<crate::route::Downsampler> =
+            LazyLock::new(Default::default);
+        // Never sent to: only the version of its one upstream matters to `prepare`.
+        static ONE_UPSTREAM: LazyLock<[crate::route::Routing; 2]> = LazyLock::new(|| {
+            [Version::V1, Version::V2].map(|version| {
+                crate::route::Routing::single(crate::forward::UpstreamConfig {
+                    name: "default".into(),
+                    url: http::Uri::from_static("http://127.0.0.1/api/v1/write"),
+                    version,
+                    timeout: std::time::Duration::from_secs(30),
+                    headers: Vec::new(),
+                    tenant_header: None,
+                })
+            })
+        });
+        let one = match version_out {
+            Version::V1 => &ONE_UPSTREAM[0],
+            Version::V2 => &ONE_UPSTREAM[1],
+        };
         Context {
             version_in,
-            version_out,
             limits,
             guard: None,
             schema: None,
             relabel: &NO_RELABEL,
             tenant: None,
-            routing: None,
+            routing: crate::route::Plan {
+                routing: one,
+                tenant: None,
+                downsampler: &NO_DOWNSAMPLING,
+            },
             now_ms,
             rules: None,
         }
@@ -75,12 +96,9 @@ impl<'a> Context<'a> {
 /// A request ready for the forwarder.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// Snappy-compressed body in `version`.
-    pub body: Bytes,
-    pub version: Version,
     /// What the incoming request carried.
     pub received: ItemCounts,
-    /// What the outgoing body carries.
+    /// What the outgoing bodies carry, added up over the upstreams.
     pub forwarded: ItemCounts,
     /// Decompressed size of the incoming body.
     pub decoded_bytes: usize,
@@ -99,16 +117,15 @@ pub struct Prepared {
     pub rules: crate::rules::tap::TapCounts,
     /// Series dropped and rewritten by `relabel_configs` (the drops are in `dropped` too).
     pub relabel: crate::relabel::RelabelCounts,
-    /// With routing: one body per upstream (`body` is then empty).
-    pub routed: Option<crate::route::Routed>,
+    /// One body per upstream that gets something (the original body, when nothing changed
+    /// and it goes to one upstream of its version).
+    pub routed: crate::route::Routed,
 }
 
 /// Buffers reused by every request processed on one thread.
 struct Scratch {
     decoded: Vec<u8>,
     parsed: Parsed,
-    writer: Writer,
-    compressed: Vec<u8>,
     /// What every stage decided for each series of the current request.
     decisions: Decisions,
     guard: guard::Scratch,
@@ -124,8 +141,6 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         decoded: Vec::new(),
         parsed: Parsed::new(),
-        writer: Writer::new(Version::V1),
-        compressed: Vec::new(),
         decisions: Decisions::default(),
         guard: guard::Scratch::default(),
         relabel: crate::relabel::Scratch::default(),
@@ -141,9 +156,7 @@ pub fn prepare(body: &Bytes, ctx: &Context<'_>) -> Result<Prepared, PipelineErro
         if s.decoded.capacity() > KEEP_CAPACITY {
             s.decoded = Vec::new();
         }
-        if s.compressed.capacity() > KEEP_CAPACITY {
-            s.compressed = Vec::new();
-        }
+        s.route.release_above(KEEP_CAPACITY);
         // The offset tables can reach several times the decoded size on a hostile body
         // (e.g. millions of empty labels); release them too.
         if s.parsed.heap_bytes() > KEEP_CAPACITY {
@@ -161,8 +174,6 @@ fn prepare_with(
     let Scratch {
         decoded,
         parsed,
-        writer,
-        compressed,
         decisions,
         guard: guard_scratch,
         relabel,
@@ -199,104 +210,20 @@ fn prepare_with(
         None => crate::rules::tap::TapCounts::default(),
     };
 
-    let out = if let Some(plan) = &ctx.routing {
-        let routed = crate::route::split(plan, body, parsed, decoded, decisions, route);
-        Outgoing {
-            body: Bytes::new(),
-            forwarded: routed.forwarded(),
-            passthrough: false,
-            empty: routed.parts.is_empty(),
-            routed: Some(routed),
-        }
-    } else if decisions.unchanged() && ctx.version_in == ctx.version_out {
-        Outgoing {
-            body: body.clone(),
-            forwarded: received,
-            passthrough: true,
-            empty: received.series == 0 && received.metadata == 0,
-            routed: None,
-        }
-    } else {
-        write_out(
-            writer,
-            compressed,
-            parsed,
-            decoded,
-            decisions,
-            ctx.version_out,
-        )
-    };
+    let routed = crate::route::split(&ctx.routing, body, parsed, decoded, decisions, route);
     Ok(Prepared {
-        body: out.body,
-        version: ctx.version_out,
         received,
-        forwarded: out.forwarded,
+        forwarded: routed.forwarded(),
         decoded_bytes: decoded.len(),
-        passthrough: out.passthrough,
-        empty: out.empty,
+        passthrough: !routed.parts.is_empty() && routed.parts.iter().all(|p| p.passthrough),
+        empty: routed.parts.is_empty(),
         dropped,
         schema_dropped: schema.dropped_by_rule,
         redacted: schema.redacted_series,
         rules,
         relabel: relabeled,
-        routed: out.routed,
+        routed,
     })
-}
-
-/// How the request leaves: the part of `Prepared` that depends on the way out.
-struct Outgoing {
-    body: Bytes,
-    forwarded: ItemCounts,
-    passthrough: bool,
-    empty: bool,
-    routed: Option<crate::route::Routed>,
-}
-
-/// One body in `version` of the series `decisions` forwards: raw copies of the unchanged
-/// series, rewritten labels re-encoded, then the metadata.
-fn write_out(
-    writer: &mut Writer,
-    compressed: &mut Vec<u8>,
-    req: &Parsed,
-    buf: &[u8],
-    decisions: &Decisions,
-    version: Version,
-) -> Outgoing {
-    if writer.version() != version {
-        *writer = Writer::new(version);
-    }
-    writer.begin(req, buf);
-    let mut forwarded = ItemCounts::default();
-    for i in 0..req.len() {
-        if !decisions.forwarded(i) {
-            continue;
-        }
-        let view = req.series(buf, i);
-        forwarded.series += 1;
-        forwarded.samples += view.sample_count() as u64;
-        forwarded.histograms += view.histogram_count() as u64;
-        forwarded.exemplars += view.exemplar_count() as u64;
-        match decisions.rewritten(i) {
-            Some(owned) => {
-                let labels: Vec<(&[u8], &[u8])> = owned
-                    .iter()
-                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
-                    .collect();
-                writer.relabeled_series(req, buf, i, &labels);
-            }
-            None => writer.copy_series(req, buf, i),
-        }
-    }
-    writer.copy_metadata(req, buf);
-    forwarded.metadata = writer.metadata_written() as u64;
-    wire::snappy::compress(writer.finish(), compressed);
-    Outgoing {
-        body: Bytes::copy_from_slice(compressed),
-        forwarded,
-        passthrough: false,
-        empty: forwarded.series == 0 && forwarded.metadata == 0,
-        routed: None,
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Command-line settings that override the config file (flags win, as in Prometheus).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -9,6 +10,7 @@ use super::upstream::{parse_upstream_url, parse_version};
 use super::{Config, ConfigError, ConfigErrors};
 use crate::forward::UpstreamConfig;
 use crate::guard::GuardConfig;
+use crate::route::Routing;
 use crate::wire::Version;
 
 /// The flags that override the file.
@@ -38,7 +40,7 @@ impl Overrides {
         if let Some(a) = self.listen_address {
             c.server.listen_address = a;
         }
-        if c.routing.is_some()
+        if c.routing.as_ref().is_some_and(|r| !r.single)
             && (self.upstream_url.is_some()
                 || self.upstream_version.is_some()
                 || self.upstream_timeout.is_some())
@@ -50,17 +52,17 @@ impl Overrides {
         }
         if let Some(u) = &self.upstream_url {
             let url = parse_upstream_url(u).map_err(|m| flag_err("--upstream", m))?;
-            match &mut c.upstream {
+            match single_upstream(c) {
                 Some(up) => up.url = url,
                 None => {
-                    c.upstream = Some(UpstreamConfig {
+                    c.routing = Some(Arc::new(Routing::single(UpstreamConfig {
                         name: "default".into(),
                         url,
                         version: Version::V1,
                         timeout: Duration::from_secs(30),
                         headers: Vec::new(),
                         tenant_header: Some(HeaderName::from_static("x-scope-orgid")),
-                    })
+                    })))
                 }
             }
         }
@@ -78,7 +80,7 @@ impl Overrides {
         if let (Some(label), Some(g)) = (&self.owner_label, &mut c.guard) {
             g.owner_labels = vec![label.clone()];
         }
-        if let Some(up) = &mut c.upstream {
+        if let Some(up) = single_upstream(c) {
             if let Some(v) = &self.upstream_version {
                 up.version = parse_version(v).map_err(|m| flag_err("--upstream-version", m))?;
             }
@@ -88,4 +90,14 @@ impl Overrides {
         }
         Ok(())
     }
+}
+
+/// The upstream of a single `upstream:`, if the config has one (not `upstreams:`).
+fn single_upstream(c: &mut Config) -> Option<&mut UpstreamConfig> {
+    c.routing.as_mut().and_then(|r| {
+        if !r.single {
+            return None;
+        }
+        Arc::make_mut(r).single_upstream_mut()
+    })
 }

@@ -172,5 +172,6 @@ pub(super) fn validate(
         upstreams: ups,
         routes: out,
         tenant_header,
+        single: false,
     }
 }

@@ -5,9 +5,9 @@ use super::*;
 #[test]
 fn routing_example_loads() {
     let c = Config::load(std::path::Path::new("testdata/config/valid/routing.yml")).unwrap();
-    assert!(c.upstream.is_none());
     assert_eq!(c.relabel.len(), 1);
     let r = c.routing.unwrap();
+    assert!(!r.single);
     assert_eq!(r.tenant_header.as_ref().unwrap().as_str(), "x-scope-orgid");
     assert_eq!(r.upstreams.len(), 2);
     assert_eq!(r.upstreams[1].name, "long");

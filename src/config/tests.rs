@@ -13,13 +13,15 @@ fn empty_document_is_the_default() {
 #[test]
 fn full_example_loads() {
     let c = Config::load(Path::new("testdata/config/valid/full.yml")).unwrap();
-    let up = c.upstream.unwrap();
+    let r = c.routing.unwrap();
+    assert!(r.single);
+    let up = &r.upstreams[0];
     assert_eq!(up.name, "victoriametrics");
     assert_eq!(up.url.to_string(), "http://127.0.0.1:8428/api/v1/write");
     assert_eq!(up.version, Version::V1);
     assert_eq!(up.timeout, Duration::from_secs(30));
     assert_eq!(up.headers.len(), 1);
-    assert_eq!(up.tenant_header.unwrap().as_str(), "x-scope-orgid");
+    assert_eq!(up.tenant_header.clone().unwrap().as_str(), "x-scope-orgid");
     assert_eq!(c.limits.max_body_bytes, 32 << 20);
     assert_eq!(c.limits.wire.max_labels_per_series, 128);
 }
@@ -104,7 +106,7 @@ fn flags_override_the_file() {
     };
     let c = Config::load_with(Some(Path::new("testdata/config/valid/full.yml")), &o).unwrap();
     assert_eq!(c.server.listen_address.port(), 9999);
-    let up = c.upstream.unwrap();
+    let up = &c.routing.unwrap().upstreams[0];
     assert_eq!(up.url.port_u16(), Some(1));
     assert_eq!(up.version, Version::V2);
     assert_eq!(up.timeout, Duration::from_secs(3));
@@ -119,7 +121,7 @@ fn flags_alone_make_a_config() {
         ..Default::default()
     };
     let c = Config::load_with(None, &o).unwrap();
-    assert!(c.upstream.is_some());
+    assert!(c.routing.is_some_and(|r| r.single));
     let bad = Overrides {
         upstream_url: Some("127.0.0.1:8428".into()),
         ..Default::default()

@@ -40,7 +40,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     validate_limits(&raw.limits, &mut c, &mut errs);
 
     if let Some(up) = &raw.upstream {
-        c.upstream = upstream::validate(&up.value, "upstream", &mut errs);
+        c.routing = upstream::validate(&up.value, "upstream", &mut errs)
+            .map(|u| std::sync::Arc::new(crate::route::Routing::single(u)));
     }
     c.relabel = relabel::validate(&raw.relabel_configs, "relabel_configs", &mut errs);
     match (&raw.upstream, &raw.upstreams) {

@@ -192,11 +192,11 @@ pub async fn downsample_janitor(state: Arc<State>) {
     }
 }
 
-/// Send the overflow aggregates of `relabel` budgets upstream every flush interval. A flush
-/// the upstream refuses is sent again at the next interval (the aggregates are cumulative).
+/// Send the overflow aggregates of `relabel` budgets through the routes every flush interval.
+/// A flush the upstreams do not all take is sent again at the next interval (the aggregates
+/// are cumulative).
 pub async fn overflow_flusher(state: Arc<State>) {
-    let mut writer: Option<crate::wire::Writer> = None;
-    let mut compressed = Vec::new();
+    let mut scratch = crate::route::own::Scratch::default();
     loop {
         let config = state.config();
         let interval = config
@@ -206,47 +206,33 @@ pub async fn overflow_flusher(state: Arc<State>) {
                 g.overflow_flush_interval
             });
         tokio::time::sleep(interval).await;
-        let up = config
-            .upstream
-            .as_ref()
-            .or_else(|| config.routing.as_ref().and_then(|r| r.default_upstream()));
-        let (Some(g), Some(up)) = (&config.guard, up) else {
+        let (Some(g), Some(routing)) = (&config.guard, &config.routing) else {
             continue;
         };
-        let series = state
+        let now = unix_now_ms();
+        let flushed = state
             .guard
             .overflow
-            .flush_keyed(unix_now_ms(), g.window.as_millis() as i64);
-        if series.is_empty() {
+            .flush_keyed(now, g.window.as_millis() as i64);
+        if flushed.is_empty() {
             continue;
         }
-        let w = writer.get_or_insert_with(|| crate::wire::Writer::new(up.version));
-        if w.version() != up.version {
-            *w = crate::wire::Writer::new(up.version);
-        }
-        w.reset();
-        for (_, s) in &series {
-            w.push_series(s);
-        }
-        crate::wire::snappy::compress(w.finish(), &mut compressed);
-        let out = crate::forward::Outgoing {
-            body: bytes::Bytes::copy_from_slice(&compressed),
-            version: up.version,
-            tenant: None,
-        };
-        match state.forwarder.send(up, out).await {
-            Ok(()) => state
-                .metrics
-                .forward
-                .forwarded
-                .add(&crate::wire::ItemCounts {
-                    series: series.len() as u64,
-                    samples: series.len() as u64,
-                    ..Default::default()
-                }),
+        let (keys, series): (Vec<u64>, Vec<crate::wire::OwnedSeries>) = flushed.into_iter().unzip();
+        let sent = crate::route::own::send(
+            &state.forwarder,
+            routing,
+            &state.downsampler,
+            &series,
+            None,
+            now,
+            &mut scratch,
+        )
+        .await;
+        match sent {
+            Ok(delivered) => state.metrics.forward.forwarded.add(&delivered.forwarded),
             Err(e) => {
                 tracing::warn!("overflow aggregates not delivered, retrying next flush: {e}");
-                state.guard.overflow.requeue(series.iter().map(|(k, _)| *k));
+                state.guard.overflow.requeue(keys.into_iter());
             }
         }
     }

@@ -32,14 +32,16 @@ async fn start(version_out: Version, source: ConfigSource) -> Harness {
     let upstream = Sink::start(SinkOptions::recording()).await.unwrap();
     let up_addr = upstream.addr();
     let mut config = source.load().unwrap_or_default();
-    config.upstream = Some(UpstreamConfig {
-        name: "test".into(),
-        url: format!("http://{up_addr}/api/v1/write").parse().unwrap(),
-        version: version_out,
-        timeout: Duration::from_secs(2),
-        headers: vec![],
-        tenant_header: Some(http::HeaderName::from_static("x-scope-orgid")),
-    });
+    config.routing = Some(std::sync::Arc::new(crate::route::Routing::single(
+        UpstreamConfig {
+            name: "test".into(),
+            url: format!("http://{up_addr}/api/v1/write").parse().unwrap(),
+            version: version_out,
+            timeout: Duration::from_secs(2),
+            headers: vec![],
+            tenant_header: Some(http::HeaderName::from_static("x-scope-orgid")),
+        },
+    )));
     let app = App::start_on(config, source, listener().await).unwrap();
     Harness {
         addr: app.local_addr(),
@@ -309,7 +311,8 @@ async fn upstream_down_is_503() {
         .local_addr()
         .unwrap();
     let mut config = (*h.state.config()).clone();
-    config.upstream.as_mut().unwrap().url = format!("http://{dead}/api/v1/write").parse().unwrap();
+    std::sync::Arc::make_mut(config.routing.as_mut().unwrap()).upstreams[0].url =
+        format!("http://{dead}/api/v1/write").parse().unwrap();
     let app = App::start_on(config, ConfigSource::default(), listener().await).unwrap();
     let h2 = Harness {
         addr: app.local_addr(),

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::state::State;
-use crate::forward::{ForwardError, Outgoing};
+use crate::forward::ForwardError;
 use crate::pipeline::{self, PipelineError};
 use crate::wire::{ItemCounts, Version, WireError};
 
@@ -200,11 +200,6 @@ async fn write(
     m.ingest.requests_in_flight.inc();
     let _gauge = scopeguard(|| m.ingest.requests_in_flight.dec());
 
-    let tenant = config
-        .upstream
-        .as_ref()
-        .and_then(|u| u.tenant_header.as_ref())
-        .and_then(|name| req.headers().get(name).cloned());
     let guard_tenant = config
         .guard
         .as_ref()
@@ -212,11 +207,11 @@ async fn write(
         .and_then(|name| req.headers().get(name))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    // Routing (`upstreams:`): the tenant is read once, matched by routes and passed upstream.
-    let routing = config.routing.clone();
+    // The tenant is read once, matched by routes and passed upstream.
+    let routing = config.routing.clone().ok_or(IngestError::NoUpstream)?;
     let route_tenant = routing
+        .tenant_header
         .as_ref()
-        .and_then(|r| r.tenant_header.as_ref())
         .and_then(|name| req.headers().get(name).cloned());
     let route_tenant_str = route_tenant
         .as_ref()
@@ -226,18 +221,13 @@ async fn write(
     m.ingest.received_bytes.inc_by(body.len() as u64);
 
     let rule_plan = state.rules.plan();
-    let upstream = config.upstream.as_ref();
-    if upstream.is_none() && routing.is_none() {
-        return Err(IngestError::NoUpstream);
-    }
     let ctx = pipeline::Context {
-        routing: routing.as_deref().map(|r| crate::route::Plan {
-            routing: r,
+        routing: crate::route::Plan {
+            routing: &routing,
             tenant: route_tenant_str.as_deref(),
             downsampler: &state.downsampler,
-        }),
+        },
         version_in,
-        version_out: upstream.map_or(Version::V1, |u| u.version),
         limits: &config.limits.wire,
         guard: config.guard.as_ref().map(|g| (&state.guard, g)),
         schema: config.schema.as_ref(),
@@ -249,7 +239,7 @@ async fn write(
     let started = Instant::now();
     // A bug in a stage must cost one request a 500, never a worker thread's scratch or the
     // connection; Prometheus retries a 500.
-    let mut prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         pipeline::prepare(&body, &ctx)
     }))
     .map_err(|_| IngestError::Internal)??;
@@ -258,27 +248,7 @@ async fn write(
         .observe(started.elapsed().as_secs_f64());
     m.add_prepared(&prepared, &state.rules.metrics);
 
-    if let (Some(routed), Some(routing)) = (prepared.routed.take(), &routing) {
-        send_routed(state, routing, routed, route_tenant).await?;
-    } else if let (false, Some(upstream)) = (prepared.empty, upstream) {
-        let bytes = prepared.body.len() as u64;
-        state
-            .forwarder
-            .send(
-                upstream,
-                Outgoing {
-                    body: prepared.body,
-                    version: prepared.version,
-                    tenant,
-                },
-            )
-            .await?;
-        m.forward.forwarded_bytes.inc_by(bytes);
-        m.forward.forwarded.add(&prepared.forwarded);
-        if prepared.passthrough {
-            m.forward.passthrough_requests.inc();
-        }
-    }
+    send_routed(state, &routing, prepared.routed, route_tenant).await?;
 
     let mut resp = text_response(StatusCode::NO_CONTENT, Bytes::new());
     resp.headers_mut().remove(CONTENT_TYPE);

@@ -9,7 +9,8 @@ use super::selector::Selector;
 use crate::forward::UpstreamConfig;
 use crate::relabel::RuleSet;
 
-/// Several upstreams and the routes between them; replaces the single `upstream:`.
+/// Where every series goes: the upstreams and the routes between them. A single `upstream:`
+/// (or `--upstream`) is a routing too: one upstream and one catch-all route (`Routing::single`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routing {
     pub upstreams: Vec<UpstreamConfig>,
@@ -17,17 +18,39 @@ pub struct Routing {
     pub routes: Vec<Route>,
     /// Where the request's tenant is read from (`tenant_header:` at the top level).
     pub tenant_header: Option<HeaderName>,
+    /// Built from a single `upstream:`: the `--upstream*` flags may change it, and a request
+    /// leaves as it did with one upstream (its metadata even when every series was dropped,
+    /// nothing when it carries nothing).
+    pub single: bool,
 }
 
 impl Routing {
-    /// Where cardguard's own series (the guard's overflow aggregates) go: the first upstream
-    /// of the first catch-all route, or the only upstream.
-    pub fn default_upstream(&self) -> Option<&UpstreamConfig> {
-        match self.routes.iter().find(|r| r.is_catch_all()) {
-            Some(r) => r.upstreams.first().and_then(|&u| self.upstreams.get(u)),
-            None if self.upstreams.len() == 1 => self.upstreams.first(),
-            None => None,
+    /// The routing of a single `upstream:`: every series to it, its tenant header read from
+    /// the request and passed on under the same name.
+    pub fn single(up: UpstreamConfig) -> Self {
+        Routing {
+            tenant_header: up.tenant_header.clone(),
+            upstreams: vec![up],
+            routes: vec![Route {
+                name: "default".into(),
+                selector: None,
+                tenants: None,
+                upstreams: vec![0],
+                relabel: RuleSet::default(),
+                min_interval: None,
+                continue_matching: false,
+            }],
+            single: true,
         }
+    }
+
+    /// The upstream of a routing built by `single`, for the `--upstream*` flags to change.
+    pub fn single_upstream_mut(&mut self) -> Option<&mut UpstreamConfig> {
+        if !self.single {
+            return None;
+        }
+        // The flags change the URL, version and timeout, never the tenant header.
+        self.upstreams.first_mut()
     }
 }
 

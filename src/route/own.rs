@@ -1,67 +1,62 @@
-//! cardguard's own series (recorded rule results) through the routes, like any sender's: a
-//! recorded `slo="true"` series goes wherever a scraped one with that label would, with the
-//! route's relabeling and downsampling.
+//! cardguard's own series (the guard's overflow aggregates, recorded rule results) out through
+//! the routes like any sender's: a recorded `slo="true"` series goes wherever a scraped one
+//! with that label would, with the route's relabeling and downsampling and the upstream's
+//! tenant header. Each upstream's part is encoded once, in that upstream's version, straight
+//! from the series.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::HeaderValue;
 
-use super::split::{split, Plan, Scratch};
-use super::Downsampler;
-use super::Routing;
+use super::split::{claim, series_key, Part, Routed, SOLE_UPSTREAM};
+use super::{Downsampler, Routing};
 use crate::forward::{ForwardError, Forwarder};
-use crate::series::Decisions;
-use crate::wire::{self, Limits, Parsed, Version};
+use crate::relabel;
+use crate::series::OwnedLabels;
+use crate::wire::{self, ItemCounts, OwnedSeries, Writer};
 
-/// What one routed send delivered.
+/// What one send delivered.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
     /// Upstreams that received a part.
     pub parts: usize,
+    /// What the parts carried, added up over the upstreams.
+    pub forwarded: ItemCounts,
     /// Series no route took (several upstreams and no catch-all route for them).
     pub unrouted: u64,
 }
 
-/// Route a snappy-compressed v1 body of cardguard's own making and send every part; `Ok` only
-/// when every upstream that got a part acknowledged it. The downsampling decisions are
-/// committed then, so a retry of the same body decides the same.
-pub async fn send_own(
+/// Buffers a sender keeps from one send to the next.
+#[derive(Default)]
+pub struct Scratch {
+    writers: Vec<Writer>,
+    counts: Vec<ItemCounts>,
+    claimed: Vec<Option<usize>>,
+    relabel: relabel::Scratch,
+    overlay: HashMap<u64, i64, foldhash::fast::FixedState>,
+    keep: Vec<bool>,
+    hash_buf: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+/// Route `series` and send every part; `Ok` only when every upstream that got a part
+/// acknowledged it (the sender's answer rules of `send::answer`). The downsampling decisions
+/// are committed then, so a retry of the same series decides the same. `tenant` is matched by
+/// the routes' `tenants:` and passed on under each upstream's tenant header.
+pub async fn send(
     forwarder: &Forwarder,
     routing: &Arc<Routing>,
     downsampler: &Downsampler,
-    body: Bytes,
+    series: &[OwnedSeries],
+    tenant: Option<&str>,
     now_ms: i64,
+    s: &mut Scratch,
 ) -> Result<Delivered, ForwardError> {
-    let routed = {
-        let mut decoded = Vec::new();
-        let mut parsed = Parsed::new();
-        let limits = Limits::default();
-        // Our own encoder made this body: a failure here is a bug, reported as one.
-        let invalid = |e: wire::WireError| ForwardError::Transport {
-            upstream: "(routing)".into(),
-            reason: format!("cardguard's own series do not decode: {e}"),
-        };
-        wire::snappy::decompress(&body, usize::MAX, &mut decoded).map_err(invalid)?;
-        parsed
-            .parse(&decoded, Version::V1, &limits)
-            .map_err(invalid)?;
-        let plan = Plan {
-            routing,
-            tenant: None,
-            downsampler,
-        };
-        // Nothing decided: every series goes to the routes as it is.
-        let decisions = Decisions::default();
-        split(
-            &plan,
-            &body,
-            &parsed,
-            &decoded,
-            &decisions,
-            &mut Scratch::default(),
-        )
-    };
-    let results = super::send::send_all(forwarder, routing, &routed.parts, None).await;
+    let routed = route(routing, downsampler, series, tenant, s);
+    let header = tenant.and_then(|t| HeaderValue::from_str(t).ok());
+    let results = super::send::send_all(forwarder, routing, &routed.parts, header).await;
     let failures: Vec<ForwardError> = results.into_iter().filter_map(Result::err).collect();
     if let Some(e) = super::send::answer(failures) {
         return Err(e);
@@ -69,6 +64,133 @@ pub async fn send_own(
     downsampler.commit(&routed.pending, now_ms);
     Ok(Delivered {
         parts: routed.parts.len(),
+        forwarded: routed.forwarded(),
         unrouted: routed.unrouted,
     })
 }
+
+/// One body per upstream that gets any of `series`, as `split` does for a request.
+pub fn route(
+    routing: &Routing,
+    downsampler: &Downsampler,
+    series: &[OwnedSeries],
+    tenant: Option<&str>,
+    s: &mut Scratch,
+) -> Routed {
+    let n = routing.upstreams.len();
+    let mut out = Routed::default();
+    s.writers.truncate(n);
+    for (u, up) in routing.upstreams.iter().enumerate() {
+        match s.writers.get_mut(u) {
+            Some(w) if w.version() == up.version => w.reset(),
+            Some(w) => *w = Writer::new(up.version),
+            None => s.writers.push(Writer::new(up.version)),
+        }
+    }
+    s.counts.clear();
+    s.counts.resize(n, ItemCounts::default());
+    s.overlay.clear();
+    let mut downsampled = vec![0u64; routing.routes.len()];
+
+    for series in series {
+        let labels = series
+            .labels
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        if !claim(routing, labels.clone(), tenant, &mut s.claimed) {
+            out.unrouted += 1;
+            continue;
+        }
+        // Each claiming route once: its labels and sample mask, then every upstream it got.
+        for r in (0..routing.routes.len()).chain([SOLE_UPSTREAM]) {
+            if !s.claimed.contains(&Some(r)) {
+                continue;
+            }
+            let route = routing.routes.get(r);
+            let mut route_labels: Option<OwnedLabels> = None;
+            if let Some(route) = route.filter(|rt| !rt.relabel.is_empty()) {
+                match relabel::process(&route.relabel, labels.clone(), &mut s.relabel) {
+                    relabel::Relabeled::Unchanged => {}
+                    relabel::Relabeled::Changed(l) => route_labels = Some(l),
+                    relabel::Relabeled::Dropped => {
+                        out.route_relabel_dropped += 1;
+                        continue;
+                    }
+                }
+            }
+            let mut masked = false;
+            if let Some((route, interval)) = route.and_then(|rt| Some((rt, rt.min_interval?))) {
+                let key = match &route_labels {
+                    Some(l) => series_key(
+                        &route.name,
+                        l.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+                        &mut s.hash_buf,
+                    ),
+                    None => series_key(&route.name, labels.clone(), &mut s.hash_buf),
+                };
+                let total = series.samples.len();
+                let kept = downsampler.decide(
+                    key,
+                    interval.as_millis() as i64,
+                    series.samples.iter().map(|&(_, t)| t),
+                    &mut s.overlay,
+                    &mut s.keep,
+                );
+                if kept < total {
+                    masked = true;
+                    downsampled[r] += (total - kept) as u64;
+                }
+                if kept == 0 {
+                    continue;
+                }
+            }
+            let keep = &s.keep;
+            let samples = series
+                .samples
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| !masked || keep.get(k).copied().unwrap_or(true))
+                .map(|(_, &x)| x);
+            for u in 0..n {
+                if s.claimed[u] != Some(r) {
+                    continue;
+                }
+                let w = &mut s.writers[u];
+                match &route_labels {
+                    Some(l) => w.push_labeled(
+                        l.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+                        samples.clone(),
+                    ),
+                    None => w.push_labeled(labels.clone(), samples.clone()),
+                }
+                let c = &mut s.counts[u];
+                c.series += 1;
+                c.samples += samples.clone().count() as u64;
+            }
+        }
+    }
+
+    out.pending.extend(s.overlay.drain());
+    out.downsampled = downsampled
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    for (u, up) in routing.upstreams.iter().enumerate() {
+        if s.counts[u].series == 0 {
+            continue;
+        }
+        wire::snappy::compress(s.writers[u].finish(), &mut s.compressed);
+        out.parts.push(Part {
+            upstream: u,
+            body: Bytes::copy_from_slice(&s.compressed),
+            version: up.version,
+            forwarded: s.counts[u],
+            passthrough: false,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! One request into one body per upstream: every kept series through the routes (in order,
 //! first match wins unless `continue`), then per route its own relabeling and downsampling,
-//! then out to each upstream the route names, as raw bytes when nothing changed.
+//! then out to each upstream the route names, as raw bytes when nothing changed. A single
+//! `upstream:` skips the routes: the original body, untouched, when nothing changed.
 
 use std::collections::HashMap;
 
@@ -79,8 +80,17 @@ pub struct Scratch {
     compressed: Vec<u8>,
 }
 
+impl Scratch {
+    /// Let go of an output buffer that one outsized request grew past `limit` bytes.
+    pub fn release_above(&mut self, limit: usize) {
+        if self.compressed.capacity() > limit {
+            self.compressed = Vec::new();
+        }
+    }
+}
+
 /// No route matched but there is a single upstream: it gets the series.
-const SOLE_UPSTREAM: usize = usize::MAX;
+pub(super) const SOLE_UPSTREAM: usize = usize::MAX;
 
 fn route_matches<'a, I>(route: &Route, labels: I, tenant: Option<&str>) -> bool
 where
@@ -95,6 +105,42 @@ where
     route.selector.as_ref().is_none_or(|s| s.matches(labels))
 }
 
+/// Which route claims each upstream for a series with these labels (`claimed[u]`, a route
+/// index or `SOLE_UPSTREAM`); `false` when no route takes it and there are several upstreams.
+pub(super) fn claim<'a, I>(
+    routing: &Routing,
+    labels: I,
+    tenant: Option<&str>,
+    claimed: &mut Vec<Option<usize>>,
+) -> bool
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    let n = routing.upstreams.len();
+    claimed.clear();
+    claimed.resize(n, None);
+    let mut matched = false;
+    for (r, route) in routing.routes.iter().enumerate() {
+        if !route_matches(route, labels.clone(), tenant) {
+            continue;
+        }
+        matched = true;
+        for &u in &route.upstreams {
+            claimed[u].get_or_insert(r);
+        }
+        if !route.continue_matching {
+            break;
+        }
+    }
+    if !matched {
+        if n != 1 {
+            return false;
+        }
+        claimed[0] = Some(SOLE_UPSTREAM);
+    }
+    true
+}
+
 /// Split the series of `req` that `decisions` forwards (kept, not withheld for recording
 /// rules), with their labels as `decisions` has them.
 pub fn split(
@@ -106,6 +152,9 @@ pub fn split(
     s: &mut Scratch,
 ) -> Routed {
     let routing = plan.routing;
+    if routing.single {
+        return single(body, req, buf, decisions, routing.upstreams[0].version, s);
+    }
     let n = routing.upstreams.len();
     let mut out = Routed::default();
     s.writers.truncate(n);
@@ -134,28 +183,9 @@ pub fn split(
             Some(o) => Labels::Owned(o.iter()),
             None => Labels::Wire(view.labels()),
         };
-        s.claimed.clear();
-        s.claimed.resize(n, None);
-        let mut matched = false;
-        for (r, route) in routing.routes.iter().enumerate() {
-            if !route_matches(route, labels.clone(), plan.tenant) {
-                continue;
-            }
-            matched = true;
-            for &u in &route.upstreams {
-                s.claimed[u].get_or_insert(r);
-            }
-            if !route.continue_matching {
-                break;
-            }
-        }
-        if !matched {
-            if n == 1 {
-                s.claimed[0] = Some(SOLE_UPSTREAM);
-            } else {
-                out.unrouted += 1;
-                continue;
-            }
+        if !claim(routing, labels.clone(), plan.tenant, &mut s.claimed) {
+            out.unrouted += 1;
+            continue;
         }
 
         // Each claiming route once: its labels and sample mask, then every upstream it got.
@@ -281,8 +311,75 @@ pub fn split(
     out
 }
 
+/// A single `upstream:`: the original body when nothing changed and the version matches,
+/// without looking at a series; else one body of what `decisions` forwards. Nothing goes
+/// out when nothing is left, series or metadata.
+fn single(
+    body: &Bytes,
+    req: &Parsed,
+    buf: &[u8],
+    decisions: &Decisions,
+    version: Version,
+    s: &mut Scratch,
+) -> Routed {
+    let part = if decisions.unchanged() && req.version() == version {
+        Part {
+            upstream: 0,
+            body: body.clone(),
+            version,
+            forwarded: req.counts(),
+            passthrough: true,
+        }
+    } else {
+        s.writers.truncate(1);
+        match s.writers.first_mut() {
+            Some(w) if w.version() == version => {}
+            Some(w) => *w = Writer::new(version),
+            None => s.writers.push(Writer::new(version)),
+        }
+        let w = &mut s.writers[0];
+        w.begin(req, buf);
+        let mut forwarded = ItemCounts::default();
+        for i in 0..req.len() {
+            if !decisions.forwarded(i) {
+                continue;
+            }
+            let view = req.series(buf, i);
+            forwarded.series += 1;
+            forwarded.samples += view.sample_count() as u64;
+            forwarded.histograms += view.histogram_count() as u64;
+            forwarded.exemplars += view.exemplar_count() as u64;
+            match decisions.rewritten(i) {
+                Some(owned) => {
+                    let labels: Vec<(&[u8], &[u8])> = owned
+                        .iter()
+                        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                        .collect();
+                    w.relabeled_series(req, buf, i, &labels);
+                }
+                None => w.copy_series(req, buf, i),
+            }
+        }
+        w.copy_metadata(req, buf);
+        forwarded.metadata = w.metadata_written() as u64;
+        wire::snappy::compress(w.finish(), &mut s.compressed);
+        Part {
+            upstream: 0,
+            body: Bytes::copy_from_slice(&s.compressed),
+            version,
+            forwarded,
+            passthrough: false,
+        }
+    };
+    let mut out = Routed::default();
+    if part.forwarded.series > 0 || part.forwarded.metadata > 0 {
+        out.parts.push(part);
+    }
+    out
+}
+
 /// The downsampling key of a series on a route: its labels as sent, hashed with the route.
-fn series_key<'a>(
+pub(super) fn series_key<'a>(
     route: &str,
     labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     buf: &mut Vec<u8>,

@@ -51,14 +51,14 @@ fn run(config: &Config, ds: &Downsampler, tenant: Option<&str>, b: &Bytes) -> Ro
     let limits = Limits::default();
     let ctx = Context {
         relabel: &config.relabel,
-        routing: Some(Plan {
+        routing: Plan {
             routing: config.routing.as_deref().unwrap(),
             tenant,
             downsampler: ds,
-        }),
+        },
         ..Context::new(Version::V1, Version::V1, &limits, 0)
     };
-    pipeline::prepare(b, &ctx).unwrap().routed.unwrap()
+    pipeline::prepare(b, &ctx).unwrap().routed
 }
 
 fn part(r: &Routed, upstream: usize) -> Option<&Part> {
@@ -429,14 +429,14 @@ routes:
     let limits = Limits::default();
     let ctx = Context {
         relabel: &c.relabel,
-        routing: Some(Plan {
+        routing: Plan {
             routing: c.routing.as_deref().unwrap(),
             tenant: None,
             downsampler: &ds,
-        }),
+        },
         ..Context::new(Version::V2, Version::V1, &limits, 0)
     };
-    let r = pipeline::prepare(&b, &ctx).unwrap().routed.unwrap();
+    let r = pipeline::prepare(&b, &ctx).unwrap().routed;
     // v1 upstream: translated, relabeled, downsampled.
     let v1out = decode(&part(&r, 1).unwrap().body);
     let got: Vec<SeriesSamples> = v1out

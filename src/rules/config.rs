@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::file::RuleGroup;
-use crate::forward::UpstreamConfig;
 use crate::route::Routing;
 
 /// Recording rules: settings and the groups loaded from the rule files.
@@ -47,8 +46,6 @@ impl Default for RulesConfig {
 /// implements it, so the rules see a reload without depending on the config's whole shape.
 pub trait InForce: Send + Sync + 'static {
     fn rules(&self) -> &RulesConfig;
-    /// With `upstreams:`/`routes:`, recorded series are routed like any other series.
+    /// Where recorded series go: routed like any other series. `None`: no upstream.
     fn routing(&self) -> Option<&Arc<Routing>>;
-    /// Otherwise the single upstream, if there is one.
-    fn upstream(&self) -> Option<&UpstreamConfig>;
 }

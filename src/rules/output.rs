@@ -1,5 +1,5 @@
 //! Recorded series on their way upstream: a bounded queue, batched into remote-write requests
-//! in the upstream's version, retried with backoff while the upstream is unavailable.
+//! routed and encoded by `route::own`, retried with backoff while the upstream is unavailable.
 //!
 //! The queue is bounded in samples (`rules.max_output_queue_samples`): while the upstream is
 //! down, results pile up to that bound and later ones are dropped and counted, so an outage
@@ -11,15 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::metrics::RuleMetrics;
 use super::InForce;
-use crate::forward::{ForwardError, Forwarder, Outgoing};
-use crate::route::own::send_own;
-use crate::route::Downsampler;
-use crate::wire::{snappy, OwnedSeries, Version, Writer};
+use crate::forward::Forwarder;
+use crate::route::{own, Downsampler};
+use crate::wire::OwnedSeries;
 
 /// Series per outgoing request, like Prometheus's `max_samples_per_send` default scale.
 const BATCH_SERIES: usize = 2000;
@@ -75,8 +73,8 @@ impl Output {
     }
 
     /// Send queued series until the process ends. `config` gives the config in force (the
-    /// upstream may change on reload). With `upstreams:`/`routes:`, recorded series are routed
-    /// like any other series (`downsampler` is the routes' state).
+    /// upstreams may change on reload). Recorded series are routed like any other series
+    /// (`downsampler` is the routes' state).
     pub async fn run<C: InForce>(
         self: Arc<Self>,
         forwarder: Forwarder,
@@ -84,8 +82,7 @@ impl Output {
         metrics: RuleMetrics,
         downsampler: Arc<Downsampler>,
     ) {
-        let mut writer: Option<Writer> = None;
-        let mut compressed = Vec::new();
+        let mut scratch = own::Scratch::default();
         loop {
             let batch = self.take_batch();
             metrics.output_queue.set(self.queued_samples() as i64);
@@ -97,38 +94,20 @@ impl Output {
             loop {
                 let cfg = config();
                 let sent = if let Some(routing) = cfg.routing() {
-                    let w = writer.get_or_insert_with(|| Writer::new(Version::V1));
-                    if w.version() != Version::V1 {
-                        *w = Writer::new(Version::V1);
-                    }
-                    w.reset();
-                    for s in &batch {
-                        w.push_series(s);
-                    }
-                    snappy::compress(w.finish(), &mut compressed);
-                    let body = Bytes::copy_from_slice(&compressed);
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as i64);
-                    send_own(&forwarder, routing, &downsampler, body, now)
-                        .await
-                        .map(|_| ())
-                } else if let Some(up) = cfg.upstream() {
-                    let w = writer.get_or_insert_with(|| Writer::new(up.version));
-                    if w.version() != up.version {
-                        *w = Writer::new(up.version);
-                    }
-                    w.reset();
-                    for s in &batch {
-                        w.push_series(s);
-                    }
-                    snappy::compress(w.finish(), &mut compressed);
-                    let out = Outgoing {
-                        body: Bytes::copy_from_slice(&compressed),
-                        version: up.version,
-                        tenant: None,
-                    };
-                    forwarder.send(up, out).await
+                    own::send(
+                        &forwarder,
+                        routing,
+                        &downsampler,
+                        &batch,
+                        None,
+                        now,
+                        &mut scratch,
+                    )
+                    .await
+                    .map(|_| ())
                 } else {
                     metrics
                         .output_dropped
@@ -141,7 +120,7 @@ impl Output {
                         metrics.output_sent.inc_by(sample_count(&batch) as u64);
                         break;
                     }
-                    Err(e) if !retryable(&e) => {
+                    Err(e) if !e.class().is_retryable() => {
                         tracing::warn!("recorded samples refused by the upstream, dropped: {e}");
                         metrics
                             .output_dropped
@@ -163,31 +142,22 @@ impl Output {
     }
 }
 
-fn retryable(e: &ForwardError) -> bool {
-    match e {
-        ForwardError::Status { status, .. } => status.is_server_error() || status.as_u16() == 429,
-        _ => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::forward::UpstreamConfig;
     use crate::route::Routing;
     use crate::rules::RulesConfig;
+    use crate::wire::Version;
 
     /// What `run` reads of the config: here, one upstream.
-    struct OneUpstream(UpstreamConfig, RulesConfig);
+    struct OneUpstream(Arc<Routing>, RulesConfig);
 
     impl InForce for OneUpstream {
         fn rules(&self) -> &RulesConfig {
             &self.1
         }
         fn routing(&self) -> Option<&Arc<Routing>> {
-            None
-        }
-        fn upstream(&self) -> Option<&UpstreamConfig> {
             Some(&self.0)
         }
     }
@@ -262,7 +232,10 @@ mod tests {
             headers: Vec::new(),
             tenant_header: None,
         };
-        let config = Arc::new(OneUpstream(up, RulesConfig::default()));
+        let config = Arc::new(OneUpstream(
+            Arc::new(Routing::single(up)),
+            RulesConfig::default(),
+        ));
         let telemetry = crate::telemetry::Telemetry::new();
         let metrics = RuleMetrics::register(telemetry.registry());
         let out = Arc::new(Output::default());

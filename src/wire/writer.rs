@@ -309,22 +309,35 @@ impl Writer {
 
     /// A series built in cardguard.
     pub fn push_series(&mut self, s: &OwnedSeries) {
+        self.push_labeled(
+            s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            s.samples.iter().copied(),
+        );
+    }
+
+    /// A series built in cardguard, from its labels (sorted) and `(value, timestamp_ms)`
+    /// samples: what a route relabeled or downsampled is written without a copy first.
+    pub fn push_labeled<'a>(
+        &mut self,
+        labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        samples: impl Iterator<Item = (f64, i64)>,
+    ) {
         match self.out {
             Version::V1 => {
                 let pos = proto::begin_nested(&mut self.body, 1);
-                for (name, value) in &s.labels {
-                    put_label(&mut self.body, 1, name.as_bytes(), value.as_bytes());
+                for (name, value) in labels {
+                    put_label(&mut self.body, 1, name, value);
                 }
-                for &(value, timestamp) in &s.samples {
+                for (value, timestamp) in samples {
                     put_sample(&mut self.body, value, timestamp, 0);
                 }
                 proto::end_nested(&mut self.body, pos);
             }
             Version::V2 => {
-                self.intern_labels(s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+                self.intern_labels(labels);
                 let pos = proto::begin_nested(&mut self.body, 5);
                 put_packed_u32(&mut self.body, 1, &self.refs);
-                for &(value, timestamp) in &s.samples {
+                for (value, timestamp) in samples {
                     put_sample(&mut self.body, value, timestamp, 0);
                 }
                 proto::end_nested(&mut self.body, pos);

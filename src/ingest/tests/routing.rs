@@ -132,7 +132,7 @@ async fn all_failures_429_answer_429_with_retry_after() {
 
 #[tokio::test]
 async fn own_series_are_routed_like_a_senders() {
-    use crate::wire::{OwnedSeries, Writer};
+    use crate::wire::OwnedSeries;
     let r = start_routed().await;
     let config = r.h.state.config();
     let routing = config.routing.clone().unwrap();
@@ -142,18 +142,18 @@ async fn own_series_are_routed_like_a_senders() {
             .collect(),
         samples: vec![(0.5, t)],
     };
-    let mut w = Writer::new(Version::V1);
-    w.reset();
-    w.push_series(&series("service:slo_ok:ratio", true, 1_000));
-    w.push_series(&series("service:requests:rate5m", false, 1_000));
-    let mut body = Vec::new();
-    wire::snappy::compress(w.finish(), &mut body);
-    let sent = crate::route::own::send_own(
+    let own = [
+        series("service:slo_ok:ratio", true, 1_000),
+        series("service:requests:rate5m", false, 1_000),
+    ];
+    let sent = crate::route::own::send(
         &r.h.state.forwarder,
         &routing,
         &r.h.state.downsampler,
-        Bytes::from(body),
+        &own,
+        None,
         1_000,
+        &mut Default::default(),
     )
     .await
     .unwrap();

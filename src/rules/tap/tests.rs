@@ -55,7 +55,7 @@ fn prepare_in(version_in: Version, body: &Bytes, tap: Tap<'_>) -> pipeline::Prep
 
 fn forwarded_names(p: &pipeline::Prepared) -> Vec<String> {
     let mut decoded = Vec::new();
-    wire::snappy::decompress(&p.body, 1 << 20, &mut decoded).unwrap();
+    wire::snappy::decompress(&p.routed.parts[0].body, 1 << 20, &mut decoded).unwrap();
     let mut parsed = wire::Parsed::new();
     parsed
         .parse(&decoded, Version::V1, &Limits::default())
