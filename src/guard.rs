@@ -291,6 +291,7 @@ impl Guard {
                             );
                             self.overflow.absorb(
                                 cfg.hash_seed,
+                                tenant,
                                 &labels,
                                 id,
                                 state.budget.overflow_gauge,

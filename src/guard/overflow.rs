@@ -48,6 +48,8 @@ struct Member {
 
 #[derive(Debug)]
 struct Aggregate {
+    /// The tenant whose series it merges (when tenants are on): it goes back to that tenant.
+    tenant: Option<String>,
     labels: Vec<(String, String)>,
     kind: Kind,
     members: HashMap<u64, Member, RandomState>,
@@ -76,6 +78,16 @@ impl Aggregate {
                 .map_or(f64::NAN, |m| m.value),
         }
     }
+}
+
+/// One aggregate's sample from a flush.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flushed {
+    /// For `Overflow::requeue`.
+    pub key: u64,
+    /// The tenant of its members, sent as the upstream's tenant header.
+    pub tenant: Option<String>,
+    pub series: OwnedSeries,
 }
 
 /// Counts of what the overflow stage could not merge.
@@ -127,9 +139,11 @@ impl Overflow {
     /// Merge one member series into its aggregate. `member` is the series' own id;
     /// `samples` its `(value, timestamp)` pairs. Idempotent: re-sending the same samples
     /// (a retried request) changes nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn absorb(
         &self,
         seed: u64,
+        tenant: Option<&str>,
         labels: &OwnedLabels,
         member: u64,
         gauge: GaugeFunction,
@@ -142,6 +156,10 @@ impl Overflow {
             identity,
             refused_members,
         } = &mut *inner;
+        // Two tenants' series never merge into one aggregate: the tenant is part of the key.
+        let seed = tenant.map_or(seed, |t| {
+            seed ^ xxhash_rust::xxh3::xxh3_64(t.as_bytes()).rotate_left(1)
+        });
         let key = identity.series_id(
             seed,
             labels.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
@@ -157,6 +175,7 @@ impl Overflow {
                 .map(|(_, v)| v.as_slice())
                 .unwrap_or_default();
             Aggregate {
+                tenant: tenant.map(str::to_string),
                 labels: labels
                     .iter()
                     .map(|(n, v)| {
@@ -220,12 +239,13 @@ impl Overflow {
     pub fn flush(&self, now_ms: i64, expire_ms: i64) -> Vec<OwnedSeries> {
         self.flush_keyed(now_ms, expire_ms)
             .into_iter()
-            .map(|(_, s)| s)
+            .map(|f| f.series)
             .collect()
     }
 
-    /// `flush`, with each series' aggregate key so that a failed send can `requeue` it.
-    pub fn flush_keyed(&self, now_ms: i64, expire_ms: i64) -> Vec<(u64, OwnedSeries)> {
+    /// `flush`, with each series' aggregate key (so that a failed send can `requeue` it) and
+    /// tenant.
+    pub fn flush_keyed(&self, now_ms: i64, expire_ms: i64) -> Vec<Flushed> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         inner.aggregates.retain(|key, agg| {
@@ -243,13 +263,14 @@ impl Overflow {
             if agg.dirty {
                 let at = now_ms.max(agg.emitted.saturating_add(1));
                 agg.emitted = at;
-                out.push((
-                    *key,
-                    OwnedSeries {
+                out.push(Flushed {
+                    key: *key,
+                    tenant: agg.tenant.clone(),
+                    series: OwnedSeries {
                         labels: agg.labels.clone(),
                         samples: vec![(agg.value(), at)],
                     },
-                ));
+                });
                 agg.dirty = false;
             }
             // Every member gone (its last value was emitted above or before): finished.
@@ -302,14 +323,46 @@ mod tests {
     fn counters_sum_and_never_go_down_on_a_member_reset() {
         let o = Overflow::default();
         let l = labels(&[("__name__", "req_total"), ("user_id", OVERFLOW_VALUE)]);
-        o.absorb(0, &l, 1, GaugeFunction::Sum, [(10.0, 1000)].into_iter(), 0);
-        o.absorb(0, &l, 2, GaugeFunction::Sum, [(5.0, 1000)].into_iter(), 0);
+        o.absorb(
+            0,
+            None,
+            &l,
+            1,
+            GaugeFunction::Sum,
+            [(10.0, 1000)].into_iter(),
+            0,
+        );
+        o.absorb(
+            0,
+            None,
+            &l,
+            2,
+            GaugeFunction::Sum,
+            [(5.0, 1000)].into_iter(),
+            0,
+        );
         assert_eq!(value(&o), 15.0);
         // Member 1 resets to 2: the aggregate goes on from 15, to 17.
-        o.absorb(0, &l, 1, GaugeFunction::Sum, [(2.0, 2000)].into_iter(), 0);
+        o.absorb(
+            0,
+            None,
+            &l,
+            1,
+            GaugeFunction::Sum,
+            [(2.0, 2000)].into_iter(),
+            0,
+        );
         assert_eq!(value(&o), 17.0);
         // A retried (older) sample changes nothing; a flush with nothing new emits nothing.
-        o.absorb(0, &l, 1, GaugeFunction::Sum, [(10.0, 1000)].into_iter(), 0);
+        o.absorb(
+            0,
+            None,
+            &l,
+            1,
+            GaugeFunction::Sum,
+            [(10.0, 1000)].into_iter(),
+            0,
+        );
         assert!(o.flush(0, i64::MAX).is_empty());
     }
 
@@ -319,9 +372,25 @@ mod tests {
     fn every_flush_gets_a_new_timestamp() {
         let o = Overflow::default();
         let l = labels(&[("__name__", "req_total"), ("user_id", OVERFLOW_VALUE)]);
-        o.absorb(0, &l, 1, GaugeFunction::Sum, [(4.0, 1000)].into_iter(), 0);
+        o.absorb(
+            0,
+            None,
+            &l,
+            1,
+            GaugeFunction::Sum,
+            [(4.0, 1000)].into_iter(),
+            0,
+        );
         let first = o.flush(5_000, i64::MAX);
-        o.absorb(0, &l, 2, GaugeFunction::Sum, [(6.0, 1000)].into_iter(), 0);
+        o.absorb(
+            0,
+            None,
+            &l,
+            2,
+            GaugeFunction::Sum,
+            [(6.0, 1000)].into_iter(),
+            0,
+        );
         let second = o.flush(5_000, i64::MAX);
         assert_eq!(first[0].samples[0], (4.0, 5_000));
         assert_eq!(second[0].samples[0], (10.0, 5_001));
@@ -337,9 +406,9 @@ mod tests {
         ] {
             let o = Overflow::default();
             let l = labels(&[("__name__", "queue_depth"), ("user_id", OVERFLOW_VALUE)]);
-            o.absorb(0, &l, 1, f, [(1.0, 100)].into_iter(), 0);
-            o.absorb(0, &l, 2, f, [(3.0, 200)].into_iter(), 0);
-            o.absorb(0, &l, 3, f, [(2.0, 300)].into_iter(), 0);
+            o.absorb(0, None, &l, 1, f, [(1.0, 100)].into_iter(), 0);
+            o.absorb(0, None, &l, 2, f, [(3.0, 200)].into_iter(), 0);
+            o.absorb(0, None, &l, 3, f, [(2.0, 300)].into_iter(), 0);
             assert_eq!(value(&o), want, "{f:?}");
         }
     }
@@ -358,7 +427,15 @@ mod tests {
                 ("le", le),
                 ("user_id", OVERFLOW_VALUE),
             ]);
-            o.absorb(0, &l, member, GaugeFunction::Sum, [(v, 1)].into_iter(), 0);
+            o.absorb(
+                0,
+                None,
+                &l,
+                member,
+                GaugeFunction::Sum,
+                [(v, 1)].into_iter(),
+                0,
+            );
         }
         let mut out = o.flush(0, i64::MAX);
         out.sort_by(|a, b| a.labels[1].1.cmp(&b.labels[1].1));
@@ -372,12 +449,29 @@ mod tests {
     fn expired_members_keep_their_count() {
         let o = Overflow::default();
         let l = labels(&[("__name__", "x_total")]);
-        o.absorb(0, &l, 1, GaugeFunction::Sum, [(10.0, 1)].into_iter(), 0);
-        o.absorb(0, &l, 2, GaugeFunction::Sum, [(1.0, 1)].into_iter(), 5_000);
+        o.absorb(
+            0,
+            None,
+            &l,
+            1,
+            GaugeFunction::Sum,
+            [(10.0, 1)].into_iter(),
+            0,
+        );
+        o.absorb(
+            0,
+            None,
+            &l,
+            2,
+            GaugeFunction::Sum,
+            [(1.0, 1)].into_iter(),
+            5_000,
+        );
         o.flush(5_000, 1_000_000);
         // Member 1 expires at 1_000_001; member 2 goes on.
         o.absorb(
             0,
+            None,
             &l,
             2,
             GaugeFunction::Sum,
@@ -398,5 +492,39 @@ mod tests {
         );
         assert_eq!(got[1].1, OVERFLOW_VALUE.as_bytes());
         assert_eq!(got[2].1, b"s");
+    }
+
+    #[test]
+    fn tenants_never_share_an_aggregate_and_get_theirs_back() {
+        let o = Overflow::default();
+        let l = labels(&[("__name__", "req_total"), ("user", OVERFLOW_VALUE)]);
+        let add = |tenant, member, v| {
+            o.absorb(
+                0,
+                tenant,
+                &l,
+                member,
+                GaugeFunction::Sum,
+                [(v, 1000)].into_iter(),
+                0,
+            )
+        };
+        add(Some("team-a"), 1, 10.0);
+        add(Some("team-b"), 2, 5.0);
+        add(None, 3, 1.0);
+        let mut out: Vec<(Option<String>, f64)> = o
+            .flush_keyed(2000, 3_600_000)
+            .into_iter()
+            .map(|f| (f.tenant, f.series.samples[0].0))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            out,
+            [
+                (None, 1.0),
+                (Some("team-a".into()), 10.0),
+                (Some("team-b".into()), 5.0)
+            ]
+        );
     }
 }

@@ -217,22 +217,35 @@ pub async fn overflow_flusher(state: Arc<State>) {
         if flushed.is_empty() {
             continue;
         }
-        let (keys, series): (Vec<u64>, Vec<crate::wire::OwnedSeries>) = flushed.into_iter().unzip();
-        let sent = crate::route::own::send(
-            &state.forwarder,
-            routing,
-            &state.downsampler,
-            &series,
-            None,
-            now,
-            &mut scratch,
-        )
-        .await;
-        match sent {
-            Ok(delivered) => state.metrics.forward.forwarded.add(&delivered.forwarded),
-            Err(e) => {
-                tracing::warn!("overflow aggregates not delivered, retrying next flush: {e}");
-                state.guard.overflow.requeue(keys.into_iter());
+        // One send per tenant, each with its tenant header; a tenant whose send fails is
+        // flushed again next time, the others are done.
+        let mut by_tenant: std::collections::BTreeMap<Option<String>, (Vec<u64>, Vec<_>)> =
+            Default::default();
+        for f in flushed {
+            let (keys, series) = by_tenant.entry(f.tenant).or_default();
+            keys.push(f.key);
+            series.push(f.series);
+        }
+        for (tenant, (keys, series)) in by_tenant {
+            let sent = crate::route::own::send(
+                &state.forwarder,
+                routing,
+                &state.downsampler,
+                &series,
+                tenant.as_deref(),
+                now,
+                &mut scratch,
+            )
+            .await;
+            match sent {
+                Ok(delivered) => state.metrics.forward.forwarded.add(&delivered.forwarded),
+                Err(e) => {
+                    tracing::warn!(
+                        tenant = tenant.as_deref().unwrap_or(""),
+                        "overflow aggregates not delivered, retrying next flush: {e}"
+                    );
+                    state.guard.overflow.requeue(keys.into_iter());
+                }
             }
         }
     }

@@ -542,8 +542,8 @@ async fn guard_drops_over_budget_and_answers_204() {
 }
 
 #[tokio::test]
-async fn relabel_budget_forwards_an_overflow_aggregate() {
-    let yaml = "guard:\n  overflow_flush_interval: 1s\n  default_budget:\n    max_series: 2\n    action: relabel\n    overflow_labels: [path]\n";
+async fn relabel_budget_forwards_an_overflow_aggregate_to_its_tenant() {
+    let yaml = "guard:\n  overflow_flush_interval: 1s\n  tenant_header: X-Scope-OrgID\n  default_budget:\n    max_series: 2\n    action: relabel\n    overflow_labels: [path]\n";
     let (h, _dir) = start_yaml(yaml).await;
     let series = (0..5)
         .map(|i| {
@@ -559,7 +559,18 @@ async fn relabel_budget_forwards_an_overflow_aggregate() {
             )
         })
         .collect();
-    assert_eq!(h.post_v1(series).await, StatusCode::NO_CONTENT);
+    let req = v1::WriteRequest {
+        timeseries: series,
+        metadata: vec![],
+    };
+    let (status, _, _) = h
+        .post(
+            "application/x-protobuf",
+            compress(&req.encode_to_vec()),
+            &[("x-scope-orgid", "team-a")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         forwarded(&h)[0].timeseries.len(),
         2,
@@ -586,9 +597,14 @@ async fn relabel_budget_forwards_an_overflow_aggregate() {
         "{s:?}"
     );
     assert_eq!(s.samples[0].value, 30.0, "three collapsed counters summed");
+    assert_eq!(
+        h.upstream.received()[1].headers["x-scope-orgid"],
+        "team-a",
+        "the aggregate goes back to the tenant whose series it merges"
+    );
     let (_, metrics) = h.get("/metrics").await;
     assert!(
-        metrics.contains("cardguard_samples_overflowed_total{service=\"web\",reason=\"budget\"} 3"),
+        metrics.contains("cardguard_samples_overflowed_total{service=\"web\",tenant=\"team-a\",reason=\"budget\"} 3"),
         "{metrics}"
     );
 }
