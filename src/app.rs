@@ -22,11 +22,12 @@ use crate::telemetry::{counter_vec, Telemetry};
 
 /// The background tasks, by the name they carry in logs and in
 /// `cardguard_task_restarts_total{task}`.
-pub const TASKS: [&str; 4] = [
+pub const TASKS: [&str; 5] = [
     "guard_ticker",
     "downsample_janitor",
     "overflow_flusher",
-    "rules",
+    "rule_evaluator",
+    "rule_sender",
 ];
 
 /// Why cardguard could not start.
@@ -154,17 +155,17 @@ impl App {
 /// Every background task, under supervision. The functions themselves live with the state
 /// they work on.
 fn start_tasks(tasks: &mut Supervisor, state: &Arc<State>) {
-    let [ticker, janitor, flusher, rules] = TASKS;
+    let [ticker, janitor, flusher, evaluator, sender] = TASKS;
     let s = state.clone();
     tasks.spawn(ticker, move || ingest::guard_ticker(s.clone()));
     let s = state.clone();
     tasks.spawn(janitor, move || ingest::downsample_janitor(s.clone()));
     let s = state.clone();
     tasks.spawn(flusher, move || ingest::overflow_flusher(s.clone()));
-    // The rules' evaluator; it spawns the rules' output sender itself, as a child that is not
-    // supervised here yet.
     let s = state.clone();
-    tasks.spawn(rules, move || ingest::rule_tasks(s.clone()));
+    tasks.spawn(evaluator, move || ingest::rule_evaluator(s.clone()));
+    let s = state.clone();
+    tasks.spawn(sender, move || ingest::rule_sender(s.clone()));
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

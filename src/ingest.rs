@@ -23,7 +23,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 pub use state::{
-    downsample_janitor, guard_ticker, overflow_flusher, rule_tasks, ConfigSource, State,
+    downsample_janitor, guard_ticker, overflow_flusher, rule_evaluator, rule_sender, ConfigSource,
+    State,
 };
 use write::text_response;
 

@@ -251,25 +251,32 @@ pub async fn overflow_flusher(state: Arc<State>) {
     }
 }
 
-/// Evaluate the recording rules on their ticks, and send their results upstream. Runs until
-/// the process ends.
-pub async fn rule_tasks(state: Arc<State>) {
-    let sender = {
-        let s = state.clone();
-        tokio::spawn(state.rules.output.clone().run(
-            state.forwarder.clone(),
-            move || s.config(),
-            state.rules.metrics.clone(),
-            state.downsampler.clone(),
-        ))
-    };
+/// Evaluate the recording rules on their ticks; their results go to the output queue. Runs
+/// until the process ends.
+pub async fn rule_evaluator(state: Arc<State>) {
     let s = state.clone();
     state
         .rules
         .clone()
         .run_evaluator(move || s.config(), unix_now_ms)
         .await;
-    sender.abort();
+}
+
+/// Send the recorded series from the output queue upstream, through the routes. Runs until
+/// the process ends.
+pub async fn rule_sender(state: Arc<State>) {
+    let s = state.clone();
+    state
+        .rules
+        .output
+        .clone()
+        .run(
+            state.forwarder.clone(),
+            move || s.config(),
+            state.rules.metrics.clone(),
+            state.downsampler.clone(),
+        )
+        .await;
 }
 
 pub fn unix_now_ms() -> i64 {
