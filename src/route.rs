@@ -8,8 +8,6 @@ pub mod own;
 pub mod selector;
 pub mod send;
 pub mod split;
-#[cfg(test)]
-mod tests;
 
 pub use config::{Route, Routing};
 pub use downsample::Downsampler;

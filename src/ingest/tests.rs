@@ -137,17 +137,7 @@ fn v1_request() -> v1::WriteRequest {
 
 /// One v1 series with a single sample.
 fn ts(labels: &[(&str, &str)], value: f64, timestamp: i64) -> v1::TimeSeries {
-    v1::TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| v1::Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        samples: vec![v1::Sample { value, timestamp }],
-        ..Default::default()
-    }
+    crate::wire::testgen::series(labels, &[(value, timestamp)])
 }
 
 impl Harness {

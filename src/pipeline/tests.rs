@@ -1,6 +1,9 @@
 //! The stages together: each one's drops are added to the request's total, none replaces
 //! another's.
 
+mod own_series;
+mod routing;
+
 use bytes::Bytes;
 
 use super::*;

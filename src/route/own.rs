@@ -191,6 +191,3 @@ pub fn route(
     }
     out
 }
-
-#[cfg(test)]
-mod tests;

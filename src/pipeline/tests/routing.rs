@@ -6,40 +6,13 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use prost::Message;
 
-use super::*;
 use crate::config::Config;
 use crate::pipeline::{self, Context};
+use crate::route::*;
 use crate::wire::types::v1;
 use crate::wire::{self, Limits, Version};
 
-fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> v1::TimeSeries {
-    let mut l: Vec<v1::Label> = labels
-        .iter()
-        .map(|(n, v)| v1::Label {
-            name: n.to_string(),
-            value: v.to_string(),
-        })
-        .collect();
-    l.sort_by(|a, b| a.name.cmp(&b.name));
-    v1::TimeSeries {
-        labels: l,
-        samples: samples
-            .iter()
-            .map(|&(value, timestamp)| v1::Sample { value, timestamp })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-fn body(ts: Vec<v1::TimeSeries>) -> Bytes {
-    let req = v1::WriteRequest {
-        timeseries: ts,
-        metadata: vec![],
-    };
-    let mut out = Vec::new();
-    wire::snappy::compress(&req.encode_to_vec(), &mut out);
-    Bytes::from(out)
-}
+use crate::wire::testgen::{body_v1 as body, sorted_series as series};
 
 fn decode(b: &Bytes) -> v1::WriteRequest {
     let mut raw = Vec::new();

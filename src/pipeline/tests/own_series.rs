@@ -2,16 +2,23 @@
 //! (relabeling, downsampling, several upstreams in their own versions), reach each upstream
 //! with its tenant header, and commit downsampling only once every upstream took them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
 
-use super::*;
+use bytes::Bytes;
+
 use crate::config::Config;
+use crate::forward::Forwarder;
 use crate::pipeline::{self, Context};
+use crate::route::own::Scratch;
+use crate::route::own::*;
+use crate::route::{Downsampler, Part, Plan, Routed, Routing};
 use crate::sink::{Answer, Sink, SinkOptions};
 use crate::wire::types::v1;
-use crate::wire::{Limits, Version};
+use crate::wire::OwnedSeries;
+use crate::wire::{self, Limits, Version, Writer};
 
 /// Two upstreams (the long-term one in v2): `slo` series to both, downsampled and relabeled
 /// on their way to `long`; the rest only to `short`.
@@ -117,7 +124,7 @@ fn routes_like_the_splitter_does_for_the_same_series() {
     let ds = Downsampler::default();
     let limits = Limits::default();
     let ctx = Context {
-        routing: super::super::Plan {
+        routing: Plan {
             routing,
             tenant: None,
             downsampler: &ds,
