@@ -1,7 +1,6 @@
 //! `upstreams:` and `routes:` as written (strict serde types) and their validation into the
 //! routing table, `route::Routing`.
 
-use http::HeaderName;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -35,21 +34,7 @@ pub(super) fn validate(
     tenant_header: Option<&Spanned<String>>,
     errs: &mut Errors,
 ) -> Routing {
-    let tenant_header = match tenant_header {
-        None => Some(HeaderName::from_static("x-scope-orgid")),
-        Some(t) if t.value.is_empty() => None,
-        Some(t) => match HeaderName::from_bytes(t.value.as_bytes()) {
-            Ok(h) => Some(h),
-            Err(_) => {
-                errs.push(
-                    "tenant_header",
-                    t,
-                    format!("{:?} is not a valid header name", t.value),
-                );
-                None
-            }
-        },
-    };
+    let tenant_header = upstream::tenant_header(tenant_header, "tenant_header", errs);
     if upstreams.value.is_empty() {
         errs.push("upstreams", upstreams, "needs at least one upstream");
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
+use serde_saphyr::Spanned;
 
 use super::errors::Errors;
 use super::raw::RawUpstream;
@@ -67,21 +68,11 @@ pub(super) fn validate(raw: &RawUpstream, path: &str, errs: &mut Errors) -> Opti
             },
         }
     }
-    let tenant_header = match &raw.tenant_header {
-        None => Some(HeaderName::from_static("x-scope-orgid")),
-        Some(t) if t.value.is_empty() => None,
-        Some(t) => match HeaderName::from_bytes(t.value.as_bytes()) {
-            Ok(h) => Some(h),
-            Err(_) => {
-                errs.push(
-                    &format!("{path}.tenant_header"),
-                    t,
-                    format!("{:?} is not a valid header name", t.value),
-                );
-                None
-            }
-        },
-    };
+    let tenant_header = tenant_header(
+        raw.tenant_header.as_ref(),
+        &format!("{path}.tenant_header"),
+        errs,
+    );
     let name = raw
         .name
         .as_ref()
@@ -104,6 +95,26 @@ pub(super) fn validate(raw: &RawUpstream, path: &str, errs: &mut Errors) -> Opti
         headers,
         tenant_header,
     })
+}
+
+/// `tenant_header:` as written: absent means `X-Scope-OrgID` (what Mimir, Cortex and Loki
+/// read), empty means no tenant header at all.
+pub(super) fn tenant_header(
+    raw: Option<&Spanned<String>>,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<HeaderName> {
+    match raw {
+        None => Some(HeaderName::from_static("x-scope-orgid")),
+        Some(t) if t.value.is_empty() => None,
+        Some(t) => match HeaderName::from_bytes(t.value.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                errs.push(path, t, format!("{:?} is not a valid header name", t.value));
+                None
+            }
+        },
+    }
 }
 
 pub(super) fn valid_name(s: &str) -> bool {
