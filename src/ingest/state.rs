@@ -206,46 +206,52 @@ pub async fn overflow_flusher(state: Arc<State>) {
                 g.overflow_flush_interval
             });
         tokio::time::sleep(interval).await;
-        let (Some(g), Some(routing)) = (&config.guard, &config.routing) else {
-            continue;
-        };
-        let now = unix_now_ms();
-        let flushed = state
-            .guard
-            .overflow
-            .flush_keyed(now, g.window.as_millis() as i64);
-        if flushed.is_empty() {
-            continue;
-        }
-        // One send per tenant, each with its tenant header; a tenant whose send fails is
-        // flushed again next time, the others are done.
-        let mut by_tenant: std::collections::BTreeMap<Option<String>, (Vec<u64>, Vec<_>)> =
-            Default::default();
-        for f in flushed {
-            let (keys, series) = by_tenant.entry(f.tenant).or_default();
-            keys.push(f.key);
-            series.push(f.series);
-        }
-        for (tenant, (keys, series)) in by_tenant {
-            let sent = crate::route::own::send(
-                &state.forwarder,
-                routing,
-                &state.downsampler,
-                &series,
-                tenant.as_deref(),
-                now,
-                &mut scratch,
-            )
-            .await;
-            match sent {
-                Ok(delivered) => state.metrics.forward.forwarded.add(&delivered.forwarded),
-                Err(e) => {
-                    tracing::warn!(
-                        tenant = tenant.as_deref().unwrap_or(""),
-                        "overflow aggregates not delivered, retrying next flush: {e}"
-                    );
-                    state.guard.overflow.requeue(keys.into_iter());
-                }
+        flush_overflow(&state, &config, &mut scratch).await;
+    }
+}
+
+/// One flush: the aggregates changed since the last one, sent through the routes, one send
+/// per tenant with its tenant header. A tenant whose send fails is flushed again next time,
+/// the others are done.
+pub(crate) async fn flush_overflow(
+    state: &State,
+    config: &Config,
+    scratch: &mut crate::route::own::Scratch,
+) {
+    let (Some(g), Some(routing)) = (&config.guard, &config.routing) else {
+        return;
+    };
+    let now = unix_now_ms();
+    let flushed = state
+        .guard
+        .overflow
+        .flush_keyed(now, g.window.as_millis() as i64);
+    let mut by_tenant: std::collections::BTreeMap<Option<String>, (Vec<u64>, Vec<_>)> =
+        Default::default();
+    for f in flushed {
+        let (keys, series) = by_tenant.entry(f.tenant).or_default();
+        keys.push(f.key);
+        series.push(f.series);
+    }
+    for (tenant, (keys, series)) in by_tenant {
+        let sent = crate::route::own::send(
+            &state.forwarder,
+            routing,
+            &state.downsampler,
+            &series,
+            tenant.as_deref(),
+            now,
+            scratch,
+        )
+        .await;
+        match sent {
+            Ok(delivered) => state.metrics.forward.forwarded.add(&delivered.forwarded),
+            Err(e) => {
+                tracing::warn!(
+                    tenant = tenant.as_deref().unwrap_or(""),
+                    "overflow aggregates not delivered, retrying next flush: {e}"
+                );
+                state.guard.overflow.requeue(keys.into_iter());
             }
         }
     }

@@ -196,3 +196,53 @@ async fn a_final_4xx_commits_what_the_other_upstreams_took() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(r.long.received().len(), 1);
 }
+
+fn names(u: &Sink) -> Vec<String> {
+    u.received()
+        .iter()
+        .flat_map(|r| decoded(&r.body).timeseries)
+        .map(|ts| ts.labels[0].value.clone())
+        .collect()
+}
+
+/// Overflow aggregates go through the routes like any series; a flush that one upstream
+/// refuses with a 5xx is sent again at the next flush, to every upstream its route names.
+#[tokio::test]
+async fn overflow_aggregates_are_routed_and_requeued_on_failure() {
+    use crate::guard::{GaugeFunction, GuardConfig};
+    let r = start_routed().await;
+    let mut config = (*r.h.state.config()).clone();
+    config.guard = Some(GuardConfig::with_default_budget(10, vec!["service".into()]));
+    let labels: crate::series::OwnedLabels = [("__name__", "slo_ok"), ("slo", "true")]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    let now = crate::ingest::state::unix_now_ms();
+    r.h.state.guard.overflow.absorb(
+        0,
+        None,
+        &labels,
+        1,
+        GaugeFunction::Sum,
+        [(1.0, now)].into_iter(),
+        now,
+    );
+    let mut scratch = crate::route::own::Scratch::default();
+
+    r.long.answer(Answer::status(503));
+    super::state::flush_overflow(&r.h.state, &config, &mut scratch).await;
+    assert_eq!(r.long.received().len(), 1);
+    assert_eq!(r.h.state.metrics.forward.forwarded.samples(), 0);
+
+    r.long.answer(Answer::default());
+    super::state::flush_overflow(&r.h.state, &config, &mut scratch).await;
+    assert_eq!(names(&r.h.upstream), ["slo_ok", "slo_ok"]);
+    assert_eq!(names(&r.long), ["slo_ok", "slo_ok"]);
+    assert_eq!(r.long.received()[1].header("x-fixed"), Some("1"));
+    // Both upstreams took it: one series each.
+    assert_eq!(r.h.state.metrics.forward.forwarded.samples(), 2);
+
+    // Delivered and unchanged since: nothing more to send.
+    super::state::flush_overflow(&r.h.state, &config, &mut scratch).await;
+    assert_eq!(r.h.upstream.received().len(), 2);
+}
