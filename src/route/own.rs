@@ -10,11 +10,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::split::{claim, series_key, Part, Routed, SOLE_UPSTREAM};
+use super::split::{claim, route_relabel, series_key, Part, Routed, SOLE_UPSTREAM};
 use super::{Downsampler, Routing};
 use crate::forward::{ForwardError, Forwarder};
 use crate::relabel;
-use crate::series::OwnedLabels;
 use crate::wire::{self, ItemCounts, OwnedSeries, Writer};
 
 /// What one send delivered.
@@ -107,17 +106,10 @@ pub fn route(
                 continue;
             }
             let route = routing.routes.get(r);
-            let mut route_labels: Option<OwnedLabels> = None;
-            if let Some(route) = route.filter(|rt| !rt.relabel.is_empty()) {
-                match relabel::process(&route.relabel, labels.clone(), &mut s.relabel) {
-                    relabel::Relabeled::Unchanged => {}
-                    relabel::Relabeled::Changed(l) => route_labels = Some(l),
-                    relabel::Relabeled::Dropped => {
-                        out.route_relabel_dropped += 1;
-                        continue;
-                    }
-                }
-            }
+            let Some(route_labels) = route_relabel(route, labels.clone(), &mut s.relabel) else {
+                out.route_relabel_dropped += 1;
+                continue;
+            };
             let mut masked = false;
             if let Some((route, interval)) = route.and_then(|rt| Some((rt, rt.min_interval?))) {
                 let key = match &route_labels {

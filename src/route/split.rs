@@ -199,17 +199,10 @@ pub fn split(
                 continue;
             }
             let route = routing.routes.get(r);
-            let mut route_labels: Option<OwnedLabels> = None;
-            if let Some(route) = route.filter(|rt| !rt.relabel.is_empty()) {
-                match relabel::process(&route.relabel, labels.clone(), &mut s.relabel) {
-                    relabel::Relabeled::Unchanged => {}
-                    relabel::Relabeled::Changed(l) => route_labels = Some(l),
-                    relabel::Relabeled::Dropped => {
-                        out.route_relabel_dropped += 1;
-                        continue;
-                    }
-                }
-            }
+            let Some(route_labels) = route_relabel(route, labels.clone(), &mut s.relabel) else {
+                out.route_relabel_dropped += 1;
+                continue;
+            };
             let final_owned = route_labels.as_ref().or(rewritten);
             let mut masked = false;
             if let Some(interval) = route.and_then(|rt| rt.min_interval) {
@@ -376,6 +369,23 @@ fn single(
         out.parts.push(part);
     }
     out
+}
+
+/// A claiming route's own `relabel_configs` over a series' labels: `Some(None)` leaves them
+/// as they are, `Some(Some(l))` rewrites them for this route, `None` keeps the series off it.
+pub(super) fn route_relabel<'a>(
+    route: Option<&Route>,
+    labels: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    scratch: &mut relabel::Scratch,
+) -> Option<Option<OwnedLabels>> {
+    let Some(route) = route.filter(|rt| !rt.relabel.is_empty()) else {
+        return Some(None);
+    };
+    match relabel::process(&route.relabel, labels, scratch) {
+        relabel::Relabeled::Unchanged => Some(None),
+        relabel::Relabeled::Changed(l) => Some(Some(l)),
+        relabel::Relabeled::Dropped => None,
+    }
 }
 
 /// The downsampling key of a series on a route: its labels as sent, hashed with the route.
