@@ -4,7 +4,6 @@
 //! tenant header. Each upstream's part is encoded once, in that upstream's version, straight
 //! from the series.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,8 +12,7 @@ use http::HeaderValue;
 use super::split::{claim, route_relabel, series_key, Part, Routed, SOLE_UPSTREAM};
 use super::{Downsampler, Routing};
 use crate::forward::{ForwardError, Forwarder};
-use crate::relabel;
-use crate::wire::{self, ItemCounts, OwnedSeries, Writer};
+use crate::wire::{self, ItemCounts, OwnedSeries};
 
 /// What one send delivered.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -27,18 +25,8 @@ pub struct Delivered {
     pub unrouted: u64,
 }
 
-/// Buffers a sender keeps from one send to the next.
-#[derive(Default)]
-pub struct Scratch {
-    writers: Vec<Writer>,
-    counts: Vec<ItemCounts>,
-    claimed: Vec<Option<usize>>,
-    relabel: relabel::Scratch,
-    overlay: HashMap<u64, i64, foldhash::fast::FixedState>,
-    keep: Vec<bool>,
-    hash_buf: Vec<u8>,
-    compressed: Vec<u8>,
-}
+/// The splitter's buffers serve the owned-series sender too.
+pub use super::split::Scratch;
 
 /// Route `series` and send every part; `Ok` only when every upstream that got a part
 /// acknowledged it (the sender's answer rules of `send::answer`). The downsampling decisions
@@ -78,17 +66,10 @@ pub fn route(
 ) -> Routed {
     let n = routing.upstreams.len();
     let mut out = Routed::default();
-    s.writers.truncate(n);
-    for (u, up) in routing.upstreams.iter().enumerate() {
-        match s.writers.get_mut(u) {
-            Some(w) if w.version() == up.version => w.reset(),
-            Some(w) => *w = Writer::new(up.version),
-            None => s.writers.push(Writer::new(up.version)),
-        }
+    s.start(routing);
+    for w in &mut s.writers {
+        w.reset();
     }
-    s.counts.clear();
-    s.counts.resize(n, ItemCounts::default());
-    s.overlay.clear();
     let mut downsampled = vec![0u64; routing.routes.len()];
 
     for series in series {
@@ -162,12 +143,7 @@ pub fn route(
         }
     }
 
-    out.pending.extend(s.overlay.drain());
-    out.downsampled = downsampled
-        .into_iter()
-        .enumerate()
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    s.finish_downsampling(downsampled, &mut out);
     for (u, up) in routing.upstreams.iter().enumerate() {
         if s.counts[u].series == 0 {
             continue;

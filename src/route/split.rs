@@ -65,22 +65,50 @@ impl Routed {
     }
 }
 
-/// Per-thread buffers.
+/// Buffers kept from one split (or one owned-series send) to the next.
 #[derive(Default)]
 pub struct Scratch {
-    writers: Vec<Writer>,
+    pub(super) writers: Vec<Writer>,
     unchanged: Vec<usize>,
-    counts: Vec<ItemCounts>,
+    pub(super) counts: Vec<ItemCounts>,
     /// Route claiming each upstream for the current series.
-    claimed: Vec<Option<usize>>,
-    relabel: relabel::Scratch,
-    overlay: HashMap<u64, i64, foldhash::fast::FixedState>,
-    keep: Vec<bool>,
-    hash_buf: Vec<u8>,
-    compressed: Vec<u8>,
+    pub(super) claimed: Vec<Option<usize>>,
+    pub(super) relabel: relabel::Scratch,
+    pub(super) overlay: HashMap<u64, i64, foldhash::fast::FixedState>,
+    pub(super) keep: Vec<bool>,
+    pub(super) hash_buf: Vec<u8>,
+    pub(super) compressed: Vec<u8>,
 }
 
 impl Scratch {
+    /// One writer per upstream in its version, counts zeroed, no downsampling decision yet.
+    /// The writers are left for the caller to `begin` or `reset`.
+    pub(super) fn start(&mut self, routing: &Routing) {
+        let n = routing.upstreams.len();
+        self.writers.truncate(n);
+        for (u, up) in routing.upstreams.iter().enumerate() {
+            match self.writers.get_mut(u) {
+                Some(w) if w.version() == up.version => {}
+                Some(w) => *w = Writer::new(up.version),
+                None => self.writers.push(Writer::new(up.version)),
+            }
+        }
+        self.counts.clear();
+        self.counts.resize(n, ItemCounts::default());
+        self.overlay.clear();
+    }
+
+    /// Hand the downsampling decisions of this split to `out`: the pending ones (committed
+    /// once every upstream acknowledged) and the samples left out, by route.
+    pub(super) fn finish_downsampling(&mut self, downsampled: Vec<u64>, out: &mut Routed) {
+        out.pending.extend(self.overlay.drain());
+        out.downsampled = downsampled
+            .into_iter()
+            .enumerate()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+    }
+
     /// Let go of an output buffer that one outsized request grew past `limit` bytes.
     pub fn release_above(&mut self, limit: usize) {
         if self.compressed.capacity() > limit {
@@ -157,20 +185,12 @@ pub fn split(
     }
     let n = routing.upstreams.len();
     let mut out = Routed::default();
-    s.writers.truncate(n);
-    for (u, up) in routing.upstreams.iter().enumerate() {
-        match s.writers.get_mut(u) {
-            Some(w) if w.version() == up.version => {}
-            Some(w) => *w = Writer::new(up.version),
-            None => s.writers.push(Writer::new(up.version)),
-        }
-        s.writers[u].begin(req, buf);
+    s.start(routing);
+    for w in &mut s.writers {
+        w.begin(req, buf);
     }
     s.unchanged.clear();
     s.unchanged.resize(n, 0);
-    s.counts.clear();
-    s.counts.resize(n, ItemCounts::default());
-    s.overlay.clear();
     let mut downsampled = vec![0u64; routing.routes.len()];
 
     for i in 0..req.len() {
@@ -189,12 +209,7 @@ pub fn split(
         }
 
         // Each claiming route once: its labels and sample mask, then every upstream it got.
-        for r in 0..=routing.routes.len() {
-            let r = if r == routing.routes.len() {
-                SOLE_UPSTREAM
-            } else {
-                r
-            };
+        for r in (0..routing.routes.len()).chain([SOLE_UPSTREAM]) {
             if !s.claimed.contains(&Some(r)) {
                 continue;
             }
@@ -262,12 +277,7 @@ pub fn split(
         }
     }
 
-    out.pending.extend(s.overlay.drain());
-    out.downsampled = downsampled
-        .into_iter()
-        .enumerate()
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    s.finish_downsampling(downsampled, &mut out);
     for u in 0..n {
         let up = &routing.upstreams[u];
         if s.counts[u].series == 0 && !req.is_empty() {
