@@ -118,10 +118,15 @@ pub enum WireError {
     InvalidUtf8 { series: usize, part: &'static str },
     #[error("series {series}: no labels")]
     NoLabels { series: usize },
-    #[error("series {series}: no __name__ label")]
+    #[error("series {series}: no __name__ label, or an empty one")]
     NoMetricName { series: usize },
     #[error("series {series}: empty label name")]
     EmptyLabelName { series: usize },
     #[error("series {series}: duplicate label name {name:?}")]
     DuplicateLabel { series: usize, name: String },
+    #[error("series {series}: invalid native histogram: {reason}")]
+    InvalidHistogram {
+        series: usize,
+        reason: reader::histogram::HistogramError,
+    },
 }

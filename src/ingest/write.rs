@@ -86,6 +86,7 @@ impl IngestError {
                 | WireError::SnappyTooLarge { .. }
                 | WireError::SnappyCorrupt(_) => "snappy",
                 WireError::Protobuf { .. } => "protobuf",
+                WireError::InvalidHistogram { .. } => "invalid_histogram",
                 _ => "invalid_series",
             },
             IngestError::Pipeline(PipelineError::Schema(_)) => "schema",

@@ -7,6 +7,7 @@
 //! iterators of `view` can decode without error paths. Label semantics are left to
 //! [`SeriesView::validate`].
 
+pub mod histogram;
 #[cfg(test)]
 mod tests;
 pub(crate) mod v1;

@@ -179,8 +179,9 @@ impl<'a> SeriesView<'a> {
         self.buf
     }
 
-    /// Label semantics: at least one label, `__name__` present, names non-empty and unique,
-    /// names and values valid UTF-8. `index` is only used in the error message.
+    /// Label semantics: at least one label, `__name__` present with a value, names non-empty
+    /// and unique, names and values valid UTF-8; and native histograms whose counts agree
+    /// with their buckets. `index` is only used in the error message.
     ///
     /// Labels may arrive unsorted (1.0 receivers accept that, docs/protocol.md §1), so uniqueness
     /// does not rely on order; sorted input (what Prometheus sends) takes a linear fast path.
@@ -198,7 +199,9 @@ impl<'a> SeriesView<'a> {
             if name.is_empty() {
                 return Err(WireError::EmptyLabelName { series: index });
             }
-            has_name |= name == b"__name__";
+            // An empty value is no value (Prometheus drops empty labels): `__name__=""` is
+            // a series without a name.
+            has_name |= name == b"__name__" && l.value_len > 0;
             // Compare first bytes before calling memcmp: exporters' label names mostly
             // differ there.
             sorted &= match name.first().cmp(&prev.first()) {
@@ -241,6 +244,34 @@ impl<'a> SeriesView<'a> {
         }
         if !has_name {
             return Err(WireError::NoMetricName { series: index });
+        }
+        if self.rec.histograms > 0 {
+            self.validate_histograms(index)?;
+        }
+        Ok(())
+    }
+
+    /// Native histogram semantics (`histogram::check`): one walk of the series body, only for
+    /// the series that carry histograms.
+    fn validate_histograms(&self, index: usize) -> Result<(), WireError> {
+        let field = match self.version {
+            Version::V1 => 4,
+            Version::V2 => 3,
+        };
+        let mut c = self.body();
+        while !c.at_end() {
+            let (f, wire_type) = c.tag()?;
+            if f == field && wire_type == proto::LEN {
+                let range = c.len_delim()?;
+                super::histogram::check(self.buf, range).map_err(|reason| {
+                    WireError::InvalidHistogram {
+                        series: index,
+                        reason,
+                    }
+                })?;
+            } else {
+                c.skip(wire_type)?;
+            }
         }
         Ok(())
     }
