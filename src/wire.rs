@@ -19,7 +19,7 @@ pub mod writer;
 pub use reader::{
     ItemCounts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView, V2Metadata, WireSample,
 };
-pub use writer::{OwnedSeries, Writer};
+pub use writer::{OwnedSeries, TranslationDrops, Writer};
 
 /// Which remote-write message a body carries (selected by Content-Type, docs/protocol.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

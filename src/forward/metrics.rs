@@ -67,6 +67,9 @@ pub struct ForwardMetrics {
     pub downsampled_samples: IntCounterVec,
     pub route_relabel_dropped_series: IntCounter,
     pub downsample_series: IntGauge,
+    /// What translating to an upstream's version could not carry, by kind (`what`:
+    /// start_timestamp, created_timestamp, metadata), counted once acknowledged.
+    pub translation_dropped: IntCounterVec,
 }
 
 impl ForwardMetrics {
@@ -125,6 +128,13 @@ impl ForwardMetrics {
                 r,
                 "cardguard_downsample_series",
                 "Series (per route) tracked by the downsampling state.",
+            ),
+            translation_dropped: counter_vec(
+                r,
+                "cardguard_translation_dropped_total",
+                "Items an upstream's remote-write version cannot carry, left out of what it \
+                 acknowledged, by upstream and what (start_timestamp, created_timestamp, metadata).",
+                &["upstream", "what"],
             ),
         }
     }

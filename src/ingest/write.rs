@@ -272,12 +272,23 @@ async fn send_routed(
     let t = &state.metrics.forward;
     t.route_relabel_dropped_series
         .inc_by(routed.route_relabel_dropped);
+    let count_dropped = |upstream: usize, dropped: &crate::wire::TranslationDrops| {
+        let name = &routing.upstreams[upstream].name;
+        for (what, n) in dropped.by_kind() {
+            if n > 0 {
+                t.translation_dropped
+                    .with_label_values(&[name.as_str(), what])
+                    .inc_by(n);
+            }
+        }
+    };
     let results =
         crate::route::send::send_all(&state.forwarder, routing, &routed.parts, tenant).await;
     let mut failures = Vec::new();
     for (part, result) in routed.parts.iter().zip(results) {
         match result {
             Ok(()) => {
+                count_dropped(part.upstream, &part.translation_dropped);
                 t.forwarded_bytes.inc_by(part.body.len() as u64);
                 t.forwarded.add(&part.forwarded);
                 if part.passthrough {
@@ -301,6 +312,9 @@ async fn send_routed(
     }
     if let Some(e) = answer {
         return Err(IngestError::Upstream(e));
+    }
+    for (upstream, dropped) in &routed.untranslatable {
+        count_dropped(*upstream, dropped);
     }
     for (r, n) in &routed.downsampled {
         if let Some(route) = routing.routes.get(*r) {

@@ -155,6 +155,7 @@ pub fn route(
             version: up.version,
             forwarded: s.counts[u],
             passthrough: false,
+            translation_dropped: wire::TranslationDrops::default(),
         });
     }
     out

@@ -32,6 +32,8 @@ pub struct Part {
     pub forwarded: ItemCounts,
     /// The original body, forwarded as it came.
     pub passthrough: bool,
+    /// What translating into `version` could not carry.
+    pub translation_dropped: wire::TranslationDrops,
 }
 
 /// A request split by upstream.
@@ -48,6 +50,9 @@ pub struct Routed {
     /// Series no route matched (dropped: several upstreams and no route for them cannot
     /// happen with a validated config, which requires a catch-all route then).
     pub unrouted: u64,
+    /// Upstreams that get no part because translation left nothing to send (a v1
+    /// metadata-only request bound for a v2 upstream), with what was left out.
+    pub untranslatable: Vec<(usize, wire::TranslationDrops)>,
 }
 
 impl Routed {
@@ -292,6 +297,7 @@ pub fn split(
                 version: up.version,
                 forwarded,
                 passthrough: true,
+                translation_dropped: wire::TranslationDrops::default(),
             });
             continue;
         }
@@ -300,6 +306,10 @@ pub fn split(
         let mut forwarded = s.counts[u];
         forwarded.metadata = w.metadata_written() as u64;
         if forwarded.series == 0 && forwarded.metadata == 0 {
+            let dropped = w.translation_dropped();
+            if dropped != wire::TranslationDrops::default() {
+                out.untranslatable.push((u, dropped));
+            }
             continue;
         }
         wire::snappy::compress(w.finish(), &mut s.compressed);
@@ -309,6 +319,7 @@ pub fn split(
             version: up.version,
             forwarded,
             passthrough: false,
+            translation_dropped: w.translation_dropped(),
         });
     }
     out
@@ -332,6 +343,7 @@ fn single(
             version,
             forwarded: req.counts(),
             passthrough: true,
+            translation_dropped: wire::TranslationDrops::default(),
         }
     } else {
         s.writers.truncate(1);
@@ -372,11 +384,14 @@ fn single(
             version,
             forwarded,
             passthrough: false,
+            translation_dropped: w.translation_dropped(),
         }
     };
     let mut out = Routed::default();
     if part.forwarded.series > 0 || part.forwarded.metadata > 0 {
         out.parts.push(part);
+    } else if part.translation_dropped != wire::TranslationDrops::default() {
+        out.untranslatable.push((0, part.translation_dropped));
     }
     out
 }

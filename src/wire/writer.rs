@@ -23,7 +23,7 @@ mod symbols;
 mod tests;
 mod translate;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Range;
 
 use self::symbols::Symbols;
@@ -37,6 +37,38 @@ pub struct OwnedSeries {
     pub labels: Vec<(String, String)>,
     /// `(value, timestamp_ms)`
     pub samples: Vec<(f64, i64)>,
+}
+
+/// What a translation could not carry into the output version, by kind: counted (on
+/// `cardguard_translation_dropped_total`), never silently lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TranslationDrops {
+    /// v2 → v1: float samples and native histograms whose `start_timestamp` was set.
+    pub start_timestamps: u64,
+    /// v2 → v1: series carrying a `created_timestamp` (TimeSeries field 6, what senders
+    /// before 2.0-rc.4 send; v2 copies keep it as it came).
+    pub created_timestamps: u64,
+    /// v1 → v2: request-level metadata no series of the request could carry (v2 has metadata
+    /// only per series). v2 → v1: a series' metadata differing from the one already kept for
+    /// its metric name (v1 keeps one per name).
+    pub metadata: u64,
+}
+
+impl TranslationDrops {
+    /// `(what, count)` for each kind, as the metric's `what` label spells it.
+    pub fn by_kind(&self) -> [(&'static str, u64); 3] {
+        [
+            ("start_timestamp", self.start_timestamps),
+            ("created_timestamp", self.created_timestamps),
+            ("metadata", self.metadata),
+        ]
+    }
+
+    pub fn add(&mut self, other: &TranslationDrops) {
+        self.start_timestamps += other.start_timestamps;
+        self.created_timestamps += other.created_timestamps;
+        self.metadata += other.metadata;
+    }
 }
 
 /// v1 metadata of one family of the source request, for attaching to v2 series.
@@ -57,8 +89,12 @@ pub struct Writer {
     body: Vec<u8>,
     /// v1 output from v2 input: `MetricMetadata` entries, appended by `finish`.
     metadata: Vec<u8>,
-    /// v1 output from v2 input: metric names whose metadata is already in `metadata`.
-    metadata_seen: HashSet<Vec<u8>>,
+    /// v1 output from v2 input: metric names whose metadata is already in `metadata`, with
+    /// the metadata kept.
+    metadata_seen: HashMap<Vec<u8>, super::V2Metadata>,
+    /// What translating the current request could not carry (v1 → v2 metadata is added up
+    /// by `translation_dropped`).
+    dropped: TranslationDrops,
     /// v2 output: the symbols table.
     symbols: Symbols,
     /// v2 output: scratch for one series' labels_refs.
@@ -83,7 +119,8 @@ impl Writer {
             out,
             body: Vec::new(),
             metadata: Vec::new(),
-            metadata_seen: HashSet::new(),
+            metadata_seen: HashMap::new(),
+            dropped: TranslationDrops::default(),
             symbols: Symbols::default(),
             refs: Vec::new(),
             families: HashMap::new(),
@@ -115,6 +152,14 @@ impl Writer {
         self.metadata_written
     }
 
+    /// What translating the request since `begin` could not carry into the output version.
+    pub fn translation_dropped(&self) -> TranslationDrops {
+        let mut d = self.dropped;
+        // Families no written series picked up have no place in v2.
+        d.metadata += self.families.values().filter(|f| f.refs.is_none()).count() as u64;
+        d
+    }
+
     /// v2 → v2 raw copies carry their metadata along.
     fn count_copied_metadata(&mut self, req: &Parsed, s: &super::SeriesView<'_>) {
         if req.version() == Version::V2 && self.out == Version::V2 {
@@ -128,6 +173,7 @@ impl Writer {
         self.body.clear();
         self.metadata.clear();
         self.metadata_seen.clear();
+        self.dropped = TranslationDrops::default();
         self.symbols.clear();
         self.refs.clear();
         self.families.clear();
@@ -398,8 +444,10 @@ impl Writer {
 }
 
 /// Copy every field of the message under `c` except `skip_field`, as raw bytes (tag
-/// included), merging runs of consecutive kept fields into one copy.
-pub(crate) fn copy_fields_except(out: &mut Vec<u8>, mut c: Cursor<'_>, skip_field: u32) {
+/// included), merging runs of consecutive kept fields into one copy. Returns how many
+/// occurrences of `skip_field` were left out.
+pub(crate) fn copy_fields_except(out: &mut Vec<u8>, mut c: Cursor<'_>, skip_field: u32) -> u64 {
+    let mut skipped = 0;
     let buf = c.buf();
     let mut run_start = c.pos();
     // End of the last whole field: parsed bodies are well framed, but with any other buffer
@@ -412,10 +460,12 @@ pub(crate) fn copy_fields_except(out: &mut Vec<u8>, mut c: Cursor<'_>, skip_fiel
         if field == skip_field {
             out.extend_from_slice(buf.get(run_start..end).unwrap_or_default());
             run_start = c.pos();
+            skipped += 1;
         }
         end = c.pos();
     }
     out.extend_from_slice(buf.get(run_start..end).unwrap_or_default());
+    skipped
 }
 
 /// A `Label` message (name 1, value 2) as field `field`; empty strings are left out, as prost

@@ -410,3 +410,79 @@ fn fuzz_regressions() {
         }
     }
 }
+
+/// What v1 cannot carry is counted by kind: start timestamps of samples and histograms, the
+/// pre-rc.4 created timestamp (series field 6), metadata differing from the first kept for
+/// its name; and the other way, v1 metadata no v2 series picks up.
+#[test]
+fn translation_counts_what_the_output_version_cannot_carry() {
+    let series = |name: &str, st: i64, help: u32| v2::TimeSeries {
+        labels_refs: vec![1, name.parse::<u32>().unwrap()],
+        samples: vec![v2::Sample {
+            value: 1.0,
+            timestamp: 10,
+            start_timestamp: st,
+        }],
+        histograms: vec![v2::Histogram {
+            start_timestamp: st,
+            ..Default::default()
+        }],
+        metadata: Some(v2::Metadata {
+            r#type: 1,
+            help_ref: help,
+            unit_ref: 0,
+        }),
+        ..Default::default()
+    };
+    let req = v2::Request {
+        symbols: ["", "__name__", "a", "b", "help one", "help two"]
+            .map(String::from)
+            .to_vec(),
+        timeseries: vec![series("2", 5, 4), series("2", 0, 5), series("3", 0, 4)],
+    };
+    // The third series also carries a created_timestamp (field 6, varint 7), appended by
+    // hand: the reference types no longer know the field.
+    let mut third = req.timeseries[2].encode_to_vec();
+    third.extend_from_slice(&[0x30, 0x07]);
+    let mut buf = v2::Request {
+        symbols: req.symbols.clone(),
+        timeseries: req.timeseries[..2].to_vec(),
+    }
+    .encode_to_vec();
+    proto::put_bytes(&mut buf, 5, &third);
+    let mut p = Parsed::new();
+    p.parse(&buf, Version::V2, &Limits::default()).unwrap();
+    let mut w = Writer::new(Version::V1);
+    w.begin(&p, &buf);
+    (0..3).for_each(|i| w.copy_series(&p, &buf, i));
+    assert_eq!(
+        w.translation_dropped(),
+        TranslationDrops {
+            start_timestamps: 2,
+            created_timestamps: 1,
+            metadata: 1,
+        }
+    );
+    // v2 → v2 copies carry everything.
+    let mut w = Writer::new(Version::V2);
+    w.begin(&p, &buf);
+    (0..3).for_each(|i| w.copy_series(&p, &buf, i));
+    assert_eq!(w.translation_dropped(), TranslationDrops::default());
+
+    // v1 → v2: metadata of a family no series carries is left out, and counted.
+    let v1req = v1::WriteRequest {
+        timeseries: vec![],
+        metadata: vec![v1::MetricMetadata {
+            r#type: 1,
+            metric_family_name: "orphan".into(),
+            help: "h".into(),
+            unit: String::new(),
+        }],
+    };
+    let buf = v1req.encode_to_vec();
+    p.parse(&buf, Version::V1, &Limits::default()).unwrap();
+    let mut w = Writer::new(Version::V2);
+    w.begin(&p, &buf);
+    w.copy_metadata(&p, &buf);
+    assert_eq!(w.translation_dropped().metadata, 1);
+}

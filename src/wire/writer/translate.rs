@@ -55,7 +55,8 @@ impl Writer {
                 // field 17, which v2 reads as start_timestamp.
                 4 => {
                     let h = proto::begin_nested(&mut self.body, 3);
-                    super::copy_fields_except(&mut self.body, Cursor::new(buf, range), 17);
+                    // A v1 field 17 has no meaning to lose.
+                    let _ = super::copy_fields_except(&mut self.body, Cursor::new(buf, range), 17);
                     proto::end_nested(&mut self.body, h);
                 }
                 3 => {
@@ -134,7 +135,13 @@ impl Writer {
         let mut c = s.body();
         while let Ok((field, wire_type)) = c.tag() {
             if wire_type != proto::LEN {
-                if c.skip(wire_type).is_err() {
+                // Field 6: the created timestamp of senders before 2.0-rc.4; v1 has no place.
+                if field == 6 && wire_type == proto::VARINT {
+                    match c.varint() {
+                        Ok(ct) => self.dropped.created_timestamps += u64::from(ct != 0),
+                        Err(_) => break,
+                    }
+                } else if c.skip(wire_type).is_err() {
                     break;
                 }
                 continue;
@@ -143,16 +150,19 @@ impl Writer {
             match field {
                 2 if !self.take_sample() => {}
                 2 => {
-                    // v1 has no start_timestamp: re-encode without it.
+                    // v1 has no start_timestamp: re-encode without it (counted).
                     let mut sc = Cursor::new(buf, range);
                     if let Ok(sample) = reader::decode_sample(&mut sc, Version::V2) {
+                        self.dropped.start_timestamps += u64::from(sample.start_timestamp != 0);
                         put_sample(&mut self.body, sample.value, sample.timestamp, 0);
                     }
                 }
                 3 => {
-                    // v2 field 3 → v1 field 4, minus field 17 (start_timestamp).
+                    // v2 field 3 → v1 field 4, minus field 17 (start_timestamp, counted).
                     let h = proto::begin_nested(&mut self.body, 4);
-                    super::copy_fields_except(&mut self.body, Cursor::new(buf, range), 17);
+                    self.dropped.start_timestamps +=
+                        super::copy_fields_except(&mut self.body, Cursor::new(buf, range), 17)
+                            .min(1);
                     proto::end_nested(&mut self.body, h);
                 }
                 4 => {
@@ -173,8 +183,10 @@ impl Writer {
         }
         proto::end_nested(&mut self.body, pos);
         if let (Some(m), Some(name)) = (s.v2_metadata(), metric_name(labels)) {
-            if !m.is_empty() && !self.metadata_seen.contains(name) {
-                self.metadata_seen.insert(name.to_vec());
+            if let Some(kept) = self.metadata_seen.get(name).filter(|_| !m.is_empty()) {
+                self.dropped.metadata += u64::from(*kept != m);
+            } else if !m.is_empty() {
+                self.metadata_seen.insert(name.to_vec(), m);
                 self.metadata_written += 1;
                 let out = &mut self.metadata;
                 let e = proto::begin_nested(out, 3);
