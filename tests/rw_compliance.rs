@@ -1705,15 +1705,17 @@ impl Env {
             .expect("a runtime");
         let (sink, app) = rt.block_on(async {
             let sink = Sink::start(SinkOptions::recording()).await.expect("sink");
-            let mut config = Config::default();
-            config.routing = Some(Arc::new(Routing::single(UpstreamConfig {
-                name: "up".into(),
-                url: sink.write_url().parse().unwrap(),
-                version,
-                timeout: Duration::from_secs(5),
-                headers: vec![],
-                tenant_header: None,
-            })));
+            let config = Config {
+                routing: Some(Arc::new(Routing::single(UpstreamConfig {
+                    name: "up".into(),
+                    url: sink.write_url().parse().unwrap(),
+                    version,
+                    timeout: Duration::from_secs(5),
+                    headers: vec![],
+                    tenant_header: None,
+                }))),
+                ..Config::default()
+            };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let app = App::start_on(config, ConfigSource::default(), listener).expect("start");
             (sink, app)
@@ -1960,9 +1962,11 @@ struct Seen {
     samples: Vec<(u64, i64)>,
     /// `(count, schema, sum bits, timestamp)`
     histograms: Vec<(u64, i32, u64, i64)>,
-    /// `(labels, value bits, timestamp)`
-    exemplars: Vec<(Vec<(String, String)>, u64, i64)>,
+    exemplars: Vec<SeenExemplar>,
 }
+
+/// `(labels, value bits, timestamp)`
+type SeenExemplar = (Vec<(String, String)>, u64, i64);
 
 fn pairs(symbols: &[String], refs: &[u32]) -> Vec<(String, String)> {
     refs.chunks(2)
@@ -2270,4 +2274,243 @@ suite_tests! {
     test_corrupt_request_body => "TestCorruptRequestBody",
     test_rw1_basic_compatibility => "TestRW1BasicCompatibility",
     test_rw1_error_handling => "TestRW1ErrorHandling",
+}
+
+// ---------------------------------------------------------------------------------------
+// Beyond the suite: what cardguard does with what the suite only sends.
+
+const V2_HEADERS: [(&str, &str); 3] = [
+    ("content-encoding", "snappy"),
+    (
+        "content-type",
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+    ),
+    ("x-prometheus-remote-write-version", "2.0.0"),
+];
+
+fn dropped(env: &Env, what: &str) -> f64 {
+    env.metric(&format!(
+        r#"cardguard_translation_dropped_total{{upstream="up",what="{what}"}}"#
+    ))
+}
+
+/// Start timestamps as 2.0-rc.4 carries them (Sample field 3, Histogram field 17) reach a v2
+/// upstream as sent; a v1 upstream cannot carry them, so they are counted.
+#[test]
+fn start_timestamps_reach_a_v2_upstream_and_are_counted_for_a_v1_one() {
+    let now = now_ms();
+    let mut h = suite_histogram(1.0, true, false, true, false, false);
+    h.timestamp = now;
+    h.start_timestamp = now - 60_000;
+    let req = v2::Request {
+        symbols: ["", "__name__", "c_total", "h_seconds"]
+            .map(String::from)
+            .to_vec(),
+        timeseries: vec![
+            v2::TimeSeries {
+                labels_refs: vec![1, 2],
+                samples: vec![v2::Sample {
+                    value: 5.0,
+                    timestamp: now,
+                    start_timestamp: now - 3_600_000,
+                }],
+                ..Default::default()
+            },
+            v2::TimeSeries {
+                labels_refs: vec![1, 3],
+                histograms: vec![h],
+                ..Default::default()
+            },
+        ],
+    };
+    let body = snappy(&req.encode_to_vec());
+    for version in [Version::V1, Version::V2] {
+        let env = Env::start(version);
+        let r = http(env.addr, "POST", "/api/v1/write", &V2_HEADERS, Some(&body));
+        assert_eq!(
+            r.status,
+            204,
+            "{version:?}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.written("samples").unwrap(), 1);
+        assert_eq!(r.written("histograms").unwrap(), 1);
+        let got = env.sink.received();
+        assert_eq!(got.len(), 1);
+        let raw = unsnappy(&got[0].body);
+        match version {
+            Version::V2 => {
+                let up = v2::Request::decode(raw.as_slice()).unwrap();
+                assert_eq!(up, req, "the v2 upstream gets the request as sent");
+                assert_eq!(dropped(&env, "start_timestamp"), 0.0);
+            }
+            Version::V1 => {
+                let up = v1::WriteRequest::decode(raw.as_slice()).unwrap();
+                assert_eq!(up.timeseries.len(), 2);
+                assert_eq!(dropped(&env, "start_timestamp"), 2.0);
+            }
+        }
+    }
+}
+
+/// Prometheus sends its metadata in v1 requests of their own; a v2 upstream has no place for
+/// metadata without a series, so it is counted, and the sender still hears 204.
+#[test]
+fn v1_metadata_a_v2_upstream_cannot_carry_is_counted() {
+    let req = v1::WriteRequest {
+        timeseries: vec![],
+        metadata: vec![v1::MetricMetadata {
+            r#type: v1::MetricType::Counter as i32,
+            metric_family_name: "http_requests".into(),
+            help: "Requests.".into(),
+            unit: String::new(),
+        }],
+    };
+    let body = snappy(&req.encode_to_vec());
+    let headers = [
+        ("content-encoding", "snappy"),
+        ("content-type", "application/x-protobuf"),
+    ];
+    let env = Env::start(Version::V2);
+    let r = http(env.addr, "POST", "/api/v1/write", &headers, Some(&body));
+    assert_eq!(r.status, 204);
+    assert!(
+        env.sink.received().is_empty(),
+        "nothing to send a v2 upstream"
+    );
+    assert_eq!(dropped(&env, "metadata"), 1.0);
+    let env = Env::start(Version::V1);
+    let r = http(env.addr, "POST", "/api/v1/write", &headers, Some(&body));
+    assert_eq!(r.status, 204);
+    assert_eq!(env.sink.received().len(), 1);
+    assert_eq!(dropped(&env, "metadata"), 0.0);
+}
+
+/// 415 is decided on the headers alone: a request announcing a large body it never sends is
+/// answered at once, and a body with a Content-Length (not chunked) is accepted as well.
+#[test]
+fn unsupported_media_is_refused_before_the_body_and_sized_bodies_work_too() {
+    let env = Env::start(Version::V2);
+    for (k, v) in [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ] {
+        let mut s = TcpStream::connect(env.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = format!(
+            "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n{k}: {v}\r\n"
+        );
+        if k != "content-type" {
+            head.push_str("content-type: application/x-protobuf\r\n");
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).expect("an answer before any body byte");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(line.starts_with("HTTP/1.1 415"), "{k}: {v}: {line:?}");
+    }
+    let req = generate(&Opts {
+        samples: vec![sample(basic("up"), 1.0)],
+        ..Default::default()
+    });
+    let body = snappy(&req.encode_to_vec());
+    let mut s = TcpStream::connect(env.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut out = format!(
+        "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in V2_HEADERS {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    s.write_all(&out).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 204"), "{text}");
+    assert!(text.contains("x-prometheus-remote-write-samples-written: 1"));
+}
+
+// ---------------------------------------------------------------------------------------
+// docs/compliance.md lists every case; `cargo test --test rw_compliance -- --ignored
+// print_case_table --nocapture` prints its rows.
+
+fn describe(case: &Case) -> (String, String) {
+    let mut sends = Vec::new();
+    match &case.body {
+        Body::V1(samples) => sends.push(format!("v1: {} samples", samples.len())),
+        Body::V2(o) => {
+            let n = |k: usize, what: &str| (k > 0).then(|| format!("{k} {what}"));
+            let created = o
+                .samples
+                .iter()
+                .filter(|s| s.created_ms_ago.is_some())
+                .count()
+                + o.histograms
+                    .iter()
+                    .filter(|h| h.created_ms_ago.is_some())
+                    .count();
+            sends.extend(
+                [
+                    n(o.samples.len(), "samples"),
+                    n(o.histograms.len(), "histograms"),
+                    n(o.exemplars.len(), "exemplars"),
+                    n(o.metadata.len(), "metadata"),
+                    n(created, "created ts"),
+                ]
+                .into_iter()
+                .flatten(),
+            );
+        }
+    }
+    if let Some((k, v)) = case.header {
+        sends.push(format!("{k}: {v}"));
+    }
+    if let Some(b) = case.corrupt {
+        sends.push(format!("body[0] = 0x{b:02x}"));
+    }
+    let e = &case.expect;
+    let expects = match (e.exact, e.success) {
+        (Some(code), _) => code.to_string(),
+        (None, false) => "400".to_string(),
+        (None, true) if matches!(case.body, Body::V1(_)) => "2xx, no Written headers".into(),
+        (None, true) => format!(
+            "{}, written {}/{}/{}",
+            if e.strict { "204" } else { "2xx" },
+            e.samples,
+            e.histograms,
+            e.exemplars
+        ),
+    };
+    (sends.join(", "), expects)
+}
+
+#[test]
+#[ignore = "prints the rows of docs/compliance.md"]
+fn print_case_table() {
+    for (i, c) in all_cases().iter().enumerate() {
+        let (sends, expects) = describe(c);
+        let level = format!("{:?}", c.level).to_uppercase();
+        println!(
+            "| {} | `{}` | {level} | {sends} | {expects} | pass | pass |",
+            i + 1,
+            c.name
+        );
+    }
+}
+
+#[test]
+fn docs_list_every_case() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/compliance.md"))
+        .expect("docs/compliance.md");
+    let missing: Vec<String> = all_cases()
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|n| !doc.contains(&format!("`{n}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/compliance.md: {missing:?}");
 }
