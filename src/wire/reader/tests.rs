@@ -255,6 +255,11 @@ fn validate_reports_each_label_problem() {
         (&[("job", "a"), ("__name__", "up")], None), // unsorted is fine
         (&[], Some(WireError::NoLabels { series: 0 })),
         (&[("job", "a")], Some(WireError::NoMetricName { series: 0 })),
+        // An empty value is no value: the compliance suite's `__name__=""` cases.
+        (
+            &[("__name__", ""), ("job", "a")],
+            Some(WireError::NoMetricName { series: 0 }),
+        ),
         (
             &[("__name__", "up"), ("", "a")],
             Some(WireError::EmptyLabelName { series: 0 }),
@@ -564,4 +569,37 @@ fn v2_label_pairs_may_span_packed_and_unpacked_fields() {
         p.series(&empty, 0).validate(0),
         Err(WireError::NoLabels { series: 0 })
     );
+}
+
+/// A series' native histograms are checked by `validate`, not by the parse pass: a bad count
+/// is a 400 naming the series.
+#[test]
+fn validate_refuses_a_histogram_whose_count_disagrees_with_its_buckets() {
+    let h = |count| v1::Histogram {
+        count: Some(v1::histogram::Count::CountInt(count)),
+        positive_spans: vec![v1::BucketSpan {
+            offset: 0,
+            length: 2,
+        }],
+        positive_deltas: vec![1, 1],
+        ..Default::default()
+    };
+    for (count, ok) in [(3, true), (99, false)] {
+        let mut series = v1_series(&[("__name__", "h")]);
+        series.histograms = vec![h(count)];
+        let req = v1::WriteRequest {
+            timeseries: vec![series],
+            metadata: vec![],
+        };
+        let buf = req.encode_to_vec();
+        let p = parse(&buf, Version::V1).unwrap();
+        let got = p.series(&buf, 0).validate(0);
+        assert_eq!(got.is_ok(), ok, "count {count}: {got:?}");
+        if let Err(e) = got {
+            assert_eq!(
+                e.to_string(),
+                "series 0: invalid native histogram: count is 99 but the buckets hold 3"
+            );
+        }
+    }
 }
