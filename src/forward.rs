@@ -95,6 +95,8 @@ impl FailureClass {
         match status.as_u16() {
             429 => FailureClass::TooManyRequests,
             400 | 409 | 422 => FailureClass::Refused,
+            // The upstream gave up waiting for our body: a timeout, not a setting.
+            408 => FailureClass::Timeout,
             s if (400..500).contains(&s) => FailureClass::Config,
             // 5xx, and whatever a broken upstream answers outside 4xx/5xx: a retry can help.
             _ => FailureClass::ServerError,
@@ -197,7 +199,7 @@ struct Refusing {
 }
 
 impl Refusing {
-    fn refused(&self, upstream: &str, status: StatusCode) {
+    fn refused(&self, upstream: &str, status: StatusCode, e: &ForwardError) {
         let mut map = self.by_upstream.lock().unwrap_or_else(|e| e.into_inner());
         let before = map.insert(upstream.to_string(), status);
         if before.is_none() {
@@ -207,9 +209,9 @@ impl Refusing {
             tracing::error!(
                 upstream,
                 status = status.as_u16(),
-                "upstream refuses cardguard's requests ({status}), a configuration problem: \
-                 senders are answered 503 and retry until it is fixed; see \
-                 cardguard_upstream_config_errors_total"
+                "{} (logged once until the upstream answers otherwise; counted in \
+                 cardguard_upstream_config_errors_total)",
+                e.config_error_message()
             );
         }
     }
@@ -266,7 +268,7 @@ impl Forwarder {
                         .config_errors
                         .with_label_values(&[&up.name, status.as_str()])
                         .inc();
-                    self.refusing.refused(&up.name, *status);
+                    self.refusing.refused(&up.name, *status, e);
                 }
             }
         }

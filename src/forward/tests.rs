@@ -42,8 +42,9 @@ fn upstream_statuses_are_classified_by_whose_fault_they_are() {
         assert_eq!(class(code), Refused, "{code}");
     }
     assert_eq!(class(429), TooManyRequests);
+    assert_eq!(class(408), Timeout);
     for code in [
-        401, 403, 404, 405, 407, 408, 410, 411, 413, 414, 415, 421, 431, 451,
+        401, 403, 404, 405, 407, 410, 411, 413, 414, 415, 421, 431, 451,
     ] {
         assert_eq!(class(code), Config, "{code}");
     }
