@@ -2,7 +2,8 @@
 //! upstream, the load harness's null upstream and the tests' fake upstream, one implementation
 //! for all three. It counts requests and samples (per `service` label too, and distinct series
 //! per service when asked), keeps the raw requests when asked, and answers what it is told
-//! (204 by default; any status, headers, body or delay for the tests of upstream failures).
+//! (204 by default; any status, headers, body or delay for the tests of upstream failures; 413
+//! to a body over a size, as a backend with a request size limit does).
 //! Decoding reuses one buffer per connection, so as a null upstream it costs the harness little.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -112,6 +113,9 @@ struct Shared {
     requests: AtomicU64,
     samples: AtomicU64,
     undecodable: AtomicU64,
+    /// Compressed bodies larger than this are answered 413 and not recorded (`usize::MAX`: none).
+    max_body_bytes: std::sync::atomic::AtomicUsize,
+    too_large: AtomicU64,
     /// By `service` label value (empty when absent).
     by_service: Mutex<HashMap<Vec<u8>, ServiceTally>>,
 }
@@ -141,6 +145,7 @@ impl Sink {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             options,
+            max_body_bytes: usize::MAX.into(),
             ..Shared::default()
         });
         tokio::spawn(accept_loop(listener, shared.clone()));
@@ -174,6 +179,19 @@ impl Sink {
     /// Answer every following request with `answer`.
     pub fn answer(&self, answer: Answer) {
         *lock(&self.shared.answer) = answer;
+    }
+
+    /// From now on answer 413 to a compressed body over `limit` bytes, before decoding it; such
+    /// a request is counted by [`Sink::too_large`] only. `None` lifts the limit.
+    pub fn max_body_bytes(&self, limit: Option<usize>) {
+        self.shared
+            .max_body_bytes
+            .store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    /// Requests answered 413 because of [`Sink::max_body_bytes`].
+    pub fn too_large(&self) -> u64 {
+        self.shared.too_large.load(Ordering::Relaxed)
     }
 
     /// Every request so far (only with [`SinkOptions::keep_requests`]).
@@ -217,6 +235,7 @@ impl Sink {
         self.shared.requests.store(0, Ordering::Relaxed);
         self.shared.samples.store(0, Ordering::Relaxed);
         self.shared.undecodable.store(0, Ordering::Relaxed);
+        self.shared.too_large.store(0, Ordering::Relaxed);
         lock(&self.shared.by_service).clear();
         lock(&self.shared.received).clear();
     }
@@ -271,6 +290,14 @@ async fn handle(
         _ => Version::V1,
     };
     let body = body.collect().await.map(|b| b.to_bytes());
+    if let Ok(b) = &body {
+        if b.len() > shared.max_body_bytes.load(Ordering::Relaxed) {
+            shared.too_large.fetch_add(1, Ordering::Relaxed);
+            let mut r = Response::new(Full::new(Bytes::from_static(b"request body too large\n")));
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return r;
+        }
+    }
     let decoded = match &body {
         Ok(b) => shared.record(b, version, &mut lock(scratch)),
         Err(_) => false,
@@ -409,6 +436,23 @@ mod tests {
         sink.reset();
         assert_eq!(sink.requests(), 0);
         assert!(sink.received().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_bodies_over_a_size_without_recording_them() {
+        let sink = Sink::start(SinkOptions::recording()).await.unwrap();
+        let client = poster(&sink);
+        let (small, large) = (body(&[("a", "web", 1)]), body(&[("a", "web", 50)]));
+        sink.max_body_bytes(Some(small.len()));
+        assert_eq!(client(large.clone()).await, 413);
+        assert_eq!(client(small).await, 204);
+        assert_eq!(
+            (sink.too_large(), sink.requests(), sink.samples()),
+            (1, 1, 1)
+        );
+        assert_eq!(sink.received().len(), 1);
+        sink.max_body_bytes(None);
+        assert_eq!(client(large).await, 204);
     }
 
     /// POST `body` to the sink; the status.

@@ -60,8 +60,13 @@ pub struct ForwardMetrics {
     pub upstream_seconds: HistogramVec,
     /// Upstream responses by code (`2xx` codes collapsed to their value).
     pub upstream_requests: IntCounterVec,
-    /// Upstream failures by class: timeout, connect, 5xx, 429, 4xx, other.
+    /// Bodies that failed, by class: timeout, connect, 5xx, 429, config, 4xx, other (the
+    /// outcome of a body, after splitting on a 413).
     pub upstream_errors: IntCounterVec,
+    /// Bodies refused for a reason of cardguard's configuration, by upstream and status.
+    pub config_errors: IntCounterVec,
+    /// Bodies (or pieces) split in two after a 413, by upstream.
+    pub body_splits: IntCounterVec,
     /// Routing: samples left out by `min_interval`, by route; series a route's own
     /// relabeling dropped; (route, series) entries of the downsampling state.
     pub downsampled_samples: IntCounterVec,
@@ -110,8 +115,22 @@ impl ForwardMetrics {
             upstream_errors: counter_vec(
                 r,
                 "cardguard_upstream_errors_total",
-                "Upstream requests that failed, by class: timeout, connect, 5xx, 429, 4xx, other.",
+                "Upstream writes that failed, by class: timeout, connect, 5xx, 429, config, 4xx, other.",
                 &["upstream", "class"],
+            ),
+            config_errors: counter_vec(
+                r,
+                "cardguard_upstream_config_errors_total",
+                "Upstream writes refused for a reason of cardguard's configuration (credentials, \
+                 URL, tenant, size), answered 503 so senders retry; by upstream and status.",
+                &["upstream", "status"],
+            ),
+            body_splits: counter_vec(
+                r,
+                "cardguard_upstream_body_splits_total",
+                "Bodies an upstream refused as too large (413) that were split in two halves by \
+                 series and sent again, by upstream.",
+                &["upstream"],
             ),
             downsampled_samples: counter_vec(
                 r,

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::state::State;
-use crate::forward::ForwardError;
+use crate::forward::{FailureClass, ForwardError, CONFIG_ERROR_RETRY_AFTER};
 use crate::pipeline::{self, PipelineError};
 use crate::wire::{ItemCounts, Version, WireError};
 
@@ -60,13 +60,16 @@ impl IngestError {
             IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::Overloaded(_) | IngestError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            IngestError::Upstream(ForwardError::Status { status, .. }) => {
-                if status.is_server_error() {
-                    // Whatever the upstream's 5xx, the sender's remedy is the same: retry.
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    *status
-                }
+            // An upstream's refusal of the data (400, 409, 422) and its 429 go back as they
+            // are; for everything else, a 5xx or an upstream refusing cardguard's own request
+            // (credentials, URL, size: FailureClass::Config) alike, the remedy is to retry.
+            IngestError::Upstream(e @ ForwardError::Status { status, .. })
+                if matches!(
+                    e.class(),
+                    FailureClass::Refused | FailureClass::TooManyRequests
+                ) =>
+            {
+                *status
             }
             IngestError::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -100,9 +103,12 @@ impl IngestError {
     fn response(&self, version: Option<Version>) -> Response<Full<Bytes>> {
         let status = self.status();
         let body = match self {
-            // A 4xx from the upstream goes back as the upstream wrote it.
+            IngestError::Upstream(e) if e.class() == FailureClass::Config => {
+                Bytes::from(format!("{}\n", e.config_error_message()))
+            }
+            // A 4xx about the data goes back as the upstream wrote it.
             IngestError::Upstream(ForwardError::Status { body, status, .. })
-                if !status.is_server_error() && !body.is_empty() =>
+                if status.is_client_error() && !body.is_empty() =>
             {
                 body.clone()
             }
@@ -113,6 +119,9 @@ impl IngestError {
         match self {
             IngestError::MethodNotAllowed(_) => {
                 h.insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+            IngestError::Upstream(e) if e.class() == FailureClass::Config => {
+                h.insert(RETRY_AFTER, CONFIG_ERROR_RETRY_AFTER);
             }
             IngestError::Upstream(ForwardError::Status {
                 retry_after: Some(ra),
@@ -165,6 +174,10 @@ pub async fn handle(state: &State, req: http::Request<Incoming>) -> Response<Ful
             t.rejected_requests.with_label_values(&[e.reason()]).inc();
             match &e {
                 IngestError::Internal => tracing::error!("write request failed: {e}"),
+                // The forwarder logs these once per upstream when they start and stop.
+                IngestError::Upstream(u) if u.class() == FailureClass::Config => {
+                    tracing::debug!("write request not acknowledged: {e}")
+                }
                 IngestError::Upstream(_) | IngestError::Overloaded(_) => {
                     tracing::warn!("write request not acknowledged: {e}")
                 }
@@ -296,7 +309,12 @@ async fn send_routed(
                 }
             }
             Err(e) => {
-                tracing::warn!(upstream = %routing.upstreams[part.upstream].name, "part of a write request not acknowledged: {e}");
+                let upstream = &routing.upstreams[part.upstream].name;
+                if e.class() == FailureClass::Config {
+                    tracing::debug!(%upstream, "part of a write request not acknowledged: {e}");
+                } else {
+                    tracing::warn!(%upstream, "part of a write request not acknowledged: {e}");
+                }
                 failures.push(e);
             }
         }
@@ -481,8 +499,14 @@ mod tests {
         assert_eq!(up(500), 503);
         assert_eq!(up(502), 503);
         assert_eq!(up(429), 429);
+        // About the data: passed back, the sender drops it.
         assert_eq!(up(400), 400);
-        assert_eq!(up(404), 404);
+        assert_eq!(up(409), 409);
+        assert_eq!(up(422), 422);
+        // About cardguard's configuration: the sender keeps the data and retries.
+        for code in [401, 403, 404, 405, 407, 413, 415] {
+            assert_eq!(up(code), 503, "{code}");
+        }
         let timeout = IngestError::Upstream(ForwardError::Timeout {
             upstream: "u".into(),
             timeout: Duration::from_secs(1),

@@ -60,9 +60,11 @@ pub async fn send_all(
 }
 
 /// The one error that answers the sender when some parts failed: 429 (with its Retry-After)
-/// only if every failure was a 429; a 4xx passed back only if every failure was that kind of
-/// final refusal; otherwise the first failure that makes the sender retry (→ 503), so the
-/// whole request comes again and the upstreams that did take it get identical duplicates.
+/// only if every failure was a 429; an upstream's refusal of the data (400, 409, 422) passed
+/// back only if every failure was such a final refusal; otherwise the first failure that makes
+/// the sender retry (→ 503: a 5xx, a timeout, or an upstream refusing cardguard's own request,
+/// `FailureClass::Config`), so the whole request comes again and the upstreams that did take
+/// it get identical duplicates. Any upstream that needs a retry gets one.
 pub fn answer(failures: Vec<ForwardError>) -> Option<ForwardError> {
     let is_429 = |e: &ForwardError| e.class() == FailureClass::TooManyRequests;
     let is_final = |e: &ForwardError| !e.class().is_retryable();
@@ -115,5 +117,27 @@ mod tests {
         };
         let a = answer(vec![status(400), timeout]).unwrap();
         assert_eq!(a.class(), FailureClass::Timeout);
+    }
+
+    /// An upstream refusing cardguard's own request (expired token, wrong URL) must be
+    /// retried whatever the others answered: a final 4xx elsewhere does not drop its data.
+    #[test]
+    fn a_configuration_refusal_anywhere_makes_the_sender_retry() {
+        let a = answer(vec![status(401)]).unwrap();
+        assert_eq!(a.class(), FailureClass::Config);
+        let a = answer(vec![status(400), status(404)]).unwrap();
+        assert_eq!(a.class(), FailureClass::Config);
+        assert_eq!(a.to_string(), "upstream u404: answered 404 Not Found");
+        let a = answer(vec![status(422), status(413), status(409)]).unwrap();
+        assert_eq!(a.class(), FailureClass::Config);
+        // Busy and misconfigured: retry, and not at the busy one's pace only.
+        let a = answer(vec![status(429), status(403)]).unwrap();
+        assert_eq!(a.class(), FailureClass::Config);
+        // Two data refusals: the first goes back.
+        let a = answer(vec![status(422), status(400)]).unwrap();
+        assert_eq!(
+            a.to_string(),
+            "upstream u422: answered 422 Unprocessable Entity"
+        );
     }
 }
