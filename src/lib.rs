@@ -29,6 +29,7 @@ pub mod duration;
 pub mod forward;
 pub mod guard;
 pub mod ingest;
+pub mod logging;
 pub mod pipeline;
 pub mod relabel;
 pub mod route;

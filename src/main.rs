@@ -2,6 +2,7 @@
 //! runs is started by `cardguard::app::App`; this file only adds logging, the runtime and the
 //! signals (SIGHUP reloads, SIGTERM and Ctrl-C shut down).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +12,9 @@ use cardguard::app::App;
 use cardguard::config::{Config, Overrides};
 use cardguard::duration::PromDuration;
 use cardguard::ingest::ConfigSource;
+use cardguard::logging::LogFormat;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,16 @@ struct Cli {
         env = "CARDGUARD_LOG"
     )]
     log_level: String,
+    /// Log line format: text (colored on a terminal only), logfmt or json.
+    #[arg(
+        long = "log.format",
+        global = true,
+        default_value = "text",
+        env = "CARDGUARD_LOG_FORMAT",
+        value_parser = PossibleValuesParser::new(LogFormat::NAMES)
+            .map(|s| s.parse::<LogFormat>().expect("a possible value"))
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,7 +89,11 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    cardguard::logging::init(
+        &cli.log_level,
+        cli.log_format,
+        std::io::stderr().is_terminal(),
+    );
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check { file } => return check(&file),
@@ -92,15 +108,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
