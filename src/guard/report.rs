@@ -113,6 +113,27 @@ pub struct OwnerCounts {
     pub dropped_samples_total: [u64; REASONS],
 }
 
+impl From<&OwnerReport> for OwnerCounts {
+    fn from(r: &OwnerReport) -> Self {
+        OwnerCounts {
+            service: r.service.clone(),
+            tenant: r.tenant.clone(),
+            summary: r.is_summary(),
+            budget: r.budget,
+            active: r.active,
+            demand: r.demand.unwrap_or(0.0),
+            created_total: r.created_total,
+            samples_total: r.samples_total,
+            dropped_samples_total: std::array::from_fn(|i| {
+                r.dropped_samples_total
+                    .get(Reason::ALL[i].as_str())
+                    .copied()
+                    .unwrap_or(0)
+            }),
+        }
+    }
+}
+
 impl Guard {
     /// Every owner with its active count, largest first, and how many of them are reported
     /// one by one (the rest are summed as `other`).

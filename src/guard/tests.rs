@@ -472,7 +472,11 @@ fn counts_are_the_reports_rows_without_the_sketches() {
         .collect();
     assert_eq!(
         rows,
-        [("a", false, 10, 10), ("b", false, 8, 10), (OTHER, true, 6, 20)]
+        [
+            ("a", false, 10, 10),
+            ("b", false, 8, 10),
+            (OTHER, true, 6, 20)
+        ]
     );
     for (c, row) in counts.iter().zip(&rep.services) {
         assert_eq!(c.created_total, row.created_total);
