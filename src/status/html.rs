@@ -34,7 +34,7 @@ table{width:100%;border-collapse:collapse}
 th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
 th{font-size:.8rem;color:var(--muted);font-weight:600;white-space:nowrap}
 td.n{font-variant-numeric:tabular-nums;white-space:nowrap}
-.name{font-weight:600;word-break:break-all}
+.name{font-weight:600;overflow-wrap:anywhere}
 .tenant{color:var(--muted);font-size:.85em}
 .bar{position:relative;height:.8rem;min-width:8rem;background:#e9edf3;border-radius:3px;overflow:hidden}
 .bar>span{display:block;height:100%;background:var(--bar)}
@@ -49,7 +49,7 @@ td.n{font-variant-numeric:tabular-nums;white-space:nowrap}
 .fail{color:var(--bad);font-weight:600}
 .idle{color:var(--muted)}
 tr.exploding{background:#fff1f0}
-code{font:12px/1.3 ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-all}
+code{font:12px/1.3 ui-monospace,SFMono-Regular,Menlo,monospace;overflow-wrap:anywhere}
 dl.notes{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.8rem 0 0;color:var(--muted);font-size:.85rem}
 dl.notes dt{font-weight:600}
 dl.notes dd{margin:0}

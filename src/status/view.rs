@@ -143,7 +143,11 @@ pub fn gather(state: &State, now_ms: i64) -> View {
             UpstreamView {
                 name: up.name.clone(),
                 url: safe_url(&up.url),
-                version: format!("{:?}", up.version),
+                version: match up.version {
+                    crate::wire::Version::V1 => "1.0",
+                    crate::wire::Version::V2 => "2.0",
+                }
+                .to_string(),
                 timeout_s: up.timeout.as_secs_f64(),
                 requests_total: counts.map_or(0, |c| c.requests),
                 errors_total: counts.map_or(0, |c| c.errors.iter().map(|(_, n)| n).sum()),
