@@ -112,10 +112,10 @@ pub fn render(v: &View) -> String {
     upstreams(&mut o, &v.upstreams, v.now_ms);
     groups(&mut o, &v.groups, v.now_ms);
     config(&mut o, v);
-    let _ = write!(
+    let _ = writeln!(
         o,
         "</main><footer>Refreshes every {REFRESH_SECONDS} s. Rates are taken between this \
-         view and the counters sampled over the last minute.</footer></body></html>\n"
+         view and the counters sampled over the last minute.</footer></body></html>"
     );
     o
 }
