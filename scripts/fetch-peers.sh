@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fetch the real peers the end-to-end tests and the load harness drive: Prometheus 2.42 (with
-# promtool) and VictoriaMetrics 1.79 (single-node, vmagent), from Debian's packages. Nothing is
-# installed system-wide: `apt-get download` fetches the .deb files and `dpkg -x` unpacks them into a
-# cache directory. Safe to run again; it does nothing when the binaries are already there.
+# promtool) and VictoriaMetrics 1.79 (single-node, vmagent), from Debian's packages, and the
+# headless Chromium the status page's browser test drives. Nothing is installed system-wide:
+# `apt-get download` fetches the .deb files and `dpkg -x` unpacks them into a cache directory.
+# Safe to run again; it does nothing when the binaries are already there.
 #
 #   scripts/fetch-peers.sh            # into ./.peers (or $CARDGUARD_PEERS_DIR)
 #
@@ -18,8 +19,77 @@ have_all() {
   for b in "${want[@]}"; do [ -x "$bin/$b" ] || return 1; done
 }
 
+# Headless Chromium for tests/e2e_status_page.rs: the machine's own (/usr/bin/chromium) when it
+# has one; otherwise Debian's `chromium` package and those of its libraries the machine lacks,
+# unpacked into $dir/chromium and started through a wrapper that points LD_LIBRARY_PATH there.
+fetch_chromium() {
+  if [ -x "$bin/chromium" ]; then
+    echo "peers: chromium         already in $bin"
+    return 0
+  fi
+  mkdir -p "$bin"
+  if [ -x /usr/bin/chromium ]; then
+    ln -sf /usr/bin/chromium "$bin/chromium"
+    echo "peers: chromium         $(/usr/bin/chromium --version 2>/dev/null | head -n1) (the system's)"
+    return 0
+  fi
+  local croot=$dir/chromium debs=$dir/debs/chromium
+  mkdir -p "$croot" "$debs"
+  # Debian's dependencies, first alternative of each, recursively, minus what is installed.
+  local -A seen=()
+  local queue=(chromium) missing=() p d
+  while [ ${#queue[@]} -gt 0 ]; do
+    p=${queue[0]}; queue=("${queue[@]:1}")
+    case $p in '<'*) continue ;; esac  # a virtual package: whatever provides it is installed
+    [ -n "${seen[$p]:-}" ] && continue
+    seen[$p]=1
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] && continue
+    missing+=("$p")
+    for d in $(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks \
+        --no-replaces --no-enhances "$p" 2>/dev/null |
+      awk '/^ *\|?(Pre)?Depends:/ { if (!alt) print $2; alt = ($1 ~ /^\|/) }'); do
+      queue+=("${d%%:*}")
+    done
+  done
+  echo "peers: chromium needs ${#missing[@]} packages: ${missing[*]}"
+  local fetch=()
+  for p in "${missing[@]}"; do
+    compgen -G "$debs/${p}_*.deb" >/dev/null || fetch+=("$p")
+  done
+  if [ ${#fetch[@]} -gt 0 ]; then
+    (cd "$debs" && apt-get download "${fetch[@]}")
+  fi
+  for deb in "$debs"/*.deb; do
+    dpkg -x "$deb" "$croot"
+  done
+  local exe=$croot/usr/lib/chromium/chromium
+  [ -x "$exe" ] || { echo "peers: chromium not found in the package (looked for $exe)" >&2; return 1; }
+  local arch libs
+  arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+  # libpulse0 keeps its private library in a subdirectory.
+  libs=$croot/usr/lib/$arch:$croot/lib/$arch:$croot/usr/lib/$arch/pulseaudio:$croot/usr/lib/chromium
+  cat >"$bin/chromium" <<WRAPPER
+#!/bin/sh
+# Chromium unpacked by scripts/fetch-peers.sh, with the libraries the machine lacks.
+export LD_LIBRARY_PATH="$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+export CHROME_WRAPPER="\$0"
+exec "$exe" "\$@"
+WRAPPER
+  chmod +x "$bin/chromium"
+  local unresolved
+  unresolved=$(LD_LIBRARY_PATH=$libs ldd "$exe" | grep 'not found' || true)
+  if [ -n "$unresolved" ]; then
+    echo "peers: chromium still lacks libraries:" >&2
+    echo "$unresolved" >&2
+    rm -f "$bin/chromium"
+    return 1
+  fi
+  echo "peers: chromium         $("$bin/chromium" --version 2>/dev/null | head -n1)"
+}
+
 if have_all; then
   echo "peers: already in $bin"
+  fetch_chromium
   exit 0
 fi
 
@@ -63,3 +133,4 @@ version() { # Prometheus tools take --version, VictoriaMetrics ones -version.
 for b in "${want[@]}"; do
   printf 'peers: %-17s %s\n' "$b" "$(version "$b")"
 done
+fetch_chromium

@@ -68,7 +68,14 @@ pub async fn dispatch(
             }
         }
         "/api/v1/cardinality" => only_get(&req, || cardinality(&state)),
-        "/" => only_get(&req, || text_response(StatusCode::OK, INDEX)),
+        "/" => only_get(&req, || {
+            if crate::status::wants_html(req.headers()) {
+                crate::status::page(&state)
+            } else {
+                text_response(StatusCode::OK, INDEX)
+            }
+        }),
+        "/runbook" => only_get(&req, crate::status::runbook),
         _ => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
     };
     Ok(resp)
@@ -79,6 +86,7 @@ const INDEX: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     ": a cardinality-guarding remote-write proxy\n\n",
     "POST /api/v1/write   remote write 1.0 and 2.0 (alias /api/v1/push)\n",
+    "GET  /               this list; browsers (Accept: text/html) get the status page\n",
     "GET  /metrics        cardguard's own metrics\n",
     "GET  /api/v1/cardinality  per service: budget, active, demand, drops, top offenders\n",
     "GET  /-/healthy      liveness\n",

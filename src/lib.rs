@@ -17,9 +17,9 @@
 //! `series` is the per-series vocabulary the stages share (verdicts, drop reasons, rewritten
 //! labels); `config` turns YAML and flags into validated, immutable settings swapped atomically
 //! on reload; `rules` evaluates recording rules on the buffered stream and sends the results
-//! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `app` starts the
-//! server and the supervised background tasks for `serve`, `demo` and the tests; `demo` runs
-//! everything in-process.
+//! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `status` the HTML
+//! status page at `/`; `app` starts the server and the supervised background tasks for `serve`,
+//! `demo` and the tests; `demo` runs everything in-process.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -37,5 +37,6 @@ pub mod rules;
 pub mod schema;
 pub mod series;
 pub mod sink;
+pub mod status;
 pub mod telemetry;
 pub mod wire;

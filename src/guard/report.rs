@@ -4,9 +4,13 @@
 //!
 //! The number of owners reported is capped (`max_reported_services`, largest first); the rest
 //! are summed into one `other` row, so the guard's own metrics never explode.
+//!
+//! `Guard::counts` is the same rows without the offender sketches: cheap enough for the status
+//! page to sample every few seconds and turn the counters into rates.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -64,22 +68,147 @@ pub struct Report {
     pub services: Vec<OwnerReport>,
 }
 
+impl OwnerReport {
+    /// How much of its budget the owner uses (1.0 = full; above when a `warn` budget lets it
+    /// past, or the budget shrank on a reload). An owner without a budget but with series is
+    /// infinitely over it.
+    pub fn fill(&self) -> f64 {
+        fill(self.active, self.budget)
+    }
+
+    /// Whether this is the sum of the owners past `max_reported_services` rather than one
+    /// owner (an owner past `max_owners` is one owner named `other`, with a tenant or a budget
+    /// of its own).
+    pub fn is_summary(&self) -> bool {
+        self.service == OTHER && self.action == SUMMARY_ACTION
+    }
+}
+
+fn fill(active: u64, budget: u64) -> f64 {
+    match (active, budget) {
+        (0, _) => 0.0,
+        (_, 0) => f64::INFINITY,
+        (a, b) => a as f64 / b as f64,
+    }
+}
+
+/// The action shown on the summed `other` row: its owners may have different ones.
+const SUMMARY_ACTION: &str = "mixed";
+
+/// One reported row's counters at one moment (`Guard::counts`): the report's rows without the
+/// offender sketches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerCounts {
+    pub service: String,
+    pub tenant: Option<String>,
+    /// The sum of the owners past `max_reported_services`.
+    pub summary: bool,
+    pub budget: u64,
+    pub active: u64,
+    /// Distinct series that arrived over the window (HyperLogLog); 0 on the summary row.
+    pub demand: f64,
+    pub created_total: u64,
+    pub samples_total: u64,
+    /// Indexed by `Reason::index`.
+    pub dropped_samples_total: [u64; REASONS],
+}
+
+impl From<&OwnerReport> for OwnerCounts {
+    fn from(r: &OwnerReport) -> Self {
+        OwnerCounts {
+            service: r.service.clone(),
+            tenant: r.tenant.clone(),
+            summary: r.is_summary(),
+            budget: r.budget,
+            active: r.active,
+            demand: r.demand.unwrap_or(0.0),
+            created_total: r.created_total,
+            samples_total: r.samples_total,
+            dropped_samples_total: std::array::from_fn(|i| {
+                r.dropped_samples_total
+                    .get(Reason::ALL[i].as_str())
+                    .copied()
+                    .unwrap_or(0)
+            }),
+        }
+    }
+}
+
 impl Guard {
-    /// Gather the report. Cost grows with the number of reported owners (sketch merges), not
-    /// with the number of series.
-    pub fn report(&self, cfg: &GuardConfig) -> Report {
-        let owners = self.owners();
-        let mut rows: Vec<(u64, std::sync::Arc<super::Owner>)> = owners
-            .iter()
+    /// Every owner with its active count, largest first, and how many of them are reported
+    /// one by one (the rest are summed as `other`).
+    fn ranked(&self, cfg: &GuardConfig) -> (Vec<(u64, Arc<super::Owner>)>, usize) {
+        let mut rows: Vec<(u64, Arc<super::Owner>)> = self
+            .owners()
+            .into_iter()
             .map(|o| {
-                (
-                    o.state.lock().unwrap_or_else(|e| e.into_inner()).active(),
-                    o.clone(),
-                )
+                let active = o.state.lock().unwrap_or_else(|e| e.into_inner()).active();
+                (active, o)
             })
             .collect();
         rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
         let shown = cfg.max_reported_services.min(rows.len());
+        (rows, shown)
+    }
+
+    /// The report's rows, counters only: one demand-sketch merge per reported owner, no
+    /// offender sketches. What the status page samples for its rates.
+    pub fn counts(&self, cfg: &GuardConfig) -> Vec<OwnerCounts> {
+        let (rows, shown) = self.ranked(cfg);
+        let mut out = Vec::with_capacity(shown + 1);
+        for (active, o) in &rows[..shown] {
+            let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
+            out.push(OwnerCounts {
+                service: o.key.display_name().to_string(),
+                tenant: o.key.tenant.clone(),
+                summary: false,
+                budget: st.budget.max_series,
+                active: *active,
+                demand: st.demand_estimate().round(),
+                created_total: o.counters.created.load(Ordering::Relaxed),
+                samples_total: o.counters.samples.load(Ordering::Relaxed),
+                dropped_samples_total: load(&o.counters.dropped_samples),
+            });
+        }
+        if rows.len() > shown {
+            let mut other = OwnerCounts {
+                service: OTHER.to_string(),
+                tenant: None,
+                summary: true,
+                budget: 0,
+                active: 0,
+                demand: 0.0,
+                created_total: 0,
+                samples_total: 0,
+                dropped_samples_total: [0; REASONS],
+            };
+            for (active, o) in &rows[shown..] {
+                other.active += active;
+                other.budget += o
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .budget
+                    .max_series;
+                other.created_total += o.counters.created.load(Ordering::Relaxed);
+                other.samples_total += o.counters.samples.load(Ordering::Relaxed);
+                for (sum, n) in other
+                    .dropped_samples_total
+                    .iter_mut()
+                    .zip(load(&o.counters.dropped_samples))
+                {
+                    *sum += n;
+                }
+            }
+            out.push(other);
+        }
+        out
+    }
+
+    /// Gather the report. Cost grows with the number of reported owners (sketch merges), not
+    /// with the number of series.
+    pub fn report(&self, cfg: &GuardConfig) -> Report {
+        let (rows, shown) = self.ranked(cfg);
         let mut services = Vec::with_capacity(shown + 1);
         for (active, o) in &rows[..shown] {
             let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -104,7 +233,7 @@ impl Guard {
                 service: OTHER.to_string(),
                 tenant: None,
                 budget: 0,
-                action: "mixed",
+                action: SUMMARY_ACTION,
                 active: 0,
                 demand: None,
                 created_total: 0,
@@ -140,14 +269,18 @@ impl Guard {
         Report {
             active_total: self.global_active(),
             max_series: cfg.max_series,
-            owners_total: owners.len(),
+            owners_total: rows.len(),
             window_seconds: cfg.window.as_secs(),
             services,
         }
     }
 }
 
-fn by_reason(counters: &[std::sync::atomic::AtomicU64; REASONS]) -> BTreeMap<&'static str, u64> {
+fn load(counters: &[AtomicU64; REASONS]) -> [u64; REASONS] {
+    std::array::from_fn(|i| counters[i].load(Ordering::Relaxed))
+}
+
+fn by_reason(counters: &[AtomicU64; REASONS]) -> BTreeMap<&'static str, u64> {
     Reason::ALL
         .iter()
         .map(|r| (r.as_str(), counters[r.index()].load(Ordering::Relaxed)))

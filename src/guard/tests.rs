@@ -455,3 +455,39 @@ fn label_values_seen_in_an_expired_slice_are_sketched_again() {
         .unwrap_or_else(|| panic!("zone not among {:?}", row.top_labels));
     assert!((zone.estimate - 1.0).abs() < 0.5, "zone: {}", zone.estimate);
 }
+
+#[test]
+fn counts_are_the_reports_rows_without_the_sketches() {
+    let mut c = cfg(10);
+    c.max_reported_services = 2;
+    let mut r = Run::new(c);
+    for (s, n) in [("a", 30), ("b", 8), ("c", 4), ("d", 2)] {
+        r.send(batch(s, "m", 0, n), T0);
+    }
+    let rep = r.guard.report(&r.cfg);
+    let counts = r.guard.counts(&r.cfg);
+    let rows: Vec<_> = counts
+        .iter()
+        .map(|c| (c.service.as_str(), c.summary, c.active, c.budget))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a", false, 10, 10),
+            ("b", false, 8, 10),
+            (OTHER, true, 6, 20)
+        ]
+    );
+    for (c, row) in counts.iter().zip(&rep.services) {
+        assert_eq!(c.created_total, row.created_total);
+        assert_eq!(c.samples_total, row.samples_total);
+        assert_eq!(
+            c.dropped_samples_total[Reason::Budget.index()],
+            row.dropped_samples_total["budget"]
+        );
+        assert_eq!(c.summary, row.is_summary());
+    }
+    assert_eq!(counts[0].demand, 30.0);
+    assert_eq!(rep.services[0].fill(), 1.0);
+    assert_eq!(rep.services[1].fill(), 0.8);
+}

@@ -51,6 +51,8 @@ pub struct State {
     reload_lock: Mutex<()>,
     /// Loads of the config so far (1 at start); stamped on each as its generation.
     generation: std::sync::atomic::AtomicU64,
+    /// Recent counter snapshots for the status page's rates.
+    pub status: crate::status::History,
 }
 
 impl State {
@@ -74,6 +76,7 @@ impl State {
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(1),
+            status: crate::status::History::default(),
         });
         // The guard report is gathered from the state on each scrape; through a weak handle,
         // so that the registry does not keep the state alive.
@@ -87,6 +90,11 @@ impl State {
     /// The guard's report under the config in force, if a guard is configured.
     pub fn guard_report(&self) -> Option<crate::guard::report::Report> {
         self.config().guard.as_ref().map(|g| self.guard.report(g))
+    }
+
+    /// The config file reloads read, if any.
+    pub fn config_file(&self) -> Option<&std::path::Path> {
+        self.source.file.as_deref()
     }
 
     /// The config in force now. Cheap; take it once per request and use that snapshot.
@@ -153,7 +161,8 @@ impl State {
     }
 }
 
-/// Slide the guard's window for every owner, idle ones included. Runs until the process ends.
+/// Slide the guard's window for every owner, idle ones included, and sample the counters for
+/// the status page's rates. Runs until the process ends.
 pub async fn guard_ticker(state: Arc<State>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -163,6 +172,7 @@ pub async fn guard_ticker(state: Arc<State>) {
         if let Some(g) = &config.guard {
             state.guard.tick(g, unix_now_ms());
         }
+        crate::status::observe(&state);
     }
 }
 
