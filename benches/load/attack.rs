@@ -18,11 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A byte every this often: far below any sensible minimum body rate.
-const TRICKLE: Duration = Duration::from_millis(250);
-
 #[derive(Default)]
 struct Shared {
+    /// A byte every this often: far below any sensible minimum body rate.
+    trickle: Duration,
     stop: AtomicBool,
     h1_connects: AtomicU64,
     h2_streams: AtomicU64,
@@ -41,7 +40,16 @@ pub struct AttackStats {
 }
 
 impl Attack {
-    pub fn start(addr: SocketAddr, slowloris: usize, h2_conns: usize, streams: usize) -> Attack {
+    /// Each attacker starts at its own offset within `spread` (0: all at once, so that every
+    /// cut-off and reconnect comes in one burst, the worst case).
+    pub fn start(
+        addr: SocketAddr,
+        slowloris: usize,
+        h2_conns: usize,
+        streams: usize,
+        spread: Duration,
+        trickle: Duration,
+    ) -> Attack {
         raise_fd_limit();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -49,13 +57,25 @@ impl Attack {
             .enable_all()
             .build()
             .expect("attack runtime");
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            trickle,
+            ..Shared::default()
+        });
+        let offset = |i: usize, n: usize| spread.mul_f64(i as f64 / n.max(1) as f64);
         for i in 0..slowloris {
             let mode = if i % 100 == 0 { 2 } else { i % 2 };
-            rt.spawn(slowloris_conn(addr, mode, shared.clone()));
+            let (s, at) = (shared.clone(), offset(i, slowloris));
+            rt.spawn(async move {
+                tokio::time::sleep(at).await;
+                slowloris_conn(addr, mode, s).await
+            });
         }
-        for _ in 0..h2_conns {
-            rt.spawn(h2_trickler(addr, streams, shared.clone()));
+        for i in 0..h2_conns {
+            let (s, at) = (shared.clone(), offset(i, h2_conns));
+            rt.spawn(async move {
+                tokio::time::sleep(at).await;
+                h2_trickler(addr, streams, s).await
+            });
         }
         Attack {
             shared,
@@ -66,7 +86,7 @@ impl Attack {
     pub fn stop(mut self) -> AttackStats {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
+            rt.shutdown_background();
         }
         AttackStats {
             h1_connects: self.shared.h1_connects.load(Ordering::Relaxed),
@@ -96,7 +116,7 @@ async fn slowloris_conn(addr: SocketAddr, mode: usize, s: Arc<Shared>) {
     let head = b"POST /api/v1/write HTTP/1.1\r\nhost: cardguard\r\ncontent-type: application/x-protobuf\r\ncontent-encoding: snappy\r\ncontent-length: 100000\r\n\r\n";
     while !s.stop.load(Ordering::Relaxed) {
         let Ok(mut c) = TcpStream::connect(addr).await else {
-            tokio::time::sleep(TRICKLE).await;
+            tokio::time::sleep(s.trickle).await;
             continue;
         };
         s.h1_connects.fetch_add(1, Ordering::Relaxed);
@@ -123,7 +143,7 @@ async fn slowloris_conn(addr: SocketAddr, mode: usize, s: Arc<Shared>) {
                 sent += 1;
             }
             // Any answer (408, 503) or a close ends this connection; start again.
-            if tokio::time::timeout(TRICKLE, c.read(&mut buf))
+            if tokio::time::timeout(s.trickle, c.read(&mut buf))
                 .await
                 .is_ok()
             {
@@ -133,7 +153,7 @@ async fn slowloris_conn(addr: SocketAddr, mode: usize, s: Arc<Shared>) {
     }
 }
 
-/// A request body that never ends: one byte every `TRICKLE`.
+/// A request body that never ends: one byte every tick.
 struct Trickle(tokio::time::Interval);
 
 impl Body for Trickle {
@@ -152,7 +172,7 @@ impl Body for Trickle {
 async fn h2_trickler(addr: SocketAddr, streams: usize, s: Arc<Shared>) {
     while !s.stop.load(Ordering::Relaxed) {
         let Ok(tcp) = TcpStream::connect(addr).await else {
-            tokio::time::sleep(TRICKLE).await;
+            tokio::time::sleep(s.trickle).await;
             continue;
         };
         let Ok((sender, conn)) =
@@ -172,7 +192,7 @@ async fn h2_trickler(addr: SocketAddr, streams: usize, s: Arc<Shared>) {
                     let req = http::Request::post(format!("http://{addr}/api/v1/write"))
                         .header("content-type", "application/x-protobuf")
                         .header("content-encoding", "snappy")
-                        .body(Trickle(tokio::time::interval(TRICKLE)))
+                        .body(Trickle(tokio::time::interval(s.trickle)))
                         .expect("request");
                     s.h2_streams.fetch_add(1, Ordering::Relaxed);
                     if sender.send_request(req).await.is_err() && sender.is_closed() {
@@ -204,5 +224,6 @@ pub fn scrape(addr: SocketAddr, name: &str) -> f64 {
                 .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0
 }

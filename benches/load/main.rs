@@ -66,6 +66,16 @@ struct Args {
     attack_h2_conns: usize,
     #[arg(long, default_value_t = 100)]
     attack_streams: usize,
+    /// Seconds over which the attackers start (0: all at once, every cut-off in one burst).
+    #[arg(long, default_value_t = 0.0)]
+    attack_spread: f64,
+    /// Samples per second of the well-behaved sender under `--attack`; 0: half of
+    /// cardguard's saturation rate, measured first.
+    #[arg(long, default_value_t = 0.0)]
+    attack_rate: f64,
+    /// Milliseconds between the bytes each attacker trickles.
+    #[arg(long, default_value_t = 1000)]
+    attack_trickle_ms: u64,
     /// Set by `cargo bench`; without it the harness runs its smoke test.
     #[arg(long, hide = true)]
     bench: bool,
@@ -89,6 +99,9 @@ impl Args {
             attack_slowloris: 2000,
             attack_h2_conns: 5,
             attack_streams: 100,
+            attack_spread: 0.0,
+            attack_rate: 0.0,
+            attack_trickle_ms: 1000,
             bench: false,
         }
     }
@@ -787,7 +800,11 @@ async fn attack_run(
     .await;
     assert_ok(Kind::Cardguard, "warm-up", &warm);
     let sat = saturate(&mut t, upstream, load, args.conns, duration).await;
-    let rate = sat.out.samples_per_sec() / 2.0;
+    let rate = if args.attack_rate > 0.0 {
+        args.attack_rate
+    } else {
+        sat.out.samples_per_sec() / 2.0
+    };
     println!(
         "cardguard saturation: {:.0} samples/s; the well-behaved sender runs at {:.0}",
         sat.out.samples_per_sec(),
@@ -805,7 +822,9 @@ async fn attack_run(
             load.requests.len(),
         ))
     };
+    let (cpu0, own0) = (t.stats().cpu_s, ProcStats::read(std::process::id()).cpu_s);
     let calm = at_rate(&t).await;
+    let (cpu1, own1) = (t.stats().cpu_s, ProcStats::read(std::process::id()).cpu_s);
     print_latency("no attack", rate, &calm);
     assert_ok(Kind::Cardguard, "no attack", &calm);
 
@@ -815,8 +834,11 @@ async fn attack_run(
         args.attack_slowloris,
         args.attack_h2_conns,
         args.attack_streams,
+        Duration::from_secs_f64(args.attack_spread),
+        Duration::from_millis(args.attack_trickle_ms),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline =
+        Instant::now() + Duration::from_secs(30) + Duration::from_secs_f64(args.attack_spread);
     let (mut conns, mut bodies) = (0.0, 0.0);
     while Instant::now() < deadline {
         conns = attack::scrape(t.addr, "cardguard_server_connections");
@@ -827,7 +849,9 @@ async fn attack_run(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("attack in place: {conns} connections, {bodies} bodies arriving");
+    let (cpu2, own2) = (t.stats().cpu_s, ProcStats::read(std::process::id()).cpu_s);
     let hot = at_rate(&t).await;
+    let (cpu3, own3) = (t.stats().cpu_s, ProcStats::read(std::process::id()).cpu_s);
     let during = (
         attack::scrape(t.addr, "cardguard_server_connections"),
         attack::scrape(t.addr, "cardguard_server_bodies_reading"),
@@ -875,6 +899,13 @@ async fn attack_run(
         calm.quantile_ms(0.999),
         hot.quantile_ms(0.5),
         hot.quantile_ms(0.999)
+    );
+    println!(
+        "| CPU-seconds of cardguard / of the harness (driver, null upstream, attackers) | {:.2} / {:.2} | {:.2} / {:.2} | | |",
+        cpu1 - cpu0,
+        own1 - own0,
+        cpu3 - cpu2,
+        own3 - own2
     );
     println!(
         "| answers | {} | {} | | all 2xx {} |",

@@ -79,3 +79,26 @@ impl ServerConfig {
         changed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_settings_bound_at_start_need_a_restart() {
+        let old = ServerConfig::default();
+        let new = ServerConfig {
+            max_connections: 10,
+            max_body_bytes_reading: 1 << 30,
+            header_read_timeout: Duration::from_secs(1),
+            body_min_rate: 0,
+            http2_max_concurrent_streams: 1,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            old.changed_needing_restart(&new),
+            ["server.max_connections", "server.max_body_bytes_reading"]
+        );
+        assert!(old.changed_needing_restart(&old.clone()).is_empty());
+    }
+}
