@@ -27,8 +27,9 @@ pub struct ServerConfig {
     pub body_reading_wait: Duration,
     /// Longest a body may take to arrive, however fast it flows.
     pub body_read_timeout: Duration,
-    /// After `body_rate_grace_period`, a body must have arrived at this many bytes per second
-    /// on average since its headers, or it is cut off with 408. 0 turns the check off.
+    /// After `body_rate_grace_period` (stretched by up to half at random per body), a body
+    /// must have arrived at this many bytes per second on average since its headers, or it
+    /// is cut off with 408. 0 turns the check off.
     pub body_min_rate: u64,
     pub body_rate_grace_period: Duration,
     /// Streams one HTTP/2 connection may have open at once.
