@@ -18,13 +18,12 @@ pub mod relabel;
 pub mod route;
 pub mod rules;
 pub mod schema;
+mod server;
 mod upstream;
 mod validate;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::wire::Limits;
 
@@ -34,6 +33,7 @@ pub use raw::ByteSize;
 // The stages own their validated types; these paths are kept for callers outside the stages.
 pub use crate::forward::UpstreamConfig;
 pub use crate::guard::{Action, Budget, GuardConfig};
+pub use crate::ingest::ServerConfig;
 
 /// The validated configuration. Everything in it has been checked; nothing is parsed later.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,16 +54,6 @@ pub struct Config {
     pub routing: Option<Arc<crate::route::Routing>>,
 }
 
-/// The HTTP listener.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerConfig {
-    pub listen_address: SocketAddr,
-    /// Write requests processed at once; more are answered 503 so the sender backs off.
-    pub max_inflight_requests: usize,
-    /// How long to wait for in-flight requests on shutdown.
-    pub shutdown_grace: Duration,
-}
-
 /// Caps on incoming write requests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestLimits {
@@ -76,11 +66,7 @@ pub struct RequestLimits {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            server: ServerConfig {
-                listen_address: SocketAddr::from(([127, 0, 0, 1], 9201)),
-                max_inflight_requests: 1024,
-                shutdown_grace: Duration::from_secs(30),
-            },
+            server: ServerConfig::default(),
             limits: RequestLimits {
                 max_body_bytes: 32 << 20,
                 wire: Limits::default(),

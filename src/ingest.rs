@@ -1,27 +1,26 @@
-//! Ingest: the HTTP server. HTTP/1.1 and h2c on one port, dispatch by path (`dispatch`; upstream
-//! routing is `crate::route`), the operational endpoints (`/metrics`, `/-/healthy`, `/-/ready`,
-//! `/-/reload`) and graceful shutdown. The write path itself is in `write`.
+//! Ingest: the HTTP server. HTTP/1.1 and h2c on one port (`server`: the accept loop, its
+//! bounds on connections and slow senders, graceful shutdown), dispatch by path (`dispatch`;
+//! upstream routing is `crate::route`), the operational endpoints (`/metrics`, `/-/healthy`,
+//! `/-/ready`, `/-/reload`). The write path itself is in `write`, reading its body in `body`.
 
+pub mod body;
+mod config;
 pub mod metrics;
+mod server;
 mod state;
 pub mod write;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 
+pub use config::ServerConfig;
+pub use server::serve;
 pub use state::{
     downsample_janitor, guard_ticker, overflow_flusher, rule_evaluator, rule_sender, ConfigSource,
     State,
@@ -133,63 +132,6 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(ALLOW, HeaderValue::from_static(allow));
     r
-}
-
-/// Slow senders get this long to deliver request headers (slowloris protection).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Accept connections until `shutdown` resolves, then stop accepting and give in-flight
-/// requests up to the configured grace period to finish.
-pub async fn serve(state: Arc<State>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    state.set_ready(true);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let svc = service_fn(move |req| dispatch(state.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    state.set_ready(false);
-    drop(listener);
-    let grace = state.config().server.shutdown_grace;
-    tracing::info!("shutting down; waiting up to {grace:?} for in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests still running after {grace:?}; closing anyway");
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! itself (both proxies answer 2xx, the null upstream sees what was sent, cardguard keeps every
 //! well-behaved service whole in the explosion) and fails when vmagent is missing.
 
+mod attack;
 mod drive;
 mod gen;
 mod target;
@@ -53,6 +54,28 @@ struct Args {
     /// Headroom of the budgets over the well-behaved series count.
     #[arg(long, default_value_t = 1.1)]
     headroom: f64,
+    /// Instead of the comparison with vmagent: cardguard's latency at half its saturation
+    /// rate without and then with the slow-sender attack (issue 11, point 3).
+    #[arg(long)]
+    attack: bool,
+    /// Slow-loris HTTP/1 connections of the attack.
+    #[arg(long, default_value_t = 2000)]
+    attack_slowloris: usize,
+    /// h2c connections of the attack, each with `--attack-streams` trickling streams.
+    #[arg(long, default_value_t = 5)]
+    attack_h2_conns: usize,
+    #[arg(long, default_value_t = 100)]
+    attack_streams: usize,
+    /// Seconds over which the attackers start (0: all at once, every cut-off in one burst).
+    #[arg(long, default_value_t = 0.0)]
+    attack_spread: f64,
+    /// Samples per second of the well-behaved sender under `--attack`; 0: half of
+    /// cardguard's saturation rate, measured first.
+    #[arg(long, default_value_t = 0.0)]
+    attack_rate: f64,
+    /// Milliseconds between the bytes each attacker trickles.
+    #[arg(long, default_value_t = 1000)]
+    attack_trickle_ms: u64,
     /// Set by `cargo bench`; without it the harness runs its smoke test.
     #[arg(long, hide = true)]
     bench: bool,
@@ -72,6 +95,13 @@ impl Args {
             explosion: 0.2,
             soak: 2.0,
             headroom: 1.1,
+            attack: false,
+            attack_slowloris: 2000,
+            attack_h2_conns: 5,
+            attack_streams: 100,
+            attack_spread: 0.0,
+            attack_rate: 0.0,
+            attack_trickle_ms: 1000,
             bench: false,
         }
     }
@@ -177,6 +207,10 @@ async fn run(args: Args, full: bool) {
         .expect("bind null upstream");
     let limits = budget(&args, args.series_per_service);
     let duration = Duration::from_secs_f64(args.duration);
+    if args.attack {
+        attack_run(&args, &base, &upstream, limits, dir.path()).await;
+        return;
+    }
     let kinds = [Kind::Vmagent, Kind::Cardguard];
     let mut sides: BTreeMap<&'static str, Side> = BTreeMap::new();
 
@@ -738,4 +772,145 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "✗"
     }
+}
+
+/// `--attack`: one cardguard, its saturation rate, then the well-behaved load at half of it
+/// without and with the slow-sender attack running alongside. The attackers share the
+/// machine (and the harness's process) with cardguard and the driver, so the figure under
+/// attack includes their CPU cost too.
+async fn attack_run(
+    args: &Args,
+    load: &Load,
+    upstream: &Sink,
+    limits: Limits,
+    dir: &std::path::Path,
+) {
+    let duration = Duration::from_secs_f64(args.duration);
+    let mut t = Target::start(Kind::Cardguard, dir, &upstream.write_url(), limits);
+    let warm = drive::run(plan(
+        &t,
+        load,
+        args.conns,
+        duration * 1000,
+        None,
+        true,
+        0,
+        load.first_step,
+    ))
+    .await;
+    assert_ok(Kind::Cardguard, "warm-up", &warm);
+    let sat = saturate(&mut t, upstream, load, args.conns, duration).await;
+    let rate = if args.attack_rate > 0.0 {
+        args.attack_rate
+    } else {
+        sat.out.samples_per_sec() / 2.0
+    };
+    println!(
+        "cardguard saturation: {:.0} samples/s; the well-behaved sender runs at {:.0}",
+        sat.out.samples_per_sec(),
+        rate
+    );
+    let at_rate = |t: &Target| {
+        drive::run(plan(
+            t,
+            load,
+            args.conns,
+            duration,
+            Some(rate),
+            false,
+            0,
+            load.requests.len(),
+        ))
+    };
+    let (cpu0, own0) = (t.stats().cpu_s, ProcStats::read(std::process::id()).cpu_s);
+    let calm = at_rate(&t).await;
+    let (cpu1, own1) = (t.stats().cpu_s, ProcStats::read(std::process::id()).cpu_s);
+    print_latency("no attack", rate, &calm);
+    assert_ok(Kind::Cardguard, "no attack", &calm);
+
+    let streams = args.attack_h2_conns * args.attack_streams;
+    let attack = attack::Attack::start(
+        t.addr,
+        args.attack_slowloris,
+        args.attack_h2_conns,
+        args.attack_streams,
+        Duration::from_secs_f64(args.attack_spread),
+        Duration::from_millis(args.attack_trickle_ms),
+    );
+    let deadline =
+        Instant::now() + Duration::from_secs(30) + Duration::from_secs_f64(args.attack_spread);
+    let (mut conns, mut bodies) = (0.0, 0.0);
+    while Instant::now() < deadline {
+        conns = attack::scrape(t.addr, "cardguard_server_connections");
+        bodies = attack::scrape(t.addr, "cardguard_server_bodies_reading");
+        if conns >= args.attack_slowloris as f64 && bodies >= (streams / 2) as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("attack in place: {conns} connections, {bodies} bodies arriving");
+    let (cpu2, own2) = (t.stats().cpu_s, ProcStats::read(std::process::id()).cpu_s);
+    let hot = at_rate(&t).await;
+    let (cpu3, own3) = (t.stats().cpu_s, ProcStats::read(std::process::id()).cpu_s);
+    let during = (
+        attack::scrape(t.addr, "cardguard_server_connections"),
+        attack::scrape(t.addr, "cardguard_server_bodies_reading"),
+    );
+    let stats = attack.stop();
+    t.assert_running();
+    print_latency("attack", rate, &hot);
+    assert_ok(Kind::Cardguard, "attack", &hot);
+    let counter = |name: &str, label: &str| attack::scrape(t.addr, &format!("{name}{{{label}}}"));
+    println!(
+        "attack: {} slow-loris connections opened, {} h2c streams; at the end of the run {} \
+         connections open, {} bodies arriving; cardguard cut off: header {} detect {} body rate {} \
+         body total {}; connections rejected {}",
+        stats.h1_connects,
+        stats.h2_streams,
+        during.0,
+        during.1,
+        counter(
+            "cardguard_server_connection_timeouts_total",
+            "phase=\"header\""
+        ),
+        counter(
+            "cardguard_server_connection_timeouts_total",
+            "phase=\"detect\""
+        ),
+        counter("cardguard_server_body_timeouts_total", "reason=\"rate\""),
+        counter("cardguard_server_body_timeouts_total", "reason=\"total\""),
+        attack::scrape(t.addr, "cardguard_server_connections_rejected_total"),
+    );
+    let ratio = hot.quantile_ms(0.99) / calm.quantile_ms(0.99);
+    println!();
+    println!("## cardguard under the slow-sender attack ({})", machine());
+    println!();
+    println!("| measure | no attack | attack | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| well-behaved p99 at {rate:.0} samples/s, ms | {:.3} | {:.3} | {ratio:.2}× | ≤ 3× {} |",
+        calm.quantile_ms(0.99),
+        hot.quantile_ms(0.99),
+        verdict(ratio <= 3.0)
+    );
+    println!(
+        "| p50 / p99.9, ms | {:.3} / {:.3} | {:.3} / {:.3} | | |",
+        calm.quantile_ms(0.5),
+        calm.quantile_ms(0.999),
+        hot.quantile_ms(0.5),
+        hot.quantile_ms(0.999)
+    );
+    println!(
+        "| CPU-seconds of cardguard / of the harness (driver, null upstream, attackers) | {:.2} / {:.2} | {:.2} / {:.2} | | |",
+        cpu1 - cpu0,
+        own1 - own0,
+        cpu3 - cpu2,
+        own3 - own2
+    );
+    println!(
+        "| answers | {} | {} | | all 2xx {} |",
+        calm.statuses_text(),
+        hot.statuses_text(),
+        verdict(hot.statuses.keys().all(|s| (200..300).contains(s)) && hot.errors == 0)
+    );
 }

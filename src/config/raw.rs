@@ -38,6 +38,17 @@ pub struct RawServer {
     pub listen_address: Option<Spanned<String>>,
     pub max_inflight_requests: Option<Spanned<usize>>,
     pub shutdown_grace_period: Option<PromDuration>,
+    // Slow senders and connection floods (config/server.rs).
+    pub max_connections: Option<Spanned<usize>>,
+    pub header_read_timeout: Option<Spanned<PromDuration>>,
+    pub max_body_bytes_reading: Option<Spanned<ByteSize>>,
+    pub body_reading_wait: Option<Spanned<PromDuration>>,
+    pub body_read_timeout: Option<Spanned<PromDuration>>,
+    pub body_min_rate: Option<Spanned<ByteSize>>,
+    pub body_rate_grace_period: Option<Spanned<PromDuration>>,
+    pub http2_max_concurrent_streams: Option<Spanned<u32>>,
+    pub http2_keep_alive_interval: Option<Spanned<PromDuration>>,
+    pub http2_keep_alive_timeout: Option<Spanned<PromDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! `relabel_configs:`, `upstreams:`, `routes:` and `tenant_header:` in the config.
 
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn routing_example_loads() {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::wire::Version;
+use std::time::Duration;
 
 #[test]
 fn empty_document_is_the_default() {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde_saphyr::Spanned;
 
 use super::raw::{ByteSize, RawConfig, RawLimits};
-use super::{guard, relabel, route, rules, schema, upstream, Config, ConfigErrors};
+use super::{guard, relabel, route, rules, schema, server, upstream, Config, ConfigErrors};
 
 use super::errors::Errors;
 
@@ -38,6 +38,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
 
     validate_limits(&raw.limits, &mut c, &mut errs);
+    server::validate(
+        &raw.server,
+        &mut c.server,
+        c.limits.max_body_bytes,
+        &mut errs,
+    );
 
     if let Some(up) = &raw.upstream {
         c.routing = upstream::validate(&up.value, "upstream", &mut errs)

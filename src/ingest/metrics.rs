@@ -1,8 +1,11 @@
 //! Ingest's metrics (requests answered and refused, what arrived, how long preparing took,
-//! config reloads), and `Metrics`: every stage's metrics, registered once per server, with the
-//! one function that publishes a prepared request into them.
+//! config reloads), the server's (connections, bodies being read, timeouts and the bounds in
+//! force), and `Metrics`: every stage's metrics, registered once per server, with the one
+//! function that publishes a prepared request into them.
 
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{GaugeVec, Histogram, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::config::ServerConfig;
 
 use crate::forward::metrics::{ForwardMetrics, ItemCounters};
 use crate::pipeline::Prepared;
@@ -10,7 +13,7 @@ use crate::relabel::metrics::RelabelMetrics;
 use crate::rules::metrics::RuleMetrics;
 use crate::schema::metrics::SchemaMetrics;
 use crate::schema::SchemaRule;
-use crate::telemetry::{counter, counter_vec, gauge, histogram};
+use crate::telemetry::{counter, counter_vec, gauge, histogram, register};
 
 #[derive(Clone)]
 pub struct IngestMetrics {
@@ -96,12 +99,124 @@ impl IngestMetrics {
     }
 }
 
+/// What connections and bodies still arriving cost the server, against its bounds.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    pub connections: IntGauge,
+    pub connections_accepted: IntCounter,
+    /// Accepted beyond `server.max_connections`, answered 503 and closed.
+    pub connections_rejected: IntCounter,
+    /// Connections closed because their protocol or their HTTP/1 headers did not arrive in
+    /// time, by phase (`detect`, `header`; an idle HTTP/1 keep-alive connection counts as
+    /// `header`).
+    pub connection_timeouts: IntCounterVec,
+    pub bodies_reading: IntGauge,
+    pub body_bytes_reading: IntGauge,
+    /// Bodies cut off, by reason: `rate` (below `body_min_rate`), `total`
+    /// (`body_read_timeout`).
+    pub body_timeouts: IntCounterVec,
+    /// The bounds in force, by name (seconds for durations, bytes for sizes).
+    pub limit: GaugeVec,
+}
+
+impl ServerMetrics {
+    pub fn register(r: &Registry) -> Self {
+        ServerMetrics {
+            connections: gauge(
+                r,
+                "cardguard_server_connections",
+                "Client connections open now.",
+            ),
+            connections_accepted: counter(
+                r,
+                "cardguard_server_connections_accepted_total",
+                "Client connections accepted, including those then rejected.",
+            ),
+            connections_rejected: counter(
+                r,
+                "cardguard_server_connections_rejected_total",
+                "Client connections closed at once because server.max_connections were open.",
+            ),
+            connection_timeouts: counter_vec(
+                r,
+                "cardguard_server_connection_timeouts_total",
+                "Client connections closed by server.header_read_timeout, by phase: detect \
+                 (protocol not known in time) or header (HTTP/1 headers, idle keep-alive included).",
+                &["phase"],
+            ),
+            bodies_reading: gauge(
+                r,
+                "cardguard_server_bodies_reading",
+                "Write request bodies still arriving.",
+            ),
+            body_bytes_reading: gauge(
+                r,
+                "cardguard_server_body_bytes_reading",
+                "Bytes buffered of write request bodies still arriving (bounded by \
+                 server.max_body_bytes_reading).",
+            ),
+            body_timeouts: counter_vec(
+                r,
+                "cardguard_server_body_timeouts_total",
+                "Write request bodies cut off with 408, by reason: rate (slower than \
+                 server.body_min_rate) or total (server.body_read_timeout).",
+                &["reason"],
+            ),
+            limit: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "cardguard_server_limit",
+                        "The server's bounds in force, by name (seconds for durations, bytes \
+                         for sizes, 0 for off).",
+                    ),
+                    &["limit"],
+                )
+                .expect("valid metric name"),
+            ),
+        }
+    }
+
+    /// Publish the bounds of `c`: at start and after each reload.
+    pub fn set_limits(&self, c: &ServerConfig) {
+        let secs = |d: std::time::Duration| d.as_secs_f64();
+        for (name, v) in [
+            ("max_connections", c.max_connections as f64),
+            ("max_inflight_requests", c.max_inflight_requests as f64),
+            ("header_read_timeout_seconds", secs(c.header_read_timeout)),
+            ("max_body_bytes_reading", c.max_body_bytes_reading as f64),
+            ("body_reading_wait_seconds", secs(c.body_reading_wait)),
+            ("body_read_timeout_seconds", secs(c.body_read_timeout)),
+            ("body_min_rate_bytes_per_second", c.body_min_rate as f64),
+            (
+                "body_rate_grace_period_seconds",
+                secs(c.body_rate_grace_period),
+            ),
+            (
+                "http2_max_concurrent_streams",
+                c.http2_max_concurrent_streams as f64,
+            ),
+            (
+                "http2_keep_alive_interval_seconds",
+                c.http2_keep_alive_interval.map_or(0.0, secs),
+            ),
+            (
+                "http2_keep_alive_timeout_seconds",
+                secs(c.http2_keep_alive_timeout),
+            ),
+        ] {
+            self.limit.with_label_values(&[name]).set(v);
+        }
+    }
+}
+
 /// The stages' metrics the write path publishes into. The rules runtime holds the rules'
 /// (its tasks publish them); the guard's report is a collector the registry reads on a
 /// scrape. Clones share the same metrics.
 #[derive(Clone)]
 pub struct Metrics {
     pub ingest: IngestMetrics,
+    pub server: ServerMetrics,
     pub schema: SchemaMetrics,
     pub relabel: RelabelMetrics,
     pub forward: ForwardMetrics,
@@ -111,6 +226,7 @@ impl Metrics {
     pub fn register(r: &Registry) -> Self {
         Metrics {
             ingest: IngestMetrics::register(r),
+            server: ServerMetrics::register(r),
             schema: SchemaMetrics::register(r),
             relabel: RelabelMetrics::register(r),
             forward: ForwardMetrics::register(r),

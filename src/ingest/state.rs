@@ -46,6 +46,8 @@ pub struct State {
     pub downsampler: Arc<crate::route::Downsampler>,
     /// Permits for write requests being processed; sized from the config at start.
     pub inflight: Arc<Semaphore>,
+    /// Room for bodies still arriving (`server.max_body_bytes_reading`); sized at start.
+    pub reading: super::body::Reading,
     ready: AtomicBool,
     /// Serialises reloads (SIGHUP and /-/reload may race); never held on the write path.
     reload_lock: Mutex<()>,
@@ -63,8 +65,10 @@ impl State {
         let metrics = Metrics::register(telemetry.registry());
         metrics.ingest.reload_success.set(1);
         metrics.ingest.reload_timestamp.set(unix_now());
+        metrics.server.set_limits(&config.server);
         let state = Arc::new(State {
             inflight: Arc::new(Semaphore::new(config.server.max_inflight_requests)),
+            reading: super::body::Reading::new(config.server.max_body_bytes_reading),
             config: ArcSwap::from_pointee(config),
             source,
             forwarder: Forwarder::new(metrics.forward.clone()),
@@ -119,6 +123,10 @@ impl State {
                 let next = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 stamp(&mut new, next);
                 self.rules.configure(&new.rules);
+                self.metrics.server.set_limits(&new.server);
+                if new.server != self.config.load().server {
+                    tracing::info!("server: settings changed; timeouts and HTTP/2 settings apply to connections opened from now on, body limits to requests from now on");
+                }
                 self.config.store(Arc::new(new));
                 self.metrics.ingest.reload_success.set(1);
                 self.metrics.ingest.reload_timestamp.set(unix_now());
@@ -133,17 +141,11 @@ impl State {
         }
     }
 
-    /// Settings bound at start (the listener, the permit count) cannot change on a reload;
-    /// say so instead of silently ignoring the new value.
+    /// Settings bound at start (the listener, the permits, the connection and reading caps)
+    /// cannot change on a reload; say so instead of silently ignoring the new value.
     fn check_reloadable(&self, new: Config) -> Result<Config, ConfigErrors> {
         let old = self.config.load();
-        let mut errors = Vec::new();
-        if new.server.listen_address != old.server.listen_address {
-            errors.push("server.listen_address");
-        }
-        if new.server.max_inflight_requests != old.server.max_inflight_requests {
-            errors.push("server.max_inflight_requests");
-        }
+        let errors = old.server.changed_needing_restart(&new.server);
         if errors.is_empty() {
             return Ok(new);
         }

@@ -1,23 +1,30 @@
 //! `POST /api/v1/write`: content negotiation and size caps before any decoding, then the
 //! pipeline, then the forwarder; every outcome mapped to a status in `IngestError::response`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
     HeaderValue, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::body::{self, BodyError};
 use super::state::State;
 use crate::forward::{FailureClass, ForwardError, CONFIG_ERROR_RETRY_AFTER};
 use crate::pipeline::{self, PipelineError};
 use crate::wire::{ItemCounts, Version, WireError};
 
-/// How long a sender may take to deliver a body once its headers arrived.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+impl From<BodyError> for IngestError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge { limit } => IngestError::BodyTooLarge { limit },
+            e => IngestError::Body(e),
+        }
+    }
+}
 
 /// Everything that can end a write request without a 2xx.
 #[derive(Debug, thiserror::Error)]
@@ -30,10 +37,9 @@ pub enum IngestError {
     UnsupportedContentType(String),
     #[error("request body larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
-    #[error("reading request body: {0}")]
-    BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("request body not received within {0:?}")]
-    BodyTimeout(Duration),
+    /// The body did not arrive whole, in time or fast enough, or found no room to arrive.
+    #[error(transparent)]
+    Body(BodyError),
     /// What the sender sent cannot be forwarded: malformed, or refused by the schema.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -56,8 +62,12 @@ impl IngestError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             IngestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::BodyRead(_) | IngestError::Pipeline(_) => StatusCode::BAD_REQUEST,
-            IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            IngestError::Pipeline(_) => StatusCode::BAD_REQUEST,
+            IngestError::Body(e) => match e {
+                BodyError::Read(_) | BodyError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+                BodyError::Timeout(_) | BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+                BodyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
             IngestError::Overloaded(_) | IngestError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             // An upstream's refusal of the data (400, 409, 422) and its 429 go back as they
@@ -82,7 +92,8 @@ impl IngestError {
             IngestError::UnsupportedEncoding(_) => "content_encoding",
             IngestError::UnsupportedContentType(_) => "content_type",
             IngestError::BodyTooLarge { .. } => "body_too_large",
-            IngestError::BodyRead(_) | IngestError::BodyTimeout(_) => "body_read",
+            IngestError::Body(BodyError::Busy(_)) => "body_reading_full",
+            IngestError::Body(_) => "body_read",
             IngestError::Pipeline(PipelineError::Wire(w)) => match w {
                 WireError::SnappyFramed
                 | WireError::SnappyPreamble
@@ -122,6 +133,9 @@ impl IngestError {
             }
             IngestError::Upstream(e) if e.class() == FailureClass::Config => {
                 h.insert(RETRY_AFTER, CONFIG_ERROR_RETRY_AFTER);
+            }
+            IngestError::Body(BodyError::Busy(_)) => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             IngestError::Upstream(ForwardError::Status {
                 retry_after: Some(ra),
@@ -204,16 +218,6 @@ async fn write(
             return Err(IngestError::BodyTooLarge { limit });
         }
     }
-    // Backpressure first: refuse before reading a body we would not have room to process.
-    let _permit = state
-        .inflight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| IngestError::Overloaded(config.server.max_inflight_requests))?;
-    let m = &state.metrics;
-    m.ingest.requests_in_flight.inc();
-    let _gauge = scopeguard(|| m.ingest.requests_in_flight.dec());
-
     let guard_tenant = config
         .guard
         .as_ref()
@@ -231,8 +235,21 @@ async fn write(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = read_body(req.into_body(), limit).await?;
+    let m = &state.metrics;
+    // Read outside the processing permits: a slow body holds only the room its bytes take
+    // (`body`), so slow senders cannot starve the complete bodies of permits.
+    let pace = body::Pace::new(&config.server, limit);
+    let body = body::read(req.into_body(), pace, &state.reading, &m.server)
+        .await
+        .map_err(IngestError::from)?;
     m.ingest.received_bytes.inc_by(body.len() as u64);
+    let _permit = state
+        .inflight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| IngestError::Overloaded(config.server.max_inflight_requests))?;
+    m.ingest.requests_in_flight.inc();
+    let _gauge = scopeguard(|| m.ingest.requests_in_flight.dec());
 
     let rule_plan = state.rules.plan();
     let ctx = pipeline::Context {
@@ -393,19 +410,6 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, IngestError> {
-    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| IngestError::BodyTimeout(BODY_READ_TIMEOUT))?;
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(IngestError::BodyTooLarge { limit })
-        }
-        Err(e) => Err(IngestError::BodyRead(e)),
-    }
-}
-
 /// Runs `f` when dropped: keeps the in-flight gauge right on every exit path.
 fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
     struct Guard<F: FnMut()>(F);
@@ -509,7 +513,7 @@ mod tests {
         }
         let timeout = IngestError::Upstream(ForwardError::Timeout {
             upstream: "u".into(),
-            timeout: Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
         });
         assert_eq!(timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
