@@ -553,6 +553,11 @@ pub fn check(
         let kinds: BTreeSet<IdKind> = found.iter().map(|(_, k, _)| *k).collect();
         let kinds: Vec<&str> = kinds.iter().map(|k| k.describe()).collect();
         let ex = examples(found.iter().map(|(v, _, _)| *v), EXAMPLES);
+        let redacted = if found.iter().any(|(v, _, _)| v.starts_with("redacted:")) {
+            " (redaction hides the values but keeps one series per value)"
+        } else {
+            ""
+        };
         findings.push(Finding {
             severity: Severity::Fail,
             kind: Kind::Unbounded,
@@ -560,7 +565,7 @@ pub fn check(
             metric: Some(m.to_string()),
             label: Some(label.to_string()),
             message: format!(
-                "{m}: label {label} has values that look like identifiers ({}): {} distinct in this run, e.g. {}",
+                "{m}: label {label} has values that look like identifiers ({}{redacted}): {} distinct in this run, e.g. {}",
                 kinds.join(", "),
                 thousands(distinct.len() as u64),
                 quoted(&ex)
@@ -687,9 +692,11 @@ fn guard_findings(
                     .iter()
                     .copied()
                     .find(|&i| value(&staged[i].labels, name).is_some());
+                // The values refused first, then the ones admitted before them.
                 let ex = examples(
                     label_limited
                         .iter()
+                        .chain(&idx)
                         .filter_map(|&i| value(&staged[i].labels, name)),
                     EXAMPLES,
                 );
@@ -824,7 +831,7 @@ fn budget_uses(
     out
 }
 
-/// Which routes and upstreams the admitted new series take, grouped by metric and path.
+/// Which routes and upstreams the new series take, grouped by metric and path.
 fn retention(
     routing: &crate::route::Routing,
     staged: &[Staged],
@@ -836,7 +843,9 @@ fn retention(
     let mut groups: BTreeMap<(String, Vec<Hop>), u64> = BTreeMap::new();
     for &i in added {
         let s = &staged[i];
-        if s.fate != Fate::Kept {
+        // Budget drops included: the budget finding says they are over; this says where
+        // they would go once admitted.
+        if !reached_guard(&s.fate) {
             continue;
         }
         let labels = s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
