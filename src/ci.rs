@@ -7,19 +7,21 @@
 //!
 //! `exposition` parses the text formats, `detect` spots identifier-like values, `input`
 //! reads files, stdin, scrapes and `--live`, `verdict` turns the stages' decisions into
-//! findings, `output` writes them as a table, JSON or GitHub annotations.
+//! findings (`report`), `output` writes them as a table, JSON or GitHub annotations.
 
 pub mod detect;
 pub mod exposition;
 pub mod input;
 pub mod output;
+pub mod report;
 pub mod stages;
 pub mod verdict;
 
 use std::path::PathBuf;
 
 pub use input::{Live, LiveService, Source};
-pub use verdict::{check, expand, Options, Report, Severity};
+pub use report::{Report, Severity};
+pub use verdict::{check, expand, Options};
 
 use crate::config::{Config, ConfigErrors};
 

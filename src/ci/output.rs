@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::verdict::{budget_line, thousands, Finding, Report, Retention, Severity};
+use super::report::{budget_line, thousands, Finding, Report, Retention, Severity};
 use super::OutputFormat;
 
 pub fn render(report: &Report, format: OutputFormat) -> String {

@@ -6,148 +6,21 @@
 //! the words for them (which label, which limit, three examples) and does the one sum the
 //! stages cannot: the owner's current use plus what the change adds, against its budget.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+mod budgets;
+mod retention;
+#[cfg(test)]
+mod tests;
 
-use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::detect::{self, IdKind};
 use super::input::{Live, Source};
-use super::stages::{self, Fate, LabelSet, Staged};
+use super::report::{budget_line, thousands, Counts, Finding, Kind, Location, Report, Severity};
+use super::stages::{self, Fate, LabelSet};
 use crate::config::Config;
 use crate::guard::{self, GuardConfig};
 use crate::schema::SchemaRule;
 use crate::series::Reason;
-
-/// How serious a finding is; the worst one decides the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warn,
-    Fail,
-}
-
-/// What a finding is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A label whose values grow without bound: forbidden by the schema, over its
-    /// `label_limits`, or with identifier-like values.
-    Unbounded,
-    /// A series another schema rule drops (or rejects with 400).
-    Schema,
-    /// A series the wire checks refuse (the proxy answers 400 to the request carrying it).
-    Refused,
-    /// An owner's budget: the change's series plus the current use.
-    Budget,
-    /// A per-metric limit (`metrics` or `max_series_per_metric`).
-    MetricBudget,
-    /// The guard's global `max_series`.
-    GlobalCap,
-    /// Series `relabel_configs` drops.
-    Relabel,
-    /// Values a `redact` rule rewrites.
-    Redaction,
-}
-
-/// Where in an exposition a finding points.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Location {
-    pub file: String,
-    pub line: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Finding {
-    pub severity: Severity,
-    pub kind: Kind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metric: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub examples: Vec<String>,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub location: Option<Location>,
-}
-
-/// One owner's budget arithmetic.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BudgetUse {
-    pub owner: String,
-    /// Series the change adds (all instances).
-    pub added: u64,
-    pub instances: u32,
-    /// Active series before the change.
-    pub current: u64,
-    /// `live` (a running cardguard), `baseline` (the baseline exposition) or `none`.
-    pub current_from: &'static str,
-    /// `current + added`.
-    pub uses: u64,
-    pub budget: u64,
-    pub action: &'static str,
-    pub over: bool,
-}
-
-/// Where one group of new series goes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Retention {
-    pub metric: String,
-    pub series: u64,
-    pub routes: Vec<Hop>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Hop {
-    pub route: String,
-    pub upstreams: Vec<String>,
-    /// The route's `min_interval` (downsampling), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_interval: Option<String>,
-    /// The route's own `relabel_configs` keep the series off it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub dropped_by_route_relabel: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Counts {
-    /// Samples in the expositions (one series each).
-    pub exposed: u64,
-    /// Series sent: every exposed series once per instance.
-    pub sent: u64,
-    /// Of those, not in the baseline.
-    pub added: u64,
-    /// Added series the proxy would admit.
-    pub admitted: u64,
-}
-
-/// The whole answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    /// `pass`, `warn` or `fail`.
-    pub result: &'static str,
-    pub exit_code: u8,
-    pub expositions: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub live: Option<String>,
-    pub instances: u32,
-    pub series: Counts,
-    /// Worst first.
-    pub findings: Vec<Finding>,
-    pub budgets: Vec<BudgetUse>,
-    pub retention: Vec<Retention>,
-}
-
-impl Report {
-    pub fn worst(&self) -> Option<Severity> {
-        self.findings.iter().map(|f| f.severity).max()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -166,7 +39,7 @@ pub struct Origin {
 }
 
 /// Examples shown per finding.
-const EXAMPLES: usize = 3;
+pub(super) const EXAMPLES: usize = 3;
 /// Distinct identifier-like values that make a label unbounded (one alone is a build's hash).
 const ID_VALUES: usize = 2;
 /// The value of `instance` for replica `k` (1-based), as the scrape would add it.
@@ -232,18 +105,18 @@ pub fn expand(config: &Config, sources: &[Source], opts: &Options) -> (Vec<Label
     (series, origins)
 }
 
-fn value<'a>(labels: &'a LabelSet, name: &str) -> Option<&'a str> {
+pub(super) fn value<'a>(labels: &'a LabelSet, name: &str) -> Option<&'a str> {
     labels
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
 }
 
-fn metric(labels: &LabelSet) -> &str {
+pub(super) fn metric(labels: &LabelSet) -> &str {
     value(labels, "__name__").unwrap_or_default()
 }
 
-fn owner_of(owners: &[String], labels: &LabelSet) -> String {
+pub(super) fn owner_of(owners: &[String], labels: &LabelSet) -> String {
     let key = guard::OwnerKey {
         tenant: None,
         owner: guard::identity::owner(
@@ -256,7 +129,7 @@ fn owner_of(owners: &[String], labels: &LabelSet) -> String {
 }
 
 /// The guard decided it (the series reached the guard): kept, or dropped by a budget.
-fn reached_guard(f: &Fate) -> bool {
+pub(super) fn reached_guard(f: &Fate) -> bool {
     match f {
         Fate::Kept => true,
         Fate::Dropped(r) => matches!(
@@ -267,29 +140,8 @@ fn reached_guard(f: &Fate) -> bool {
     }
 }
 
-/// Thousands separated by commas, as the report writes counts.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn times(instances: u32) -> String {
-    if instances > 1 {
-        format!(" (×{instances} instances)")
-    } else {
-        String::new()
-    }
-}
-
 /// Distinct values in first-seen order, at most `n`.
-fn examples<'a>(values: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
+pub(super) fn examples<'a>(values: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for v in values {
         if out.len() == n {
@@ -484,7 +336,7 @@ pub fn check(
     // series), reported where the change adds to them.
     let mut budgets = Vec::new();
     if let Some(g) = &config.guard {
-        guard_findings(
+        budgets::findings(
             g,
             &owners,
             &series,
@@ -495,7 +347,7 @@ pub fn check(
             &mut findings,
             &mut unbounded,
         );
-        budgets = budget_uses(
+        budgets = budgets::budget_uses(
             g,
             &owners,
             &staged,
@@ -526,7 +378,9 @@ pub fn check(
     }
 
     // Identifier-like values, on the labels as the guard and the upstream would see them.
-    let mut values: BTreeMap<(&str, &str), Vec<(&str, IdKind, usize)>> = BTreeMap::new();
+    // (metric, label) -> (value, what it looks like, series index).
+    type Found<'a> = Vec<(&'a str, IdKind, usize)>;
+    let mut values: BTreeMap<(&str, &str), Found<'_>> = BTreeMap::new();
     for &i in &added {
         if !reached_guard(&staged[i].fate) {
             continue;
@@ -578,7 +432,7 @@ pub fn check(
     let retention = config
         .routing
         .as_ref()
-        .map(|r| retention(r, &staged, &added))
+        .map(|r| retention::retention(r, &staged, &added))
         .unwrap_or_default();
 
     findings.sort_by(|a, b| {
@@ -617,292 +471,10 @@ pub fn check(
     }
 }
 
-fn quoted(values: &[String]) -> String {
+pub(super) fn quoted(values: &[String]) -> String {
     values
         .iter()
         .map(|v| format!("{v:?}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `checkout: +3,200 series (×4 instances), uses 48,100 of 50,000`.
-pub fn budget_line(b: &BudgetUse) -> String {
-    format!(
-        "{}: +{} series{}, uses {} of {}",
-        b.owner,
-        thousands(b.added),
-        times(b.instances),
-        thousands(b.uses),
-        thousands(b.budget)
-    )
-}
-
-/// Label limits (unbounded), per-metric limits and the global cap, from the guard's drops.
-#[allow(clippy::too_many_arguments)]
-fn guard_findings(
-    g: &GuardConfig,
-    owners: &[String],
-    series: &[LabelSet],
-    staged: &[Staged],
-    added: &[usize],
-    location: &dyn Fn(usize) -> Option<Location>,
-    opts: &Options,
-    findings: &mut Vec<Finding>,
-    unbounded: &mut HashSet<(String, String)>,
-) {
-    let added_set: HashSet<usize> = added.iter().copied().collect();
-    // Per owner, what reached the guard: distinct labels as the guard saw them.
-    let mut reached: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, s) in staged.iter().enumerate() {
-        if reached_guard(&s.fate) {
-            reached
-                .entry(owner_of(owners, &s.labels))
-                .or_default()
-                .push(i);
-        }
-    }
-    let mut owners_sorted: Vec<_> = reached.into_iter().collect();
-    owners_sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    for (owner, idx) in owners_sorted {
-        let over = |r: Reason| {
-            idx.iter()
-                .copied()
-                .filter(|i| added_set.contains(i) && staged[*i].fate == Fate::Dropped(r))
-                .collect::<Vec<usize>>()
-        };
-        let budget = g.budget_for(None, (owner != guard::UNOWNED).then_some(owner.as_str()));
-        let action = budget.action.as_str();
-
-        let label_limited = over(Reason::LabelLimit);
-        if !label_limited.is_empty() {
-            for (name, limit) in &budget.label_limits {
-                let distinct: BTreeSet<&str> = idx
-                    .iter()
-                    .filter_map(|&i| value(&staged[i].labels, name))
-                    .collect();
-                if (distinct.len() as u64) <= *limit {
-                    continue;
-                }
-                let metrics: BTreeSet<&str> = label_limited
-                    .iter()
-                    .filter(|&&i| value(&staged[i].labels, name).is_some())
-                    .map(|&i| metric(&staged[i].labels))
-                    .collect();
-                let first = label_limited
-                    .iter()
-                    .copied()
-                    .find(|&i| value(&staged[i].labels, name).is_some());
-                // The values refused first, then the ones admitted before them.
-                let ex = examples(
-                    label_limited
-                        .iter()
-                        .chain(&idx)
-                        .filter_map(|&i| value(&staged[i].labels, name)),
-                    EXAMPLES,
-                );
-                for m in &metrics {
-                    unbounded.insert((m.to_string(), name.clone()));
-                }
-                let metrics: Vec<&str> = metrics.into_iter().collect();
-                findings.push(Finding {
-                    severity: Severity::Fail,
-                    kind: Kind::Unbounded,
-                    owner: Some(owner.clone()),
-                    metric: metrics.first().map(|m| m.to_string()),
-                    label: Some(name.clone()),
-                    message: format!(
-                        "{}: label {name}: {} distinct values, over its label_limits of {} ({owner}, action {action}); e.g. {}",
-                        metrics.join(", "),
-                        thousands(distinct.len() as u64),
-                        thousands(*limit),
-                        quoted(&ex)
-                    ),
-                    examples: ex,
-                    location: first.and_then(location),
-                });
-            }
-        }
-
-        let metric_limited = over(Reason::MetricBudget);
-        let mut by_metric: BTreeMap<&str, usize> = BTreeMap::new();
-        for &i in &metric_limited {
-            by_metric.entry(metric(&staged[i].labels)).or_insert(i);
-        }
-        for (m, first) in by_metric {
-            let n = idx
-                .iter()
-                .filter(|&&i| metric(&staged[i].labels) == m)
-                .map(|&i| &staged[i].labels)
-                .collect::<HashSet<_>>()
-                .len();
-            let limit = budget.metric_limit(m.as_bytes()).unwrap_or_default();
-            findings.push(Finding {
-                severity: Severity::Warn,
-                kind: Kind::MetricBudget,
-                owner: Some(owner.clone()),
-                metric: Some(m.to_string()),
-                label: None,
-                examples: Vec::new(),
-                message: format!(
-                    "{owner}: {m}: {} series{}, over its limit of {} (action {action})",
-                    thousands(n as u64),
-                    times(opts.instances),
-                    thousands(limit)
-                ),
-                location: location(first),
-            });
-        }
-
-        let capped = over(Reason::GlobalCap);
-        if let (Some(&first), Some(cap)) = (capped.first(), g.max_series) {
-            findings.push(Finding {
-                severity: Severity::Warn,
-                kind: Kind::GlobalCap,
-                owner: Some(owner.clone()),
-                metric: Some(metric(&series[first]).to_string()),
-                label: None,
-                examples: Vec::new(),
-                message: format!(
-                    "{owner}: {} series past the guard's global max_series of {}",
-                    thousands(capped.len() as u64),
-                    thousands(cap)
-                ),
-                location: location(first),
-            });
-        }
-    }
-}
-
-/// Per owner the change adds to: what it adds, what is in use, against the budget.
-fn budget_uses(
-    g: &GuardConfig,
-    owners: &[String],
-    staged: &[Staged],
-    added: &[usize],
-    baseline: Option<&[Staged]>,
-    live: Option<&Live>,
-    opts: &Options,
-) -> Vec<BudgetUse> {
-    // Series as the guard counts them: distinct labels after relabeling and redaction.
-    let per_owner = |st: &[Staged], idx: &mut dyn Iterator<Item = usize>| {
-        let mut m: BTreeMap<String, HashSet<LabelSet>> = BTreeMap::new();
-        for i in idx {
-            if reached_guard(&st[i].fate) {
-                m.entry(owner_of(owners, &st[i].labels))
-                    .or_default()
-                    .insert(st[i].labels.clone());
-            }
-        }
-        m
-    };
-    let base = baseline
-        .map(|b| per_owner(b, &mut (0..b.len())))
-        .unwrap_or_default();
-    let head = per_owner(staged, &mut added.iter().copied());
-    let mut out = Vec::new();
-    for (owner, set) in head {
-        let before = base.get(&owner);
-        let added = set
-            .iter()
-            .filter(|l| before.is_none_or(|b| !b.contains(*l)))
-            .count() as u64;
-        if added == 0 {
-            continue;
-        }
-        let (current, current_from) = match (live, baseline) {
-            (Some(l), _) => (l.active(&owner).unwrap_or(0), "live"),
-            (None, Some(_)) => (before.map_or(0, |b| b.len() as u64), "baseline"),
-            (None, None) => (0, "none"),
-        };
-        let budget = g.budget_for(None, (owner != guard::UNOWNED).then_some(owner.as_str()));
-        let uses = current + added;
-        out.push(BudgetUse {
-            owner,
-            added,
-            instances: opts.instances,
-            current,
-            current_from,
-            uses,
-            budget: budget.max_series,
-            action: budget.action.as_str(),
-            over: uses > budget.max_series,
-        });
-    }
-    out
-}
-
-/// Which routes and upstreams the new series take, grouped by metric and path.
-fn retention(
-    routing: &crate::route::Routing,
-    staged: &[Staged],
-    added: &[usize],
-) -> Vec<Retention> {
-    use crate::route::split::{claim, route_relabel, SOLE_UPSTREAM};
-    let mut claimed = Vec::new();
-    let mut scratch = crate::relabel::Scratch::default();
-    let mut groups: BTreeMap<(String, Vec<Hop>), u64> = BTreeMap::new();
-    for &i in added {
-        let s = &staged[i];
-        // Budget drops included: the budget finding says they are over; this says where
-        // they would go once admitted.
-        if !reached_guard(&s.fate) {
-            continue;
-        }
-        let labels = s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-        let mut hops = Vec::new();
-        if claim(routing, labels.clone(), None, &mut claimed) {
-            let mut routes: Vec<usize> = claimed.iter().flatten().copied().collect();
-            routes.sort();
-            routes.dedup();
-            for r in routes {
-                let route = routing.routes.get(r);
-                let upstreams = claimed
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c == Some(r))
-                    .map(|(u, _)| routing.upstreams[u].name.clone())
-                    .collect();
-                let dropped = route_relabel(route, labels.clone(), &mut scratch).is_none();
-                hops.push(Hop {
-                    route: match route {
-                        Some(rt) => rt.name.clone(),
-                        None if r == SOLE_UPSTREAM => {
-                            "(no route matched: the only upstream)".into()
-                        }
-                        None => String::new(),
-                    },
-                    upstreams,
-                    min_interval: route
-                        .and_then(|rt| rt.min_interval)
-                        .map(|d| crate::duration::PromDuration(d).to_string()),
-                    dropped_by_route_relabel: dropped,
-                });
-            }
-        }
-        *groups
-            .entry((metric(&s.labels).to_string(), hops))
-            .or_default() += 1;
-    }
-    groups
-        .into_iter()
-        .map(|((metric, routes), series)| Retention {
-            metric,
-            series,
-            routes,
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_are_separated() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(3200), "3,200");
-        assert_eq!(thousands(48_100), "48,100");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-    }
 }
