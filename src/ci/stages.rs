@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::guard::{self, Action, Budget, Guard, GuardConfig};
 use crate::schema::{SchemaAction, SchemaConfig};
 use crate::series::{Decisions, Reason, Verdict};
-use crate::wire::{Limits, Parsed, Version, WireError, Writer};
+use crate::wire::{Limits, Parsed, Version, Writer};
 
 /// Labels, sorted by name, `__name__` among them.
 pub type LabelSet = Vec<(String, String)>;
@@ -46,8 +46,6 @@ pub struct Staged {
 /// Run the stages over `series` (each label set sorted by name), as of `now_ms`.
 pub fn run(config: &Config, series: &[LabelSet], now_ms: i64) -> Vec<Staged> {
     let mut out: Vec<Option<Staged>> = vec![None; series.len()];
-    // Indexes into `series` of what the request carries; a refused series leaves it.
-    let mut carried: Vec<usize> = (0..series.len()).collect();
     let limits = Limits {
         max_decoded_bytes: usize::MAX,
         max_series: usize::MAX,
@@ -56,41 +54,52 @@ pub fn run(config: &Config, series: &[LabelSet], now_ms: i64) -> Vec<Staged> {
     };
     let mut parsed = Parsed::new();
     let mut writer = Writer::new(Version::V1);
-    let buf = loop {
-        writer.reset();
-        for &i in &carried {
-            let labels = series[i].iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-            writer.push_labeled(labels, std::iter::once((1.0, now_ms)));
-        }
-        let buf = writer.finish().to_vec();
-        let checked = parsed
-            .parse(&buf, Version::V1, &limits)
-            .and_then(|()| (0..parsed.len()).try_for_each(|k| parsed.series(&buf, k).validate(k)));
-        match checked {
-            Ok(()) => break buf,
-            Err(e) => match refused_series(&e) {
-                Some(k) if k < carried.len() => {
-                    let i = carried.remove(k);
-                    out[i] = Some(Staged {
-                        fate: Fate::Refused(e.to_string()),
-                        labels: series[i].clone(),
-                        redacted: false,
-                    });
-                }
-                // Request-level: only a body of 4 GiB or more, far past any exposition.
-                _ => {
-                    for i in carried.drain(..) {
-                        out[i] = Some(Staged {
-                            fate: Fate::Refused(e.to_string()),
-                            labels: series[i].clone(),
-                            redacted: false,
-                        });
-                    }
-                    break Vec::new();
-                }
-            },
-        }
+    let push = |w: &mut Writer, labels: &LabelSet| {
+        let pairs = labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        w.push_labeled(pairs, std::iter::once((1.0, now_ms)));
     };
+    // The wire checks one series at a time first: a series they refuse would refuse the
+    // whole request, and every series deserves its own answer.
+    let mut carried: Vec<usize> = Vec::with_capacity(series.len());
+    for (i, labels) in series.iter().enumerate() {
+        writer.reset();
+        push(&mut writer, labels);
+        let one = writer.finish();
+        let checked = parsed
+            .parse(one, Version::V1, &limits)
+            .and_then(|()| parsed.series(one, 0).validate(0));
+        match checked {
+            Ok(()) => carried.push(i),
+            Err(e) => {
+                // "series 0: label value longer than …": the index is the one-series body's.
+                let why = e.to_string();
+                let why = match why.split_once(": ") {
+                    Some((series, rest)) if series.starts_with("series ") => rest.to_string(),
+                    _ => why,
+                };
+                out[i] = Some(Staged {
+                    fate: Fate::Refused(why),
+                    labels: labels.clone(),
+                    redacted: false,
+                })
+            }
+        }
+    }
+    writer.reset();
+    for &i in &carried {
+        push(&mut writer, &series[i]);
+    }
+    let buf = writer.finish().to_vec();
+    if let Err(e) = parsed.parse(&buf, Version::V1, &limits) {
+        // Request-level: only a body of 4 GiB or more, far past any exposition.
+        for i in carried.drain(..) {
+            out[i] = Some(Staged {
+                fate: Fate::Refused(e.to_string()),
+                labels: series[i].clone(),
+                redacted: false,
+            });
+        }
+    }
 
     if !carried.is_empty() {
         let mut decisions = Decisions::default();
@@ -149,24 +158,6 @@ pub fn run(config: &Config, series: &[LabelSet], now_ms: i64) -> Vec<Staged> {
     out.into_iter()
         .map(|s| s.expect("every series got a fate"))
         .collect()
-}
-
-/// The series a per-series wire error names.
-fn refused_series(e: &WireError) -> Option<usize> {
-    use WireError::*;
-    match e {
-        TooManyLabels { series, .. }
-        | LabelNameTooLong { series, .. }
-        | LabelValueTooLong { series, .. }
-        | OddLabelRefs { series }
-        | SymbolOutOfRange { series, .. }
-        | InvalidUtf8 { series, .. }
-        | NoLabels { series }
-        | NoMetricName { series }
-        | EmptyLabelName { series }
-        | DuplicateLabel { series, .. } => Some(*series),
-        _ => None,
-    }
 }
 
 /// The schema with every rule's action `drop`: each series breaking a rule is marked, where

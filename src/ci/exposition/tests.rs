@@ -189,10 +189,23 @@ proptest! {
         prop_assert_eq!(Format::detect(&text), format);
     }
 
+    /// What `fuzz/fuzz_targets/exposition.rs` checks, on text made of the characters that matter.
     #[test]
-    fn any_text_parses_or_errors_with_a_line_in_range(text in "(\\PC|[\n#{}\" \\\\=,]){0,80}") {
-        if let Err(e) = parse(&text) {
-            prop_assert!(e.line >= 1 && e.line <= text.split('\n').count(), "{e}");
+    fn any_text_parses_or_errors_with_a_line_in_range(
+        text in "([a-z_]{1,3}|[0-9.]{1,3}|[\n#{}\" \\\\=,]|EOF|TYPE|Inf|\\PC){0,40}",
+    ) {
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            match parse_as(&text, format) {
+                Err(e) => prop_assert!(e.line >= 1 && e.line <= text.split('\n').count(), "{e}"),
+                Ok(e) => {
+                    let again = render(&e.samples, &[], format);
+                    let back = parse_as(&again, format).map_err(|x| TestCaseError::fail(format!("{x}\n{again}")))?;
+                    prop_assert_eq!(back.samples.len(), e.samples.len());
+                    for (a, b) in e.samples.iter().zip(&back.samples) {
+                        prop_assert!(same(a, b), "{:?} != {:?}", a, b);
+                    }
+                }
+            }
         }
     }
 }
