@@ -19,10 +19,12 @@
 //! on reload; `rules` evaluates recording rules on the buffered stream and sends the results
 //! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `status` the HTML
 //! status page at `/`; `app` starts the server and the supervised background tasks for `serve`,
-//! `demo` and the tests; `demo` runs everything in-process.
+//! `demo` and the tests; `demo` runs everything in-process; `ci` runs the same stages over an
+//! exposition at merge time.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod ci;
 pub mod config;
 pub mod demo;
 pub mod duration;

@@ -56,6 +56,9 @@ enum Command {
     },
     /// Run an embedded demo: cardguard, a traffic generator and an in-process upstream.
     Demo(cardguard::demo::DemoArgs),
+    /// Check a change's metrics (what its tests expose) against the config's schema,
+    /// budgets and routes. Exit 0 pass, 1 fail, 2 warn (review required), 3 could not check.
+    Ci(cardguard::ci::CiArgs),
 }
 
 #[derive(clap::Args)]
@@ -88,13 +91,26 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap exits 2 on a usage error, which `ci` uses for "warn": a typo in a CI
+            // job must not read as "review required".
+            return match e.exit_code() {
+                0 => ExitCode::SUCCESS,
+                _ if subcommand_is_ci() => ExitCode::from(cardguard::ci::EXIT_ERROR),
+                code => ExitCode::from(code as u8),
+            };
+        }
+    };
     cardguard::logging::init(
         &cli.log_level,
         cli.log_format,
         std::io::stderr().is_terminal(),
     );
     let result = match cli.command {
+        Command::Ci(args) => return ci(&args),
         Command::Serve(args) => serve(args),
         Command::Check { file } => return check(&file),
         Command::Demo(args) => {
@@ -106,6 +122,33 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("cardguard: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The first argument that is not a global `--log.*` option names the subcommand.
+fn subcommand_is_ci() -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--log.level" || a == "--log.format" {
+            args.next();
+        } else if !a.starts_with("--log.level=") && !a.starts_with("--log.format=") {
+            return a == "ci";
+        }
+    }
+    false
+}
+
+fn ci(args: &cardguard::ci::CiArgs) -> ExitCode {
+    let report = runtime().and_then(|rt| Ok(rt.block_on(cardguard::ci::run(args))?));
+    match report {
+        Ok(r) => {
+            print!("{}", cardguard::ci::output::render(&r, args.format));
+            ExitCode::from(r.exit_code)
+        }
+        Err(e) => {
+            eprintln!("cardguard ci: {e:#}");
+            ExitCode::from(cardguard::ci::EXIT_ERROR)
         }
     }
 }

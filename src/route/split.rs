@@ -123,7 +123,7 @@ impl Scratch {
 }
 
 /// No route matched but there is a single upstream: it gets the series.
-pub(super) const SOLE_UPSTREAM: usize = usize::MAX;
+pub const SOLE_UPSTREAM: usize = usize::MAX;
 
 fn route_matches<'a, I>(route: &Route, labels: I, tenant: Option<&str>) -> bool
 where
@@ -140,7 +140,7 @@ where
 
 /// Which route claims each upstream for a series with these labels (`claimed[u]`, a route
 /// index or `SOLE_UPSTREAM`); `false` when no route takes it and there are several upstreams.
-pub(super) fn claim<'a, I>(
+pub fn claim<'a, I>(
     routing: &Routing,
     labels: I,
     tenant: Option<&str>,
@@ -398,7 +398,7 @@ fn single(
 
 /// A claiming route's own `relabel_configs` over a series' labels: `Some(None)` leaves them
 /// as they are, `Some(Some(l))` rewrites them for this route, `None` keeps the series off it.
-pub(super) fn route_relabel<'a>(
+pub fn route_relabel<'a>(
     route: Option<&Route>,
     labels: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     scratch: &mut relabel::Scratch,
