@@ -72,7 +72,11 @@ pub(super) fn validate(raw: &RawUpstream, path: &str, errs: &mut Errors) -> Opti
                 format!("{name} is set by cardguard and cannot be overridden"),
             ),
             Ok(h) => match HeaderValue::from_str(&value.value) {
-                Ok(v) => headers.push((h, v)),
+                Ok(mut v) => {
+                    // Often a token: kept out of debug prints (and HTTP/2 header tables).
+                    v.set_sensitive(true);
+                    headers.push((h, v))
+                }
                 Err(_) => errs.push(&path, value, "not a valid header value"),
             },
         }

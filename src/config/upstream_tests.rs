@@ -136,6 +136,12 @@ fn secrets_never_show() {
         assert!(!debug.contains(SECRET), "{debug}");
         assert!(debug.contains("<secret>"), "{debug}");
     }
+    let c = load(&upstream(&format!(
+        "  headers:\n    Authorization: Bearer {SECRET}\n"
+    )))
+    .unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains(SECRET), "{debug}");
 }
 
 #[test]

@@ -24,7 +24,7 @@ static SYSTEM_ROOTS: LazyLock<Arc<RootCertStore>> = LazyLock::new(|| {
     let found = rustls_native_certs::load_native_certs();
     let (added, _) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        tracing::warn!(
+        tracing::info!(
             "no CA certificates found on the system; https upstreams are checked against the \
              roots built into cardguard (set tls_config.ca_file to choose)"
         );
