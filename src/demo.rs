@@ -249,6 +249,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         timeout: Duration::from_secs(5),
         headers: Vec::new(),
         tenant_header: None,
+        client: None,
     })));
     let listener = TcpListener::bind(args.listen)
         .await

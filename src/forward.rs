@@ -10,9 +10,12 @@
 //! body too large, ...: the sender gets 503 and keeps the data while an operator fixes it). A
 //! 413 first has the body split in halves by series, sent in order (`halve`).
 
+mod client;
 mod config;
 mod halve;
 pub mod metrics;
+mod tls;
+mod watched;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,12 +26,13 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::wire::Version;
-pub use config::UpstreamConfig;
+pub use client::UpstreamClient;
+pub use config::{
+    Authorization, BasicAuth, ClientSettings, ProxySettings, Secret, SecretSource, TlsSettings,
+    TlsVersion, UpstreamConfig,
+};
 use metrics::ForwardMetrics;
 
 /// How much of an upstream error body is kept to pass back to the sender.
@@ -184,7 +188,8 @@ pub struct Outgoing {
 /// The shared upstream client.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// Serves the upstreams without TLS or proxy settings of their own.
+    client: client::Shared,
     metrics: ForwardMetrics,
     refusing: Arc<Refusing>,
 }
@@ -233,16 +238,8 @@ impl Refusing {
 
 impl Forwarder {
     pub fn new(metrics: ForwardMetrics) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Forwarder {
-            client,
+            client: client::shared(),
             metrics,
             refusing: Arc::default(),
         }
@@ -368,10 +365,18 @@ impl Forwarder {
             })?;
         let h = req.headers_mut();
         set_headers(h, up, out.version, out.tenant);
+        let pending = match &up.client {
+            Some(c) => {
+                c.authorize(req.headers_mut());
+                c.request(req, &self.client)
+            }
+            None => self.client.request(req),
+        };
 
-        let resp = self.client.request(req).await.map_err(|e| {
+        let resp = pending.await.map_err(|e| {
             let reason = error_chain(&e);
             if e.is_connect() {
+                let reason = with_tls_hint(reason);
                 ForwardError::Connect {
                     upstream: up.name.clone(),
                     reason,
@@ -408,13 +413,15 @@ impl Forwarder {
 
 /// An upstream's error body goes to senders and logs: take out anything of the configured
 /// credentials it may echo (each word of a configured header value, as in `Bearer <token>`,
-/// and the password of the URL's userinfo). Error path only.
+/// the password of the URL's userinfo, and the password, token and proxy password of the
+/// upstream's client settings as now in force). Error path only.
 fn redact(body: Bytes, up: &UpstreamConfig) -> Bytes {
     let userinfo = up
         .url
         .authority()
         .and_then(|a| a.as_str().rsplit_once('@'))
         .map(|(info, _)| info);
+    let from_client = up.client.as_ref().map(|c| c.secrets()).unwrap_or_default();
     let secrets: Vec<&[u8]> = up
         .headers
         .iter()
@@ -425,6 +432,7 @@ fn redact(body: Bytes, up: &UpstreamConfig) -> Bytes {
                 .flat_map(|i| i.split(':'))
                 .map(str::as_bytes),
         )
+        .chain(from_client.iter().map(Vec::as_slice))
         // Short words ("Bearer", "Basic") are not secrets and would blank ordinary text.
         .filter(|w| w.len() >= 8)
         .collect();
@@ -468,6 +476,19 @@ fn set_headers(
     // Configured headers win over the passed-through tenant: a fixed tenant is a policy.
     for (k, v) in &up.headers {
         h.insert(k.clone(), v.clone());
+    }
+}
+
+/// A failed TLS handshake says what is wrong with the certificate ("invalid peer certificate:
+/// UnknownIssuer"); say where to fix it, too.
+fn with_tls_hint(reason: String) -> String {
+    if reason.contains("certificate") || reason.contains("InvalidCertificate") {
+        format!(
+            "{reason} (TLS: the upstream's certificate was not accepted; check tls_config \
+             ca_file and server_name of this upstream)"
+        )
+    } else {
+        reason
     }
 }
 

@@ -68,6 +68,7 @@ impl<'a> Context<'a> {
                     timeout: std::time::Duration::from_secs(30),
                     headers: Vec::new(),
                     tenant_header: None,
+                    client: None,
                 })
             })
         });

@@ -1713,6 +1713,7 @@ impl Env {
                     timeout: Duration::from_secs(5),
                     headers: vec![],
                     tenant_header: None,
+                    client: None,
                 }))),
                 ..Config::default()
             };

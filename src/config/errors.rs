@@ -83,6 +83,19 @@ impl Errors {
         });
     }
 
+    /// A problem located by line alone (a file named by a key that could not be read).
+    pub(super) fn push_line(&mut self, path: &str, line: u64, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.to_string(),
+            line: (line > 0).then_some(line),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// `Ok` when nothing was pushed; else every problem, in document order.
     pub(super) fn finish(mut self) -> Result<(), ConfigErrors> {
         if self.0.is_empty() {

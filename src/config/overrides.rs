@@ -62,6 +62,7 @@ impl Overrides {
                         timeout: Duration::from_secs(30),
                         headers: Vec::new(),
                         tenant_header: Some(HeaderName::from_static("x-scope-orgid")),
+                        client: None,
                     })))
                 }
             }

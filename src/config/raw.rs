@@ -9,6 +9,7 @@ use serde_saphyr::Spanned;
 
 use super::{ConfigError, ConfigErrors};
 use crate::duration::PromDuration;
+use crate::forward::Secret;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +74,13 @@ pub struct RawUpstream {
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<String>>,
     pub tenant_header: Option<Spanned<String>>,
+    // Prometheus's remote_write HTTP client settings (config/upstream.rs).
+    pub basic_auth: Option<Spanned<RawBasicAuth>>,
+    pub authorization: Option<Spanned<RawAuthorization>>,
+    pub tls_config: Option<Spanned<RawTlsConfig>>,
+    pub proxy_url: Option<Spanned<Secret>>,
+    /// Refused at validation with a message: read only to say so.
+    pub sigv4: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 /// Parse YAML into the raw types. Serde stops at the first problem, so this reports one error;
@@ -136,4 +144,37 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
             Either::Str(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
+}
+
+/// `basic_auth:` of an upstream, as in Prometheus.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    #[serde(default)]
+    pub username: String,
+    pub password: Option<Spanned<Secret>>,
+    pub password_file: Option<Spanned<String>>,
+}
+
+/// `authorization:` of an upstream, as in Prometheus.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorization {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub credentials: Option<Spanned<Secret>>,
+    pub credentials_file: Option<Spanned<String>>,
+}
+
+/// `tls_config:` of an upstream, as in Prometheus.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsConfig {
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    pub min_version: Option<Spanned<String>>,
 }

@@ -49,7 +49,6 @@ const INVALID: &[(&str, &[&str])] = &[
         "upstream:\n  url: ftp://x/\n",
         &["line 2", "upstream.url", "http://"],
     ),
-    ("upstream:\n  url: https://x/api/v1/write\n", &["https"]),
     (
         "upstream:\n  url: http://x/\n  remote_timeout: 5 seconds\n",
         &["line 3", "duration"],

@@ -69,6 +69,7 @@ fn upstream(url: &str, headers: &[(&'static str, &'static str)]) -> UpstreamConf
             })
             .collect(),
         tenant_header: None,
+        client: None,
     }
 }
 
@@ -87,6 +88,32 @@ fn error_bodies_lose_the_configured_credentials() {
     );
     let plain = Bytes::from_static(b"authentication required");
     assert_eq!(redact(plain.clone(), &up), plain);
+}
+
+/// The password and token of `basic_auth`/`authorization` (here read from a file, as in force
+/// now) and a proxy's password are cleared from what the upstream echoes, like `headers`.
+#[test]
+fn error_bodies_lose_the_client_settings_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok3n-from-a-file\n").unwrap();
+    let mut up = upstream("http://127.0.0.1:1/api/v1/write", &[]);
+    let settings = ClientSettings {
+        authorization: Some(Authorization {
+            kind: "Bearer".into(),
+            credentials: Some(SecretSource::File(token)),
+        }),
+        proxy: Some(ProxySettings {
+            url: "http://127.0.0.1:3128".parse().unwrap(),
+            auth: Some(("p".into(), Secret::new("proxy-passw0rd"))),
+        }),
+        ..Default::default()
+    };
+    up.client = Some(std::sync::Arc::new(
+        UpstreamClient::open("mimir", settings).unwrap(),
+    ));
+    let body = Bytes::from_static(b"bad token tok3n-from-a-file; via proxy-passw0rd");
+    assert_eq!(redact(body, &up), "bad token <redacted>; via <redacted>");
 }
 
 #[test]

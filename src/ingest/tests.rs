@@ -41,6 +41,7 @@ async fn start(version_out: Version, source: ConfigSource) -> Harness {
             timeout: Duration::from_secs(2),
             headers: vec![],
             tenant_header: Some(http::HeaderName::from_static("x-scope-orgid")),
+            client: None,
         },
     )));
     let app = App::start_on(config, source, listener().await).unwrap();

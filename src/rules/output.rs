@@ -231,6 +231,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             headers: Vec::new(),
             tenant_header: None,
+            client: None,
         };
         let config = Arc::new(OneUpstream(
             Arc::new(Routing::single(up)),

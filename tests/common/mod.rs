@@ -9,6 +9,7 @@
 //! * [`victoria`], [`prometheus`], [`cardguard`]: the real processes; [`stack`] wires them.
 //! * [`compare`]: Prometheus's samples against a backend's; [`exposition`]: `/metrics` text.
 //! * [`rw`]: remote-write 1.0 encoded by hand (no dependency on `cardguard::wire`).
+//! * [`tls`]: test certificates and VictoriaMetrics over HTTPS with basic auth.
 //!
 //! `CARDGUARD_E2E_DIRECT=1` makes the e2e tests point Prometheus straight at VictoriaMetrics
 //! (a self-test of the harness; cardguard is then not exercised and a warning is printed).
@@ -25,6 +26,7 @@ pub mod prometheus;
 pub mod rw;
 pub mod scrape;
 pub mod stack;
+pub mod tls;
 pub mod victoria;
 
 // Each test binary uses a different part of the harness.
@@ -48,5 +50,7 @@ pub use prometheus::*;
 pub use scrape::*;
 #[allow(unused_imports)]
 pub use stack::*;
+#[allow(unused_imports)]
+pub use tls::*;
 #[allow(unused_imports)]
 pub use victoria::*;

@@ -164,6 +164,7 @@ fn a_single_upstream_gets_every_series_in_its_version() {
         timeout: Duration::from_secs(1),
         headers: Vec::new(),
         tenant_header: None,
+        client: None,
     };
     c.routing = Some(Arc::new(Routing::single(up)));
     let series = batch();
