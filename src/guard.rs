@@ -353,6 +353,7 @@ impl Guard {
                                 decisions.labels(req, buf, i as usize),
                                 names,
                             );
+                            self.overflow.set_max_bytes(cfg.max_overflow_bytes);
                             self.overflow.absorb(
                                 cfg.hash_seed,
                                 tenant,
