@@ -4,6 +4,7 @@
 
 pub mod metrics;
 mod state;
+mod tenant;
 pub mod write;
 
 use std::convert::Infallible;

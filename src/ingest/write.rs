@@ -45,6 +45,8 @@ pub enum IngestError {
     Internal,
     #[error(transparent)]
     Upstream(#[from] ForwardError),
+    #[error(transparent)]
+    Tenant(#[from] crate::guard::TenantRefused),
 }
 
 impl IngestError {
@@ -69,6 +71,10 @@ impl IngestError {
                 }
             }
             IngestError::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Tenant(crate::guard::TenantRefused::NotUtf8 { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            IngestError::Tenant(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -93,6 +99,7 @@ impl IngestError {
             IngestError::NoUpstream => "no_upstream",
             IngestError::Internal => "internal",
             IngestError::Upstream(_) => "upstream",
+            IngestError::Tenant(_) => "tenant",
         }
     }
 
@@ -200,19 +207,13 @@ async fn write(
     m.ingest.requests_in_flight.inc();
     let _gauge = scopeguard(|| m.ingest.requests_in_flight.dec());
 
-    let guard_tenant = config
-        .guard
-        .as_ref()
-        .and_then(|g| g.tenant_header.as_ref())
-        .and_then(|name| req.headers().get(name))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    // The tenant is read once, matched by routes and passed upstream.
+    // The tenant is read once (and checked against `guard.tenants`), matched by routes and
+    // passed upstream.
     let routing = config.routing.clone().ok_or(IngestError::NoUpstream)?;
-    let route_tenant = routing
-        .tenant_header
-        .as_ref()
-        .and_then(|name| req.headers().get(name).cloned());
+    let super::tenant::Tenant {
+        guard: guard_tenant,
+        route: route_tenant,
+    } = super::tenant::read(&config, &routing, req.headers())?;
     let route_tenant_str = route_tenant
         .as_ref()
         .and_then(|v| v.to_str().ok())
