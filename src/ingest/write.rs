@@ -235,7 +235,10 @@ async fn write(
         relabel: &config.relabel,
         tenant: guard_tenant.as_deref(),
         now_ms: super::state::unix_now_ms(),
-        rules: state.rules.tap(&rule_plan, &config.rules),
+        rules: state
+            .rules
+            .tap(&rule_plan, &config.rules)
+            .map(|t| t.for_tenant(guard_tenant.as_deref())),
     };
     let started = Instant::now();
     // A bug in a stage must cost one request a 500, never a worker thread's scratch or the
