@@ -59,6 +59,8 @@ pub struct BufferStats {
     pub series: u64,
     pub samples: u64,
     pub bytes: u64,
+    /// Label and tenant bytes (what `max_label_bytes` caps).
+    pub label_bytes: u64,
 }
 
 // The keys are already xxh3 hashes.
@@ -398,7 +400,10 @@ impl Buffer {
     }
 
     pub fn stats(&self) -> BufferStats {
-        let mut st = BufferStats::default();
+        let mut st = BufferStats {
+            label_bytes: self.label_bytes() as u64,
+            ..BufferStats::default()
+        };
         for m in self.shards.iter() {
             let s = m.lock().unwrap_or_else(|e| e.into_inner());
             st.series += s.series.len() as u64;

@@ -110,7 +110,7 @@ impl Output {
         let mut scratch = own::Scratch::default();
         loop {
             let batch = self.take_batch();
-            metrics.output_queue.set(self.queued_samples() as i64);
+            metrics.set_output_queue(self.queued_samples(), self.queued_bytes());
             if batch.is_empty() {
                 self.ready.notified().await;
                 continue;

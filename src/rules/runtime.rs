@@ -151,6 +151,7 @@ impl Runtime {
         }
         m.stale_markers.inc_by(evaluated.stale_markers);
         m.set_buffer(&self.buffer.stats());
+        m.set_memory_limits(rules);
         self.queue(evaluated.series, rules);
     }
 
@@ -169,8 +170,7 @@ impl Runtime {
                 .inc_by(dropped as u64);
         }
         self.metrics
-            .output_queue
-            .set(self.output.queued_samples() as i64);
+            .set_output_queue(self.output.queued_samples(), self.output.queued_bytes());
     }
 
     fn log_failures(&self, key: &str, failures: &[group::RuleFailure]) {

@@ -50,6 +50,22 @@ async fn unknown_tenants_are_403_and_non_utf8_is_400() {
         metrics.contains("cardguard_write_requests_rejected_total{reason=\"tenant\"} 3"),
         "{metrics}"
     );
+    // Every bound next to its use, the stages' rows in one family.
+    for line in [
+        "cardguard_guard_tenants 2",
+        "cardguard_guard_tenants_limit 1000",
+        "cardguard_memory_limit_bytes{structure=\"guard_overflow\"} 67108864",
+        "cardguard_memory_bytes{structure=\"rules_output_queue\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("cardguard_memory_bytes{structure=\"guard_owners\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
