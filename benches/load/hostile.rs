@@ -198,7 +198,10 @@ pub fn run(dir: &std::path::Path, upstream: &Sink, secs: f64) -> HostileSoak {
             let mut requests = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let ts = now_ms();
-                let mut series = Vec::with_capacity(4 * HOSTILE_PER_KIND);
+                let mut series = Vec::with_capacity(3 * HOSTILE_PER_KIND);
+                // The explosion on the well-behaved tenant, where its budget is exceeded and
+                // `relabel` collapses it, with junk owners pressing on that tenant's cap.
+                let mut on_good = Vec::with_capacity(2 * HOSTILE_PER_KIND);
                 for _ in 0..HOSTILE_PER_KIND {
                     n += 1;
                     let id = n.to_string();
@@ -209,7 +212,11 @@ pub fn run(dir: &std::path::Path, upstream: &Sink, secs: f64) -> HostileSoak {
                         &[("__name__", "up"), ("service", &junk)],
                         &[(1.0, ts)],
                     ));
-                    series.push(testgen::sorted_series(
+                    on_good.push(testgen::sorted_series(
+                        &[("__name__", "up"), ("service", &junk)],
+                        &[(1.0, ts)],
+                    ));
+                    on_good.push(testgen::sorted_series(
                         &[
                             ("__name__", "req_total"),
                             ("service", "explode"),
@@ -226,9 +233,11 @@ pub fn run(dir: &std::path::Path, upstream: &Sink, secs: f64) -> HostileSoak {
                         &[(1.0, ts)],
                     ));
                 }
-                requests += 1;
+                requests += 2;
                 let tenant = format!("tenant-{requests}");
                 let status = post(&agent, &url, &tenant, &testgen::body_v1(series));
+                *statuses.entry(status).or_default() += 1;
+                let status = post(&agent, &url, "good", &testgen::body_v1(on_good));
                 *statuses.entry(status).or_default() += 1;
                 std::thread::sleep(HOSTILE_EVERY);
             }
