@@ -181,7 +181,7 @@ pub fn tenant_series_hash<'a>(
     let h = series_hash(labels);
     match tenant {
         None => h,
-        Some(t) => h ^ xxh3_64_with_seed(t.as_bytes(), 0x7e4a_47).rotate_left(17),
+        Some(t) => h ^ xxh3_64_with_seed(t.as_bytes(), 0x007e_4a47).rotate_left(17),
     }
 }
 
