@@ -152,6 +152,7 @@ fn bench(c: &mut Criterion) {
     let buffer_limits = BufferLimits {
         max_series: 10_000_000,
         max_samples_per_series: 4096,
+        max_label_bytes: usize::MAX,
     };
     let all = fleet();
     let request: Vec<_> = all
@@ -172,6 +173,7 @@ fn bench(c: &mut Criterion) {
         plan: &plan,
         buffer: &buffer,
         limits: buffer_limits,
+        tenant: None,
     };
     let mut step = 0;
     g.bench_function("pipeline_10_rules", |b| {

@@ -23,7 +23,9 @@ use foldhash::fast::RandomState;
 
 use crate::series::{Decisions, DropCounts, Verdict};
 use crate::wire::{Parsed, SeriesView};
-pub use config::{Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch};
+pub use config::{
+    Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch, TenantPolicy, TenantRefused,
+};
 use identity::Identity;
 use owner::{OwnerCounters, OwnerDelta, OwnerState, SeriesKey};
 use window::Window;
@@ -45,8 +47,12 @@ impl OwnerKey {
 
 /// The name under which series without an owner label are reported.
 pub const UNOWNED: &str = "unowned";
-/// Owners past `max_owners` are accounted together under this name.
+/// Owners past `max_owners` are accounted together under this name; so are tenants past
+/// `max_tenants` (as tenant `other`, service `other`).
 pub const OTHER: &str = "other";
+/// Owner values (and tenants) longer than this are accounted to `other`: the registry keeps
+/// its keys, and a 16 KiB label value must not cost 16 KiB per owner.
+pub const MAX_OWNER_KEY_BYTES: usize = 256;
 
 /// One owner's entry in the registry.
 pub struct Owner {
@@ -57,11 +63,68 @@ pub struct Owner {
 
 /// The guard's state. Lives as long as the process; survives config reloads.
 pub struct Guard {
-    owners: RwLock<HashMap<OwnerKey, Arc<Owner>, RandomState>>,
+    owners: RwLock<Registry>,
     /// Active series across all owners.
     global_active: AtomicU64,
     /// Aggregates of the series collapsed by `relabel` budgets.
     pub overflow: overflow::Overflow,
+}
+
+/// The owners, and how many each tenant has: both bounded (`max_owners`,
+/// `max_owners_per_tenant`, `max_tenants`), and owners idle for a whole window are forgotten.
+#[derive(Default)]
+struct Registry {
+    owners: HashMap<OwnerKey, Arc<Owner>, RandomState>,
+    /// Owners per tenant (`None`: requests without a tenant, or tenants off).
+    tenants: HashMap<Option<String>, usize, RandomState>,
+}
+
+impl Registry {
+    /// Where a new owner goes: itself while the caps allow, else its tenant's `other`, else
+    /// (a tenant past `max_tenants`) the shared `other` of tenant `other`.
+    fn place(&self, cfg: &GuardConfig, key: &OwnerKey) -> OwnerKey {
+        let other = |tenant: Option<String>| OwnerKey {
+            tenant,
+            owner: Some(OTHER.to_string()),
+        };
+        let tenant_known = self.tenants.contains_key(&key.tenant);
+        let tenants_full = self.tenants.keys().filter(|t| t.is_some()).count() >= cfg.max_tenants;
+        if let Some(t) = &key.tenant {
+            if t.len() > MAX_OWNER_KEY_BYTES || (!tenant_known && tenants_full) {
+                return other(Some(OTHER.to_string()));
+            }
+        }
+        let per_tenant = self.tenants.get(&key.tenant).copied().unwrap_or(0);
+        let long = key
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.len() > MAX_OWNER_KEY_BYTES);
+        if long || self.owners.len() >= cfg.max_owners || per_tenant >= cfg.max_owners_per_tenant {
+            return other(key.tenant.clone());
+        }
+        key.clone()
+    }
+
+    fn insert(&mut self, key: OwnerKey, owner: impl FnOnce(&OwnerKey) -> Arc<Owner>) -> Arc<Owner> {
+        if let Some(o) = self.owners.get(&key) {
+            return o.clone();
+        }
+        let o = owner(&key);
+        *self.tenants.entry(key.tenant.clone()).or_default() += 1;
+        self.owners.insert(key, o.clone());
+        o
+    }
+
+    fn remove(&mut self, key: &OwnerKey) {
+        if self.owners.remove(key).is_some() {
+            if let Some(n) = self.tenants.get_mut(&key.tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tenants.remove(&key.tenant);
+                }
+            }
+        }
+    }
 }
 
 /// Per-request totals of the guard's own decisions, for the request's accounting. Series an
@@ -131,7 +194,7 @@ impl Default for Guard {
 impl Guard {
     pub fn new() -> Self {
         Guard {
-            owners: RwLock::new(HashMap::default()),
+            owners: RwLock::new(Registry::default()),
             global_active: AtomicU64::new(0),
             overflow: overflow::Overflow::default(),
         }
@@ -250,6 +313,7 @@ impl Guard {
                 }
                 let expired = state.advance(&window, now);
                 self.sub_active(expired);
+                state.seen(now);
                 // Resolved on the first overflow of this owner in this request.
                 let mut overflow_names: Option<Vec<String>> = None;
                 for &(_, i, id) in &scratch.series[start..end] {
@@ -289,6 +353,7 @@ impl Guard {
                                 decisions.labels(req, buf, i as usize),
                                 names,
                             );
+                            self.overflow.set_max_bytes(cfg.max_overflow_bytes);
                             self.overflow.absorb(
                                 cfg.hash_seed,
                                 tenant,
@@ -321,8 +386,9 @@ impl Guard {
         }
     }
 
-    /// The registry entry of `key`, created on first sight. Past `max_owners`, new owners
-    /// share the `other` entry so that an explosion of owner values stays bounded too.
+    /// The registry entry of `key`, created on first sight. Past the caps, new owners share
+    /// an `other` entry (`Registry::place`) so that an explosion of owner values or tenants
+    /// stays bounded too.
     fn owner(
         &self,
         cfg: &GuardConfig,
@@ -335,55 +401,72 @@ impl Guard {
             .owners
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .owners
             .get(key)
         {
             return o.clone();
         }
-        let mut owners = self.owners.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(o) = owners.get(key) {
+        let mut reg = self.owners.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = reg.owners.get(key) {
             return o.clone();
         }
-        let key = if owners.len() >= cfg.max_owners {
-            OwnerKey {
-                tenant: key.tenant.clone(),
-                owner: Some(OTHER.to_string()),
-            }
-        } else {
-            key.clone()
-        };
-        owners
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let budget = cfg.budget_for(key.tenant.as_deref(), key.owner.as_deref());
-                Arc::new(Owner {
-                    state: Mutex::new(OwnerState::new(budget, generation, window, now)),
-                    key,
-                    counters: OwnerCounters::default(),
-                })
+        let key = reg.place(cfg, key);
+        reg.insert(key, |key| {
+            let budget = cfg.budget_for(key.tenant.as_deref(), key.owner.as_deref());
+            Arc::new(Owner {
+                state: Mutex::new(OwnerState::new(budget, generation, window, now)),
+                key: key.clone(),
+                counters: OwnerCounters::default(),
             })
-            .clone()
+        })
     }
 
     /// Slide every owner's window (so idle owners expire their series too) and forget owners
-    /// with nothing left. Run periodically.
+    /// that have had no series for a whole window: their slot under the caps, their tables
+    /// and sketches are freed, and their counters start again from zero if they come back.
+    /// Run periodically.
     pub fn tick(&self, cfg: &GuardConfig, now_ms: i64) {
         let window = Window::new(cfg.window, cfg.window_slices);
         let now = window.slice(now_ms);
-        let owners: Vec<Arc<Owner>> = self
-            .owners
+        let owners = self.owners();
+        let mut idle = Vec::new();
+        for o in owners {
+            let mut st = o.state.lock().unwrap_or_else(|e| e.into_inner());
+            let expired = st.advance(&window, now);
+            self.sub_active(expired);
+            if st.idle(&window, now) {
+                idle.push(o.key.clone());
+            }
+        }
+        if idle.is_empty() {
+            return;
+        }
+        let mut reg = self.owners.write().unwrap_or_else(|e| e.into_inner());
+        for key in idle {
+            // Only when no request holds the owner: none can take it while the registry is
+            // write-locked, and one that holds it now may be admitting into it (its series
+            // would then be counted in `global_active` but never expire).
+            let unused = reg.owners.get(&key).is_some_and(|o| {
+                Arc::strong_count(o) == 1 && {
+                    let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
+                    st.idle(&window, now)
+                }
+            });
+            if unused {
+                reg.remove(&key);
+            }
+        }
+    }
+
+    /// Tenants tracked (those with at least one owner).
+    pub fn tenants(&self) -> usize {
+        self.owners
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for o in owners {
-            let expired = o
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .advance(&window, now);
-            self.sub_active(expired);
-        }
+            .tenants
+            .keys()
+            .filter(|t| t.is_some())
+            .count()
     }
 
     /// A snapshot of every owner, for telemetry and the API.
@@ -391,6 +474,7 @@ impl Guard {
         self.owners
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .owners
             .values()
             .cloned()
             .collect()

@@ -8,6 +8,7 @@ mod config;
 pub mod metrics;
 mod server;
 mod state;
+mod tenant;
 pub mod write;
 
 use std::convert::Infallible;

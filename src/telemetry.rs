@@ -98,6 +98,32 @@ pub fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histo
     )
 }
 
+/// `cardguard_memory_bytes{structure}` and `cardguard_memory_limit_bytes{structure}`: what each
+/// structure that grows with input holds, about, and its cap. One family for every stage:
+/// each structure is its own gauge (its `structure` a const label), so stages register their
+/// rows independently and the registry shows them as one family.
+pub const MEMORY_BYTES: &str = "cardguard_memory_bytes";
+pub const MEMORY_BYTES_HELP: &str =
+    "Bytes held by a structure that grows with input (an estimate), by structure.";
+pub const MEMORY_LIMIT_BYTES: &str = "cardguard_memory_limit_bytes";
+pub const MEMORY_LIMIT_BYTES_HELP: &str =
+    "Cap on the bytes a structure that grows with input may hold, by structure.";
+
+/// The `(used, limit)` gauges of one structure.
+pub fn memory_gauges(r: &Registry, structure: &str) -> (IntGauge, IntGauge) {
+    let one = |name: &str, help: &str| {
+        register(
+            r,
+            IntGauge::with_opts(Opts::new(name, help).const_label("structure", structure))
+                .expect("valid metric name"),
+        )
+    };
+    (
+        one(MEMORY_BYTES, MEMORY_BYTES_HELP),
+        one(MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES_HELP),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 mod attack;
 mod drive;
 mod gen;
+mod hostile;
 mod target;
 
 use std::collections::BTreeMap;
@@ -51,6 +52,11 @@ struct Args {
     /// Seconds of the cardguard soak at half of vmagent's saturation rate (0 skips it).
     #[arg(long, default_value_t = 60.0)]
     soak: f64,
+    /// Seconds of the hostile soak (issue 11): cardguard alone under junk owners, rotating
+    /// tenants, exploding labels, 16 KiB label values and new metric names next to
+    /// well-behaved services; RSS sampled throughout. When given, only this runs.
+    #[arg(long, default_value_t = 0.0)]
+    soak_hostile: f64,
     /// Headroom of the budgets over the well-behaved series count.
     #[arg(long, default_value_t = 1.1)]
     headroom: f64,
@@ -94,6 +100,7 @@ impl Args {
             rss_series: 20_000,
             explosion: 0.2,
             soak: 2.0,
+            soak_hostile: 3.0,
             headroom: 1.1,
             attack: false,
             attack_slowloris: 2000,
@@ -157,6 +164,16 @@ fn mib(b: u64) -> f64 {
 async fn run(args: Args, full: bool) {
     STRICT.store(!full, std::sync::atomic::Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("temp dir");
+    if full && args.soak_hostile > 0.0 {
+        let upstream = Sink::start(SinkOptions::default())
+            .await
+            .expect("bind null upstream");
+        println!("machine: {}", machine());
+        let s =
+            tokio::task::block_in_place(|| hostile::run(dir.path(), &upstream, args.soak_hostile));
+        s.print();
+        return;
+    }
     let t0 = Instant::now();
     let shape = Shape {
         services: args.services,
@@ -373,6 +390,18 @@ async fn run(args: Args, full: bool) {
         soak.as_ref(),
         full,
     );
+    if !full {
+        // The hostile soak's smoke: seconds, checking the harness and the property it
+        // measures (the well-behaved services lose nothing).
+        let s =
+            tokio::task::block_in_place(|| hostile::run(dir.path(), &upstream, args.soak_hostile));
+        s.print();
+        assert_eq!(s.good_refused, 0, "well-behaved requests refused");
+        assert!(
+            s.least_served() >= 100.0,
+            "a well-behaved service lost samples under the hostile mix"
+        );
+    }
 }
 
 fn budget(args: &Args, series_per_service: usize) -> Limits {

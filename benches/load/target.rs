@@ -61,12 +61,27 @@ pub fn peers_bin(name: &str) -> PathBuf {
 }
 
 impl Target {
+    /// cardguard with the config `config(port)` writes (it must listen on 127.0.0.1:port).
+    pub fn start_cardguard(dir: &Path, config: impl FnOnce(u16) -> String) -> Target {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = dir.join(format!("cardguard-{port}.log"));
+        let cfg = dir.join(format!("cardguard-{port}.yml"));
+        std::fs::write(&cfg, config(port)).expect("write cardguard config");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cardguard"));
+        c.arg("--log.level=warn")
+            .arg("serve")
+            .arg("--config")
+            .arg(cfg);
+        Target::spawn(Kind::Cardguard, addr, log, c)
+    }
+
     /// Start `kind` forwarding to `upstream_url`, with its scratch files in `dir`.
     pub fn start(kind: Kind, dir: &Path, upstream_url: &str, limits: Limits) -> Target {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = dir.join(format!("{}-{port}.log", kind.name()));
-        let mut cmd = match kind {
+        let cmd = match kind {
             Kind::Cardguard => {
                 let cfg = dir.join(format!("cardguard-{port}.yml"));
                 std::fs::write(
@@ -108,6 +123,10 @@ impl Target {
                 c
             }
         };
+        Target::spawn(kind, addr, log, cmd)
+    }
+
+    fn spawn(kind: Kind, addr: SocketAddr, log: PathBuf, mut cmd: Command) -> Target {
         let logf = std::fs::File::create(&log).expect("create log");
         cmd.stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())

@@ -11,8 +11,11 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::errors::Errors;
+use super::raw::ByteSize;
 use crate::duration::PromDuration;
-use crate::guard::{Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch};
+use crate::guard::{
+    Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch, TenantPolicy,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +34,20 @@ pub struct RawGuard {
     pub unowned_budget: Option<RawBudget>,
     #[serde(default)]
     pub budgets: Vec<Spanned<RawRule>>,
+    pub max_tenants: Option<Spanned<usize>>,
+    pub max_owners_per_tenant: Option<Spanned<usize>>,
+    pub tenants: Option<Spanned<RawTenants>>,
+    pub max_overflow_bytes: Option<Spanned<ByteSize>>,
+}
+
+/// `guard.tenants`: which tenants may write.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenants {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    pub allow_regex: Option<Spanned<String>>,
+    pub default: Option<String>,
 }
 
 /// Budget fields; any left out inherit from `default_budget`.
@@ -221,7 +238,71 @@ pub(super) fn validate(raw: &RawGuard, errs: &mut Errors) -> GuardConfig {
         }
     }
     g.default_budget = Arc::new(base);
+    validate_bounds(raw, &mut g, errs);
     g
+}
+
+/// The bounds on what the guard tracks, and the tenant policy.
+fn validate_bounds(raw: &RawGuard, g: &mut GuardConfig, errs: &mut Errors) {
+    if let Some(n) = &raw.max_tenants {
+        if n.value == 0 {
+            errs.push("guard.max_tenants", n, "must be at least 1");
+        }
+        g.max_tenants = n.value.max(1);
+    }
+    if let Some(n) = &raw.max_owners_per_tenant {
+        if n.value == 0 {
+            errs.push("guard.max_owners_per_tenant", n, "must be at least 1");
+        }
+        g.max_owners_per_tenant = n.value.max(1);
+    }
+    if let Some(b) = &raw.max_overflow_bytes {
+        if b.value.0 < 1 << 20 {
+            errs.push("guard.max_overflow_bytes", b, "must be at least 1MiB");
+        }
+        g.max_overflow_bytes = usize::try_from(b.value.0).unwrap_or(usize::MAX);
+    }
+    if let Some(t) = &raw.tenants {
+        if g.tenant_header.is_none() {
+            errs.push(
+                "guard.tenants",
+                t,
+                "needs guard.tenant_header (the header the tenant is read from)",
+            );
+        }
+        let allow_regex = t.value.allow_regex.as_ref().and_then(|re| {
+            Regex::new(&format!("^(?:{})$", re.value))
+                .map_err(|e| {
+                    errs.push(
+                        "guard.tenants.allow_regex",
+                        re,
+                        format!("invalid regex: {e}"),
+                    )
+                })
+                .ok()
+        });
+        if t.value.allow.is_empty() && t.value.allow_regex.is_none() && t.value.default.is_none() {
+            errs.push(
+                "guard.tenants",
+                t,
+                "needs allow, allow_regex or default (else every tenant would be refused)",
+            );
+        }
+        if let Some(d) = &t.value.default {
+            if d.is_empty() || http::HeaderValue::from_str(d).is_err() {
+                errs.push(
+                    "guard.tenants.default",
+                    t,
+                    format!("{d:?} is not a valid header value"),
+                );
+            }
+        }
+        g.tenants = Some(TenantPolicy {
+            allow: t.value.allow.clone(),
+            allow_regex,
+            default: t.value.default.clone(),
+        });
+    }
 }
 
 fn valid_label_name(s: &str) -> bool {

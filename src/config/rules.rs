@@ -26,6 +26,8 @@ pub struct RawRules {
     pub max_buffered_series: Option<Spanned<usize>>,
     pub max_samples_per_series: Option<Spanned<usize>>,
     pub max_output_queue_samples: Option<Spanned<usize>>,
+    pub max_buffered_label_bytes: Option<Spanned<super::raw::ByteSize>>,
+    pub max_output_queue_bytes: Option<Spanned<super::raw::ByteSize>>,
 }
 
 pub(super) fn validate(
@@ -59,6 +61,25 @@ pub(super) fn validate(
         }
         if let Some(v) = &r.max_output_queue_samples {
             c.max_output_queue_samples = positive(errs, "rules.max_output_queue_samples", v);
+        }
+        for (path, raw, field) in [
+            (
+                "rules.max_buffered_label_bytes",
+                &r.max_buffered_label_bytes,
+                &mut c.max_buffered_label_bytes,
+            ),
+            (
+                "rules.max_output_queue_bytes",
+                &r.max_output_queue_bytes,
+                &mut c.max_output_queue_bytes,
+            ),
+        ] {
+            if let Some(v) = raw {
+                if v.value.0 < 1 << 20 {
+                    errs.push(path, v, "must be at least 1MiB");
+                }
+                *field = usize::try_from(v.value.0.max(1 << 20)).unwrap_or(usize::MAX);
+            }
         }
     }
     for (i, f) in files.iter().enumerate() {

@@ -209,3 +209,56 @@ fn quick_start_flags_turn_the_guard_on() {
     assert_eq!(g.owner_labels, ["team"]);
     assert_eq!(g.budget_for(None, Some("x")).max_series, 500);
 }
+
+#[test]
+fn guard_bounds_and_tenant_policy() {
+    let yaml = r#"
+guard:
+  tenant_header: X-Scope-OrgID
+  max_tenants: 50
+  max_owners_per_tenant: 200
+  max_overflow_bytes: 16MiB
+  tenants:
+    allow: [team-a]
+    allow_regex: "team-b-.*"
+    default: shared
+"#;
+    let g = Config::from_yaml(yaml).unwrap().guard.unwrap();
+    assert_eq!((g.max_tenants, g.max_owners_per_tenant), (50, 200));
+    assert_eq!(g.max_overflow_bytes, 16 << 20);
+    let resolve = |t: &[u8]| g.resolve_tenant(Some(t)).map(|t| t.map(str::to_string));
+    assert_eq!(resolve(b"team-a"), Ok(Some("team-a".into())));
+    assert_eq!(resolve(b"team-b-1"), Ok(Some("team-b-1".into())));
+    // Anchored: only whole values match.
+    assert_eq!(resolve(b"xteam-b-1"), Ok(Some("shared".into())));
+    assert_eq!(g.resolve_tenant(None), Ok(Some("shared")));
+    assert!(matches!(
+        resolve(b"\xff"),
+        Err(crate::guard::TenantRefused::NotUtf8 { .. })
+    ));
+
+    // Defaults: bounded without any of the keys.
+    let g = Config::from_yaml("guard: {}\n").unwrap().guard.unwrap();
+    assert_eq!((g.max_tenants, g.max_owners_per_tenant), (1000, 1000));
+    assert!(g.tenants.is_none());
+}
+
+#[test]
+fn guard_bounds_and_tenant_policy_errors() {
+    let yaml = "guard:\n  max_tenants: 0\n  max_owners_per_tenant: 0\n  max_overflow_bytes: 1KiB\n  tenants:\n    allow_regex: \"(\"\n";
+    let err = Config::from_yaml(yaml).unwrap_err();
+    let text = err.to_string();
+    for key in [
+        "guard.max_tenants",
+        "guard.max_owners_per_tenant",
+        "guard.max_overflow_bytes",
+        "guard.tenants: needs guard.tenant_header",
+        "guard.tenants.allow_regex",
+    ] {
+        assert!(text.contains(key), "{key} not in {text}");
+    }
+    let err = Config::from_yaml("guard:\n  tenant_header: X-Scope-OrgID\n  tenants: {}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs allow, allow_regex or default"), "{err}");
+}

@@ -73,6 +73,83 @@ impl Budget {
     }
 }
 
+/// `guard.tenants`: which tenants may write. A tenant is allowed when `allow` lists it or
+/// `allow_regex` matches it; anything else (a request without the header too) goes to
+/// `default` when set, else is refused.
+#[derive(Debug, Clone)]
+pub struct TenantPolicy {
+    pub allow: Vec<String>,
+    /// Anchored.
+    pub allow_regex: Option<Regex>,
+    /// Where unknown tenants are mapped instead of being refused.
+    pub default: Option<String>,
+}
+
+impl PartialEq for TenantPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.allow == other.allow
+            && self.allow_regex.as_ref().map(Regex::as_str)
+                == other.allow_regex.as_ref().map(Regex::as_str)
+            && self.default == other.default
+    }
+}
+
+/// Why a request's tenant was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantRefused {
+    #[error("tenant header {header} is not valid UTF-8")]
+    NotUtf8 { header: String },
+    #[error("tenant {tenant:?} is not allowed to write here (guard.tenants)")]
+    Unknown { tenant: String },
+    #[error("a tenant header {header} is required (guard.tenants)")]
+    Missing { header: String },
+}
+
+impl TenantPolicy {
+    pub fn allows(&self, tenant: &str) -> bool {
+        self.allow.iter().any(|a| a == tenant)
+            || self
+                .allow_regex
+                .as_ref()
+                .is_some_and(|r| r.is_match(tenant))
+    }
+}
+
+impl GuardConfig {
+    /// The tenant a request is accounted to, from its tenant header's raw value: itself when
+    /// allowed, the policy's `default` when not, else refused. `Ok(None)`: tenants are off, or
+    /// no header and no policy. A value that is not UTF-8 is always refused: the guard could
+    /// not account it, yet it would be forwarded.
+    pub fn resolve_tenant<'a>(
+        &'a self,
+        raw: Option<&'a [u8]>,
+    ) -> Result<Option<&'a str>, TenantRefused> {
+        let Some(header) = &self.tenant_header else {
+            return Ok(None);
+        };
+        let value = match raw.map(std::str::from_utf8) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                return Err(TenantRefused::NotUtf8 {
+                    header: header.to_string(),
+                })
+            }
+            None => None,
+        };
+        let Some(policy) = &self.tenants else {
+            return Ok(value);
+        };
+        match (value, &policy.default) {
+            (Some(v), _) if policy.allows(v) => Ok(Some(v)),
+            (_, Some(d)) => Ok(Some(d.as_str())),
+            (Some(v), None) => Err(TenantRefused::Unknown { tenant: v.into() }),
+            (None, None) => Err(TenantRefused::Missing {
+                header: header.to_string(),
+            }),
+        }
+    }
+}
+
 /// Which owners a budget rule applies to.
 #[derive(Debug, Clone)]
 pub enum OwnerMatch {
@@ -125,6 +202,16 @@ pub struct GuardConfig {
     pub max_series: Option<u64>,
     /// Distinct owners tracked; series of further owners are accounted to `other`.
     pub max_owners: usize,
+    /// Distinct tenants tracked (with `tenant_header`); the series of further tenants are
+    /// accounted together to one shared owner, tenant `other`, service `other`.
+    pub max_tenants: usize,
+    /// Distinct owners tracked per tenant; further owners of that tenant share its `other`.
+    pub max_owners_per_tenant: usize,
+    /// Which tenants may write (with `tenant_header`); `None` lets every tenant in, bounded by
+    /// `max_tenants`.
+    pub tenants: Option<TenantPolicy>,
+    /// Bytes the overflow aggregates (action `relabel`) may hold, labels and members.
+    pub max_overflow_bytes: usize,
     /// Owners reported individually on /metrics; the rest are summed as `other`.
     pub max_reported_services: usize,
     /// Label names and metric names reported as top offenders per owner.
@@ -199,6 +286,10 @@ impl Default for GuardConfig {
             window_slices: 6,
             max_series: None,
             max_owners: 10_000,
+            max_tenants: 1_000,
+            max_owners_per_tenant: 1_000,
+            tenants: None,
+            max_overflow_bytes: 64 << 20,
             max_reported_services: 50,
             top_k: 5,
             overflow_flush_interval: Duration::from_secs(30),

@@ -72,8 +72,11 @@ const TOP_LABELS: usize = 9;
 const GLOBAL_ACTIVE: usize = 10;
 const SERVICES: usize = 11;
 const LIMIT: usize = 12;
+const SERVICES_LIMIT: usize = 13;
+const TENANTS: usize = 14;
+const TENANTS_LIMIT: usize = 15;
 
-const FAMILIES: [Family; 13] = [
+const FAMILIES: [Family; 16] = [
     owner(
         "cardguard_series_budget",
         GAUGE,
@@ -143,7 +146,46 @@ const FAMILIES: [Family; 13] = [
         "cardguard_guard_series_limit",
         "Cap on active series across all services.",
     ),
+    total(
+        "cardguard_guard_services_limit",
+        "Cap on services the guard tracks (guard.max_owners); past it they share `other`.",
+    ),
+    total(
+        "cardguard_guard_tenants",
+        "Tenants the guard tracks (with guard.tenant_header).",
+    ),
+    total(
+        "cardguard_guard_tenants_limit",
+        "Cap on tenants the guard tracks (guard.max_tenants); past it they share tenant `other`.",
+    ),
 ];
+
+/// The `cardguard_memory_bytes` rows (and `_limit_bytes` where capped) of the guard's
+/// structures: one desc per structure, its name a const label (see `telemetry::memory_gauges`).
+fn memory_descs() -> Vec<Desc> {
+    use crate::telemetry::{
+        MEMORY_BYTES, MEMORY_BYTES_HELP, MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES_HELP,
+    };
+    let desc = |name: &str, help: &str, structure: &str| {
+        Desc::new(
+            name.into(),
+            help.into(),
+            vec![],
+            [("structure".to_string(), structure.to_string())].into(),
+        )
+        .expect("valid metric name")
+    };
+    let mut v: Vec<Desc> = super::report::MEMORY_STRUCTURES
+        .iter()
+        .map(|s| desc(MEMORY_BYTES, MEMORY_BYTES_HELP, s))
+        .collect();
+    v.push(desc(
+        MEMORY_LIMIT_BYTES,
+        MEMORY_LIMIT_BYTES_HELP,
+        "guard_overflow",
+    ));
+    v
+}
 
 impl GuardMetrics {
     /// Register the report's families; `report` is called on every scrape.
@@ -162,6 +204,7 @@ impl GuardMetrics {
                 Desc::new(f.name.into(), f.help.into(), labels, Default::default())
                     .expect("valid metric name")
             })
+            .chain(memory_descs())
             .collect();
         crate::telemetry::register(
             r,
@@ -218,19 +261,59 @@ pub fn families(report: &Report) -> Vec<MetricFamily> {
     if let Some(m) = report.max_series {
         rows[LIMIT].push(total(LIMIT, m as f64));
     }
-    FAMILIES
+    rows[SERVICES_LIMIT].push(total(SERVICES_LIMIT, report.max_owners as f64));
+    if let (Some(n), Some(max)) = (report.tenants_total, report.max_tenants) {
+        rows[TENANTS].push(total(TENANTS, n as f64));
+        rows[TENANTS_LIMIT].push(total(TENANTS_LIMIT, max as f64));
+    }
+    let family = |name: &str, help: &str, kind, rows| {
+        let mut mf = MetricFamily::default();
+        mf.set_name(name.into());
+        mf.set_help(help.into());
+        mf.set_field_type(kind);
+        mf.set_metric(rows);
+        mf
+    };
+    let mut out: Vec<MetricFamily> = FAMILIES
         .iter()
         .zip(rows)
         .filter(|(_, rows)| !rows.is_empty())
-        .map(|(f, rows)| {
-            let mut mf = MetricFamily::default();
-            mf.set_name(f.name.into());
-            mf.set_help(f.help.into());
-            mf.set_field_type(f.kind);
-            mf.set_metric(rows);
-            mf
-        })
-        .collect()
+        .map(|(f, rows)| family(f.name, f.help, f.kind, rows))
+        .collect();
+    use crate::telemetry::{
+        MEMORY_BYTES, MEMORY_BYTES_HELP, MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES_HELP,
+    };
+    let memory = |v: u64, structure: &str| {
+        let mut l = LabelPair::default();
+        l.set_name("structure".into());
+        l.set_value(structure.into());
+        let mut g = Gauge::default();
+        g.set_value(v as f64);
+        let mut m = Metric::default();
+        m.set_label(vec![l]);
+        m.set_gauge(g);
+        m
+    };
+    if !report.memory.is_empty() {
+        let used = report.memory.iter().map(|m| memory(m.bytes, m.structure));
+        out.push(family(
+            MEMORY_BYTES,
+            MEMORY_BYTES_HELP,
+            GAUGE,
+            used.collect(),
+        ));
+        let limits = report
+            .memory
+            .iter()
+            .filter_map(|m| m.limit_bytes.map(|l| memory(l, m.structure)));
+        out.push(family(
+            MEMORY_LIMIT_BYTES,
+            MEMORY_LIMIT_BYTES_HELP,
+            GAUGE,
+            limits.collect(),
+        ));
+    }
+    out
 }
 
 /// One row: `service` (and `tenant` when the owner has one), then the family's own label.
@@ -275,6 +358,14 @@ mod tests {
             active_total: 42,
             max_series: None,
             owners_total: 7,
+            max_owners: 10,
+            tenants_total: Some(3),
+            max_tenants: Some(5),
+            memory: vec![crate::guard::report::Memory {
+                structure: "guard_overflow",
+                bytes: 12,
+                limit_bytes: Some(34),
+            }],
             window_seconds: 600,
             services,
         }
@@ -331,6 +422,11 @@ mod tests {
             "cardguard_metric_series_estimate{service=\"other\",metric=\"m\\\"x\\\\y\\nz\"} 0.5",
             "cardguard_guard_series_active 42",
             "cardguard_guard_services 7",
+            "cardguard_guard_services_limit 10",
+            "cardguard_guard_tenants 3",
+            "cardguard_guard_tenants_limit 5",
+            "cardguard_memory_bytes{structure=\"guard_overflow\"} 12",
+            "cardguard_memory_limit_bytes{structure=\"guard_overflow\"} 34",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }

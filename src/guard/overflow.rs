@@ -12,9 +12,11 @@
 //! so a member timestamp would get two different sums (a partial one first), which a backend
 //! refuses as a duplicate sample. A flush time is new every time. Members are kept
 //! by id with their latest value only; a member unseen for a whole window leaves the aggregate,
-//! its counter value folded into the base. The number of members per aggregate is capped.
+//! its counter value folded into the base. The number of members per aggregate is capped, and
+//! so are the bytes of all aggregates with their labels and members (`max_overflow_bytes`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use foldhash::fast::RandomState;
@@ -30,6 +32,11 @@ pub const OVERFLOW_VALUE: &str = "__overflow__";
 pub const MAX_MEMBERS: usize = 100_000;
 /// Aggregates tracked in all; past this, further new aggregates are not created (counted).
 pub const MAX_AGGREGATES: usize = 100_000;
+
+/// What one member costs, about: its entry in the members map with the map's slack.
+const MEMBER_BYTES: usize = 48;
+/// The byte cap until the config sets one (`GuardConfig::max_overflow_bytes`'s default).
+const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -61,9 +68,15 @@ struct Aggregate {
     emitted: i64,
     /// Changed since the last flush.
     dirty: bool,
+    /// What the aggregate itself costs, without its members (`MEMBER_BYTES` each).
+    own_bytes: usize,
 }
 
 impl Aggregate {
+    fn bytes(&self) -> usize {
+        self.own_bytes + self.members.len() * MEMBER_BYTES
+    }
+
     fn value(&self) -> f64 {
         let latest = self.members.values().map(|m| m.value);
         match self.kind {
@@ -96,12 +109,25 @@ pub struct OverflowStats {
     pub aggregates: usize,
     pub members: usize,
     pub refused_members: u64,
+    /// Bytes held by the aggregates, their labels and members (about).
+    pub bytes: usize,
+    pub max_bytes: usize,
 }
 
 /// All overflow aggregates of the process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Overflow {
     inner: Mutex<Inner>,
+    max_bytes: AtomicUsize,
+}
+
+impl Default for Overflow {
+    fn default() -> Self {
+        Overflow {
+            inner: Mutex::default(),
+            max_bytes: AtomicUsize::new(DEFAULT_MAX_BYTES),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +135,7 @@ struct Inner {
     aggregates: HashMap<u64, Aggregate, RandomState>,
     identity: Identity,
     refused_members: u64,
+    bytes: usize,
 }
 
 /// Whether a metric is summed as a counter.
@@ -136,6 +163,11 @@ pub fn overflow_labels<'a>(
 }
 
 impl Overflow {
+    /// The byte cap of the config in force; set by the guard before it merges.
+    pub fn set_max_bytes(&self, n: usize) {
+        self.max_bytes.store(n, Ordering::Relaxed);
+    }
+
     /// Merge one member series into its aggregate. `member` is the series' own id;
     /// `samples` its `(value, timestamp)` pairs. Idempotent: re-sending the same samples
     /// (a retried request) changes nothing.
@@ -150,11 +182,13 @@ impl Overflow {
         samples: impl Iterator<Item = (f64, i64)>,
         now_ms: i64,
     ) {
+        let max_bytes = self.max_bytes.load(Ordering::Relaxed);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Inner {
             aggregates,
             identity,
             refused_members,
+            bytes,
         } = &mut *inner;
         // Two tenants' series never merge into one aggregate: the tenant is part of the key.
         let seed = tenant.map_or(seed, |t| {
@@ -164,11 +198,21 @@ impl Overflow {
             seed,
             labels.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
         );
-        if !aggregates.contains_key(&key) && aggregates.len() >= MAX_AGGREGATES {
+        let new_bytes = std::mem::size_of::<(u64, Aggregate)>()
+            + 8
+            + tenant.map_or(0, str::len)
+            + labels
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + std::mem::size_of::<(String, String)>())
+                .sum::<usize>();
+        if !aggregates.contains_key(&key)
+            && (aggregates.len() >= MAX_AGGREGATES || *bytes + new_bytes + MEMBER_BYTES > max_bytes)
+        {
             *refused_members += 1;
             return;
         }
         let agg = aggregates.entry(key).or_insert_with(|| {
+            *bytes += new_bytes;
             let metric = labels
                 .iter()
                 .find(|(n, _)| n == b"__name__")
@@ -195,10 +239,18 @@ impl Overflow {
                 timestamp: 0,
                 emitted: i64::MIN,
                 dirty: false,
+                own_bytes: new_bytes,
             }
         });
-        if !agg.members.contains_key(&member) && agg.members.len() >= MAX_MEMBERS {
+        if !agg.members.contains_key(&member)
+            && (agg.members.len() >= MAX_MEMBERS || *bytes + MEMBER_BYTES > max_bytes)
+        {
             *refused_members += 1;
+            if agg.members.is_empty() {
+                // Created just now for a member that does not fit: nothing to keep it for.
+                *bytes -= agg.own_bytes;
+                aggregates.remove(&key);
+            }
             return;
         }
         for (value, timestamp) in samples {
@@ -208,6 +260,7 @@ impl Overflow {
             }
             match agg.members.entry(member) {
                 std::collections::hash_map::Entry::Vacant(e) => {
+                    *bytes += MEMBER_BYTES;
                     e.insert(Member {
                         value,
                         timestamp,
@@ -248,7 +301,11 @@ impl Overflow {
     pub fn flush_keyed(&self, now_ms: i64, expire_ms: i64) -> Vec<Flushed> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        inner.aggregates.retain(|key, agg| {
+        let Inner {
+            aggregates, bytes, ..
+        } = &mut *inner;
+        aggregates.retain(|key, agg| {
+            *bytes -= agg.bytes();
             let mut folded = 0.0;
             agg.members.retain(|_, m| {
                 let keep = now_ms - m.seen_ms < expire_ms;
@@ -274,7 +331,11 @@ impl Overflow {
                 agg.dirty = false;
             }
             // Every member gone (its last value was emitted above or before): finished.
-            !agg.members.is_empty()
+            let keep = !agg.members.is_empty();
+            if keep {
+                *bytes += agg.bytes();
+            }
+            keep
         });
         out
     }
@@ -295,6 +356,8 @@ impl Overflow {
             aggregates: inner.aggregates.len(),
             members: inner.aggregates.values().map(|a| a.members.len()).sum(),
             refused_members: inner.refused_members,
+            bytes: inner.bytes,
+            max_bytes: self.max_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -492,6 +555,37 @@ mod tests {
         );
         assert_eq!(got[1].1, OVERFLOW_VALUE.as_bytes());
         assert_eq!(got[2].1, b"s");
+    }
+
+    /// Issue 11: 100k aggregates of 100k members each were possible; now their bytes are
+    /// capped, labels included, and what does not fit is refused and counted.
+    #[test]
+    fn aggregates_and_members_stay_under_the_byte_cap() {
+        let o = Overflow::default();
+        o.set_max_bytes(1 << 20);
+        let long = "v".repeat(16 << 10);
+        for a in 0..200 {
+            let l = labels(&[("__name__", "x_total"), ("a", &a.to_string()), ("b", &long)]);
+            for m in 0..200 {
+                o.absorb(
+                    0,
+                    Some("t"),
+                    &l,
+                    m,
+                    GaugeFunction::Sum,
+                    [(1.0, 1)].into_iter(),
+                    0,
+                );
+                let st = o.stats();
+                assert!(st.bytes <= st.max_bytes, "{st:?}");
+            }
+        }
+        let st = o.stats();
+        assert!(st.refused_members > 0 && st.aggregates < 200, "{st:?}");
+        // Members that leave give their bytes back.
+        o.flush_keyed(10, 1);
+        assert_eq!(o.stats().bytes, 0);
+        assert_eq!(o.stats().aggregates, 0);
     }
 
     #[test]

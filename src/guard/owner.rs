@@ -19,6 +19,9 @@ use crate::series::{Reason, Verdict, REASONS};
 /// Worst case per owner: 2 × 64 names × slices × 768 bytes (dense offender sketches) plus
 /// slices × 12 KiB of demand sketch; sparse sketches of small sets take far less.
 const MAX_TRACKED_NAMES: usize = 64;
+/// Names are tracked by at most this many leading bytes: a metric name that is a 16 KiB
+/// label value costs 128 bytes here, and shows as its prefix among the top offenders.
+pub const MAX_TRACKED_NAME_BYTES: usize = 128;
 
 /// Sketches over the window: one per slice, the oldest cleared as the window slides.
 #[derive(Clone, Debug)]
@@ -137,8 +140,12 @@ pub struct OwnerState {
     /// Config generation the budget was resolved in; re-resolved after a reload.
     pub generation: u64,
     slice: u64,
+    /// The last slice a request touched this owner; idle for a window, it is forgotten.
+    last_seen: u64,
     active: u64,
-    metrics: HashMap<Box<[u8]>, SeriesTable, RandomState>,
+    /// Admitted series by a hash of their metric name: the names themselves may be long and
+    /// new in every request, and per-metric limits need only tell them apart.
+    metrics: HashMap<u64, SeriesTable, RandomState>,
     /// Distinct value hashes (tagged like series) per limited label name.
     label_values: Vec<(String, SeriesTable)>,
     demand: SketchRing,
@@ -163,6 +170,7 @@ impl OwnerState {
             budget,
             generation,
             slice: now_slice,
+            last_seen: now_slice,
             active: 0,
             metrics: HashMap::default(),
             label_values: Vec::new(),
@@ -176,6 +184,16 @@ impl OwnerState {
 
     pub fn active(&self) -> u64 {
         self.active
+    }
+
+    /// A request touched this owner in slice `now`.
+    pub fn seen(&mut self, now: u64) {
+        self.last_seen = self.last_seen.max(now);
+    }
+
+    /// No active series and no request for a whole window: nothing left worth keeping.
+    pub fn idle(&self, window: &Window, now: u64) -> bool {
+        self.active == 0 && now.saturating_sub(self.last_seen) >= u64::from(window.slices())
     }
 
     /// Slide the window to `now`: expire series unseen for a whole window and reset the
@@ -239,7 +257,8 @@ impl OwnerState {
     {
         tally.samples += s.samples;
         let tag = Window::tag(now);
-        if let Some(table) = self.metrics.get_mut(s.metric) {
+        let metric_key = value_hash(s.metric);
+        if let Some(table) = self.metrics.get_mut(&metric_key) {
             match table.tag(s.id) {
                 Some(t) if t == tag => return Verdict::Keep,
                 Some(_) => {
@@ -258,7 +277,7 @@ impl OwnerState {
         if self.refused[slot] != s.id {
             self.sketch(&s, now);
         }
-        let reason = self.check(&s, global, cap);
+        let reason = self.check(&s, metric_key, global, cap);
         let action = self.budget.action;
         if let Some(r) = reason {
             match action {
@@ -276,10 +295,7 @@ impl OwnerState {
                 Action::Warn => tally.warned_samples[r.index()] += s.samples,
             }
         }
-        let table = match self.metrics.get_mut(s.metric) {
-            Some(t) => t,
-            None => self.metrics.entry(s.metric.into()).or_default(),
-        };
+        let table = self.metrics.entry(metric_key).or_default();
         table.insert(s.id, tag);
         self.touch_label_values(&s, tag);
         self.active += 1;
@@ -291,6 +307,7 @@ impl OwnerState {
     fn check<'a, L>(
         &self,
         s: &SeriesKey<'a, L>,
+        metric_key: u64,
         global: &AtomicU64,
         cap: Option<u64>,
     ) -> Option<Reason>
@@ -306,7 +323,7 @@ impl OwnerState {
             return Some(Reason::Budget);
         }
         if let Some(limit) = self.budget.metric_limit(s.metric) {
-            let n = self.metrics.get(s.metric).map_or(0, |t| t.len() as u64);
+            let n = self.metrics.get(&metric_key).map_or(0, |t| t.len() as u64);
             if n >= limit {
                 return Some(Reason::MetricBudget);
             }
@@ -397,6 +414,25 @@ impl OwnerState {
         top(&self.label_demand, k)
     }
 
+    /// Heap bytes this owner holds, about: the exact tables, the filters, the sketches (at
+    /// their dense size, an upper bound) and the tracked names.
+    pub fn memory_bytes(&self) -> usize {
+        let ring = |r: &SketchRing| {
+            let dense = (1usize << r.precision) * 6 / 8;
+            r.slices.iter().flatten().count() * dense + r.slices.len() * 8
+        };
+        let names = |m: &HashMap<Box<[u8]>, SketchRing, RandomState>| {
+            m.iter().map(|(k, r)| k.len() + 48 + ring(r)).sum::<usize>()
+        };
+        std::mem::size_of::<Self>()
+            + self.table_bytes()
+            + self.metrics.capacity() * 40
+            + (REFUSED_FILTER + SKETCHED_VALUES_FILTER) * 8
+            + ring(&self.demand)
+            + names(&self.metric_demand)
+            + names(&self.label_demand)
+    }
+
     /// Heap bytes of the exact tables (what a series costs the guard).
     pub fn table_bytes(&self) -> usize {
         self.metrics
@@ -416,6 +452,7 @@ fn tracked<'m>(
     name: &[u8],
     slices: u8,
 ) -> Option<&'m mut SketchRing> {
+    let name = &name[..name.len().min(MAX_TRACKED_NAME_BYTES)];
     if !map.contains_key(name) {
         if map.len() >= MAX_TRACKED_NAMES {
             return None;

@@ -59,11 +59,30 @@ fn tops(v: Vec<(String, f64)>) -> Vec<Top> {
         .collect()
 }
 
+/// What one of the guard's structures holds, and its cap (`cardguard_memory_bytes`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Memory {
+    pub structure: &'static str,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+}
+
+/// The structures the guard reports in `Report::memory`, in order.
+pub const MEMORY_STRUCTURES: [&str; 2] = ["guard_owners", "guard_overflow"];
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub active_total: u64,
     pub max_series: Option<u64>,
     pub owners_total: usize,
+    pub max_owners: usize,
+    /// With `tenant_header`: tenants tracked, and `max_tenants`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenants_total: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tenants: Option<usize>,
+    pub memory: Vec<Memory>,
     pub window_seconds: u64,
     pub services: Vec<OwnerReport>,
 }
@@ -135,26 +154,33 @@ impl From<&OwnerReport> for OwnerCounts {
 }
 
 impl Guard {
-    /// Every owner with its active count, largest first, and how many of them are reported
-    /// one by one (the rest are summed as `other`).
-    fn ranked(&self, cfg: &GuardConfig) -> (Vec<(u64, Arc<super::Owner>)>, usize) {
+    /// Every owner with its active count, largest first, how many of them are reported one
+    /// by one (the rest are summed as `other`), and the bytes the owners hold.
+    fn ranked(&self, cfg: &GuardConfig) -> (Vec<(u64, Arc<super::Owner>)>, usize, usize) {
+        let mut owner_bytes = 0;
         let mut rows: Vec<(u64, Arc<super::Owner>)> = self
             .owners()
             .into_iter()
             .map(|o| {
-                let active = o.state.lock().unwrap_or_else(|e| e.into_inner()).active();
+                let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
+                owner_bytes += st.memory_bytes()
+                    + std::mem::size_of::<super::Owner>()
+                    + o.key.tenant.as_ref().map_or(0, String::len)
+                    + o.key.owner.as_ref().map_or(0, String::len);
+                let active = st.active();
+                drop(st);
                 (active, o)
             })
             .collect();
         rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
         let shown = cfg.max_reported_services.min(rows.len());
-        (rows, shown)
+        (rows, shown, owner_bytes)
     }
 
     /// The report's rows, counters only: one demand-sketch merge per reported owner, no
     /// offender sketches. What the status page samples for its rates.
     pub fn counts(&self, cfg: &GuardConfig) -> Vec<OwnerCounts> {
-        let (rows, shown) = self.ranked(cfg);
+        let (rows, shown, _) = self.ranked(cfg);
         let mut out = Vec::with_capacity(shown + 1);
         for (active, o) in &rows[..shown] {
             let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -208,7 +234,7 @@ impl Guard {
     /// Gather the report. Cost grows with the number of reported owners (sketch merges), not
     /// with the number of series.
     pub fn report(&self, cfg: &GuardConfig) -> Report {
-        let (rows, shown) = self.ranked(cfg);
+        let (rows, shown, owner_bytes) = self.ranked(cfg);
         let mut services = Vec::with_capacity(shown + 1);
         for (active, o) in &rows[..shown] {
             let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -266,10 +292,27 @@ impl Guard {
             }
             services.push(other);
         }
+        let overflow = self.overflow.stats();
+        let tenants = cfg.tenant_header.is_some();
         Report {
             active_total: self.global_active(),
             max_series: cfg.max_series,
             owners_total: rows.len(),
+            max_owners: cfg.max_owners,
+            tenants_total: tenants.then(|| self.tenants()),
+            max_tenants: tenants.then_some(cfg.max_tenants),
+            memory: vec![
+                Memory {
+                    structure: MEMORY_STRUCTURES[0],
+                    bytes: owner_bytes as u64,
+                    limit_bytes: None,
+                },
+                Memory {
+                    structure: MEMORY_STRUCTURES[1],
+                    bytes: overflow.bytes as u64,
+                    limit_bytes: Some(overflow.max_bytes as u64),
+                },
+            ],
             window_seconds: cfg.window.as_secs(),
             services,
         }

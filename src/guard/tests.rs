@@ -145,9 +145,9 @@ fn series_unseen_for_a_window_free_their_slot() {
     let v = r.send(batch("a", "m", 10, 5), T0 + 61 * 60 * 1000);
     assert_eq!(kept(&v), 5);
     assert_eq!(r.row("a").active, 10);
-    // tick expires idle owners too.
+    // tick expires idle owners too, and forgets them.
     r.guard.tick(&r.cfg, T0 + 200 * 60 * 1000);
-    assert_eq!(r.row("a").active, 0);
+    assert!(r.guard.owners().is_empty());
     assert_eq!(r.guard.global_active(), 0);
 }
 
@@ -490,4 +490,244 @@ fn counts_are_the_reports_rows_without_the_sketches() {
     assert_eq!(counts[0].demand, 30.0);
     assert_eq!(rep.services[0].fill(), 1.0);
     assert_eq!(rep.services[1].fill(), 0.8);
+}
+
+/// Admit one request of `ts` for `tenant` at `now_ms`; the series kept.
+fn send_as(r: &mut Run, tenant: &str, ts: Vec<v1::TimeSeries>, now_ms: i64) -> u64 {
+    let buf = v1::WriteRequest {
+        timeseries: ts,
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    let mut parsed = Parsed::new();
+    parsed.parse(&buf, Version::V1, &Limits::default()).unwrap();
+    let batch = Batch {
+        req: &parsed,
+        buf: &buf,
+        tenant: Some(tenant),
+        now_ms,
+    };
+    r.decisions.reset(parsed.len());
+    r.guard
+        .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
+        .kept_series
+}
+
+fn tenants_cfg(max_series: u64) -> GuardConfig {
+    let mut c = cfg(max_series);
+    c.tenant_header = Some(http::HeaderName::from_static("x-scope-orgid"));
+    c.max_reported_services = 1000;
+    c
+}
+
+/// Issue 11: 10,000 junk `service` values pushed every later real service into `other`
+/// forever. Owners idle for a whole window are forgotten, so a real service gets its own
+/// slot (and budget) back once the junk stops.
+#[test]
+fn junk_owners_idle_for_a_window_are_forgotten() {
+    let mut c = cfg(1000);
+    c.max_owners = 100;
+    let mut r = Run::new(c);
+    for s in 0..10_000 {
+        r.send(batch(&format!("junk{s}"), "m", 0, 1), T0);
+    }
+    assert_eq!(r.guard.owners().len(), 101);
+    r.send(batch("real", "m", 0, 1), T0);
+    assert!(r
+        .guard
+        .owners()
+        .iter()
+        .all(|o| o.key.display_name() != "real"));
+    // Half a window later nothing is forgotten yet; a full window after the junk, all of it.
+    r.guard.tick(&r.cfg, T0 + 30 * 60 * 1000);
+    assert_eq!(r.guard.owners().len(), 101);
+    r.guard.tick(&r.cfg, T0 + 61 * 60 * 1000);
+    assert_eq!(r.guard.owners().len(), 0);
+    assert_eq!(r.guard.global_active(), 0);
+    r.send(batch("real", "m", 0, 3), T0 + 62 * 60 * 1000);
+    assert_eq!(r.row("real").active, 3);
+}
+
+#[test]
+fn an_owner_with_live_series_is_not_forgotten() {
+    let mut r = Run::new(cfg(1000));
+    r.send(batch("a", "m", 0, 2), T0);
+    // Still sending every 20 minutes: never idle.
+    for k in 1..=6 {
+        r.send(batch("a", "m", 0, 2), T0 + k * 20 * 60 * 1000);
+        r.guard.tick(&r.cfg, T0 + k * 20 * 60 * 1000);
+    }
+    assert_eq!(r.row("a").active, 2);
+    assert_eq!(r.row("a").created_total, 2);
+}
+
+#[test]
+fn tenants_past_max_tenants_share_one_owner() {
+    let mut c = tenants_cfg(5);
+    c.max_tenants = 3;
+    let mut r = Run::new(c);
+    for t in 0..50 {
+        send_as(&mut r, &format!("t{t}"), batch("a", "m", t * 4, 4), T0);
+    }
+    // Three real tenants, and everyone after them on tenant `other`, service `other`, whose
+    // one budget (5) all the invented tenants share: rotating the tenant escapes nothing.
+    assert_eq!(r.guard.tenants(), 4);
+    let rep = r.guard.report(&r.cfg);
+    let other = rep
+        .services
+        .iter()
+        .find(|s| s.tenant.as_deref() == Some(OTHER))
+        .unwrap();
+    assert_eq!((other.service.as_str(), other.active), (OTHER, 5));
+    assert_eq!(r.guard.global_active(), 3 * 4 + 5);
+    // Once they are idle for a window, the slots are free again.
+    r.guard.tick(&r.cfg, T0 + 61 * 60 * 1000);
+    assert_eq!(r.guard.tenants(), 0);
+    assert_eq!(
+        send_as(&mut r, "late", batch("a", "m", 0, 4), T0 + 62 * 60 * 1000),
+        4
+    );
+}
+
+#[test]
+fn owners_per_tenant_are_capped() {
+    let mut c = tenants_cfg(1000);
+    c.max_owners_per_tenant = 2;
+    let mut r = Run::new(c);
+    for s in 0..20 {
+        send_as(&mut r, "a", batch(&format!("s{s}"), "m", 0, 1), T0);
+        send_as(&mut r, "b", batch(&format!("s{s}"), "m", 0, 1), T0);
+    }
+    // Two owners each, plus each tenant's `other`.
+    assert_eq!(r.guard.owners().len(), 6);
+}
+
+#[test]
+fn long_owner_values_and_tenants_go_to_other() {
+    let mut r = Run::new(tenants_cfg(1000));
+    let long = "x".repeat(MAX_OWNER_KEY_BYTES + 1);
+    send_as(&mut r, "a", batch(&long, "m", 0, 1), T0);
+    send_as(&mut r, &long, batch("s", "m", 0, 1), T0);
+    let mut keys: Vec<_> = r
+        .guard
+        .owners()
+        .iter()
+        .map(|o| (o.key.tenant.clone().unwrap(), o.key.owner.clone().unwrap()))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [("a".into(), OTHER.into()), (OTHER.into(), OTHER.into())]
+    );
+}
+
+/// Metric names that change every request: the owner keeps hashes of them, and the names it
+/// tracks for top offenders are few and short, so its memory follows its series, not the
+/// names' lengths.
+#[test]
+fn owner_memory_does_not_grow_with_metric_name_length() {
+    let mut r = Run::new(cfg(100));
+    let bytes = |r: &Run| r.guard.owners()[0].state.lock().unwrap().memory_bytes();
+    for i in 0..100 {
+        r.send(batch("a", &format!("m{i}"), 0, 1), T0);
+    }
+    let short = bytes(&r);
+    let mut r = Run::new(cfg(100));
+    for i in 0..100 {
+        r.send(batch("a", &format!("{}{i}", "m".repeat(16_000)), 0, 1), T0);
+    }
+    let long = bytes(&r);
+    assert!(
+        long < short + 64 * owner::MAX_TRACKED_NAME_BYTES,
+        "{short} vs {long}"
+    );
+}
+
+/// The soak's property in seconds (benches/load `--soak-hostile` measures RSS for real):
+/// junk owners, rotating tenants, exploding labels, 16 KiB label values and metric names new
+/// in every request, alongside well-behaved services, over several windows. The guard's own
+/// accounting stays under its caps, flat from one window to the next, and the well-behaved
+/// services keep every series.
+#[test]
+fn hostile_mix_stays_bounded_and_well_behaved_services_lose_nothing() {
+    let mut c = tenants_cfg(50);
+    c.window = Duration::from_secs(60);
+    c.window_slices = 6;
+    c.max_owners = 300;
+    c.max_tenants = 20;
+    c.max_owners_per_tenant = 100;
+    c.max_overflow_bytes = 1 << 20;
+    c.rules.push(BudgetRule {
+        tenant: None,
+        owner: OwnerMatch::Regex(regex::Regex::new("^explode.*$").unwrap()),
+        budget: Arc::new(Budget {
+            action: Action::Relabel,
+            overflow_labels: vec!["user_id".into()],
+            ..budget(20)
+        }),
+    });
+    let mut r = Run::new(c);
+    let long = "v".repeat(16_000);
+    let mut n = 0usize;
+    let mut per_window = Vec::new();
+    for step in 0..60 {
+        // 10 s steps: six windows.
+        let now = T0 + step * 10_000;
+        for k in 0..4 {
+            let kept = send_as(&mut r, "good", batch(&format!("good{k}"), "m", 0, 40), now);
+            assert_eq!(
+                kept, 40,
+                "well-behaved service good{k} lost series at step {step}"
+            );
+        }
+        let mut hostile = Vec::new();
+        for _ in 0..30 {
+            n += 1;
+            let id = n.to_string();
+            hostile.push(series(
+                &[("__name__", "m"), ("service", &format!("junk{n}"))],
+                1,
+            ));
+            hostile.push(series(
+                &[
+                    ("__name__", "req_total"),
+                    ("service", "explode"),
+                    ("user_id", &id),
+                ],
+                1,
+            ));
+            hostile.push(series(
+                &[("__name__", &format!("m_{n}")), ("service", "names")],
+                1,
+            ));
+            hostile.push(series(
+                &[
+                    ("__name__", "m"),
+                    ("service", "long"),
+                    ("v", &format!("{long}{n}")),
+                ],
+                1,
+            ));
+        }
+        send_as(&mut r, &format!("tenant{}", n % 1000), hostile.clone(), now);
+        send_as(&mut r, "good", hostile, now);
+        r.guard.tick(&r.cfg, now);
+        r.guard.overflow.flush_keyed(now, 60_000);
+        let rep = r.guard.report(&r.cfg);
+        let owners_bytes = rep.memory[0].bytes;
+        let overflow = &rep.memory[1];
+        assert!(rep.owners_total <= 300 + 20 + 2, "{}", rep.owners_total);
+        assert!(rep.tenants_total.unwrap() <= 21);
+        assert!(overflow.bytes <= overflow.limit_bytes.unwrap());
+        if step % 6 == 5 {
+            per_window.push(owners_bytes);
+        }
+    }
+    // No growth: after the first window, no window holds more than 10% over it (about 15 MB
+    // here, which is the owners' fixed filters and sketches: the caps, not the input).
+    let first = per_window[0] as f64;
+    assert!(
+        per_window.iter().all(|&b| b as f64 <= first * 1.1),
+        "owner bytes per window: {per_window:?}"
+    );
 }

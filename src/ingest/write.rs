@@ -51,6 +51,8 @@ pub enum IngestError {
     Internal,
     #[error(transparent)]
     Upstream(#[from] ForwardError),
+    #[error(transparent)]
+    Tenant(#[from] crate::guard::TenantRefused),
 }
 
 impl IngestError {
@@ -82,6 +84,10 @@ impl IngestError {
                 *status
             }
             IngestError::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Tenant(crate::guard::TenantRefused::NotUtf8 { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            IngestError::Tenant(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -108,6 +114,7 @@ impl IngestError {
             IngestError::NoUpstream => "no_upstream",
             IngestError::Internal => "internal",
             IngestError::Upstream(_) => "upstream",
+            IngestError::Tenant(_) => "tenant",
         }
     }
 
@@ -218,19 +225,13 @@ async fn write(
             return Err(IngestError::BodyTooLarge { limit });
         }
     }
-    let guard_tenant = config
-        .guard
-        .as_ref()
-        .and_then(|g| g.tenant_header.as_ref())
-        .and_then(|name| req.headers().get(name))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    // The tenant is read once, matched by routes and passed upstream.
+    // The tenant is read once (and checked against `guard.tenants`), matched by routes and
+    // passed upstream.
     let routing = config.routing.clone().ok_or(IngestError::NoUpstream)?;
-    let route_tenant = routing
-        .tenant_header
-        .as_ref()
-        .and_then(|name| req.headers().get(name).cloned());
+    let super::tenant::Tenant {
+        guard: guard_tenant,
+        route: route_tenant,
+    } = super::tenant::read(&config, &routing, req.headers())?;
     let route_tenant_str = route_tenant
         .as_ref()
         .and_then(|v| v.to_str().ok())
@@ -265,7 +266,10 @@ async fn write(
         relabel: &config.relabel,
         tenant: guard_tenant.as_deref(),
         now_ms: super::state::unix_now_ms(),
-        rules: state.rules.tap(&rule_plan, &config.rules),
+        rules: state
+            .rules
+            .tap(&rule_plan, &config.rules)
+            .map(|t| t.for_tenant(guard_tenant.as_deref())),
     };
     let started = Instant::now();
     // A bug in a stage must cost one request a 500, never a worker thread's scratch or the

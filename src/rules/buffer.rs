@@ -2,6 +2,10 @@
 //! recent `(timestamp, value)` samples covering the plan's history. Implements the engine's
 //! [`Storage`].
 //!
+//! A series is its labels *and its tenant*: two tenants' series with the same labels are two
+//! series (their samples never interleave). The label bytes of all series are capped
+//! (`rules.max_buffered_label_bytes`), counted when a series comes and goes, not per sample.
+//!
 //! Write-side calls come from the pipeline's worker threads, reads from the rule evaluator, so
 //! the map is split into mutex-guarded shards by series hash: a writer holds one shard's lock
 //! for one series' samples, an evaluation walks the shards one at a time. Sizes are counted
@@ -30,6 +34,9 @@ pub struct BufferLimits {
     pub max_series: usize,
     /// Samples kept per series at most; older ones go first (counted).
     pub max_samples_per_series: usize,
+    /// Bytes of labels (and tenants) of all buffered series; new series beyond it are not
+    /// buffered (counted as refused).
+    pub max_label_bytes: usize,
 }
 
 /// What one call of [`Buffer::append`] did.
@@ -52,6 +59,8 @@ pub struct BufferStats {
     pub series: u64,
     pub samples: u64,
     pub bytes: u64,
+    /// Label and tenant bytes (what `max_label_bytes` caps).
+    pub label_bytes: u64,
 }
 
 // The keys are already xxh3 hashes.
@@ -73,6 +82,8 @@ impl std::hash::Hasher for IdentityHasher {
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
 struct Series {
+    /// The tenant whose series it is (`None`: tenants off, or recorded by a rule).
+    tenant: Option<Box<str>>,
     /// Sorted by name; what `select` hands the engine.
     labels: Labels,
     /// Oldest first, strictly increasing timestamps. A ring, so memory is about one power of
@@ -97,6 +108,7 @@ impl Series {
     }
     fn bytes(&self) -> usize {
         std::mem::size_of::<Series>()
+            + self.tenant.as_ref().map_or(0, |t| t.len())
             + Self::label_bytes(&self.labels)
             + self.samples.capacity() * std::mem::size_of::<Sample>()
     }
@@ -150,12 +162,26 @@ struct Shard {
 pub struct Buffer {
     shards: Box<[Mutex<Shard>]>,
     series: AtomicUsize,
+    /// Label (and tenant) bytes of all series: changes when a series comes or goes only.
+    label_bytes: AtomicUsize,
     refused_logged: AtomicBool,
 }
 
 impl Default for Buffer {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The identity of a tenant's series: its labels' (`series_hash`), told apart by tenant.
+pub fn tenant_series_hash<'a>(
+    tenant: Option<&str>,
+    labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> u64 {
+    let h = series_hash(labels);
+    match tenant {
+        None => h,
+        Some(t) => h ^ xxh3_64_with_seed(t.as_bytes(), 0x007e_4a47).rotate_left(17),
     }
 }
 
@@ -198,6 +224,7 @@ impl Buffer {
         Buffer {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             series: AtomicUsize::new(0),
+            label_bytes: AtomicUsize::new(0),
             refused_logged: AtomicBool::new(false),
         }
     }
@@ -210,8 +237,7 @@ impl Buffer {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Buffer one series' samples (wire order, oldest first). Samples at or before the newest
-    /// already buffered are ignored and counted: a retried request never counts twice.
+    /// `append_for` a series of no tenant.
     pub fn append<'a, L>(
         &self,
         labels: L,
@@ -222,13 +248,34 @@ impl Buffer {
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
-        let hash = series_hash(labels.clone());
+        self.append_for(None, labels, samples, retention_ms, limits)
+    }
+
+    /// Label and tenant bytes of every buffered series.
+    pub fn label_bytes(&self) -> usize {
+        self.label_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Buffer one series' samples (wire order, oldest first). Samples at or before the newest
+    /// already buffered are ignored and counted: a retried request never counts twice.
+    pub fn append_for<'a, L>(
+        &self,
+        tenant: Option<&str>,
+        labels: L,
+        samples: impl Iterator<Item = Sample>,
+        retention_ms: i64,
+        limits: &BufferLimits,
+    ) -> Appended
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let hash = tenant_series_hash(tenant, labels.clone());
         let mut out = Appended::default();
         let mut guard = self.shard(hash);
         let shard = &mut *guard;
         let series = match shard.series.get_mut(&hash) {
             Some(s) => {
-                if !same_labels(&s.labels, labels.clone()) {
+                if s.tenant.as_deref() != tenant || !same_labels(&s.labels, labels.clone()) {
                     // A 64-bit collision between two live series: keep the first, refuse the
                     // second rather than mixing their samples.
                     out.refused_series = true;
@@ -237,17 +284,27 @@ impl Buffer {
                 s
             }
             None => {
-                if self.series.load(Ordering::Relaxed) >= limits.max_series {
+                let label_bytes = tenant.map_or(0, str::len)
+                    + labels
+                        .clone()
+                        .map(|(n, v)| n.len() + v.len() + std::mem::size_of::<(String, String)>())
+                        .sum::<usize>();
+                if self.series.load(Ordering::Relaxed) >= limits.max_series
+                    || self.label_bytes.load(Ordering::Relaxed) + label_bytes
+                        > limits.max_label_bytes
+                {
                     out.refused_series = true;
                     if !self.refused_logged.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             max = limits.max_series,
-                            "rule buffers full: new series are not buffered and rules will not see them (rules.max_buffered_series)"
+                            max_label_bytes = limits.max_label_bytes,
+                            "rule buffers full: new series are not buffered and rules will not see them (rules.max_buffered_series, rules.max_buffered_label_bytes)"
                         );
                     }
                     return out;
                 }
                 self.series.fetch_add(1, Ordering::Relaxed);
+                self.label_bytes.fetch_add(label_bytes, Ordering::Relaxed);
                 let mut owned: Labels = labels
                     .map(|(n, v)| {
                         (
@@ -261,6 +318,7 @@ impl Buffer {
                     shard.by_name.entry(name.clone()).or_default().push(hash);
                 }
                 let s = Series {
+                    tenant: tenant.map(Into::into),
                     labels: owned,
                     samples: VecDeque::new(),
                     retention_ms,
@@ -312,6 +370,14 @@ impl Buffer {
                         gone_names.insert(n.clone());
                     }
                     self.series.fetch_sub(1, Ordering::Relaxed);
+                    let freed = s.tenant.as_ref().map_or(0, |t| t.len())
+                        + s.labels
+                            .iter()
+                            .map(|(n, v)| {
+                                n.len() + v.len() + std::mem::size_of::<(String, String)>()
+                            })
+                            .sum::<usize>();
+                    self.label_bytes.fetch_sub(freed, Ordering::Relaxed);
                     false
                 } else {
                     samples += s.len();
@@ -334,7 +400,10 @@ impl Buffer {
     }
 
     pub fn stats(&self) -> BufferStats {
-        let mut st = BufferStats::default();
+        let mut st = BufferStats {
+            label_bytes: self.label_bytes() as u64,
+            ..BufferStats::default()
+        };
         for m in self.shards.iter() {
             let s = m.lock().unwrap_or_else(|e| e.into_inner());
             st.series += s.series.len() as u64;

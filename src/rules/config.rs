@@ -22,6 +22,10 @@ pub struct RulesConfig {
     pub max_samples_per_series: usize,
     /// Recorded samples waiting to go upstream; beyond it new results are dropped (counted).
     pub max_output_queue_samples: usize,
+    /// Bytes of labels of all buffered series; new series beyond it are not buffered.
+    pub max_buffered_label_bytes: usize,
+    /// Bytes of recorded series waiting to go upstream; beyond it new results are dropped.
+    pub max_output_queue_bytes: usize,
     /// `rule_files:` as written (globs, relative to the config file).
     pub rule_files: Vec<String>,
     /// The loaded groups, in file order then group order.
@@ -36,6 +40,8 @@ impl Default for RulesConfig {
             max_buffered_series: 1_000_000,
             max_samples_per_series: 4096,
             max_output_queue_samples: 1_000_000,
+            max_buffered_label_bytes: 256 << 20,
+            max_output_queue_bytes: 64 << 20,
             rule_files: Vec::new(),
             groups: Arc::new(Vec::new()),
         }

@@ -5,7 +5,7 @@ use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::buffer::BufferStats;
 use super::tap::TapCounts;
-use crate::telemetry::{counter, counter_vec, gauge, register};
+use crate::telemetry::{counter, counter_vec, gauge, memory_gauges, register};
 
 #[derive(Clone)]
 pub struct RuleMetrics {
@@ -27,6 +27,9 @@ pub struct RuleMetrics {
     pub output_sent: IntCounter,
     pub output_dropped: IntCounterVec,
     pub output_queue: IntGauge,
+    /// `cardguard_memory_bytes` / `_limit_bytes` of the buffers' labels and the output queue.
+    pub buffer_label_memory: (IntGauge, IntGauge),
+    pub output_queue_memory: (IntGauge, IntGauge),
 }
 
 impl RuleMetrics {
@@ -134,7 +137,25 @@ impl RuleMetrics {
                 "cardguard_rule_output_queue_samples",
                 "Recorded samples waiting to be sent upstream.",
             ),
+            buffer_label_memory: memory_gauges(r, "rules_buffer_labels"),
+            output_queue_memory: memory_gauges(r, "rules_output_queue"),
         }
+    }
+
+    /// The byte caps of the config in force, next to their use.
+    pub fn set_memory_limits(&self, rules: &super::RulesConfig) {
+        let cap = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.buffer_label_memory
+            .1
+            .set(cap(rules.max_buffered_label_bytes));
+        self.output_queue_memory
+            .1
+            .set(cap(rules.max_output_queue_bytes));
+    }
+
+    pub fn set_output_queue(&self, samples: usize, bytes: usize) {
+        self.output_queue.set(samples as i64);
+        self.output_queue_memory.0.set(bytes as i64);
     }
 
     /// Publish one request's tap counts.
@@ -154,6 +175,7 @@ impl RuleMetrics {
         self.buffered_series.set(s.series as i64);
         self.buffered_samples.set(s.samples as i64);
         self.buffer_bytes.set(s.bytes as i64);
+        self.buffer_label_memory.0.set(s.label_bytes as i64);
     }
 }
 
@@ -172,9 +194,14 @@ mod tests {
         m.last_evaluation.with_label_values(&["f;g"]).set(1.0);
         m.output_dropped.with_label_values(&["queue_full"]).inc();
         let families = r.gather();
-        assert_eq!(families.len(), 18);
+        // The two memory families hold a row for each of the rules' two structures.
+        assert_eq!(families.len(), 20);
         for f in families {
             let name = f.name();
+            if name.starts_with("cardguard_memory_") {
+                assert_eq!(f.get_metric().len(), 2, "{name}");
+                continue;
+            }
             assert!(name.starts_with("cardguard_rule_"), "{name}");
             if f.get_field_type() == prometheus::proto::MetricType::COUNTER {
                 assert!(name.ends_with("_total"), "{name}");

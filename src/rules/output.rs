@@ -1,7 +1,8 @@
 //! Recorded series on their way upstream: a bounded queue, batched into remote-write requests
 //! routed and encoded by `route::own`, retried with backoff while the upstream is unavailable.
 //!
-//! The queue is bounded in samples (`rules.max_output_queue_samples`): while the upstream is
+//! The queue is bounded in samples (`rules.max_output_queue_samples`) and in bytes
+//! (`rules.max_output_queue_bytes`, labels included): while the upstream is
 //! down, results pile up to that bound and later ones are dropped and counted, so an outage
 //! costs a gap in the recorded series, never unbounded memory. A 4xx other than 429 means the
 //! upstream will never take the batch: it is dropped and counted.
@@ -28,6 +29,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub struct Output {
     queue: Mutex<VecDeque<OwnedSeries>>,
     samples: AtomicUsize,
+    bytes: AtomicUsize,
     ready: Notify,
 }
 
@@ -35,9 +37,20 @@ fn sample_count(s: &[OwnedSeries]) -> usize {
     s.iter().map(|x| x.samples.len()).sum()
 }
 
+/// What a queued series holds, about: its labels, its samples, its own struct.
+fn series_bytes(s: &OwnedSeries) -> usize {
+    std::mem::size_of::<OwnedSeries>()
+        + s.labels
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + std::mem::size_of::<(String, String)>())
+            .sum::<usize>()
+        + s.samples.len() * std::mem::size_of::<(f64, i64)>()
+}
+
 impl Output {
-    /// Queue recorded series; what does not fit under `cap` samples is dropped and returned.
-    pub fn push(&self, series: Vec<OwnedSeries>, cap: usize) -> usize {
+    /// Queue recorded series; what does not fit under `cap` samples and `cap_bytes` bytes is
+    /// dropped, its samples returned.
+    pub fn push(&self, series: Vec<OwnedSeries>, cap: usize, cap_bytes: usize) -> usize {
         if series.is_empty() {
             return 0;
         }
@@ -45,11 +58,15 @@ impl Output {
         let mut dropped = 0;
         for s in series {
             let n = s.samples.len();
-            if self.samples.load(Ordering::Relaxed) + n > cap {
+            let b = series_bytes(&s);
+            if self.samples.load(Ordering::Relaxed) + n > cap
+                || self.bytes.load(Ordering::Relaxed) + b > cap_bytes
+            {
                 dropped += n;
                 continue;
             }
             self.samples.fetch_add(n, Ordering::Relaxed);
+            self.bytes.fetch_add(b, Ordering::Relaxed);
             q.push_back(s);
         }
         drop(q);
@@ -61,6 +78,10 @@ impl Output {
         self.samples.load(Ordering::Relaxed)
     }
 
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     fn take_batch(&self) -> Vec<OwnedSeries> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let n = q.len().min(BATCH_SERIES);
@@ -70,6 +91,10 @@ impl Output {
     fn release(&self, batch: &[OwnedSeries]) {
         self.samples
             .fetch_sub(sample_count(batch), Ordering::Relaxed);
+        self.bytes.fetch_sub(
+            batch.iter().map(series_bytes).sum::<usize>(),
+            Ordering::Relaxed,
+        );
     }
 
     /// Send queued series until the process ends. `config` gives the config in force (the
@@ -85,7 +110,7 @@ impl Output {
         let mut scratch = own::Scratch::default();
         loop {
             let batch = self.take_batch();
-            metrics.output_queue.set(self.queued_samples() as i64);
+            metrics.set_output_queue(self.queued_samples(), self.queued_bytes());
             if batch.is_empty() {
                 self.ready.notified().await;
                 continue;
@@ -240,7 +265,7 @@ mod tests {
         let telemetry = crate::telemetry::Telemetry::new();
         let metrics = RuleMetrics::register(telemetry.registry());
         let out = Arc::new(Output::default());
-        out.push(series(3), 100);
+        out.push(series(3), 100, usize::MAX);
         let task = tokio::spawn(out.clone().run(
             Forwarder::new(crate::forward::metrics::ForwardMetrics::register(
                 telemetry.registry(),
@@ -278,12 +303,34 @@ mod tests {
     #[test]
     fn queue_is_bounded_in_samples() {
         let o = Output::default();
-        assert_eq!(o.push(series(3), 5), 0);
-        assert_eq!(o.push(series(3), 5), 1);
+        assert_eq!(o.push(series(3), 5, usize::MAX), 0);
+        assert_eq!(o.push(series(3), 5, usize::MAX), 1);
         assert_eq!(o.queued_samples(), 5);
         let b = o.take_batch();
         assert_eq!(b.len(), 5);
         o.release(&b);
         assert_eq!(o.queued_samples(), 0);
+    }
+
+    /// Issue 11: bounded in samples only, a queue of series with 16 KiB labels could hold
+    /// gigabytes. Bytes are capped too, and given back when a batch is released.
+    #[test]
+    fn queue_is_bounded_in_bytes() {
+        let o = Output::default();
+        let long: Vec<OwnedSeries> = (0..100)
+            .map(|i| OwnedSeries {
+                labels: vec![
+                    ("__name__".into(), format!("m{i}")),
+                    ("x".into(), "v".repeat(16 << 10)),
+                ],
+                samples: vec![(1.0, 1)],
+            })
+            .collect();
+        let dropped = o.push(long, usize::MAX, 1 << 20);
+        assert!(dropped > 30, "{dropped}");
+        assert!(o.queued_bytes() <= 1 << 20);
+        let b = o.take_batch();
+        o.release(&b);
+        assert_eq!(o.queued_bytes(), 0);
     }
 }

@@ -85,7 +85,9 @@ impl Runtime {
             limits: BufferLimits {
                 max_series: rules.max_buffered_series,
                 max_samples_per_series: rules.max_samples_per_series,
+                max_label_bytes: rules.max_buffered_label_bytes,
             },
+            tenant: None,
         })
     }
 
@@ -104,6 +106,7 @@ impl Runtime {
         let limits = BufferLimits {
             max_series: rules.max_buffered_series,
             max_samples_per_series: rules.max_samples_per_series,
+            max_label_bytes: rules.max_buffered_label_bytes,
         };
         // Recorded series that some rule reads go into the buffers like any input, so a rule
         // sees what earlier rules recorded (in its group at once, in other groups by their
@@ -148,13 +151,18 @@ impl Runtime {
         }
         m.stale_markers.inc_by(evaluated.stale_markers);
         m.set_buffer(&self.buffer.stats());
+        m.set_memory_limits(rules);
         self.queue(evaluated.series, rules);
     }
 
     fn queue(&self, series: Vec<OwnedSeries>, rules: &RulesConfig) {
         let n: usize = series.iter().map(|s| s.samples.len()).sum();
         self.metrics.samples_recorded.inc_by(n as u64);
-        let dropped = self.output.push(series, rules.max_output_queue_samples);
+        let dropped = self.output.push(
+            series,
+            rules.max_output_queue_samples,
+            rules.max_output_queue_bytes,
+        );
         if dropped > 0 {
             self.metrics
                 .output_dropped
@@ -162,8 +170,7 @@ impl Runtime {
                 .inc_by(dropped as u64);
         }
         self.metrics
-            .output_queue
-            .set(self.output.queued_samples() as i64);
+            .set_output_queue(self.output.queued_samples(), self.output.queued_bytes());
     }
 
     fn log_failures(&self, key: &str, failures: &[group::RuleFailure]) {

@@ -14,6 +14,8 @@ pub struct Tap<'a> {
     pub plan: &'a Plan,
     pub buffer: &'a Buffer,
     pub limits: BufferLimits,
+    /// The request's tenant: part of a buffered series' identity.
+    pub tenant: Option<&'a str>,
 }
 
 /// What the tap did with one request, counted locally and published once.
@@ -32,7 +34,12 @@ pub struct TapCounts {
     pub withheld_samples: u64,
 }
 
-impl Tap<'_> {
+impl<'a> Tap<'a> {
+    /// This tap for a request of `tenant`.
+    pub fn for_tenant(self, tenant: Option<&'a str>) -> Self {
+        Tap { tenant, ..self }
+    }
+
     /// Offer every kept series of the request, with its labels as `decisions` has them; the
     /// series not to forward are marked withheld there.
     pub fn observe(&self, req: &Parsed, buf: &[u8], decisions: &mut Decisions) -> TapCounts {
@@ -73,13 +80,13 @@ impl Tap<'_> {
         o
     }
 
-    fn offer<'a, L>(
+    fn offer<'l, L>(
         &self,
         labels: L,
         samples: impl Iterator<Item = Sample>,
     ) -> (bool, super::buffer::Appended)
     where
-        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+        L: Iterator<Item = (&'l [u8], &'l [u8])> + Clone,
     {
         let name = labels
             .clone()
@@ -88,9 +95,13 @@ impl Tap<'_> {
         match self.plan.match_series(name, labels.clone()) {
             None => (false, Default::default()),
             Some(m) => {
-                let a = self
-                    .buffer
-                    .append(labels, samples, m.retention_ms, &self.limits);
+                let a = self.buffer.append_for(
+                    self.tenant,
+                    labels,
+                    samples,
+                    m.retention_ms,
+                    &self.limits,
+                );
                 (m.withhold && a.buffered, a)
             }
         }

@@ -250,6 +250,10 @@ fn view(rows: Vec<Row>) -> View {
         active_total: rows.iter().map(|r| r.report.active).sum(),
         max_series: Some(10_000),
         owners_total: rows.len(),
+        max_owners: 10_000,
+        tenants_total: None,
+        max_tenants: None,
+        memory: Vec::new(),
         window_seconds: 3600,
         services: rows.iter().map(|r| r.report.clone()).collect(),
     };

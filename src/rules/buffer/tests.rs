@@ -5,6 +5,7 @@ use super::*;
 const LIMITS: BufferLimits = BufferLimits {
     max_series: 100,
     max_samples_per_series: 1000,
+    max_label_bytes: usize::MAX,
 };
 
 fn l(pairs: &[(&'static str, &'static str)]) -> Vec<(&'static [u8], &'static [u8])> {
@@ -116,6 +117,7 @@ fn per_series_sample_cap_evicts_oldest_first() {
     let limits = BufferLimits {
         max_series: 10,
         max_samples_per_series: 3,
+        max_label_bytes: usize::MAX,
     };
     let a = l(&[("__name__", "up")]);
     let r = b.append(
@@ -134,6 +136,7 @@ fn new_series_beyond_the_cap_are_refused_and_existing_ones_still_grow() {
     let limits = BufferLimits {
         max_series: 2,
         max_samples_per_series: 10,
+        max_label_bytes: usize::MAX,
     };
     let names = ["a", "b", "c"];
     let mut refused = 0;
@@ -251,7 +254,7 @@ mod model {
         #[test]
         fn buffers_agree_with_the_model(ops in proptest::collection::vec(op(), 1..40), mint in 0..200i64, span in 0..200i64) {
             let b = Buffer::new();
-            let limits = BufferLimits { max_series: 100, max_samples_per_series: CAP };
+            let limits = BufferLimits { max_series: 100, max_samples_per_series: CAP,     max_label_bytes: usize::MAX, };
             let mut model: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
             for op in ops {
                 match op {
@@ -305,4 +308,38 @@ mod model {
             prop_assert_eq!(st.samples as usize, model.values().map(Vec::len).sum::<usize>());
         }
     }
+}
+
+/// Issue 11: the buffers were capped in series only; 16 KiB label values made that cap worth
+/// gigabytes. Their label bytes are capped too, and freed when series go.
+#[test]
+fn label_bytes_stay_under_their_cap_and_are_freed() {
+    let b = Buffer::new();
+    let limits = BufferLimits {
+        max_series: 1_000_000,
+        max_samples_per_series: 10,
+        max_label_bytes: 1 << 20,
+    };
+    let long = "v".repeat(16 << 10);
+    let mut refused = 0;
+    for i in 0..200 {
+        let id = i.to_string();
+        let ls = [
+            (&b"__name__"[..], &b"up"[..]),
+            (b"id", id.as_bytes()),
+            (b"x", long.as_bytes()),
+        ];
+        let r = b.append_for(
+            Some("t"),
+            ls.into_iter(),
+            samples(&[1]).into_iter(),
+            1000,
+            &limits,
+        );
+        refused += u64::from(r.refused_series);
+        assert!(b.label_bytes() <= limits.max_label_bytes);
+    }
+    assert!(refused > 100, "{refused}");
+    b.sweep(1_000_000);
+    assert_eq!(b.label_bytes(), 0);
 }

@@ -6,6 +6,7 @@ use crate::rules::promql::Sample;
 const LIMITS: BufferLimits = BufferLimits {
     max_series: 1000,
     max_samples_per_series: 1000,
+    max_label_bytes: usize::MAX,
 };
 
 fn group(yaml: &str) -> RuleGroup {

@@ -16,6 +16,7 @@ fn put(rt: &Runtime, job: &str, t: i64) {
         &BufferLimits {
             max_series: 10,
             max_samples_per_series: 10,
+            max_label_bytes: usize::MAX,
         },
     );
 }

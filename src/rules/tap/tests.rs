@@ -12,6 +12,7 @@ use crate::wire::{self, testgen, Limits, Version};
 const LIMITS: BufferLimits = BufferLimits {
     max_series: 100,
     max_samples_per_series: 100,
+    max_label_bytes: usize::MAX,
 };
 
 fn body(series: &[(&[(&str, &str)], i64)]) -> Bytes {
@@ -74,6 +75,7 @@ fn matched_series_are_buffered_and_everything_forwarded_by_default() {
         plan: &plan,
         buffer: &buffer,
         limits: LIMITS,
+        tenant: None,
     };
     let b = body(&[
         (&[("__name__", "up"), ("job", "a")], 1000),
@@ -95,6 +97,7 @@ fn forward_inputs_false_withholds_buffered_series() {
         plan: &plan,
         buffer: &buffer,
         limits: LIMITS,
+        tenant: None,
     };
     let b = body(&[
         (&[("__name__", "up"), ("job", "a")], 1000),
@@ -121,7 +124,9 @@ fn forward_inputs_false_withholds_buffered_series() {
         limits: BufferLimits {
             max_series: 1,
             max_samples_per_series: 10,
+            max_label_bytes: usize::MAX,
         },
+        tenant: None,
     };
     let p = prepare(&b, tap);
     assert_eq!(p.rules.refused_series, 1);
@@ -135,6 +140,7 @@ fn remote_write_2_requests_feed_the_same_buffers() {
         plan: &plan,
         buffer: &buffer,
         limits: LIMITS,
+        tenant: None,
     };
     let v2 = body_in(
         Version::V2,
@@ -151,4 +157,26 @@ fn remote_write_2_requests_feed_the_same_buffers() {
     prepare(&v1, tap);
     assert_eq!(buffer.stats().series, 1);
     assert_eq!(buffer.stats().samples, 2);
+}
+
+/// Issue 11: the buffer's series identity ignored the tenant, so two tenants' `up{job="a"}`
+/// were one series and the second tenant's samples were dropped as out of order (or mixed).
+#[test]
+fn two_tenants_same_labels_are_two_series() {
+    let (plan, buffer) = (plan(true), Buffer::new());
+    let tap = Tap {
+        plan: &plan,
+        buffer: &buffer,
+        limits: LIMITS,
+        tenant: None,
+    };
+    let b = body(&[(&[("__name__", "up"), ("job", "a")], 1000)]);
+    let a = prepare(&b, tap.for_tenant(Some("team-a")));
+    let other = prepare(&b, tap.for_tenant(Some("team-b")));
+    assert_eq!((a.rules.samples, other.rules.samples), (1, 1));
+    assert_eq!(other.rules.out_of_order, 0);
+    assert_eq!(buffer.stats().series, 2);
+    // And each tenant's retry is still recognised as one.
+    let again = prepare(&b, tap.for_tenant(Some("team-b")));
+    assert_eq!((again.rules.samples, again.rules.out_of_order), (0, 1));
 }
