@@ -209,3 +209,14 @@ fn quick_start_flags_turn_the_guard_on() {
     assert_eq!(g.owner_labels, ["team"]);
     assert_eq!(g.budget_for(None, Some("x")).max_series, 500);
 }
+
+#[test]
+fn max_output_size_defaults_to_max_decoded_size() {
+    let c = Config::from_yaml("limits:\n  max_decoded_size: 4MiB\n").unwrap();
+    assert_eq!(c.limits.wire.max_output_bytes, 4 << 20);
+    let c =
+        Config::from_yaml("limits:\n  max_decoded_size: 4MiB\n  max_output_size: 64MiB\n").unwrap();
+    assert_eq!(c.limits.wire.max_output_bytes, 64 << 20);
+    let e = Config::from_yaml("limits:\n  max_output_size: 0\n").unwrap_err();
+    assert!(e.to_string().contains("limits.max_output_size"), "{e}");
+}

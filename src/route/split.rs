@@ -11,7 +11,7 @@ use super::downsample::{Downsampler, Pending};
 use super::{Route, Routing};
 use crate::relabel;
 use crate::series::{Decisions, Labels, OwnedLabels};
-use crate::wire::{self, ItemCounts, Parsed, Version, Writer};
+use crate::wire::{self, ItemCounts, OutputTooLarge, Parsed, Version, Writer};
 
 /// What a request needs besides its series: the routing table, its tenant, the state.
 #[derive(Clone, Copy)]
@@ -81,9 +81,10 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// One writer per upstream in its version, counts zeroed, no downsampling decision yet.
-    /// The writers are left for the caller to `begin` or `reset`.
-    pub(super) fn start(&mut self, routing: &Routing) {
+    /// One writer per upstream in its version, each limited to `max_output` bytes
+    /// (`usize::MAX`: none), counts zeroed, no downsampling decision yet. The writers are
+    /// left for the caller to `begin` or `reset`.
+    pub(super) fn start(&mut self, routing: &Routing, max_output: usize) {
         let n = routing.upstreams.len();
         self.writers.truncate(n);
         for (u, up) in routing.upstreams.iter().enumerate() {
@@ -92,6 +93,9 @@ impl Scratch {
                 Some(w) => *w = Writer::new(up.version),
                 None => self.writers.push(Writer::new(up.version)),
             }
+        }
+        for w in &mut self.writers {
+            w.set_limit(max_output);
         }
         self.counts.clear();
         self.counts.resize(n, ItemCounts::default());
@@ -113,6 +117,9 @@ impl Scratch {
     pub fn release_above(&mut self, limit: usize) {
         if self.compressed.capacity() > limit {
             self.compressed = Vec::new();
+        }
+        for w in &mut self.writers {
+            w.release_above(limit);
         }
     }
 }
@@ -171,6 +178,11 @@ where
 
 /// Split the series of `req` that `decisions` forwards (kept, not withheld for recording
 /// rules), with their labels as `decisions` has them.
+///
+/// # Errors
+///
+/// When a body built for an upstream would pass `max_output` bytes
+/// (`limits.max_output_size`): a translation to v1 writes each v2 symbol reference in full.
 pub fn split(
     plan: &Plan<'_>,
     body: &Bytes,
@@ -178,14 +190,16 @@ pub fn split(
     buf: &[u8],
     decisions: &Decisions,
     s: &mut Scratch,
-) -> Routed {
+    max_output: usize,
+) -> Result<Routed, OutputTooLarge> {
     let routing = plan.routing;
     if routing.single {
-        return single(body, req, buf, decisions, routing.upstreams[0].version, s);
+        let version = routing.upstreams[0].version;
+        return single(body, req, buf, decisions, version, s, max_output);
     }
     let n = routing.upstreams.len();
     let mut out = Routed::default();
-    s.start(routing);
+    s.start(routing, max_output);
     for w in &mut s.writers {
         w.begin(req, buf);
     }
@@ -302,7 +316,7 @@ pub fn split(
         if forwarded.series == 0 && forwarded.metadata == 0 {
             continue;
         }
-        wire::snappy::compress(w.finish(), &mut s.compressed);
+        wire::snappy::compress(w.finish()?, &mut s.compressed);
         out.parts.push(Part {
             upstream: u,
             body: Bytes::copy_from_slice(&s.compressed),
@@ -311,7 +325,7 @@ pub fn split(
             passthrough: false,
         });
     }
-    out
+    Ok(out)
 }
 
 /// A single `upstream:`: the original body when nothing changed and the version matches,
@@ -324,7 +338,8 @@ fn single(
     decisions: &Decisions,
     version: Version,
     s: &mut Scratch,
-) -> Routed {
+    max_output: usize,
+) -> Result<Routed, OutputTooLarge> {
     let part = if decisions.unchanged() && req.version() == version {
         Part {
             upstream: 0,
@@ -341,6 +356,7 @@ fn single(
             None => s.writers.push(Writer::new(version)),
         }
         let w = &mut s.writers[0];
+        w.set_limit(max_output);
         w.begin(req, buf);
         let mut forwarded = ItemCounts::default();
         for i in 0..req.len() {
@@ -365,7 +381,7 @@ fn single(
         }
         w.copy_metadata(req, buf);
         forwarded.metadata = w.metadata_written() as u64;
-        wire::snappy::compress(w.finish(), &mut s.compressed);
+        wire::snappy::compress(w.finish()?, &mut s.compressed);
         Part {
             upstream: 0,
             body: Bytes::copy_from_slice(&s.compressed),
@@ -378,7 +394,7 @@ fn single(
     if part.forwarded.series > 0 || part.forwarded.metadata > 0 {
         out.parts.push(part);
     }
-    out
+    Ok(out)
 }
 
 /// A claiming route's own `relabel_configs` over a series' labels: `Some(None)` leaves them
