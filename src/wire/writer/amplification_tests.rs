@@ -239,7 +239,7 @@ fn exemplar_labels_get_the_caps_of_series_labels() {
         })
     );
     assert_eq!(
-        parse(exemplar(vec![1, 3].repeat(129), vec![])),
+        parse(exemplar([1, 3].repeat(129), vec![])),
         Err(WireError::TooManyExemplarLabels {
             series: 0,
             limit: 128
