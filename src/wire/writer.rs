@@ -203,7 +203,7 @@ impl Writer {
     /// Copy series `i` unchanged: its raw bytes when versions match, translated otherwise.
     pub fn copy_series(&mut self, req: &Parsed, buf: &[u8], i: usize) {
         let Some(s) = req.get(buf, i) else { return };
-        let lower = self.series_lower_bound(req, &s, s.labels());
+        let lower = self.series_lower_bound(req, &s, None);
         if !self.room_for(lower) {
             return;
         }
@@ -228,7 +228,7 @@ impl Writer {
     ) {
         let Some(s) = req.get(buf, i) else { return };
         let given = labels.iter().copied();
-        let lower = self.series_lower_bound(req, &s, given.clone());
+        let lower = self.series_lower_bound(req, &s, Some(labels));
         if !self.room_for(lower) {
             return;
         }
@@ -270,10 +270,7 @@ impl Writer {
         keep: &[bool],
     ) {
         let Some(s) = req.get(buf, i) else { return };
-        let lower = match labels {
-            Some(l) => self.series_lower_bound(req, &s, l.iter().copied()),
-            None => self.series_lower_bound(req, &s, s.labels()),
-        };
+        let lower = self.series_lower_bound(req, &s, labels);
         if !self.room_for(lower) {
             return;
         }

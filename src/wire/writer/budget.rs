@@ -92,20 +92,26 @@ impl Writer {
         self.metadata.clear();
     }
 
-    /// The part of a series' output that can be larger than its input, known exactly before
-    /// writing it: for v2 → v1, every resolved label and exemplar label (a ref of one byte
-    /// can stand for a symbol of kilobytes). Everything else a writer produces is at most as
-    /// long as what it came from, so 0.
-    pub(super) fn series_lower_bound<'l>(
+    /// The part of a series' output that can be larger than its input, known before writing
+    /// it: for v2 → v1, every resolved label and exemplar label (a ref of one byte can stand
+    /// for a symbol of kilobytes), counted at their string bytes plus the two bytes of framing
+    /// a label takes at least. `labels` are the labels to write, `None` for the series' own
+    /// (summed from the offset table: the hot path). Everything else a writer produces is at
+    /// most as long as what it came from, so 0.
+    #[inline]
+    pub(super) fn series_lower_bound(
         &self,
         req: &Parsed,
         s: &SeriesView<'_>,
-        labels: impl Iterator<Item = (&'l [u8], &'l [u8])>,
+        labels: Option<&[(&[u8], &[u8])]>,
     ) -> usize {
         if !(req.version() == Version::V2 && self.out == Version::V1) {
             return 0;
         }
-        let mut n: usize = labels.map(|(n, v)| label_field_len(n, v)).sum();
+        let mut n = match labels {
+            None => s.label_bytes() + 2 * s.label_count(),
+            Some(l) => l.iter().map(|(n, v)| n.len() + v.len() + 2).sum(),
+        };
         if s.exemplar_count() > 0 {
             n = n.saturating_add(exemplar_labels_len(req, s));
         }
