@@ -130,7 +130,7 @@ fn body(series: &[(Vec<(String, String)>, f64)], step: i64, rename: bool) -> Byt
         });
     }
     let mut out = Vec::new();
-    wire::snappy::compress(w.finish(), &mut out);
+    wire::snappy::compress(w.finish().unwrap(), &mut out);
     Bytes::from(out)
 }
 

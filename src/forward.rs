@@ -307,7 +307,9 @@ impl Forwarder {
             let Some(range) = todo.pop() else {
                 return Ok(());
             };
-            let body = pieces.encode(range.clone());
+            let Some(body) = pieces.encode(range.clone()) else {
+                return Err(last);
+            };
             if body.len() >= refused_at {
                 to_split = Some(range);
                 continue;

@@ -25,6 +25,9 @@ pub enum PipelineError {
     /// A schema rule configured with `action: reject`.
     #[error(transparent)]
     Schema(#[from] crate::schema::Rejected),
+    /// A body built for an upstream would pass `limits.max_output_size`.
+    #[error(transparent)]
+    Output(#[from] wire::OutputTooLarge),
 }
 
 /// What the stages need to know about one request besides its body.
@@ -211,7 +214,15 @@ fn prepare_with(
         None => crate::rules::tap::TapCounts::default(),
     };
 
-    let routed = crate::route::split(&ctx.routing, body, parsed, decoded, decisions, route);
+    let routed = crate::route::split(
+        &ctx.routing,
+        body,
+        parsed,
+        decoded,
+        decisions,
+        route,
+        ctx.limits.max_output_bytes,
+    )?;
     Ok(Prepared {
         received,
         forwarded: routed.forwarded(),

@@ -131,6 +131,7 @@ pub struct Sink {
 /// A test receiver must not be the limit: far above what cardguard accepts.
 const LIMITS: Limits = Limits {
     max_decoded_bytes: 256 << 20,
+    max_output_bytes: 256 << 20,
     max_series: 10_000_000,
     max_labels_per_series: 1 << 16,
     max_label_name_bytes: 1 << 20,
@@ -406,7 +407,7 @@ mod tests {
             });
         }
         let mut out = Vec::new();
-        wire::snappy::compress(w.finish(), &mut out);
+        wire::snappy::compress(w.finish().unwrap(), &mut out);
         out
     }
 

@@ -65,6 +65,18 @@ pub struct Limits {
     pub max_label_value_bytes: usize,
     /// Most entries in a v2 symbols table.
     pub max_symbols: usize,
+    /// Largest request cardguard builds from one received request (translated, relabeled or
+    /// filtered), per upstream. v2 → v1 resolves every symbol reference in full, so without
+    /// this a small body can ask for gigabytes (issue 11).
+    pub max_output_bytes: usize,
+}
+
+impl Limits {
+    /// The longest symbol a v2 table may hold: nothing longer can be a valid label name or
+    /// value, and each reference to it is copied in full when translating to v1.
+    pub fn max_symbol_bytes(&self) -> usize {
+        self.max_label_name_bytes.max(self.max_label_value_bytes)
+    }
 }
 
 impl Default for Limits {
@@ -76,6 +88,7 @@ impl Default for Limits {
             max_label_name_bytes: 1024,
             max_label_value_bytes: 16 * 1024,
             max_symbols: 1_000_000,
+            max_output_bytes: 32 << 20,
         }
     }
 }
@@ -129,4 +142,33 @@ pub enum WireError {
         series: usize,
         reason: reader::histogram::HistogramError,
     },
+    #[error("symbol {index} is {len} bytes, longer than any allowed label name or value ({limit} bytes, limits.{key})")]
+    SymbolTooLong {
+        index: usize,
+        len: usize,
+        limit: usize,
+        key: &'static str,
+    },
+    #[error(
+        "series {series}: an exemplar has more than {limit} labels (limits.max_labels_per_series)"
+    )]
+    TooManyExemplarLabels { series: usize, limit: usize },
+    #[error("series {series}: exemplar label name longer than {limit} bytes (limits.max_label_name_length)")]
+    ExemplarLabelNameTooLong { series: usize, limit: usize },
+    #[error("series {series}: exemplar label value longer than {limit} bytes (limits.max_label_value_length)")]
+    ExemplarLabelValueTooLong { series: usize, limit: usize },
+    #[error("series {series}: invalid UTF-8 in an exemplar label {part}")]
+    ExemplarInvalidUtf8 { series: usize, part: &'static str },
+}
+
+/// A request cardguard would build from a received one (translated, relabeled, filtered)
+/// would pass `Limits::max_output_bytes`. The sender's request is what makes it so (v2
+/// symbols referenced many times), so ingest answers 400 with this message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("translated request would be at least {size} bytes, over the limit of {limit} bytes (limits.max_output_size)")]
+pub struct OutputTooLarge {
+    /// What the request would take at least: the bytes written before the limit was reached
+    /// plus a lower bound of everything after.
+    pub size: u64,
+    pub limit: usize,
 }

@@ -1,8 +1,52 @@
-//! Shared body of the wire fuzz targets: everything the proxy does with an untrusted body,
-//! which must never panic whatever the bytes.
+//! Shared bodies of the fuzz targets: everything cardguard does with untrusted bytes (request
+//! bodies) and with the text of its configuration, which must never panic whatever the bytes.
+//!
+//! Also compiled into the main crate's `tests/fuzz_regressions.rs`, which runs every pinned
+//! finding in `testdata/fuzz-regressions/<target>/` through the same body: a finding is fixed
+//! when that test passes.
+#![allow(dead_code)] // each target uses one body; the regression test uses them all
 
 use cardguard::wire::{snappy, Limits, OwnedSeries, Parsed, Version, Writer};
 
+/// The targets, by name (the directory names under `testdata/fuzz-regressions/`).
+pub const TARGETS: [&str; 7] = [
+    "snappy_v1",
+    "snappy_v2",
+    "translate",
+    "config_yaml",
+    "rule_file",
+    "relabel_config",
+    "route_selector",
+];
+
+/// Run target `name`'s body over `data`.
+///
+/// # Panics
+///
+/// On an unknown target name, and wherever the body finds a bug.
+pub fn run_target(name: &str, data: &[u8]) {
+    match name {
+        "snappy_v1" => run(data, Version::V1),
+        "snappy_v2" => run(data, Version::V2),
+        "translate" => translate(data),
+        "config_yaml" => config_yaml(data),
+        "rule_file" => rule_file(data),
+        "relabel_config" => relabel_config(data),
+        "route_selector" => route_selector(data),
+        other => panic!("no fuzz target {other:?}"),
+    }
+}
+
+/// Snappy block as it arrives, or (if that fails to decompress) the bytes as the decoded body,
+/// so that the fuzzer also explores the protobuf reader directly.
+fn decoded<'a>(data: &'a [u8], limits: &Limits, body: &'a mut Vec<u8>) -> &'a [u8] {
+    match snappy::decompress(data, limits.max_decoded_bytes, body) {
+        Ok(()) => body,
+        Err(_) => data,
+    }
+}
+
+/// `snappy_v1`, `snappy_v2`: decompress, parse, walk, validate and write out again.
 pub fn run(data: &[u8], version: Version) {
     // Small caps so the fuzzer reaches the limit paths too.
     let limits = Limits {
@@ -12,14 +56,10 @@ pub fn run(data: &[u8], version: Version) {
         max_label_name_bytes: 64,
         max_label_value_bytes: 256,
         max_symbols: 4096,
+        max_output_bytes: 1 << 20,
     };
     let mut body = Vec::new();
-    // Snappy body as it arrives; fall back to reading the bytes as the decoded body so the
-    // fuzzer also explores the protobuf reader directly.
-    let buf: &[u8] = match snappy::decompress(data, limits.max_decoded_bytes, &mut body) {
-        Ok(()) => &body,
-        Err(_) => data,
-    };
+    let buf = decoded(data, &limits, &mut body);
     let mut parsed = Parsed::new();
     if parsed.parse(buf, version, &limits).is_err() {
         return;
@@ -64,7 +104,7 @@ pub fn run(data: &[u8], version: Version) {
         }
         w.push_series(&extra);
         w.copy_metadata(&parsed, buf);
-        let written = w.finish().to_vec();
+        let written = w.finish().expect("no limit set").to_vec();
         // What we write must read back (framing-wise) with generous caps.
         let mut again = Parsed::new();
         again
@@ -72,5 +112,148 @@ pub fn run(data: &[u8], version: Version) {
             .expect("writer output must parse");
         let mut compressed = Vec::new();
         snappy::compress(&written, &mut compressed);
+    }
+}
+
+/// `translate`: a body read in one version and written in the other (v1 → v2 and v2 → v1)
+/// through every writer path, with the output limited. The first byte picks the input
+/// version (bit 0) and the limit (bit 1: the decoded size itself, or the default 32 MiB).
+///
+/// Whatever the body, the output is within the limit or refused with a size over it, and the
+/// writer holds at most `8·max(limit, decoded)` bytes (see the property test next to the
+/// writer for why). Run it under `-malloc_limit_mb` so that an amplification the checks
+/// missed shows as a finding too.
+pub fn translate(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (version, out) = match mode & 1 {
+        0 => (Version::V1, Version::V2),
+        _ => (Version::V2, Version::V1),
+    };
+    // The default caps, as a server runs with, on fuzzer-sized bodies.
+    let limits = Limits {
+        max_decoded_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let mut body = Vec::new();
+    let buf = decoded(rest, &limits, &mut body);
+    let mut parsed = Parsed::new();
+    if parsed.parse(buf, version, &limits).is_err() {
+        return;
+    }
+    let limit = match mode & 2 {
+        0 => buf.len().max(1),
+        _ => Limits::default().max_output_bytes,
+    };
+    let mut w = Writer::new(out);
+    w.set_limit(limit);
+    w.begin(&parsed, buf);
+    let mut labels: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut keep: Vec<bool> = Vec::new();
+    for i in 0..parsed.len() {
+        let s = parsed.series(buf, i);
+        // The same series through another path now and then: relabeled (here to its own
+        // labels, reversed) or with every other sample left out.
+        match (usize::from(mode >> 2) + i) % 4 {
+            0 | 1 => w.copy_series(&parsed, buf, i),
+            2 => {
+                labels.clear();
+                labels.extend(s.labels());
+                labels.reverse();
+                w.relabeled_series(&parsed, buf, i, &labels);
+            }
+            _ => {
+                keep.clear();
+                keep.extend((0..s.sample_count()).map(|k| k % 2 == 0));
+                w.filtered_series(&parsed, buf, i, None, &keep);
+            }
+        }
+    }
+    w.copy_metadata(&parsed, buf);
+    match w.finish() {
+        Ok(written) => {
+            assert!(written.len() <= limit, "{} > {limit}", written.len());
+            let written = written.to_vec();
+            Parsed::new()
+                .parse(&written, out, &Limits::default())
+                .expect("writer output must parse");
+        }
+        Err(e) => {
+            assert_eq!(e.limit, limit);
+            assert!(e.size > limit as u64, "{e}");
+        }
+    }
+    let heap = w.heap_bytes();
+    assert!(
+        heap <= 8 * limit.max(buf.len()) + (64 << 10),
+        "writer holds {heap} bytes for {} decoded, limit {limit}",
+        buf.len()
+    );
+}
+
+/// `config_yaml`: the whole config loader (raw YAML, then every validation) from bytes.
+pub fn config_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match cardguard::config::Config::from_yaml(text) {
+        Ok(c) => {
+            std::hint::black_box(c);
+        }
+        Err(e) => {
+            std::hint::black_box(e.to_string());
+        }
+    }
+}
+
+/// `rule_file`: a recording-rule file (Prometheus format), parsed and checked (PromQL too).
+pub fn rule_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match cardguard::rules::file::parse("fuzz.yml", text) {
+        Ok(groups) => {
+            std::hint::black_box(groups);
+        }
+        Err(errors) => {
+            for e in errors {
+                std::hint::black_box(e.to_string());
+            }
+        }
+    }
+}
+
+/// Labels to match and relabel against; the fuzzer's rules and selectors see a realistic set.
+const LABELS: [(&[u8], &[u8]); 4] = [
+    (b"__name__", b"http_requests_total"),
+    (b"instance", b"127.0.0.1:9090"),
+    (b"job", b"api"),
+    (b"path", b"/api/v1/write"),
+];
+
+/// `relabel_config`: a `relabel_configs:` list in YAML, compiled and applied.
+pub fn relabel_config(data: &[u8]) {
+    use cardguard::relabel::{self, Rule, RuleSet, RuleSpec};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(Some(specs)) = serde_saphyr::from_str::<Option<Vec<RuleSpec>>>(text) else {
+        return;
+    };
+    let rules: Vec<Rule> = specs.iter().filter_map(|s| Rule::compile(s).ok()).collect();
+    let set = RuleSet::new(rules);
+    let mut scratch = relabel::Scratch::default();
+    let result = relabel::process(&set, LABELS.iter().copied(), &mut scratch);
+    std::hint::black_box(result);
+}
+
+/// `route_selector`: a route's `match` selector, parsed and matched.
+pub fn route_selector(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(selector) = cardguard::route::selector::Selector::parse(text) {
+        std::hint::black_box(selector.matches(LABELS.iter().copied()));
     }
 }

@@ -64,15 +64,18 @@ pub fn run(config: &Config, series: &[LabelSet], now_ms: i64) -> Vec<Staged> {
     for (i, labels) in series.iter().enumerate() {
         writer.reset();
         push(&mut writer, labels);
-        let one = writer.finish();
-        let checked = parsed
-            .parse(one, Version::V1, &limits)
-            .and_then(|()| parsed.series(one, 0).validate(0));
+        // The writer has no output limit, so `finish` always has the body.
+        let checked = match writer.finish() {
+            Ok(one) => parsed
+                .parse(one, Version::V1, &limits)
+                .and_then(|()| parsed.series(one, 0).validate(0))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         match checked {
             Ok(()) => carried.push(i),
-            Err(e) => {
+            Err(why) => {
                 // "series 0: label value longer than …": the index is the one-series body's.
-                let why = e.to_string();
                 let why = match why.split_once(": ") {
                     Some((series, rest)) if series.starts_with("series ") => rest.to_string(),
                     _ => why,
@@ -89,7 +92,7 @@ pub fn run(config: &Config, series: &[LabelSet], now_ms: i64) -> Vec<Staged> {
     for &i in &carried {
         push(&mut writer, &series[i]);
     }
-    let buf = writer.finish().to_vec();
+    let buf = writer.finish().map(<[u8]>::to_vec).unwrap_or_default();
     if let Err(e) = parsed.parse(&buf, Version::V1, &limits) {
         // Request-level: only a body of 4 GiB or more, far past any exposition.
         for i in carried.drain(..) {

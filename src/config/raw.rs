@@ -62,6 +62,7 @@ pub struct RawLimits {
     pub max_label_name_length: Option<Spanned<usize>>,
     pub max_label_value_length: Option<Spanned<usize>>,
     pub max_symbols_per_request: Option<Spanned<usize>>,
+    pub max_output_size: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Debug, Deserialize)]

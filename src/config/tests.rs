@@ -262,3 +262,14 @@ fn guard_bounds_and_tenant_policy_errors() {
         .to_string();
     assert!(err.contains("needs allow, allow_regex or default"), "{err}");
 }
+
+#[test]
+fn max_output_size_defaults_to_max_decoded_size() {
+    let c = Config::from_yaml("limits:\n  max_decoded_size: 4MiB\n").unwrap();
+    assert_eq!(c.limits.wire.max_output_bytes, 4 << 20);
+    let c =
+        Config::from_yaml("limits:\n  max_decoded_size: 4MiB\n  max_output_size: 64MiB\n").unwrap();
+    assert_eq!(c.limits.wire.max_output_bytes, 64 << 20);
+    let e = Config::from_yaml("limits:\n  max_output_size: 0\n").unwrap_err();
+    assert!(e.to_string().contains("limits.max_output_size"), "{e}");
+}

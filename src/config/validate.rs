@@ -121,4 +121,9 @@ fn validate_limits(raw: &RawLimits, c: &mut Config, errs: &mut Errors) {
     if let Some(v) = &raw.max_symbols_per_request {
         l.wire.max_symbols = positive(errs, "limits.max_symbols_per_request", v);
     }
+    // A translated body may not outgrow what a sender may send decoded, unless told.
+    l.wire.max_output_bytes = match &raw.max_output_size {
+        Some(v) => size(errs, "limits.max_output_size", v),
+        None => l.wire.max_decoded_bytes,
+    };
 }

@@ -28,6 +28,7 @@ const LIMITS: Limits = Limits {
     max_label_name_bytes: 1 << 20,
     max_label_value_bytes: 1 << 24,
     max_symbols: 100_000_000,
+    max_output_bytes: 1 << 30,
 };
 
 /// A decoded body, ready to be cut by series.
@@ -90,8 +91,10 @@ impl Pieces {
         }
     }
 
-    /// The snappy-compressed request of the series in `range`.
-    pub fn encode(&mut self, range: Range<usize>) -> Bytes {
+    /// The snappy-compressed request of the series in `range`; `None` only if a piece would
+    /// be larger than any body cardguard builds (it never is: a piece is part of a body that
+    /// was built under the limits).
+    pub fn encode(&mut self, range: Range<usize>) -> Option<Bytes> {
         match &mut self.source {
             Source::V1 {
                 decoded,
@@ -106,14 +109,14 @@ impl Pieces {
                 if first {
                     writer.copy_metadata(parsed, decoded);
                 }
-                wire::snappy::compress(writer.finish(), &mut self.compressed);
+                wire::snappy::compress(writer.finish().ok()?, &mut self.compressed);
             }
             Source::V2(req) => {
                 let piece = v2_piece(req, range);
                 wire::snappy::compress(&piece.encode_to_vec(), &mut self.compressed);
             }
         }
-        Bytes::copy_from_slice(&self.compressed)
+        Some(Bytes::copy_from_slice(&self.compressed))
     }
 }
 
@@ -171,7 +174,7 @@ mod tests {
             });
         }
         let mut out = Vec::new();
-        wire::snappy::compress(w.finish(), &mut out);
+        wire::snappy::compress(w.finish().unwrap(), &mut out);
         out
     }
 
@@ -198,12 +201,12 @@ mod tests {
             assert_eq!(p.series(), 5);
             let (a, b) = halves(0..5).unwrap();
             assert_eq!((a.clone(), b.clone()), (0..2, 2..5));
-            let (a, b) = (p.encode(a), p.encode(b));
+            let (a, b) = (p.encode(a).unwrap(), p.encode(b).unwrap());
             assert_eq!(keys(&a, version), ["0000", "0001"], "{version:?}");
             assert_eq!(keys(&b, version), ["0002", "0003", "0004"], "{version:?}");
             assert!(a.len() < original.len() && b.len() < original.len());
             // The whole range is the same request again.
-            assert_eq!(keys(&p.encode(0..5), version).len(), 5);
+            assert_eq!(keys(&p.encode(0..5).unwrap(), version).len(), 5);
         }
         assert_eq!(halves(3..4), None);
         assert_eq!(halves(3..5), Some((3..4, 4..5)));
@@ -241,7 +244,10 @@ mod tests {
             wire::snappy::decompress(&b, 1 << 20, &mut raw).unwrap();
             v1::WriteRequest::decode(raw.as_slice()).unwrap()
         };
-        let (a, b) = (decode(p.encode(0..1)), decode(p.encode(1..2)));
+        let (a, b) = (
+            decode(p.encode(0..1).unwrap()),
+            decode(p.encode(1..2).unwrap()),
+        );
         assert_eq!((a.timeseries.len(), a.metadata.len()), (1, 1));
         assert_eq!((b.timeseries.len(), b.metadata.len()), (1, 0));
     }
@@ -290,7 +296,7 @@ mod tests {
             wire::snappy::decompress(&b, 1 << 20, &mut raw).unwrap();
             v2::Request::decode(raw.as_slice()).unwrap()
         };
-        let second = decode(p.encode(1..2));
+        let second = decode(p.encode(1..2).unwrap());
         assert_eq!(
             second.symbols,
             ["", "__name__", "m", "pod", "b", "trace_id", "t1", "help", "bytes"].map(s)
@@ -302,7 +308,7 @@ mod tests {
             ts.metadata.as_ref().map(|m| (m.help_ref, m.unit_ref)),
             Some((7, 8))
         );
-        let first = decode(p.encode(0..1));
+        let first = decode(p.encode(0..1).unwrap());
         assert_eq!(first.symbols, ["", "__name__", "m", "pod", "a"].map(s));
         assert_eq!(first.timeseries, req.timeseries[..1]);
         // Refs out of range are refused, not followed.

@@ -176,7 +176,7 @@ mod split {
             });
         }
         let mut body = Vec::new();
-        wire::snappy::compress(w.finish(), &mut body);
+        wire::snappy::compress(w.finish().unwrap(), &mut body);
         Outgoing {
             body: body.into(),
             version,

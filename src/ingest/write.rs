@@ -110,6 +110,7 @@ impl IngestError {
                 _ => "invalid_series",
             },
             IngestError::Pipeline(PipelineError::Schema(_)) => "schema",
+            IngestError::Pipeline(PipelineError::Output(_)) => "output_too_large",
             IngestError::Overloaded(_) => "overloaded",
             IngestError::NoUpstream => "no_upstream",
             IngestError::Internal => "internal",
@@ -490,6 +491,20 @@ mod tests {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
         assert!(negotiate(&Method::POST, &headers(&[("content-encoding", "Snappy")])).is_ok());
+    }
+
+    #[test]
+    fn an_amplifying_request_is_the_senders_fault() {
+        let e = IngestError::Pipeline(PipelineError::Output(crate::wire::OutputTooLarge {
+            size: 2_986_685_154,
+            limit: 32 << 20,
+        }));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.reason(), "output_too_large");
+        assert_eq!(
+            e.to_string(),
+            "translated request would be at least 2986685154 bytes, over the limit of 33554432 bytes (limits.max_output_size)"
+        );
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub fn route(
 ) -> Routed {
     let n = routing.upstreams.len();
     let mut out = Routed::default();
-    s.start(routing);
+    // cardguard's own series are bounded where they are built (rule and overflow caps).
+    s.start(routing, usize::MAX);
     for w in &mut s.writers {
         w.reset();
     }
@@ -148,7 +149,12 @@ pub fn route(
         if s.counts[u].series == 0 {
             continue;
         }
-        wire::snappy::compress(s.writers[u].finish(), &mut s.compressed);
+        let Ok(body) = s.writers[u].finish() else {
+            // Unreachable without a limit; never send a partial body.
+            tracing::error!("own series body over its limit; not sent");
+            continue;
+        };
+        wire::snappy::compress(body, &mut s.compressed);
         out.parts.push(Part {
             upstream: u,
             body: Bytes::copy_from_slice(&s.compressed),

@@ -11,7 +11,7 @@ use super::downsample::{Downsampler, Pending};
 use super::{Route, Routing};
 use crate::relabel;
 use crate::series::{Decisions, Labels, OwnedLabels};
-use crate::wire::{self, ItemCounts, Parsed, Version, Writer};
+use crate::wire::{self, ItemCounts, OutputTooLarge, Parsed, Version, Writer};
 
 /// What a request needs besides its series: the routing table, its tenant, the state.
 #[derive(Clone, Copy)]
@@ -86,9 +86,10 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// One writer per upstream in its version, counts zeroed, no downsampling decision yet.
-    /// The writers are left for the caller to `begin` or `reset`.
-    pub(super) fn start(&mut self, routing: &Routing) {
+    /// One writer per upstream in its version, each limited to `max_output` bytes
+    /// (`usize::MAX`: none), counts zeroed, no downsampling decision yet. The writers are
+    /// left for the caller to `begin` or `reset`.
+    pub(super) fn start(&mut self, routing: &Routing, max_output: usize) {
         let n = routing.upstreams.len();
         self.writers.truncate(n);
         for (u, up) in routing.upstreams.iter().enumerate() {
@@ -97,6 +98,9 @@ impl Scratch {
                 Some(w) => *w = Writer::new(up.version),
                 None => self.writers.push(Writer::new(up.version)),
             }
+        }
+        for w in &mut self.writers {
+            w.set_limit(max_output);
         }
         self.counts.clear();
         self.counts.resize(n, ItemCounts::default());
@@ -118,6 +122,9 @@ impl Scratch {
     pub fn release_above(&mut self, limit: usize) {
         if self.compressed.capacity() > limit {
             self.compressed = Vec::new();
+        }
+        for w in &mut self.writers {
+            w.release_above(limit);
         }
     }
 }
@@ -176,6 +183,11 @@ where
 
 /// Split the series of `req` that `decisions` forwards (kept, not withheld for recording
 /// rules), with their labels as `decisions` has them.
+///
+/// # Errors
+///
+/// When a body built for an upstream would pass `max_output` bytes
+/// (`limits.max_output_size`): a translation to v1 writes each v2 symbol reference in full.
 pub fn split(
     plan: &Plan<'_>,
     body: &Bytes,
@@ -183,14 +195,16 @@ pub fn split(
     buf: &[u8],
     decisions: &Decisions,
     s: &mut Scratch,
-) -> Routed {
+    max_output: usize,
+) -> Result<Routed, OutputTooLarge> {
     let routing = plan.routing;
     if routing.single {
-        return single(body, req, buf, decisions, routing.upstreams[0].version, s);
+        let version = routing.upstreams[0].version;
+        return single(body, req, buf, decisions, version, s, max_output);
     }
     let n = routing.upstreams.len();
     let mut out = Routed::default();
-    s.start(routing);
+    s.start(routing, max_output);
     for w in &mut s.writers {
         w.begin(req, buf);
     }
@@ -312,7 +326,7 @@ pub fn split(
             }
             continue;
         }
-        wire::snappy::compress(w.finish(), &mut s.compressed);
+        wire::snappy::compress(w.finish()?, &mut s.compressed);
         out.parts.push(Part {
             upstream: u,
             body: Bytes::copy_from_slice(&s.compressed),
@@ -322,7 +336,7 @@ pub fn split(
             translation_dropped: w.translation_dropped(),
         });
     }
-    out
+    Ok(out)
 }
 
 /// A single `upstream:`: the original body when nothing changed and the version matches,
@@ -335,7 +349,8 @@ fn single(
     decisions: &Decisions,
     version: Version,
     s: &mut Scratch,
-) -> Routed {
+    max_output: usize,
+) -> Result<Routed, OutputTooLarge> {
     let part = if decisions.unchanged() && req.version() == version {
         Part {
             upstream: 0,
@@ -353,6 +368,7 @@ fn single(
             None => s.writers.push(Writer::new(version)),
         }
         let w = &mut s.writers[0];
+        w.set_limit(max_output);
         w.begin(req, buf);
         let mut forwarded = ItemCounts::default();
         for i in 0..req.len() {
@@ -377,7 +393,7 @@ fn single(
         }
         w.copy_metadata(req, buf);
         forwarded.metadata = w.metadata_written() as u64;
-        wire::snappy::compress(w.finish(), &mut s.compressed);
+        wire::snappy::compress(w.finish()?, &mut s.compressed);
         Part {
             upstream: 0,
             body: Bytes::copy_from_slice(&s.compressed),
@@ -393,7 +409,7 @@ fn single(
     } else if part.translation_dropped != wire::TranslationDrops::default() {
         out.untranslatable.push((0, part.translation_dropped));
     }
-    out
+    Ok(out)
 }
 
 /// A claiming route's own `relabel_configs` over a series' labels: `Some(None)` leaves them

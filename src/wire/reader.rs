@@ -4,8 +4,9 @@
 //!
 //! The pass checks the protobuf framing of everything the writer may later take apart (series,
 //! labels, samples, exemplars, metadata, the top level of histograms), so that the lazy
-//! iterators of `view` can decode without error paths. Label semantics are left to
-//! [`SeriesView::validate`].
+//! iterators of `view` can decode without error paths. Series label semantics are left to
+//! [`SeriesView::validate`]; exemplar labels are checked here in full (caps and UTF-8), and a
+//! v2 symbol can be no longer than the longest allowed label name or value.
 
 pub mod histogram;
 #[cfg(test)]
@@ -280,6 +281,35 @@ pub(crate) fn check_label_lengths(
             series,
             limit: limits.max_label_value_bytes,
         });
+    }
+    Ok(())
+}
+
+/// An exemplar label gets the caps of a series label: name and value lengths, and valid
+/// UTF-8 (checked here rather than in `SeriesView::validate`, since exemplars are never part
+/// of a series' identity and v2 ones need the symbols table).
+pub(crate) fn check_exemplar_label(
+    name: &[u8],
+    value: &[u8],
+    series: usize,
+    limits: &Limits,
+) -> Result<(), WireError> {
+    if name.len() > limits.max_label_name_bytes {
+        return Err(WireError::ExemplarLabelNameTooLong {
+            series,
+            limit: limits.max_label_name_bytes,
+        });
+    }
+    if value.len() > limits.max_label_value_bytes {
+        return Err(WireError::ExemplarLabelValueTooLong {
+            series,
+            limit: limits.max_label_value_bytes,
+        });
+    }
+    for (part, s) in [("name", name), ("value", value)] {
+        if !s.is_ascii() && std::str::from_utf8(s).is_err() {
+            return Err(WireError::ExemplarInvalidUtf8 { series, part });
+        }
     }
     Ok(())
 }

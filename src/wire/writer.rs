@@ -17,7 +17,18 @@
 //!   or `_info`. A v1 request carrying only metadata (what Prometheus sends every minute)
 //!   has no series to attach it to, so it translates to an empty v2 request: v2 has no
 //!   request-level metadata.
+//!
+//! Output size (`budget.rs`): a v2 symbol referenced many times is written out in full each
+//! time in v1, so a small body can ask for gigabytes. A writer given a limit checks, before
+//! writing a series, that what it already holds plus the exactly known amplifying part of the
+//! series (resolved labels, exemplar labels, metadata strings) fits, and after writing it, that
+//! the rest did; past the limit it writes nothing more and `finish` answers
+//! [`OutputTooLarge`]. What is allocated past the limit is at most one series' non-amplified
+//! bytes (samples, histograms, refs), which are never longer than their input.
 
+#[cfg(test)]
+mod amplification_tests;
+mod budget;
 mod symbols;
 #[cfg(test)]
 mod tests;
@@ -29,7 +40,7 @@ use std::ops::Range;
 use self::symbols::Symbols;
 use super::proto::{self, Cursor};
 use super::reader::Parsed;
-use super::Version;
+use super::{OutputTooLarge, Version};
 
 /// A series built in cardguard (a rule result, an overflow aggregate): labels and float samples.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,6 +121,10 @@ pub struct Writer {
     sample_mask: Vec<bool>,
     masking: bool,
     mask_pos: usize,
+    /// Largest request `finish` may return (`usize::MAX`: no limit).
+    limit: usize,
+    /// Set once the request went over `limit`: at least how large it would have been.
+    over: Option<u64>,
 }
 
 impl Writer {
@@ -130,6 +145,8 @@ impl Writer {
             sample_mask: Vec::new(),
             masking: false,
             mask_pos: 0,
+            limit: usize::MAX,
+            over: None,
         };
         w.reset();
         w
@@ -180,6 +197,7 @@ impl Writer {
         self.done.clear();
         self.series_written = 0;
         self.metadata_written = 0;
+        self.over = None;
         if self.out == Version::V2 {
             self.symbols.push(b"");
         }
@@ -231,6 +249,10 @@ impl Writer {
     /// Copy series `i` unchanged: its raw bytes when versions match, translated otherwise.
     pub fn copy_series(&mut self, req: &Parsed, buf: &[u8], i: usize) {
         let Some(s) = req.get(buf, i) else { return };
+        let lower = self.series_lower_bound(req, &s, None);
+        if !self.room_for(lower) {
+            return;
+        }
         match (req.version(), self.out) {
             (Version::V1, Version::V1) => proto::put_bytes(&mut self.body, 1, s.raw()),
             (Version::V2, Version::V2) => proto::put_bytes(&mut self.body, 5, s.raw()),
@@ -239,6 +261,7 @@ impl Writer {
         }
         self.count_copied_metadata(req, &s);
         self.series_written += 1;
+        self.check_written();
     }
 
     /// Series `i` with new labels; samples, histograms and exemplars copied from the source.
@@ -251,6 +274,10 @@ impl Writer {
     ) {
         let Some(s) = req.get(buf, i) else { return };
         let given = labels.iter().copied();
+        let lower = self.series_lower_bound(req, &s, Some(labels));
+        if !self.room_for(lower) {
+            return;
+        }
         match (req.version(), self.out) {
             (Version::V1, Version::V1) => {
                 let pos = proto::begin_nested(&mut self.body, 1);
@@ -274,6 +301,7 @@ impl Writer {
         }
         self.count_copied_metadata(req, &s);
         self.series_written += 1;
+        self.check_written();
     }
 
     /// Series `i` keeping only the float samples whose entry in `keep` is `true` (in wire
@@ -288,6 +316,10 @@ impl Writer {
         keep: &[bool],
     ) {
         let Some(s) = req.get(buf, i) else { return };
+        let lower = self.series_lower_bound(req, &s, labels);
+        if !self.room_for(lower) {
+            return;
+        }
         self.sample_mask.clear();
         self.sample_mask.extend_from_slice(keep);
         self.masking = true;
@@ -340,6 +372,7 @@ impl Writer {
         self.masking = false;
         self.count_copied_metadata(req, &s);
         self.series_written += 1;
+        self.check_written();
     }
 
     /// Whether the next float sample of the series being written is kept.
@@ -368,6 +401,11 @@ impl Writer {
         labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
         samples: impl Iterator<Item = (f64, i64)>,
     ) {
+        // Labels and samples are already in memory: nothing here amplifies, so the size is
+        // checked once written.
+        if !self.room_for(0) {
+            return;
+        }
         match self.out {
             Version::V1 => {
                 let pos = proto::begin_nested(&mut self.body, 1);
@@ -390,6 +428,7 @@ impl Writer {
             }
         }
         self.series_written += 1;
+        self.check_written();
     }
 
     /// Copy the request-level metadata of the source (v1 field 3) when the output can carry it.
@@ -401,16 +440,30 @@ impl Writer {
         if req.version() == Version::V1 && self.out == Version::V1 {
             for i in 0..req.metadata_len() {
                 if let Some(raw) = req.metadata_raw(buf, i) {
+                    if !self.room_for(raw.len()) {
+                        return;
+                    }
                     proto::put_bytes(&mut self.body, 3, raw);
                     self.metadata_written += 1;
+                    self.check_written();
                 }
             }
         }
     }
 
     /// The encoded request so far. A v2 request with no series is empty (no symbols table).
-    pub fn finish(&mut self) -> &[u8] {
-        match self.out {
+    ///
+    /// # Errors
+    ///
+    /// When the request went over the limit set with [`Writer::set_limit`].
+    pub fn finish(&mut self) -> Result<&[u8], OutputTooLarge> {
+        if let Some(size) = self.over {
+            return Err(OutputTooLarge {
+                size,
+                limit: self.limit,
+            });
+        }
+        Ok(match self.out {
             Version::V1 => {
                 // Field order does not matter in protobuf; metadata goes after the series.
                 self.body.extend_from_slice(&self.metadata);
@@ -428,7 +481,7 @@ impl Writer {
                 }
                 &self.done
             }
-        }
+        })
     }
 
     /// Fill `self.refs` with the interned `(name, value)` refs of `labels`.

@@ -72,7 +72,7 @@ fn as_request(series: &[OwnedSeries]) -> Bytes {
         w.push_series(s);
     }
     let mut out = Vec::new();
-    wire::snappy::compress(w.finish(), &mut out);
+    wire::snappy::compress(w.finish().unwrap(), &mut out);
     Bytes::from(out)
 }
 

@@ -165,7 +165,7 @@ fn exercise(p: &Parsed, buf: &[u8]) {
             }
         }
         w.copy_metadata(p, buf);
-        let bytes = w.finish().to_vec();
+        let bytes = w.finish().unwrap().to_vec();
         // The output is well framed whatever came in (labels may be invalid UTF-8, which
         // validate() and not the parser rejects, so prost may refuse it).
         let mut again = Parsed::new();

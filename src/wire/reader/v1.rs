@@ -192,12 +192,18 @@ fn exemplar(
                 let range = c.expect_len(wire_type, "exemplar label: wrong wire type")?;
                 labels += 1;
                 if labels > limits.max_labels_per_series {
-                    return Err(WireError::TooManyLabels {
+                    return Err(WireError::TooManyExemplarLabels {
                         series: index,
                         limit: limits.max_labels_per_series,
                     });
                 }
-                check_label_lengths(&label(buf, range)?, index, limits)?;
+                let l = label(buf, range)?;
+                super::check_exemplar_label(
+                    crate::wire::proto::slice(buf, l.name_off, l.name_len),
+                    crate::wire::proto::slice(buf, l.value_off, l.value_len),
+                    index,
+                    limits,
+                )?;
             }
             2 => {
                 c.expect_fixed64(wire_type, "exemplar value: wrong wire type")?;

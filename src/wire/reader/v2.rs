@@ -49,6 +49,9 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
                         limit: limits.max_symbols,
                     });
                 }
+                if range.len() > limits.max_symbol_bytes() {
+                    return Err(symbol_too_long(p.symbols.len(), range.len(), limits));
+                }
                 p.symbols.push((range.start as u32, range.len() as u32));
                 run = match run {
                     None => Some((tag_start, range.end)),
@@ -86,7 +89,62 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
             });
         }
     }
-    resolve(p, limits)
+    resolve(p, limits)?;
+    if p.counts().exemplars > 0 {
+        check_exemplars(p, buf, limits)?;
+    }
+    Ok(())
+}
+
+fn symbol_too_long(index: usize, len: usize, limits: &Limits) -> WireError {
+    let key = if limits.max_label_name_bytes > limits.max_label_value_bytes {
+        "max_label_name_length"
+    } else {
+        "max_label_value_length"
+    };
+    WireError::SymbolTooLong {
+        index,
+        len,
+        limit: limits.max_symbol_bytes(),
+        key,
+    }
+}
+
+/// Exemplar labels get the caps of series labels: name and value lengths and UTF-8 (their
+/// count was checked while walking). Done once the table is known, since the refs may come
+/// before it; only series with exemplars are walked again, and only their exemplars.
+fn check_exemplars(p: &Parsed, buf: &[u8], limits: &Limits) -> Result<(), WireError> {
+    let symbol = |r: u32| {
+        p.symbols
+            .get(r as usize)
+            .map(|&(off, len)| crate::wire::proto::slice(buf, off, len))
+            .unwrap_or_default()
+    };
+    for (index, rec) in p.series.iter().enumerate() {
+        if rec.exemplars == 0 {
+            continue;
+        }
+        let mut c = Cursor::new(buf, rec.start as usize..rec.end as usize);
+        while !c.at_end() {
+            let (field, wire_type) = c.tag()?;
+            if field != 4 {
+                c.skip(wire_type)?;
+                continue;
+            }
+            let range = c.expect_len(wire_type, "exemplar: wrong wire type")?;
+            let mut problem = None;
+            exemplar_fields(buf, range, |n, v| {
+                if problem.is_none() {
+                    problem =
+                        super::check_exemplar_label(symbol(n), symbol(v), index, limits).err();
+                }
+            });
+            if let Some(e) = problem {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turn every label's refs into the symbols' byte ranges and apply the length caps (which can
@@ -283,7 +341,7 @@ fn exemplar(
                 refs.note(as_u32(r), index);
                 n_refs += 1;
                 if n_refs > 2 * limits.max_labels_per_series {
-                    return Err(WireError::TooManyLabels {
+                    return Err(WireError::TooManyExemplarLabels {
                         series: index,
                         limit: limits.max_labels_per_series,
                     });

@@ -111,6 +111,15 @@ impl<'a> SeriesView<'a> {
     pub fn label_count(&self) -> usize {
         self.labels.len()
     }
+
+    /// Bytes of every label name and value, from the offset table alone (v2: the resolved
+    /// symbols' lengths), without touching the strings.
+    pub(crate) fn label_bytes(&self) -> usize {
+        self.labels
+            .iter()
+            .map(|l| l.name_len as usize + l.value_len as usize)
+            .sum()
+    }
     /// Value of `__name__`, if present.
     pub fn metric_name(&self) -> Option<&'a [u8]> {
         self.labels()

@@ -40,6 +40,14 @@ impl Symbols {
         self.spans.len()
     }
 
+    /// Heap bytes held (capacities; the index counted at its key and value size).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.encoded.capacity()
+            + self.spans.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.chain.capacity() * std::mem::size_of::<u32>()
+    }
+
     pub(crate) fn encoded(&self) -> &[u8] {
         &self.encoded
     }

@@ -1,5 +1,6 @@
 //! v1 ↔ v2 translation of one series (see the module doc of `writer` for the mapping).
 
+use super::budget::metadata_field_len;
 use super::{put_label, put_packed_u32, put_sample, Writer};
 use crate::wire::proto::{self, Cursor};
 use crate::wire::reader::{self, Parsed, SeriesView};
@@ -186,14 +187,18 @@ impl Writer {
             if let Some(kept) = self.metadata_seen.get(name).filter(|_| !m.is_empty()) {
                 self.dropped.metadata += u64::from(*kept != m);
             } else if !m.is_empty() {
+                let help = req.symbol(buf, m.help_ref).unwrap_or_default();
+                let unit = req.symbol(buf, m.unit_ref).unwrap_or_default();
+                // One entry per metric name, but each can repeat a long help symbol.
+                if !self.room_for(metadata_field_len(name, help, unit)) {
+                    return;
+                }
                 self.metadata_seen.insert(name.to_vec(), m);
                 self.metadata_written += 1;
                 let out = &mut self.metadata;
                 let e = proto::begin_nested(out, 3);
                 proto::put_varint_field(out, 1, i64::from(m.metric_type) as u64);
                 proto::put_bytes(out, 2, name);
-                let help = req.symbol(buf, m.help_ref).unwrap_or_default();
-                let unit = req.symbol(buf, m.unit_ref).unwrap_or_default();
                 if !help.is_empty() {
                     proto::put_bytes(out, 4, help);
                 }
