@@ -18,6 +18,9 @@ set -euo pipefail
 
 RUNS="${1:-${RUNS:-10000000}}"
 MAX_TIME="${MAX_TIME:-0}"
+# Largest input libFuzzer generates (0: the largest seed). Smaller inputs run many times faster,
+# and every amplification the caps guard against fits in a few KiB.
+MAX_LEN="${MAX_LEN:-0}"
 TARGETS="${TARGETS:-snappy_v1 snappy_v2 translate config_yaml rule_file relabel_config route_selector exposition}"
 SANITIZER="${SANITIZER:-address}"
 
@@ -75,7 +78,7 @@ for t in $TARGETS; do
     # shellcheck disable=SC2046 # the limits are several words on purpose
     set +e
     cargo fuzz run --sanitizer "$SANITIZER" "$t" "corpus/$t" $(seeds_for "$t") -- \
-        -runs="$RUNS" -max_total_time="$MAX_TIME" -timeout=10 $(limits_for "$t") \
+        -runs="$RUNS" -max_total_time="$MAX_TIME" -max_len="$MAX_LEN" -timeout=10 $(limits_for "$t") \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$log" 2>&1
     status=$?
     set -e
