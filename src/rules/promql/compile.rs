@@ -53,6 +53,8 @@ pub(crate) enum AggOp {
     Bottomk,
     Quantile,
     CountValues,
+    Limitk,
+    LimitRatio,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,6 +466,8 @@ fn agg_op(t: TokenType) -> Result<AggOp, CompileError> {
         token::T_BOTTOMK => AggOp::Bottomk,
         token::T_QUANTILE => AggOp::Quantile,
         token::T_COUNT_VALUES => AggOp::CountValues,
+        token::T_LIMITK => AggOp::Limitk,
+        token::T_LIMIT_RATIO => AggOp::LimitRatio,
         _ => return Err(unsupported(format!("aggregation `{t}`"))),
     })
 }

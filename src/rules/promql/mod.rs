@@ -47,6 +47,7 @@ mod eval;
 mod functions;
 mod histogram;
 mod labels;
+mod limit;
 mod over_time;
 pub mod testing;
 #[cfg(test)]
