@@ -223,7 +223,13 @@ impl Script {
     }
 
     fn eval(&self, expr: &str, q: &Query, exp: &Expect) -> Outcome {
-        let c = match Compiled::new(expr) {
+        let compiled = match q {
+            Query::Instant(_) => Compiled::new(expr),
+            Query::Range { start, end, step } => {
+                Compiled::for_range_query(expr, *start, *end, *step)
+            }
+        };
+        let c = match compiled {
             Ok(c) => c,
             Err(CompileError::Unsupported(m)) => return Outcome::Unsupported(m),
             Err(e @ CompileError::Parse(_)) => return check_error(&e.to_string(), exp),

@@ -44,7 +44,11 @@ impl<'a> Limit<'a> {
         if r.is_nan() {
             return Err(err("Ratio value is NaN"));
         }
-        Ok(Self::with(Keep::Ratio(r.clamp(-1.0, 1.0)), without, grouping))
+        Ok(Self::with(
+            Keep::Ratio(r.clamp(-1.0, 1.0)),
+            without,
+            grouping,
+        ))
     }
 
     fn with(keep: Keep, without: bool, grouping: &'a [String]) -> Self {
@@ -60,7 +64,7 @@ impl<'a> Limit<'a> {
     pub fn push(&mut self, labels: &Labels, v: f64, drop_name: bool) {
         let kept = match self.keep {
             Keep::First(0) => return,
-            Keep::Ratio(r) if r == 0.0 => return,
+            Keep::Ratio(0.0) => return,
             Keep::First(_) => true,
             Keep::Ratio(r) => ratio_keeps(r, sampling_offset(labels)),
         };

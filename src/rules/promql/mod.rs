@@ -43,6 +43,7 @@ use promql_parser::label::Matchers;
 mod aggregate;
 mod binary;
 mod compile;
+mod durations;
 mod eval;
 mod functions;
 mod histogram;
@@ -154,7 +155,28 @@ pub const DEFAULT_MAX_SAMPLES: u64 = 50_000_000;
 impl Compiled {
     /// Parse and check `expr`; every unsupported construct is refused here.
     pub fn new(expr: &str) -> Result<Compiled, CompileError> {
-        let (plan, needs) = compile::compile(expr)?;
+        Self::compile(expr, durations::QueryShape::default())
+    }
+
+    /// [`Compiled::new`] for one range query from `start_ms` to `end_ms` by `step_ms`:
+    /// `step()` and `range()` in duration expressions (`x[step()*2]`) take that query's values,
+    /// as Prometheus resolves them per query. A rule is an instant query, for which both are 0
+    /// (what [`Compiled::new`] uses).
+    pub fn for_range_query(
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Compiled, CompileError> {
+        let shape = durations::QueryShape {
+            step_ms,
+            range_ms: end_ms.saturating_sub(start_ms),
+        };
+        Self::compile(expr, shape)
+    }
+
+    fn compile(expr: &str, shape: durations::QueryShape) -> Result<Compiled, CompileError> {
+        let (plan, needs) = compile::compile(expr, shape)?;
         Ok(Compiled {
             expr: expr.to_string(),
             plan,
