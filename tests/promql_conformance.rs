@@ -66,8 +66,22 @@ fn promql_conformance() {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql"));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("PROMQL_TESTDATA {}: {e}", dir.display()))
+    run_dir(&dir, "promql conformance");
+}
+
+/// cardguard's own cases in the same script language (`testdata/promql-cases`): the
+/// constructs Prometheus's scripts cover only together with native histograms, or not at all.
+#[test]
+fn promql_own_cases() {
+    run_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql-cases"),
+        "promql own cases",
+    );
+}
+
+fn run_dir(dir: &Path, title: &str) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "test"))
         .collect();
@@ -115,13 +129,10 @@ fn promql_conformance() {
         println!("unsupported ({n}): {why}");
     }
     println!(
-        "promql conformance: {} passed, {} failed, {} unsupported",
+        "{title}: {} passed, {} failed, {} unsupported",
         total.passed, total.failed, total.unsupported
     );
-    assert_eq!(
-        total.failed, 0,
-        "PromQL conformance failures (listed above)"
-    );
+    assert_eq!(total.failed, 0, "{title}: failures (listed above)");
 }
 
 fn run_script(text: &str) -> Vec<(usize, String, Outcome)> {
