@@ -158,12 +158,12 @@ fn offset_operand(expr: &str, at: usize, q: QueryShape) -> Result<Option<(usize,
     }
     // Only a parenthesis or a duration function makes an expression: anything else is a
     // literal (or a syntax error) for the parser to judge.
-    let rest = &parser.src[parser.pos..];
-    let starts_expr = rest.starts_with('(')
+    let rest = &parser.src.as_bytes()[parser.pos..];
+    let starts_expr = rest.starts_with(b"(")
         || ["step", "range", "min_of", "max_of"].iter().any(|f| {
             rest.len() >= f.len()
-                && rest[..f.len()].eq_ignore_ascii_case(f)
-                && rest[f.len()..].trim_start().starts_with('(')
+                && rest[..f.len()].eq_ignore_ascii_case(f.as_bytes())
+                && rest[f.len()..].trim_ascii_start().starts_with(b"(")
         });
     if !starts_expr {
         return Ok(None);
@@ -516,6 +516,23 @@ mod tests {
             "x offset -1000ms +8000"
         );
         assert_eq!(resolve("x[1+(STep()-5)*2]", q).unwrap(), "x[1000ms]");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(
+            e in "[ -~ü€\\n]{0,40}",
+            parts in proptest::collection::vec(proptest::sample::select(&[
+                "x", "[", "]", ":", "offset", " ", "(", ")", "-", "+", "*", "/", "%", "^",
+                "1m", "0", "1.5", "0x1f", "1e3", "step()", "range()", "min_of(", "max_of(", ",",
+                "\"", "{", "}", "ü", "#", "\n",
+            ][..]), 0..24),
+            step in 0i64..100_000,
+        ) {
+            let q = QueryShape { step_ms: step, range_ms: step * 3 };
+            let _ = resolve(&e, q);
+            let _ = resolve(&parts.concat(), q);
+        }
     }
 
     #[test]

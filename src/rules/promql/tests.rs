@@ -328,6 +328,8 @@ mod fuzz {
         "(%1)[5m:1m]",
         "(%1)[3m:]",
         "(%1)[2m:20s] @ start()",
+        "x[4m+1m] offset (1m*2)",
+        "(%1)[2m+1m:max_of(20s, 10s)]",
     ];
     /// Instant-vector expressions over `%1`/`%2` (instant vectors) and `%m` (a range vector).
     const WRAPS: &[&str] = &[
@@ -358,6 +360,10 @@ mod fuzz {
         "topk(2, %1)",
         "bottomk(NaN, %1)",
         "topk(scalar(%2), %1)",
+        "limitk(2, %1)",
+        "limitk(scalar(%2), %1)",
+        "limit_ratio(0.5, %1)",
+        "limit_ratio by (job) (-0.3, %1)",
         "quantile(0.5, %1)",
         "count_values(\"v\", %1)",
         "count_values without (job) (\"job\", %1)",
