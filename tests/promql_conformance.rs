@@ -1,7 +1,8 @@
 //! Prometheus's own PromQL test scripts, run against cardguard's rule engine.
 //!
 //! Reads every `*.test` file in `$PROMQL_TESTDATA` (default `testdata/promql`, the copy kept in
-//! this repository; the format is described in `FORMAT.upstream.md` there) and runs the
+//! this repository; the format is described in `FORMAT.upstream.md` there), and separately
+//! cardguard's own cases in `testdata/promql-cases`, and runs the
 //! script language: `load` (with the `a+bxN`, `a-bxN`, `axN`, `_`, `_xN` and `stale` value
 //! syntax), `clear`, `eval instant at` and `eval range from .. to .. step ..` (a range query is
 //! a series of instant evaluations assembled into a matrix, with `@ start()`/`@ end()` and
