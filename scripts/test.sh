@@ -15,6 +15,7 @@ cargo clippy --all-targets --locked -- -D warnings
 # end-to-end, whose summary lines close the output.
 cargo test --benches --locked
 # Prometheus's own PromQL scripts through the rule engine, with its per-file counts and the
-# `promql conformance: N passed, M failed, K unsupported` line shown (fails if M > 0).
+# `promql conformance: N passed, M failed, K unsupported` line shown (fails if M > 0), then
+# cardguard's own cases in the same language (`promql own cases: ...`).
 cargo test --locked --test promql_conformance -- --nocapture
 cargo test --lib --bins --tests --locked

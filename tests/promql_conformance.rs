@@ -1,7 +1,8 @@
 //! Prometheus's own PromQL test scripts, run against cardguard's rule engine.
 //!
 //! Reads every `*.test` file in `$PROMQL_TESTDATA` (default `testdata/promql`, the copy kept in
-//! this repository; the format is described in `FORMAT.upstream.md` there) and runs the
+//! this repository; the format is described in `FORMAT.upstream.md` there), and separately
+//! cardguard's own cases in `testdata/promql-cases`, and runs the
 //! script language: `load` (with the `a+bxN`, `a-bxN`, `axN`, `_`, `_xN` and `stale` value
 //! syntax), `clear`, `eval instant at` and `eval range from .. to .. step ..` (a range query is
 //! a series of instant evaluations assembled into a matrix, with `@ start()`/`@ end()` and
@@ -66,8 +67,22 @@ fn promql_conformance() {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql"));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("PROMQL_TESTDATA {}: {e}", dir.display()))
+    run_dir(&dir, "promql conformance");
+}
+
+/// cardguard's own cases in the same script language (`testdata/promql-cases`): the
+/// constructs Prometheus's scripts cover only together with native histograms, or not at all.
+#[test]
+fn promql_own_cases() {
+    run_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql-cases"),
+        "promql own cases",
+    );
+}
+
+fn run_dir(dir: &Path, title: &str) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "test"))
         .collect();
@@ -115,13 +130,10 @@ fn promql_conformance() {
         println!("unsupported ({n}): {why}");
     }
     println!(
-        "promql conformance: {} passed, {} failed, {} unsupported",
+        "{title}: {} passed, {} failed, {} unsupported",
         total.passed, total.failed, total.unsupported
     );
-    assert_eq!(
-        total.failed, 0,
-        "PromQL conformance failures (listed above)"
-    );
+    assert_eq!(total.failed, 0, "{title}: failures (listed above)");
 }
 
 fn run_script(text: &str) -> Vec<(usize, String, Outcome)> {
@@ -223,7 +235,13 @@ impl Script {
     }
 
     fn eval(&self, expr: &str, q: &Query, exp: &Expect) -> Outcome {
-        let c = match Compiled::new(expr) {
+        let compiled = match q {
+            Query::Instant(_) => Compiled::new(expr),
+            Query::Range { start, end, step } => {
+                Compiled::for_range_query(expr, *start, *end, *step)
+            }
+        };
+        let c = match compiled {
             Ok(c) => c,
             Err(CompileError::Unsupported(m)) => return Outcome::Unsupported(m),
             Err(e @ CompileError::Parse(_)) => return check_error(&e.to_string(), exp),

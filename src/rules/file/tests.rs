@@ -126,3 +126,41 @@ fn names_follow_prometheus() {
     assert!(valid_label_name("_x1"));
     assert!(!valid_label_name("a:b"));
 }
+
+#[test]
+fn prometheus_3_constructs_are_named_at_load() {
+    let rule = |expr: &str| {
+        format!("groups:\n  - name: g\n    rules:\n      - record: r\n        expr: '{expr}'\n")
+    };
+    for (expr, want) in [
+        ("h >/ 0.5", "unsupported: trim operator `>/`"),
+        ("h </ 0.5", "unsupported: trim operator `</`"),
+        (
+            "rate(x[5m] anchored)",
+            "unsupported: range modifier `anchored`",
+        ),
+        ("x[5m] smoothed", "unsupported: range modifier `smoothed`"),
+        (
+            "rate(x[step()])",
+            "range [step()]: duration must be greater than 0",
+        ),
+        ("rate(x[1m/0])", "division by zero"),
+        ("sum (x) by y", "syntax error"),
+    ] {
+        let e = errors(&rule(expr));
+        assert!(
+            e.len() == 1 && e[0].starts_with("r.yml:5:") && e[0].contains(want),
+            "{expr}: {e:?}"
+        );
+        assert!(!e[0].contains("invalid promql query"), "{expr}: {e:?}");
+    }
+    // What Prometheus 3 parses and the engine evaluates loads.
+    for expr in [
+        "limitk(10, x)",
+        "limit_ratio by (job) (-0.25, x)",
+        "rate(x[4m+1m] offset (1h/2))",
+        "max_over_time(x[1h:max_of(1m, 30s)])",
+    ] {
+        assert!(parse("r.yml", &rule(expr)).is_ok(), "{expr}");
+    }
+}

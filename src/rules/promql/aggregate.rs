@@ -9,6 +9,7 @@ use foldhash::{HashMap, HashMapExt};
 
 use super::compile::AggOp;
 use super::eval::{err, set, Elem, Val};
+use super::limit::Limit;
 use super::{EvalError, Labels};
 
 /// Neumaier's improvement of Kahan summation (Prometheus's `kahanSumInc`).
@@ -94,20 +95,20 @@ fn group_hash(labels: &Labels, without: bool, grouping: &[String]) -> u64 {
 }
 
 /// Assigns each input series a group index, in order of first appearance.
-struct Grouper {
+pub(crate) struct Grouper {
     by_hash: HashMap<u64, Vec<usize>>,
     labels: Vec<Labels>,
 }
 
 impl Grouper {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Grouper {
             by_hash: HashMap::new(),
             labels: Vec::new(),
         }
     }
 
-    fn group(&mut self, labels: &Labels, without: bool, grouping: &[String]) -> usize {
+    pub fn group(&mut self, labels: &Labels, without: bool, grouping: &[String]) -> usize {
         let h = group_hash(labels, without, grouping);
         let cands = self.by_hash.entry(h).or_default();
         for &g in cands.iter() {
@@ -155,6 +156,21 @@ pub(crate) fn eval(
             }
             Ok(Val::Vector(t.finish()))
         }
+        AggOp::Limitk | AggOp::LimitRatio => {
+            let p = match param {
+                Some(Val::Scalar(p)) => p,
+                _ => return Err(err("limitk/limit_ratio need a scalar parameter")),
+            };
+            let mut l = if op == AggOp::Limitk {
+                Limit::first(p, without, grouping)?
+            } else {
+                Limit::ratio(p, without, grouping)?
+            };
+            for e in &input {
+                l.push(&e.labels, e.v, e.drop_name);
+            }
+            Ok(Val::Vector(l.finish()))
+        }
         AggOp::CountValues => {
             let label = match param {
                 Some(Val::Str(s)) => s,
@@ -195,7 +211,10 @@ pub(crate) struct Aggregator<'a> {
 impl<'a> Aggregator<'a> {
     /// `None` for the operators that are not a reduction (`topk`, `bottomk`, `count_values`).
     pub fn new(op: AggOp, q: f64, without: bool, grouping: &'a [String]) -> Option<Self> {
-        if matches!(op, AggOp::Topk | AggOp::Bottomk | AggOp::CountValues) {
+        if matches!(
+            op,
+            AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio | AggOp::CountValues
+        ) {
             return None;
         }
         Some(Aggregator {
@@ -236,6 +255,9 @@ impl<'a> Aggregator<'a> {
             return;
         }
         let a = &mut accs[g];
+        // One member whose name is to be dropped drops the group's (`x or rate(x[5m])`
+        // grouped by `__name__`), whatever the order of the members.
+        a.drop_name |= drop_name;
         match op {
             AggOp::Sum => (a.value, a.c) = kahan_inc(f, a.value, a.c),
             AggOp::Avg => {
@@ -281,7 +303,11 @@ impl<'a> Aggregator<'a> {
                 a.value += delta * (f - a.mean);
             }
             AggOp::Quantile => a.values.push(f),
-            AggOp::Topk | AggOp::Bottomk | AggOp::CountValues => {}
+            AggOp::Topk
+            | AggOp::Bottomk
+            | AggOp::Limitk
+            | AggOp::LimitRatio
+            | AggOp::CountValues => {}
         }
     }
 
@@ -337,16 +363,9 @@ impl<'a> TopK<'a> {
         without: bool,
         grouping: &'a [String],
     ) -> Result<Self, EvalError> {
-        if k.is_nan() {
-            return Err(err("Parameter value is NaN"));
-        }
-        if !(-9.223_372_036_854_776e18..=9.223_372_036_854_776e18).contains(&k) {
-            return Err(err(format!("Scalar value {k} overflows int64")));
-        }
-        let k = (k as i64).max(0);
         Ok(TopK {
             top,
-            k: usize::try_from(k).unwrap_or(usize::MAX),
+            k: k_param(k)?,
             without,
             grouping,
             grouper: Grouper::new(),
@@ -356,13 +375,10 @@ impl<'a> TopK<'a> {
 
     /// Less of vectorByValueHeap (topk) / vectorByReverseValueHeap (bottomk).
     fn less(top: bool, a: f64, b: f64) -> bool {
-        if a.is_nan() {
-            return true;
-        }
         if top {
-            a < b
+            less_by_value(a, b)
         } else {
-            a > b
+            a.is_nan() || a > b
         }
     }
 
@@ -417,7 +433,7 @@ impl<'a> TopK<'a> {
     }
 }
 
-fn heap_up<T>(h: &mut [T], mut j: usize, less: &dyn Fn(&T, &T) -> bool) {
+pub(crate) fn heap_up<T>(h: &mut [T], mut j: usize, less: &dyn Fn(&T, &T) -> bool) {
     while j > 0 {
         let i = (j - 1) / 2;
         if !less(&h[j], &h[i]) {
@@ -426,6 +442,26 @@ fn heap_up<T>(h: &mut [T], mut j: usize, less: &dyn Fn(&T, &T) -> bool) {
         h.swap(i, j);
         j = i;
     }
+}
+
+/// Less of Prometheus's `vectorByValueHeap`: NaN first, then ascending.
+pub(crate) fn less_by_value(a: f64, b: f64) -> bool {
+    a.is_nan() || a < b
+}
+
+/// The `k` of `topk`/`bottomk`/`limitk` as Prometheus checks it: NaN is an error, below 1
+/// selects nothing (however far below), from 2^63 on it overflows int64.
+pub(crate) fn k_param(k: f64) -> Result<usize, EvalError> {
+    if k.is_nan() {
+        return Err(err("Parameter value is NaN"));
+    }
+    if k < 1.0 {
+        return Ok(0);
+    }
+    if k >= 9.223_372_036_854_776e18 {
+        return Err(err(format!("Scalar value {k} overflows int64")));
+    }
+    Ok(usize::try_from(k as i64).unwrap_or(usize::MAX))
 }
 
 fn heap_down<T>(h: &mut [T], i0: usize, n: usize, less: &dyn Fn(&T, &T) -> bool) -> bool {

@@ -9,6 +9,7 @@ use promql_parser::label::{MatchOp, Matcher, Matchers, METRIC_NAME};
 use promql_parser::parser::token::{self, TokenType};
 use promql_parser::parser::{AtModifier, Expr, LabelModifier, Offset, VectorMatchCardinality};
 
+use super::durations::{self, QueryShape};
 use super::functions::Func;
 use super::{CompileError, SelectorNeed};
 
@@ -53,6 +54,8 @@ pub(crate) enum AggOp {
     Bottomk,
     Quantile,
     CountValues,
+    Limitk,
+    LimitRatio,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +157,12 @@ pub(crate) enum Node {
     StepInvariant(Box<Node>),
 }
 
-/// Parse, refuse what is unsupported, and plan.
-pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileError> {
+/// Parse, refuse what is unsupported, and plan; duration expressions are resolved for
+/// `shape` (an instant query's, for a rule).
+pub(crate) fn compile(
+    expr: &str,
+    shape: QueryShape,
+) -> Result<(Node, Vec<SelectorNeed>), CompileError> {
     if has_high_byte_escape(expr) {
         // Prometheus reads `\xNN` as a raw byte (possibly invalid UTF-8, which it then
         // rejects as a label name); promql-parser reads it as the code point U+00NN.
@@ -169,7 +176,8 @@ pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileEr
             "expressions with more than {MAX_NESTING} operators and brackets ({nesting})"
         )));
     }
-    let ast = promql_parser::parser::parse(expr).map_err(CompileError::Parse)?;
+    let resolved = durations::resolve(expr, shape).map_err(CompileError::Parse)?;
+    let ast = promql_parser::parser::parse(&resolved).map_err(|e| parse_error(expr, e))?;
     let mut node = lower(&ast)?;
     if mark_step_invariant(&mut node) {
         node = wrap_invariant(node);
@@ -184,6 +192,75 @@ pub(crate) fn compile(expr: &str) -> Result<(Node, Vec<SelectorNeed>), CompileEr
         &mut needs,
     );
     Ok((node, needs))
+}
+
+/// A parse failure, named: Prometheus 3 syntax that `promql-parser` does not know is refused
+/// as unsupported by name, and its contextless "invalid promql query" says what it is.
+fn parse_error(expr: &str, msg: String) -> CompileError {
+    if let Some(what) = unparsed_construct(expr) {
+        return unsupported(what);
+    }
+    if msg == "invalid promql query" {
+        return CompileError::Parse(
+            "syntax error in PromQL expression (the parser reports no position)".into(),
+        );
+    }
+    CompileError::Parse(msg)
+}
+
+/// The Prometheus 3 construct `promql-parser` cannot parse in `expr`, if any: the trim
+/// operators `>/` and `</` and the `smoothed`/`anchored` range modifiers. Called only once
+/// parsing failed, so that a metric or label of that name never counts.
+///
+/// This is the single place the trim operators are refused: evaluating them (on native
+/// histograms) starts by parsing them here instead.
+fn unparsed_construct(expr: &str) -> Option<String> {
+    let b = expr.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut braces = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' && q != b'`' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' | b'\'' | b'`' => quote = Some(c),
+            b'{' => braces += 1,
+            b'}' => braces = braces.saturating_sub(1),
+            b'>' | b'<' if b.get(i + 1) == Some(&b'/') => {
+                return Some(format!(
+                    "trim operator `{}/` (it trims native histograms, which the engine does \
+                     not evaluate yet)",
+                    c as char
+                ));
+            }
+            _ if braces == 0
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                for w in ["smoothed", "anchored"] {
+                    let end = i + w.len();
+                    if end <= b.len()
+                        && b[i..end].eq_ignore_ascii_case(w.as_bytes())
+                        && (end == b.len() || !(b[end].is_ascii_alphanumeric() || b[end] == b'_'))
+                    {
+                        return Some(format!("range modifier `{w}`"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Far above any hand-written rule, far below what overflows a 2 MiB thread stack.
@@ -464,6 +541,8 @@ fn agg_op(t: TokenType) -> Result<AggOp, CompileError> {
         token::T_BOTTOMK => AggOp::Bottomk,
         token::T_QUANTILE => AggOp::Quantile,
         token::T_COUNT_VALUES => AggOp::CountValues,
+        token::T_LIMITK => AggOp::Limitk,
+        token::T_LIMIT_RATIO => AggOp::LimitRatio,
         _ => return Err(unsupported(format!("aggregation `{t}`"))),
     })
 }

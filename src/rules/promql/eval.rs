@@ -10,6 +10,7 @@
 use foldhash::HashMap;
 
 use super::compile::{AggOp, At, Node, Selector, LOOKBACK_MS};
+use super::limit::Limit;
 use super::{aggregate, binary, functions, EvalError, Labels, Sample, Storage, Value};
 
 /// One element of an instant vector.
@@ -189,6 +190,17 @@ impl Ctx<'_> {
                         t.push(labels, v, drop_name)
                     })?;
                     return Ok(Val::Vector(t.finish()));
+                }
+                if let (AggOp::Limitk | AggOp::LimitRatio, Some(Val::Scalar(k))) = (op, &p) {
+                    let mut l = if *op == AggOp::Limitk {
+                        Limit::first(*k, *without, grouping)?
+                    } else {
+                        Limit::ratio(*k, *without, grouping)?
+                    };
+                    self.stream_vector(expr, s, &mut |labels, v, drop_name| {
+                        l.push(labels, v, drop_name)
+                    })?;
+                    return Ok(Val::Vector(l.finish()));
                 }
                 if param.is_none() || *op == AggOp::Quantile {
                     if let Some(mut agg) = aggregate::Aggregator::new(*op, q, *without, grouping) {

@@ -14,8 +14,13 @@
 //!   omitted), step-invariant subexpressions evaluated once per range as Prometheus does;
 //! - arithmetic, comparison (with `bool`), `atan2` and set operators with `on`/`ignoring`/
 //!   `group_left`/`group_right`, unary minus, number and string literals;
-//! - `sum avg min max count group stddev stdvar topk bottomk quantile count_values` with
-//!   `by`/`without` (compensated sums and means as Prometheus 3);
+//! - `sum avg min max count group stddev stdvar topk bottomk quantile count_values limitk
+//!   limit_ratio` with `by`/`without` (compensated sums and means as Prometheus 3;
+//!   `limit_ratio` picks by Prometheus 3's label hash, see `limit.rs`);
+//! - Prometheus 3 duration expressions in ranges, subquery steps and offsets (`x[5m+1m]`,
+//!   `offset (1h/2)`, `step()`, `range()`, `min_of`/`max_of`), resolved to literals before
+//!   parsing (`durations.rs`): `step()` and `range()` are those of the query the expression is
+//!   compiled for ([`Compiled::for_range_query`]), 0 for an instant query such as a rule;
 //! - the functions of `functions.rs`'s `Func` list: the rate family with extrapolation and
 //!   counter resets, `deriv`, `predict_linear`, `resets`, `changes`, the `*_over_time` family
 //!   (including `mad_`, `first_`, `ts_of_*_over_time`), `double_exponential_smoothing`,
@@ -24,8 +29,9 @@
 //!   `start`/`end`/`step`/`range`, `min_of`/`max_of`.
 //!
 //! Refused with [`CompileError::Unsupported`]: native-histogram functions
-//! (`histogram_count`, `histogram_sum`, `histogram_fraction`, ...), `limitk`, `limit_ratio`,
-//! `info`, `fill` modifiers, `\x80`-`\xff` escapes in strings (promql-parser decodes them
+//! (`histogram_count`, `histogram_sum`, `histogram_fraction`, ...), the trim operators `>/`
+//! and `</` and the `smoothed`/`anchored` modifiers (which `promql-parser` cannot parse; named
+//! in `compile.rs`'s `unparsed_construct`), `info`, `fill` modifiers, `\x80`-`\xff` escapes in strings (promql-parser decodes them
 //! differently from Prometheus), and expressions nested deeper than 256. The storage holds
 //! floats only, so native histograms never reach the engine.
 //!
@@ -43,10 +49,12 @@ use promql_parser::label::Matchers;
 mod aggregate;
 mod binary;
 mod compile;
+mod durations;
 mod eval;
 mod functions;
 mod histogram;
 mod labels;
+mod limit;
 mod over_time;
 pub mod testing;
 #[cfg(test)]
@@ -153,7 +161,28 @@ pub const DEFAULT_MAX_SAMPLES: u64 = 50_000_000;
 impl Compiled {
     /// Parse and check `expr`; every unsupported construct is refused here.
     pub fn new(expr: &str) -> Result<Compiled, CompileError> {
-        let (plan, needs) = compile::compile(expr)?;
+        Self::compile(expr, durations::QueryShape::default())
+    }
+
+    /// [`Compiled::new`] for one range query from `start_ms` to `end_ms` by `step_ms`:
+    /// `step()` and `range()` in duration expressions (`x[step()*2]`) take that query's values,
+    /// as Prometheus resolves them per query. A rule is an instant query, for which both are 0
+    /// (what [`Compiled::new`] uses).
+    pub fn for_range_query(
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Compiled, CompileError> {
+        let shape = durations::QueryShape {
+            step_ms,
+            range_ms: end_ms.saturating_sub(start_ms),
+        };
+        Self::compile(expr, shape)
+    }
+
+    fn compile(expr: &str, shape: durations::QueryShape) -> Result<Compiled, CompileError> {
+        let (plan, needs) = compile::compile(expr, shape)?;
         Ok(Compiled {
             expr: expr.to_string(),
             plan,

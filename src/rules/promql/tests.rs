@@ -75,9 +75,13 @@ fn needs_cover_range_offset_and_subquery() {
 #[test]
 fn unsupported_constructs_are_named() {
     for (e, what) in [
-        ("limitk(1, x)", "limitk"),
         ("info(x)", "info"),
         ("histogram_count(x)", "histogram_count"),
+        // Prometheus 3 syntax promql-parser cannot parse is named, not "invalid promql query".
+        ("h >/ 0.5", "trim operator `>/`"),
+        ("sum(h) </ on() group_left x", "trim operator `</`"),
+        ("rate(x[5m] anchored)", "range modifier `anchored`"),
+        ("x[5m] smoothed", "range modifier `smoothed`"),
     ] {
         match Compiled::new(e) {
             Err(CompileError::Unsupported(m)) => assert!(m.contains(what), "{e}: {m}"),
@@ -85,6 +89,19 @@ fn unsupported_constructs_are_named() {
         }
     }
     assert!(matches!(Compiled::new("sum("), Err(CompileError::Parse(_))));
+    // A metric or label of those names is not mistaken for the construct.
+    assert!(Compiled::new("sum by (job) (x{smoothed=\"a>/b\", anchored=\"1\"})").is_ok());
+    match Compiled::new("sum (x) by y") {
+        Err(CompileError::Parse(m)) => assert!(!m.contains("invalid promql query"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Duration arithmetic is resolved at load; `step()` is 0 in a rule (an instant query).
+    let c = Compiled::new("rate(x[4m+1m] offset (1m*2))").unwrap();
+    assert_eq!(c.needs()[0].history_ms, 300_000 + 120_000);
+    match Compiled::new("rate(x[step()])") {
+        Err(CompileError::Parse(m)) => assert!(m.contains("greater than 0"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     // label_replace's regex is compiled at load, and an invalid one refused there.
     assert!(matches!(
         Compiled::new("label_replace(x, \"d\", \"$1\", \"s\", \"(.*\")"),
@@ -311,6 +328,8 @@ mod fuzz {
         "(%1)[5m:1m]",
         "(%1)[3m:]",
         "(%1)[2m:20s] @ start()",
+        "x[4m+1m] offset (1m*2)",
+        "(%1)[2m+1m:max_of(20s, 10s)]",
     ];
     /// Instant-vector expressions over `%1`/`%2` (instant vectors) and `%m` (a range vector).
     const WRAPS: &[&str] = &[
@@ -341,6 +360,10 @@ mod fuzz {
         "topk(2, %1)",
         "bottomk(NaN, %1)",
         "topk(scalar(%2), %1)",
+        "limitk(2, %1)",
+        "limitk(scalar(%2), %1)",
+        "limit_ratio(0.5, %1)",
+        "limit_ratio by (job) (-0.3, %1)",
         "quantile(0.5, %1)",
         "count_values(\"v\", %1)",
         "count_values without (job) (\"job\", %1)",
