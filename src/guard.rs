@@ -11,6 +11,7 @@ pub mod identity;
 pub mod metrics;
 pub mod owner;
 pub mod report;
+mod ring;
 pub mod sketch;
 pub mod table;
 pub mod window;
