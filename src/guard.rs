@@ -11,6 +11,7 @@ pub mod identity;
 pub mod metrics;
 pub mod owner;
 pub mod report;
+mod ring;
 pub mod sketch;
 pub mod table;
 pub mod window;
@@ -248,24 +249,29 @@ impl Guard {
                 }
             }
             let h = owner.map_or(0, |o| xxhash_rust::xxh3::xxh3_64(o) | 1);
-            let slot = match scratch.slots.get(&h) {
-                Some(&p) if same(&scratch.owners[p as usize]) => p as usize,
+            let hit = scratch.slots.get(&h).copied();
+            let found = match hit {
+                Some(p) if same(&scratch.owners[p as usize]) => Some(p as usize),
                 // A 64-bit hash collision between two owners of one request: compare values.
-                hit => match scratch.owners.iter().rposition(same) {
-                    Some(p) => p,
-                    None => {
-                        scratch.owners.push(OwnerKey {
-                            tenant: tenant.map(str::to_string),
-                            owner: owner.map(|o| String::from_utf8_lossy(o).into_owned()),
-                        });
-                        scratch.slot_counts.push(0);
-                        let p = scratch.owners.len() - 1;
-                        if hit.is_none() {
-                            scratch.slots.insert(h, p as u32);
-                        }
-                        p
+                Some(_) => scratch.owners.iter().rposition(same),
+                // No owner of this request has this hash, so none has this value: no scan
+                // (which, with a thousand owners in a request, was quadratic).
+                None => None,
+            };
+            let slot = match found {
+                Some(p) => p,
+                None => {
+                    scratch.owners.push(OwnerKey {
+                        tenant: tenant.map(str::to_string),
+                        owner: owner.map(|o| String::from_utf8_lossy(o).into_owned()),
+                    });
+                    scratch.slot_counts.push(0);
+                    let p = scratch.owners.len() - 1;
+                    if hit.is_none() {
+                        scratch.slots.insert(h, p as u32);
                     }
-                },
+                    p
+                }
             };
             scratch.slot_counts[slot] += 1;
             scratch.series.push((slot as u32, i as u32, id));

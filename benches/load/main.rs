@@ -10,6 +10,8 @@ mod attack;
 mod drive;
 mod gen;
 mod hostile;
+mod owners;
+mod shapes;
 mod target;
 
 use std::collections::BTreeMap;
@@ -82,6 +84,19 @@ struct Args {
     /// Milliseconds between the bytes each attacker trickles.
     #[arg(long, default_value_t = 1000)]
     attack_trickle_ms: u64,
+    /// Instead of the main phases: samples per CPU-second of both proxies on every load shape
+    /// of issue 16 (labels, samples per series, 1.0/2.0 senders, guard modes), one table.
+    #[arg(long)]
+    shapes: bool,
+    /// Run the proxies on these CPUs (a `taskset -c` list, e.g. `1`) and the harness (driver,
+    /// null upstream) on the others, so latency measures the proxy, not the sender competing
+    /// with it.
+    #[arg(long)]
+    pin_proxy: Option<String>,
+    /// Instead of the main phases: cardguard with this many owners of 1–10 series each, then
+    /// with the same series over 20 owners: RSS per owner, CPU per sample (issue 16).
+    #[arg(long, default_value_t = 0)]
+    small_owners: usize,
     /// Set by `cargo bench`; without it the harness runs its smoke test.
     #[arg(long, hide = true)]
     bench: bool,
@@ -109,6 +124,9 @@ impl Args {
             attack_spread: 0.0,
             attack_rate: 0.0,
             attack_trickle_ms: 1000,
+            shapes: false,
+            pin_proxy: None,
+            small_owners: 200,
             bench: false,
         }
     }
@@ -164,6 +182,29 @@ fn mib(b: u64) -> f64 {
 async fn run(args: Args, full: bool) {
     STRICT.store(!full, std::sync::atomic::Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("temp dir");
+    if let Some(cpus) = &args.pin_proxy {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let rest = target::other_cpus(cpus, n);
+        target::pin_self(&rest);
+        target::PIN.set(cpus.clone()).expect("pinned once");
+        println!("proxies pinned to CPU {cpus}, the harness to CPU {rest}");
+    }
+    if full && args.shapes {
+        let upstream = Sink::start(SinkOptions::default())
+            .await
+            .expect("bind null upstream");
+        println!("machine: {}", machine());
+        shapes::run(&args, &upstream, dir.path(), true).await;
+        return;
+    }
+    if full && args.small_owners > 0 {
+        let upstream = Sink::start(SinkOptions::default())
+            .await
+            .expect("bind null upstream");
+        println!("machine: {}", machine());
+        owners::run(&args, args.small_owners, &upstream, dir.path(), true).await;
+        return;
+    }
     if full && args.soak_hostile > 0.0 {
         let upstream = Sink::start(SinkOptions::default())
             .await
@@ -182,6 +223,10 @@ async fn run(args: Args, full: bool) {
         min_batch: args.min_batch,
         max_batch: args.max_batch,
         steps: args.steps,
+        labels: gen::Labels::Exporter,
+        samples_per_series: 1,
+        v2: false,
+        small_owners: false,
     };
     let base = gen::build(shape, 1);
     let explode = gen::build(
@@ -391,6 +436,28 @@ async fn run(args: Args, full: bool) {
         full,
     );
     if !full {
+        // The shapes' smoke: the configurations the main phases don't run.
+        shapes::run(
+            &Args {
+                duration: 0.5,
+                ..args.clone()
+            },
+            &upstream,
+            dir.path(),
+            false,
+        )
+        .await;
+        owners::run(
+            &Args {
+                duration: 0.5,
+                ..args.clone()
+            },
+            args.small_owners,
+            &upstream,
+            dir.path(),
+            false,
+        )
+        .await;
         // The hostile soak's smoke: seconds, checking the harness and the property it
         // measures (the well-behaved services lose nothing).
         let s =
@@ -621,7 +688,11 @@ fn machine() -> String {
         .and_then(|l| l.split_once(':'))
         .map(|(_, m)| m.trim().to_string())
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The machine's, not this process's (which `--pin-proxy` narrows).
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     format!("{cores} cores, {model}, load average {}", load.join(" "))

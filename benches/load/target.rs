@@ -30,6 +30,63 @@ pub struct Limits {
     pub per_service: u64,
 }
 
+/// What a shape adds to both proxies' configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Appended to cardguard's config (top-level keys: `relabel_configs`, `rule_files`...).
+    pub cardguard_yaml: String,
+    /// Appended under cardguard's `guard:` (indented two spaces).
+    pub guard_yaml: String,
+    /// cardguard forwards remote write 2.0 (for 2.0 senders, so bodies pass through).
+    pub upstream_v2: bool,
+    /// More vmagent flags.
+    pub vmagent_args: Vec<String>,
+}
+
+/// CPUs (a `taskset -c` list) the proxies run on, when `--pin-proxy` is given; the harness
+/// then keeps itself off them.
+pub static PIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Pin the harness (every thread of this process) to `cpus`.
+pub fn pin_self(cpus: &str) {
+    let st = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux) is needed for --pin-proxy");
+    assert!(st.success(), "taskset -a -p -c {cpus} failed");
+}
+
+/// The CPUs of `0..n` not in the `taskset -c` list `cpus` (plain numbers and ranges).
+pub fn other_cpus(cpus: &str, n: usize) -> String {
+    let mut taken = vec![false; n];
+    for part in cpus.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+        for t in taken.iter_mut().take(b + 1).skip(a) {
+            *t = true;
+        }
+    }
+    let rest: Vec<String> = (0..n)
+        .filter(|i| !taken[*i])
+        .map(|i| i.to_string())
+        .collect();
+    assert!(
+        !rest.is_empty(),
+        "--pin-proxy {cpus} leaves no CPU for the harness"
+    );
+    rest.join(",")
+}
+
+/// The cardguard binary: this build's, or `CARDGUARD_LOAD_BIN` (to compare two builds with
+/// one harness, e.g. before and after a change).
+fn cardguard_bin() -> PathBuf {
+    match std::env::var_os("CARDGUARD_LOAD_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_cardguard")),
+    }
+}
+
 pub struct Target {
     pub kind: Kind,
     pub addr: SocketAddr,
@@ -68,7 +125,7 @@ impl Target {
         let log = dir.join(format!("cardguard-{port}.log"));
         let cfg = dir.join(format!("cardguard-{port}.yml"));
         std::fs::write(&cfg, config(port)).expect("write cardguard config");
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cardguard"));
+        let mut c = Command::new(cardguard_bin());
         c.arg("--log.level=warn")
             .arg("serve")
             .arg("--config")
@@ -78,6 +135,17 @@ impl Target {
 
     /// Start `kind` forwarding to `upstream_url`, with its scratch files in `dir`.
     pub fn start(kind: Kind, dir: &Path, upstream_url: &str, limits: Limits) -> Target {
+        Target::start_with(kind, dir, upstream_url, limits, &Extra::default())
+    }
+
+    /// `start`, with a shape's additions to the configuration.
+    pub fn start_with(
+        kind: Kind,
+        dir: &Path,
+        upstream_url: &str,
+        limits: Limits,
+        extra: &Extra,
+    ) -> Target {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = dir.join(format!("{}-{port}.log", kind.name()));
@@ -88,15 +156,18 @@ impl Target {
                     &cfg,
                     format!(
                         "server:\n  listen_address: 127.0.0.1:{port}\n\
-                         upstream:\n  url: {upstream_url}\n\
+                         upstream:\n  url: {upstream_url}\n  remote_write_version: \"{version}\"\n\
                          guard:\n  owner_labels: [service]\n  max_series: {global}\n  \
-                         default_budget:\n    max_series: {per}\n    action: drop\n",
+                         default_budget:\n    max_series: {per}\n    action: drop\n{guard}{more}",
                         global = limits.global,
-                        per = limits.per_service
+                        per = limits.per_service,
+                        version = if extra.upstream_v2 { "2.0" } else { "1.0" },
+                        guard = extra.guard_yaml,
+                        more = extra.cardguard_yaml,
                     ),
                 )
                 .expect("write cardguard config");
-                let mut c = Command::new(env!("CARGO_BIN_EXE_cardguard"));
+                let mut c = Command::new(cardguard_bin());
                 c.arg("--log.level=warn")
                     .arg("serve")
                     .arg("--config")
@@ -119,14 +190,26 @@ impl Target {
                     .arg(format!("-remoteWrite.maxHourlySeries={}", limits.global))
                     .arg(format!("-remoteWrite.tmpDataPath={}", queue.display()))
                     .arg("-remoteWrite.flushInterval=100ms")
-                    .arg("-loggerLevel=ERROR");
+                    .arg("-loggerLevel=ERROR")
+                    .args(&extra.vmagent_args);
                 c
             }
         };
         Target::spawn(kind, addr, log, cmd)
     }
 
-    fn spawn(kind: Kind, addr: SocketAddr, log: PathBuf, mut cmd: Command) -> Target {
+    fn spawn(kind: Kind, addr: SocketAddr, log: PathBuf, cmd: Command) -> Target {
+        let mut cmd = match PIN.get() {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c")
+                    .arg(cpus)
+                    .arg(cmd.get_program())
+                    .args(cmd.get_args());
+                c
+            }
+            None => cmd,
+        };
         let logf = std::fs::File::create(&log).expect("create log");
         cmd.stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
-use super::sketch::{Sketch, DEMAND_PRECISION, OFFENDER_PRECISION};
+use super::ring::{SeenFilter, SketchRing};
+use super::sketch::{DEMAND_PRECISION, OFFENDER_PRECISION};
 use super::table::SeriesTable;
 use super::window::Window;
 use super::{Action, Budget};
@@ -17,48 +18,12 @@ use crate::series::{Reason, Verdict, REASONS};
 /// Metric names and label names whose demand is sketched per owner; bounded so that an owner
 /// exploding in *names* (rather than values) cannot grow the guard's own memory without limit.
 /// Worst case per owner: 2 × 64 names × slices × 768 bytes (dense offender sketches) plus
-/// slices × 12 KiB of demand sketch; sparse sketches of small sets take far less.
+/// slices × 12 KiB of demand sketch; a name with few distinct ids keeps them in an exact list
+/// of at most 512 bytes instead (see `ring`).
 const MAX_TRACKED_NAMES: usize = 64;
 /// Names are tracked by at most this many leading bytes: a metric name that is a 16 KiB
 /// label value costs 128 bytes here, and shows as its prefix among the top offenders.
 pub const MAX_TRACKED_NAME_BYTES: usize = 128;
-
-/// Sketches over the window: one per slice, the oldest cleared as the window slides.
-#[derive(Clone, Debug)]
-struct SketchRing {
-    slices: Vec<Option<Sketch>>,
-    precision: u8,
-}
-
-impl SketchRing {
-    fn new(slices: u8, precision: u8) -> Self {
-        SketchRing {
-            slices: vec![None; usize::from(slices)],
-            precision,
-        }
-    }
-
-    fn insert(&mut self, slice: u64, id: u64) {
-        let n = self.slices.len() as u64;
-        let precision = self.precision;
-        self.slices[(slice % n) as usize]
-            .get_or_insert_with(|| Sketch::new(precision))
-            .insert(id);
-    }
-
-    fn clear_slot(&mut self, slice: u64) {
-        let n = self.slices.len() as u64;
-        self.slices[(slice % n) as usize] = None;
-    }
-
-    fn estimate(&self) -> f64 {
-        let mut merged = Sketch::new(self.precision);
-        for s in self.slices.iter().flatten() {
-            merged.merge(s);
-        }
-        merged.count()
-    }
-}
 
 /// Per-request tallies of one owner, published to the owner's counters once per request.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +108,8 @@ pub struct OwnerState {
     /// The last slice a request touched this owner; idle for a window, it is forgotten.
     last_seen: u64,
     active: u64,
+    /// Slices of the window (the demand rings' length).
+    slices: u8,
     /// Admitted series by a hash of their metric name: the names themselves may be long and
     /// new in every request, and per-metric limits need only tell them apart.
     metrics: HashMap<u64, SeriesTable, RandomState>,
@@ -153,16 +120,18 @@ pub struct OwnerState {
     label_demand: HashMap<Box<[u8]>, SketchRing, RandomState>,
     /// Ids refused in the current slice, direct-mapped: a refused series that keeps coming
     /// back is inserted into the demand sketch once per slice, not once per sample.
-    refused: Box<[u64]>,
+    refused: SeenFilter,
     /// (label name, value) pairs already in this slice's label sketches, direct-mapped by a
     /// hash of both. A sketch does not change when a value comes again, so skipping those
     /// inserts is exact; and almost every label of a new or refused series (`env`, `method`,
     /// `job`...) repeats: without this, each cost a sparse-sketch insert.
-    sketched_values: Box<[u64]>,
+    sketched_values: SeenFilter,
 }
 
-const REFUSED_FILTER: usize = 4096;
-const SKETCHED_VALUES_FILTER: usize = 512;
+/// The filters' sizes: they start at the first and grow with the keys a slice brings, so an
+/// owner of a few series holds a few hundred bytes, not 36 KiB.
+const REFUSED_FILTER: (usize, usize) = (64, 4096);
+const SKETCHED_VALUES_FILTER: (usize, usize) = (32, 512);
 
 impl OwnerState {
     pub fn new(budget: Arc<Budget>, generation: u64, window: &Window, now_slice: u64) -> Self {
@@ -172,13 +141,14 @@ impl OwnerState {
             slice: now_slice,
             last_seen: now_slice,
             active: 0,
+            slices: window.slices(),
             metrics: HashMap::default(),
             label_values: Vec::new(),
             demand: SketchRing::new(window.slices(), DEMAND_PRECISION),
             metric_demand: HashMap::default(),
             label_demand: HashMap::default(),
-            refused: vec![0; REFUSED_FILTER].into_boxed_slice(),
-            sketched_values: vec![0; SKETCHED_VALUES_FILTER].into_boxed_slice(),
+            refused: SeenFilter::new(REFUSED_FILTER.0, REFUSED_FILTER.1),
+            sketched_values: SeenFilter::new(SKETCHED_VALUES_FILTER.0, SKETCHED_VALUES_FILTER.1),
         }
     }
 
@@ -232,12 +202,10 @@ impl OwnerState {
             }
         }
         self.metrics.retain(|_, t| !t.is_empty());
-        self.metric_demand
-            .retain(|_, r| r.slices.iter().any(Option::is_some));
-        self.label_demand
-            .retain(|_, r| r.slices.iter().any(Option::is_some));
-        self.refused.fill(0);
-        self.sketched_values.fill(0);
+        self.metric_demand.retain(|_, r| !r.is_empty());
+        self.label_demand.retain(|_, r| !r.is_empty());
+        self.refused.clear();
+        self.sketched_values.clear();
         self.active -= expired.min(self.active);
         self.slice = now;
         expired
@@ -273,8 +241,7 @@ impl OwnerState {
         }
 
         // A series this owner has not admitted (or that expired).
-        let slot = (s.id as usize) % REFUSED_FILTER;
-        if self.refused[slot] != s.id {
+        if !self.refused.contains(s.id) {
             self.sketch(&s, now);
         }
         let reason = self.check(&s, metric_key, global, cap);
@@ -282,13 +249,13 @@ impl OwnerState {
         if let Some(r) = reason {
             match action {
                 Action::Drop => {
-                    self.refused[slot] = s.id;
+                    self.refused.insert(s.id);
                     tally.dropped_samples[r.index()] += s.samples;
                     tally.dropped_series[r.index()] += 1;
                     return Verdict::Drop(r);
                 }
                 Action::Relabel => {
-                    self.refused[slot] = s.id;
+                    self.refused.insert(s.id);
                     tally.overflowed_samples[r.index()] += s.samples;
                     return Verdict::Overflow(r);
                 }
@@ -377,7 +344,7 @@ impl OwnerState {
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         self.demand.insert(now, s.id);
-        let slices = self.demand.slices.len() as u8;
+        let slices = self.slices;
         if let Some(r) = tracked(&mut self.metric_demand, s.metric, slices) {
             r.insert(now, s.id);
         }
@@ -388,13 +355,12 @@ impl OwnerState {
             let vh = value_hash(value);
             // Never 0, the empty slot.
             let key = (vh ^ value_hash(name).rotate_left(29)) | 1;
-            let slot = (key as usize) % SKETCHED_VALUES_FILTER;
-            if self.sketched_values[slot] == key {
+            if self.sketched_values.contains(key) {
                 continue;
             }
             if let Some(r) = tracked(&mut self.label_demand, name, slices) {
                 r.insert(now, vh);
-                self.sketched_values[slot] = key;
+                self.sketched_values.insert(key);
             }
         }
     }
@@ -417,17 +383,15 @@ impl OwnerState {
     /// Heap bytes this owner holds, about: the exact tables, the filters, the sketches (at
     /// their dense size, an upper bound) and the tracked names.
     pub fn memory_bytes(&self) -> usize {
-        let ring = |r: &SketchRing| {
-            let dense = (1usize << r.precision) * 6 / 8;
-            r.slices.iter().flatten().count() * dense + r.slices.len() * 8
-        };
+        let ring = SketchRing::memory_bytes;
         let names = |m: &HashMap<Box<[u8]>, SketchRing, RandomState>| {
             m.iter().map(|(k, r)| k.len() + 48 + ring(r)).sum::<usize>()
         };
         std::mem::size_of::<Self>()
             + self.table_bytes()
             + self.metrics.capacity() * 40
-            + (REFUSED_FILTER + SKETCHED_VALUES_FILTER) * 8
+            + self.refused.memory_bytes()
+            + self.sketched_values.memory_bytes()
             + ring(&self.demand)
             + names(&self.metric_demand)
             + names(&self.label_demand)

@@ -1,0 +1,172 @@
+//! `--small-owners N`: what an owner costs when owners are many and small (issue 16). cardguard
+//! alone, twice, fresh each time, with the same series: spread over N services of 1–10 series
+//! each (service `s` has `1 + s % 10`), then over 20 services. Each run: idle RSS, every series
+//! sent once (owners created), then `--duration` s at saturation; reported: RSS growth per
+//! owner and per series, CPU-seconds per million samples and the request p50, both ways.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cardguard::sink::Sink;
+
+use crate::gen::{self, Labels, Shape};
+use crate::target::{Extra, Kind, Limits, Target};
+use crate::{assert_ok, mib, plan, saturate, settle, Args, Sat};
+
+struct Run {
+    owners: usize,
+    series: usize,
+    idle_rss: u64,
+    created_rss: u64,
+    sat: Sat,
+}
+
+impl Run {
+    fn growth(&self) -> u64 {
+        self.created_rss.saturating_sub(self.idle_rss)
+    }
+    fn cpu_per_million(&self) -> f64 {
+        self.sat.cpu_s / (self.sat.out.samples_ok as f64 / 1e6)
+    }
+}
+
+async fn one(
+    args: &Args,
+    upstream: &Sink,
+    dir: &Path,
+    shape: Shape,
+    per_service: u64,
+    max_owners: usize,
+) -> Run {
+    let load = gen::build(shape, 11);
+    let series = shape.distinct();
+    let limits = Limits {
+        per_service,
+        global: (series as f64 * args.headroom).ceil() as u64,
+    };
+    let extra = Extra {
+        guard_yaml: format!("  max_owners: {max_owners}\n"),
+        ..Extra::default()
+    };
+    let mut t = Target::start_with(Kind::Cardguard, dir, &upstream.write_url(), limits, &extra);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = t.stats();
+    let warm = crate::drive::run(plan(
+        &t,
+        &load,
+        args.conns,
+        Duration::from_secs(3600),
+        None,
+        true,
+        0,
+        load.first_step,
+    ))
+    .await;
+    settle(upstream).await;
+    assert_ok(Kind::Cardguard, "owners warm-up", &warm);
+    let created = t.stats();
+    let duration = Duration::from_secs_f64(args.duration);
+    let sat = saturate(&mut t, upstream, &load, args.conns, duration).await;
+    assert_ok(Kind::Cardguard, "owners", &sat.out);
+    let run = Run {
+        owners: shape.services,
+        series,
+        idle_rss: idle.rss,
+        created_rss: created.rss,
+        sat,
+    };
+    println!(
+        "cardguard, {} owners, {} series: RSS idle {:.1} MiB, after creating them {:.1} MiB \
+         (+{:.0} B per owner, +{:.1} B per series); saturation {:.0} samples/s, {:.3} CPU-s per \
+         million samples, p50 {:.2} ms, p99 {:.2} ms, {}",
+        run.owners,
+        run.series,
+        mib(run.idle_rss),
+        mib(run.created_rss),
+        run.growth() as f64 / run.owners as f64,
+        run.growth() as f64 / run.series as f64,
+        run.sat.out.samples_per_sec(),
+        run.cpu_per_million(),
+        run.sat.out.quantile_ms(0.5),
+        run.sat.out.quantile_ms(0.99),
+        run.sat.out.statuses_text()
+    );
+    run
+}
+
+pub async fn run(args: &Args, owners: usize, upstream: &Sink, dir: &Path, full: bool) {
+    let small = Shape {
+        services: owners,
+        series_per_service: 10,
+        explosion: 0.0,
+        min_batch: args.min_batch,
+        max_batch: args.max_batch,
+        steps: 2,
+        labels: Labels::Exporter,
+        samples_per_series: 1,
+        v2: false,
+        small_owners: true,
+    };
+    let series = small.distinct();
+    let large = Shape {
+        services: 20,
+        series_per_service: series.div_ceil(20),
+        small_owners: false,
+        ..small
+    };
+    let max_owners = owners + 100;
+    let a = one(args, upstream, dir, small, 1000, max_owners).await;
+    let b = one(
+        args,
+        upstream,
+        dir,
+        large,
+        (large.series_per_service as f64 * args.headroom).ceil() as u64,
+        max_owners,
+    )
+    .await;
+    // What the small owners cost beyond the series themselves (as the large owners pay them).
+    let per_owner = (a.growth() as f64 - b.growth() as f64 * a.series as f64 / b.series as f64)
+        / a.owners as f64;
+    println!();
+    println!("## many small owners ({})", crate::machine());
+    println!();
+    println!(
+        "| measure | {} owners of 1–10 series | 20 owners | ratio | target |",
+        a.owners
+    );
+    println!("|---|---|---|---|---|");
+    println!("| series | {} | {} | | |", a.series, b.series);
+    println!(
+        "| RSS growth after every series once, MiB (idle) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2}× | |",
+        mib(a.growth()),
+        mib(a.idle_rss),
+        mib(b.growth()),
+        mib(b.idle_rss),
+        a.growth() as f64 / b.growth().max(1) as f64
+    );
+    println!(
+        "| RSS per owner beyond its series, bytes | {per_owner:.0} | | | a few hundred {} |",
+        crate::verdict(per_owner <= 500.0)
+    );
+    let r = a.cpu_per_million() / b.cpu_per_million();
+    println!(
+        "| CPU-s per million samples at saturation | {:.3} | {:.3} | {r:.2}× | ≤ 1× {} |",
+        a.cpu_per_million(),
+        b.cpu_per_million(),
+        crate::verdict(r <= 1.05)
+    );
+    println!(
+        "| request p50 / p99 at saturation, ms | {:.2} / {:.2} | {:.2} / {:.2} | | |",
+        a.sat.out.quantile_ms(0.5),
+        a.sat.out.quantile_ms(0.99),
+        b.sat.out.quantile_ms(0.5),
+        b.sat.out.quantile_ms(0.99)
+    );
+    if !full {
+        assert_eq!(
+            a.sat.forwarded, a.sat.out.samples_ok,
+            "small owners: not everything acknowledged was forwarded"
+        );
+    }
+}

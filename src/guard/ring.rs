@@ -1,0 +1,269 @@
+//! Per-owner demand over the window, sized by what the owner sends: a ring of sketches (one per
+//! slice) for the names and owners that bring many distinct ids, an exact list for the rest;
+//! and the direct-mapped filters that spare the sketches repeated inserts, grown on use.
+//!
+//! Owners are often many and small (an owner label such as `pod` or `instance`, ten thousand
+//! owners of a few series each): what an owner holds before it has series must be bytes, not
+//! the kilobytes of sketches and filters a large owner needs.
+
+use super::sketch::Sketch;
+
+/// Distinct ids a ring keeps exactly before it switches to per-slice sketches: 16 bytes each,
+/// so at most 512 bytes, about the size of one sparse sketch of that many ids.
+const EXACT_MAX: usize = 32;
+
+#[derive(Clone, Debug)]
+enum Slots {
+    /// Each distinct id with the last slice it came in.
+    Exact(Vec<(u64, u64)>),
+    /// One sketch per slice, by `slice % len`; the oldest cleared as the window slides.
+    Sketched(Box<[Option<Box<Sketch>>]>),
+}
+
+/// Distinct ids over the window's slices.
+#[derive(Clone, Debug)]
+pub struct SketchRing {
+    slots: Slots,
+    slices: u8,
+    precision: u8,
+}
+
+impl SketchRing {
+    pub fn new(slices: u8, precision: u8) -> Self {
+        SketchRing {
+            slots: Slots::Exact(Vec::new()),
+            slices: slices.max(1),
+            precision,
+        }
+    }
+
+    pub fn insert(&mut self, slice: u64, id: u64) {
+        match &mut self.slots {
+            Slots::Exact(ids) => {
+                if let Some(e) = ids.iter_mut().find(|e| e.0 == id) {
+                    e.1 = e.1.max(slice);
+                    return;
+                }
+                if ids.len() < EXACT_MAX {
+                    ids.push((id, slice));
+                    return;
+                }
+                let ids = std::mem::take(ids);
+                self.slots = Slots::Sketched(vec![None; usize::from(self.slices)].into());
+                for (id, s) in ids {
+                    self.insert_sketched(s, id);
+                }
+                self.insert_sketched(slice, id);
+            }
+            Slots::Sketched(_) => self.insert_sketched(slice, id),
+        }
+    }
+
+    fn insert_sketched(&mut self, slice: u64, id: u64) {
+        let precision = self.precision;
+        if let Slots::Sketched(slots) = &mut self.slots {
+            let n = slots.len() as u64;
+            slots[(slice % n) as usize]
+                .get_or_insert_with(|| Box::new(Sketch::new(precision)))
+                .insert(id);
+        }
+    }
+
+    /// Make room for slice `slice`: forget what came only in the slice a window before it.
+    pub fn clear_slot(&mut self, slice: u64) {
+        let n = u64::from(self.slices);
+        match &mut self.slots {
+            Slots::Exact(ids) => {
+                ids.retain(|e| e.1 + n > slice);
+                if ids.is_empty() {
+                    *ids = Vec::new();
+                }
+            }
+            Slots::Sketched(slots) => {
+                slots[(slice % n) as usize] = None;
+                if slots.iter().all(Option::is_none) {
+                    self.slots = Slots::Exact(Vec::new());
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match &self.slots {
+            Slots::Exact(ids) => ids.is_empty(),
+            Slots::Sketched(slots) => slots.iter().all(Option::is_none),
+        }
+    }
+
+    pub fn estimate(&self) -> f64 {
+        match &self.slots {
+            Slots::Exact(ids) => ids.len() as f64,
+            Slots::Sketched(slots) => {
+                let mut merged = Sketch::new(self.precision);
+                for s in slots.iter().flatten() {
+                    merged.merge(s);
+                }
+                merged.count()
+            }
+        }
+    }
+
+    /// Heap bytes, about (sketches at their dense size, an upper bound).
+    pub fn memory_bytes(&self) -> usize {
+        match &self.slots {
+            Slots::Exact(ids) => ids.capacity() * 16,
+            Slots::Sketched(slots) => {
+                let dense = (1usize << self.precision) * 6 / 8;
+                slots.len() * 8 + slots.iter().flatten().count() * dense
+            }
+        }
+    }
+}
+
+/// A direct-mapped set of nonzero u64 keys that forgets on collision: "was this seen in this
+/// slice?" where a wrong "no" only costs a repeated (idempotent) sketch insert. It starts
+/// unallocated and grows 4× (up to `max` slots) once more keys went in during a slice than
+/// half its slots, so a small owner holds a few dozen bytes and a busy one the full filter.
+#[derive(Clone, Debug)]
+pub struct SeenFilter {
+    slots: Box<[u64]>,
+    /// Keys inserted since the last `clear`.
+    inserted: usize,
+    min: usize,
+    max: usize,
+}
+
+impl SeenFilter {
+    pub fn new(min: usize, max: usize) -> Self {
+        SeenFilter {
+            slots: Box::new([]),
+            inserted: 0,
+            min,
+            max: max.max(min),
+        }
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        !self.slots.is_empty() && self.slots[(key as usize) % self.slots.len()] == key
+    }
+
+    /// `key` must be nonzero (0 is the empty slot).
+    pub fn insert(&mut self, key: u64) {
+        if self.contains(key) {
+            return;
+        }
+        self.inserted += 1;
+        let len = self.slots.len();
+        if len == 0 || (self.inserted > len / 2 && len < self.max) {
+            let new = if len == 0 {
+                self.min
+            } else {
+                (len * 4).min(self.max)
+            };
+            let mut slots = vec![0u64; new].into_boxed_slice();
+            for &k in self.slots.iter().filter(|k| **k != 0) {
+                slots[(k as usize) % new] = k;
+            }
+            self.slots = slots;
+        }
+        let n = self.slots.len();
+        self.slots[(key as usize) % n] = key;
+    }
+
+    /// Forget every key (a new slice), keeping the size reached.
+    pub fn clear(&mut self) {
+        if self.inserted > 0 {
+            self.slots.fill(0);
+        }
+        self.inserted = 0;
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.len() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::sketch::{DEMAND_PRECISION, OFFENDER_PRECISION};
+    use xxhash_rust::xxh3::xxh3_64;
+
+    fn id(i: u64) -> u64 {
+        xxh3_64(&i.to_le_bytes())
+    }
+
+    /// One body for both representations: below `EXACT_MAX` the count is exact, above it the
+    /// sketches' (within 2% at these sizes); repeats never count twice.
+    #[test]
+    fn counts_distinct_ids_exactly_then_by_sketch() {
+        for n in [1u64, 5, 31, 32, 33, 100, 5_000] {
+            let mut r = SketchRing::new(6, DEMAND_PRECISION);
+            for round in 0..2 {
+                for i in 0..n {
+                    r.insert(10 + round, id(i));
+                }
+            }
+            let est = r.estimate();
+            if n as usize <= EXACT_MAX {
+                assert_eq!(est, n as f64, "n={n}");
+            } else {
+                assert!((est - n as f64).abs() / n as f64 <= 0.02, "n={n}: {est}");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_leave_a_window_after_their_last_slice() {
+        for n in [3u64, 300] {
+            let mut r = SketchRing::new(3, OFFENDER_PRECISION);
+            for i in 0..n {
+                r.insert(10, id(i));
+            }
+            // The first id comes again a slice later: it outlives the others by one slice.
+            r.insert(11, id(0));
+            r.clear_slot(12);
+            assert!(r.estimate() >= n as f64 * 0.9, "n={n}");
+            r.clear_slot(13);
+            if n == 3 {
+                assert_eq!(r.estimate(), 1.0);
+            }
+            r.clear_slot(14);
+            assert_eq!(r.estimate(), 0.0, "n={n}");
+            assert!(r.is_empty());
+            assert_eq!(r.memory_bytes(), 0, "an emptied ring frees its memory");
+        }
+    }
+
+    #[test]
+    fn a_small_ring_stays_small() {
+        let mut r = SketchRing::new(6, DEMAND_PRECISION);
+        for i in 0..10 {
+            r.insert(1, id(i));
+        }
+        assert!(r.memory_bytes() <= 16 * 16, "{}", r.memory_bytes());
+    }
+
+    #[test]
+    fn filter_grows_with_the_keys_of_a_slice_and_keeps_them() {
+        let mut f = SeenFilter::new(8, 1024);
+        assert_eq!(f.memory_bytes(), 0);
+        assert!(!f.contains(7));
+        f.insert(7);
+        assert!(f.contains(7));
+        assert_eq!(f.memory_bytes(), 64);
+        // Repeats are not new keys.
+        for _ in 0..100 {
+            f.insert(7);
+        }
+        assert_eq!(f.memory_bytes(), 64);
+        for k in 1..=600u64 {
+            f.insert(id(k) | 1);
+        }
+        assert_eq!(f.memory_bytes(), 1024 * 8);
+        assert!(f.contains(id(600) | 1));
+        f.clear();
+        assert!(!f.contains(id(600) | 1));
+        assert_eq!(f.memory_bytes(), 1024 * 8, "the size reached is kept");
+    }
+}
