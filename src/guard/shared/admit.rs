@@ -284,7 +284,19 @@ impl Guard {
         let Some(sh) = cfg.shared.as_ref().and(self.shared.get()) else {
             return;
         };
-        let owners: Vec<_> = self.owners().iter().map(|o| o.key.clone()).collect();
+        // Only the owners the report shows one by one: the largest `max_reported_services`
+        // here (Redis's ranking may differ slightly; the rest are summed locally anyway).
+        let mut ranked: Vec<_> = self
+            .owners()
+            .iter()
+            .map(|o| {
+                let active = o.state.lock().unwrap_or_else(|e| e.into_inner()).active();
+                (active, o.key.clone())
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        ranked.truncate(cfg.max_reported_services);
+        let owners: Vec<_> = ranked.into_iter().map(|(_, k)| k).collect();
         sh.maintain(|sh| self.held_calls(sh, cfg, now_ms), &owners, cfg, now_ms)
             .await;
     }
