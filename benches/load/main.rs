@@ -10,6 +10,7 @@ mod attack;
 mod drive;
 mod gen;
 mod hostile;
+mod shared;
 mod target;
 
 use std::collections::BTreeMap;
@@ -82,6 +83,11 @@ struct Args {
     /// Milliseconds between the bytes each attacker trickles.
     #[arg(long, default_value_t = 1000)]
     attack_trickle_ms: u64,
+    /// Instead of the comparison with vmagent: cardguard with `guard.shared` (a real Redis)
+    /// next to the local guard (issue 13): steady-state samples per CPU-second, Redis round
+    /// trips per request, Redis CPU per 1,000 new series, latency of requests with new series.
+    #[arg(long)]
+    shared: bool,
     /// Set by `cargo bench`; without it the harness runs its smoke test.
     #[arg(long, hide = true)]
     bench: bool,
@@ -109,6 +115,7 @@ impl Args {
             attack_spread: 0.0,
             attack_rate: 0.0,
             attack_trickle_ms: 1000,
+            shared: false,
             bench: false,
         }
     }
@@ -226,6 +233,10 @@ async fn run(args: Args, full: bool) {
     let duration = Duration::from_secs_f64(args.duration);
     if args.attack {
         attack_run(&args, &base, &upstream, limits, dir.path()).await;
+        return;
+    }
+    if args.shared {
+        shared::run(&args, &base, &explode, &upstream, limits, dir.path()).await;
         return;
     }
     let kinds = [Kind::Vmagent, Kind::Cardguard];

@@ -676,3 +676,107 @@ async fn agree_on_seed<C: redis::aio::ConnectionLike>(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::guard::owner::{OwnerDelta, OwnerState, SeriesKey};
+    use crate::guard::Budget;
+
+    #[test]
+    fn owner_keys_cannot_run_into_each_other() {
+        let k = |t: Option<&str>, o: Option<&str>| {
+            OwnerKeys::new(&OwnerKey {
+                tenant: t.map(str::to_string),
+                owner: o.map(str::to_string),
+            })
+            .series
+        };
+        assert_eq!(k(None, Some("api")), "s:-:api");
+        assert_eq!(k(Some("a:b"), Some("c")), "s:a%3Ab:c");
+        assert_ne!(k(Some("a:b"), Some("c")), k(Some("a"), Some("b:c")));
+        assert_eq!(k(Some("t"), Some("100%")), "s:t:100%25");
+        assert_eq!(k(None, None), "s:-:-");
+    }
+
+    #[test]
+    fn verdict_codes_round_trip() {
+        for r in [
+            Reason::Budget,
+            Reason::MetricBudget,
+            Reason::LabelLimit,
+            Reason::GlobalCap,
+        ] {
+            assert_eq!(
+                Answer::from_code(i64::from(reason_code(r))),
+                Answer::Refused(r)
+            );
+        }
+        assert_eq!(Answer::from_code(0), Answer::Admitted);
+        assert_eq!(Answer::from_code(-1), Answer::Admitted);
+    }
+
+    #[test]
+    fn a_call_counts_each_owners_series() {
+        let cfg = SharedConfig::default();
+        let window = Window::new(Duration::from_secs(3600), 6);
+        let mut call = Call::new(&cfg, &window, 600_000, 100);
+        let a = OwnerKeys::new(&OwnerKey {
+            tenant: None,
+            owner: Some("a".into()),
+        });
+        call.owner(&a, true);
+        call.series(&a, 1 << 8, Mode::Decide, 10, None, None, &[]);
+        call.series(
+            &a,
+            2 << 8,
+            Mode::Refresh(99),
+            10,
+            Some(5),
+            Some((7, 3)),
+            &[],
+        );
+        let call = call.finish();
+        assert_eq!(call.len(), 2);
+        // prefix, now, oldest, ttl; demand key, count.
+        assert_eq!(call.args[1], b"100");
+        assert_eq!(call.args[2], b"95");
+        assert_eq!(call.args[3], b"4200000");
+        assert_eq!(call.args[4], b"d:-:a:100");
+        assert_eq!(call.args[5], b"2");
+        // The second series: its mode, slice and three limits (owner, global, metric).
+        let second = 6 + 4 + 4;
+        assert_eq!(call.args[second + 1], b"2");
+        assert_eq!(call.args[second + 2], b"99");
+        assert_eq!(call.args[second + 3], b"3");
+        assert_eq!(call.args.len(), 6 + (4 + 4) + (4 + 3 * 4));
+    }
+
+    /// While Redis is away a replica admits `budget / replicas_hint` new series.
+    #[test]
+    fn the_fallback_admits_a_share_of_the_budget() {
+        let window = Window::new(Duration::from_secs(3600), 6);
+        let budget = Arc::new(Budget {
+            max_series: 30,
+            ..Budget::default()
+        });
+        let mut st = OwnerState::new(budget, 0, &window, 10);
+        let global = AtomicU64::new(0);
+        let mut tally = OwnerDelta::default();
+        let labels: [(&[u8], &[u8]); 0] = [];
+        let admitted = (0..100u64)
+            .filter(|i| {
+                let s = SeriesKey {
+                    id: (i + 1) << 8,
+                    metric: b"m",
+                    labels: labels.iter().copied(),
+                    samples: 1,
+                };
+                st.admit(s, 10, &global, None, 3, &mut tally) == crate::series::Verdict::Keep
+            })
+            .count();
+        assert_eq!(admitted, 10);
+    }
+}
