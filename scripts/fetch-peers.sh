@@ -87,8 +87,60 @@ WRAPPER
   echo "peers: chromium         $("$bin/chromium" --version 2>/dev/null | head -n1)"
 }
 
+# Redis for tests/e2e_shared.rs and the load harness's shared mode: Debian's `redis-server` and
+# `redis-tools` (the server binary is redis-tools' redis-check-rdb under another name) with the
+# two libraries a base system lacks (jemalloc, lzf), unpacked into $dir/redis and started
+# through a wrapper that points LD_LIBRARY_PATH there.
+fetch_redis() {
+  if [ -x "$bin/redis-server" ]; then
+    echo "peers: redis-server     already in $bin"
+    return 0
+  fi
+  mkdir -p "$bin"
+  local rroot=$dir/redis debs=$dir/debs/redis p
+  mkdir -p "$rroot" "$debs"
+  local fetch=()
+  for p in redis-server redis-tools libjemalloc2 liblzf1; do
+    compgen -G "$debs/${p}_*.deb" >/dev/null || fetch+=("$p")
+  done
+  if [ ${#fetch[@]} -gt 0 ]; then
+    (cd "$debs" && apt-get download "${fetch[@]}")
+  fi
+  for deb in "$debs"/*.deb; do
+    dpkg -x "$deb" "$rroot"
+  done
+  local exe=$rroot/usr/bin/redis-check-rdb
+  [ -x "$exe" ] || { echo "peers: redis-server not found in the packages (looked for $exe)" >&2; return 1; }
+  local arch libs
+  arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+  libs=$rroot/usr/lib/$arch:$rroot/lib/$arch
+  # Redis picks its role from argv[0]: exec -a keeps it "redis-server".
+  cat >"$bin/redis-server" <<WRAPPER
+#!/bin/bash
+# Redis unpacked by scripts/fetch-peers.sh, with the libraries the machine lacks.
+export LD_LIBRARY_PATH="$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+exec -a redis-server "$exe" "\$@"
+WRAPPER
+  cat >"$bin/redis-cli" <<WRAPPER
+#!/bin/sh
+export LD_LIBRARY_PATH="$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+exec "$rroot/usr/bin/redis-cli" "\$@"
+WRAPPER
+  chmod +x "$bin/redis-server" "$bin/redis-cli"
+  local unresolved
+  unresolved=$(LD_LIBRARY_PATH=$libs ldd "$exe" | grep 'not found' || true)
+  if [ -n "$unresolved" ]; then
+    echo "peers: redis-server still lacks libraries:" >&2
+    echo "$unresolved" >&2
+    rm -f "$bin/redis-server" "$bin/redis-cli"
+    return 1
+  fi
+  echo "peers: redis-server     $("$bin/redis-server" --version 2>/dev/null | head -n1)"
+}
+
 if have_all; then
   echo "peers: already in $bin"
+  fetch_redis
   fetch_chromium
   exit 0
 fi
@@ -133,4 +185,5 @@ version() { # Prometheus tools take --version, VictoriaMetrics ones -version.
 for b in "${want[@]}"; do
   printf 'peers: %-17s %s\n' "$b" "$(version "$b")"
 done
+fetch_redis
 fetch_chromium

@@ -30,6 +30,9 @@ pub const TASKS: [&str; 5] = [
     "rule_sender",
 ];
 
+/// The task that keeps a replica joined to the shared budgets (only with `guard.shared`).
+pub const SHARED_TASK: &str = "shared_admission";
+
 /// Why cardguard could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -40,6 +43,10 @@ pub enum AppError {
     },
     #[error("reading the listener's address")]
     LocalAddr(#[source] std::io::Error),
+    /// `guard.shared`: another `hash_seed` is recorded in Redis (or the client could not be
+    /// built).
+    #[error("guard.shared: {0}")]
+    Shared(#[from] crate::guard::shared::SharedError),
 }
 
 /// The process's own metrics: its background tasks.
@@ -78,6 +85,13 @@ impl App {
     /// Bind `server.listen_address` and start.
     pub async fn start(config: Config, source: ConfigSource) -> Result<App, AppError> {
         let addr = config.server.listen_address;
+        // A replica whose seed differs from the one its peers recorded in Redis refuses to
+        // start: its series ids would never match theirs.
+        if let Some(g) = &config.guard {
+            if let Some(sh) = &g.shared {
+                crate::guard::shared::check_seed_at_start(sh, g.hash_seed).await?;
+            }
+        }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AppError::Bind { addr, source })?;
@@ -105,6 +119,18 @@ impl App {
         let metrics = AppMetrics::register(state.telemetry.registry());
         let mut tasks = Supervisor::new(metrics.task_restarts, backoff);
         start_tasks(&mut tasks, &state);
+        if let Some(g) = state.config().guard.as_ref() {
+            if let Some(sh) = &g.shared {
+                let shared = crate::guard::shared::Shared::new(
+                    sh.clone(),
+                    g.hash_seed,
+                    state.telemetry.registry(),
+                )?;
+                state.guard.attach_shared(shared);
+                let s = state.clone();
+                tasks.spawn(SHARED_TASK, move || ingest::shared_maintainer(s.clone()));
+            }
+        }
         let (stop_server, stop) = watch::channel(false);
         let server = tokio::spawn(ingest::serve(state.clone(), listener, stopped(stop)));
         Ok(App {

@@ -25,7 +25,8 @@ use foldhash::fast::RandomState;
 use crate::series::{Decisions, DropCounts, Verdict};
 use crate::wire::{Parsed, SeriesView};
 pub use config::{
-    Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch, TenantPolicy, TenantRefused,
+    Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch, SharedConfig, TenantPolicy,
+    TenantRefused,
 };
 use identity::Identity;
 use owner::{OwnerCounters, OwnerDelta, OwnerState, SeriesKey};
@@ -69,6 +70,8 @@ pub struct Guard {
     global_active: AtomicU64,
     /// Aggregates of the series collapsed by `relabel` budgets.
     pub overflow: overflow::Overflow,
+    /// Budgets shared with other replicas (`guard.shared`), attached at start.
+    shared: std::sync::OnceLock<Arc<shared::Shared>>,
 }
 
 /// The owners, and how many each tenant has: both bounded (`max_owners`,
@@ -198,7 +201,17 @@ impl Guard {
             owners: RwLock::new(Registry::default()),
             global_active: AtomicU64::new(0),
             overflow: overflow::Overflow::default(),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Share the budgets through Redis from now on (once, at start).
+    pub fn attach_shared(&self, shared: Arc<shared::Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    pub fn shared(&self) -> Option<&Arc<shared::Shared>> {
+        self.shared.get()
     }
 
     pub fn global_active(&self) -> u64 {
@@ -293,6 +306,16 @@ impl Guard {
         }
         std::mem::swap(&mut scratch.series, &mut scratch.grouped);
 
+        // Shared budgets: Redis decides while it answers; while it does not, every limit
+        // is this replica's share of it.
+        let mut share = 1;
+        if let Some(sh) = cfg.shared.as_ref().and(self.shared.get()) {
+            if sh.is_up() {
+                return self.admit_shared(sh, cfg, batch, decisions, scratch, &window, now);
+            }
+            share = sh.cfg.replicas_hint;
+        }
+
         // Budgets follow the config *this request* carries, and only forward: a request that
         // took its config before a reload and finishes after it must not put the old budget
         // back (it would stick until the next reload).
@@ -341,33 +364,27 @@ impl Guard {
                         labels,
                         samples,
                     };
-                    let v = state.admit(key, now, &self.global_active, cfg.max_series, &mut tally);
+                    let v = state.admit(
+                        key,
+                        now,
+                        &self.global_active,
+                        cfg.max_series,
+                        share,
+                        &mut tally,
+                    );
                     match v {
                         Verdict::Drop(_) => {
                             out.dropped_series += 1;
                             out.dropped_samples += samples;
                         }
                         Verdict::Overflow(_) => {
-                            let names = overflow_names.get_or_insert_with(|| {
-                                if state.budget.overflow_labels.is_empty() {
-                                    state.top_labels(1).into_iter().map(|(n, _)| n).collect()
-                                } else {
-                                    state.budget.overflow_labels.clone()
-                                }
-                            });
-                            let labels = overflow::overflow_labels(
-                                decisions.labels(req, buf, i as usize),
-                                names,
-                            );
-                            self.overflow.set_max_bytes(cfg.max_overflow_bytes);
-                            self.overflow.absorb(
-                                cfg.hash_seed,
-                                tenant,
-                                &labels,
-                                id,
-                                state.budget.overflow_gauge,
-                                s.samples().map(|x| (x.value, x.timestamp)),
-                                now_ms,
+                            self.absorb_overflow(
+                                cfg,
+                                &batch,
+                                decisions,
+                                &state,
+                                &mut overflow_names,
+                                (i, id),
                             );
                             out.overflowed_series += 1;
                         }
@@ -380,6 +397,42 @@ impl Guard {
             start = end;
         }
         out
+    }
+
+    /// Merge series `i` (id `id`) into its overflow aggregate; `names` is resolved on the
+    /// first overflow of the owner in the request.
+    fn absorb_overflow(
+        &self,
+        cfg: &GuardConfig,
+        batch: &Batch<'_>,
+        decisions: &Decisions,
+        state: &OwnerState,
+        names: &mut Option<Vec<String>>,
+        (i, id): (u32, u64),
+    ) {
+        let Batch {
+            req, buf, now_ms, ..
+        } = *batch;
+        let tenant = cfg.tenant_header.as_ref().and(batch.tenant);
+        let names = names.get_or_insert_with(|| {
+            if state.budget.overflow_labels.is_empty() {
+                state.top_labels(1).into_iter().map(|(n, _)| n).collect()
+            } else {
+                state.budget.overflow_labels.clone()
+            }
+        });
+        let labels = overflow::overflow_labels(decisions.labels(req, buf, i as usize), names);
+        let s = req.series(buf, i as usize);
+        self.overflow.set_max_bytes(cfg.max_overflow_bytes);
+        self.overflow.absorb(
+            cfg.hash_seed,
+            tenant,
+            &labels,
+            id,
+            state.budget.overflow_gauge,
+            s.samples().map(|x| (x.value, x.timestamp)),
+            now_ms,
+        );
     }
 
     fn sub_active(&self, n: u64) {
@@ -488,5 +541,6 @@ impl Guard {
 }
 
 pub mod overflow;
+pub mod shared;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ mod gen;
 mod hostile;
 mod owners;
 mod shapes;
+mod shared;
 mod target;
 
 use std::collections::BTreeMap;
@@ -97,6 +98,11 @@ struct Args {
     /// with the same series over 20 owners: RSS per owner, CPU per sample (issue 16).
     #[arg(long, default_value_t = 0)]
     small_owners: usize,
+    /// Instead of the comparison with vmagent: cardguard with `guard.shared` (a real Redis)
+    /// next to the local guard (issue 13): steady-state samples per CPU-second, Redis round
+    /// trips per request, Redis CPU per 1,000 new series, latency of requests with new series.
+    #[arg(long)]
+    shared: bool,
     /// Set by `cargo bench`; without it the harness runs its smoke test.
     #[arg(long, hide = true)]
     bench: bool,
@@ -127,6 +133,7 @@ impl Args {
             shapes: false,
             pin_proxy: None,
             small_owners: 200,
+            shared: false,
             bench: false,
         }
     }
@@ -271,6 +278,10 @@ async fn run(args: Args, full: bool) {
     let duration = Duration::from_secs_f64(args.duration);
     if args.attack {
         attack_run(&args, &base, &upstream, limits, dir.path()).await;
+        return;
+    }
+    if args.shared {
+        shared::run(&args, &base, &explode, &upstream, limits, dir.path()).await;
         return;
     }
     let kinds = [Kind::Vmagent, Kind::Cardguard];

@@ -14,7 +14,7 @@ use super::errors::Errors;
 use super::raw::ByteSize;
 use crate::duration::PromDuration;
 use crate::guard::{
-    Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch, TenantPolicy,
+    Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch, SharedConfig, TenantPolicy,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +38,18 @@ pub struct RawGuard {
     pub max_owners_per_tenant: Option<Spanned<usize>>,
     pub tenants: Option<Spanned<RawTenants>>,
     pub max_overflow_bytes: Option<Spanned<ByteSize>>,
+    pub shared: Option<Spanned<RawShared>>,
+}
+
+/// `guard.shared`: budgets shared by several replicas through Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShared {
+    pub url: Option<Spanned<String>>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<Spanned<PromDuration>>,
+    pub connect_timeout: Option<Spanned<PromDuration>>,
+    pub replicas_hint: Option<Spanned<u64>>,
 }
 
 /// `guard.tenants`: which tenants may write.
@@ -239,7 +251,61 @@ pub(super) fn validate(raw: &RawGuard, errs: &mut Errors) -> GuardConfig {
     }
     g.default_budget = Arc::new(base);
     validate_bounds(raw, &mut g, errs);
+    if let Some(sh) = &raw.shared {
+        g.shared = validate_shared(sh, errs);
+    }
     g
+}
+
+fn validate_shared(raw: &Spanned<RawShared>, errs: &mut Errors) -> Option<SharedConfig> {
+    let r = &raw.value;
+    let mut c = SharedConfig::default();
+    match &r.url {
+        None => errs.push(
+            "guard.shared.url",
+            raw,
+            "is required (redis://HOST:PORT/DB)",
+        ),
+        Some(u) => match redis::Client::open(u.value.as_str()) {
+            Ok(_) => c.url = u.value.clone(),
+            Err(e) => errs.push(
+                "guard.shared.url",
+                u,
+                format!(
+                    "not a Redis URL: {}",
+                    e.to_string().replace(&u.value, "<url>")
+                ),
+            ),
+        },
+    }
+    if let Some(p) = &r.key_prefix {
+        c.key_prefix = p.clone();
+    }
+    let mut duration = |key: &str, d: &Option<Spanned<PromDuration>>, into: &mut Duration| {
+        if let Some(d) = d {
+            if d.value.0 < Duration::from_millis(1) || d.value.0 > Duration::from_secs(60) {
+                errs.push(
+                    &format!("guard.shared.{key}"),
+                    d,
+                    "must be between 1ms and 1m",
+                );
+            }
+            *into = d.value.0;
+        }
+    };
+    duration("timeout", &r.timeout, &mut c.timeout);
+    duration(
+        "connect_timeout",
+        &r.connect_timeout,
+        &mut c.connect_timeout,
+    );
+    if let Some(n) = &r.replicas_hint {
+        if n.value == 0 {
+            errs.push("guard.shared.replicas_hint", n, "must be at least 1");
+        }
+        c.replicas_hint = n.value.max(1);
+    }
+    Some(c)
 }
 
 /// The bounds on what the guard tracks, and the tenant policy.

@@ -273,3 +273,44 @@ fn max_output_size_defaults_to_max_decoded_size() {
     let e = Config::from_yaml("limits:\n  max_output_size: 0\n").unwrap_err();
     assert!(e.to_string().contains("limits.max_output_size"), "{e}");
 }
+
+#[test]
+fn guard_shared() {
+    let yaml = "guard:\n  hash_seed: 7\n  shared:\n    url: redis://:secret@127.0.0.1:6379/2\n    key_prefix: \"cg:\"\n    timeout: 50ms\n    replicas_hint: 4\n";
+    let c = Config::from_yaml(yaml).unwrap();
+    let sh = c.guard.unwrap().shared.unwrap();
+    assert_eq!(sh.url, "redis://:secret@127.0.0.1:6379/2");
+    assert_eq!(sh.key_prefix, "cg:");
+    assert_eq!(sh.timeout, std::time::Duration::from_millis(50));
+    assert_eq!(sh.connect_timeout, std::time::Duration::from_secs(1));
+    assert_eq!(sh.replicas_hint, 4);
+    assert!(!format!("{sh:?}").contains("secret"), "{sh:?}");
+
+    let defaults = Config::from_yaml("guard:\n  shared:\n    url: redis://r:6379\n").unwrap();
+    let sh = defaults.guard.unwrap().shared.unwrap();
+    assert_eq!(sh.key_prefix, "cardguard:");
+    assert_eq!(sh.timeout, std::time::Duration::from_millis(100));
+    assert_eq!(sh.replicas_hint, 2);
+}
+
+#[test]
+fn guard_shared_errors() {
+    let yaml = "guard:\n  shared:\n    key_prefix: x\n    timeout: 0s\n    replicas_hint: 0\n";
+    let err = Config::from_yaml(yaml).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.errors.len(), 3, "{text}");
+    assert!(text.contains("guard.shared.url: is required"), "{text}");
+    assert!(text.contains("line 4: guard.shared.timeout"), "{text}");
+    assert!(
+        text.contains("line 5: guard.shared.replicas_hint: must be at least 1"),
+        "{text}"
+    );
+    let bad = Config::from_yaml("guard:\n  shared:\n    url: http://r:6379\n").unwrap_err();
+    assert!(
+        bad.to_string()
+            .contains("line 3: guard.shared.url: not a Redis URL"),
+        "{bad}"
+    );
+    let unknown = Config::from_yaml("guard:\n  shared:\n    url: redis://r\n    cluster: true\n");
+    assert!(unknown.is_err());
+}

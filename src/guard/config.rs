@@ -221,6 +221,8 @@ pub struct GuardConfig {
     pub default_budget: Arc<Budget>,
     pub unowned_budget: Arc<Budget>,
     pub rules: Vec<BudgetRule>,
+    /// `guard.shared`: budgets shared with other replicas through Redis.
+    pub shared: Option<SharedConfig>,
     /// Which load of the config this is; set by the server on start and every reload, so
     /// owners can tell a newer budget from an older one.
     pub generation: u64,
@@ -296,7 +298,54 @@ impl Default for GuardConfig {
             default_budget: Arc::new(Budget::default()),
             unowned_budget: Arc::new(Budget::default()),
             rules: Vec::new(),
+            shared: None,
             generation: 0,
         }
+    }
+}
+
+/// `guard.shared`: where the replicas' shared admission state lives, and how long to wait for
+/// it. Read at start: a reload that changes it is logged and takes effect on restart.
+#[derive(Clone, PartialEq)]
+pub struct SharedConfig {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`, `redis+unix://`).
+    pub url: String,
+    /// Prepended to every key cardguard writes, so several cardguard fleets can share a Redis.
+    pub key_prefix: String,
+    /// Longest wait for one admission round trip; past it the request is decided locally.
+    pub timeout: Duration,
+    /// Longest wait for a connection to Redis.
+    pub connect_timeout: Duration,
+    /// How many replicas share the budgets: while Redis is away each admits new series up to
+    /// `budget / replicas_hint` on its own.
+    pub replicas_hint: u64,
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        SharedConfig {
+            url: String::new(),
+            key_prefix: "cardguard:".into(),
+            timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            replicas_hint: 2,
+        }
+    }
+}
+
+/// The URL may carry a password: kept out of debug prints.
+impl std::fmt::Debug for SharedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match self.url.rsplit_once('@') {
+            Some((_, host)) => format!("<credentials>@{host}"),
+            None => self.url.clone(),
+        };
+        f.debug_struct("SharedConfig")
+            .field("url", &url)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("replicas_hint", &self.replicas_hint)
+            .finish()
     }
 }

@@ -99,6 +99,23 @@ pub struct SeriesKey<'a, L> {
     pub samples: u64,
 }
 
+/// What an owner holds (`OwnerState::held`): series as (id key, metric hash, tag), limited
+/// labels' values as (label name, value hash, tag).
+pub type Held<'a> = (Vec<(u64, u64, u8)>, Vec<(&'a str, u64, u8)>);
+
+/// What a replica sharing its budgets knows of a series before asking Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Admitted, already seen in this slice.
+    Fresh,
+    /// Admitted, first seen in this slice: Redis is told (not asked) so it keeps the slot.
+    Refreshed,
+    /// Refused by Redis earlier in this slice.
+    RefusedThisSlice,
+    /// Not known here: Redis decides.
+    New,
+}
+
 /// The mutable admission state of one owner.
 pub struct OwnerState {
     pub budget: Arc<Budget>,
@@ -212,63 +229,188 @@ impl OwnerState {
     }
 
     /// Decide one series. `global` counts active series across owners; `cap` bounds it.
+    /// `share` divides every limit: 1, or `replicas_hint` while shared budgets are away.
+    #[inline]
     pub fn admit<'a, L>(
         &mut self,
         s: SeriesKey<'a, L>,
         now: u64,
         global: &AtomicU64,
         cap: Option<u64>,
+        share: u64,
         tally: &mut OwnerDelta,
     ) -> Verdict
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         tally.samples += s.samples;
-        let tag = Window::tag(now);
         let metric_key = value_hash(s.metric);
-        if let Some(table) = self.metrics.get_mut(&metric_key) {
-            match table.tag(s.id) {
-                Some(t) if t == tag => return Verdict::Keep,
-                Some(_) => {
-                    // First sighting in this slice of an admitted series.
-                    table.insert(s.id, tag);
-                    self.sketch(&s, now);
-                    self.touch_label_values(&s, tag);
-                    return Verdict::Keep;
-                }
-                None => {}
-            }
+        if self.known(&s, metric_key, now).is_some() {
+            return Verdict::Keep;
         }
 
         // A series this owner has not admitted (or that expired).
         if !self.refused.contains(s.id) {
             self.sketch(&s, now);
         }
-        let reason = self.check(&s, metric_key, global, cap);
-        let action = self.budget.action;
+        let reason = self.check(&s, metric_key, global, cap, share);
         if let Some(r) = reason {
-            match action {
-                Action::Drop => {
-                    self.refused.insert(s.id);
-                    tally.dropped_samples[r.index()] += s.samples;
-                    tally.dropped_series[r.index()] += 1;
-                    return Verdict::Drop(r);
-                }
-                Action::Relabel => {
-                    self.refused.insert(s.id);
-                    tally.overflowed_samples[r.index()] += s.samples;
-                    return Verdict::Overflow(r);
-                }
-                Action::Warn => tally.warned_samples[r.index()] += s.samples,
+            if let Some(v) = self.refuse(s.id, r, s.samples, tally) {
+                return v;
             }
         }
+        self.record(&s, metric_key, now, global, tally);
+        Verdict::Keep
+    }
+
+    /// A series this owner admitted and still holds: `Some(true)` on its first sighting in
+    /// slice `now` (its slice is refreshed), `Some(false)` when already seen in it.
+    #[inline]
+    fn known<'a, L>(&mut self, s: &SeriesKey<'a, L>, metric_key: u64, now: u64) -> Option<bool>
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let tag = Window::tag(now);
+        let table = self.metrics.get_mut(&metric_key)?;
+        match table.tag(s.id) {
+            Some(t) if t == tag => Some(false),
+            Some(_) => {
+                table.insert(s.id, tag);
+                self.sketch(s, now);
+                self.touch_label_values(s, tag);
+                Some(true)
+            }
+            None => None,
+        }
+    }
+
+    /// The budget's action for a new series refused for `r`: `Some(verdict)`, or `None` when
+    /// the action is `warn` (admit it anyway, counted).
+    #[inline]
+    fn refuse(
+        &mut self,
+        id: u64,
+        r: Reason,
+        samples: u64,
+        tally: &mut OwnerDelta,
+    ) -> Option<Verdict> {
+        match self.budget.action {
+            Action::Drop => {
+                self.refused.insert(id);
+                tally.dropped_samples[r.index()] += samples;
+                tally.dropped_series[r.index()] += 1;
+                Some(Verdict::Drop(r))
+            }
+            Action::Relabel => {
+                self.refused.insert(id);
+                tally.overflowed_samples[r.index()] += samples;
+                Some(Verdict::Overflow(r))
+            }
+            Action::Warn => {
+                tally.warned_samples[r.index()] += samples;
+                None
+            }
+        }
+    }
+
+    /// Admit a new series into the exact tables.
+    #[inline]
+    fn record<'a, L>(
+        &mut self,
+        s: &SeriesKey<'a, L>,
+        metric_key: u64,
+        now: u64,
+        global: &AtomicU64,
+        tally: &mut OwnerDelta,
+    ) where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let tag = Window::tag(now);
         let table = self.metrics.entry(metric_key).or_default();
         table.insert(s.id, tag);
-        self.touch_label_values(&s, tag);
+        self.touch_label_values(s, tag);
         self.active += 1;
         global.fetch_add(1, Ordering::Relaxed);
         tally.created += 1;
+    }
+
+    /// Shared budgets, first step: what this replica knows of a series without asking Redis.
+    pub fn lookup<'a, L>(
+        &mut self,
+        s: &SeriesKey<'a, L>,
+        now: u64,
+        tally: &mut OwnerDelta,
+    ) -> Lookup
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        tally.samples += s.samples;
+        match self.known(s, value_hash(s.metric), now) {
+            Some(false) => Lookup::Fresh,
+            Some(true) => Lookup::Refreshed,
+            None => {
+                if self.refused.contains(s.id) {
+                    // Refused by Redis earlier in this slice: refused again without asking,
+                    // so a refused series sent every scrape costs no round trip per request.
+                    return Lookup::RefusedThisSlice;
+                }
+                self.sketch(s, now);
+                Lookup::New
+            }
+        }
+    }
+
+    /// Shared budgets, last step: apply Redis's verdict on a new series (`None`: admit).
+    pub fn settle<'a, L>(
+        &mut self,
+        s: &SeriesKey<'a, L>,
+        refused: Option<Reason>,
+        now: u64,
+        global: &AtomicU64,
+        tally: &mut OwnerDelta,
+    ) -> Verdict
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let metric_key = value_hash(s.metric);
+        if self.known(s, metric_key, now).is_some() {
+            // Another request of this replica admitted it meanwhile.
+            return Verdict::Keep;
+        }
+        if let Some(r) = refused {
+            if let Some(v) = self.refuse(s.id, r, s.samples, tally) {
+                return v;
+            }
+        }
+        self.record(s, metric_key, now, global, tally);
         Verdict::Keep
+    }
+
+    /// Refuse a series this replica refused earlier in this slice (see `Lookup`).
+    pub fn refuse_again(&mut self, id: u64, samples: u64, tally: &mut OwnerDelta) -> Verdict {
+        self.refuse(id, Reason::Budget, samples, tally)
+            .unwrap_or(Verdict::Keep)
+    }
+
+    /// Every admitted series as (id key, metric hash, tag), and every limited label's values
+    /// as (label name, value hash, tag): what this replica tells Redis when it rejoins.
+    pub fn held(&self) -> Held<'_> {
+        let series = self
+            .metrics
+            .iter()
+            .flat_map(|(m, t)| t.iter().map(move |(k, tag)| (k, *m, tag)))
+            .collect();
+        let values = self
+            .label_values
+            .iter()
+            .flat_map(|(n, t)| t.iter().map(move |(k, tag)| (n.as_str(), k, tag)))
+            .collect();
+        (series, values)
+    }
+
+    /// The slice this owner's window is at.
+    pub fn slice(&self) -> u64 {
+        self.slice
     }
 
     fn check<'a, L>(
@@ -277,25 +419,27 @@ impl OwnerState {
         metric_key: u64,
         global: &AtomicU64,
         cap: Option<u64>,
+        share: u64,
     ) -> Option<Reason>
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         if let Some(cap) = cap {
-            if global.load(Ordering::Relaxed) >= cap {
+            if global.load(Ordering::Relaxed) >= cap / share {
                 return Some(Reason::GlobalCap);
             }
         }
-        if self.active >= self.budget.max_series {
+        if self.active >= self.budget.max_series / share {
             return Some(Reason::Budget);
         }
         if let Some(limit) = self.budget.metric_limit(s.metric) {
             let n = self.metrics.get(&metric_key).map_or(0, |t| t.len() as u64);
-            if n >= limit {
+            if n >= limit / share {
                 return Some(Reason::MetricBudget);
             }
         }
         for (name, limit) in &self.budget.label_limits {
+            let limit = limit / share;
             let Some((_, value)) = s.labels.clone().find(|(n, _)| *n == name.as_bytes()) else {
                 continue;
             };
@@ -307,8 +451,8 @@ impl OwnerState {
                 .map(|(_, t)| (t.contains(h), t.len() as u64));
             match seen {
                 Some((true, _)) => {}
-                Some((false, n)) if n >= *limit => return Some(Reason::LabelLimit),
-                None if *limit == 0 => return Some(Reason::LabelLimit),
+                Some((false, n)) if n >= limit => return Some(Reason::LabelLimit),
+                None if limit == 0 => return Some(Reason::LabelLimit),
                 _ => {}
             }
         }
@@ -436,6 +580,6 @@ fn top(map: &HashMap<Box<[u8]>, SketchRing, RandomState>, k: usize) -> Vec<(Stri
     all
 }
 
-fn value_hash(value: &[u8]) -> u64 {
+pub(crate) fn value_hash(value: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(value)
 }

@@ -154,6 +154,17 @@ impl From<&OwnerReport> for OwnerCounts {
 }
 
 impl Guard {
+    /// With shared budgets joined: the owner's active series and demand across every
+    /// replica, as last fetched from Redis (`Shared::maintain`).
+    fn global_counts(
+        &self,
+        cfg: &GuardConfig,
+        key: &super::OwnerKey,
+    ) -> Option<super::shared::GlobalCounts> {
+        cfg.shared.as_ref()?;
+        self.shared()?.global_counts(key)
+    }
+
     /// Every owner with its active count, largest first, how many of them are reported one
     /// by one (the rest are summed as `other`), and the bytes the owners hold.
     fn ranked(&self, cfg: &GuardConfig) -> (Vec<(u64, Arc<super::Owner>)>, usize, usize) {
@@ -184,13 +195,14 @@ impl Guard {
         let mut out = Vec::with_capacity(shown + 1);
         for (active, o) in &rows[..shown] {
             let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
+            let global = self.global_counts(cfg, &o.key);
             out.push(OwnerCounts {
                 service: o.key.display_name().to_string(),
                 tenant: o.key.tenant.clone(),
                 summary: false,
                 budget: st.budget.max_series,
-                active: *active,
-                demand: st.demand_estimate().round(),
+                active: global.map_or(*active, |g| g.active),
+                demand: global.map_or_else(|| st.demand_estimate().round(), |g| g.demand),
                 created_total: o.counters.created.load(Ordering::Relaxed),
                 samples_total: o.counters.samples.load(Ordering::Relaxed),
                 dropped_samples_total: load(&o.counters.dropped_samples),
@@ -238,13 +250,14 @@ impl Guard {
         let mut services = Vec::with_capacity(shown + 1);
         for (active, o) in &rows[..shown] {
             let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
+            let global = self.global_counts(cfg, &o.key);
             services.push(OwnerReport {
                 service: o.key.display_name().to_string(),
                 tenant: o.key.tenant.clone(),
                 budget: st.budget.max_series,
                 action: st.budget.action.as_str(),
-                active: *active,
-                demand: Some(st.demand_estimate().round()),
+                active: global.map_or(*active, |g| g.active),
+                demand: Some(global.map_or_else(|| st.demand_estimate().round(), |g| g.demand)),
                 created_total: o.counters.created.load(Ordering::Relaxed),
                 samples_total: o.counters.samples.load(Ordering::Relaxed),
                 dropped_samples_total: by_reason(&o.counters.dropped_samples),

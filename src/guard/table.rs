@@ -438,7 +438,8 @@ impl fmt::Debug for SeriesTable {
 
 /// The table key of an id: its high 56 bits, never zero.
 #[inline]
-fn key_of(id: u64) -> u64 {
+/// The key a series id is held under: the id with its low byte (the tag's) cleared.
+pub fn key_of(id: u64) -> u64 {
     match id & KEY_MASK {
         0 => ZERO_KEY,
         k => k,

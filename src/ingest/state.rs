@@ -178,6 +178,20 @@ pub async fn guard_ticker(state: Arc<State>) {
     }
 }
 
+/// Keep this replica joined to the shared budgets (`guard.shared`): every second, find Redis
+/// again when it was away and fetch the global counts the report shows.
+pub async fn shared_maintainer(state: Arc<State>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let config = state.config();
+        if let Some(g) = &config.guard {
+            state.guard.maintain_shared(g, unix_now_ms()).await;
+        }
+    }
+}
+
 /// Forget downsampling state of series idle for twice the longest `min_interval` (at least
 /// 10 minutes), so that state follows the live series and not every series ever seen.
 pub async fn downsample_janitor(state: Arc<State>) {

@@ -9,6 +9,7 @@
 //! * [`victoria`], [`prometheus`], [`cardguard`]: the real processes; [`stack`] wires them.
 //! * [`compare`]: Prometheus's samples against a backend's; [`exposition`]: `/metrics` text.
 //! * [`rw`]: remote-write 1.0 encoded by hand (no dependency on `cardguard::wire`).
+//! * [`redis`]: Redis for replicas sharing budgets.
 //! * [`tls`]: test certificates and VictoriaMetrics over HTTPS with basic auth.
 //!
 //! `CARDGUARD_E2E_DIRECT=1` makes the e2e tests point Prometheus straight at VictoriaMetrics
@@ -23,6 +24,7 @@ pub mod http;
 pub mod http_server;
 pub mod process;
 pub mod prometheus;
+pub mod redis;
 pub mod rw;
 pub mod scrape;
 pub mod stack;
@@ -46,6 +48,8 @@ pub use http_server::*;
 pub use process::*;
 #[allow(unused_imports)]
 pub use prometheus::*;
+#[allow(unused_imports)]
+pub use redis::*;
 #[allow(unused_imports)]
 pub use scrape::*;
 #[allow(unused_imports)]
