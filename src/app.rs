@@ -40,6 +40,8 @@ pub enum AppError {
     },
     #[error("reading the listener's address")]
     LocalAddr(#[source] std::io::Error),
+    #[error("invalid web config (--web.config.file):\n{0}")]
+    WebConfig(#[from] crate::ingest::web::WebConfigErrors),
 }
 
 /// The process's own metrics: its background tasks.
@@ -101,7 +103,9 @@ impl App {
         backoff: Backoff,
     ) -> Result<App, AppError> {
         let addr = listener.local_addr().map_err(AppError::LocalAddr)?;
-        let state = State::new(config, source, Telemetry::new());
+        let telemetry = Telemetry::new();
+        let web = crate::ingest::web::Web::new(&source.web, telemetry.registry())?;
+        let state = State::new(config, source, telemetry, web);
         let metrics = AppMetrics::register(state.telemetry.registry());
         let mut tasks = Supervisor::new(metrics.task_restarts, backoff);
         start_tasks(&mut tasks, &state);
