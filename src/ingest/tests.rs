@@ -608,3 +608,4 @@ async fn relabel_budget_forwards_an_overflow_aggregate_to_its_tenant() {
 
 mod routing;
 mod tenants;
+mod web;

@@ -181,4 +181,4 @@ impl Web {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
