@@ -40,7 +40,7 @@ pub enum AppError {
     },
     #[error("reading the listener's address")]
     LocalAddr(#[source] std::io::Error),
-    #[error("invalid web config (--web.config.file):\n{0}")]
+    #[error("invalid web config (--web.config.file)")]
     WebConfig(#[from] crate::ingest::web::WebConfigErrors),
 }
 
