@@ -47,6 +47,8 @@ pub enum AppError {
     /// built).
     #[error("guard.shared: {0}")]
     Shared(#[from] crate::guard::shared::SharedError),
+    #[error("invalid web config (--web.config.file)")]
+    WebConfig(#[from] crate::ingest::web::WebConfigErrors),
 }
 
 /// The process's own metrics: its background tasks.
@@ -115,7 +117,9 @@ impl App {
         backoff: Backoff,
     ) -> Result<App, AppError> {
         let addr = listener.local_addr().map_err(AppError::LocalAddr)?;
-        let state = State::new(config, source, Telemetry::new());
+        let telemetry = Telemetry::new();
+        let web = crate::ingest::web::Web::new(&source.web, telemetry.registry())?;
+        let state = State::new(config, source, telemetry, web);
         let metrics = AppMetrics::register(state.telemetry.registry());
         let mut tasks = Supervisor::new(metrics.task_restarts, backoff);
         start_tasks(&mut tasks, &state);

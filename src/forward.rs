@@ -15,7 +15,7 @@ mod config;
 mod halve;
 pub mod metrics;
 mod tls;
-mod watched;
+pub(crate) mod watched;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

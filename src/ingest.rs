@@ -1,5 +1,6 @@
-//! Ingest: the HTTP server. HTTP/1.1 and h2c on one port (`server`: the accept loop, its
-//! bounds on connections and slow senders, graceful shutdown), dispatch by path (`dispatch`;
+//! Ingest: the HTTP server. HTTP/1.1 and h2c on one port, or TLS with HTTP/2 by ALPN
+//! (`server`: the accept loop, its bounds on connections and slow senders, graceful
+//! shutdown), the web config's TLS and basic auth (`web`), dispatch by path (`dispatch`;
 //! upstream routing is `crate::route`), the operational endpoints (`/metrics`, `/-/healthy`,
 //! `/-/ready`, `/-/reload`). The write path itself is in `write`, reading its body in `body`.
 
@@ -9,13 +10,14 @@ pub mod metrics;
 mod server;
 mod state;
 mod tenant;
+pub mod web;
 pub mod write;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -28,13 +30,58 @@ pub use state::{
 };
 use write::text_response;
 
-/// Hand one HTTP request to the handler of its path.
+/// Authenticate one HTTP request (when the web config has users: every endpoint, as in
+/// Prometheus) and hand it to the handler of its path.
 pub async fn dispatch(
     state: Arc<State>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let web = state.web.current();
+    let mut resp = match &web {
+        Some(w) if !w.users.is_empty() => {
+            match state
+                .web
+                .authenticate(w, req.headers().get(AUTHORIZATION))
+                .await
+            {
+                Ok(user) => {
+                    if w.config.tenant_from_user {
+                        tenant::set_user(&state.config(), req.headers_mut(), &user);
+                    }
+                    route(state, req).await
+                }
+                Err(_) => unauthorized(&state, req.uri().path()),
+            }
+        }
+        _ => route(state, req).await,
+    };
+    if let Some(w) = &web {
+        for (name, value) in &w.config.headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(resp)
+}
+
+/// 401 as the exporter toolkit answers it. Counted among write requests too when it was one.
+fn unauthorized(state: &State, path: &str) -> Response<Full<Bytes>> {
+    if matches!(path, "/api/v1/write" | "/api/v1/push") {
+        state
+            .metrics
+            .ingest
+            .write_requests
+            .with_label_values(&["401"])
+            .inc();
+    }
+    let mut r = text_response(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+    r.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+    r
+}
+
+async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let resp = match path {
+    match path {
         "/api/v1/write" | "/api/v1/push" => write::handle(&state, req).await,
         "/metrics" => only_get(&req, || {
             let (ctype, body) = state.telemetry.encode();
@@ -55,7 +102,12 @@ pub async fn dispatch(
             }
         }),
         "/-/reload" => {
-            if req.method() == Method::POST || req.method() == Method::PUT {
+            if req.method() != Method::POST && req.method() != Method::PUT {
+                method_not_allowed("POST, PUT")
+            } else if !state.web.enable_lifecycle {
+                // As Prometheus answers without --web.enable-lifecycle.
+                text_response(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n")
+            } else {
                 match state.reload().await {
                     Ok(()) => text_response(StatusCode::OK, "configuration reloaded\n"),
                     Err(e) => text_response(
@@ -63,8 +115,6 @@ pub async fn dispatch(
                         format!("failed to reload config: {e}\n"),
                     ),
                 }
-            } else {
-                method_not_allowed("POST, PUT")
             }
         }
         "/api/v1/cardinality" => only_get(&req, || cardinality(&state)),
@@ -77,8 +127,7 @@ pub async fn dispatch(
         }),
         "/runbook" => only_get(&req, crate::status::runbook),
         _ => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
-    };
-    Ok(resp)
+    }
 }
 
 const INDEX: &str = concat!(
@@ -91,7 +140,7 @@ const INDEX: &str = concat!(
     "GET  /api/v1/cardinality  per service: budget, active, demand, drops, top offenders\n",
     "GET  /-/healthy      liveness\n",
     "GET  /-/ready        readiness\n",
-    "POST /-/reload       reload the configuration\n",
+    "POST /-/reload       reload the configuration (with --web.enable-lifecycle)\n",
 );
 
 /// `GET /api/v1/cardinality`: the guard's report as JSON.

@@ -53,6 +53,9 @@ enum Command {
     Check {
         /// The config file to check.
         file: PathBuf,
+        /// A web config file (TLS, basic auth) to check too, with the files it names.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config: Option<PathBuf>,
     },
     /// Run an embedded demo: cardguard, a traffic generator and an in-process upstream.
     Demo(cardguard::demo::DemoArgs),
@@ -88,6 +91,13 @@ struct ServeArgs {
     /// config's `rule_files:`.
     #[arg(long = "rules", value_name = "FILE")]
     rules: Vec<PathBuf>,
+    /// Prometheus's web configuration file: TLS (tls_server_config), basic auth
+    /// (basic_auth_users) and response headers on the listener; re-read when it changes.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config: Option<PathBuf>,
+    /// Answer POST /-/reload (without it: 403, as in Prometheus; SIGHUP always reloads).
+    #[arg(long = "web.enable-lifecycle")]
+    web_enable_lifecycle: bool,
 }
 
 fn main() -> ExitCode {
@@ -112,7 +122,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ci(args) => return ci(&args),
         Command::Serve(args) => serve(args),
-        Command::Check { file } => return check(&file),
+        Command::Check { file, web_config } => return check(&file, web_config.as_deref()),
         Command::Demo(args) => {
             runtime().and_then(|rt| Ok(rt.block_on(cardguard::demo::run(args))?))
         }
@@ -160,8 +170,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn check(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
+fn check(file: &std::path::Path, web: Option<&std::path::Path>) -> ExitCode {
+    let web_ok = match web.map(cardguard::ingest::web::Loaded::load) {
+        None => true,
+        Some(Ok(_)) => {
+            println!("{}: OK", web.unwrap_or(file).display());
+            true
+        }
+        Some(Err(e)) => {
+            println!("{e}");
+            false
+        }
+    };
+    let config = match Config::load(file) {
         Ok(c) => {
             let groups = &c.rules.groups;
             let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
@@ -174,12 +195,17 @@ fn check(file: &std::path::Path) -> ExitCode {
                     groups.len()
                 );
             }
-            ExitCode::SUCCESS
+            true
         }
         Err(e) => {
             println!("{e}");
-            ExitCode::FAILURE
+            false
         }
+    };
+    if config && web_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -194,6 +220,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_series_per_service: args.max_series_per_service,
             owner_label: args.owner_label,
             rule_files: args.rules,
+        },
+        web: cardguard::ingest::web::WebSource {
+            config_file: args.web_config,
+            enable_lifecycle: args.web_enable_lifecycle,
         },
     };
     let config = source.load()?;

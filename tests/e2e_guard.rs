@@ -683,7 +683,13 @@ fn reloads_under_load_fail_no_request() {
     }
     let t0 = Instant::now();
     let target = TestTarget::start_with(Arc::new(load_exposition));
-    let mut st = Stack::start_with("guard-reload", target, Some(&guard_config(INITIAL)), &[]);
+    // POST /-/reload needs the lifecycle API, as in Prometheus.
+    let mut st = Stack::start_with(
+        "guard-reload",
+        target,
+        Some(&guard_config(INITIAL)),
+        &["--web.enable-lifecycle"],
+    );
     let cfg_path = st.config_path();
     let cg_url = st.cardguard.as_ref().unwrap().write_url();
     let mut hammer = Hammer::start(cg_url);
@@ -1086,7 +1092,11 @@ fn reload_during_an_inflight_request_applies_the_new_budget() {
     let cg = Cardguard::start(
         &dir,
         &upstream.write_url(),
-        &["--config", cfg_path.to_str().unwrap()],
+        &[
+            "--config",
+            cfg_path.to_str().unwrap(),
+            "--web.enable-lifecycle",
+        ],
     );
     let body = |ids: std::ops::Range<usize>| {
         let ts = now_ms();

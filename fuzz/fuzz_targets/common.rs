@@ -9,7 +9,7 @@
 use cardguard::wire::{snappy, Limits, OwnedSeries, Parsed, Version, Writer};
 
 /// The targets, by name (the directory names under `testdata/fuzz-regressions/`).
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "snappy_v1",
     "snappy_v2",
     "translate",
@@ -17,6 +17,7 @@ pub const TARGETS: [&str; 7] = [
     "rule_file",
     "relabel_config",
     "route_selector",
+    "web_config",
 ];
 
 /// Run target `name`'s body over `data`.
@@ -33,6 +34,7 @@ pub fn run_target(name: &str, data: &[u8]) {
         "rule_file" => rule_file(data),
         "relabel_config" => relabel_config(data),
         "route_selector" => route_selector(data),
+        "web_config" => web_config(data),
         other => panic!("no fuzz target {other:?}"),
     }
 }
@@ -255,5 +257,31 @@ pub fn route_selector(data: &[u8]) {
     };
     if let Ok(selector) = cardguard::route::selector::Selector::parse(text) {
         std::hint::black_box(selector.matches(LABELS.iter().copied()));
+    }
+}
+
+/// `web_config`: the bytes as a web config file (`--web.config.file`), then as an
+/// `Authorization` header (what any sender controls): neither may panic, and accepted
+/// credentials split at the first colon.
+pub fn web_config(data: &[u8]) {
+    use cardguard::ingest::web::{auth, WebConfig};
+    if let Ok(text) = std::str::from_utf8(data) {
+        match WebConfig::from_yaml(text, std::path::Path::new("/nonexistent")) {
+            Ok(c) => {
+                std::hint::black_box(c);
+            }
+            Err(e) => {
+                std::hint::black_box(e.iter().map(ToString::to_string).count());
+            }
+        }
+    }
+    if let Ok(v) = http::HeaderValue::from_bytes(data) {
+        if let Some(c) = auth::parse(Some(&v)) {
+            assert!(
+                !c.user.contains(':'),
+                "a user name holds a colon: {:?}",
+                c.user
+            );
+        }
     }
 }

@@ -106,9 +106,9 @@ pub struct ServerMetrics {
     pub connections_accepted: IntCounter,
     /// Accepted beyond `server.max_connections`, answered 503 and closed.
     pub connections_rejected: IntCounter,
-    /// Connections closed because their protocol or their HTTP/1 headers did not arrive in
-    /// time, by phase (`detect`, `header`; an idle HTTP/1 keep-alive connection counts as
-    /// `header`).
+    /// Connections closed because their TLS handshake, their protocol or their HTTP/1
+    /// headers did not arrive in time, by phase (`tls`, `detect`, `header`; an idle HTTP/1
+    /// keep-alive connection counts as `header`).
     pub connection_timeouts: IntCounterVec,
     pub bodies_reading: IntGauge,
     pub body_bytes_reading: IntGauge,
@@ -140,8 +140,9 @@ impl ServerMetrics {
             connection_timeouts: counter_vec(
                 r,
                 "cardguard_server_connection_timeouts_total",
-                "Client connections closed by server.header_read_timeout, by phase: detect \
-                 (protocol not known in time) or header (HTTP/1 headers, idle keep-alive included).",
+                "Client connections closed by server.header_read_timeout, by phase: tls (TLS \
+                 handshake not done in time), detect (protocol not known in time) or header \
+                 (HTTP/1 headers, idle keep-alive included).",
                 &["phase"],
             ),
             bodies_reading: gauge(

@@ -1,8 +1,10 @@
-//! The accept loop: HTTP/1.1 and h2c on one port, with what keeps a flood of connections or
+//! The accept loop: HTTP/1.1 and h2c on one port, or both over TLS when the web config has
+//! `tls_server_config` (HTTP/2 chosen by ALPN), with what keeps a flood of connections or
 //! slow senders from locking real senders out. Connections beyond `server.max_connections`
-//! are answered 503 and closed; a connection must show its protocol (hyper-util's HTTP/1-vs-2
-//! detection has no timer of its own) and, for HTTP/1, its headers within
-//! `server.header_read_timeout`; HTTP/2 has a stream cap and keep-alive pings. Graceful
+//! are answered 503 and closed; the TLS handshake must finish within
+//! `server.header_read_timeout`, then a connection must show its protocol (hyper-util's
+//! HTTP/1-vs-2 detection has no timer of its own) and, for HTTP/1, its headers within it
+//! again; HTTP/2 has a stream cap and keep-alive pings, over TLS as without. Graceful
 //! shutdown lives here too.
 
 use std::future::Future;
@@ -57,19 +59,42 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, shutdown: impl Futu
                 // the connections opened after it.
                 let config = state.config();
                 let builder = builder(&config.server);
-                let io = Detect::new(
-                    stream,
-                    config.server.header_read_timeout,
-                    m.connection_timeouts.with_label_values(&["detect"]),
-                );
+                // The web config of the moment, for this connection's lifetime.
+                let tls = state.web.current().and_then(|w| w.tls.clone());
                 let s = state.clone();
                 let svc = service_fn(move |req| super::dispatch(s.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
                 let m = m.clone();
+                let handshake_failures = state.web.metrics.tls_handshake_failures.clone();
                 m.connections.inc();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let timeout = config.server.header_read_timeout;
+                    let served = match tls {
+                        None => {
+                            let io = Detect::new(stream, timeout, detect_timeouts(&m));
+                            let conn = builder.serve_connection(TokioIo::new(io), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    let io = Detect::new(tls, timeout, detect_timeouts(&m));
+                                    let conn = builder.serve_connection(TokioIo::new(io), svc);
+                                    watcher.watch(conn.into_owned()).await
+                                }
+                                Ok(Err(e)) => {
+                                    handshake_failures.inc();
+                                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    m.connection_timeouts.with_label_values(&["tls"]).inc();
+                                    Ok(())
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = served {
                         let header_timeout = e
                             .downcast_ref::<hyper::Error>()
                             .is_some_and(hyper::Error::is_timeout);
@@ -95,6 +120,10 @@ pub async fn serve(state: Arc<State>, listener: TcpListener, shutdown: impl Futu
     {
         tracing::warn!("in-flight requests still running after {grace:?}; closing anyway");
     }
+}
+
+fn detect_timeouts(m: &super::metrics::ServerMetrics) -> IntCounter {
+    m.connection_timeouts.with_label_values(&["detect"])
 }
 
 fn builder(c: &ServerConfig) -> auto::Builder<TokioExecutor> {
@@ -133,8 +162,8 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// have either left the HTTP/2 preface (HTTP/1, whose headers hyper then times) or completed
 /// it (HTTP/2), reads fail once `header_read_timeout` has passed since accepting it. After
 /// that it is the socket itself.
-struct Detect {
-    io: TcpStream,
+struct Detect<IO> {
+    io: IO,
     deadline: Option<Pin<Box<Sleep>>>,
     /// Bytes of the preface matched so far.
     matched: usize,
@@ -142,8 +171,8 @@ struct Detect {
     timeouts: IntCounter,
 }
 
-impl Detect {
-    fn new(io: TcpStream, timeout: Duration, timeouts: IntCounter) -> Self {
+impl<IO> Detect<IO> {
+    fn new(io: IO, timeout: Duration, timeouts: IntCounter) -> Self {
         Detect {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
@@ -169,7 +198,7 @@ impl Detect {
     }
 }
 
-impl AsyncRead for Detect {
+impl<IO: AsyncRead + Unpin> AsyncRead for Detect<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -201,7 +230,7 @@ impl AsyncRead for Detect {
     }
 }
 
-impl AsyncWrite for Detect {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Detect<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -236,7 +265,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn pair(timeout: Duration) -> (Detect, TcpStream, IntCounter) {
+    async fn pair(timeout: Duration) -> (Detect<TcpStream>, TcpStream, IntCounter) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();

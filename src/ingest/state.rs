@@ -21,6 +21,8 @@ use crate::telemetry::Telemetry;
 pub struct ConfigSource {
     pub file: Option<PathBuf>,
     pub overrides: Overrides,
+    /// `--web.config.file` and `--web.enable-lifecycle`.
+    pub web: super::web::WebSource,
 }
 
 impl ConfigSource {
@@ -55,10 +57,17 @@ pub struct State {
     generation: std::sync::atomic::AtomicU64,
     /// Recent counter snapshots for the status page's rates.
     pub status: crate::status::History,
+    /// TLS, authentication and the lifecycle flag (`--web.*`).
+    pub web: super::web::Web,
 }
 
 impl State {
-    pub fn new(mut config: Config, source: ConfigSource, telemetry: Telemetry) -> Arc<Self> {
+    pub fn new(
+        mut config: Config,
+        source: ConfigSource,
+        telemetry: Telemetry,
+        web: super::web::Web,
+    ) -> Arc<Self> {
         stamp(&mut config, 1);
         let rules = Arc::new(crate::rules::Runtime::new(telemetry.registry()));
         rules.configure(&config.rules);
@@ -81,6 +90,7 @@ impl State {
             reload_lock: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(1),
             status: crate::status::History::default(),
+            web,
         });
         // The guard report is gathered from the state on each scrape; through a weak handle,
         // so that the registry does not keep the state alive.
@@ -118,6 +128,9 @@ impl State {
     /// the error is logged and `cardguard_config_last_reload_successful` drops to 0.
     pub async fn reload(&self) -> Result<(), ConfigErrors> {
         let _guard = self.reload_lock.lock().await;
+        // The web config has its own file, watched on its own; a reload looks at it now too.
+        // Its failure is logged and counted there and does not fail the reload of the config.
+        let _ = self.web.check_now();
         match self.source.load().and_then(|c| self.check_reloadable(c)) {
             Ok(mut new) => {
                 let next = self.generation.fetch_add(1, Ordering::AcqRel) + 1;

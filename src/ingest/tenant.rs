@@ -17,6 +17,27 @@ pub(super) struct Tenant {
     pub route: Option<HeaderValue>,
 }
 
+/// `tenant_from_user`: the authenticated user replaces whatever the sender put in the tenant
+/// headers (the guard's and the routes'), so that a sender can only write as itself, to the
+/// guard and upstream alike.
+pub(super) fn set_user(config: &Config, headers: &mut HeaderMap, user: &str) {
+    let names = [
+        config.guard.as_ref().and_then(|g| g.tenant_header.clone()),
+        config
+            .routing
+            .as_ref()
+            .and_then(|r| r.tenant_header.clone()),
+    ];
+    // Validated as a header value when the web config was loaded.
+    let value = HeaderValue::from_str(user).ok();
+    for name in names.into_iter().flatten() {
+        headers.remove(&name);
+        if let Some(v) = &value {
+            headers.insert(name, v.clone());
+        }
+    }
+}
+
 pub(super) fn read(
     config: &Config,
     routing: &Routing,

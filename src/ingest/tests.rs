@@ -369,6 +369,10 @@ async fn reload_keeps_the_old_config_when_the_new_one_is_invalid() {
             upstream_url: Some("http://127.0.0.1:1/api/v1/write".into()),
             ..Default::default()
         },
+        web: crate::ingest::web::WebSource {
+            enable_lifecycle: true,
+            ..Default::default()
+        },
     };
     let h = start(Version::V1, source).await;
     assert_eq!(h.state.config().limits.wire.max_labels_per_series, 50);
@@ -414,6 +418,7 @@ async fn start_yaml(yaml: &str) -> (Harness, tempfile::TempDir) {
             upstream_url: Some("http://127.0.0.1:1/api/v1/write".into()),
             ..Default::default()
         },
+        ..Default::default()
     };
     (start(Version::V1, source).await, dir)
 }
@@ -603,3 +608,4 @@ async fn relabel_budget_forwards_an_overflow_aggregate_to_its_tenant() {
 
 mod routing;
 mod tenants;
+mod web;

@@ -26,6 +26,9 @@ pub struct PromConfig {
     pub max_samples_per_send: Option<u32>,
     /// More `remote_write:` entries, as YAML list items indented by two spaces.
     pub extra_remote_write_yaml: String,
+    /// More keys of the first `remote_write:` entry (`basic_auth:`, `tls_config:`...),
+    /// indented by four spaces.
+    pub remote_write_settings: String,
     /// Scrape interval of the test jobs (default 1s).
     pub scrape_interval: String,
 }
@@ -40,6 +43,7 @@ impl PromConfig {
             max_backoff: "1s".into(),
             max_samples_per_send: None,
             extra_remote_write_yaml: String::new(),
+            remote_write_settings: String::new(),
             scrape_interval: "1s".into(),
         }
     }
@@ -71,6 +75,7 @@ impl PromConfig {
         if let Some(n) = self.max_samples_per_send {
             y.push_str(&format!("      max_samples_per_send: {n}\n"));
         }
+        y.push_str(&self.remote_write_settings);
         y.push_str(&self.extra_remote_write_yaml);
         y
     }

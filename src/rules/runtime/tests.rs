@@ -34,6 +34,7 @@ fn source(dir: &std::path::Path, rules: &str) -> (ConfigSource, PathBuf) {
         ConfigSource {
             file: Some(cfg),
             overrides: Default::default(),
+            web: Default::default(),
         },
         rule_file,
     )
