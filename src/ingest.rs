@@ -23,8 +23,8 @@ use hyper::body::Incoming;
 pub use config::ServerConfig;
 pub use server::serve;
 pub use state::{
-    downsample_janitor, guard_ticker, overflow_flusher, rule_evaluator, rule_sender, ConfigSource,
-    State,
+    downsample_janitor, guard_ticker, overflow_flusher, rule_evaluator, rule_sender, snapshotter,
+    unix_now_ms, ConfigSource, State,
 };
 use write::text_response;
 

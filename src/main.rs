@@ -88,6 +88,10 @@ struct ServeArgs {
     /// config's `rule_files:`.
     #[arg(long = "rules", value_name = "FILE")]
     rules: Vec<PathBuf>,
+    /// Directory where state survives restarts (snapshots); without it, state is in memory
+    /// only. Overrides `storage.path`.
+    #[arg(long = "storage.path", value_name = "DIR")]
+    storage_path: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -194,6 +198,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_series_per_service: args.max_series_per_service,
             owner_label: args.owner_label,
             rule_files: args.rules,
+            storage_path: args.storage_path,
         },
     };
     let config = source.load()?;
