@@ -150,6 +150,16 @@ pub struct Parts {
 }
 
 impl Parts {
+    /// Empty state under `config`, outside a server (benches, the fuzz target, tests).
+    pub fn standalone(config: Config) -> Parts {
+        Parts {
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            guard: Arc::new(Guard::new()),
+            rules: Arc::new(Runtime::new(&Registry::new())),
+            downsampler: Arc::new(Downsampler::default()),
+        }
+    }
+
     /// Copy everything out, one owner or shard at a time.
     pub fn capture(&self) -> Image {
         let config = self.config.load();
@@ -236,6 +246,13 @@ impl Snapshotter {
             tracing::info!("no storage.path: state is kept in memory only and lost on restart");
             return;
         };
+        if let Some(dir) = file.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                // Not fatal: every snapshot write will fail, logged and counted, until it is
+                // fixed; requests are served meanwhile.
+                tracing::error!(path = %dir.display(), "cannot create storage.path: {e}");
+            }
+        }
         let started = Instant::now();
         match self.load(file) {
             Ok((admitted, written_ms)) => {
@@ -349,6 +366,16 @@ pub fn encode_file(image: &Image) -> Vec<u8> {
 /// Decode a whole snapshot file without applying it: the reader the fuzz target drives.
 pub fn decode_file(bytes: &[u8]) -> Result<Image, LoadError> {
     file::decode(bytes).map(|(i, _)| i)
+}
+
+/// One section's payload decoded without its file around it (`kind` picks the section, modulo
+/// their number): random bytes rarely pass a checksum, so the fuzz target reaches the section
+/// decoders this way too.
+pub fn decode_section_unframed(kind: u8, payload: &[u8]) -> Result<Image, DecodeError> {
+    let kind = image::Kind::ALL[usize::from(kind) % image::Kind::ALL.len()];
+    let mut image = Image::default();
+    image.decode_section(kind, payload)?;
+    Ok(image)
 }
 
 /// `snapshot.cgs.bad-<unix seconds>` next to the file: kept for a post-mortem, never read.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use prometheus::Registry;
 use proptest::prelude::*;
 use prost::Message;
@@ -34,13 +33,7 @@ fn config(budget: u64) -> Config {
 }
 
 fn parts(config: Config) -> Parts {
-    let registry = Registry::new();
-    Parts {
-        config: Arc::new(ArcSwap::from_pointee(config)),
-        guard: Arc::new(Guard::new()),
-        rules: Arc::new(Runtime::new(&registry)),
-        downsampler: Arc::new(Downsampler::default()),
-    }
+    Parts::standalone(config)
 }
 
 /// Admit series `from..from + n` of `service` at `now_ms`; the verdicts.
@@ -512,5 +505,24 @@ proptest! {
         bytes.truncate(28);
         bytes.extend_from_slice(&tail);
         let _ = decode_file(&bytes);
+    }
+}
+
+/// Seeds for the `snapshot` fuzz target (`fuzz/seeds/snapshot`): a whole file, and each
+/// section alone behind its kind byte. Run with `--ignored` to write them again.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/snapshot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = parts(config(20));
+    send(&p, "api", 0, 30, T0);
+    send(&p, "web", 0, 5, T0 + 600_000);
+    let image = p.capture();
+    std::fs::write(dir.join("file.cgs"), encode_file(&image)).unwrap();
+    for (i, kind) in image::Kind::ALL.into_iter().enumerate() {
+        let mut b = vec![i as u8];
+        b.extend(image.encode_section(kind));
+        std::fs::write(dir.join(format!("section-{}.bin", kind.name())), b).unwrap();
     }
 }
