@@ -22,12 +22,13 @@ use crate::telemetry::{counter_vec, Telemetry};
 
 /// The background tasks, by the name they carry in logs and in
 /// `cardguard_task_restarts_total{task}`.
-pub const TASKS: [&str; 5] = [
+pub const TASKS: [&str; 6] = [
     "guard_ticker",
     "downsample_janitor",
     "overflow_flusher",
     "rule_evaluator",
     "rule_sender",
+    "snapshotter",
 ];
 
 /// The task that keeps a replica joined to the shared budgets (only with `guard.shared`).
@@ -84,7 +85,8 @@ pub struct App {
 }
 
 impl App {
-    /// Bind `server.listen_address` and start.
+    /// Restore the saved state (`storage.path`), then bind `server.listen_address` and
+    /// start: nothing is accepted before the state is back.
     pub async fn start(config: Config, source: ConfigSource) -> Result<App, AppError> {
         let addr = config.server.listen_address;
         // A replica whose seed differs from the one its peers recorded in Redis refuses to
@@ -94,10 +96,11 @@ impl App {
                 crate::guard::shared::check_seed_at_start(sh, g.hash_seed).await?;
             }
         }
+        let state = restored_state(config, source)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AppError::Bind { addr, source })?;
-        App::start_on(config, source, listener)
+        App::start_state(state, listener, Backoff::default())
     }
 
     /// Start on a listener the caller bound (an ephemeral port in tests, the demo's own
@@ -116,10 +119,17 @@ impl App {
         listener: TcpListener,
         backoff: Backoff,
     ) -> Result<App, AppError> {
+        App::start_state(restored_state(config, source)?, listener, backoff)
+    }
+
+    /// Start serving `state` (already restored) on `listener`; `/-/ready` turns 200 once the
+    /// server runs.
+    fn start_state(
+        state: Arc<State>,
+        listener: TcpListener,
+        backoff: Backoff,
+    ) -> Result<App, AppError> {
         let addr = listener.local_addr().map_err(AppError::LocalAddr)?;
-        let telemetry = Telemetry::new();
-        let web = crate::ingest::web::Web::new(&source.web, telemetry.registry())?;
-        let state = State::new(config, source, telemetry, web);
         let metrics = AppMetrics::register(state.telemetry.registry());
         let mut tasks = Supervisor::new(metrics.task_restarts, backoff);
         start_tasks(&mut tasks, &state);
@@ -179,13 +189,32 @@ impl App {
             }
         }
         self.tasks.shutdown().await;
+        write_final_snapshot(&self.state).await;
     }
+}
+
+/// The last snapshot, once requests and background tasks are done changing the state.
+async fn write_final_snapshot(state: &State) {
+    if state.snapshotter.enabled() {
+        // Logged and counted inside on failure; the previous snapshot is still on disk.
+        let _ = state.snapshotter.write_now().await;
+    }
+}
+
+/// The shared state, with what `storage.path` saved put back. Before any request: the restore
+/// runs once, on this thread, while nothing else touches the state.
+fn restored_state(config: Config, source: ConfigSource) -> Result<Arc<State>, AppError> {
+    let telemetry = Telemetry::new();
+    let web = crate::ingest::web::Web::new(&source.web, telemetry.registry())?;
+    let state = State::new(config, source, telemetry, web);
+    state.snapshotter.restore();
+    Ok(state)
 }
 
 /// Every background task, under supervision. The functions themselves live with the state
 /// they work on.
 fn start_tasks(tasks: &mut Supervisor, state: &Arc<State>) {
-    let [ticker, janitor, flusher, evaluator, sender] = TASKS;
+    let [ticker, janitor, flusher, evaluator, sender, snapshots] = TASKS;
     let s = state.clone();
     tasks.spawn(ticker, move || ingest::guard_ticker(s.clone()));
     let s = state.clone();
@@ -196,6 +225,8 @@ fn start_tasks(tasks: &mut Supervisor, state: &Arc<State>) {
     tasks.spawn(evaluator, move || ingest::rule_evaluator(s.clone()));
     let s = state.clone();
     tasks.spawn(sender, move || ingest::rule_sender(s.clone()));
+    let s = state.clone();
+    tasks.spawn(snapshots, move || ingest::snapshotter(s.clone()));
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

@@ -8,6 +8,7 @@
 
 mod config;
 pub mod identity;
+pub mod image;
 pub mod metrics;
 pub mod owner;
 pub mod report;
@@ -515,6 +516,71 @@ impl Guard {
                 reg.remove(&key);
             }
         }
+    }
+
+    /// A copy of every owner's admission state, for a snapshot. Each owner is locked only
+    /// while its tables and sketches are cloned; requests for other owners go on meanwhile.
+    pub fn image(&self, cfg: &GuardConfig) -> image::GuardImage {
+        let window = Window::new(cfg.window, cfg.window_slices);
+        let owners = self
+            .owners()
+            .iter()
+            .map(|o| {
+                let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.image(&o.key)
+            })
+            .collect();
+        image::GuardImage {
+            slice_ms: window.slice_ms(),
+            slices: window.slices(),
+            seed_check: image::seed_check(cfg.hash_seed),
+            owners,
+        }
+    }
+
+    /// Put a saved state back, before any request: each owner with its tables and sketches
+    /// under its budget of the config in force. Refused whole when the window or the hash
+    /// seed changed since (the slice tags and series ids would mean something else), or when
+    /// an owner's sketches do not fit. Returns the admitted series restored.
+    pub fn restore(
+        &self,
+        cfg: &GuardConfig,
+        img: image::GuardImage,
+    ) -> Result<u64, image::RestoreError> {
+        let window = Window::new(cfg.window, cfg.window_slices);
+        if img.slice_ms != window.slice_ms() || img.slices != window.slices() {
+            return Err(image::RestoreError::Window);
+        }
+        if img.seed_check != image::seed_check(cfg.hash_seed) {
+            return Err(image::RestoreError::Seed);
+        }
+        let mut owners = Vec::with_capacity(img.owners.len());
+        for o in img.owners {
+            let key = OwnerKey {
+                tenant: o.tenant.clone(),
+                owner: o.owner.clone(),
+            };
+            let budget = cfg.budget_for(key.tenant.as_deref(), key.owner.as_deref());
+            owners.push((key, OwnerState::from_image(o, budget, &window)?));
+        }
+        let mut reg = self.owners.write().unwrap_or_else(|e| e.into_inner());
+        let mut restored = 0;
+        for (key, state) in owners {
+            // A config that lowered the caps since: the owners past them start over.
+            if reg.owners.contains_key(&key) || reg.place(cfg, &key) != key {
+                continue;
+            }
+            restored += state.active();
+            reg.insert(key, |key| {
+                Arc::new(Owner {
+                    key: key.clone(),
+                    state: Mutex::new(state),
+                    counters: OwnerCounters::default(),
+                })
+            });
+        }
+        self.global_active.fetch_add(restored, Ordering::Relaxed);
+        Ok(restored)
     }
 
     /// Tenants tracked (those with at least one owner).

@@ -26,7 +26,7 @@ pub use config::ServerConfig;
 pub use server::serve;
 pub use state::{
     downsample_janitor, guard_ticker, overflow_flusher, rule_evaluator, rule_sender,
-    shared_maintainer, ConfigSource, State,
+    shared_maintainer, snapshotter, unix_now_ms, ConfigSource, State,
 };
 use write::text_response;
 

@@ -18,7 +18,8 @@
 //! labels); `config` turns YAML and flags into validated, immutable settings swapped atomically
 //! on reload; `rules` evaluates recording rules on the buffered stream and sends the results
 //! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `status` the HTML
-//! status page at `/`; `app` starts the server and the supervised background tasks for `serve`,
+//! status page at `/`; `storage` snapshots the learned state into `storage.path` and restores
+//! it at start; `app` starts the server and the supervised background tasks for `serve`,
 //! `demo` and the tests; `demo` runs everything in-process; `ci` runs the same stages over an
 //! exposition at merge time.
 #![forbid(unsafe_code)]
@@ -40,5 +41,6 @@ pub mod schema;
 pub mod series;
 pub mod sink;
 pub mod status;
+pub mod storage;
 pub mod telemetry;
 pub mod wire;

@@ -98,6 +98,10 @@ struct ServeArgs {
     /// Answer POST /-/reload (without it: 403, as in Prometheus; SIGHUP always reloads).
     #[arg(long = "web.enable-lifecycle")]
     web_enable_lifecycle: bool,
+    /// Directory where state survives restarts (snapshots); without it, state is in memory
+    /// only. Overrides `storage.path`.
+    #[arg(long = "storage.path", value_name = "DIR")]
+    storage_path: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -220,6 +224,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_series_per_service: args.max_series_per_service,
             owner_label: args.owner_label,
             rule_files: args.rules,
+            storage_path: args.storage_path,
         },
         web: cardguard::ingest::web::WebSource {
             config_file: args.web_config,

@@ -236,6 +236,51 @@ fn close(a: f64, b: f64) -> (bool, f64) {
     (rel <= REL_TOL, rel)
 }
 
+/// What [`compare`] found.
+struct Compared {
+    compared: usize,
+    timestamps: std::collections::BTreeSet<i64>,
+    max_rel: f64,
+    failures: Vec<String>,
+}
+
+/// Every recorded (record, timestamp) against Prometheus's answer for the rule's expression
+/// at that timestamp: the same label sets, values within `REL_TOL`.
+fn compare(prom: &Prom, rules: &[Rule], got: &Recorded) -> Compared {
+    let mut c = Compared {
+        compared: 0,
+        timestamps: Default::default(),
+        max_rel: 0.0,
+        failures: Vec::new(),
+    };
+    for ((record, t), ours) in got {
+        let rule = rules.iter().find(|r| &r.record == record).unwrap();
+        let theirs = prometheus_answer(prom, rule, *t);
+        c.timestamps.insert(*t);
+        if ours.keys().collect::<Vec<_>>() != theirs.keys().collect::<Vec<_>>() {
+            c.failures.push(format!(
+                "{record} @ {t}: label sets differ\n  cardguard:  {:?}\n  prometheus: {:?}",
+                ours.keys().map(fmt_labels).collect::<Vec<_>>(),
+                theirs.keys().map(fmt_labels).collect::<Vec<_>>()
+            ));
+            continue;
+        }
+        for (l, v) in ours {
+            let p = theirs[l];
+            let (ok, rel) = close(*v, p);
+            c.max_rel = c.max_rel.max(rel);
+            c.compared += 1;
+            if !ok {
+                c.failures.push(format!(
+                    "{} @ {t}: cardguard {v} prometheus {p} (rel {rel:e})",
+                    fmt_labels(l)
+                ));
+            }
+        }
+    }
+    c
+}
+
 #[test]
 fn recorded_series_match_prometheus_query_answers() {
     let t0 = Instant::now();
@@ -292,35 +337,12 @@ fn recorded_series_match_prometheus_query_answers() {
     eprintln!("[rules] recorded after {:?}", t0.elapsed());
     assert!(target.scrapes() > 10);
 
-    let mut compared = 0usize;
-    let mut timestamps = std::collections::BTreeSet::new();
-    let mut max_rel = 0f64;
-    let mut failures = Vec::new();
-    for ((record, t), ours) in &got {
-        let rule = rules.iter().find(|r| &r.record == record).unwrap();
-        let theirs = prometheus_answer(&prom, rule, *t);
-        timestamps.insert(*t);
-        if ours.keys().collect::<Vec<_>>() != theirs.keys().collect::<Vec<_>>() {
-            failures.push(format!(
-                "{record} @ {t}: label sets differ\n  cardguard:  {:?}\n  prometheus: {:?}",
-                ours.keys().map(fmt_labels).collect::<Vec<_>>(),
-                theirs.keys().map(fmt_labels).collect::<Vec<_>>()
-            ));
-            continue;
-        }
-        for (l, v) in ours {
-            let p = theirs[l];
-            let (ok, rel) = close(*v, p);
-            max_rel = max_rel.max(rel);
-            compared += 1;
-            if !ok {
-                failures.push(format!(
-                    "{} @ {t}: cardguard {v} prometheus {p} (rel {rel:e})",
-                    fmt_labels(l)
-                ));
-            }
-        }
-    }
+    let Compared {
+        compared,
+        timestamps,
+        max_rel,
+        failures,
+    } = compare(&prom, &rules, &got);
     eprintln!(
         "[rules] compared {compared} values over {} (record, timestamp) pairs, {} timestamps, \
          max relative error {max_rel:e}",
@@ -358,5 +380,110 @@ fn recorded_series_match_prometheus_query_answers() {
     assert!(metric_sum(&m, "cardguard_rule_evaluation_failures_total").unwrap_or(0.0) == 0.0);
     assert!(metric_sum(&m, "cardguard_rule_samples_buffered_total").unwrap() > 0.0);
     assert!(metric_sum(&m, "cardguard_rule_output_samples_sent_total").unwrap() > 0.0);
+    cg.proc.assert_running();
+}
+
+/// Rules across a restart: the same differential comparison, with cardguard stopped (SIGTERM,
+/// final snapshot) and started again on the same `storage.path` in the middle. The rule
+/// buffers and group states come back, so every evaluation after the restart (whose `[5m]`
+/// windows reach back before it) still equals Prometheus's answer.
+#[test]
+fn recorded_series_match_prometheus_across_a_restart() {
+    let t0 = Instant::now();
+    let dir = TestDir::new("rules-restart");
+    let example = std::fs::read_to_string(repo_root().join("rules/example.yml")).unwrap();
+    let rules = example_rules(&example);
+    std::fs::write(
+        dir.join("example.yml"),
+        example.replace("interval: 1m", "interval: 5s") + TIER_GROUP,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("cardguard.yml"),
+        format!(
+            "rule_files: [example.yml]\nrules:\n  query_offset: 5s\n\
+             storage:\n  path: {}\n  snapshot_interval: 1s\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let upstream = fake_upstream();
+    let target = TestTarget::start_with(Arc::new(exposition));
+    let cfg_path = dir.join("cardguard.yml");
+    let up = upstream.write_url();
+    let args = ["--upstream", &up, "--config", cfg_path.to_str().unwrap()];
+    let mut cg = Cardguard::start_args(&dir, &args);
+    let prom = Prom::start(
+        &dir,
+        &PromConfig::new(&cg.write_url()).job("target", &target.addr()),
+    );
+    let records: Vec<String> = rules.iter().map(|r| r.record.clone()).collect();
+    let p99 = "service:http_request_duration_seconds:p99_5m";
+    let p99_after =
+        |r: &Recorded, after: i64| r.keys().filter(|(n, t)| n == p99 && *t > after).count();
+    poll_until(
+        "cardguard to record 3 timestamps of the p99 rule before the restart",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || {
+            cg.proc.assert_running();
+            match p99_after(&recorded(&upstream, &records), 0) {
+                n if n >= 3 => Ok(()),
+                n => Err(format!("{n} timestamps")),
+            }
+        },
+    );
+    let port = cg.port;
+    cg.proc.stop("TERM", Duration::from_secs(20));
+    let restarted_at = now_ms();
+    let mut cg = Cardguard::start_on_port(&dir, port, &args);
+    eprintln!("[rules] restarted after {:?}", t0.elapsed());
+    let got = poll_until(
+        "cardguard to record 4 timestamps of the p99 rule after the restart",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || {
+            cg.proc.assert_running();
+            let r = recorded(&upstream, &records);
+            match p99_after(&r, restarted_at) {
+                n if n >= 4 => Ok(r),
+                n => Err(format!("{n} timestamps")),
+            }
+        },
+    );
+    assert!(
+        cg.proc
+            .log_text()
+            .contains("state restored from the snapshot"),
+        "{}",
+        cg.proc.log_text()
+    );
+    let after: Recorded = got
+        .iter()
+        .filter(|((_, t), _)| *t > restarted_at)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let c = compare(&prom, &rules, &got);
+    let c_after = compare(&prom, &rules, &after);
+    eprintln!(
+        "[rules] across a restart: compared {} values ({} after it) over {} timestamps, max \
+         relative error {:e}",
+        c.compared,
+        c_after.compared,
+        c.timestamps.len(),
+        c.max_rel
+    );
+    assert!(c.failures.is_empty(), "{}", c.failures.join("\n"));
+    for r in &records {
+        assert!(
+            after.keys().any(|(n, _)| n == r),
+            "no samples recorded for {r} after the restart"
+        );
+    }
+    assert!(
+        c_after.compared >= 4 * 7,
+        "only {} values compared after the restart",
+        c_after.compared
+    );
     cg.proc.assert_running();
 }

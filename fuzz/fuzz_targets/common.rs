@@ -9,7 +9,7 @@
 use cardguard::wire::{snappy, Limits, OwnedSeries, Parsed, Version, Writer};
 
 /// The targets, by name (the directory names under `testdata/fuzz-regressions/`).
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "snappy_v1",
     "snappy_v2",
     "translate",
@@ -18,6 +18,7 @@ pub const TARGETS: [&str; 8] = [
     "relabel_config",
     "route_selector",
     "web_config",
+    "snapshot",
 ];
 
 /// Run target `name`'s body over `data`.
@@ -35,6 +36,7 @@ pub fn run_target(name: &str, data: &[u8]) {
         "relabel_config" => relabel_config(data),
         "route_selector" => route_selector(data),
         "web_config" => web_config(data),
+        "snapshot" => snapshot(data),
         other => panic!("no fuzz target {other:?}"),
     }
 }
@@ -284,4 +286,55 @@ pub fn web_config(data: &[u8]) {
             );
         }
     }
+}
+
+/// `snapshot`: the snapshot reader over arbitrary bytes, as a whole file (header, checksums)
+/// and, since random bytes rarely pass a checksum, as one section's payload (first byte: which
+/// section). Whatever decodes is restored into fresh state, which is then used: a file that
+/// passes its checksums must still never make a later request, tick or report panic.
+pub fn snapshot(data: &[u8]) {
+    use cardguard::storage::{decode_file, decode_section_unframed};
+    if let Ok(image) = decode_file(data) {
+        restore_and_use(image);
+    }
+    if let Some((&kind, payload)) = data.split_first() {
+        if let Ok(image) = decode_section_unframed(kind, payload) {
+            restore_and_use(image);
+        }
+    }
+}
+
+fn restore_and_use(mut image: cardguard::storage::Image) {
+    let guard = cardguard::guard::GuardConfig::with_default_budget(5, vec!["service".into()]);
+    // Made to fit the config, so that the owners get restored rather than refused.
+    if let Some(g) = &mut image.guard {
+        let snapshot = encode_header_fields(&guard);
+        (g.slice_ms, g.slices, g.seed_check) = snapshot;
+    }
+    let config = cardguard::config::Config {
+        guard: Some(guard.clone()),
+        ..Default::default()
+    };
+    let parts = cardguard::storage::Parts::standalone(config);
+    if parts.apply(image).is_err() {
+        return;
+    }
+    let now = 1_700_000_000_000;
+    let _ = parts.guard.report(&guard);
+    parts.guard.tick(&guard, now);
+    parts.guard.tick(&guard, now + 3_600_000);
+    let _ = parts.guard.overflow.flush(now, 60_000);
+    parts.rules.buffer.sweep(now);
+    let _ = cardguard::storage::encode_file(&parts.capture());
+}
+
+/// What a guard image must say to be restored under `cfg`.
+fn encode_header_fields(cfg: &cardguard::guard::GuardConfig) -> (u64, u8, u64) {
+    let slices = cfg.window_slices.max(1);
+    let slice_ms = (cfg.window.as_millis() as u64 / u64::from(slices)).max(1);
+    (
+        slice_ms,
+        slices,
+        cardguard::guard::image::seed_check(cfg.hash_seed),
+    )
 }

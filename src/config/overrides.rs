@@ -26,6 +26,8 @@ pub struct Overrides {
     pub owner_label: Option<String>,
     /// `--rules FILE` (repeatable): rule files besides the config's `rule_files:`.
     pub rule_files: Vec<std::path::PathBuf>,
+    /// `--storage.path`: where state survives restarts.
+    pub storage_path: Option<std::path::PathBuf>,
 }
 
 impl Overrides {
@@ -37,6 +39,9 @@ impl Overrides {
                 message,
             })
         };
+        if let Some(p) = &self.storage_path {
+            c.storage.path = Some(p.clone());
+        }
         if let Some(a) = self.listen_address {
             c.server.listen_address = a;
         }

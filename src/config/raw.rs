@@ -31,6 +31,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<super::route::RawRoute>>,
     pub tenant_header: Option<Spanned<String>>,
+    pub storage: Option<super::storage::RawStorage>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use serde_saphyr::Spanned;
 
 use super::raw::{ByteSize, RawConfig, RawLimits};
-use super::{guard, relabel, route, rules, schema, server, upstream, Config, ConfigErrors};
+use super::{
+    guard, relabel, route, rules, schema, server, storage, upstream, Config, ConfigErrors,
+};
 
 use super::errors::Errors;
 
@@ -80,6 +82,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         c.schema = Some(schema::validate(s, &mut errs));
     }
     c.rules = rules::validate(raw.rules.as_ref(), &raw.rule_files, &mut errs);
+    if let Some(s) = &raw.storage {
+        c.storage = storage::validate(s, &mut errs);
+    }
 
     errs.finish().map(|()| c)
 }

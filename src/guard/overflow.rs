@@ -350,6 +350,100 @@ impl Overflow {
         }
     }
 
+    /// Every aggregate with its members, for a snapshot (copied under the lock, which the
+    /// write path takes only for series over budget).
+    pub fn image(&self) -> Vec<super::image::AggregateImage> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .aggregates
+            .iter()
+            .map(|(&key, a)| super::image::AggregateImage {
+                key,
+                tenant: a.tenant.clone(),
+                labels: a.labels.clone(),
+                kind: match a.kind {
+                    Kind::Counter => 0,
+                    Kind::Gauge(GaugeFunction::Sum) => 1,
+                    Kind::Gauge(GaugeFunction::Max) => 2,
+                    Kind::Gauge(GaugeFunction::Min) => 3,
+                    Kind::Gauge(GaugeFunction::Last) => 4,
+                },
+                members: a
+                    .members
+                    .iter()
+                    .map(|(&id, m)| (id, m.value, m.timestamp, m.seen_ms))
+                    .collect(),
+                base: a.base,
+                timestamp: a.timestamp,
+                emitted: a.emitted,
+                dirty: a.dirty,
+            })
+            .collect()
+    }
+
+    /// Put saved aggregates back (before any request), within the caps: counters go on from
+    /// their members' last values and base, so their sums never go down across a restart.
+    /// Returns how many were restored.
+    pub fn restore(&self, images: Vec<super::image::AggregateImage>) -> usize {
+        let max_bytes = self.max_bytes.load(Ordering::Relaxed);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut restored = 0;
+        for img in images {
+            let kind = match img.kind {
+                0 => Kind::Counter,
+                1 => Kind::Gauge(GaugeFunction::Sum),
+                2 => Kind::Gauge(GaugeFunction::Max),
+                3 => Kind::Gauge(GaugeFunction::Min),
+                _ => Kind::Gauge(GaugeFunction::Last),
+            };
+            let own_bytes = std::mem::size_of::<(u64, Aggregate)>()
+                + 8
+                + img.tenant.as_ref().map_or(0, String::len)
+                + img
+                    .labels
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len() + std::mem::size_of::<(String, String)>())
+                    .sum::<usize>();
+            let members: HashMap<u64, Member, RandomState> = img
+                .members
+                .iter()
+                .take(MAX_MEMBERS)
+                .map(|&(id, value, timestamp, seen_ms)| {
+                    (
+                        id,
+                        Member {
+                            value,
+                            timestamp,
+                            seen_ms,
+                        },
+                    )
+                })
+                .collect();
+            let agg = Aggregate {
+                tenant: img.tenant,
+                labels: img.labels,
+                kind,
+                members,
+                base: img.base,
+                timestamp: img.timestamp,
+                emitted: img.emitted,
+                dirty: img.dirty,
+                own_bytes,
+            };
+            if agg.members.is_empty()
+                || inner.aggregates.len() >= MAX_AGGREGATES
+                || inner.bytes + agg.bytes() > max_bytes
+                || inner.aggregates.contains_key(&img.key)
+            {
+                continue;
+            }
+            inner.bytes += agg.bytes();
+            inner.aggregates.insert(img.key, agg);
+            restored += 1;
+        }
+        restored
+    }
+
     pub fn stats(&self) -> OverflowStats {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         OverflowStats {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
+use super::image::{OwnerImage, RestoreError, RingImage};
 use super::ring::{SeenFilter, SketchRing};
 use super::sketch::{DEMAND_PRECISION, OFFENDER_PRECISION};
 use super::table::SeriesTable;
@@ -552,6 +553,78 @@ impl OwnerState {
                 .iter()
                 .map(|(_, t)| t.memory_bytes())
                 .sum::<usize>()
+    }
+}
+
+impl OwnerState {
+    /// A copy of the state for a snapshot (tables and sketches cloned: a memcpy each, the
+    /// encoding happens after the lock is released).
+    pub fn image(&self, key: &super::OwnerKey) -> OwnerImage {
+        let ring = |r: &SketchRing| RingImage {
+            precision: r.precision(),
+            slices: r.to_slices(),
+        };
+        let named = |m: &HashMap<Box<[u8]>, SketchRing, RandomState>| {
+            m.iter().map(|(k, r)| (k.to_vec(), ring(r))).collect()
+        };
+        OwnerImage {
+            tenant: key.tenant.clone(),
+            owner: key.owner.clone(),
+            slice: self.slice,
+            last_seen: self.last_seen,
+            metrics: self.metrics.iter().map(|(k, t)| (*k, t.clone())).collect(),
+            label_values: self.label_values.clone(),
+            demand: ring(&self.demand),
+            metric_demand: named(&self.metric_demand),
+            label_demand: named(&self.label_demand),
+        }
+    }
+
+    /// The state saved by [`Self::image`], under `budget` (from the config in force; its
+    /// generation 0 makes the next request resolve it again). Fails when the sketches do not
+    /// fit the window (slices) or break the bounds on tracked names.
+    pub fn from_image(
+        img: OwnerImage,
+        budget: Arc<Budget>,
+        window: &Window,
+    ) -> Result<Self, RestoreError> {
+        let slices = window.slices();
+        let ring = |r: RingImage, precision: u8| {
+            (r.precision == precision)
+                .then(|| SketchRing::from_slices(r.slices, slices, precision))
+                .flatten()
+                .ok_or(RestoreError::Sketches("ring size or precision"))
+        };
+        let named = |m: Vec<(Vec<u8>, RingImage)>| {
+            if m.len() > MAX_TRACKED_NAMES {
+                return Err(RestoreError::Sketches("too many tracked names"));
+            }
+            let mut out = HashMap::default();
+            for (k, r) in m {
+                if k.len() > MAX_TRACKED_NAME_BYTES {
+                    return Err(RestoreError::Sketches("a tracked name too long"));
+                }
+                out.insert(k.into_boxed_slice(), ring(r, OFFENDER_PRECISION)?);
+            }
+            Ok(out)
+        };
+        let mut st = OwnerState::new(budget, 0, window, img.slice);
+        st.last_seen = img.last_seen;
+        st.demand = ring(img.demand, DEMAND_PRECISION)?;
+        st.metric_demand = named(img.metric_demand)?;
+        st.label_demand = named(img.label_demand)?;
+        for (k, t) in img.metrics.into_iter().filter(|(_, t)| !t.is_empty()) {
+            match st.metrics.entry(k) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(t);
+                }
+                // Only in a crafted file: one name's table twice.
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().extend_from(&t),
+            }
+        }
+        st.active = st.metrics.values().map(|t| t.len() as u64).sum();
+        st.label_values = img.label_values;
+        Ok(st)
     }
 }
 

@@ -108,6 +108,46 @@ impl SketchRing {
         }
     }
 
+    pub fn precision(&self) -> u8 {
+        self.precision
+    }
+
+    /// The ring as one sketch per slice (by `slice % slices`), what a snapshot stores: exact ids
+    /// go into the sketch of the last slice they came in.
+    pub fn to_slices(&self) -> Vec<Option<Sketch>> {
+        match &self.slots {
+            Slots::Exact(ids) => {
+                let n = u64::from(self.slices);
+                let mut out: Vec<Option<Sketch>> = vec![None; usize::from(self.slices)];
+                for &(id, slice) in ids {
+                    out[(slice % n) as usize]
+                        .get_or_insert_with(|| Sketch::new(self.precision))
+                        .insert(id);
+                }
+                out
+            }
+            Slots::Sketched(slots) => slots.iter().map(|s| s.as_deref().cloned()).collect(),
+        }
+    }
+
+    /// A ring from [`Self::to_slices`]' form; `None` when it does not fit `slices` and
+    /// `precision`. A restored ring with ids is sketched (the exact ids are not in the file).
+    pub fn from_slices(sketches: Vec<Option<Sketch>>, slices: u8, precision: u8) -> Option<Self> {
+        let fits = sketches.len() == usize::from(slices.max(1))
+            && sketches
+                .iter()
+                .flatten()
+                .all(|s| s.precision() == precision);
+        if !fits {
+            return None;
+        }
+        let mut ring = SketchRing::new(slices, precision);
+        if sketches.iter().any(Option::is_some) {
+            ring.slots = Slots::Sketched(sketches.into_iter().map(|s| s.map(Box::new)).collect());
+        }
+        Some(ring)
+    }
+
     /// Heap bytes, about (sketches at their dense size, an upper bound).
     pub fn memory_bytes(&self) -> usize {
         match &self.slots {

@@ -266,6 +266,23 @@ impl SeriesTable {
             .map(|&s| (s & KEY_MASK, s as u8))
     }
 
+    /// Every entry as `(key, tag)` in ascending key order (for delta-coded snapshots): past
+    /// the wrapped prefix the slots are in key order, and the prefix holds the top keys.
+    pub fn iter_sorted(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        let (wrapped, rest) = self.slots.split_at(self.wrapped.min(self.slots.len()));
+        rest.iter()
+            .chain(wrapped)
+            .filter(|&&s| s != 0)
+            .map(|&s| (s & KEY_MASK, s as u8))
+    }
+
+    /// Insert every entry of `other` (its keys, with their tags).
+    pub fn extend_from(&mut self, other: &SeriesTable) {
+        for (key, tag) in other.iter() {
+            self.insert(key, tag);
+        }
+    }
+
     /// `Ok(slot)` holding `key`, or `Err(slot)` where it belongs.
     ///
     /// Past the wrapped prefix, the slots from `key`'s home on are in plain key order: a run

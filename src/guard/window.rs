@@ -28,6 +28,10 @@ impl Window {
         (slice % 256) as u8
     }
 
+    pub fn slice_ms(&self) -> u64 {
+        self.slice_ms
+    }
+
     pub fn slices(&self) -> u8 {
         self.slices
     }

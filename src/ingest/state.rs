@@ -32,7 +32,7 @@ impl ConfigSource {
 }
 
 pub struct State {
-    config: ArcSwap<Config>,
+    config: Arc<ArcSwap<Config>>,
     source: ConfigSource,
     pub forwarder: Forwarder,
     /// The registry `/metrics` encodes.
@@ -41,7 +41,7 @@ pub struct State {
     /// collector in the registry), registered in `telemetry`.
     pub metrics: Metrics,
     /// Admission state; lives across reloads.
-    pub guard: Guard,
+    pub guard: Arc<Guard>,
     /// Recording rules: buffers (live across reloads), plan, evaluator and output.
     pub rules: Arc<crate::rules::Runtime>,
     /// Per-route downsampling state (`min_interval`); lives across reloads.
@@ -59,6 +59,8 @@ pub struct State {
     pub status: crate::status::History,
     /// TLS, authentication and the lifecycle flag (`--web.*`).
     pub web: super::web::Web,
+    /// Saves the guard, downsampling and rule state into `storage.path` and restores it.
+    pub snapshotter: Arc<crate::storage::Snapshotter>,
 }
 
 impl State {
@@ -75,22 +77,44 @@ impl State {
         metrics.ingest.reload_success.set(1);
         metrics.ingest.reload_timestamp.set(unix_now());
         metrics.server.set_limits(&config.server);
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        let guard = Arc::new(Guard::new());
+        let downsampler = Arc::new(crate::route::Downsampler::default());
+        let storage_path = config.load().storage.path.clone();
+        let snapshotter = Arc::new(crate::storage::Snapshotter::new(
+            storage_path.as_deref(),
+            crate::storage::Parts {
+                config: config.clone(),
+                guard: guard.clone(),
+                rules: rules.clone(),
+                downsampler: downsampler.clone(),
+            },
+            telemetry.registry(),
+        ));
+        let (max_inflight, max_reading) = {
+            let c = config.load();
+            (
+                c.server.max_inflight_requests,
+                c.server.max_body_bytes_reading,
+            )
+        };
         let state = Arc::new(State {
-            inflight: Arc::new(Semaphore::new(config.server.max_inflight_requests)),
-            reading: super::body::Reading::new(config.server.max_body_bytes_reading),
-            config: ArcSwap::from_pointee(config),
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+            reading: super::body::Reading::new(max_reading),
+            config,
             source,
             forwarder: Forwarder::new(metrics.forward.clone()),
             telemetry,
             metrics,
-            guard: Guard::new(),
+            guard,
             rules,
-            downsampler: Arc::new(crate::route::Downsampler::default()),
+            downsampler,
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(1),
             status: crate::status::History::default(),
             web,
+            snapshotter,
         });
         // The guard report is gathered from the state on each scrape; through a weak handle,
         // so that the registry does not keep the state alive.
@@ -158,7 +182,10 @@ impl State {
     /// cannot change on a reload; say so instead of silently ignoring the new value.
     fn check_reloadable(&self, new: Config) -> Result<Config, ConfigErrors> {
         let old = self.config.load();
-        let errors = old.server.changed_needing_restart(&new.server);
+        let mut errors = old.server.changed_needing_restart(&new.server);
+        if old.storage.path != new.storage.path {
+            errors.push("storage.path");
+        }
         if errors.is_empty() {
             return Ok(new);
         }
@@ -294,6 +321,12 @@ pub(crate) async fn flush_overflow(
             }
         }
     }
+}
+
+/// Write a snapshot every `storage.snapshot_interval`. Runs until the process ends.
+pub async fn snapshotter(state: Arc<State>) {
+    let s = state.clone();
+    crate::storage::snapshot_task(state.snapshotter.clone(), move || s.config()).await;
 }
 
 /// Evaluate the recording rules on their ticks; their results go to the output queue. Runs

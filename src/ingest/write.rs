@@ -262,7 +262,7 @@ async fn write(
         },
         version_in,
         limits: &config.limits.wire,
-        guard: config.guard.as_ref().map(|g| (&state.guard, g)),
+        guard: config.guard.as_ref().map(|g| (&*state.guard, g)),
         schema: config.schema.as_ref(),
         relabel: &config.relabel,
         tenant: guard_tenant.as_deref(),

@@ -150,6 +150,31 @@ impl Downsampler {
         self.len.fetch_sub(evicted, Ordering::Relaxed);
         evicted
     }
+
+    /// Every entry as `(key, kept_ts, seen_ms)`, for a snapshot: one shard locked at a time,
+    /// for a copy of its entries.
+    pub fn image(&self) -> Vec<(u64, i64, i64)> {
+        let mut out = Vec::with_capacity(self.len() as usize);
+        for s in &self.shards {
+            let shard = s.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(shard.iter().map(|(&k, e)| (k, e.kept_ts, e.seen_ms)));
+        }
+        out
+    }
+
+    /// Put saved entries back (before any request), within the cap; returns how many.
+    pub fn restore(&self, entries: &[(u64, i64, i64)]) -> u64 {
+        let before = self.len();
+        for &(key, kept_ts, seen_ms) in entries {
+            let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+            if shard.len() >= self.max_per_shard || shard.contains_key(&key) {
+                continue;
+            }
+            shard.insert(key, Entry { kept_ts, seen_ms });
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        self.len() - before
+    }
 }
 
 #[cfg(test)]

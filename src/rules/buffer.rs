@@ -53,6 +53,16 @@ pub struct Appended {
     pub evicted_early: u64,
 }
 
+/// One buffered series as plain data, for snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesImage {
+    pub tenant: Option<String>,
+    pub labels: Labels,
+    /// Oldest first.
+    pub samples: Vec<Sample>,
+    pub retention_ms: i64,
+}
+
 /// Sizes, for telemetry.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BufferStats {
@@ -397,6 +407,40 @@ impl Buffer {
             shard.samples = samples;
             shard.bytes = bytes;
         }
+    }
+
+    /// Every buffered series with its samples, for a snapshot: one shard locked at a time,
+    /// for a copy of its series.
+    pub fn image(&self) -> Vec<SeriesImage> {
+        let mut out = Vec::new();
+        for m in self.shards.iter() {
+            let shard = m.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(shard.series.values().map(|s| SeriesImage {
+                tenant: s.tenant.as_deref().map(str::to_string),
+                labels: s.labels.clone(),
+                samples: s.samples.iter().copied().collect(),
+                retention_ms: s.retention_ms,
+            }));
+        }
+        out
+    }
+
+    /// Put saved series back (before any request), through the same path and limits as the
+    /// write path; returns how many were buffered.
+    pub fn restore(&self, series: Vec<SeriesImage>, limits: &BufferLimits) -> usize {
+        let mut n = 0;
+        for s in series {
+            let labels = s.labels.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+            let a = self.append_for(
+                s.tenant.as_deref(),
+                labels,
+                s.samples.into_iter(),
+                s.retention_ms,
+                limits,
+            );
+            n += usize::from(a.buffered);
+        }
+        n
     }
 
     pub fn stats(&self) -> BufferStats {

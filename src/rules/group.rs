@@ -29,6 +29,59 @@ struct RuleState {
     previous: HashSet<Labels>,
 }
 
+/// A group's state as plain data, for snapshots: after a restart each rule still knows the
+/// series it wrote last, so the ones that are gone get their stale markers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupImage {
+    pub key: String,
+    pub last_eval_ms: Option<i64>,
+    pub rules: Vec<RuleImage>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleImage {
+    pub record: String,
+    pub expr: String,
+    pub labels: Vec<(String, String)>,
+    pub previous: Vec<Labels>,
+}
+
+impl GroupState {
+    pub fn image(&self, key: &str) -> GroupImage {
+        GroupImage {
+            key: key.to_string(),
+            last_eval_ms: self.last_eval_ms,
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleImage {
+                    record: r.record.clone(),
+                    expr: r.expr.clone(),
+                    labels: r.labels.clone(),
+                    previous: r.previous.iter().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn from_image(img: GroupImage) -> (String, GroupState) {
+        let state = GroupState {
+            last_eval_ms: img.last_eval_ms,
+            rules: img
+                .rules
+                .into_iter()
+                .map(|r| RuleState {
+                    record: r.record,
+                    expr: r.expr,
+                    labels: r.labels,
+                    previous: r.previous.into_iter().collect(),
+                })
+                .collect(),
+        };
+        (img.key, state)
+    }
+}
+
 /// One failed rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleFailure {

@@ -73,6 +73,23 @@ impl Runtime {
         *planned = Some(rules.groups.clone());
     }
 
+    /// Every group's state, for a snapshot.
+    pub fn group_images(&self) -> Vec<group::GroupImage> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.iter().map(|(k, s)| s.image(k)).collect()
+    }
+
+    /// Put saved group states back before the evaluator starts: its first round carries them
+    /// over to the groups in force (`reconcile`), so rules that are gone get stale markers
+    /// and the others go on from the series they last wrote.
+    pub fn restore_groups(&self, images: Vec<group::GroupImage>) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        for img in images {
+            let (key, state) = GroupState::from_image(img);
+            states.insert(key, state);
+        }
+    }
+
     /// The plan in force, for one request.
     pub fn plan(&self) -> Arc<Plan> {
         self.plan.load_full()

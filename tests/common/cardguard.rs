@@ -42,6 +42,29 @@ impl Cardguard {
         );
         Cardguard { port, proc }
     }
+    /// `cardguard serve` on `port` with `args`: a restart where the senders keep the URL they
+    /// have. Waits for `/-/ready`.
+    pub fn start_on_port(dir: &TestDir, port: u16, args: &[&str]) -> Cardguard {
+        let mut cmd = Command::new(cardguard_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .current_dir(dir.path());
+        let mut proc = Proc::spawn(
+            "cardguard",
+            cmd,
+            dir.join(&format!("cardguard-{port}-{}.log", super::now_ms())),
+        );
+        super::wait_http_ok(
+            &mut proc,
+            &format!("http://127.0.0.1:{port}/-/ready"),
+            Duration::from_secs(20),
+        );
+        Cardguard { port, proc }
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
