@@ -40,7 +40,13 @@ pub enum AppError {
     },
     #[error("reading the listener's address")]
     LocalAddr(#[source] std::io::Error),
+    #[error("opening the durable queue")]
+    Queue(#[source] crate::forward::queue::QueueError),
 }
+
+/// What runs at shutdown once the queue holds everything: the final snapshot (see
+/// `App::set_final_snapshot`).
+pub type FinalSnapshot = Box<dyn FnOnce(&State) + Send>;
 
 /// The process's own metrics: its background tasks.
 #[derive(Clone)]
@@ -72,6 +78,7 @@ pub struct App {
     /// `None` once it has ended (see `server_ended`).
     server: Option<JoinHandle<()>>,
     tasks: Supervisor,
+    final_snapshot: Option<FinalSnapshot>,
 }
 
 impl App {
@@ -101,7 +108,9 @@ impl App {
         backoff: Backoff,
     ) -> Result<App, AppError> {
         let addr = listener.local_addr().map_err(AppError::LocalAddr)?;
-        let state = State::new(config, source, Telemetry::new());
+        let telemetry = Telemetry::new();
+        let queue = open_queue(&config.storage, &telemetry)?;
+        let state = State::with_queue(config, source, telemetry, queue);
         let metrics = AppMetrics::register(state.telemetry.registry());
         let mut tasks = Supervisor::new(metrics.task_restarts, backoff);
         start_tasks(&mut tasks, &state);
@@ -113,7 +122,14 @@ impl App {
             stop_server,
             server: Some(server),
             tasks,
+            final_snapshot: None,
         })
+    }
+
+    /// Run `f` at the end of `shutdown`, after the last overflow flush went into the durable
+    /// queue and before the queue is synced: where the final snapshot is written.
+    pub fn set_final_snapshot(&mut self, f: FinalSnapshot) {
+        self.final_snapshot = Some(f);
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -139,9 +155,21 @@ impl App {
         }
     }
 
-    /// Stop accepting connections, give in-flight requests up to `server.shutdown_grace` to
-    /// finish, then stop the background tasks and wait until they are gone.
+    /// The orderly stop: `/-/ready` answers 503 while the server keeps serving for
+    /// `server.shutdown_drain_delay` (a load balancer stops sending), then it stops accepting
+    /// and gives in-flight requests up to `server.shutdown_grace_period`; the background tasks
+    /// stop, the overflow aggregates go into the durable queue (recorded results are there
+    /// already), the final snapshot is written and the queue synced to disk.
     pub async fn shutdown(mut self) {
+        self.state.set_ready(false);
+        let drain = self.state.config().server.shutdown_drain_delay;
+        if !drain.is_zero() {
+            tracing::info!("shutting down: not ready; serving for {drain:?} more (server.shutdown_drain_delay)");
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {}
+                () = self.server_ended() => {}
+            }
+        }
         let _ = self.stop_server.send(true);
         if let Some(server) = self.server.take() {
             if let Err(e) = server.await {
@@ -149,7 +177,40 @@ impl App {
             }
         }
         self.tasks.shutdown().await;
+        if self.state.queue.is_some() {
+            let config = self.state.config();
+            let mut scratch = crate::route::own::Scratch::default();
+            ingest::flush_overflow(&self.state, &config, &mut scratch).await;
+        }
+        if let Some(f) = self.final_snapshot.take() {
+            f(&self.state);
+        }
+        if let Some(q) = &self.state.queue {
+            match q.sync() {
+                Ok(()) => tracing::info!(
+                    records = q.len(),
+                    "durable queue synced; unsent records go out after the restart"
+                ),
+                Err(e) => tracing::error!("syncing the durable queue at shutdown: {e}"),
+            }
+        }
     }
+}
+
+/// The durable queue in `storage.path`, if set.
+fn open_queue(
+    storage: &crate::config::storage::StorageConfig,
+    telemetry: &Telemetry,
+) -> Result<Option<Arc<crate::forward::queue::DiskQueue>>, AppError> {
+    use crate::forward::queue::{DiskQueue, QueueMetrics, QueueOptions};
+    let Some(dir) = storage.queue_dir() else {
+        tracing::info!("no storage.path: cardguard's own output (overflow aggregates, recorded rule results) is queued in memory only and lost on restart");
+        return Ok(None);
+    };
+    let metrics = QueueMetrics::register(telemetry.registry());
+    let q = DiskQueue::open(&dir, QueueOptions::new(storage.max_queue_bytes), metrics)
+        .map_err(AppError::Queue)?;
+    Ok(Some(Arc::new(q)))
 }
 
 /// Every background task, under supervision. The functions themselves live with the state

@@ -19,6 +19,7 @@ pub mod route;
 pub mod rules;
 pub mod schema;
 mod server;
+pub mod storage;
 mod upstream;
 mod validate;
 
@@ -52,6 +53,8 @@ pub struct Config {
     /// one-route routing. `None` only before flags were applied; `serve` refuses to start
     /// without one.
     pub routing: Option<Arc<crate::route::Routing>>,
+    /// `storage:`: where state that survives restarts lives; no path keeps it in memory.
+    pub storage: storage::StorageConfig,
 }
 
 /// Caps on incoming write requests.
@@ -76,6 +79,7 @@ impl Default for Config {
             rules: crate::rules::RulesConfig::default(),
             relabel: crate::relabel::RuleSet::default(),
             routing: None,
+            storage: storage::StorageConfig::default(),
         }
     }
 }

@@ -91,7 +91,9 @@ async fn shutdown_stops_every_task() {
 #[tokio::test]
 async fn the_app_serves_exports_its_tasks_and_shuts_down() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = App::start_on(Config::default(), ConfigSource::default(), listener).unwrap();
+    let mut config = Config::default();
+    config.server.shutdown_drain_delay = Duration::ZERO;
+    let app = App::start_on(config, ConfigSource::default(), listener).unwrap();
     let addr = app.local_addr();
     tokio::net::TcpStream::connect(addr).await.unwrap();
     let (_, body) = app.state().telemetry.encode();
@@ -105,4 +107,84 @@ async fn the_app_serves_exports_its_tasks_and_shuts_down() {
     app.shutdown().await;
     assert!(!state.is_ready());
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// One HTTP/1.1 GET over a fresh connection; the status line.
+async fn get_status(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out);
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// A load balancer must see `/-/ready` fail before connections are refused: not ready at once,
+/// still serving for the drain delay, then closed.
+#[tokio::test]
+async fn shutdown_turns_unready_first_and_serves_through_the_drain_delay() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = Config::default();
+    config.server.shutdown_drain_delay = Duration::from_millis(600);
+    let app = App::start_on(config, ConfigSource::default(), listener).unwrap();
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    until("ready", || state.is_ready()).await;
+    assert!(get_status(addr, "/-/ready").await.unwrap().contains("200"));
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(app.shutdown());
+    until("not ready", || !state.is_ready()).await;
+    let during = get_status(addr, "/-/ready").await.unwrap();
+    assert!(during.contains("503"), "{during}");
+    let healthy = get_status(addr, "/-/healthy").await.unwrap();
+    assert!(healthy.contains("200"), "{healthy}");
+    stopping.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// With `storage.path`, shutdown calls the final-snapshot hook once and leaves the durable
+/// queue whole for the next start.
+#[tokio::test]
+async fn shutdown_calls_the_snapshot_hook_and_leaves_the_queue_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::from_yaml(&format!(
+        "upstream:\n  url: http://127.0.0.1:9/api/v1/write\n\
+         storage:\n  path: {}\n\
+         server:\n  shutdown_drain_delay: 0s\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    config.guard = Some(crate::guard::GuardConfig::with_default_budget(
+        1,
+        vec!["service".into()],
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = App::start_on(config, ConfigSource::default(), listener).unwrap();
+    let q = app.state().queue.clone().unwrap();
+    let before = q.len();
+    let called = Arc::new(AtomicUsize::new(0));
+    let c = called.clone();
+    let mut app = app;
+    app.set_final_snapshot(Box::new(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+    }));
+    app.shutdown().await;
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        1,
+        "final snapshot hook not called"
+    );
+    assert!(q.len() >= before);
+    drop(q);
+    let m = crate::forward::queue::QueueMetrics::register(&Registry::new());
+    crate::forward::queue::DiskQueue::open(
+        &dir.path().join("queue"),
+        crate::forward::queue::QueueOptions::new(512 << 20),
+        m.clone(),
+    )
+    .unwrap();
+    assert_eq!(m.corruptions.get(), 0);
 }

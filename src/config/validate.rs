@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use serde_saphyr::Spanned;
 
 use super::raw::{ByteSize, RawConfig, RawLimits};
-use super::{guard, relabel, route, rules, schema, server, upstream, Config, ConfigErrors};
+use super::{
+    guard, relabel, route, rules, schema, server, storage, upstream, Config, ConfigErrors,
+};
 
 use super::errors::Errors;
 
@@ -35,6 +37,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     if let Some(d) = raw.server.shutdown_grace_period {
         c.server.shutdown_grace = d.0;
+    }
+    if let Some(d) = raw.server.shutdown_drain_delay {
+        c.server.shutdown_drain_delay = d.0;
     }
 
     validate_limits(&raw.limits, &mut c, &mut errs);
@@ -80,6 +85,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         c.schema = Some(schema::validate(s, &mut errs));
     }
     c.rules = rules::validate(raw.rules.as_ref(), &raw.rule_files, &mut errs);
+    c.storage = storage::validate(raw.storage.as_ref(), &mut errs);
 
     errs.finish().map(|()| c)
 }
