@@ -18,7 +18,7 @@ set -euo pipefail
 
 RUNS="${1:-${RUNS:-10000000}}"
 MAX_TIME="${MAX_TIME:-0}"
-TARGETS="${TARGETS:-snappy_v1 snappy_v2 translate config_yaml rule_file relabel_config route_selector exposition}"
+TARGETS="${TARGETS:-snappy_v1 snappy_v2 translate config_yaml rule_file relabel_config route_selector exposition queue_segment}"
 SANITIZER="${SANITIZER:-address}"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -39,6 +39,7 @@ seeds_for() {
         rule_file) echo "$root/rules" ;;
         relabel_config) echo "$fuzz/seeds/relabel_config" ;;
         route_selector) echo "$fuzz/seeds/route_selector" ;;
+        queue_segment) echo "$fuzz/seeds/queue_segment" ;;
         exposition) echo "$root/testdata/ci" ;;
         *) echo "" ;;
     esac
