@@ -7,7 +7,7 @@
 //! to what is still queued.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{own, Downsampler};
 use crate::forward::metrics::ForwardMetrics;
@@ -23,7 +23,7 @@ const PEEK_RECORDS: usize = 256;
 const PEEK_BYTES: usize = 16 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// How often written records are fsynced while the sender is busy or idle.
+/// How often written records are fsynced.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// The format of a record's payload; bumped on any change.
@@ -199,6 +199,7 @@ fn samples(series: &[OwnedSeries]) -> u64 {
 
 /// Send the queued records until the process ends: in order, each acknowledged in the queue
 /// once delivered (or refused for good), retried with backoff while the upstream is down.
+/// Meanwhile the queue is fsynced every second, outage or not.
 pub async fn run<C: InForce>(
     queue: Arc<DiskQueue>,
     forwarder: Forwarder,
@@ -206,13 +207,29 @@ pub async fn run<C: InForce>(
     metrics: SenderMetrics,
     downsampler: Arc<Downsampler>,
 ) {
-    let mut scratch = own::Scratch::default();
-    let mut synced = Instant::now();
-    loop {
-        if synced.elapsed() >= SYNC_EVERY {
+    let syncing = async {
+        let mut every = tokio::time::interval(SYNC_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
             sync(&queue).await;
-            synced = Instant::now();
         }
+    };
+    tokio::join!(
+        send_all(&queue, forwarder, config, metrics, downsampler),
+        syncing
+    );
+}
+
+async fn send_all<C: InForce>(
+    queue: &DiskQueue,
+    forwarder: Forwarder,
+    config: impl Fn() -> Arc<C>,
+    metrics: SenderMetrics,
+    downsampler: Arc<Downsampler>,
+) {
+    let mut scratch = own::Scratch::default();
+    loop {
         let batch = match queue.peek(PEEK_RECORDS, PEEK_BYTES) {
             Ok(b) => b,
             Err(e) => {
@@ -222,10 +239,7 @@ pub async fn run<C: InForce>(
             }
         };
         if batch.is_empty() {
-            tokio::select! {
-                () = queue.appended() => {}
-                () = tokio::time::sleep(SYNC_EVERY) => {}
-            }
+            queue.appended().await;
             continue;
         }
         for (group, next) in groups(batch) {
@@ -424,6 +438,106 @@ mod tests {
         let mut again = Vec::new();
         encode(&r, &mut again);
         assert_eq!(again, scan.records[1]);
+    }
+
+    fn one(name: &str, v: f64) -> OwnedSeries {
+        OwnedSeries {
+            labels: vec![("__name__".into(), name.into())],
+            samples: vec![(v, 1_700_000_000_000)],
+        }
+    }
+
+    /// Held while the upstream answers 503, delivered in order once it takes them, and only
+    /// then gone from the queue; rule samples counted as sent.
+    #[tokio::test]
+    async fn the_sender_acknowledges_only_what_the_upstream_took() {
+        use crate::forward::queue::{QueueMetrics, QueueOptions};
+        use crate::sink::{Answer, Sink, SinkOptions};
+        let sink = Sink::start(SinkOptions::recording()).await.unwrap();
+        sink.answer(Answer::status(503));
+        let dir = tempfile::tempdir().unwrap();
+        let reg = prometheus::Registry::new();
+        let q = Arc::new(
+            DiskQueue::open(
+                dir.path(),
+                QueueOptions::new(1 << 20),
+                QueueMetrics::register(&reg),
+            )
+            .unwrap(),
+        );
+        for (kind, tenant, name) in [
+            (Kind::Rules, None, "a"),
+            (Kind::Overflow, Some("t"), "b"),
+            (Kind::Rules, None, "c"),
+        ] {
+            let r = OwnRecord {
+                kind,
+                tenant: tenant.map(Into::into),
+                series: vec![one(name, 1.0)],
+            };
+            queue(&q, &r).unwrap();
+        }
+        let up = crate::forward::UpstreamConfig {
+            name: "default".into(),
+            url: sink.write_url().parse().unwrap(),
+            version: crate::wire::Version::V1,
+            timeout: Duration::from_secs(2),
+            headers: Vec::new(),
+            tenant_header: None,
+            client: None,
+        };
+        let config = Arc::new(crate::config::Config {
+            routing: Some(Arc::new(super::super::Routing::single(up))),
+            ..Default::default()
+        });
+        let metrics = SenderMetrics {
+            rules: RuleMetrics::register(&reg),
+            forward: ForwardMetrics::register(&reg),
+        };
+        let task = tokio::spawn(run(
+            q.clone(),
+            Forwarder::new(metrics.forward.clone()),
+            move || config.clone(),
+            metrics.clone(),
+            Arc::new(Downsampler::default()),
+        ));
+        while sink.requests() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(q.len(), 3, "acknowledged while the upstream answered 503");
+        let refused = sink.requests() as usize;
+        sink.answer(Answer::status(204));
+        for _ in 0..200 {
+            if q.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task.abort();
+        assert!(q.is_empty());
+        assert_eq!(metrics.rules.output_sent.get(), 2);
+        // By request, the names it carried; a request racing the switch to 204 may repeat one.
+        let mut names: Vec<String> = Vec::new();
+        let (mut decoded, mut parsed) = (Vec::new(), crate::wire::Parsed::new());
+        for r in &sink.received()[refused.saturating_sub(1)..] {
+            let limits = crate::wire::Limits::default();
+            crate::wire::snappy::decompress(&r.body, 1 << 20, &mut decoded).unwrap();
+            parsed
+                .parse(&decoded, crate::wire::Version::V1, &limits)
+                .unwrap();
+            for s in parsed.iter(&decoded) {
+                for (n, v) in s.labels() {
+                    if n == b"__name__" {
+                        names.push(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+            }
+        }
+        names.dedup();
+        assert!(
+            names.ends_with(&["a".into(), "b".into(), "c".into()]),
+            "{names:?}"
+        );
     }
 
     #[test]
