@@ -188,3 +188,62 @@ async fn shutdown_calls_the_snapshot_hook_and_leaves_the_queue_whole() {
     .unwrap();
     assert_eq!(m.corruptions.get(), 0);
 }
+
+/// With `storage.path`, an overflow flush and recorded rule results become records of the
+/// durable queue (sent from there), not requests of their own.
+#[tokio::test]
+async fn with_storage_overflow_flushes_and_rule_results_are_queued_on_disk() {
+    use crate::route::durable::{decode, Kind};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::from_yaml(&format!(
+        "upstream:\n  url: http://127.0.0.1:9/api/v1/write\nstorage:\n  path: {}\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    config.guard = Some(crate::guard::GuardConfig::with_default_budget(
+        10,
+        vec!["service".into()],
+    ));
+    let telemetry = Telemetry::new();
+    let q = open_queue(&config.storage, &telemetry).unwrap().unwrap();
+    let state = State::with_queue(
+        config.clone(),
+        ConfigSource::default(),
+        telemetry,
+        Some(q.clone()),
+    );
+    let labels: crate::series::OwnedLabels = [("__name__", "slo_ok"), ("slo", "true")]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    let now = 1_700_000_000_000;
+    state.guard.overflow.absorb(
+        0,
+        Some("team-a"),
+        &labels,
+        1,
+        crate::guard::GaugeFunction::Sum,
+        [(1.0, now)].into_iter(),
+        now,
+    );
+    let mut scratch = crate::route::own::Scratch::default();
+    ingest::flush_overflow(&state, &config, &mut scratch).await;
+    assert_eq!(q.len(), 1);
+    let recorded = crate::wire::OwnedSeries {
+        labels: vec![("__name__".into(), "job:x:sum".into())],
+        samples: vec![(2.0, now)],
+    };
+    assert_eq!(state.rules.output.push(vec![recorded], 100, usize::MAX), 0);
+    assert_eq!(state.rules.output.queued_samples(), 0, "went to memory");
+    let records: Vec<_> = q
+        .peek(10, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| decode(&r.payload).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].kind, Kind::Overflow);
+    assert_eq!(records[0].tenant.as_deref(), Some("team-a"));
+    assert_eq!(records[1].kind, Kind::Rules);
+    assert_eq!(records[1].series[0].labels[0].1, "job:x:sum");
+}
