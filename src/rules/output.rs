@@ -109,6 +109,14 @@ impl Output {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Take everything queued back (the queue bench's baseline: push, then what `run` takes).
+    #[doc(hidden)]
+    pub fn drain_for_bench(&self) -> usize {
+        let batch = self.take_batch();
+        self.release(&batch);
+        batch.len()
+    }
+
     fn take_batch(&self) -> Vec<OwnedSeries> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let n = q.len().min(BATCH_SERIES);
