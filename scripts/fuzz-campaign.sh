@@ -21,7 +21,7 @@ MAX_TIME="${MAX_TIME:-0}"
 # Largest input libFuzzer generates (0: the largest seed). Smaller inputs run many times faster,
 # and every amplification the caps guard against fits in a few KiB.
 MAX_LEN="${MAX_LEN:-0}"
-TARGETS="${TARGETS:-snappy_v1 snappy_v2 translate config_yaml rule_file relabel_config route_selector exposition web_config snapshot}"
+TARGETS="${TARGETS:-snappy_v1 snappy_v2 translate config_yaml rule_file relabel_config route_selector exposition web_config snapshot queue_segment}"
 SANITIZER="${SANITIZER:-address}"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -44,6 +44,7 @@ seeds_for() {
         route_selector) echo "$fuzz/seeds/route_selector" ;;
         web_config) echo "$fuzz/seeds/web_config" ;;
         snapshot) echo "$fuzz/seeds/snapshot" ;;
+        queue_segment) echo "$fuzz/seeds/queue_segment" ;;
         exposition) echo "$root/testdata/ci" ;;
         *) echo "" ;;
     esac

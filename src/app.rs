@@ -50,7 +50,13 @@ pub enum AppError {
     Shared(#[from] crate::guard::shared::SharedError),
     #[error("invalid web config (--web.config.file)")]
     WebConfig(#[from] crate::ingest::web::WebConfigErrors),
+    #[error("opening the durable queue")]
+    Queue(#[source] crate::forward::queue::QueueError),
 }
+
+/// What runs at shutdown once the queue holds everything: the final snapshot (see
+/// `App::set_final_snapshot`).
+pub type FinalSnapshot = Box<dyn FnOnce(&State) + Send>;
 
 /// The process's own metrics: its background tasks.
 #[derive(Clone)]
@@ -82,6 +88,7 @@ pub struct App {
     /// `None` once it has ended (see `server_ended`).
     server: Option<JoinHandle<()>>,
     tasks: Supervisor,
+    final_snapshot: Option<FinalSnapshot>,
 }
 
 impl App {
@@ -153,7 +160,14 @@ impl App {
             stop_server,
             server: Some(server),
             tasks,
+            final_snapshot: None,
         })
+    }
+
+    /// Run `f` at the end of `shutdown`, after the last overflow flush went into the durable
+    /// queue and before the queue is synced: where the final snapshot is written.
+    pub fn set_final_snapshot(&mut self, f: FinalSnapshot) {
+        self.final_snapshot = Some(f);
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -179,9 +193,21 @@ impl App {
         }
     }
 
-    /// Stop accepting connections, give in-flight requests up to `server.shutdown_grace` to
-    /// finish, then stop the background tasks and wait until they are gone.
+    /// The orderly stop: `/-/ready` answers 503 while the server keeps serving for
+    /// `server.shutdown_drain_delay` (a load balancer stops sending), then it stops accepting
+    /// and gives in-flight requests up to `server.shutdown_grace_period`; the background tasks
+    /// stop, the overflow aggregates go into the durable queue (recorded results are there
+    /// already), the final snapshot is written and the queue synced to disk.
     pub async fn shutdown(mut self) {
+        self.state.set_ready(false);
+        let drain = self.state.config().server.shutdown_drain_delay;
+        if !drain.is_zero() {
+            tracing::info!("shutting down: not ready; serving for {drain:?} more (server.shutdown_drain_delay)");
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {}
+                () = self.server_ended() => {}
+            }
+        }
         let _ = self.stop_server.send(true);
         if let Some(server) = self.server.take() {
             if let Err(e) = server.await {
@@ -189,7 +215,24 @@ impl App {
             }
         }
         self.tasks.shutdown().await;
+        if self.state.queue.is_some() {
+            let config = self.state.config();
+            let mut scratch = crate::route::own::Scratch::default();
+            ingest::flush_overflow(&self.state, &config, &mut scratch).await;
+        }
+        if let Some(f) = self.final_snapshot.take() {
+            f(&self.state);
+        }
         write_final_snapshot(&self.state).await;
+        if let Some(q) = &self.state.queue {
+            match q.sync() {
+                Ok(()) => tracing::info!(
+                    records = q.len(),
+                    "durable queue synced; unsent records go out after the restart"
+                ),
+                Err(e) => tracing::error!("syncing the durable queue at shutdown: {e}"),
+            }
+        }
     }
 }
 
@@ -201,14 +244,32 @@ async fn write_final_snapshot(state: &State) {
     }
 }
 
-/// The shared state, with what `storage.path` saved put back. Before any request: the restore
-/// runs once, on this thread, while nothing else touches the state.
+/// The shared state, with what `storage.path` saved put back and the durable queue open.
+/// Before any request: the restore runs once, on this thread, while nothing else touches the
+/// state.
 fn restored_state(config: Config, source: ConfigSource) -> Result<Arc<State>, AppError> {
     let telemetry = Telemetry::new();
     let web = crate::ingest::web::Web::new(&source.web, telemetry.registry())?;
-    let state = State::new(config, source, telemetry, web);
+    let queue = open_queue(&config.storage, &telemetry)?;
+    let state = State::with_queue(config, source, telemetry, web, queue);
     state.snapshotter.restore();
     Ok(state)
+}
+
+/// The durable queue in `storage.path`, if set.
+fn open_queue(
+    storage: &crate::config::storage::StorageConfig,
+    telemetry: &Telemetry,
+) -> Result<Option<Arc<crate::forward::queue::DiskQueue>>, AppError> {
+    use crate::forward::queue::{DiskQueue, QueueMetrics, QueueOptions};
+    let Some(dir) = storage.queue_dir() else {
+        tracing::info!("no storage.path: cardguard's own output (overflow aggregates, recorded rule results) is queued in memory only and lost on restart");
+        return Ok(None);
+    };
+    let metrics = QueueMetrics::register(telemetry.registry());
+    let q = DiskQueue::open(&dir, QueueOptions::new(storage.max_queue_bytes), metrics)
+        .map_err(AppError::Queue)?;
+    Ok(Some(Arc::new(q)))
 }
 
 /// Every background task, under supervision. The functions themselves live with the state

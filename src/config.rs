@@ -19,7 +19,7 @@ pub mod route;
 pub mod rules;
 pub mod schema;
 mod server;
-mod storage;
+pub mod storage;
 mod upstream;
 mod validate;
 

@@ -240,6 +240,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let sink_addr = sink.addr();
     let mut config = Config::default();
     config.server.listen_address = args.listen;
+    // No load balancer to drain: Ctrl-C stops at once.
+    config.server.shutdown_drain_delay = std::time::Duration::ZERO;
     config.routing = Some(Arc::new(crate::route::Routing::single(UpstreamConfig {
         name: "demo-sink".into(),
         url: format!("http://{sink_addr}/api/v1/write")

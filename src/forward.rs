@@ -14,6 +14,7 @@ mod client;
 mod config;
 mod halve;
 pub mod metrics;
+pub mod queue;
 mod tls;
 pub(crate) mod watched;
 

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 
 pub use config::ServerConfig;
 pub use server::serve;
+pub(crate) use state::flush_overflow;
 pub use state::{
     downsample_janitor, guard_ticker, overflow_flusher, rule_evaluator, rule_sender,
     shared_maintainer, snapshotter, unix_now_ms, ConfigSource, State,

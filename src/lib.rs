@@ -17,9 +17,11 @@
 //! `series` is the per-series vocabulary the stages share (verdicts, drop reasons, rewritten
 //! labels); `config` turns YAML and flags into validated, immutable settings swapped atomically
 //! on reload; `rules` evaluates recording rules on the buffered stream and sends the results
-//! upstream on its own schedule; `telemetry` owns cardguard's own `/metrics`; `status` the HTML
-//! status page at `/`; `storage` snapshots the learned state into `storage.path` and restores
-//! it at start; `app` starts the server and the supervised background tasks for `serve`,
+//! upstream on its own schedule, and with `storage.path` its results and the guard's overflow
+//! aggregates wait for the upstream in a queue on disk (`forward::queue`, `route::durable`);
+//! `telemetry` owns cardguard's own `/metrics`; `status` the HTML status page at `/`; `storage`
+//! snapshots the learned state into `storage.path` and restores it at start; `app` starts the
+//! server and the supervised background tasks for `serve`,
 //! `demo` and the tests; `demo` runs everything in-process; `ci` runs the same stages over an
 //! exposition at merge time.
 #![forbid(unsafe_code)]

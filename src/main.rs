@@ -1,6 +1,6 @@
 //! The `cardguard` command: parse arguments, run a subcommand, map errors to exit codes. What
 //! runs is started by `cardguard::app::App`; this file only adds logging, the runtime and the
-//! signals (SIGHUP reloads, SIGTERM and Ctrl-C shut down).
+//! signals (SIGHUP reloads, SIGTERM and Ctrl-C shut down in order, a second one exits at once).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -249,25 +249,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        // Before anything is announced: a SIGTERM sent as soon as cardguard says it serves must
+        // find the handler in place (else it kills the process without the orderly stop).
+        let mut signals = ShutdownSignals::install()?;
         let mut app = App::start(config, source).await?;
         tracing::info!(listen = %app.local_addr(), upstream = %up, "cardguard serving");
-        let served = reload_on_sighup_until_shutdown(&mut app).await;
-        app.shutdown().await;
+        let served = reload_on_sighup_until_shutdown(&mut app, &mut signals).await;
+        tokio::select! {
+            () = app.shutdown() => {}
+            name = signals.recv() => {
+                tracing::warn!("{name} received during shutdown: exiting now");
+                std::process::exit(1);
+            }
+        }
+        tracing::info!("cardguard stopped");
         served
     })
 }
 
 /// Reload the config on SIGHUP until SIGTERM or Ctrl-C.
-async fn reload_on_sighup_until_shutdown(app: &mut App) -> anyhow::Result<()> {
+async fn reload_on_sighup_until_shutdown(
+    app: &mut App,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     let mut hup = signal(SignalKind::hangup())
         .inspect_err(|_| tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload"))
         .ok();
     loop {
         tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            name = signals.recv() => {
+                tracing::info!("{name} received: shutting down");
+                return Ok(());
+            }
             () = app.server_ended() => anyhow::bail!("the HTTP server stopped unexpectedly"),
             got = async {
                 match &mut hup {
@@ -286,17 +300,26 @@ async fn reload_on_sighup_until_shutdown(app: &mut App) -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT, listened for from `install` on (each `recv` takes one).
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    /// The name of the next signal.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }

@@ -4,6 +4,7 @@
 
 mod config;
 pub mod downsample;
+pub mod durable;
 pub mod own;
 pub mod selector;
 pub mod send;

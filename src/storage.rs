@@ -50,6 +50,9 @@ pub struct StorageConfig {
     pub path: Option<PathBuf>,
     /// How often a snapshot is written.
     pub snapshot_interval: Duration,
+    /// Bytes of the durable queue on disk (`<path>/queue`); when full, its oldest records are
+    /// dropped.
+    pub max_queue_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -57,7 +60,15 @@ impl Default for StorageConfig {
         StorageConfig {
             path: None,
             snapshot_interval: Duration::from_secs(60),
+            max_queue_bytes: 512 << 20,
         }
+    }
+}
+
+impl StorageConfig {
+    /// The durable queue's directory, when storage is configured.
+    pub fn queue_dir(&self) -> Option<PathBuf> {
+        self.path.as_ref().map(|p| p.join("queue"))
     }
 }
 

@@ -312,7 +312,8 @@ fn admits_what_the_proxy_admits() {
             "http://127.0.0.1:8429/api/v1/write",
             &format!("http://{}/long", sink.addr()),
         );
-    let config = Config::from_yaml(&yaml).unwrap();
+    let mut config = Config::from_yaml(&yaml).unwrap();
+    config.server.shutdown_drain_delay = std::time::Duration::ZERO;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

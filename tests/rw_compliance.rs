@@ -1705,7 +1705,7 @@ impl Env {
             .expect("a runtime");
         let (sink, app) = rt.block_on(async {
             let sink = Sink::start(SinkOptions::recording()).await.expect("sink");
-            let config = Config {
+            let mut config = Config {
                 routing: Some(Arc::new(Routing::single(UpstreamConfig {
                     name: "up".into(),
                     url: sink.write_url().parse().unwrap(),
@@ -1717,6 +1717,8 @@ impl Env {
                 }))),
                 ..Config::default()
             };
+            // Nothing to drain in-process: each case's shutdown is immediate.
+            config.server.shutdown_drain_delay = Duration::ZERO;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let app = App::start_on(config, ConfigSource::default(), listener).expect("start");
             (sink, app)

@@ -42,7 +42,7 @@ const TRICKLE: Duration = Duration::from_millis(250);
 
 fn config(upstream: &Sink, extra: &str) -> Config {
     Config::from_yaml(&format!(
-        "server:\n  header_read_timeout: 3s\n  body_read_timeout: 10s\n  body_min_rate: 1KiB\n  \
+        "server:\n  shutdown_drain_delay: 0s\n  header_read_timeout: 3s\n  body_read_timeout: 10s\n  body_min_rate: 1KiB\n  \
          body_rate_grace_period: 2s\n  http2_max_concurrent_streams: {H2_STREAMS_PER_CONN}\n  \
          http2_keep_alive_interval: 1s\n  http2_keep_alive_timeout: 1s\n{extra}\
          upstream:\n  url: {}\n",

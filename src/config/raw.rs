@@ -40,6 +40,7 @@ pub struct RawServer {
     pub listen_address: Option<Spanned<String>>,
     pub max_inflight_requests: Option<Spanned<usize>>,
     pub shutdown_grace_period: Option<PromDuration>,
+    pub shutdown_drain_delay: Option<PromDuration>,
     // Slow senders and connection floods (config/server.rs).
     pub max_connections: Option<Spanned<usize>>,
     pub header_read_timeout: Option<Spanned<PromDuration>>,

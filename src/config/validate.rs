@@ -38,6 +38,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if let Some(d) = raw.server.shutdown_grace_period {
         c.server.shutdown_grace = d.0;
     }
+    if let Some(d) = raw.server.shutdown_drain_delay {
+        c.server.shutdown_drain_delay = d.0;
+    }
 
     validate_limits(&raw.limits, &mut c, &mut errs);
     server::validate(
@@ -82,9 +85,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         c.schema = Some(schema::validate(s, &mut errs));
     }
     c.rules = rules::validate(raw.rules.as_ref(), &raw.rule_files, &mut errs);
-    if let Some(s) = &raw.storage {
-        c.storage = storage::validate(s, &mut errs);
-    }
+    c.storage = storage::validate(raw.storage.as_ref(), &mut errs);
 
     errs.finish().map(|()| c)
 }

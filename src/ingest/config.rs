@@ -15,6 +15,9 @@ pub struct ServerConfig {
     pub max_inflight_requests: usize,
     /// How long to wait for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
+    /// On shutdown, how long `/-/ready` answers 503 while the listener still serves, so that
+    /// a load balancer stops sending before connections are refused.
+    pub shutdown_drain_delay: Duration,
     /// Open connections; a connection accepted beyond this is answered 503 and closed.
     pub max_connections: usize,
     /// Time from accepting a connection (or from the end of the previous HTTP/1 request) to
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             listen_address: SocketAddr::from(([127, 0, 0, 1], 9201)),
             max_inflight_requests: 1024,
             shutdown_grace: Duration::from_secs(30),
+            shutdown_drain_delay: Duration::from_secs(5),
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(30),
             max_body_bytes_reading: 128 << 20,

@@ -11,6 +11,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use super::metrics::Metrics;
 use crate::config::{Config, ConfigErrors, Overrides};
+use crate::forward::queue::DiskQueue;
 use crate::forward::Forwarder;
 use crate::guard::metrics::GuardMetrics;
 use crate::guard::Guard;
@@ -61,18 +62,35 @@ pub struct State {
     pub web: super::web::Web,
     /// Saves the guard, downsampling and rule state into `storage.path` and restores it.
     pub snapshotter: Arc<crate::storage::Snapshotter>,
+    /// The durable queue for cardguard's own output (`storage.path`); `None`: in memory.
+    pub queue: Option<Arc<DiskQueue>>,
 }
 
 impl State {
     pub fn new(
-        mut config: Config,
+        config: Config,
         source: ConfigSource,
         telemetry: Telemetry,
         web: super::web::Web,
     ) -> Arc<Self> {
+        Self::with_queue(config, source, telemetry, web, None)
+    }
+
+    /// `new`, with cardguard's own output going through `queue` (opened on `telemetry`'s
+    /// registry) instead of memory.
+    pub fn with_queue(
+        mut config: Config,
+        source: ConfigSource,
+        telemetry: Telemetry,
+        web: super::web::Web,
+        queue: Option<Arc<DiskQueue>>,
+    ) -> Arc<Self> {
         stamp(&mut config, 1);
         let rules = Arc::new(crate::rules::Runtime::new(telemetry.registry()));
         rules.configure(&config.rules);
+        if let Some(q) = &queue {
+            rules.output.set_durable(q.clone());
+        }
         let metrics = Metrics::register(telemetry.registry());
         metrics.ingest.reload_success.set(1);
         metrics.ingest.reload_timestamp.set(unix_now());
@@ -115,6 +133,7 @@ impl State {
             status: crate::status::History::default(),
             web,
             snapshotter,
+            queue,
         });
         // The guard report is gathered from the state on each scrape; through a weak handle,
         // so that the registry does not keep the state alive.
@@ -185,6 +204,9 @@ impl State {
         let mut errors = old.server.changed_needing_restart(&new.server);
         if old.storage.path != new.storage.path {
             errors.push("storage.path");
+        }
+        if old.storage.max_queue_bytes != new.storage.max_queue_bytes {
+            errors.push("storage.max_queue_bytes");
         }
         if errors.is_empty() {
             return Ok(new);
@@ -260,7 +282,7 @@ pub async fn downsample_janitor(state: Arc<State>) {
 
 /// Send the overflow aggregates of `relabel` budgets through the routes every flush interval.
 /// A flush the upstreams do not all take is sent again at the next interval (the aggregates
-/// are cumulative).
+/// are cumulative). With a durable queue each flush is queued there instead, and sent from it.
 pub async fn overflow_flusher(state: Arc<State>) {
     let mut scratch = crate::route::own::Scratch::default();
     loop {
@@ -300,6 +322,18 @@ pub(crate) async fn flush_overflow(
         series.push(f.series);
     }
     for (tenant, (keys, series)) in by_tenant {
+        if let Some(q) = &state.queue {
+            let record = crate::route::durable::OwnRecord {
+                kind: crate::route::durable::Kind::Overflow,
+                tenant,
+                series,
+            };
+            if let Err(e) = crate::route::durable::queue(q, &record) {
+                tracing::warn!("overflow aggregates not queued, retrying next flush: {e}");
+                state.guard.overflow.requeue(keys.into_iter());
+            }
+            continue;
+        }
         let sent = crate::route::own::send(
             &state.forwarder,
             routing,
@@ -340,10 +374,25 @@ pub async fn rule_evaluator(state: Arc<State>) {
         .await;
 }
 
-/// Send the recorded series from the output queue upstream, through the routes. Runs until
+/// Send the recorded series from the output queue upstream, through the routes. With a durable
+/// queue, send what it holds (recorded series and overflow aggregates) instead. Runs until
 /// the process ends.
 pub async fn rule_sender(state: Arc<State>) {
     let s = state.clone();
+    if let Some(q) = &state.queue {
+        let metrics = crate::route::durable::SenderMetrics {
+            rules: state.rules.metrics.clone(),
+            forward: state.metrics.forward.clone(),
+        };
+        return crate::route::durable::run(
+            q.clone(),
+            state.forwarder.clone(),
+            move || s.config(),
+            metrics,
+            state.downsampler.clone(),
+        )
+        .await;
+    }
     state
         .rules
         .output

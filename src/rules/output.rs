@@ -6,6 +6,9 @@
 //! down, results pile up to that bound and later ones are dropped and counted, so an outage
 //! costs a gap in the recorded series, never unbounded memory. A 4xx other than 429 means the
 //! upstream will never take the batch: it is dropped and counted.
+//!
+//! With `storage.path` set, results bypass this queue: `push` appends them to the durable
+//! queue (`forward::queue`, sent by `route::durable`), which survives outages and restarts.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +19,7 @@ use tokio::sync::Notify;
 
 use super::metrics::RuleMetrics;
 use super::InForce;
+use crate::forward::queue::DiskQueue;
 use crate::forward::Forwarder;
 use crate::route::{own, Downsampler};
 use crate::wire::OwnedSeries;
@@ -31,6 +35,8 @@ pub struct Output {
     samples: AtomicUsize,
     bytes: AtomicUsize,
     ready: Notify,
+    /// The durable queue, when `storage.path` is set; set once at start.
+    durable: std::sync::OnceLock<Arc<DiskQueue>>,
 }
 
 fn sample_count(s: &[OwnedSeries]) -> usize {
@@ -48,11 +54,32 @@ fn series_bytes(s: &OwnedSeries) -> usize {
 }
 
 impl Output {
+    /// Send results through the durable queue `q` from now on (the in-memory queue and `run`
+    /// stay unused).
+    pub fn set_durable(&self, q: Arc<DiskQueue>) {
+        let _ = self.durable.set(q);
+    }
+
     /// Queue recorded series; what does not fit under `cap` samples and `cap_bytes` bytes is
-    /// dropped, its samples returned.
+    /// dropped, its samples returned. With a durable queue the bound is its own
+    /// (`storage.max_queue_bytes`, oldest dropped first).
     pub fn push(&self, series: Vec<OwnedSeries>, cap: usize, cap_bytes: usize) -> usize {
         if series.is_empty() {
             return 0;
+        }
+        if let Some(q) = self.durable.get() {
+            let record = crate::route::durable::OwnRecord {
+                kind: crate::route::durable::Kind::Rules,
+                tenant: None,
+                series,
+            };
+            return match crate::route::durable::queue(q, &record) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("recorded samples not queued, dropped: {e}");
+                    sample_count(&record.series)
+                }
+            };
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0;
@@ -80,6 +107,14 @@ impl Output {
 
     pub fn queued_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Take everything queued back (the queue bench's baseline: push, then what `run` takes).
+    #[doc(hidden)]
+    pub fn drain_for_bench(&self) -> usize {
+        let batch = self.take_batch();
+        self.release(&batch);
+        batch.len()
     }
 
     fn take_batch(&self) -> Vec<OwnedSeries> {
