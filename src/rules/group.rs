@@ -172,6 +172,7 @@ fn eval_rule(
     {
         Value::Vector(v) => v,
         Value::Scalar(x) => vec![(Vec::new(), x)],
+        Value::Mixed(_) => return Err("native histogram results are not recorded yet".into()),
         Value::String(_) | Value::Matrix(_) => {
             return Err("rule result is not a vector or scalar".into())
         }

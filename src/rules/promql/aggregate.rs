@@ -63,7 +63,7 @@ pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
 }
 
-fn grouping_labels(labels: &Labels, without: bool, grouping: &[String]) -> Labels {
+pub(crate) fn grouping_labels(labels: &Labels, without: bool, grouping: &[String]) -> Labels {
     labels
         .iter()
         .filter(|(n, _)| in_group(n, without, grouping))
@@ -307,6 +307,7 @@ impl<'a> Aggregator<'a> {
             // Only a grouping that keeps the name can carry a pending name removal.
             let drop_name = a.drop_name && labels.iter().any(|(n, _)| n == "__name__");
             out.push(Elem {
+                h: None,
                 labels,
                 v,
                 drop_name,
@@ -378,6 +379,7 @@ impl<'a> TopK<'a> {
         let h = &mut self.heaps[g];
         let less = |a: &Elem, b: &Elem| Self::less(top, a.v, b.v);
         let elem = || Elem {
+            h: None,
             labels: labels.clone(),
             v,
             drop_name,
@@ -497,6 +499,7 @@ fn count_values(
         .into_iter()
         .zip(counts)
         .map(|(labels, v)| Elem {
+            h: None,
             labels,
             v,
             drop_name: false,

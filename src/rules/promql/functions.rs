@@ -47,6 +47,9 @@ funcs! {
     Atanh = "atanh", Cos = "cos", Cosh = "cosh", Sin = "sin", Sinh = "sinh", Tan = "tan",
     Tanh = "tanh", Start = "start", End = "end", Step = "step", Range = "range",
     MinOf = "min_of", MaxOf = "max_of",
+    HistogramCount = "histogram_count", HistogramSum = "histogram_sum",
+    HistogramAvg = "histogram_avg", HistogramStddev = "histogram_stddev",
+    HistogramStdvar = "histogram_stdvar", HistogramFraction = "histogram_fraction",
 }
 
 impl Func {
@@ -232,6 +235,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
     let mut v = Vec::new();
     let handled = range_call(ctx, f, args, s, &mut |labels, x, drop_name| {
         v.push(Elem {
+            h: None,
             labels: labels.clone(),
             v: x,
             drop_name,
@@ -334,6 +338,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             (ctx.query_end - ctx.query_start) as f64 / 1000.0,
         )),
         F::Vector => Ok(Val::Vector(vec![Elem {
+            h: None,
             labels: Labels::new(),
             v: ctx.scalar(arg(args, 0, f)?, s)?,
             drop_name: false,
@@ -353,6 +358,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             let v = match args.first() {
                 Some(n) => ctx.vector(n, s)?,
                 None => vec![Elem {
+                    h: None,
                     labels: Labels::new(),
                     v: s.t as f64 / 1000.0,
                     drop_name: false,
@@ -463,6 +469,7 @@ fn absent(empty: bool, n: &Node) -> Val {
         }
     }
     Val::Vector(vec![Elem {
+        h: None,
         labels,
         v: 1.0,
         drop_name: false,
@@ -486,6 +493,7 @@ fn timestamp(ctx: &Ctx, n: &Node, s: Step) -> Result<Val, EvalError> {
         for (e, t) in v.iter_mut().zip(ts) {
             e.v = t as f64 / 1000.0;
             e.drop_name = true;
+            e.h = None;
         }
         return Ok(Val::Vector(v));
     }

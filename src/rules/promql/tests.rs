@@ -77,7 +77,6 @@ fn unsupported_constructs_are_named() {
     for (e, what) in [
         ("limitk(1, x)", "limitk"),
         ("info(x)", "info"),
-        ("histogram_count(x)", "histogram_count"),
     ] {
         match Compiled::new(e) {
             Err(CompileError::Unsupported(m)) => assert!(m.contains(what), "{e}: {m}"),
