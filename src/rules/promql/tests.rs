@@ -74,10 +74,7 @@ fn needs_cover_range_offset_and_subquery() {
 
 #[test]
 fn unsupported_constructs_are_named() {
-    for (e, what) in [
-        ("limitk(1, x)", "limitk"),
-        ("info(x)", "info"),
-    ] {
+    for (e, what) in [("limitk(1, x)", "limitk"), ("info(x)", "info")] {
         match Compiled::new(e) {
             Err(CompileError::Unsupported(m)) => assert!(m.contains(what), "{e}: {m}"),
             other => panic!("{e}: {other:?}"),
