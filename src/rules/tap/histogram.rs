@@ -111,3 +111,102 @@ pub fn encode(t: i64, h: &Histogram) -> v1::Histogram {
         custom_values: h.custom_values.to_vec(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn histogram() -> impl Strategy<Value = Histogram> {
+        (
+            prop_oneof![
+                (-4i32..=8),
+                Just(crate::rules::promql::CUSTOM_BUCKETS_SCHEMA)
+            ],
+            proptest::collection::vec((-3i32..5, 1u32..4), 0..4),
+            proptest::collection::vec(0.0f64..1e6, 0..12),
+            (0.0f64..1e6, -1e6f64..1e6, 0.0f64..1.0, 0u8..4),
+        )
+            .prop_map(|(schema, spans, counts, (count, sum, zt, hint))| {
+                let spans: Vec<Span> = spans
+                    .into_iter()
+                    .map(|(offset, length)| Span { offset, length })
+                    .collect();
+                let n = spans.iter().map(|s| s.length as usize).sum::<usize>();
+                let positive: Vec<f64> = counts.iter().cycle().take(n).copied().collect();
+                let positive = if counts.is_empty() {
+                    vec![0.0; n]
+                } else {
+                    positive
+                };
+                let custom = schema == crate::rules::promql::CUSTOM_BUCKETS_SCHEMA;
+                Histogram {
+                    hint: [
+                        ResetHint::Unknown,
+                        ResetHint::Reset,
+                        ResetHint::NotReset,
+                        ResetHint::Gauge,
+                    ][hint as usize],
+                    schema,
+                    zero_threshold: if custom { 0.0 } else { zt },
+                    zero_count: if custom { 0.0 } else { count / 2.0 },
+                    count,
+                    sum,
+                    negative_spans: if custom { Vec::new() } else { spans.clone() },
+                    negative: if custom { Vec::new() } else { positive.clone() },
+                    positive_spans: spans,
+                    positive,
+                    custom_values: if custom {
+                        vec![0.5, 1.0, 2.5].into()
+                    } else {
+                        Vec::new().into()
+                    },
+                }
+            })
+    }
+
+    proptest! {
+        /// What the rules write is what the tap reads back (and what prost decodes).
+        #[test]
+        fn encode_then_decode_is_the_identity(h in histogram(), t in any::<i64>()) {
+            let raw = encode(t, &h).encode_to_vec();
+            let Some(Decoded::Histogram(back)) = decode(&raw) else {
+                panic!("did not decode");
+            };
+            prop_assert_eq!(back.t, t);
+            prop_assert_eq!(&*back.h, &h);
+        }
+
+        /// Integer histograms: bucket deltas become absolute counts.
+        #[test]
+        fn integer_deltas_become_counts(deltas in proptest::collection::vec(-5i64..10, 1..8)) {
+            let w = v1::Histogram {
+                count: Some(v1::histogram::Count::CountInt(7)),
+                positive_spans: vec![v1::BucketSpan { offset: 2, length: deltas.len() as u32 }],
+                positive_deltas: deltas.clone(),
+                ..v1::Histogram::default()
+            };
+            let Some(Decoded::Histogram(h)) = decode(&w.encode_to_vec()) else {
+                panic!("did not decode");
+            };
+            let mut acc = 0;
+            let want: Vec<f64> = deltas.iter().map(|d| { acc += d; acc as f64 }).collect();
+            prop_assert_eq!(&h.h.positive, &want);
+            prop_assert_eq!(h.h.count, 7.0);
+        }
+    }
+
+    #[test]
+    fn a_stale_histogram_is_a_stale_marker() {
+        let w = v1::Histogram {
+            sum: f64::from_bits(STALE_NAN_BITS),
+            timestamp: 5,
+            ..v1::Histogram::default()
+        };
+        assert!(matches!(
+            decode(&w.encode_to_vec()),
+            Some(Decoded::Stale(5))
+        ));
+    }
+}
