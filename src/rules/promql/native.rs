@@ -744,6 +744,36 @@ impl Histogram {
         (var + c) / self.count
     }
 
+    /// `Equals`: the same layout and the same numbers (NaN sums equal), empty spans ignored.
+    pub fn equals(&self, o: &Histogram) -> bool {
+        let norm = |s: &[Span]| -> Vec<Span> {
+            let mut out: Vec<Span> = Vec::new();
+            let mut carry = 0;
+            for x in s {
+                if x.length == 0 {
+                    carry += x.offset;
+                    continue;
+                }
+                out.push(Span {
+                    offset: x.offset + carry,
+                    length: x.length,
+                });
+                carry = 0;
+            }
+            out
+        };
+        self.schema == o.schema
+            && self.zero_threshold == o.zero_threshold
+            && self.zero_count == o.zero_count
+            && self.count == o.count
+            && (self.sum == o.sum || (self.sum.is_nan() && o.sum.is_nan()))
+            && self.custom_values[..] == o.custom_values[..]
+            && norm(&self.positive_spans) == norm(&o.positive_spans)
+            && norm(&self.negative_spans) == norm(&o.negative_spans)
+            && self.positive == o.positive
+            && self.negative == o.negative
+    }
+
     /// Memory the histogram holds, for the buffers' byte caps (the custom bounds are shared
     /// and counted once per series by their owner).
     pub fn heap_bytes(&self) -> usize {

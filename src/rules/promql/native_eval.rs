@@ -450,8 +450,10 @@ impl<'a> HistogramAgg<'a> {
     }
 }
 
-/// A binary operation with a histogram on at least one side: `*` and `/` by a float,
-/// `+`/`-` between histograms, and the set operators (which only match labels).
+/// A binary operation with a histogram on at least one side, as Prometheus's
+/// `vectorElemBinop`: `*` by a float, `/` by a float, `+`, `-`, `==` and `!=` between
+/// histograms; any other pairing drops the element, with `bool` too. The set operators only
+/// match labels.
 pub(crate) fn binary(
     op: BinOp,
     lhs: Val,
@@ -462,13 +464,10 @@ pub(crate) fn binary(
     if matches!(op, BinOp::And | BinOp::Or | BinOp::Unless) {
         return binary::eval(op, lhs, rhs, m, return_bool);
     }
-    if return_bool || op.is_comparison() {
-        return Err(unsupported(format!("comparison {op:?}").to_lowercase()));
-    }
     match (lhs, rhs) {
-        (Val::Vector(v), Val::Scalar(x)) => vector_scalar(op, v, x, false),
-        (Val::Scalar(x), Val::Vector(v)) => vector_scalar(op, v, x, true),
-        (Val::Vector(l), Val::Vector(r)) => vector_vector(op, l, r, m),
+        (Val::Vector(v), Val::Scalar(x)) => Ok(vector_scalar(op, v, x, false, return_bool)),
+        (Val::Scalar(x), Val::Vector(v)) => Ok(vector_scalar(op, v, x, true, return_bool)),
+        (Val::Vector(l), Val::Vector(r)) => vector_vector(op, l, r, m, return_bool),
         (l, r) => Err(err(format!(
             "binary operator between {} and {}",
             l.kind(),
@@ -477,130 +476,157 @@ pub(crate) fn binary(
     }
 }
 
-/// `h * x`, `x * h`, `h / x` (Prometheus compacts the result); floats as usual.
-fn hist_float(op: BinOp, h: &Histogram, x: f64, hist_left: bool) -> Result<Histogram, EvalError> {
-    let mut h = h.clone();
-    match (op, hist_left) {
-        (BinOp::Mul, _) => h.mul(x),
-        (BinOp::Div, true) => h.div(x),
-        _ => {
-            return Err(unsupported(
-                format!("operator {op:?} between a histogram and a float").to_lowercase(),
-            ))
-        }
-    }
-    h.compact();
-    Ok(h)
-}
+/// The outcome of one element pair: value, histogram, kept, or dropped outright (an error
+/// Prometheus turns into a warning).
+type ElemResult = Option<(f64, Option<Arc<Histogram>>, bool)>;
 
-fn vector_scalar(op: BinOp, v: Vec<Elem>, x: f64, swap: bool) -> Result<Val, EvalError> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut floats = Vec::new();
-    for e in v {
-        match &e.h {
-            Some(h) => {
-                let r = hist_float(op, h, x, !swap)?;
-                out.push(Elem {
-                    labels: e.labels,
-                    v: f64::NAN,
-                    drop_name: true,
-                    h: Some(Arc::new(r)),
-                });
-            }
-            None => floats.push(e),
-        }
-    }
-    let fv = if swap {
-        binary::eval(
-            op,
-            Val::Scalar(x),
-            Val::Vector(floats),
-            &no_matching(),
-            false,
-        )?
-    } else {
-        binary::eval(
-            op,
-            Val::Vector(floats),
-            Val::Scalar(x),
-            &no_matching(),
-            false,
-        )?
+fn elem_op(
+    op: BinOp,
+    lf: f64,
+    rf: f64,
+    lh: Option<&Arc<Histogram>>,
+    rh: Option<&Arc<Histogram>>,
+) -> ElemResult {
+    let scaled = |h: &Histogram, f: &dyn Fn(&mut Histogram)| {
+        let mut h = h.clone();
+        f(&mut h);
+        h.compact();
+        Some(Arc::new(h))
     };
-    if let Val::Vector(mut fs) = fv {
-        fs.extend(out);
-        return Ok(Val::Vector(fs));
-    }
-    Ok(Val::Vector(out))
+    Some(match (lh, rh) {
+        (None, None) => {
+            let (v, keep) = binary::elem_op(op, lf, rf);
+            (v, None, keep)
+        }
+        // Any other pairing is incompatible: the element is dropped, `bool` or not.
+        (None, Some(h)) => match op {
+            BinOp::Mul => (0.0, scaled(h, &|h| h.mul(lf)), true),
+            _ => return None,
+        },
+        (Some(h), None) => match op {
+            BinOp::Mul => (0.0, scaled(h, &|h| h.mul(rf)), true),
+            BinOp::Div => (0.0, scaled(h, &|h| h.div(rf)), true),
+            _ => return None,
+        },
+        (Some(a), Some(b)) => match op {
+            BinOp::Add | BinOp::Sub => {
+                let mut r = (**a).clone();
+                r.add(b, op == BinOp::Sub).ok()?;
+                if op == BinOp::Sub {
+                    r.hint = ResetHint::Gauge;
+                }
+                r.compact();
+                (0.0, Some(Arc::new(r)), true)
+            }
+            BinOp::Eq => (0.0, Some(a.clone()), a.equals(b)),
+            BinOp::Ne => (0.0, Some(a.clone()), !a.equals(b)),
+            _ => return None,
+        },
+    })
 }
 
-fn no_matching() -> Matching {
-    Matching {
-        card: Card::OneToOne,
-        on: false,
-        labels: Vec::new(),
-        include: Vec::new(),
+/// `VectorscalarBinop` with histograms.
+fn vector_scalar(op: BinOp, v: Vec<Elem>, x: f64, swap: bool, return_bool: bool) -> Val {
+    let mut out = Vec::with_capacity(v.len());
+    for mut e in v {
+        let own = e.h.take();
+        let (lf, rf, lh, rh) = if swap {
+            (x, e.v, None, own.as_ref())
+        } else {
+            (e.v, x, own.as_ref(), None)
+        };
+        let Some((mut f, mut h, mut keep)) = elem_op(op, lf, rf, lh, rh) else {
+            continue;
+        };
+        if op.is_comparison() && swap {
+            f = rf;
+            h = rh.cloned();
+        }
+        if return_bool {
+            f = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if keep {
+            e.v = f;
+            e.h = h;
+            if binary::drops_name(op) || return_bool {
+                e.drop_name = true;
+            }
+            out.push(e);
+        }
     }
+    Val::Vector(out)
 }
 
-/// One-to-one matching of two vectors when a histogram takes part (group modifiers are
-/// not evaluated over histograms).
+/// `VectorBinop` with histograms: one-to-one and many-to-one (one-to-many by swapping).
 fn vector_vector(
     op: BinOp,
     lhs: Vec<Elem>,
     rhs: Vec<Elem>,
     m: &Matching,
+    return_bool: bool,
 ) -> Result<Val, EvalError> {
-    if m.card != Card::OneToOne {
-        return Err(unsupported("group_left/group_right"));
+    if lhs.is_empty() || rhs.is_empty() {
+        return Ok(Val::Vector(Vec::new()));
     }
-    let mut right: HashMap<u64, usize> = HashMap::with_capacity(rhs.len());
-    for (i, e) in rhs.iter().enumerate() {
-        if right.insert(binary::signature(&e.labels, m), i).is_some() {
-            return Err(unsupported("duplicate series on the right-hand side"));
-        }
-    }
-    let mut seen: HashMap<u64, ()> = HashMap::new();
-    let mut out = Vec::new();
-    for l in lhs {
-        let sig = binary::signature(&l.labels, m);
-        let Some(&ri) = right.get(&sig) else {
-            continue;
-        };
-        if seen.insert(sig, ()).is_some() {
-            return Err(err(
-                "multiple matches for labels: many-to-one matching must be explicit \
-                 (group_left/group_right)",
+    let swapped = m.card == Card::OneToMany;
+    let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let mut one_by_sig: HashMap<u64, usize> = HashMap::with_capacity(one.len());
+    for (i, e) in one.iter().enumerate() {
+        if one_by_sig
+            .insert(binary::signature(&e.labels, m), i)
+            .is_some()
+        {
+            return Err(unsupported(
+                "duplicate series on the \"one\" side of a match",
             ));
         }
-        let r = &rhs[ri];
-        let (v, h) = match (&l.h, &r.h) {
-            (None, None) => (binary::elem_op(op, l.v, r.v).0, None),
-            (Some(a), Some(b)) => match op {
-                BinOp::Add | BinOp::Sub => {
-                    let mut a = (**a).clone();
-                    if a.add(b, op == BinOp::Sub).is_err() {
-                        // Prometheus drops the pair with a warning.
-                        continue;
-                    }
-                    a.compact();
-                    (f64::NAN, Some(a))
-                }
-                _ => {
-                    return Err(unsupported(
-                        format!("operator {op:?} between histograms").to_lowercase(),
-                    ))
-                }
-            },
-            (Some(a), None) => (f64::NAN, Some(hist_float(op, a, r.v, true)?)),
-            (None, Some(b)) => (f64::NAN, Some(hist_float(op, b, l.v, false)?)),
+    }
+    let mut matched: HashMap<u64, foldhash::HashSet<u64>> = HashMap::new();
+    let mut out = Vec::new();
+    for ls in many {
+        let sig = binary::signature(&ls.labels, m);
+        let Some(&ri) = one_by_sig.get(&sig) else {
+            continue;
         };
-        let labels = binary::result_labels(l.labels, &r.labels, op, m);
+        let rs = &one[ri];
+        let (fl, fr, hl, hr) = if swapped {
+            (rs.v, ls.v, rs.h.as_ref(), ls.h.as_ref())
+        } else {
+            (ls.v, rs.v, ls.h.as_ref(), rs.h.as_ref())
+        };
+        let Some((mut v, mut h, keep)) = elem_op(op, fl, fr, hl, hr) else {
+            continue;
+        };
+        if return_bool {
+            h = None;
+            v = if keep { 1.0 } else { 0.0 };
+        }
+        let labels = binary::result_labels(ls.labels, &rs.labels, op, m);
+        if m.card == Card::OneToOne {
+            if matched.insert(sig, Default::default()).is_some() {
+                return Err(err(
+                    "multiple matches for labels: many-to-one matching must be explicit \
+                     (group_left/group_right)",
+                ));
+            }
+        } else {
+            use std::hash::BuildHasher;
+            let lh = foldhash::fast::FixedState::with_seed(1).hash_one(&labels);
+            if !matched.entry(sig).or_default().insert(lh) {
+                return Err(err(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                ));
+            }
+        }
+        if !keep && !return_bool {
+            continue;
+        }
         out.push(Elem {
             labels,
             v,
-            drop_name: false,
-            h: h.map(Arc::new),
+            drop_name: return_bool,
+            h,
         });
     }
     Ok(Val::Vector(out))
