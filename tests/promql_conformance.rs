@@ -76,6 +76,24 @@ fn promql_conformance() {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql"));
+    let total = run_dir(&dir);
+    assert_eq!(
+        total.failed, 0,
+        "PromQL conformance failures (listed above)"
+    );
+}
+
+/// cardguard's own cases (`testdata/promql-cardguard`): every one must pass, none may be
+/// unsupported.
+#[test]
+fn cardguard_promql_cases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql-cardguard");
+    let total = run_dir(&dir);
+    assert_eq!((total.failed, total.unsupported), (0, 0), "listed above");
+}
+
+/// Run every `*.test` file of `dir`, print the report, return the counts.
+fn run_dir(dir: &Path) -> CaseCounts {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("PROMQL_TESTDATA {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -128,10 +146,7 @@ fn promql_conformance() {
         "promql conformance: {} passed, {} failed, {} unsupported",
         total.passed, total.failed, total.unsupported
     );
-    assert_eq!(
-        total.failed, 0,
-        "PromQL conformance failures (listed above)"
-    );
+    total
 }
 
 fn run_script(text: &str) -> Vec<(usize, String, Outcome)> {

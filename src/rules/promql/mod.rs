@@ -21,13 +21,15 @@
 //!   (including `mad_`, `first_`, `ts_of_*_over_time`), `double_exponential_smoothing`,
 //!   `histogram_quantile` on classic `le` buckets, math, trigonometry, date functions,
 //!   `label_replace`/`label_join`, the `sort` family, `absent`, `scalar`, `vector`, `time`,
-//!   `start`/`end`/`step`/`range`, `min_of`/`max_of`.
+//!   `start`/`end`/`step`/`range`, `min_of`/`max_of`;
+//! - native histograms (`native`, `native_eval`): selectors, the rate family, `sum avg count
+//!   group`, the `histogram_*` functions, `*` `/` by floats and `+ - == !=` between
+//!   histograms. Any other operation that meets a histogram fails with
+//!   [`EvalError::Unsupported`] naming it, rather than treating it as a float.
 //!
-//! Refused with [`CompileError::Unsupported`]: native-histogram functions
-//! (`histogram_count`, `histogram_sum`, `histogram_fraction`, ...), `limitk`, `limit_ratio`,
-//! `info`, `fill` modifiers, `\x80`-`\xff` escapes in strings (promql-parser decodes them
-//! differently from Prometheus), and expressions nested deeper than 256. The storage holds
-//! floats only, so native histograms never reach the engine.
+//! Refused with [`CompileError::Unsupported`]: `limitk`, `limit_ratio`, `info`, `fill`
+//! modifiers, `\x80`-`\xff` escapes in strings (promql-parser decodes them differently from
+//! Prometheus), and expressions nested deeper than 256.
 //!
 //! Metric names are removed as Prometheus 3 does with delayed name removal (the mode of its
 //! test scripts): only when the result leaves the engine, which is also when two identical
