@@ -94,7 +94,7 @@ fn cardguard_promql_cases() {
 
 /// Run every `*.test` file of `dir`, print the report, return the counts.
 fn run_dir(dir: &Path) -> CaseCounts {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("PROMQL_TESTDATA {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "test"))
