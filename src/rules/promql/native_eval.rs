@@ -40,6 +40,10 @@ pub(crate) fn handles(f: Func) -> bool {
             | F::HistogramStdvar
             | F::HistogramFraction
             | F::HistogramQuantile
+            | F::CountOverTime
+            | F::PresentOverTime
+            | F::LastOverTime
+            | F::FirstOverTime
     )
 }
 
@@ -89,6 +93,37 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Option<
             if let Some(e) = failed {
                 return Err(e);
             }
+            Ok(matrix.then_some(Val::Vector(out)))
+        }
+        F::CountOverTime | F::PresentOverTime | F::LastOverTime | F::FirstOverTime => {
+            let mut out = Vec::new();
+            let matrix =
+                ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |_, labels, fs, hs| {
+                    let (v, h) = match f {
+                        F::CountOverTime => ((fs.len() + hs.len()) as f64, None),
+                        F::PresentOverTime => (1.0, None),
+                        // The newest (oldest) sample of either kind.
+                        F::LastOverTime => match (fs.last(), hs.last()) {
+                            (Some(p), Some(h)) if h.t > p.t => (f64::NAN, Some(h.h.clone())),
+                            (None, Some(h)) => (f64::NAN, Some(h.h.clone())),
+                            (Some(p), _) => (p.v, None),
+                            (None, None) => return,
+                        },
+                        _ => match (fs.first(), hs.first()) {
+                            (Some(p), Some(h)) if h.t < p.t => (f64::NAN, Some(h.h.clone())),
+                            (None, Some(h)) => (f64::NAN, Some(h.h.clone())),
+                            (Some(p), _) => (p.v, None),
+                            (None, None) => return,
+                        },
+                    };
+                    out.push(Elem {
+                        labels: labels.clone(),
+                        v,
+                        // `last_over_time` and `first_over_time` keep the name.
+                        drop_name: matches!(f, F::CountOverTime | F::PresentOverTime),
+                        h,
+                    });
+                })?;
             Ok(matrix.then_some(Val::Vector(out)))
         }
         F::HistogramCount
