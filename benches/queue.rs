@@ -29,6 +29,7 @@ fn results(t: i64) -> Vec<OwnedSeries> {
                 ("service".into(), format!("service-{i:03}")),
             ],
             samples: vec![(i as f64 * 1.5, t)],
+            histograms: Vec::new(),
         })
         .collect()
 }

@@ -125,6 +125,7 @@ fn body(series: &[(Vec<(String, String)>, f64)], step: i64, rename: bool) -> Byt
             labels[0].1.push_str("_other");
         }
         w.push_series(&OwnedSeries {
+            histograms: Vec::new(),
             labels,
             samples: vec![(1.0 + rate * step as f64, T0 + step * STEP_MS)],
         });

@@ -399,6 +399,7 @@ mod tests {
         w.reset();
         for (name, service, samples) in series {
             w.push_series(&OwnedSeries {
+                histograms: Vec::new(),
                 labels: vec![
                     ("__name__".to_string(), name.to_string()),
                     ("service".to_string(), service.to_string()),

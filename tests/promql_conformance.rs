@@ -16,9 +16,16 @@
 //! `eval_warn`/`eval_info`) compare only the result; `expect fail` must really fail, and its
 //! `msg:`/`regex:` must match the engine's error.
 //!
+//! Native histograms (`{{...}}`) are loaded and compared as promqltest does (schema, count,
+//! sum, zero bucket, spans and buckets at epsilon 1e-6; the counter reset hint only when the
+//! expected histogram spells it out). Loaded histograms get the hints Prometheus's TSDB gives
+//! them on the way back from its chunks: `gauge` as written, otherwise the first of a run
+//! `unknown`, then `reset` or `not_reset` from the values.
+//!
 //! A case is **unsupported** (counted, never passed) when its expression is refused with
-//! `CompileError::Unsupported`, when it reads native-histogram data (`{{...}}` loads, the
-//! histograms `load_with_nhcb` derives) or expects native histograms. Every other case must
+//! `CompileError::Unsupported`, when the evaluation meets a native histogram in an operation
+//! the engine refuses over them (`EvalError::Unsupported`), or when it reads the histograms
+//! `load_with_nhcb` derives from classic ones (not derived here). Every other case must
 //! pass; the test prints per-file counts, every failure, and one final line
 //! `promql conformance: N passed, M failed, K unsupported`, and asserts M == 0. The
 //! unsupported cases are summed up by reason; `PROMQL_SHOW_UNSUPPORTED=1` lists each.
@@ -27,8 +34,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use cardguard::rules::promql::testing::MemStorage;
+use std::sync::Arc;
+
 use cardguard::rules::promql::{
-    almost_equal, matches, CompileError, Compiled, Labels, Sample, Value, STALE_NAN_BITS,
+    almost_equal, matches, pairs, CompileError, Compiled, EvalError, Histogram, HistogramSample,
+    Labels, Point as Got, ResetHint, Sample, Span, Value, STALE_NAN_BITS,
 };
 
 #[path = "promql_conformance/script.rs"]
@@ -57,7 +67,7 @@ enum Outcome {
 #[derive(Default)]
 struct Script {
     storage: MemStorage,
-    /// Series with native-histogram samples, and those samples' timestamps.
+    /// Series `load_with_nhcb` would derive (not loaded here), and their timestamps.
     native: Vec<(Labels, Vec<i64>)>,
 }
 
@@ -67,22 +77,37 @@ fn promql_conformance() {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql"));
-    run_dir(&dir, "promql conformance");
+    let total = run_dir(&dir, "promql conformance");
+    assert_eq!(
+        total.failed, 0,
+        "PromQL conformance failures (listed above)"
+    );
 }
 
 /// cardguard's own cases in the same script language (`testdata/promql-cases`): the
 /// constructs Prometheus's scripts cover only together with native histograms, or not at all.
 #[test]
 fn promql_own_cases() {
-    run_dir(
+    let total = run_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql-cases"),
         "promql own cases",
     );
+    assert_eq!(total.failed, 0, "promql own cases: failures (listed above)");
 }
 
-fn run_dir(dir: &Path, title: &str) {
+/// cardguard's own cases (`testdata/promql-cardguard`): every one must pass, none may be
+/// unsupported.
+#[test]
+fn cardguard_promql_cases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql-cardguard");
+    let total = run_dir(&dir, "promql cardguard cases");
+    assert_eq!((total.failed, total.unsupported), (0, 0), "listed above");
+}
+
+/// Run every `*.test` file of `dir`, print the report, return the counts.
+fn run_dir(dir: &Path, title: &str) -> CaseCounts {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .unwrap_or_else(|e| panic!("PROMQL_TESTDATA {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "test"))
         .collect();
@@ -133,7 +158,7 @@ fn run_dir(dir: &Path, title: &str) {
         "{title}: {} passed, {} failed, {} unsupported",
         total.passed, total.failed, total.unsupported
     );
-    assert_eq!(total.failed, 0, "{title}: failures (listed above)");
+    total
 }
 
 fn run_script(text: &str) -> Vec<(usize, String, Outcome)> {
@@ -192,21 +217,39 @@ impl Script {
             let (desc, vals) = split_series(l);
             let labels = parse_labels(desc)?;
             let mut samples = Vec::new();
-            let mut histograms = Vec::new();
+            let mut histograms: Vec<HistogramSample> = Vec::new();
+            // The previous histogram of the current chunk, for the hints TSDB gives.
+            let mut prev: Option<Arc<Histogram>> = None;
             for (i, p) in parse_points(vals)?.into_iter().enumerate() {
                 let t = i as i64 * step;
                 match p {
-                    Point::Value(v) => samples.push(Sample { t, v }),
-                    Point::Stale => samples.push(Sample {
-                        t,
-                        v: f64::from_bits(STALE_NAN_BITS),
-                    }),
+                    Point::Value(v) => {
+                        prev = None;
+                        samples.push(Sample { t, v })
+                    }
+                    Point::Stale => {
+                        prev = None;
+                        samples.push(Sample {
+                            t,
+                            v: f64::from_bits(STALE_NAN_BITS),
+                        })
+                    }
                     Point::Omitted => {}
-                    Point::Histogram => histograms.push(t),
+                    Point::Histogram(h, _) => {
+                        let mut h = (*h).clone();
+                        if h.hint != ResetHint::Gauge {
+                            h.hint = ResetHint::Unknown;
+                            h.hint = match &prev {
+                                None => ResetHint::Unknown,
+                                Some(p) if h.detect_reset(p) => ResetHint::Reset,
+                                Some(_) => ResetHint::NotReset,
+                            };
+                        }
+                        let h = Arc::new(h);
+                        prev = Some(h.clone());
+                        histograms.push(HistogramSample { t, h });
+                    }
                 }
-            }
-            if !histograms.is_empty() {
-                self.native.push((labels.clone(), histograms));
             }
             if nhcb {
                 // The native histogram with custom buckets derived from a classic one.
@@ -229,6 +272,9 @@ impl Script {
                     }
                 }
             }
+            if !histograms.is_empty() {
+                self.storage.add_histograms(labels.clone(), &histograms);
+            }
             self.storage.add(labels, &samples);
         }
         Ok(())
@@ -246,12 +292,12 @@ impl Script {
             Err(CompileError::Unsupported(m)) => return Outcome::Unsupported(m),
             Err(e @ CompileError::Parse(_)) => return check_error(&e.to_string(), exp),
         };
-        // Whether any selector reads a native-histogram sample within its window.
+        // Whether any selector reads a histogram `load_with_nhcb` would derive.
         let (t_min, t_max) = match q {
             Query::Instant(t) => (*t, *t),
             Query::Range { start, end, .. } => (*start, *end),
         };
-        let reads_native = c.needs().iter().any(|n| {
+        let reads_nhcb = c.needs().iter().any(|n| {
             let (lo, hi) = match n.at_ms {
                 Some(at) => (at - n.history_ms, at),
                 None => (t_min - n.history_ms, t_max),
@@ -261,22 +307,50 @@ impl Script {
                     && matches(&n.matchers, l.iter().map(|(a, b)| (a.as_str(), b.as_str())))
             })
         });
-        if reads_native || exp.histograms {
-            return Outcome::Unsupported("native histograms".into());
+        if reads_nhcb {
+            return Outcome::Unsupported("histograms derived by load_with_nhcb".into());
         }
         let got = match q {
-            Query::Instant(t) => c.eval(&self.storage, *t),
+            Query::Instant(t) => c.eval(&self.storage, *t).map(Evaluated::from),
             Query::Range { start, end, step } => {
                 range_query(&c, &self.storage, *start, *end, *step)
             }
         };
         match got {
+            Err(EvalError::Unsupported(m)) => Outcome::Unsupported(m),
             Err(e) => check_error(&e.to_string(), exp),
             Ok(v) if exp.fail => Outcome::Fail(format!("expected an error, got {v:?}")),
             Ok(v) => match compare(&v, q, exp) {
                 Ok(()) => Outcome::Pass,
                 Err(why) => Outcome::Fail(why),
             },
+        }
+    }
+}
+
+/// A result in one shape for comparison.
+#[derive(Debug)]
+enum Evaluated {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<(Labels, Got)>),
+    Matrix(Vec<(Labels, Vec<(i64, Got)>)>),
+}
+
+impl From<Value> for Evaluated {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::Scalar(f) => Evaluated::Scalar(f),
+            Value::String(s) => Evaluated::Str(s),
+            Value::Vector(v) => {
+                Evaluated::Vector(v.into_iter().map(|(l, f)| (l, Got::Float(f))).collect())
+            }
+            Value::Mixed(v) => Evaluated::Vector(v),
+            Value::Matrix(m) => Evaluated::Matrix(
+                m.into_iter()
+                    .map(|(l, ps)| (l, ps.into_iter().map(|p| (p.t, Got::Float(p.v))).collect()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -308,35 +382,36 @@ fn range_query(
     start: i64,
     end: i64,
     step: i64,
-) -> Result<Value, cardguard::rules::promql::EvalError> {
-    let mut series: Vec<(Labels, Vec<Sample>)> = Vec::new();
+) -> Result<Evaluated, EvalError> {
+    let mut series: Vec<(Labels, Vec<(i64, Got)>)> = Vec::new();
     let mut t = start;
     while t <= end {
         match c.eval_range_step(s, t, start, end, step)? {
-            Value::Scalar(v) => push_point(&mut series, Labels::new(), Sample { t, v }),
+            Value::Scalar(v) => push_point(&mut series, Labels::new(), t, Got::Float(v)),
             Value::Vector(v) => {
                 for (l, v) in v {
-                    push_point(&mut series, l, Sample { t, v });
+                    push_point(&mut series, l, t, Got::Float(v));
                 }
             }
-            other => {
-                return Err(cardguard::rules::promql::EvalError::Runtime(format!(
-                    "range query over {other:?}"
-                )))
+            Value::Mixed(v) => {
+                for (l, p) in v {
+                    push_point(&mut series, l, t, p);
+                }
             }
+            other => return Err(EvalError::Runtime(format!("range query over {other:?}"))),
         }
         if step <= 0 {
             break;
         }
         t += step;
     }
-    Ok(Value::Matrix(series))
+    Ok(Evaluated::Matrix(series))
 }
 
-fn push_point(series: &mut Vec<(Labels, Vec<Sample>)>, l: Labels, p: Sample) {
+fn push_point(series: &mut Vec<(Labels, Vec<(i64, Got)>)>, l: Labels, t: i64, p: Got) {
     match series.iter_mut().find(|(x, _)| *x == l) {
-        Some((_, ps)) => ps.push(p),
-        None => series.push((l, vec![p])),
+        Some((_, ps)) => ps.push((t, p)),
+        None => series.push((l, vec![(t, p)])),
     }
 }
 
@@ -344,20 +419,74 @@ fn same(a: f64, b: f64) -> bool {
     almost_equal(a, b, EPSILON)
 }
 
-fn compare(v: &Value, q: &Query, exp: &Expect) -> Result<(), String> {
+/// promqltest's `compareNativeHistogram`.
+fn same_histogram(exp: &Histogram, hint_set: bool, got: &Histogram) -> bool {
+    let spans_match = |a: &[Span], ac: &[f64], b: &[Span], bc: &[f64]| {
+        // Spans compared after dropping empty ones, as promqltest's `spansMatch` does.
+        let norm = |s: &[Span]| -> Vec<Span> {
+            let mut out: Vec<Span> = Vec::new();
+            let mut carry = 0;
+            for x in s {
+                if x.length == 0 {
+                    carry += x.offset;
+                    continue;
+                }
+                out.push(Span {
+                    offset: x.offset + carry,
+                    length: x.length,
+                });
+                carry = 0;
+            }
+            out
+        };
+        norm(a) == norm(b)
+            && ac.len() == bc.len()
+            && ac.iter().zip(bc).all(|(x, y)| same(*x, *y))
+            && pairs(a, ac).len() == pairs(b, bc).len()
+    };
+    exp.schema == got.schema
+        && same(exp.count, got.count)
+        && same(exp.sum, got.sum)
+        && (exp.schema != -53 || exp.custom_values[..] == got.custom_values[..])
+        && exp.zero_threshold == got.zero_threshold
+        && same(exp.zero_count, got.zero_count)
+        && spans_match(
+            &exp.negative_spans,
+            &exp.negative,
+            &got.negative_spans,
+            &got.negative,
+        )
+        && spans_match(
+            &exp.positive_spans,
+            &exp.positive,
+            &got.positive_spans,
+            &got.positive,
+        )
+        && (!hint_set || exp.hint == got.hint)
+}
+
+fn same_point(exp: &Point, got: &Got) -> bool {
+    match (exp, got) {
+        (Point::Value(x), Got::Float(y)) => same(*x, *y),
+        (Point::Histogram(e, hint_set), Got::Histogram(g)) => same_histogram(e, *hint_set, g),
+        _ => false,
+    }
+}
+
+fn compare(v: &Evaluated, q: &Query, exp: &Expect) -> Result<(), String> {
     match v {
-        Value::String(s) => match &exp.string {
+        Evaluated::Str(s) => match &exp.string {
             Some(e) if e == s => Ok(()),
             other => Err(format!("got string {s:?}, expected {other:?}")),
         },
-        Value::Scalar(f) => match exp.results.as_slice() {
+        Evaluated::Scalar(f) => match exp.results.as_slice() {
             [e] if e.points.len() == 1 => match e.points[0] {
                 Point::Value(x) if same(x, *f) => Ok(()),
                 _ => Err(format!("got scalar {f}, expected {:?}", e.points)),
             },
             _ => Err(format!("got scalar {f}, expected {:?}", exp.results)),
         },
-        Value::Vector(got) => {
+        Evaluated::Vector(got) => {
             if exp.results.len() != got.len() {
                 return Err(format!(
                     "got {} series, expected {}:\n    got {}\n    expected {}",
@@ -369,7 +498,7 @@ fn compare(v: &Value, q: &Query, exp: &Expect) -> Result<(), String> {
             }
             for (i, e) in exp.results.iter().enumerate() {
                 let want = match e.points.as_slice() {
-                    [Point::Value(x)] => *x,
+                    [p @ (Point::Value(_) | Point::Histogram(..))] => p,
                     other => return Err(format!("expected one value per series, got {other:?}")),
                 };
                 let found = if exp.ordered {
@@ -378,10 +507,10 @@ fn compare(v: &Value, q: &Query, exp: &Expect) -> Result<(), String> {
                     got.iter().find(|g| g.0 == e.labels)
                 };
                 match found {
-                    Some((_, v)) if same(want, *v) => {}
+                    Some((_, v)) if same_point(want, v) => {}
                     Some((_, v)) => {
                         return Err(format!(
-                            "{}: got {v}, expected {want}",
+                            "{}: got {v:?}, expected {want:?}",
                             fmt_labels(&e.labels)
                         ))
                     }
@@ -397,7 +526,7 @@ fn compare(v: &Value, q: &Query, exp: &Expect) -> Result<(), String> {
             }
             Ok(())
         }
-        Value::Matrix(got) => {
+        Evaluated::Matrix(got) => {
             let (start, step) = match (q, exp.range_vector) {
                 (Query::Range { start, step, .. }, _) => (*start, *step),
                 (Query::Instant(_), Some((from, _, step))) => (from, step),
@@ -405,14 +534,12 @@ fn compare(v: &Value, q: &Query, exp: &Expect) -> Result<(), String> {
             };
             let mut nonempty = 0;
             for e in &exp.results {
-                let want: Vec<(i64, f64)> = e
+                let want: Vec<(i64, &Point)> = e
                     .points
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, p)| match p {
-                        Point::Value(v) => Some((start + i as i64 * step, *v)),
-                        _ => None,
-                    })
+                    .filter(|(_, p)| matches!(p, Point::Value(_) | Point::Histogram(..)))
+                    .map(|(i, p)| (start + i as i64 * step, p))
                     .collect();
                 if want.is_empty() {
                     continue;
@@ -429,11 +556,10 @@ fn compare(v: &Value, q: &Query, exp: &Expect) -> Result<(), String> {
                     && ps
                         .iter()
                         .zip(&want)
-                        .all(|(p, (t, v))| (step == 0 || p.t == *t) && same(p.v, *v));
+                        .all(|((pt, pv), (t, v))| (step == 0 || pt == t) && same_point(v, pv));
                 if !ok {
-                    let got_pts: Vec<(i64, f64)> = ps.iter().map(|p| (p.t, p.v)).collect();
                     return Err(format!(
-                        "{}: got {got_pts:?}, expected {want:?}",
+                        "{}: got {ps:?}, expected {want:?}",
                         fmt_labels(&e.labels)
                     ));
                 }
@@ -450,19 +576,19 @@ fn compare(v: &Value, q: &Query, exp: &Expect) -> Result<(), String> {
     }
 }
 
-fn fmt_vector(v: &[(Labels, f64)]) -> String {
+fn fmt_vector(v: &[(Labels, Got)]) -> String {
     let items: Vec<String> = v
         .iter()
-        .map(|(l, v)| format!("{} {v}", fmt_labels(l)))
+        .map(|(l, v)| format!("{} {v:?}", fmt_labels(l)))
         .collect();
     items.join(", ")
 }
 
-fn fmt_matrix(m: &[(Labels, Vec<Sample>)]) -> String {
+fn fmt_matrix(m: &[(Labels, Vec<(i64, Got)>)]) -> String {
     let items: Vec<String> = m
         .iter()
         .map(|(l, ps)| {
-            let pts: Vec<String> = ps.iter().map(|p| format!("{}@{}", p.v, p.t)).collect();
+            let pts: Vec<String> = ps.iter().map(|(t, p)| format!("{p:?}@{t}")).collect();
             format!("{} [{}]", fmt_labels(l), pts.join(" "))
         })
         .collect();

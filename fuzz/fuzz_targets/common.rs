@@ -90,6 +90,7 @@ pub fn run(data: &[u8], version: Version) {
     assert_eq!(samples, counts.samples);
 
     let extra = OwnedSeries {
+        histograms: Vec::new(),
         labels: vec![("__name__".into(), "cardguard_fuzz".into())],
         samples: vec![(1.0, 0)],
     };

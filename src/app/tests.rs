@@ -229,6 +229,7 @@ async fn with_storage_overflow_flushes_and_rule_results_are_queued_on_disk() {
     let recorded = crate::wire::OwnedSeries {
         labels: vec![("__name__".into(), "job:x:sum".into())],
         samples: vec![(2.0, now)],
+        histograms: Vec::new(),
     };
     assert_eq!(state.rules.output.push(vec![recorded], 100, usize::MAX), 0);
     assert_eq!(state.rules.output.queued_samples(), 0, "went to memory");

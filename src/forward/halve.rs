@@ -166,6 +166,7 @@ mod tests {
         let mut w = Writer::new(version);
         for k in 0..n {
             w.push_series(&OwnedSeries {
+                histograms: Vec::new(),
                 labels: vec![
                     ("__name__".into(), "m".into()),
                     ("k".into(), format!("{k:04}")),

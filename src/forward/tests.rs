@@ -167,6 +167,7 @@ mod split {
         let mut w = Writer::new(version);
         for k in 0..SERIES {
             w.push_series(&OwnedSeries {
+                histograms: Vec::new(),
                 labels: vec![
                     ("__name__".into(), "m".into()),
                     ("k".into(), format!("{k:02}")),

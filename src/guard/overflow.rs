@@ -324,6 +324,7 @@ impl Overflow {
                     key: *key,
                     tenant: agg.tenant.clone(),
                     series: OwnedSeries {
+                        histograms: Vec::new(),
                         labels: agg.labels.clone(),
                         samples: vec![(agg.value(), at)],
                     },

@@ -26,8 +26,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How often written records are fsynced.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// The format of a record's payload; bumped on any change.
+/// The format of a record's payload; bumped on any change. Version 2 adds each series' native
+/// histograms after its samples; a record with none is still written as version 1, so that
+/// every record has one encoding (what the fuzz target checks) and older records still read.
 const VERSION: u8 = 1;
+const VERSION_HISTOGRAMS: u8 = 2;
 
 /// Whose series a record carries, for the metrics they are counted in once sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,8 @@ pub enum DecodeError {
     Utf8,
     #[error("bytes after the record")]
     Trailing,
+    #[error("a version 2 record without histograms (written as version 1)")]
+    NotCanonical,
 }
 
 /// `[version][kind][tenant?][series...]`, little-endian, lengths as u32.
@@ -71,7 +76,12 @@ pub fn encode(r: &OwnRecord, out: &mut Vec<u8>) {
         out.extend_from_slice(&(s.len() as u32).to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     }
-    out.push(VERSION);
+    let histograms = r.series.iter().any(|s| !s.histograms.is_empty());
+    out.push(if histograms {
+        VERSION_HISTOGRAMS
+    } else {
+        VERSION
+    });
     out.push(r.kind as u8);
     match &r.tenant {
         Some(t) => {
@@ -91,6 +101,13 @@ pub fn encode(r: &OwnRecord, out: &mut Vec<u8>) {
         for &(v, t) in &s.samples {
             out.extend_from_slice(&v.to_bits().to_le_bytes());
             out.extend_from_slice(&t.to_le_bytes());
+        }
+        if histograms {
+            out.extend_from_slice(&(s.histograms.len() as u32).to_le_bytes());
+            for h in &s.histograms {
+                out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+                out.extend_from_slice(h);
+            }
         }
     }
 }
@@ -138,7 +155,7 @@ impl<'a> Cursor<'a> {
 pub fn decode(bytes: &[u8]) -> Result<OwnRecord, DecodeError> {
     let mut c = Cursor(bytes);
     let v = c.u8()?;
-    if v != VERSION {
+    if v != VERSION && v != VERSION_HISTOGRAMS {
         return Err(DecodeError::Version(v));
     }
     let kind = match c.u8()? {
@@ -166,10 +183,26 @@ pub fn decode(bytes: &[u8]) -> Result<OwnRecord, DecodeError> {
             let v = f64::from_bits(c.u64()?);
             samples.push((v, c.u64()? as i64));
         }
-        series.push(OwnedSeries { labels, samples });
+        let mut histograms = Vec::new();
+        if v == VERSION_HISTOGRAMS {
+            let nh = c.count(4)?;
+            histograms.reserve(nh);
+            for _ in 0..nh {
+                let len = c.u32()?;
+                histograms.push(c.take(len)?.to_vec());
+            }
+        }
+        series.push(OwnedSeries {
+            labels,
+            samples,
+            histograms,
+        });
     }
     if !c.0.is_empty() {
         return Err(DecodeError::Trailing);
+    }
+    if v == VERSION_HISTOGRAMS && series.iter().all(|s| s.histograms.is_empty()) {
+        return Err(DecodeError::NotCanonical);
     }
     Ok(OwnRecord {
         kind,
@@ -371,8 +404,13 @@ mod tests {
         let series = (
             proptest::collection::vec((".{0,8}", ".{0,8}"), 0..4),
             proptest::collection::vec((any::<f64>(), any::<i64>()), 0..4),
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..16), 0..2),
         )
-            .prop_map(|(labels, samples)| OwnedSeries { labels, samples });
+            .prop_map(|(labels, samples, histograms)| OwnedSeries {
+                labels,
+                samples,
+                histograms,
+            });
         (
             prop_oneof![Just(Kind::Rules), Just(Kind::Overflow)],
             proptest::option::of(".{0,8}"),
@@ -444,6 +482,7 @@ mod tests {
         OwnedSeries {
             labels: vec![("__name__".into(), name.into())],
             samples: vec![(v, 1_700_000_000_000)],
+            histograms: Vec::new(),
         }
     }
 

@@ -93,7 +93,11 @@ pub fn route(
                 continue;
             };
             let mut masked = false;
-            if let Some((route, interval)) = route.and_then(|rt| Some((rt, rt.min_interval?))) {
+            // Recorded histograms are not downsampled: only series of float samples are.
+            let downsampling = route
+                .and_then(|rt| Some((rt, rt.min_interval?)))
+                .filter(|_| !series.samples.is_empty());
+            if let Some((route, interval)) = downsampling {
                 let key = match &route_labels {
                     Some(l) => series_key(
                         &route.name,
@@ -131,15 +135,16 @@ pub fn route(
                 }
                 let w = &mut s.writers[u];
                 match &route_labels {
-                    Some(l) => w.push_labeled(
+                    Some(l) => w.push_labeled_all(
                         l.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
                         samples.clone(),
+                        &series.histograms,
                     ),
-                    None => w.push_labeled(labels.clone(), samples.clone()),
+                    None => w.push_labeled_all(labels.clone(), samples.clone(), &series.histograms),
                 }
                 let c = &mut s.counts[u];
                 c.series += 1;
-                c.samples += samples.clone().count() as u64;
+                c.samples += (samples.clone().count() + series.histograms.len()) as u64;
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The stream buffers: for each series some rule reads, its labels (stored once) and a ring of
-//! recent `(timestamp, value)` samples covering the plan's history. Implements the engine's
+//! recent `(timestamp, value)` samples covering the plan's history, and one of its native
+//! histograms (kept sparse, spans and counts as on the wire). Implements the engine's
 //! [`Storage`].
 //!
 //! A series is its labels *and its tenant*: two tenants' series with the same labels are two
@@ -21,7 +22,7 @@ use promql_parser::label::Matchers;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::plan::name_equality;
-use super::promql::{self, Labels, Sample, Storage};
+use super::promql::{self, HistogramSample, Labels, Sample, SeriesSink, Storage};
 
 const SHARDS: usize = 64;
 /// Rings are not shrunk below this many samples.
@@ -99,15 +100,28 @@ struct Series {
     /// Oldest first, strictly increasing timestamps. A ring, so memory is about one power of
     /// two above what the history needs; made contiguous when the engine reads it.
     samples: VecDeque<Sample>,
+    /// Native histograms, oldest first (empty, without an allocation, for float series).
+    histograms: VecDeque<HistogramSample>,
+    /// Heap bytes the histograms hold (their structs and bucket arrays).
+    histogram_bytes: usize,
     retention_ms: i64,
+}
+
+/// Memory one buffered histogram holds besides its ring slot.
+fn histogram_bytes(h: &HistogramSample) -> usize {
+    // The Arc's allocation: two counters and the histogram.
+    16 + std::mem::size_of::<promql::Histogram>() + h.h.heap_bytes()
 }
 
 impl Series {
     fn len(&self) -> usize {
-        self.samples.len()
+        self.samples.len() + self.histograms.len()
     }
     fn newest(&self) -> Option<i64> {
         self.samples.back().map(|s| s.t)
+    }
+    fn newest_histogram(&self) -> Option<i64> {
+        self.histograms.back().map(|s| s.t)
     }
     fn label_bytes(labels: &Labels) -> usize {
         labels.capacity() * std::mem::size_of::<(String, String)>()
@@ -121,6 +135,8 @@ impl Series {
             + self.tenant.as_ref().map_or(0, |t| t.len())
             + Self::label_bytes(&self.labels)
             + self.samples.capacity() * std::mem::size_of::<Sample>()
+            + self.histograms.capacity() * std::mem::size_of::<HistogramSample>()
+            + self.histogram_bytes
     }
     /// Drop samples at or before `cutoff`; give memory back when the ring is mostly empty.
     fn trim(&mut self, cutoff: i64) {
@@ -131,26 +147,53 @@ impl Series {
             self.samples
                 .shrink_to(2 * self.samples.len().max(COMPACT_MIN));
         }
+        while self.histograms.front().is_some_and(|s| s.t <= cutoff) {
+            self.pop_histogram();
+        }
+        if self.histograms.capacity() > 4 * self.histograms.len().max(COMPACT_MIN) {
+            self.histograms
+                .shrink_to(2 * self.histograms.len().max(COMPACT_MIN));
+        }
+    }
+    fn pop_histogram(&mut self) {
+        if let Some(h) = self.histograms.pop_front() {
+            self.histogram_bytes -= histogram_bytes(&h);
+        }
+    }
+}
+
+/// A buffered sample's timestamp.
+trait Timed {
+    fn t(&self) -> i64;
+}
+impl Timed for Sample {
+    fn t(&self) -> i64 {
+        self.t
+    }
+}
+impl Timed for HistogramSample {
+    fn t(&self) -> i64 {
+        self.t
     }
 }
 
 /// The samples with `mint < t <= maxt`. Most reads take every sample, so both ends are
 /// checked first: two cache lines instead of a binary search through the ring.
-fn window(samples: &mut VecDeque<Sample>, mint: i64, maxt: i64) -> &[Sample] {
+fn window<T: Timed>(samples: &mut VecDeque<T>, mint: i64, maxt: i64) -> &[T] {
     let all = samples.make_contiguous();
     let (first, last) = match (all.first(), all.last()) {
-        (Some(f), Some(l)) => (f.t, l.t),
+        (Some(f), Some(l)) => (f.t(), l.t()),
         _ => return &[],
     };
     let lo = if first > mint {
         0
     } else {
-        all.partition_point(|x| x.t <= mint)
+        all.partition_point(|x| x.t() <= mint)
     };
     let hi = if last <= maxt {
         all.len()
     } else {
-        all.partition_point(|x| x.t <= maxt)
+        all.partition_point(|x| x.t() <= maxt)
     };
     if lo < hi {
         &all[lo..hi]
@@ -279,6 +322,31 @@ impl Buffer {
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
+        self.append_all(
+            tenant,
+            labels,
+            samples,
+            std::iter::empty(),
+            retention_ms,
+            limits,
+        )
+    }
+
+    /// [`Buffer::append_for`] with the series' native histograms too (each kind in time
+    /// order; a histogram at or before the newest buffered histogram is out of order). The
+    /// per-series sample cap applies to each kind.
+    pub fn append_all<'a, L>(
+        &self,
+        tenant: Option<&str>,
+        labels: L,
+        samples: impl Iterator<Item = Sample>,
+        histograms: impl Iterator<Item = HistogramSample>,
+        retention_ms: i64,
+        limits: &BufferLimits,
+    ) -> Appended
+    where
+        L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
         let hash = tenant_series_hash(tenant, labels.clone());
         let mut out = Appended::default();
         let mut guard = self.shard(hash);
@@ -331,6 +399,8 @@ impl Buffer {
                     tenant: tenant.map(Into::into),
                     labels: owned,
                     samples: VecDeque::new(),
+                    histograms: VecDeque::new(),
+                    histogram_bytes: 0,
                     retention_ms,
                 };
                 shard.bytes += s.bytes();
@@ -350,13 +420,28 @@ impl Buffer {
             series.samples.push_back(s);
             out.samples += 1;
         }
+        let floats = out.samples;
+        let mut newest_h = series.newest_histogram().unwrap_or(i64::MIN);
+        for h in histograms {
+            if h.t <= newest_h {
+                out.out_of_order += 1;
+                continue;
+            }
+            newest_h = h.t;
+            series.histogram_bytes += histogram_bytes(&h);
+            series.histograms.push_back(h);
+            out.samples += 1;
+        }
         if out.samples > 0 {
-            series.trim(newest.saturating_sub(retention_ms));
-            let live = series.len();
-            if live > limits.max_samples_per_series {
-                let excess = live - limits.max_samples_per_series;
+            series.trim(newest.max(newest_h).saturating_sub(retention_ms));
+            if floats > 0 && series.samples.len() > limits.max_samples_per_series {
+                let excess = series.samples.len() - limits.max_samples_per_series;
                 series.samples.drain(..excess);
                 out.evicted_early += excess as u64;
+            }
+            while series.histograms.len() > limits.max_samples_per_series {
+                series.pop_histogram();
+                out.evicted_early += 1;
             }
         }
         let after = (series.len(), series.bytes());
@@ -469,7 +554,6 @@ impl Storage for Buffer {
         maxt: i64,
         f: &mut dyn FnMut(&Labels, &[Sample]),
     ) {
-        let name = name_equality(matchers);
         let mut visit = |s: &mut Series| {
             if promql::matches(
                 matchers,
@@ -484,6 +568,37 @@ impl Storage for Buffer {
                 }
             }
         };
+        self.visit(matchers, &mut visit);
+    }
+
+    fn select_all(&self, matchers: &Matchers, mint: i64, maxt: i64, f: &mut SeriesSink<'_>) {
+        let mut visit = |s: &mut Series| {
+            if promql::matches(
+                matchers,
+                s.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            ) {
+                let Series {
+                    labels,
+                    samples,
+                    histograms,
+                    ..
+                } = s;
+                let w = window(samples, mint, maxt);
+                let h = window(histograms, mint, maxt);
+                if !w.is_empty() || !h.is_empty() {
+                    f(labels, w, h);
+                }
+            }
+        };
+        self.visit(matchers, &mut visit);
+    }
+}
+
+impl Buffer {
+    /// Call `visit` with every series a selector may match (those of its metric name when it
+    /// names one), one shard locked at a time.
+    fn visit(&self, matchers: &Matchers, visit: &mut dyn FnMut(&mut Series)) {
+        let name = name_equality(matchers);
         for m in self.shards.iter() {
             let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
             let Shard {
@@ -497,7 +612,7 @@ impl Storage for Buffer {
                         }
                     }
                 }
-                None => series.values_mut().for_each(&mut visit),
+                None => series.values_mut().for_each(&mut *visit),
             }
         }
     }

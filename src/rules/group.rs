@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::file::{RecordingRule, RuleGroup};
-use super::promql::{Labels, Storage, Value, STALE_NAN_BITS};
+use prost::Message;
+
+use super::promql::{Labels, Point, Storage, Value, STALE_NAN_BITS};
 use crate::wire::OwnedSeries;
 
 /// What a group remembers between evaluations: per rule, the label sets it wrote last time.
@@ -134,9 +136,12 @@ impl GroupState {
 
 fn stale(labels: impl Iterator<Item = Labels>, t_ms: i64, out: &mut Vec<OwnedSeries>) {
     for l in labels {
+        // A float stale marker ends a histogram series too, as Prometheus's rule manager
+        // writes it.
         out.push(OwnedSeries {
             labels: l,
             samples: vec![(f64::from_bits(STALE_NAN_BITS), t_ms)],
+            histograms: Vec::new(),
         });
     }
 }
@@ -186,9 +191,17 @@ pub fn evaluate_with(
                 let mut current = HashSet::with_capacity(rows.len());
                 for (labels, v) in rows {
                     current.insert(labels.clone());
+                    let (samples, histograms) = match v {
+                        Point::Float(v) => (vec![(v, t_ms)], Vec::new()),
+                        Point::Histogram(h) => (
+                            Vec::new(),
+                            vec![super::tap::encode_histogram(t_ms, &h).encode_to_vec()],
+                        ),
+                    };
                     out.series.push(OwnedSeries {
                         labels,
-                        samples: vec![(v, t_ms)],
+                        samples,
+                        histograms,
                     });
                 }
                 let before = out.series.len();
@@ -217,14 +230,15 @@ fn eval_rule(
     limit: usize,
     storage: &dyn Storage,
     t_ms: i64,
-) -> Result<Vec<(Labels, f64)>, String> {
+) -> Result<Vec<(Labels, Point)>, String> {
     let rows = match rule
         .compiled
         .eval(storage, t_ms)
         .map_err(|e| e.to_string())?
     {
-        Value::Vector(v) => v,
-        Value::Scalar(x) => vec![(Vec::new(), x)],
+        Value::Vector(v) => v.into_iter().map(|(l, v)| (l, Point::Float(v))).collect(),
+        Value::Scalar(x) => vec![(Vec::new(), Point::Float(x))],
+        Value::Mixed(v) => v,
         Value::String(_) | Value::Matrix(_) => {
             return Err("rule result is not a vector or scalar".into())
         }

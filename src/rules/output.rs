@@ -40,7 +40,7 @@ pub struct Output {
 }
 
 fn sample_count(s: &[OwnedSeries]) -> usize {
-    s.iter().map(|x| x.samples.len()).sum()
+    s.iter().map(|x| x.samples.len() + x.histograms.len()).sum()
 }
 
 /// What a queued series holds, about: its labels, its samples, its own struct.
@@ -51,6 +51,10 @@ fn series_bytes(s: &OwnedSeries) -> usize {
             .map(|(n, v)| n.len() + v.len() + std::mem::size_of::<(String, String)>())
             .sum::<usize>()
         + s.samples.len() * std::mem::size_of::<(f64, i64)>()
+        + s.histograms
+            .iter()
+            .map(|h| h.capacity() + 24)
+            .sum::<usize>()
 }
 
 impl Output {
@@ -84,7 +88,7 @@ impl Output {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0;
         for s in series {
-            let n = s.samples.len();
+            let n = s.samples.len() + s.histograms.len();
             let b = series_bytes(&s);
             if self.samples.load(Ordering::Relaxed) + n > cap
                 || self.bytes.load(Ordering::Relaxed) + b > cap_bytes
@@ -225,6 +229,7 @@ mod tests {
     fn series(n: usize) -> Vec<OwnedSeries> {
         (0..n)
             .map(|i| OwnedSeries {
+                histograms: Vec::new(),
                 labels: vec![("__name__".into(), format!("m{i}"))],
                 samples: vec![(1.0, 1)],
             })
@@ -354,6 +359,7 @@ mod tests {
         let o = Output::default();
         let long: Vec<OwnedSeries> = (0..100)
             .map(|i| OwnedSeries {
+                histograms: Vec::new(),
                 labels: vec![
                     ("__name__".into(), format!("m{i}")),
                     ("x".into(), "v".repeat(16 << 10)),

@@ -141,7 +141,20 @@ impl Runtime {
                         .samples
                         .iter()
                         .map(|&(v, t)| super::promql::Sample { t, v });
-                    self.buffer.append(labels, samples, m.retention_ms, &limits);
+                    let histograms = s.histograms.iter().filter_map(|raw| {
+                        match super::tap::decode_histogram(raw) {
+                            Some(super::tap::Decoded::Histogram(h)) => Some(h),
+                            _ => None,
+                        }
+                    });
+                    self.buffer.append_all(
+                        None,
+                        labels,
+                        samples,
+                        histograms,
+                        m.retention_ms,
+                        &limits,
+                    );
                 }
             }
         };

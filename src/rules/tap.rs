@@ -4,7 +4,7 @@
 
 use super::buffer::{Buffer, BufferLimits};
 use super::plan::Plan;
-use super::promql::Sample;
+use super::promql::{HistogramSample, Sample};
 use crate::series::Decisions;
 use crate::wire::Parsed;
 
@@ -52,20 +52,21 @@ impl<'a> Tap<'a> {
                 continue;
             }
             let view = req.series(buf, i);
-            if view.sample_count() == 0 {
-                // Native histograms only: the engine reads float samples.
+            if view.sample_count() == 0 && view.histogram_count() == 0 {
                 continue;
             }
             let samples = view.samples().map(|s| Sample {
                 t: s.timestamp,
                 v: s.value,
             });
+            // Histograms are decoded only for series some rule reads (in `offer`).
+            let histograms = || view.histograms_raw();
             let (withheld, a) = match decisions.rewritten(i) {
                 Some(owned) => {
                     let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
-                    self.offer(labels, samples)
+                    self.offer(labels, samples, histograms)
                 }
-                None => self.offer(view.labels(), samples),
+                None => self.offer(view.labels(), samples, histograms),
             };
             o.samples += a.samples;
             o.out_of_order += a.out_of_order;
@@ -74,19 +75,21 @@ impl<'a> Tap<'a> {
             if withheld {
                 decisions.withhold(i);
                 o.withheld_series += 1;
-                o.withheld_samples += view.sample_count() as u64;
+                o.withheld_samples += (view.sample_count() + view.histogram_count()) as u64;
             }
         }
         o
     }
 
-    fn offer<'l, L>(
+    fn offer<'l, 'h, L, H>(
         &self,
         labels: L,
         samples: impl Iterator<Item = Sample>,
+        histograms: impl Fn() -> H,
     ) -> (bool, super::buffer::Appended)
     where
         L: Iterator<Item = (&'l [u8], &'l [u8])> + Clone,
+        H: Iterator<Item = &'h [u8]>,
     {
         let name = labels
             .clone()
@@ -95,18 +98,50 @@ impl<'a> Tap<'a> {
         match self.plan.match_series(name, labels.clone()) {
             None => (false, Default::default()),
             Some(m) => {
-                let a = self.buffer.append_for(
-                    self.tenant,
-                    labels,
-                    samples,
-                    m.retention_ms,
-                    &self.limits,
-                );
+                let mut hists: Vec<HistogramSample> = Vec::new();
+                let mut stale: Vec<Sample> = Vec::new();
+                for raw in histograms() {
+                    match histogram::decode(raw) {
+                        Some(Decoded::Histogram(h)) => hists.push(h),
+                        Some(Decoded::Stale(t)) => stale.push(Sample {
+                            t,
+                            v: f64::from_bits(STALE_NAN_BITS),
+                        }),
+                        None => {}
+                    }
+                }
+                let a = if stale.is_empty() {
+                    self.buffer.append_all(
+                        self.tenant,
+                        labels,
+                        samples,
+                        hists.into_iter(),
+                        m.retention_ms,
+                        &self.limits,
+                    )
+                } else {
+                    // A histogram series' stale marker is a float sample to the engine.
+                    let mut all: Vec<Sample> = samples.chain(stale).collect();
+                    all.sort_by_key(|s| s.t);
+                    self.buffer.append_all(
+                        self.tenant,
+                        labels,
+                        all.into_iter(),
+                        hists.into_iter(),
+                        m.retention_ms,
+                        &self.limits,
+                    )
+                };
                 (m.withhold && a.buffered, a)
             }
         }
     }
 }
+
+mod histogram;
+
+use super::promql::STALE_NAN_BITS;
+pub use histogram::{decode as decode_histogram, encode as encode_histogram, Decoded};
 
 #[cfg(test)]
 mod tests;

@@ -48,6 +48,9 @@ pub struct OwnedSeries {
     pub labels: Vec<(String, String)>,
     /// `(value, timestamp_ms)`
     pub samples: Vec<(f64, i64)>,
+    /// Encoded native histograms (the `Histogram` message, the same in v1 and v2), written
+    /// after the samples.
+    pub histograms: Vec<Vec<u8>>,
 }
 
 /// What a translation could not carry into the output version, by kind: counted (on
@@ -388,9 +391,10 @@ impl Writer {
 
     /// A series built in cardguard.
     pub fn push_series(&mut self, s: &OwnedSeries) {
-        self.push_labeled(
+        self.push_labeled_all(
             s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
             s.samples.iter().copied(),
+            &s.histograms,
         );
     }
 
@@ -400,6 +404,16 @@ impl Writer {
         &mut self,
         labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
         samples: impl Iterator<Item = (f64, i64)>,
+    ) {
+        self.push_labeled_all(labels, samples, &[]);
+    }
+
+    /// [`Writer::push_labeled`] with encoded native histograms too (v1 field 4, v2 field 3).
+    pub fn push_labeled_all<'a>(
+        &mut self,
+        labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        samples: impl Iterator<Item = (f64, i64)>,
+        histograms: &[Vec<u8>],
     ) {
         // Labels and samples are already in memory: nothing here amplifies, so the size is
         // checked once written.
@@ -415,6 +429,9 @@ impl Writer {
                 for (value, timestamp) in samples {
                     put_sample(&mut self.body, value, timestamp, 0);
                 }
+                for h in histograms {
+                    proto::put_bytes(&mut self.body, 4, h);
+                }
                 proto::end_nested(&mut self.body, pos);
             }
             Version::V2 => {
@@ -423,6 +440,9 @@ impl Writer {
                 put_packed_u32(&mut self.body, 1, &self.refs);
                 for (value, timestamp) in samples {
                     put_sample(&mut self.body, value, timestamp, 0);
+                }
+                for h in histograms {
+                    proto::put_bytes(&mut self.body, 3, h);
                 }
                 proto::end_nested(&mut self.body, pos);
             }

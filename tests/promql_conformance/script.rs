@@ -1,6 +1,8 @@
 //! The promqltest script language: commands, series descriptions, expectations.
 
-use cardguard::rules::promql::Labels;
+use std::sync::Arc;
+
+use cardguard::rules::promql::{Histogram, Labels, ResetHint, Span};
 
 /// promqltest's line handling: trimmed, comment lines blank (and so ending a block).
 pub fn lines(text: &str) -> Vec<&str> {
@@ -16,14 +18,14 @@ pub fn lines(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// One value of a series description: a float, a stale marker, or nothing at that step.
-#[derive(Debug, Clone, Copy)]
+/// One value of a series description: a float, a stale marker, nothing at that step, or a
+/// native histogram (and whether its counter reset hint was written out).
+#[derive(Debug, Clone)]
 pub enum Point {
     Value(f64),
     Stale,
     Omitted,
-    /// A native histogram sample (not loaded: the engine reads floats only).
-    Histogram,
+    Histogram(Arc<Histogram>, bool),
 }
 
 #[derive(Debug)]
@@ -41,7 +43,6 @@ pub struct Expect {
     pub string: Option<String>,
     pub range_vector: Option<(i64, i64, i64)>,
     pub results: Vec<Expected>,
-    pub histograms: bool,
 }
 
 pub enum Query {
@@ -138,8 +139,6 @@ pub fn parse_eval(head: &str, body: &[&str]) -> Result<(String, Query, Expect), 
             exp.fail_regex = Some(rest.trim().to_string());
         } else if let Some(rest) = l.strip_prefix("expect ") {
             parse_expect(rest.trim(), &mut exp)?;
-        } else if l.contains("{{") {
-            exp.histograms = true;
         } else {
             exp.results.push(parse_expected(l)?);
         }
@@ -358,13 +357,7 @@ pub fn parse_points(s: &str) -> Result<Vec<Point>, String> {
     let mut out = Vec::new();
     for tok in value_tokens(s) {
         if tok.contains("{{") {
-            // `{{..}}`, `{{..}}xN` or `{{..}}+{{..}}xN`.
-            let tail = &tok[tok.rfind("}}").map_or(0, |i| i + 2)..];
-            let n = match tail.strip_prefix('x') {
-                Some(n) => n.parse::<usize>().map_err(|e| format!("{tok}: {e}"))? + 1,
-                None => 1,
-            };
-            out.extend(std::iter::repeat_n(Point::Histogram, n));
+            out.extend(parse_histogram_series(tok)?);
             continue;
         }
         if tok == "_" {
@@ -422,4 +415,115 @@ fn parse_expected(l: &str) -> Result<Expected, String> {
         labels: parse_labels(desc)?,
         points: parse_points(vals)?,
     })
+}
+
+/// `{{..}}`, `{{..}}xN`, `{{..}}+{{..}}xN` or `{{..}}-{{..}}xN`: the first histogram, then
+/// N more, each the previous plus (minus) the increment.
+fn parse_histogram_series(tok: &str) -> Result<Vec<Point>, String> {
+    let end = tok
+        .find("}}")
+        .ok_or_else(|| format!("{tok}: unclosed histogram"))?
+        + 2;
+    let (base, base_hint) = parse_histogram(&tok[..end])?;
+    let rest = &tok[end..];
+    let (inc, tail) = match rest.chars().next() {
+        Some(sign @ ('+' | '-')) => {
+            let e2 = rest
+                .find("}}")
+                .ok_or_else(|| format!("{tok}: unclosed histogram"))?
+                + 2;
+            let (h, _) = parse_histogram(&rest[1..e2])?;
+            (Some((sign == '-', h)), &rest[e2..])
+        }
+        _ => (None, rest),
+    };
+    let n = match tail.strip_prefix('x') {
+        Some(n) => n.parse::<usize>().map_err(|e| format!("{tok}: {e}"))?,
+        None if tail.is_empty() => 0,
+        None => return Err(format!("{tok}: unexpected {tail:?}")),
+    };
+    let mut out = vec![Point::Histogram(Arc::new(base.clone()), base_hint)];
+    let mut cur = base;
+    for _ in 0..n {
+        if let Some((neg, inc)) = &inc {
+            cur.add(inc, *neg).map_err(|e| format!("{tok}: {e}"))?;
+        }
+        out.push(Point::Histogram(Arc::new(cur.clone()), base_hint));
+    }
+    Ok(out)
+}
+
+/// One `{{schema:.. sum:.. count:.. buckets:[..] offset:.. ...}}` description.
+pub fn parse_histogram(s: &str) -> Result<(Histogram, bool), String> {
+    let inner = s
+        .strip_prefix("{{")
+        .and_then(|x| x.strip_suffix("}}"))
+        .ok_or_else(|| format!("not a histogram: {s}"))?;
+    let mut h = Histogram::default();
+    let mut hint_set = false;
+    let (mut pos, mut neg, mut pos_off, mut neg_off) = (Vec::new(), Vec::new(), 0i32, 0i32);
+    let mut rest = inner.trim();
+    while !rest.is_empty() {
+        let colon = rest
+            .find(':')
+            .ok_or_else(|| format!("{s}: expected key:value"))?;
+        let key = rest[..colon].trim();
+        rest = rest[colon + 1..].trim_start();
+        let value;
+        if rest.starts_with('[') {
+            let close = rest.find(']').ok_or_else(|| format!("{s}: unclosed ["))?;
+            value = &rest[..=close];
+            rest = rest[close + 1..].trim_start();
+        } else {
+            let e = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value = &rest[..e];
+            rest = rest[e..].trim_start();
+        }
+        let list = || -> Result<Vec<f64>, String> {
+            value
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .split_whitespace()
+                .map(parse_float)
+                .collect()
+        };
+        match key {
+            "schema" => h.schema = value.parse().map_err(|e| format!("{s}: {e}"))?,
+            "sum" => h.sum = parse_float(value)?,
+            "count" => h.count = parse_float(value)?,
+            "z_bucket" => h.zero_count = parse_float(value)?,
+            "z_bucket_w" => h.zero_threshold = parse_float(value)?,
+            "buckets" => pos = list()?,
+            "n_buckets" => neg = list()?,
+            "offset" => pos_off = value.parse().map_err(|e| format!("{s}: {e}"))?,
+            "n_offset" => neg_off = value.parse().map_err(|e| format!("{s}: {e}"))?,
+            "custom_values" => h.custom_values = list()?.into(),
+            "counter_reset_hint" => {
+                hint_set = true;
+                h.hint = match value {
+                    "unknown" => ResetHint::Unknown,
+                    "reset" => ResetHint::Reset,
+                    "not_reset" => ResetHint::NotReset,
+                    "gauge" => ResetHint::Gauge,
+                    other => return Err(format!("{s}: counter_reset_hint {other}")),
+                };
+            }
+            other => return Err(format!("{s}: unknown key {other}")),
+        }
+    }
+    let spans = |n: usize, off: i32| {
+        if n == 0 {
+            Vec::new()
+        } else {
+            vec![Span {
+                offset: off,
+                length: n as u32,
+            }]
+        }
+    };
+    h.positive_spans = spans(pos.len(), pos_off);
+    h.positive = pos;
+    h.negative_spans = spans(neg.len(), neg_off);
+    h.negative = neg;
+    Ok((h, hint_set))
 }

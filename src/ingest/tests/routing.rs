@@ -137,6 +137,7 @@ async fn own_series_are_routed_like_a_senders() {
     let config = r.h.state.config();
     let routing = config.routing.clone().unwrap();
     let series = |name: &str, slo: bool, t: i64| OwnedSeries {
+        histograms: Vec::new(),
         labels: std::iter::once(("__name__".to_string(), name.to_string()))
             .chain(slo.then(|| ("slo".to_string(), "true".to_string())))
             .collect(),

@@ -51,6 +51,7 @@ fn own(name: &str, slo: bool, samples: &[(f64, i64)]) -> OwnedSeries {
         labels.push(("slo".into(), "true".into()));
     }
     OwnedSeries {
+        histograms: Vec::new(),
         labels,
         samples: samples.to_vec(),
     }

@@ -343,3 +343,51 @@ fn label_bytes_stay_under_their_cap_and_are_freed() {
     b.sweep(1_000_000);
     assert_eq!(b.label_bytes(), 0);
 }
+
+#[test]
+fn histograms_are_buffered_next_to_floats_and_counted_in_bytes() {
+    use crate::rules::promql::{Histogram, HistogramSample, Span};
+    let b = Buffer::new();
+    let h = |t: i64| HistogramSample {
+        t,
+        h: std::sync::Arc::new(Histogram {
+            count: 3.0,
+            positive_spans: vec![Span {
+                offset: -1,
+                length: 3,
+            }],
+            positive: vec![1.0, 1.0, 1.0],
+            ..Histogram::default()
+        }),
+    };
+    let labels = l(&[("__name__", "h")]);
+    let a = b.append_all(
+        None,
+        labels.clone().into_iter(),
+        samples(&[10]).into_iter(),
+        [h(20), h(30)].into_iter(),
+        1_000,
+        &LIMITS,
+    );
+    assert_eq!((a.samples, a.out_of_order), (3, 0));
+    let bytes_with = b.stats().bytes;
+    // A retried histogram is out of order, like a float.
+    let a = b.append_all(
+        None,
+        labels.into_iter(),
+        std::iter::empty(),
+        [h(30)].into_iter(),
+        1_000,
+        &LIMITS,
+    );
+    assert_eq!((a.samples, a.out_of_order), (0, 1));
+    let mut got = Vec::new();
+    b.select_all(&name("h"), 15, 30, &mut |_, fs, hs| {
+        got.push((fs.len(), hs.iter().map(|x| x.t).collect::<Vec<_>>()))
+    });
+    assert_eq!(got, vec![(0, vec![20, 30])]);
+    // Past the retention everything goes, and the bytes with it.
+    b.sweep(10_000);
+    assert_eq!(b.stats().samples, 0);
+    assert!(b.stats().bytes < bytes_with);
+}

@@ -198,3 +198,91 @@ fn a_rule_reads_what_the_rules_before_it_recorded() {
         rows(&e)
     );
 }
+
+/// A histogram rule's result leaves as a native histogram, and a rule after it in the group
+/// reads it back from the buffers.
+#[test]
+fn histogram_results_are_recorded_as_native_histograms_and_feed_later_rules() {
+    use crate::rules::promql::{Histogram, HistogramSample, Span};
+    use crate::rules::tap::{decode_histogram, Decoded};
+    let g = group(
+        r#"
+groups:
+  - name: g
+    rules:
+      - record: job:latency:sum
+        expr: sum by (job) (latency)
+      - record: job:latency:count
+        expr: histogram_count(job:latency:sum)
+"#,
+    );
+    let b = Buffer::new();
+    let hist = |n: f64| Histogram {
+        count: n,
+        sum: 2.0 * n,
+        positive_spans: vec![Span {
+            offset: 0,
+            length: 2,
+        }],
+        positive: vec![n / 2.0, n / 2.0],
+        ..Histogram::default()
+    };
+    for (i, n) in [(1, 4.0), (2, 6.0)] {
+        let labels = [
+            ("__name__", "latency"),
+            ("job", "a"),
+            ("i", if i == 1 { "1" } else { "2" }),
+        ];
+        let l: Vec<(&[u8], &[u8])> = labels
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        b.append_all(
+            None,
+            l.into_iter(),
+            std::iter::empty(),
+            [HistogramSample {
+                t: 1_000,
+                h: std::sync::Arc::new(hist(n)),
+            }]
+            .into_iter(),
+            3_600_000,
+            &LIMITS,
+        );
+    }
+    let mut state = GroupState::default();
+    let mut fed = Vec::new();
+    let e = evaluate_with(&g, &b, 10_000, &mut state, &mut |written| {
+        for s in written {
+            for raw in &s.histograms {
+                if let Some(Decoded::Histogram(h)) = decode_histogram(raw) {
+                    let l: Vec<(&[u8], &[u8])> = s
+                        .labels
+                        .iter()
+                        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                        .collect();
+                    b.append_all(
+                        None,
+                        l.into_iter(),
+                        std::iter::empty(),
+                        [h.clone()].into_iter(),
+                        3_600_000,
+                        &LIMITS,
+                    );
+                    fed.push(h);
+                }
+            }
+        }
+    });
+    assert!(e.failures.is_empty(), "{:?}", e.failures);
+    assert_eq!(fed.len(), 1);
+    assert_eq!(fed[0].t, 10_000);
+    assert_eq!(fed[0].h.count, 10.0);
+    assert_eq!(fed[0].h.positive, vec![5.0, 5.0]);
+    let count = e
+        .series
+        .iter()
+        .find(|s| s.labels.iter().any(|(_, v)| v == "job:latency:count"))
+        .expect("the second rule read the first one's histogram");
+    assert_eq!(count.samples, vec![(10.0, 10_000)]);
+}

@@ -64,7 +64,7 @@ pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
 }
 
-fn grouping_labels(labels: &Labels, without: bool, grouping: &[String]) -> Labels {
+pub(crate) fn grouping_labels(labels: &Labels, without: bool, grouping: &[String]) -> Labels {
     labels
         .iter()
         .filter(|(n, _)| in_group(n, without, grouping))
@@ -167,7 +167,7 @@ pub(crate) fn eval(
                 Limit::ratio(p, without, grouping)?
             };
             for e in &input {
-                l.push(&e.labels, e.v, e.drop_name);
+                l.push(&e.labels, e.v, e.h.as_ref(), e.drop_name);
             }
             Ok(Val::Vector(l.finish()))
         }
@@ -333,6 +333,7 @@ impl<'a> Aggregator<'a> {
             // Only a grouping that keeps the name can carry a pending name removal.
             let drop_name = a.drop_name && labels.iter().any(|(n, _)| n == "__name__");
             out.push(Elem {
+                h: None,
                 labels,
                 v,
                 drop_name,
@@ -394,6 +395,7 @@ impl<'a> TopK<'a> {
         let h = &mut self.heaps[g];
         let less = |a: &Elem, b: &Elem| Self::less(top, a.v, b.v);
         let elem = || Elem {
+            h: None,
             labels: labels.clone(),
             v,
             drop_name,
@@ -533,6 +535,7 @@ fn count_values(
         .into_iter()
         .zip(counts)
         .map(|(labels, v)| Elem {
+            h: None,
             labels,
             v,
             drop_name: false,

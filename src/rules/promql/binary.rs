@@ -39,7 +39,7 @@ pub(crate) fn eval(
     }
 }
 
-fn drops_name(op: BinOp) -> bool {
+pub(crate) fn drops_name(op: BinOp) -> bool {
     matches!(
         op,
         BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod | BinOp::Pow | BinOp::Atan2
@@ -89,7 +89,7 @@ fn scalar_op(op: BinOp, l: f64, r: f64) -> f64 {
 }
 
 /// Returns the value and whether the element is kept (`vectorElemBinop` for floats).
-fn elem_op(op: BinOp, l: f64, r: f64) -> (f64, bool) {
+pub(crate) fn elem_op(op: BinOp, l: f64, r: f64) -> (f64, bool) {
     if op.is_comparison() {
         (l, compare(op, l, r))
     } else {
@@ -124,7 +124,7 @@ fn vector_scalar(op: BinOp, vec: Vec<Elem>, s: f64, swap: bool, return_bool: boo
 /// A hash of the labels that take part in matching: the `on` labels, or all but `__name__`
 /// and the `ignoring` labels. A 64-bit collision between two distinct label sets of one
 /// query is negligible (about 1e-10 for 100k series).
-fn signature(labels: &Labels, m: &Matching) -> u64 {
+pub(crate) fn signature(labels: &Labels, m: &Matching) -> u64 {
     let mut h = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
     for (n, v) in labels {
         let used = if m.on {
@@ -261,6 +261,7 @@ fn vector_vector(
             }
         }
         out.push(Elem {
+            h: None,
             labels,
             v,
             drop_name: return_bool,
@@ -271,7 +272,7 @@ fn vector_vector(
 
 /// `resultMetric`: the "many" side's labels, without the name for arithmetic, reduced to
 /// the matching labels for one-to-one matching, plus the `group_x` labels of the "one" side.
-fn result_labels(mut labels: Labels, one: &Labels, op: BinOp, m: &Matching) -> Labels {
+pub(crate) fn result_labels(mut labels: Labels, one: &Labels, op: BinOp, m: &Matching) -> Labels {
     labels.retain(|(n, _)| {
         if drops_name(op) && n == "__name__" {
             return false;

@@ -10,8 +10,14 @@
 use foldhash::HashMap;
 
 use super::compile::{AggOp, At, Node, Selector, LOOKBACK_MS};
+use std::sync::Arc;
+
 use super::limit::Limit;
-use super::{aggregate, binary, functions, EvalError, Labels, Sample, Storage, Value};
+use super::native::Histogram;
+use super::{
+    aggregate, binary, functions, native_eval, EvalError, HistogramSample, Labels, Point, Sample,
+    Storage, Value,
+};
 
 /// One element of an instant vector.
 #[derive(Debug, Clone)]
@@ -20,6 +26,8 @@ pub(crate) struct Elem {
     pub v: f64,
     /// The metric name is to be removed when the result leaves the engine.
     pub drop_name: bool,
+    /// A native histogram (then `v` is meaningless).
+    pub h: Option<Arc<Histogram>>,
 }
 
 /// One series of a range vector.
@@ -53,6 +61,11 @@ pub(crate) fn err(msg: impl Into<String>) -> EvalError {
     EvalError::Runtime(msg.into())
 }
 
+/// Native histograms reached an operation that does not evaluate them.
+pub(crate) fn unsupported(what: impl Into<String>) -> EvalError {
+    EvalError::Unsupported(what.into())
+}
+
 pub(crate) fn is_stale(v: f64) -> bool {
     v.to_bits() == super::STALE_NAN_BITS
 }
@@ -68,6 +81,17 @@ pub(crate) struct Bounds {
 /// Receives one series of a range vector: its window, labels, samples, and whether its name
 /// is to be dropped.
 pub(crate) type RangeSink<'a> = dyn FnMut(&Bounds, &Labels, &[Sample], bool) + 'a;
+
+/// Receives one element of an instant vector: labels, value, histogram (if it is one), and
+/// whether its name is to be dropped.
+pub(crate) type ElemSink<'a> = dyn FnMut(&Labels, f64, Option<&Arc<Histogram>>, bool) + 'a;
+
+/// Receives one series' newest sample (and its histogram, when that is one).
+pub(crate) type InstantSink<'a> = dyn FnMut(&Labels, Sample, Option<&Arc<Histogram>>) + 'a;
+
+/// Receives one series of a matrix selector: window, labels, floats, histograms.
+pub(crate) type MixedRangeSink<'a> =
+    dyn FnMut(&Bounds, &Labels, &[Sample], &[HistogramSample]) + 'a;
 
 /// A range vector argument with the window it was read over.
 pub(crate) struct Window {
@@ -150,6 +174,9 @@ impl Ctx<'_> {
             Node::Neg(e) => match self.eval(e, s)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
                 Val::Vector(mut vs) => {
+                    if vs.iter().any(|e| e.h.is_some()) {
+                        return Err(unsupported("unary minus"));
+                    }
                     for e in &mut vs {
                         e.v = -e.v;
                         e.drop_name = true;
@@ -167,6 +194,9 @@ impl Ctx<'_> {
             } => {
                 let l = self.eval(lhs, s)?;
                 let r = self.eval(rhs, s)?;
+                if native_eval::has_histograms(&l) || native_eval::has_histograms(&r) {
+                    return native_eval::binary(*op, l, r, matching, *return_bool);
+                }
                 binary::eval(*op, l, r, matching, *return_bool)
             }
             Node::Agg {
@@ -186,8 +216,11 @@ impl Ctx<'_> {
                 };
                 if let (AggOp::Topk | AggOp::Bottomk, Some(Val::Scalar(k))) = (op, &p) {
                     let mut t = aggregate::TopK::new(*op == AggOp::Topk, *k, *without, grouping)?;
-                    self.stream_vector(expr, s, &mut |labels, v, drop_name| {
-                        t.push(labels, v, drop_name)
+                    // Prometheus leaves histograms out of `topk`/`bottomk` (with an info).
+                    self.stream_vector(expr, s, &mut |labels, v, h, drop_name| {
+                        if h.is_none() {
+                            t.push(labels, v, drop_name)
+                        }
                     })?;
                     return Ok(Val::Vector(t.finish()));
                 }
@@ -197,28 +230,43 @@ impl Ctx<'_> {
                     } else {
                         Limit::ratio(*k, *without, grouping)?
                     };
-                    self.stream_vector(expr, s, &mut |labels, v, drop_name| {
-                        l.push(labels, v, drop_name)
+                    self.stream_vector(expr, s, &mut |labels, v, h, drop_name| {
+                        l.push(labels, v, h, drop_name)
                     })?;
                     return Ok(Val::Vector(l.finish()));
                 }
                 if param.is_none() || *op == AggOp::Quantile {
                     if let Some(mut agg) = aggregate::Aggregator::new(*op, q, *without, grouping) {
-                        self.stream_vector(expr, s, &mut |labels, v, drop_name| {
-                            agg.push(labels, v, drop_name)
+                        let mut hists = native_eval::HistogramAgg::new(*op, *without, grouping);
+                        self.stream_vector(expr, s, &mut |labels, v, h, drop_name| match h {
+                            Some(h) => hists.push(labels, h, drop_name),
+                            None => agg.push(labels, v, drop_name),
                         })?;
-                        return Ok(Val::Vector(agg.finish()));
+                        return hists.finish(agg.finish());
                     }
                 }
                 let v = self.vector(expr, s)?;
                 aggregate::eval(*op, p, v, *without, grouping)
             }
-            Node::Call { func, args } => functions::call(self, *func, args, s),
+            Node::Call { func, args } => match native_eval::call(self, *func, args, s)? {
+                Some(v) => Ok(v),
+                None => functions::call(self, *func, args, s),
+            },
         }
     }
 
-    /// Evaluate a node that must produce an instant vector.
+    /// Evaluate a node that must produce an instant vector of floats (native histograms are
+    /// refused as unsupported: the callers compute over `v`).
     pub fn vector(&self, n: &Node, s: Step) -> Result<Vec<Elem>, EvalError> {
+        let v = self.vector_any(n, s)?;
+        if v.iter().any(|e| e.h.is_some()) {
+            return Err(unsupported(native_eval::describe(n)));
+        }
+        Ok(v)
+    }
+
+    /// Evaluate a node that must produce an instant vector, native histograms included.
+    pub fn vector_any(&self, n: &Node, s: Step) -> Result<Vec<Elem>, EvalError> {
         match self.eval(n, s)? {
             Val::Vector(v) => Ok(v),
             other => Err(err(format!(
@@ -228,23 +276,25 @@ impl Ctx<'_> {
         }
     }
 
-    /// Hand each element of an instant-vector node to `f` (labels, value, name to be
-    /// dropped). Selectors and functions over matrix selectors stream from the storage
+    /// Hand each element of an instant-vector node to `f` (labels, value, histogram, name to
+    /// be dropped). Selectors and functions over matrix selectors stream from the storage
     /// without cloning the labels of every series.
-    pub fn stream_vector(
-        &self,
-        n: &Node,
-        s: Step,
-        f: &mut dyn FnMut(&Labels, f64, bool),
-    ) -> Result<(), EvalError> {
+    pub fn stream_vector(&self, n: &Node, s: Step, f: &mut ElemSink<'_>) -> Result<(), EvalError> {
         match n {
             Node::Vector(sel) => {
-                self.for_each_instant(sel, s.t, &mut |labels, p| f(labels, p.v, false))
+                self.for_each_instant(sel, s.t, &mut |labels, p, h| f(labels, p.v, h, false))
             }
-            Node::Call { func, args } if functions::range_call(self, *func, args, s, f)? => Ok(()),
+            Node::Call { func, args }
+                if !native_eval::handles(*func)
+                    && functions::range_call(self, *func, args, s, &mut |l, v, d| {
+                        f(l, v, None, d)
+                    })? =>
+            {
+                Ok(())
+            }
             _ => {
-                for e in self.vector(n, s)? {
-                    f(&e.labels, e.v, e.drop_name);
+                for e in self.vector_any(n, s)? {
+                    f(&e.labels, e.v, e.h.as_ref(), e.drop_name);
                 }
                 Ok(())
             }
@@ -260,25 +310,101 @@ impl Ctx<'_> {
     }
 
     /// Call `f` with each matching series and its newest sample in `(ts - 5m, ts]`, unless
-    /// that sample is a stale marker.
+    /// that sample is a stale marker; with the histogram when the newest is a native
+    /// histogram (the float sample then carries only its timestamp).
     pub fn for_each_instant(
         &self,
         sel: &Selector,
         t: i64,
-        f: &mut dyn FnMut(&Labels, Sample),
+        f: &mut InstantSink<'_>,
     ) -> Result<(), EvalError> {
         let ts = self.at(sel.at, t).saturating_sub(sel.offset_ms);
         let mint = ts.saturating_sub(LOOKBACK_MS);
         self.storage
-            .select(&sel.matchers, mint, ts, &mut |labels, samples| {
+            .select_all(&sel.matchers, mint, ts, &mut |labels, samples, hists| {
                 let last = samples.iter().rev().find(|s| s.t <= ts);
-                if let Some(last) = last.filter(|s| s.t > mint && !is_stale(s.v)) {
-                    if self.take_samples(1) {
-                        f(labels, *last);
+                let last_h = hists.iter().rev().find(|s| s.t <= ts && s.t > mint);
+                match (last, last_h) {
+                    (Some(l), Some(h)) if h.t > l.t => {
+                        if self.take_samples(1) {
+                            f(
+                                labels,
+                                Sample {
+                                    t: h.t,
+                                    v: f64::NAN,
+                                },
+                                Some(&h.h),
+                            );
+                        }
+                    }
+                    (None, Some(h)) => {
+                        if self.take_samples(1) {
+                            f(
+                                labels,
+                                Sample {
+                                    t: h.t,
+                                    v: f64::NAN,
+                                },
+                                Some(&h.h),
+                            );
+                        }
+                    }
+                    (last, _) => {
+                        if let Some(last) = last.filter(|s| s.t > mint && !is_stale(s.v)) {
+                            if self.take_samples(1) {
+                                f(labels, *last, None);
+                            }
+                        }
                     }
                 }
             });
         self.check_budget()
+    }
+
+    /// Call `f` with each series of a matrix selector: its window, labels, float samples and
+    /// histogram samples inside the window (stale markers dropped).
+    pub fn for_each_range_all(
+        &self,
+        n: &Node,
+        s: Step,
+        f: &mut MixedRangeSink<'_>,
+    ) -> Result<bool, EvalError> {
+        let (sel, range_ms, t) = match n {
+            Node::Matrix { sel, range_ms } => (sel, *range_ms, s.t),
+            Node::StepInvariant(inner) => match inner.as_ref() {
+                Node::Matrix { sel, range_ms } => (sel, *range_ms, s.range_start),
+                _ => return Ok(false),
+            },
+            _ => return Ok(false),
+        };
+        let end = self.at(sel.at, t).saturating_sub(sel.offset_ms);
+        let start = end.saturating_sub(range_ms);
+        let b = Bounds {
+            start,
+            end,
+            range_ms,
+        };
+        let mut floats: Vec<Sample> = Vec::new();
+        self.storage
+            .select_all(&sel.matchers, start, end, &mut |labels, samples, hists| {
+                if !self.take_samples(samples.len() + hists.len()) {
+                    return;
+                }
+                floats.clear();
+                floats.extend(
+                    samples
+                        .iter()
+                        .filter(|p| p.t > start && p.t <= end && !is_stale(p.v)),
+                );
+                let lo = hists.partition_point(|h| h.t <= start);
+                let hi = hists.partition_point(|h| h.t <= end);
+                let hs = &hists[lo..hi.max(lo)];
+                if !floats.is_empty() || !hs.is_empty() {
+                    f(&b, labels, &floats, hs);
+                }
+            });
+        self.check_budget()?;
+        Ok(true)
     }
 
     /// The instant selector's vector. `on_t` receives each kept sample's timestamp (for
@@ -290,12 +416,13 @@ impl Ctx<'_> {
         mut on_t: impl FnMut(i64),
     ) -> Result<Vec<Elem>, EvalError> {
         let mut out = Vec::new();
-        self.for_each_instant(sel, t, &mut |labels, p| {
+        self.for_each_instant(sel, t, &mut |labels, p, h| {
             on_t(p.t);
             out.push(Elem {
                 labels: labels.clone(),
                 v: p.v,
                 drop_name: false,
+                h: h.cloned(),
             });
         })?;
         Ok(out)
@@ -320,8 +447,16 @@ impl Ctx<'_> {
                     range_ms: *range_ms,
                 };
                 let mut scratch: Vec<Sample> = Vec::new();
-                self.storage
-                    .select(&sel.matchers, start, end, &mut |labels, samples| {
+                let mut histograms = false;
+                self.storage.select_all(
+                    &sel.matchers,
+                    start,
+                    end,
+                    &mut |labels, samples, hists| {
+                        if hists.iter().any(|h| h.t > start && h.t <= end) {
+                            histograms = true;
+                            return;
+                        }
                         if !self.take_samples(samples.len()) {
                             return;
                         }
@@ -343,7 +478,11 @@ impl Ctx<'_> {
                         if !scratch.is_empty() {
                             f(&b, labels, &scratch, false);
                         }
-                    });
+                    },
+                );
+                if histograms {
+                    return Err(unsupported("this function over a range"));
+                }
                 self.check_budget()
             }
             Node::StepInvariant(inner) if matches!(inner.as_ref(), Node::Matrix { .. }) => self
@@ -380,8 +519,16 @@ impl Ctx<'_> {
                 let end = self.at(sel.at, s.t).saturating_sub(sel.offset_ms);
                 let start = end.saturating_sub(*range_ms);
                 let mut series = Vec::new();
-                self.storage
-                    .select(&sel.matchers, start, end, &mut |labels, samples| {
+                let mut histograms = false;
+                self.storage.select_all(
+                    &sel.matchers,
+                    start,
+                    end,
+                    &mut |labels, samples, hists| {
+                        if hists.iter().any(|h| h.t > start && h.t <= end) {
+                            histograms = true;
+                            return;
+                        }
                         if !self.take_samples(samples.len()) {
                             return;
                         }
@@ -397,7 +544,11 @@ impl Ctx<'_> {
                                 drop_name: false,
                             });
                         }
-                    });
+                    },
+                );
+                if histograms {
+                    return Err(unsupported("range vectors"));
+                }
                 self.check_budget()?;
                 Ok(Window {
                     series,
@@ -448,6 +599,9 @@ impl Ctx<'_> {
                     self.check_budget()?;
                     match v {
                         Val::Vector(v) => {
+                            if v.iter().any(|e| e.h.is_some()) {
+                                return Err(unsupported("subqueries"));
+                            }
                             self.take_samples(v.len());
                             for e in v {
                                 let sample = Sample { t: ts, v: e.v };
@@ -508,6 +662,26 @@ pub(crate) fn finish(v: Val) -> Result<Value, EvalError> {
     match v {
         Val::Scalar(f) => Ok(Value::Scalar(f)),
         Val::Str(s) => Ok(Value::String(s)),
+        Val::Vector(es) if es.iter().any(|e| e.h.is_some()) => {
+            let mut out = Vec::with_capacity(es.len());
+            for mut e in es {
+                if e.drop_name {
+                    drop_name(&mut e.labels);
+                }
+                let p = match e.h {
+                    Some(h) => Point::Histogram(h),
+                    None => Point::Float(e.v),
+                };
+                out.push((e.labels, p));
+            }
+            let mut seen: foldhash::HashSet<&Labels> = foldhash::HashSet::default();
+            for (l, _) in &out {
+                if !seen.insert(l) {
+                    return Err(err(DUP));
+                }
+            }
+            Ok(Value::Mixed(out))
+        }
         Val::Vector(es) => {
             let mut out = Vec::with_capacity(es.len());
             for mut e in es {

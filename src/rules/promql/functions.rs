@@ -47,6 +47,9 @@ funcs! {
     Atanh = "atanh", Cos = "cos", Cosh = "cosh", Sin = "sin", Sinh = "sinh", Tan = "tan",
     Tanh = "tanh", Start = "start", End = "end", Step = "step", Range = "range",
     MinOf = "min_of", MaxOf = "max_of",
+    HistogramCount = "histogram_count", HistogramSum = "histogram_sum",
+    HistogramAvg = "histogram_avg", HistogramStddev = "histogram_stddev",
+    HistogramStdvar = "histogram_stdvar", HistogramFraction = "histogram_fraction",
 }
 
 impl Func {
@@ -124,7 +127,10 @@ fn go_min(x: f64, y: f64) -> f64 {
     }
 }
 
+/// Apply `f` to every float; native histograms are left out, as Prometheus's
+/// `simpleFloatFunc` does.
 fn map_values(mut v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Val {
+    v.retain(|e| e.h.is_none());
     for e in &mut v {
         e.v = f(e.v);
         e.drop_name = true;
@@ -232,6 +238,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
     let mut v = Vec::new();
     let handled = range_call(ctx, f, args, s, &mut |labels, x, drop_name| {
         v.push(Elem {
+            h: None,
             labels: labels.clone(),
             v: x,
             drop_name,
@@ -252,15 +259,15 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             let v = ctx.vector(n, s)?;
             Ok(absent(v.is_empty(), n))
         }
-        F::Abs => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::abs)),
-        F::Ceil => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::ceil)),
-        F::Floor => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::floor)),
-        F::Exp => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::exp)),
-        F::Ln => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::ln)),
-        F::Log2 => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::log2)),
-        F::Log10 => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::log10)),
-        F::Sqrt => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::sqrt)),
-        F::Sgn => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, |v| {
+        F::Abs => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::abs)),
+        F::Ceil => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::ceil)),
+        F::Floor => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::floor)),
+        F::Exp => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::exp)),
+        F::Ln => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::ln)),
+        F::Log2 => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::log2)),
+        F::Log10 => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::log10)),
+        F::Sqrt => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::sqrt)),
+        F::Sgn => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, |v| {
             if v < 0.0 {
                 -1.0
             } else if v > 0.0 {
@@ -269,26 +276,26 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
                 v
             }
         })),
-        F::Deg => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, |v| {
+        F::Deg => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, |v| {
             v * 180.0 / std::f64::consts::PI
         })),
-        F::Rad => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, |v| {
+        F::Rad => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, |v| {
             v * std::f64::consts::PI / 180.0
         })),
-        F::Acos => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::acos)),
-        F::Acosh => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::acosh)),
-        F::Asin => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::asin)),
-        F::Asinh => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::asinh)),
-        F::Atan => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::atan)),
-        F::Atanh => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::atanh)),
-        F::Cos => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::cos)),
-        F::Cosh => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::cosh)),
-        F::Sin => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::sin)),
-        F::Sinh => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::sinh)),
-        F::Tan => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::tan)),
-        F::Tanh => Ok(map_values(ctx.vector(arg(args, 0, f)?, s)?, f64::tanh)),
+        F::Acos => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::acos)),
+        F::Acosh => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::acosh)),
+        F::Asin => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::asin)),
+        F::Asinh => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::asinh)),
+        F::Atan => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::atan)),
+        F::Atanh => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::atanh)),
+        F::Cos => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::cos)),
+        F::Cosh => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::cosh)),
+        F::Sin => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::sin)),
+        F::Sinh => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::sinh)),
+        F::Tan => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::tan)),
+        F::Tanh => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::tanh)),
         F::Round => {
-            let v = ctx.vector(arg(args, 0, f)?, s)?;
+            let v = ctx.vector_any(arg(args, 0, f)?, s)?;
             let to = match args.get(1) {
                 Some(n) => ctx.scalar(n, s)?,
                 None => 1.0,
@@ -297,7 +304,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             Ok(map_values(v, |x| (x * inv + 0.5).floor() / inv))
         }
         F::Clamp => {
-            let v = ctx.vector(arg(args, 0, f)?, s)?;
+            let v = ctx.vector_any(arg(args, 0, f)?, s)?;
             let lo = ctx.scalar(arg(args, 1, f)?, s)?;
             let hi = ctx.scalar(arg(args, 2, f)?, s)?;
             if hi < lo {
@@ -306,12 +313,12 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             Ok(map_values(v, |x| go_max(lo, go_min(hi, x))))
         }
         F::ClampMin => {
-            let v = ctx.vector(arg(args, 0, f)?, s)?;
+            let v = ctx.vector_any(arg(args, 0, f)?, s)?;
             let lo = ctx.scalar(arg(args, 1, f)?, s)?;
             Ok(map_values(v, |x| go_max(lo, x)))
         }
         F::ClampMax => {
-            let v = ctx.vector(arg(args, 0, f)?, s)?;
+            let v = ctx.vector_any(arg(args, 0, f)?, s)?;
             let hi = ctx.scalar(arg(args, 1, f)?, s)?;
             Ok(map_values(v, |x| go_min(hi, x)))
         }
@@ -334,6 +341,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             (ctx.query_end - ctx.query_start) as f64 / 1000.0,
         )),
         F::Vector => Ok(Val::Vector(vec![Elem {
+            h: None,
             labels: Labels::new(),
             v: ctx.scalar(arg(args, 0, f)?, s)?,
             drop_name: false,
@@ -353,6 +361,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             let v = match args.first() {
                 Some(n) => ctx.vector(n, s)?,
                 None => vec![Elem {
+                    h: None,
                     labels: Labels::new(),
                     v: s.t as f64 / 1000.0,
                     drop_name: false,
@@ -463,6 +472,7 @@ fn absent(empty: bool, n: &Node) -> Val {
         }
     }
     Val::Vector(vec![Elem {
+        h: None,
         labels,
         v: 1.0,
         drop_name: false,
@@ -486,6 +496,7 @@ fn timestamp(ctx: &Ctx, n: &Node, s: Step) -> Result<Val, EvalError> {
         for (e, t) in v.iter_mut().zip(ts) {
             e.v = t as f64 / 1000.0;
             e.drop_name = true;
+            e.h = None;
         }
         return Ok(Val::Vector(v));
     }

@@ -58,6 +58,7 @@ pub(crate) fn histogram_quantile(q: f64, v: Vec<Elem>) -> Vec<Elem> {
     groups
         .into_iter()
         .map(|(labels, mut buckets)| Elem {
+            h: None,
             labels,
             v: bucket_quantile(q, &mut buckets),
             drop_name: true,

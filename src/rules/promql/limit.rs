@@ -7,10 +7,13 @@
 //! evaluation and by every Prometheus 3 server, and `limit_ratio(r, x)` and
 //! `limit_ratio(-(1 - r), x)` split `x` in two disjoint halves that add up to all of it.
 
+use std::sync::Arc;
+
 use xxhash_rust::xxh64::Xxh64;
 
 use super::aggregate::{heap_up, less_by_value, Grouper};
 use super::eval::{err, Elem};
+use super::native::Histogram;
 use super::{EvalError, Labels};
 
 /// Which series a [`Limit`] keeps.
@@ -61,7 +64,13 @@ impl<'a> Limit<'a> {
         }
     }
 
-    pub fn push(&mut self, labels: &Labels, v: f64, drop_name: bool) {
+    pub fn push(
+        &mut self,
+        labels: &Labels,
+        v: f64,
+        hist: Option<&Arc<Histogram>>,
+        drop_name: bool,
+    ) {
         let kept = match self.keep {
             Keep::First(0) => return,
             Keep::Ratio(0.0) => return,
@@ -82,6 +91,7 @@ impl<'a> Limit<'a> {
             labels: labels.clone(),
             v,
             drop_name,
+            h: hist.cloned(),
         });
         let last = h.len() - 1;
         heap_up(h, last, &|a: &Elem, b: &Elem| less_by_value(a.v, b.v));
@@ -160,7 +170,12 @@ mod tests {
         let grouping = vec!["g".to_string()];
         let mut l = Limit::first(2.0, false, &grouping).unwrap();
         for (g, i) in [("a", 1), ("b", 2), ("a", 3), ("a", 4), ("b", 5)] {
-            l.push(&labels(&[("g", g), ("i", &i.to_string())]), i as f64, false);
+            l.push(
+                &labels(&[("g", g), ("i", &i.to_string())]),
+                i as f64,
+                None,
+                false,
+            );
         }
         let mut got: Vec<f64> = l.finish().iter().map(|e| e.v).collect();
         got.sort_by(f64::total_cmp);
@@ -168,7 +183,7 @@ mod tests {
         assert!(Limit::first(f64::NAN, false, &grouping).is_err());
         assert!(Limit::ratio(f64::NAN, false, &grouping).is_err());
         let mut l = Limit::first(-3.0, false, &grouping).unwrap();
-        l.push(&labels(&[("g", "a")]), 1.0, false);
+        l.push(&labels(&[("g", "a")]), 1.0, None, false);
         assert!(l.finish().is_empty());
     }
 }

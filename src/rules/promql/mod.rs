@@ -26,14 +26,17 @@
 //!   (including `mad_`, `first_`, `ts_of_*_over_time`), `double_exponential_smoothing`,
 //!   `histogram_quantile` on classic `le` buckets, math, trigonometry, date functions,
 //!   `label_replace`/`label_join`, the `sort` family, `absent`, `scalar`, `vector`, `time`,
-//!   `start`/`end`/`step`/`range`, `min_of`/`max_of`.
+//!   `start`/`end`/`step`/`range`, `min_of`/`max_of`;
+//! - native histograms (`native`, `native_eval`): selectors, the rate family, `sum avg count
+//!   group`, the `histogram_*` functions, `*` `/` by floats and `+ - == !=` between
+//!   histograms. Any other operation that meets a histogram fails with
+//!   [`EvalError::Unsupported`] naming it, rather than treating it as a float.
 //!
-//! Refused with [`CompileError::Unsupported`]: native-histogram functions
-//! (`histogram_count`, `histogram_sum`, `histogram_fraction`, ...), the trim operators `>/`
-//! and `</` and the `smoothed`/`anchored` modifiers (which `promql-parser` cannot parse; named
-//! in `compile.rs`'s `unparsed_construct`), `info`, `fill` modifiers, `\x80`-`\xff` escapes in strings (promql-parser decodes them
-//! differently from Prometheus), and expressions nested deeper than 256. The storage holds
-//! floats only, so native histograms never reach the engine.
+//! Refused with [`CompileError::Unsupported`]: the trim operators `>/` and `</` and the
+//! `smoothed`/`anchored` modifiers (which `promql-parser` cannot parse; named in `compile.rs`'s
+//! `unparsed_construct`), `info`, `fill` modifiers, `\x80`-`\xff` escapes in strings
+//! (promql-parser decodes them differently from Prometheus), and expressions nested deeper
+//! than 256.
 //!
 //! Metric names are removed as Prometheus 3 does with delayed name removal (the mode of its
 //! test scripts): only when the result leaves the engine, which is also when two identical
@@ -55,12 +58,17 @@ mod functions;
 mod histogram;
 mod labels;
 mod limit;
+mod native;
+mod native_eval;
 mod over_time;
 pub mod testing;
 #[cfg(test)]
 mod tests;
 
 pub use histogram::almost_equal;
+pub use native::{
+    from_pairs, pairs, Bucket, Histogram, HistogramError, ResetHint, Span, CUSTOM_BUCKETS_SCHEMA,
+};
 
 /// Labels of one series, sorted by name, `__name__` included when the series has one.
 pub type Labels = Vec<(String, String)>;
@@ -72,8 +80,25 @@ pub struct Sample {
     pub v: f64,
 }
 
+/// One native-histogram sample. A stale marker is always a float [`Sample`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSample {
+    pub t: i64,
+    pub h: std::sync::Arc<Histogram>,
+}
+
+/// The value of one element of an instant vector holding native histograms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Point {
+    Float(f64),
+    Histogram(std::sync::Arc<Histogram>),
+}
+
 /// The bit pattern of Prometheus's stale marker NaN.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Receives one series: its labels, float samples and native-histogram samples.
+pub type SeriesSink<'a> = dyn FnMut(&Labels, &[Sample], &[HistogramSample]) + 'a;
 
 /// Where the engine reads samples from.
 pub trait Storage {
@@ -87,6 +112,12 @@ pub trait Storage {
         maxt: i64,
         f: &mut dyn FnMut(&Labels, &[Sample]),
     );
+
+    /// [`Storage::select`] with each series' native-histogram samples in the window too,
+    /// series with histograms only included. The default: a storage of floats only.
+    fn select_all(&self, matchers: &Matchers, mint: i64, maxt: i64, f: &mut SeriesSink<'_>) {
+        self.select(matchers, mint, maxt, &mut |l, s| f(l, s, &[]))
+    }
 }
 
 /// One selector a compiled expression reads, and how far back it reads relative to the
@@ -108,6 +139,8 @@ pub enum Value {
     Scalar(f64),
     String(String),
     Vector(Vec<(Labels, f64)>),
+    /// An instant vector with at least one native histogram.
+    Mixed(Vec<(Labels, Point)>),
     Matrix(Vec<(Labels, Vec<Sample>)>),
 }
 
@@ -126,6 +159,9 @@ pub enum CompileError {
 pub enum EvalError {
     #[error("{0}")]
     Runtime(String),
+    /// Native histograms reached an operation cardguard does not evaluate over them (named).
+    #[error("unsupported over native histograms: {0}")]
+    Unsupported(String),
 }
 
 /// True when `labels` satisfy every matcher (and one of the `or_matchers` groups, if any).

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use promql_parser::label::Matchers;
 
-use super::{matches, Labels, Sample, Storage};
+use super::{matches, HistogramSample, Labels, Sample, SeriesSink, Storage};
 
 #[derive(Debug, Default, Clone)]
 pub struct MemStorage {
     series: BTreeMap<Labels, Vec<Sample>>,
+    histograms: BTreeMap<Labels, Vec<HistogramSample>>,
 }
 
 impl MemStorage {
@@ -30,8 +31,21 @@ impl MemStorage {
         }
     }
 
+    /// Add native-histogram samples to a series; one at an existing timestamp replaces it.
+    pub fn add_histograms(&mut self, mut labels: Labels, samples: &[HistogramSample]) {
+        labels.sort();
+        let s = self.histograms.entry(labels).or_default();
+        for p in samples {
+            match s.binary_search_by_key(&p.t, |q| q.t) {
+                Ok(i) => s[i] = p.clone(),
+                Err(i) => s.insert(i, p.clone()),
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         self.series.clear();
+        self.histograms.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -62,6 +76,28 @@ impl Storage for MemStorage {
             let hi = samples.partition_point(|s| s.t <= maxt);
             if lo < hi {
                 f(labels, &samples[lo..hi]);
+            }
+        }
+    }
+
+    fn select_all(&self, matchers: &Matchers, mint: i64, maxt: i64, f: &mut SeriesSink<'_>) {
+        let keys: std::collections::BTreeSet<&Labels> =
+            self.series.keys().chain(self.histograms.keys()).collect();
+        for labels in keys {
+            if !matches(
+                matchers,
+                labels.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            ) {
+                continue;
+            }
+            let fs = self.series.get(labels).map_or(&[][..], |s| {
+                &s[s.partition_point(|p| p.t <= mint)..s.partition_point(|p| p.t <= maxt)]
+            });
+            let hs = self.histograms.get(labels).map_or(&[][..], |s| {
+                &s[s.partition_point(|p| p.t <= mint)..s.partition_point(|p| p.t <= maxt)]
+            });
+            if !fs.is_empty() || !hs.is_empty() {
+                f(labels, fs, hs);
             }
         }
     }

@@ -76,7 +76,6 @@ fn needs_cover_range_offset_and_subquery() {
 fn unsupported_constructs_are_named() {
     for (e, what) in [
         ("info(x)", "info"),
-        ("histogram_count(x)", "histogram_count"),
         // Prometheus 3 syntax promql-parser cannot parse is named, not "invalid promql query".
         ("h >/ 0.5", "trim operator `>/`"),
         ("sum(h) </ on() group_left x", "trim operator `</`"),

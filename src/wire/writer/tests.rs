@@ -28,7 +28,11 @@ fn owned() -> impl Strategy<Value = OwnedSeries> {
         strategies::labels(5),
         vec((strategies::float(), any::<i64>()), 0..3),
     )
-        .prop_map(|(labels, samples)| OwnedSeries { labels, samples })
+        .prop_map(|(labels, samples)| OwnedSeries {
+            labels,
+            samples,
+            histograms: Vec::new(),
+        })
 }
 
 /// The source, one logical request in both versions' terms.
@@ -286,6 +290,7 @@ proptest! {
 fn push_only_requests_start_their_symbols_with_empty_string() {
     let mut w = Writer::new(Version::V2);
     let s = OwnedSeries {
+        histograms: Vec::new(),
         labels: vec![("__name__".into(), "up".into()), ("job".into(), "".into())],
         samples: vec![(1.0, 7)],
     };

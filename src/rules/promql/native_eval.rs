@@ -1,0 +1,668 @@
+//! The engine over native histograms: the functions that read or make them (`rate` and
+//! friends, `histogram_*`), `sum`/`avg`/`count`/`group` of histograms, and binary operators
+//! with a histogram operand, as Prometheus 3 evaluates them (`promql/functions.go`,
+//! `promql/engine.go`). Where Prometheus drops a series with a warning (mixed floats and
+//! histograms in one range or group, incompatible layouts), so does this.
+//!
+//! Anything else that meets a histogram is refused with [`EvalError::Unsupported`] naming the
+//! operation, never evaluated as if the histogram were a float.
+
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
+
+use super::aggregate::grouping_labels;
+use super::binary;
+use super::compile::{AggOp, BinOp, Card, Matching, Node};
+use super::eval::{err, get, unsupported, Bounds, Ctx, Elem, Step, Val};
+use super::functions::Func;
+use super::native::{Histogram, ResetHint};
+use super::{histogram, over_time, EvalError, HistogramSample, Labels, Sample};
+
+pub(crate) fn has_histograms(v: &Val) -> bool {
+    matches!(v, Val::Vector(es) if es.iter().any(|e| e.h.is_some()))
+}
+
+/// Functions evaluated here for floats and histograms alike.
+pub(crate) fn handles(f: Func) -> bool {
+    use Func as F;
+    matches!(
+        f,
+        F::Rate
+            | F::Increase
+            | F::Delta
+            | F::Irate
+            | F::Idelta
+            | F::HistogramCount
+            | F::HistogramSum
+            | F::HistogramAvg
+            | F::HistogramStddev
+            | F::HistogramStdvar
+            | F::HistogramFraction
+            | F::HistogramQuantile
+            | F::CountOverTime
+            | F::PresentOverTime
+            | F::LastOverTime
+            | F::FirstOverTime
+    )
+}
+
+/// A short name of what a node computes, for "unsupported" errors.
+pub(crate) fn describe(n: &Node) -> String {
+    match n {
+        Node::Call { func, .. } => format!("function `{}`", func.name()),
+        Node::Agg { op, .. } => format!("aggregation `{op:?}`").to_lowercase(),
+        Node::Binary { op, .. } => format!("binary operator {op:?}").to_lowercase(),
+        _ => "this expression".into(),
+    }
+}
+
+fn arg(args: &[Node], i: usize, f: Func) -> Result<&Node, EvalError> {
+    args.get(i)
+        .ok_or_else(|| err(format!("missing argument {} of {}", i + 1, f.name())))
+}
+
+fn elem(labels: &Labels, v: f64, h: Option<Histogram>) -> Elem {
+    Elem {
+        labels: labels.clone(),
+        v,
+        drop_name: true,
+        h: h.map(Arc::new),
+    }
+}
+
+/// Evaluate `f` if it is one of [`handles`]; `None` when it is not, or when its argument is
+/// not a plain matrix selector (the float path then evaluates it, refusing histograms).
+pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Option<Val>, EvalError> {
+    use Func as F;
+    match f {
+        F::Rate | F::Increase | F::Delta | F::Irate | F::Idelta => {
+            let mut out = Vec::new();
+            let mut failed = None;
+            let matrix =
+                ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |b, labels, fs, hs| {
+                    if failed.is_some() {
+                        return;
+                    }
+                    match range_value(f, b, fs, hs) {
+                        Ok(Some((v, h))) => out.push(elem(labels, v, h)),
+                        Ok(None) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            Ok(matrix.then_some(Val::Vector(out)))
+        }
+        F::CountOverTime | F::PresentOverTime | F::LastOverTime | F::FirstOverTime => {
+            let mut out = Vec::new();
+            let matrix =
+                ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |_, labels, fs, hs| {
+                    let (v, h) = match f {
+                        F::CountOverTime => ((fs.len() + hs.len()) as f64, None),
+                        F::PresentOverTime => (1.0, None),
+                        // The newest (oldest) sample of either kind.
+                        F::LastOverTime => match (fs.last(), hs.last()) {
+                            (Some(p), Some(h)) if h.t > p.t => (f64::NAN, Some(h.h.clone())),
+                            (None, Some(h)) => (f64::NAN, Some(h.h.clone())),
+                            (Some(p), _) => (p.v, None),
+                            (None, None) => return,
+                        },
+                        _ => match (fs.first(), hs.first()) {
+                            (Some(p), Some(h)) if h.t < p.t => (f64::NAN, Some(h.h.clone())),
+                            (None, Some(h)) => (f64::NAN, Some(h.h.clone())),
+                            (Some(p), _) => (p.v, None),
+                            (None, None) => return,
+                        },
+                    };
+                    out.push(Elem {
+                        labels: labels.clone(),
+                        v,
+                        // `last_over_time` and `first_over_time` keep the name.
+                        drop_name: matches!(f, F::CountOverTime | F::PresentOverTime),
+                        h,
+                    });
+                })?;
+            Ok(matrix.then_some(Val::Vector(out)))
+        }
+        F::HistogramCount
+        | F::HistogramSum
+        | F::HistogramAvg
+        | F::HistogramStddev
+        | F::HistogramStdvar => {
+            let v = ctx.vector_any(arg(args, 0, f)?, s)?;
+            let out = v
+                .into_iter()
+                .filter_map(|e| {
+                    let h = e.h?;
+                    let v = match f {
+                        F::HistogramCount => h.count,
+                        F::HistogramSum => h.sum,
+                        F::HistogramAvg => h.sum / h.count,
+                        F::HistogramStddev => h.stdvar().sqrt(),
+                        _ => h.stdvar(),
+                    };
+                    Some(Elem {
+                        labels: e.labels,
+                        v,
+                        drop_name: true,
+                        h: None,
+                    })
+                })
+                .collect();
+            Ok(Some(Val::Vector(out)))
+        }
+        F::HistogramFraction => {
+            let lower = ctx.scalar(arg(args, 0, f)?, s)?;
+            let upper = ctx.scalar(arg(args, 1, f)?, s)?;
+            let v = ctx.vector_any(arg(args, 2, f)?, s)?;
+            if v.iter()
+                .any(|e| e.h.is_none() && !get(&e.labels, "le").is_empty())
+            {
+                return Err(unsupported("histogram_fraction over classic buckets"));
+            }
+            let out = v
+                .into_iter()
+                .filter_map(|e| {
+                    let h = e.h?;
+                    Some(Elem {
+                        labels: e.labels,
+                        v: h.fraction(lower, upper),
+                        drop_name: true,
+                        h: None,
+                    })
+                })
+                .collect();
+            Ok(Some(Val::Vector(out)))
+        }
+        F::HistogramQuantile => {
+            let q = ctx.scalar(arg(args, 0, f)?, s)?;
+            let v = ctx.vector_any(arg(args, 1, f)?, s)?;
+            let (native, classic): (Vec<Elem>, Vec<Elem>) =
+                v.into_iter().partition(|e| e.h.is_some());
+            let mut out: Vec<Elem> = native
+                .into_iter()
+                .filter_map(|e| {
+                    let h = e.h?;
+                    Some(Elem {
+                        labels: e.labels,
+                        v: h.quantile(q),
+                        drop_name: true,
+                        h: None,
+                    })
+                })
+                .collect();
+            out.extend(histogram::histogram_quantile(q, classic));
+            Ok(Some(Val::Vector(out)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// One series of `rate`, `increase`, `delta`, `irate` or `idelta`: a float, a histogram, or
+/// nothing (too few samples, floats and histograms mixed, incompatible layouts).
+fn range_value(
+    f: Func,
+    b: &Bounds,
+    fs: &[Sample],
+    hs: &[HistogramSample],
+) -> Result<Option<(f64, Option<Histogram>)>, EvalError> {
+    use Func as F;
+    if hs.is_empty() {
+        let v = match f {
+            F::Rate => over_time::extrapolated_rate(fs, b, true, true),
+            F::Increase => over_time::extrapolated_rate(fs, b, true, false),
+            F::Delta => over_time::extrapolated_rate(fs, b, false, false),
+            F::Irate => over_time::instant_value(fs, true),
+            _ => over_time::instant_value(fs, false),
+        };
+        return Ok(v.map(|v| (v, None)));
+    }
+    if !fs.is_empty() {
+        if matches!(f, F::Irate | F::Idelta) {
+            return Ok(instant_mixed(f, fs, hs));
+        }
+        return Ok(None);
+    }
+    let h = match f {
+        F::Rate => extrapolated_histogram_rate(hs, b, true, true),
+        F::Increase => extrapolated_histogram_rate(hs, b, true, false),
+        F::Delta => extrapolated_histogram_rate(hs, b, false, false),
+        F::Irate => instant_histogram(hs, true),
+        _ => instant_histogram(hs, false),
+    };
+    Ok(h.map(|h| (f64::NAN, Some(h))))
+}
+
+/// `irate`/`idelta` over a series with both: Prometheus takes the last two samples of either
+/// kind and gives up on a float next to a histogram; two floats are computed as floats.
+fn instant_mixed(
+    f: Func,
+    fs: &[Sample],
+    hs: &[HistogramSample],
+) -> Option<(f64, Option<Histogram>)> {
+    let last_f = fs[fs.len().saturating_sub(2)..].iter().map(|p| p.t);
+    let last_h = hs[hs.len().saturating_sub(2)..].iter().map(|p| p.t);
+    let mut ts: Vec<(i64, bool)> = last_f
+        .map(|t| (t, false))
+        .chain(last_h.map(|t| (t, true)))
+        .collect();
+    ts.sort();
+    let tail = &ts[ts.len().saturating_sub(2)..];
+    match tail {
+        [(_, false), (_, false)] => {
+            over_time::instant_value(&fs[fs.len() - 2..], f == Func::Irate).map(|v| (v, None))
+        }
+        [(_, true), (_, true)] => {
+            instant_histogram(&hs[hs.len() - 2..], f == Func::Irate).map(|h| (f64::NAN, Some(h)))
+        }
+        _ => None,
+    }
+}
+
+/// `instantValue` over the last two histograms.
+fn instant_histogram(hs: &[HistogramSample], is_rate: bool) -> Option<Histogram> {
+    if hs.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (&hs[hs.len() - 2], &hs[hs.len() - 1]);
+    let interval = last.t - prev.t;
+    if interval == 0 {
+        return None;
+    }
+    let mut h = (*last.h).clone();
+    if !is_rate || !last.h.detect_reset(&prev.h) {
+        h.add(&prev.h, true).ok()?;
+    }
+    h.hint = ResetHint::Gauge;
+    h.compact();
+    if is_rate {
+        h.div(interval as f64 / 1000.0);
+    }
+    Some(h)
+}
+
+/// `histogramRate`: last minus first at the coarsest schema of the range (of the two ends
+/// for `delta`), plus every histogram before a counter reset.
+fn histogram_rate(hs: &[HistogramSample], is_counter: bool) -> Option<Histogram> {
+    let prev = &hs[0].h;
+    let last = &hs[hs.len() - 1].h;
+    let custom = prev.uses_custom_buckets();
+    if last.uses_custom_buckets() != custom {
+        return None;
+    }
+    let mut min_schema = last.schema.min(prev.schema);
+    for cur in &hs[1..hs.len() - 1] {
+        if !is_counter {
+            continue;
+        }
+        min_schema = min_schema.min(cur.h.schema);
+        if cur.h.uses_custom_buckets() != custom {
+            return None;
+        }
+    }
+    let mut h = last.to_schema(min_schema);
+    h.add(prev, true).ok()?;
+    if is_counter {
+        let mut prev = &hs[0].h;
+        for cur in &hs[1..] {
+            if cur.h.detect_reset(prev) {
+                h.add(prev, false).ok()?;
+            }
+            prev = &cur.h;
+        }
+    }
+    h.hint = ResetHint::Gauge;
+    h.compact();
+    Some(h)
+}
+
+/// `extrapolatedRate` for a range of histograms only.
+fn extrapolated_histogram_rate(
+    hs: &[HistogramSample],
+    w: &Bounds,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<Histogram> {
+    if hs.len() < 2 {
+        return None;
+    }
+    let mut result = histogram_rate(hs, is_counter)?;
+    let first = &hs[0];
+    let last = &hs[hs.len() - 1];
+    let mut to_start = (first.t - w.start) as f64 / 1000.0;
+    let mut to_end = (w.end - last.t) as f64 / 1000.0;
+    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let avg = sampled / (hs.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter {
+        let mut to_zero = to_start;
+        if result.count > 0.0 && first.h.count >= 0.0 {
+            to_zero = sampled * (first.h.count / result.count);
+        }
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = 1.0;
+    if sampled != 0.0 {
+        factor = (sampled + to_start + to_end) / sampled;
+    }
+    if is_rate {
+        factor /= w.range_ms as f64 / 1000.0;
+    }
+    result.mul(factor);
+    Some(result)
+}
+
+/// `sum`, `avg`, `count` and `group` over the histograms of an aggregation (the floats go
+/// to the float aggregator; the two are joined in [`HistogramAgg::finish`]).
+pub(crate) struct HistogramAgg<'a> {
+    op: AggOp,
+    without: bool,
+    grouping: &'a [String],
+    index: HashMap<Labels, usize>,
+    groups: Vec<HistGroup>,
+}
+
+struct HistGroup {
+    labels: Labels,
+    sum: Option<Histogram>,
+    n: f64,
+    incompatible: bool,
+}
+
+impl<'a> HistogramAgg<'a> {
+    pub fn new(op: AggOp, without: bool, grouping: &'a [String]) -> Self {
+        HistogramAgg {
+            op,
+            without,
+            grouping,
+            index: HashMap::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, labels: &Labels, h: &Arc<Histogram>, _drop_name: bool) {
+        let key = grouping_labels(labels, self.without, self.grouping);
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(key.clone(), self.groups.len());
+                self.groups.push(HistGroup {
+                    labels: key,
+                    sum: None,
+                    n: 0.0,
+                    incompatible: false,
+                });
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[i];
+        g.n += 1.0;
+        if !matches!(self.op, AggOp::Sum | AggOp::Avg) || g.incompatible {
+            return;
+        }
+        match &mut g.sum {
+            None => g.sum = Some((**h).clone()),
+            Some(sum) => {
+                if sum.add(h, false).is_err() {
+                    g.incompatible = true;
+                }
+            }
+        }
+    }
+
+    /// Join the float aggregator's groups with the histogram groups: a `sum` or `avg` group
+    /// with both kinds is dropped, `count` adds, `group` is 1; the other aggregations leave
+    /// histograms out.
+    pub fn finish(self, mut floats: Vec<Elem>) -> Result<Val, EvalError> {
+        if self.groups.is_empty() {
+            return Ok(Val::Vector(floats));
+        }
+        let mut float_index: HashMap<Labels, usize> = HashMap::new();
+        for (i, e) in floats.iter().enumerate() {
+            float_index.insert(e.labels.clone(), i);
+        }
+        match self.op {
+            AggOp::Sum | AggOp::Avg => {
+                let mut mixed = vec![false; floats.len()];
+                let mut out_h = Vec::new();
+                for g in self.groups {
+                    if let Some(&i) = float_index.get(&g.labels) {
+                        mixed[i] = true;
+                        continue;
+                    }
+                    if g.incompatible {
+                        continue;
+                    }
+                    let Some(mut h) = g.sum else { continue };
+                    if self.op == AggOp::Avg {
+                        h.div(g.n);
+                    }
+                    h.compact();
+                    out_h.push(Elem {
+                        labels: g.labels,
+                        v: f64::NAN,
+                        drop_name: false,
+                        h: Some(Arc::new(h)),
+                    });
+                }
+                let mut k = 0;
+                floats.retain(|_| {
+                    k += 1;
+                    !mixed[k - 1]
+                });
+                floats.extend(out_h);
+            }
+            AggOp::Count | AggOp::Group => {
+                for g in self.groups {
+                    match float_index.get(&g.labels) {
+                        Some(&i) => {
+                            if self.op == AggOp::Count {
+                                floats[i].v += g.n;
+                            }
+                        }
+                        None => floats.push(Elem {
+                            labels: g.labels,
+                            v: if self.op == AggOp::Count { g.n } else { 1.0 },
+                            drop_name: false,
+                            h: None,
+                        }),
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Val::Vector(floats))
+    }
+}
+
+/// A binary operation with a histogram on at least one side, as Prometheus's
+/// `vectorElemBinop`: `*` by a float, `/` by a float, `+`, `-`, `==` and `!=` between
+/// histograms; any other pairing drops the element, with `bool` too. The set operators only
+/// match labels.
+pub(crate) fn binary(
+    op: BinOp,
+    lhs: Val,
+    rhs: Val,
+    m: &Matching,
+    return_bool: bool,
+) -> Result<Val, EvalError> {
+    if matches!(op, BinOp::And | BinOp::Or | BinOp::Unless) {
+        return binary::eval(op, lhs, rhs, m, return_bool);
+    }
+    match (lhs, rhs) {
+        (Val::Vector(v), Val::Scalar(x)) => Ok(vector_scalar(op, v, x, false, return_bool)),
+        (Val::Scalar(x), Val::Vector(v)) => Ok(vector_scalar(op, v, x, true, return_bool)),
+        (Val::Vector(l), Val::Vector(r)) => vector_vector(op, l, r, m, return_bool),
+        (l, r) => Err(err(format!(
+            "binary operator between {} and {}",
+            l.kind(),
+            r.kind()
+        ))),
+    }
+}
+
+/// The outcome of one element pair: value, histogram, kept, or dropped outright (an error
+/// Prometheus turns into a warning).
+type ElemResult = Option<(f64, Option<Arc<Histogram>>, bool)>;
+
+fn elem_op(
+    op: BinOp,
+    lf: f64,
+    rf: f64,
+    lh: Option<&Arc<Histogram>>,
+    rh: Option<&Arc<Histogram>>,
+) -> ElemResult {
+    let scaled = |h: &Histogram, f: &dyn Fn(&mut Histogram)| {
+        let mut h = h.clone();
+        f(&mut h);
+        h.compact();
+        Some(Arc::new(h))
+    };
+    Some(match (lh, rh) {
+        (None, None) => {
+            let (v, keep) = binary::elem_op(op, lf, rf);
+            (v, None, keep)
+        }
+        // Any other pairing is incompatible: the element is dropped, `bool` or not.
+        (None, Some(h)) => match op {
+            BinOp::Mul => (0.0, scaled(h, &|h| h.mul(lf)), true),
+            _ => return None,
+        },
+        (Some(h), None) => match op {
+            BinOp::Mul => (0.0, scaled(h, &|h| h.mul(rf)), true),
+            BinOp::Div => (0.0, scaled(h, &|h| h.div(rf)), true),
+            _ => return None,
+        },
+        (Some(a), Some(b)) => match op {
+            BinOp::Add | BinOp::Sub => {
+                let mut r = (**a).clone();
+                r.add(b, op == BinOp::Sub).ok()?;
+                if op == BinOp::Sub {
+                    r.hint = ResetHint::Gauge;
+                }
+                r.compact();
+                (0.0, Some(Arc::new(r)), true)
+            }
+            BinOp::Eq => (0.0, Some(a.clone()), a.equals(b)),
+            BinOp::Ne => (0.0, Some(a.clone()), !a.equals(b)),
+            _ => return None,
+        },
+    })
+}
+
+/// `VectorscalarBinop` with histograms.
+fn vector_scalar(op: BinOp, v: Vec<Elem>, x: f64, swap: bool, return_bool: bool) -> Val {
+    let mut out = Vec::with_capacity(v.len());
+    for mut e in v {
+        let own = e.h.take();
+        let (lf, rf, lh, rh) = if swap {
+            (x, e.v, None, own.as_ref())
+        } else {
+            (e.v, x, own.as_ref(), None)
+        };
+        let Some((mut f, mut h, mut keep)) = elem_op(op, lf, rf, lh, rh) else {
+            continue;
+        };
+        if op.is_comparison() && swap {
+            f = rf;
+            h = rh.cloned();
+        }
+        if return_bool {
+            f = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if keep {
+            e.v = f;
+            e.h = h;
+            if binary::drops_name(op) || return_bool {
+                e.drop_name = true;
+            }
+            out.push(e);
+        }
+    }
+    Val::Vector(out)
+}
+
+/// `VectorBinop` with histograms: one-to-one and many-to-one (one-to-many by swapping).
+fn vector_vector(
+    op: BinOp,
+    lhs: Vec<Elem>,
+    rhs: Vec<Elem>,
+    m: &Matching,
+    return_bool: bool,
+) -> Result<Val, EvalError> {
+    if lhs.is_empty() || rhs.is_empty() {
+        return Ok(Val::Vector(Vec::new()));
+    }
+    let swapped = m.card == Card::OneToMany;
+    let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let mut one_by_sig: HashMap<u64, usize> = HashMap::with_capacity(one.len());
+    for (i, e) in one.iter().enumerate() {
+        if one_by_sig
+            .insert(binary::signature(&e.labels, m), i)
+            .is_some()
+        {
+            return Err(unsupported(
+                "duplicate series on the \"one\" side of a match",
+            ));
+        }
+    }
+    let mut matched: HashMap<u64, foldhash::HashSet<u64>> = HashMap::new();
+    let mut out = Vec::new();
+    for ls in many {
+        let sig = binary::signature(&ls.labels, m);
+        let Some(&ri) = one_by_sig.get(&sig) else {
+            continue;
+        };
+        let rs = &one[ri];
+        let (fl, fr, hl, hr) = if swapped {
+            (rs.v, ls.v, rs.h.as_ref(), ls.h.as_ref())
+        } else {
+            (ls.v, rs.v, ls.h.as_ref(), rs.h.as_ref())
+        };
+        let Some((mut v, mut h, keep)) = elem_op(op, fl, fr, hl, hr) else {
+            continue;
+        };
+        if return_bool {
+            h = None;
+            v = if keep { 1.0 } else { 0.0 };
+        }
+        let labels = binary::result_labels(ls.labels, &rs.labels, op, m);
+        if m.card == Card::OneToOne {
+            if matched.insert(sig, Default::default()).is_some() {
+                return Err(err(
+                    "multiple matches for labels: many-to-one matching must be explicit \
+                     (group_left/group_right)",
+                ));
+            }
+        } else {
+            use std::hash::BuildHasher;
+            let lh = foldhash::fast::FixedState::with_seed(1).hash_one(&labels);
+            if !matched.entry(sig).or_default().insert(lh) {
+                return Err(err(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                ));
+            }
+        }
+        if !keep && !return_bool {
+            continue;
+        }
+        out.push(Elem {
+            labels,
+            v,
+            drop_name: return_bool,
+            h,
+        });
+    }
+    Ok(Val::Vector(out))
+}
