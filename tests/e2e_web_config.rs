@@ -281,19 +281,15 @@ fn prometheus_writes_over_tls_with_basic_auth_from_a_web_config() {
         .raw_samples(r#"{job="target"}"#, cutoff, range_s)
         .expect("prometheus query");
     assert!(!expected.is_empty(), "Prometheus holds no target samples");
-    let got = poll_until(
+    let got = wait_until_backend_matches_prometheus(
         "VictoriaMetrics to hold every sample Prometheus holds for job=target",
+        &vm,
+        &expected,
+        r#"{job="target"}"#,
+        (from, cutoff),
+        0.0,
         Duration::from_secs(30),
-        Duration::from_millis(500),
-        || {
-            let got = vm.export(r#"{job="target"}"#, from, cutoff + 60_000)?;
-            let problems = compare_samples(&expected, &got, from, cutoff, 0.0);
-            if problems.is_empty() {
-                Ok(got)
-            } else {
-                Err(summarize(&problems, 20))
-            }
-        },
+        |_, _| Ok(()),
     );
     let total: usize = window(&got, from, cutoff).values().map(Vec::len).sum();
     let pm = prom.metrics_text();
