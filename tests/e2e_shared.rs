@@ -6,6 +6,9 @@
 //!   sender; exactly `budget` of them reach VictoriaMetrics in total, every series of the other
 //!   services arrives, every request gets 2xx; the same series sent through all three replicas
 //!   counts once; every replica reports the global active count.
+//! * `metric_label_and_global_limits_are_exact_across_replicas`: the same for a metric's limit,
+//!   a label's distinct values and the global `max_series`, with the three senders sending at
+//!   once: exactly the limit reaches VictoriaMetrics, every series under no limit arrives.
 //! * `redis_outage_falls_back_and_rejoins`: Redis killed mid-run: 2xx continues, admitted
 //!   series keep flowing, new series are admitted up to `budget / replicas_hint` per replica;
 //!   Redis started again (empty): the replicas rejoin, tell it what they hold, and the global
@@ -26,14 +29,29 @@ use std::time::Duration;
 const SEED: u64 = 42;
 
 fn config(dir: &TestDir, name: &str, vm: &Vm, redis: &Redis, budget: u64, seed: u64) -> String {
+    let limits = format!(
+        "\x20 default_budget:\n    max_series: {budget}\n\
+         \x20 budgets:\n    - service: everywhere\n      max_series: 5\n"
+    );
+    config_with(dir, name, vm, redis, &limits, seed)
+}
+
+/// A replica's config with `limits` (YAML lines of the `guard:` section) and the shared part.
+fn config_with(
+    dir: &TestDir,
+    name: &str,
+    vm: &Vm,
+    redis: &Redis,
+    limits: &str,
+    seed: u64,
+) -> String {
     let path = dir.join(&format!("{name}.yml"));
     std::fs::write(
         &path,
         format!(
             "upstream:\n  url: {vm}\n\
              guard:\n  hash_seed: {seed}\n  window: 1m\n  window_slices: 60\n\
-             \x20 default_budget:\n    max_series: {budget}\n\
-             \x20 budgets:\n    - service: everywhere\n      max_series: 5\n\
+             {limits}\
              \x20 shared:\n    url: {redis}\n    key_prefix: \"e2e:\"\n    timeout: 500ms\n\
              \x20   connect_timeout: 500ms\n    replicas_hint: 3\n",
             vm = vm.write_url(),
@@ -194,6 +212,150 @@ fn three_replicas_admit_exactly_one_budget() {
                 }
             },
         );
+    }
+}
+
+/// Every sender at once, each to its own replica: requests race for the same last slots.
+fn send_all(cgs: &[Cardguard], body: impl Fn(usize) -> Vec<Series> + Sync) {
+    std::thread::scope(|s| {
+        for (k, cg) in cgs.iter().enumerate() {
+            let body = &body;
+            s.spawn(move || send(cg, &body(k)));
+        }
+    });
+}
+
+fn series(name: &str, service: &str, labels: &[(&str, String)], ts: i64) -> Series {
+    let mut all = vec![("service", service.to_string())];
+    all.extend(labels.iter().cloned());
+    let refs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    Series::new(name, &refs, 1.0, ts)
+}
+
+/// What sender `k` sends in round `round` of the limits test: everything it sent before
+/// again (as a scraper would), plus new series. `flood` adds the global-cap phase.
+fn limited(k: usize, round: usize, flood: Option<usize>, ts: i64) -> Vec<Series> {
+    let mut body = Vec::new();
+    // metered: 2 calm series per sender (all arrive), 4 new `metered_explode` per round.
+    for n in 0..2 {
+        let l = [("sender", k.to_string()), ("n", n.to_string())];
+        body.push(series("metered_calm", "metered", &l, ts));
+    }
+    for j in 0..(round + 1) * 4 {
+        let l = [("id", format!("{k}-{j}"))];
+        body.push(series("metered_explode", "metered", &l, ts));
+    }
+    // labelled: 1 series without user_id, and 2 new user_id values per round, each on 2 paths.
+    let l = [("sender", k.to_string())];
+    body.push(series("labelled_calm", "labelled", &l, ts));
+    for j in 0..(round + 1) * 2 {
+        for path in ["/a", "/b"] {
+            let l = [("user_id", format!("u{k}-{j}")), ("path", path.to_string())];
+            body.push(series("labelled_requests", "labelled", &l, ts));
+        }
+    }
+    // flood: 15 new series per round, under a budget far above the global cap.
+    for j in 0..flood.map_or(0, |f| (f + 1) * 15) {
+        let l = [("id", format!("{k}-{j}"))];
+        body.push(series("flood_total", "flood", &l, ts));
+    }
+    body
+}
+
+/// The other limits a series must have room under are as exact across replicas as the owner's
+/// budget: a metric's limit, a label's distinct values, and the global `max_series`.
+#[test]
+fn metric_label_and_global_limits_are_exact_across_replicas() {
+    let dir = TestDir::new("shared-limits");
+    let redis = Redis::start(&dir);
+    let vm = Vm::start(&dir);
+    let (metric_limit, label_limit, global) = (12, 7, 100);
+    let limits = format!(
+        "\x20 max_series: {global}\n\
+         \x20 default_budget:\n    max_series: 1000\n\
+         \x20 budgets:\n\
+         \x20   - service: metered\n      metrics: {{metered_explode: {metric_limit}}}\n\
+         \x20   - service: labelled\n      label_limits: {{user_id: {label_limit}}}\n"
+    );
+    let cgs: Vec<Cardguard> = (0..3)
+        .map(|k| {
+            let cfg = config_with(&dir, &format!("replica{k}"), &vm, &redis, &limits, SEED);
+            Cardguard::start_args(&dir, &["--config.file", &cfg])
+        })
+        .collect();
+    for cg in &cgs {
+        wait_joined(cg, "the replica to join");
+    }
+    let t0 = now_ms();
+
+    // Phase 1: six rounds; 72 metered_explode series offered for 12 slots, 36 user_id values
+    // for 7, all senders at once.
+    for round in 0..6 {
+        let ts = now_ms();
+        send_all(&cgs, |k| limited(k, round, None, ts));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let count = |selector: &str| vm_series(&vm, selector, t0).len();
+    assert_eq!(
+        count("{__name__=\"metered_explode\"}"),
+        metric_limit,
+        "exactly the metric's limit of metered_explode series reach VictoriaMetrics across the \
+         three replicas"
+    );
+    assert_eq!(
+        count("{__name__=\"metered_calm\"}"),
+        6,
+        "other metrics all arrive"
+    );
+    let users = vm_series(&vm, "{__name__=\"labelled_requests\"}", t0);
+    let values: BTreeSet<&String> = users.iter().filter_map(|l| l.get("user_id")).collect();
+    assert_eq!(
+        values.len(),
+        label_limit,
+        "exactly the label's limit of user_id values reach VictoriaMetrics: {values:?}"
+    );
+    assert_eq!(
+        users.len(),
+        2 * label_limit,
+        "both paths of every admitted user_id value arrive"
+    );
+    assert_eq!(count("{__name__=\"labelled_calm\"}"), 3);
+    assert_eq!(
+        redis.int(&["ZCARD", "e2e:l:-:labelled:user_id"]),
+        label_limit as i64
+    );
+    let held = 6 + metric_limit + 2 * label_limit + 3;
+
+    // Phase 2: `flood` (budget 1000) fills what the global cap leaves, all senders at once.
+    for round in 0..4 {
+        let ts = now_ms();
+        send_all(&cgs, |k| limited(k, 5, Some(round), ts));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        count("{__name__=\"flood_total\"}"),
+        global - held,
+        "flood gets exactly what the global max_series leaves ({global} - {held})"
+    );
+    assert_eq!(
+        count("{__name__=~\".+\"}"),
+        global,
+        "exactly the global max_series of series reach VictoriaMetrics in total"
+    );
+    assert_eq!(redis.int(&["ZCARD", "e2e:g"]), global as i64);
+    // Every refusal is counted under its own reason, somewhere among the replicas.
+    for reason in ["metric_budget", "label_limit", "global_cap"] {
+        let dropped: f64 = cgs
+            .iter()
+            .map(|cg| {
+                metric_samples(&cg.metrics_text(), "cardguard_samples_dropped_total")
+                    .into_iter()
+                    .filter(|(l, _)| l.get("reason").map(String::as_str) == Some(reason))
+                    .map(|(_, v)| v)
+                    .sum::<f64>()
+            })
+            .sum();
+        assert!(dropped > 0.0, "no samples dropped with reason {reason}");
     }
 }
 
