@@ -3,8 +3,10 @@
 //! are substituted, and every metric name it reads is one that cardguard really exports, read
 //! from the `/metrics` of a running cardguard (in-process, `App::start_on`, in front of two
 //! `cardguard::sink::Sink` upstreams) with the schema, the guard (drop, warn and relabel
-//! budgets), recording rules and routes on, after traffic that makes every labelled family
-//! appear (drops, overflow, an upstream 5xx, a refused recorded sample, a failing rule).
+//! budgets, shared through a real Redis so that the `guard.shared` families exist), recording
+//! rules and routes on, after traffic that makes every labelled family appear (drops,
+//! overflow, an upstream 5xx, a refused recorded sample, a failing rule, series Redis admits
+//! and refuses). Needs `redis-server` from `scripts/fetch-peers.sh`.
 
 mod common;
 
@@ -349,6 +351,7 @@ struct Exporting {
     _long: Sink,
     _app: App,
     _rt: tokio::runtime::Runtime,
+    _redis: Redis,
     _dir: TestDir,
     round: std::cell::Cell<i64>,
 }
@@ -358,6 +361,7 @@ impl Exporting {
         let main = fake_upstream();
         let long = fake_upstream();
         let dir = TestDir::new("dashboard");
+        let redis = Redis::start(&dir);
         std::fs::write(dir.join("rules.yml"), RULES).unwrap();
         let yaml = format!(
             r#"
@@ -383,6 +387,9 @@ guard:
     - service: web
       max_series: 1000
   overflow_flush_interval: 1s
+  shared:
+    url: {redis}
+    key_prefix: "dashboard:"
 rule_files: [rules.yml]
 upstreams:
   - name: main
@@ -404,7 +411,8 @@ routes:
   - upstreams: [main]
 "#,
             main = main.write_url(),
-            long = long.write_url()
+            long = long.write_url(),
+            redis = redis.url(),
         );
         let path = dir.join("cardguard.yml");
         std::fs::write(&path, &yaml).unwrap();
@@ -422,15 +430,28 @@ routes:
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             App::start_on(config, source, listener).unwrap()
         });
-        Exporting {
+        let cg = Exporting {
             base: format!("http://{}", app.local_addr()),
             main,
             _long: long,
             _app: app,
             _rt: rt,
+            _redis: redis,
             _dir: dir,
             round: std::cell::Cell::new(0),
-        }
+        };
+        // Joined before the first traffic, so that Redis decides its new series (admit round
+        // trips, series admitted and refused by Redis).
+        poll_until(
+            "cardguard to join Redis",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || match metric_value(&cg.metrics(), "cardguard_shared_admission_up", &[]) {
+                Some(1.0) => Ok(()),
+                other => Err(format!("cardguard_shared_admission_up = {other:?}")),
+            },
+        );
+        cg
     }
 
     fn write(&self, series: &[rw::Series]) -> Resp {
