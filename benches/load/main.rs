@@ -103,6 +103,9 @@ struct Args {
     /// trips per request, Redis CPU per 1,000 new series, latency of requests with new series.
     #[arg(long)]
     shared: bool,
+    /// `--shared`: steady-state rounds of each, alternated local, shared, local, shared...
+    #[arg(long, default_value_t = 4)]
+    shared_rounds: usize,
     /// Set by `cargo bench`; without it the harness runs its smoke test.
     #[arg(long, hide = true)]
     bench: bool,
@@ -134,6 +137,7 @@ impl Args {
             pin_proxy: None,
             small_owners: 200,
             shared: false,
+            shared_rounds: 2,
             bench: false,
         }
     }

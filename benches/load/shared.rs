@@ -74,6 +74,41 @@ impl Redis {
         line.starts_with("+PONG").then_some(()).ok_or(line)
     }
 
+    /// Microseconds Redis spent running scripts (`EVALSHA` and `EVAL`), and their calls.
+    fn script_usec(&self) -> (f64, f64) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0.0, 0.0);
+        };
+        let _ = s.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n");
+        let mut r = BufReader::new(s);
+        let mut head = String::new();
+        let _ = r.read_line(&mut head);
+        let len: usize = head
+            .trim()
+            .get(1..)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        let _ = std::io::Read::read_exact(&mut r, &mut body);
+        let (mut usec, mut calls) = (0.0, 0.0);
+        for line in String::from_utf8_lossy(&body).lines() {
+            let Some(stats) = line
+                .strip_prefix("cmdstat_evalsha:")
+                .or_else(|| line.strip_prefix("cmdstat_eval:"))
+            else {
+                continue;
+            };
+            for kv in stats.split(',') {
+                match kv.split_once('=') {
+                    Some(("calls", v)) => calls += v.parse::<f64>().unwrap_or(0.0),
+                    Some(("usec", v)) => usec += v.parse::<f64>().unwrap_or(0.0),
+                    _ => {}
+                }
+            }
+        }
+        (usec, calls)
+    }
+
     fn cpu_s(&self) -> f64 {
         ProcStats::read(self.child.id()).cpu_s
     }
@@ -84,6 +119,11 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Seconds requests waited for Redis in all.
+fn waited(t: &Target) -> f64 {
+    scrape(t.addr, "cardguard_shared_admission_duration_seconds_sum")
 }
 
 fn round_trips(t: &Target) -> f64 {
@@ -147,12 +187,18 @@ pub async fn run(
         rt_warm
     );
 
-    // Steady state, alternating.
+    // Steady state, alternating: the machine's load drifts, so each round's ratio compares
+    // two runs seconds apart, and the median over rounds resists one noisy round.
     let (mut l_samples, mut l_cpu, mut s_samples, mut s_cpu) = (0u64, 0.0, 0u64, 0.0);
     let (mut s_requests, rt0) = (0u64, round_trips(&shared));
     let redis_cpu0 = redis.cpu_s();
-    for round in 0..2 {
-        for (name, t) in [("local", &mut local), ("shared", &mut shared)] {
+    let mut ratios = Vec::new();
+    for round in 0..args.shared_rounds.max(1) {
+        let mut per = [0.0; 2];
+        for (n, (name, t)) in [("local", &mut local), ("shared", &mut shared)]
+            .into_iter()
+            .enumerate()
+        {
             let sat = saturate(t, upstream, base, args.conns, duration).await;
             assert_ok(Kind::Cardguard, "steady state", &sat.out);
             println!(
@@ -161,6 +207,7 @@ pub async fn run(
                 sat.per_cpu_s(),
                 sat.out.quantile_ms(0.99)
             );
+            per[n] = sat.per_cpu_s();
             if name == "local" {
                 l_samples += sat.out.samples_ok;
                 l_cpu += sat.cpu_s;
@@ -170,15 +217,26 @@ pub async fn run(
                 s_requests += sat.out.requests;
             }
         }
+        ratios.push(per[1] / per[0].max(1e-9));
     }
     let (l, s) = (
         l_samples as f64 / l_cpu.max(1e-9),
         s_samples as f64 / s_cpu.max(1e-9),
     );
+    ratios.sort_by(f64::total_cmp);
+    let median = if ratios.len() % 2 == 1 {
+        ratios[ratios.len() / 2]
+    } else {
+        (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
+    };
     println!(
         "steady state: local {l:.0} samples/CPU-s, shared {s:.0} samples/CPU-s: shared/local = \
-         {:.3}; Redis round trips per request {:.4} ({:.0} over {} requests), Redis CPU {:.2} s",
+         {:.3} pooled; per round median {median:.3}, spread {:.3}–{:.3} over {} rounds; Redis \
+         round trips per request {:.4} ({:.0} over {} requests), Redis CPU {:.2} s",
         s / l,
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ratios.len(),
         (round_trips(&shared) - rt0) / s_requests.max(1) as f64,
         round_trips(&shared) - rt0,
         s_requests,
@@ -186,7 +244,8 @@ pub async fn run(
     );
 
     // New series: the explosion load at a fixed rate, half of the local steady throughput.
-    let rate = l_samples as f64 / (2.0 * 2.0 * duration.as_secs_f64());
+    let rounds = args.shared_rounds.max(1) as f64;
+    let rate = l_samples as f64 / (2.0 * rounds * duration.as_secs_f64());
     let one_cycle = explode.requests.len();
     for (name, t) in [("local", &local), ("shared", &shared)] {
         let (rt0, cpu0, new0) = (
@@ -194,6 +253,9 @@ pub async fn run(
             redis.cpu_s(),
             scrape(t.addr, "cardguard_shared_new_series_total"),
         );
+        let waited0 = waited(t);
+        let waited_count0 = scrape(t.addr, "cardguard_shared_admission_duration_seconds_count");
+        let script0 = redis.script_usec();
         // One pass over the steps: every exploding series is new once.
         let o = drive::run(plan(
             t,
@@ -219,6 +281,22 @@ pub async fn run(
                 (round_trips(t) - rt0) / o.requests.max(1) as f64,
                 cpu,
                 cpu * 1e6 / new.max(1.0)
+            );
+            // Where a request's wait goes: the script's run in Redis against the whole round
+            // trip as cardguard timed it.
+            let (w, n) = (
+                waited(t),
+                scrape(t.addr, "cardguard_shared_admission_duration_seconds_count"),
+            );
+            let (script, calls) = redis.script_usec();
+            let calls = (calls - script0.1).max(1.0);
+            println!(
+                "new series: a request waited {:.2} ms for Redis on average ({:.0} waits), of \
+                 which the script ran {:.2} ms in Redis ({:.0} calls)",
+                (w - waited0) * 1e3 / (n - waited_count0).max(1.0),
+                n - waited_count0,
+                (script - script0.0) / 1e3 / calls,
+                calls,
             );
         }
     }
