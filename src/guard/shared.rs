@@ -11,6 +11,7 @@
 //! before Redis decides anything).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ const SCRIPT: &str = include_str!("shared/admit.lua");
 /// Refreshes sent without waiting that may be in flight at once; past it a refresh is
 /// skipped (the next slice's refresh, or a rejoin, tells Redis again).
 const MAX_REFRESHES_IN_FLIGHT: usize = 64;
+/// Idle blocking connections kept for requests that wait on Redis; more requests waiting at
+/// once open more, closed after use.
+const MAX_IDLE_BLOCKING: usize = 8;
 /// Series per script call when a replica tells Redis everything it holds.
 pub const RESYNC_CHUNK: usize = 5_000;
 
@@ -40,8 +44,6 @@ pub enum SharedError {
     Redis(#[from] redis::RedisError),
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("not connected to Redis")]
-    NotConnected,
     #[error("no multi-threaded runtime to wait for Redis on")]
     NoRuntime,
     #[error("Redis answered {got} verdicts for {sent} series")]
@@ -75,15 +77,6 @@ impl Answer {
             c if c > 0 => Answer::Refused(Reason::Budget),
             _ => Answer::Admitted,
         }
-    }
-}
-
-fn reason_code(r: Reason) -> u8 {
-    match r {
-        Reason::MetricBudget => 2,
-        Reason::LabelLimit => 3,
-        Reason::GlobalCap => 4,
-        _ => 1,
     }
 }
 
@@ -125,132 +118,117 @@ impl OwnerKeys {
     }
 }
 
-/// One script call being built: the arguments of `admit.lua`.
+/// One script call being built: `EVALSHA` and the arguments of `admit.lua`, written straight
+/// into the command's one buffer (numbers formatted in place, key suffixes through one reused
+/// string), so that a request's hundreds of new series cost no allocation each.
 pub struct Call {
-    args: Vec<Vec<u8>>,
-    /// Where the current group's series count goes.
-    count_at: usize,
-    count: usize,
+    cmd: redis::Cmd,
+    suffix: String,
+    /// Whether the current owner has a global cap (its series carry a global member).
+    global: bool,
     series: usize,
     slice: u64,
 }
 
 impl Call {
-    fn new(cfg: &SharedConfig, window: &Window, slice_ms: u64, now: u64) -> Self {
+    fn new(hash: &str, cfg: &SharedConfig, window: &Window, slice_ms: u64, now: u64) -> Self {
         let oldest = (now + 1).saturating_sub(u64::from(window.slices()));
         let ttl = slice_ms * (u64::from(window.slices()) + 1);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(hash)
+            .arg(0)
+            .arg(cfg.key_prefix.as_str())
+            .arg(now)
+            .arg(oldest)
+            .arg(ttl);
         Call {
-            args: vec![
-                cfg.key_prefix.clone().into_bytes(),
-                now.to_string().into_bytes(),
-                oldest.to_string().into_bytes(),
-                ttl.to_string().into_bytes(),
-            ],
-            count_at: 0,
-            count: 0,
+            cmd,
+            suffix: String::new(),
+            global: false,
             series: 0,
             slice: now,
         }
     }
 
-    fn close_group(&mut self) {
-        if self.count_at != 0 {
-            self.args[self.count_at] = self.count.to_string().into_bytes();
-        }
-    }
-
-    /// Start the series of one owner; `demand`: count them in its global demand.
-    pub fn owner(&mut self, keys: &OwnerKeys, demand: bool) {
-        self.close_group();
-        self.args.push(if demand {
-            format!("d:{}:{}", keys.part, self.slice).into_bytes()
+    /// Start the series of one owner, under `budget` and the global `cap`; `demand`: count
+    /// them in its global demand.
+    pub fn owner(&mut self, keys: &OwnerKeys, demand: bool, budget: u64, cap: Option<u64>) {
+        self.cmd.arg("o");
+        if demand {
+            self.suffix.clear();
+            let _ = write!(self.suffix, "d:{}:{}", keys.part, self.slice);
+            self.cmd.arg(self.suffix.as_str());
         } else {
-            Vec::new()
-        });
-        self.count_at = self.args.len();
-        self.args.push(Vec::new());
-        self.count = 0;
+            self.cmd.arg("");
+        }
+        self.cmd.arg(keys.series.as_str()).arg(budget);
+        match cap {
+            Some(c) => self.cmd.arg(c),
+            None => self.cmd.arg(""),
+        };
+        self.global = cap.is_some();
     }
 
-    /// One series of the current owner with the limits that apply to it, the owner's budget
-    /// first.
-    #[allow(clippy::too_many_arguments)]
+    /// One series of the current owner with its other limits: its metric's (metric hash,
+    /// limit) and its limited labels' (name, value hash, limit).
     pub fn series(
         &mut self,
         keys: &OwnerKeys,
         id_key: u64,
         mode: Mode,
-        budget: u64,
-        global_cap: Option<u64>,
         metric: Option<(u64, u64)>,
         labels: &[(&str, u64, u64)],
     ) {
-        let (m, score) = match mode {
-            Mode::Decide => ("0", 0),
-            Mode::DecideRecord => ("1", 0),
-            Mode::Refresh(s) => ("2", s),
+        self.suffix.clear();
+        let _ = match mode {
+            Mode::Decide => write!(self.suffix, "d"),
+            Mode::DecideRecord => write!(self.suffix, "w"),
+            Mode::Refresh(s) => write!(self.suffix, "r{s}"),
         };
-        let entries = 1 + usize::from(global_cap.is_some()) + usize::from(metric.is_some());
-        self.args.push(id_key.to_be_bytes().to_vec());
-        self.args.push(m.into());
-        self.args.push(score.to_string().into_bytes());
-        self.args
-            .push((entries + labels.len()).to_string().into_bytes());
-        self.entry(
-            keys.series.clone(),
-            id_key.to_be_bytes(),
-            budget,
-            Reason::Budget,
-        );
-        if let Some(cap) = global_cap {
-            self.entry(
-                "g".into(),
-                (id_key ^ keys.owner_hash).to_be_bytes(),
-                cap,
-                Reason::GlobalCap,
-            );
+        self.cmd
+            .arg(self.suffix.as_str())
+            .arg(&id_key.to_be_bytes()[..]);
+        if self.global {
+            self.cmd.arg(&(id_key ^ keys.owner_hash).to_be_bytes()[..]);
+        } else {
+            self.cmd.arg("");
         }
+        self.cmd.arg(usize::from(metric.is_some()) + labels.len());
         if let Some((metric_hash, limit)) = metric {
-            self.entry(
-                format!("m:{}:{metric_hash:016x}", keys.part),
-                id_key.to_be_bytes(),
-                limit,
-                Reason::MetricBudget,
-            );
+            self.suffix.clear();
+            let _ = write!(self.suffix, "m:{}:{metric_hash:016x}", keys.part);
+            self.cmd
+                .arg(self.suffix.as_str())
+                .arg(&id_key.to_be_bytes()[..])
+                .arg(limit);
         }
         for &(name, value_hash, limit) in labels {
-            self.entry(
-                format!("l:{}:{name}", keys.part),
-                value_hash.to_be_bytes(),
-                limit,
-                Reason::LabelLimit,
-            );
+            self.label(keys, name, value_hash, limit);
         }
-        self.count += 1;
         self.series += 1;
     }
 
-    /// A limited label's value this owner holds, told to Redis on a rejoin.
+    fn label(&mut self, keys: &OwnerKeys, name: &str, value_hash: u64, limit: u64) {
+        self.suffix.clear();
+        let _ = write!(self.suffix, "l:{}:{name}", keys.part);
+        self.cmd
+            .arg(self.suffix.as_str())
+            .arg(&value_hash.to_be_bytes()[..])
+            .arg(limit);
+    }
+
+    /// A limited label's value this owner holds, last seen in `slice`, told to Redis on a
+    /// rejoin.
     pub fn label_value(&mut self, keys: &OwnerKeys, name: &str, value_hash: u64, slice: u64) {
-        self.args.push(value_hash.to_be_bytes().to_vec());
-        self.args.push("2".into());
-        self.args.push(slice.to_string().into_bytes());
-        self.args.push("1".into());
-        self.entry(
-            format!("l:{}:{name}", keys.part),
-            value_hash.to_be_bytes(),
-            0,
-            Reason::LabelLimit,
-        );
-        self.count += 1;
+        self.suffix.clear();
+        let _ = write!(self.suffix, "v{slice}");
+        self.cmd
+            .arg(self.suffix.as_str())
+            .arg(&value_hash.to_be_bytes()[..])
+            .arg("")
+            .arg(1);
+        self.label(keys, name, value_hash, 0);
         self.series += 1;
-    }
-
-    fn entry(&mut self, suffix: String, member: [u8; 8], limit: u64, reason: Reason) {
-        self.args.push(suffix.into_bytes());
-        self.args.push(member.to_vec());
-        self.args.push(limit.to_string().into_bytes());
-        self.args.push(vec![b'0' + reason_code(reason)]);
     }
 
     pub fn len(&self) -> usize {
@@ -324,6 +302,8 @@ pub struct Shared {
     hash_seed: u64,
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
+    /// Idle blocking connections for requests waiting on Redis (`decide`).
+    blocking: Mutex<Vec<redis::Connection>>,
     up: AtomicBool,
     /// Logged once until the next change: the reason the replica is local.
     down_logged: AtomicBool,
@@ -348,6 +328,7 @@ impl Shared {
             hash_seed,
             client,
             conn: Mutex::new(None),
+            blocking: Mutex::new(Vec::new()),
             up: AtomicBool::new(false),
             down_logged: AtomicBool::new(false),
             script: redis::Script::new(SCRIPT),
@@ -364,7 +345,7 @@ impl Shared {
     }
 
     pub fn call(&self, window: &Window, slice_ms: u64, now: u64) -> Call {
-        Call::new(&self.cfg, window, slice_ms, now)
+        Call::new(self.script.get_hash(), &self.cfg, window, slice_ms, now)
     }
 
     async fn connection(&self) -> Result<ConnectionManager, SharedError> {
@@ -387,6 +368,12 @@ impl Shared {
     }
 
     fn went_down(&self, e: &SharedError) {
+        // Connections to a Redis that failed would fail again once it is back (or another
+        // node answers in its place): every request opens fresh ones after the rejoin.
+        self.blocking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.metrics.errors.inc();
         self.metrics.up.set(0);
         let was_up = self.up.swap(false, Ordering::AcqRel);
@@ -419,21 +406,19 @@ impl Shared {
 
     fn decide_inner(&self, call: &Call) -> Result<Vec<Answer>, SharedError> {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        let conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(SharedError::NotConnected)?;
-        let handle = Handle::try_current().map_err(|_| SharedError::NoRuntime)?;
-        if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
-            return Err(SharedError::NoRuntime);
+        if let Ok(h) = Handle::try_current() {
+            if h.runtime_flavor() != RuntimeFlavor::MultiThread {
+                return Err(SharedError::NoRuntime);
+            }
         }
         self.metrics.round_trips.with_label_values(&["admit"]).inc();
         let started = Instant::now();
         // The pipeline runs synchronously on a worker thread; `block_in_place` hands the
-        // thread's other tasks to another worker while this request waits.
-        let codes = tokio::task::block_in_place(|| handle.block_on(self.invoke(conn, call)))?;
+        // thread's other tasks to another worker while this request waits, on a blocking
+        // connection of its own: the reply wakes this thread directly, rather than the
+        // multiplexed connection's task, which would then wake it (two more thread hand-offs,
+        // each a run-queue wait on a busy machine).
+        let codes = tokio::task::block_in_place(|| self.invoke_blocking(call))?;
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -446,12 +431,43 @@ impl Shared {
         Ok(codes.into_iter().map(Answer::from_code).collect())
     }
 
-    async fn invoke(
-        &self,
-        mut conn: ConnectionManager,
-        call: &Call,
-    ) -> Result<Vec<i64>, SharedError> {
-        invoke(&self.script, &mut conn, call, self.cfg.timeout).await
+    fn invoke_blocking(&self, call: &Call) -> Result<Vec<i64>, SharedError> {
+        let pooled = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = self
+                    .client
+                    .get_connection_with_timeout(self.cfg.connect_timeout)?;
+                c.set_read_timeout(Some(self.cfg.timeout))?;
+                c.set_write_timeout(Some(self.cfg.timeout))?;
+                c
+            }
+        };
+        let r = match call.cmd.query(&mut conn) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script
+                    .load(&mut conn)
+                    .and_then(|_| call.cmd.query(&mut conn))
+            }
+            r => r,
+        };
+        match r {
+            Ok(codes) => {
+                let mut pool = self.blocking.lock().unwrap_or_else(|e| e.into_inner());
+                if pool.len() < MAX_IDLE_BLOCKING {
+                    pool.push(conn);
+                }
+                Ok(codes)
+            }
+            // The connection is dropped: after an error its state is unknown.
+            Err(e) if e.is_timeout() => Err(SharedError::Timeout(self.cfg.timeout)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Tell Redis about series first seen again in this slice, without waiting.
@@ -602,22 +618,20 @@ async fn invoke(
     call: &Call,
     timeout: Duration,
 ) -> Result<Vec<i64>, SharedError> {
-    let mut inv = script.prepare_invoke();
-    for a in &call.args {
-        inv.arg(a.as_slice());
-    }
-    tokio::time::timeout(timeout, inv.invoke_async(conn))
+    let run = async {
+        match call.cmd.query_async(conn).await {
+            // A Redis restarted (or flushed) has forgotten the script: load it, once more.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load_async(conn).await?;
+                call.cmd.query_async(conn).await
+            }
+            r => r,
+        }
+    };
+    tokio::time::timeout(timeout, run)
         .await
         .map_err(|_| SharedError::Timeout(timeout))?
         .map_err(SharedError::from)
-}
-
-/// Call `close_group` before sending: the last group's count is written then.
-impl Call {
-    pub fn finish(mut self) -> Self {
-        self.close_group();
-        self
-    }
 }
 
 /// At start, before serving: connect and agree on the seed. Another seed recorded in Redis is
@@ -701,6 +715,16 @@ mod tests {
         assert_eq!(k(None, None), "s:-:-");
     }
 
+    /// The codes `admit.lua` answers.
+    fn reason_code(r: Reason) -> u8 {
+        match r {
+            Reason::MetricBudget => 2,
+            Reason::LabelLimit => 3,
+            Reason::GlobalCap => 4,
+            _ => 1,
+        }
+    }
+
     #[test]
     fn verdict_codes_round_trip() {
         for r in [
@@ -718,40 +742,58 @@ mod tests {
         assert_eq!(Answer::from_code(-1), Answer::Admitted);
     }
 
+    fn args(call: &Call) -> Vec<Vec<u8>> {
+        call.cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                _ => b"<not a plain argument>".to_vec(),
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_call_counts_each_owners_series() {
+    fn a_call_lays_out_owners_and_series_as_the_script_reads_them() {
         let cfg = SharedConfig::default();
         let window = Window::new(Duration::from_secs(3600), 6);
-        let mut call = Call::new(&cfg, &window, 600_000, 100);
+        let mut call = Call::new("sha", &cfg, &window, 600_000, 100);
         let a = OwnerKeys::new(&OwnerKey {
             tenant: None,
             owner: Some("a".into()),
         });
-        call.owner(&a, true);
-        call.series(&a, 1 << 8, Mode::Decide, 10, None, None, &[]);
+        call.owner(&a, true, 10, Some(5));
+        call.series(&a, 1 << 8, Mode::Decide, None, &[]);
         call.series(
             &a,
             2 << 8,
             Mode::Refresh(99),
-            10,
-            Some(5),
             Some((7, 3)),
-            &[],
+            &[("user", 9, 4)],
         );
-        let call = call.finish();
-        assert_eq!(call.len(), 2);
-        // prefix, now, oldest, ttl; demand key, count.
-        assert_eq!(call.args[1], b"100");
-        assert_eq!(call.args[2], b"95");
-        assert_eq!(call.args[3], b"4200000");
-        assert_eq!(call.args[4], b"d:-:a:100");
-        assert_eq!(call.args[5], b"2");
-        // The second series: its mode, slice and three limits (owner, global, metric).
-        let second = 6 + 4 + 4;
-        assert_eq!(call.args[second + 1], b"2");
-        assert_eq!(call.args[second + 2], b"99");
-        assert_eq!(call.args[second + 3], b"3");
-        assert_eq!(call.args.len(), 6 + (4 + 4) + (4 + 3 * 4));
+        call.owner(&a, false, 10, None);
+        call.label_value(&a, "user", 9, 98);
+        assert_eq!(call.len(), 3);
+        let id = |k: u64| k.to_be_bytes().to_vec();
+        let s = |v: &str| v.as_bytes().to_vec();
+        let mut want = vec![s("EVALSHA"), s("sha"), s("0"), s(&cfg.key_prefix)];
+        // now, oldest, ttl.
+        want.extend([s("100"), s("95"), s("4200000")]);
+        want.extend([s("o"), s("d:-:a:100"), s("s:-:a"), s("10"), s("5")]);
+        want.extend([s("d"), id(1 << 8), id((1 << 8) ^ a.owner_hash), s("0")]);
+        want.extend([s("r99"), id(2 << 8), id((2 << 8) ^ a.owner_hash), s("2")]);
+        want.extend([s("m:-:a:0000000000000007"), id(2 << 8), s("3")]);
+        want.extend([s("l:-:a:user"), id(9), s("4")]);
+        want.extend([s("o"), s(""), s("s:-:a"), s("10"), s("")]);
+        want.extend([
+            s("v98"),
+            id(9),
+            s(""),
+            s("1"),
+            s("l:-:a:user"),
+            id(9),
+            s("0"),
+        ]);
+        assert_eq!(args(&call), want);
     }
 
     /// While Redis is away a replica admits `budget / replicas_hint` new series.

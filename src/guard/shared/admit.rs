@@ -112,7 +112,7 @@ impl Guard {
         let mut call = sh.call(window, slice_ms, now);
         for a in &asking {
             let keys = OwnerKeys::new(&a.owner.key);
-            call.owner(&keys, true);
+            call.owner(&keys, true, a.budget.max_series, cfg.max_series);
             let warn = a.budget.action == crate::guard::Action::Warn;
             let mode = if warn {
                 Mode::DecideRecord
@@ -123,7 +123,6 @@ impl Guard {
                 add_series(
                     &mut call,
                     &keys,
-                    cfg,
                     &a.budget,
                     decisions,
                     &batch,
@@ -133,19 +132,9 @@ impl Guard {
             }
             for &(i, id) in &refreshed[a.refreshed.0..a.refreshed.1] {
                 let m = Mode::Refresh(now);
-                add_series(
-                    &mut call,
-                    &keys,
-                    cfg,
-                    &a.budget,
-                    decisions,
-                    &batch,
-                    (i, id),
-                    m,
-                );
+                add_series(&mut call, &keys, &a.budget, decisions, &batch, (i, id), m);
             }
         }
-        let call = call.finish();
         if new.is_empty() {
             // Nothing to decide: told, not waited for.
             sh.refresh(call);
@@ -247,12 +236,12 @@ impl Guard {
             let mut started = false;
             let mut room = |call: &mut Option<Call>, started: &mut bool| {
                 if call.as_ref().is_some_and(|c| c.len() >= RESYNC_CHUNK) {
-                    calls.push(call.take().expect("checked").finish());
+                    calls.push(call.take().expect("checked"));
                     *started = false;
                 }
                 let c = call.get_or_insert_with(|| sh.call(&window, slice_ms, now));
                 if !*started {
-                    c.owner(&keys, false);
+                    c.owner(&keys, false, budget.max_series, cfg.max_series);
                     *started = true;
                 }
             };
@@ -262,8 +251,6 @@ impl Guard {
                     &keys,
                     k,
                     Mode::Refresh(at(tag)),
-                    budget.max_series,
-                    cfg.max_series,
                     metric_limited.then_some((metric, 0)),
                     &[],
                 );
@@ -275,7 +262,7 @@ impl Guard {
                     .label_value(&keys, name, v, at(tag));
             }
         }
-        calls.extend(call.map(Call::finish));
+        calls.extend(call);
         calls
     }
 
@@ -330,7 +317,6 @@ fn series_key<'a>(
 fn add_series(
     call: &mut Call,
     keys: &OwnerKeys,
-    cfg: &GuardConfig,
     budget: &Budget,
     decisions: &Decisions,
     batch: &Batch<'_>,
@@ -351,13 +337,5 @@ fn add_series(
                 .map(|(_, v)| (name.as_str(), value_hash(v), *limit))
         })
         .collect();
-    call.series(
-        keys,
-        crate::guard::table::key_of(id),
-        mode,
-        budget.max_series,
-        cfg.max_series,
-        metric,
-        &labels,
-    );
+    call.series(keys, crate::guard::table::key_of(id), mode, metric, &labels);
 }
