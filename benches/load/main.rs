@@ -106,6 +106,10 @@ struct Args {
     /// `--shared`: steady-state rounds of each, alternated local, shared, local, shared...
     #[arg(long, default_value_t = 4)]
     shared_rounds: usize,
+    /// `--shared`: shared first in every other round (local, shared, shared, local...), so
+    /// that what running second does to a proxy falls on both alike.
+    #[arg(long)]
+    shared_abba: bool,
     /// Set by `cargo bench`; without it the harness runs its smoke test.
     #[arg(long, hide = true)]
     bench: bool,
@@ -138,6 +142,7 @@ impl Args {
             small_owners: 200,
             shared: false,
             shared_rounds: 2,
+            shared_abba: false,
             bench: false,
         }
     }

@@ -195,10 +195,11 @@ pub async fn run(
     let mut ratios = Vec::new();
     for round in 0..args.shared_rounds.max(1) {
         let mut per = [0.0; 2];
-        for (n, (name, t)) in [("local", &mut local), ("shared", &mut shared)]
-            .into_iter()
-            .enumerate()
-        {
+        let mut order = [(0, "local", &mut local), (1, "shared", &mut shared)];
+        if args.shared_abba && round % 2 == 1 {
+            order.reverse();
+        }
+        for (n, name, t) in order {
             let sat = saturate(t, upstream, base, args.conns, duration).await;
             assert_ok(Kind::Cardguard, "steady state", &sat.out);
             println!(
