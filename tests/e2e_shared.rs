@@ -8,7 +8,9 @@
 //!   counts once; every replica reports the global active count.
 //! * `metric_label_and_global_limits_are_exact_across_replicas`: the same for a metric's limit,
 //!   a label's distinct values and the global `max_series`, with the three senders sending at
-//!   once: exactly the limit reaches VictoriaMetrics, every series under no limit arrives.
+//!   once: exactly the limit reaches VictoriaMetrics, every series under no limit arrives;
+//!   after Redis restarts empty, the rejoining replicas restore the global set and the label's
+//!   values, and the limits hold as before.
 //! * `redis_outage_falls_back_and_rejoins`: Redis killed mid-run: 2xx continues, admitted
 //!   series keep flowing, new series are admitted up to `budget / replicas_hint` per replica;
 //!   Redis started again (empty): the replicas rejoin, tell it what they hold, and the global
@@ -267,7 +269,7 @@ fn limited(k: usize, round: usize, flood: Option<usize>, ts: i64) -> Vec<Series>
 #[test]
 fn metric_label_and_global_limits_are_exact_across_replicas() {
     let dir = TestDir::new("shared-limits");
-    let redis = Redis::start(&dir);
+    let mut redis = Redis::start(&dir);
     let vm = Vm::start(&dir);
     let (metric_limit, label_limit, global) = (12, 7, 100);
     let limits = format!(
@@ -343,6 +345,39 @@ fn metric_label_and_global_limits_are_exact_across_replicas() {
         "exactly the global max_series of series reach VictoriaMetrics in total"
     );
     assert_eq!(redis.int(&["ZCARD", "e2e:g"]), global as i64);
+
+    // Phase 3: Redis restarted empty. Rejoining, the replicas tell it every series and every
+    // limited label value they hold: the global set and the label's values are whole again,
+    // and the limits hold as before (new user_id values and flood series are still refused).
+    redis.kill();
+    for cg in &cgs {
+        poll_until(
+            "the replica to notice Redis is gone",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || match shared_up(cg) {
+                Some(0.0) => Ok(()),
+                other => Err(format!("{}: up = {other:?}", cg.addr())),
+            },
+        );
+    }
+    redis.restart();
+    for cg in &cgs {
+        wait_joined(cg, "the replica to rejoin");
+    }
+    assert_eq!(redis.int(&["ZCARD", "e2e:g"]), global as i64);
+    assert_eq!(
+        redis.int(&["ZCARD", "e2e:l:-:labelled:user_id"]),
+        label_limit as i64
+    );
+    let ts = now_ms();
+    send_all(&cgs, |k| limited(k, 7, Some(5), ts));
+    assert_eq!(
+        count("{__name__=~\".+\"}"),
+        global,
+        "after the rejoin, still exactly the global max_series in total"
+    );
+
     // Every refusal is counted under its own reason, somewhere among the replicas.
     for reason in ["metric_budget", "label_limit", "global_cap"] {
         let dropped: f64 = cgs
