@@ -392,6 +392,23 @@ fn metric_label_and_global_limits_are_exact_across_replicas() {
             .sum();
         assert!(dropped > 0.0, "no samples dropped with reason {reason}");
     }
+    // ...and never as the owner's budget, which none of them reached (a series refused again
+    // later in the slice keeps the reason it was refused for).
+    for cg in &cgs {
+        let text = cg.metrics_text();
+        for service in ["metered", "labelled", "flood"] {
+            let budget = metric_value(
+                &text,
+                "cardguard_samples_dropped_total",
+                &[("service", service), ("reason", "budget")],
+            );
+            assert!(
+                budget.unwrap_or(0.0) == 0.0,
+                "{}: {service} dropped {budget:?} samples for its budget, which it never reached",
+                cg.addr()
+            );
+        }
+    }
 }
 
 #[test]

@@ -111,10 +111,29 @@ pub enum Lookup {
     Fresh,
     /// Admitted, first seen in this slice: Redis is told (not asked) so it keeps the slot.
     Refreshed,
-    /// Refused by Redis earlier in this slice.
-    RefusedThisSlice,
+    /// Refused by Redis earlier in this slice, for this reason.
+    RefusedThisSlice(Reason),
     /// Not known here: Redis decides.
     New,
+}
+
+/// A guard reason as a tag of the refused filter (1..=4), and back.
+fn refused_tag(r: Reason) -> u8 {
+    match r {
+        Reason::MetricBudget => 2,
+        Reason::LabelLimit => 3,
+        Reason::GlobalCap => 4,
+        _ => 1,
+    }
+}
+
+fn refused_reason(tag: u8) -> Reason {
+    match tag {
+        2 => Reason::MetricBudget,
+        3 => Reason::LabelLimit,
+        4 => Reason::GlobalCap,
+        _ => Reason::Budget,
+    }
 }
 
 /// The mutable admission state of one owner.
@@ -251,7 +270,7 @@ impl OwnerState {
         }
 
         // A series this owner has not admitted (or that expired).
-        if !self.refused.contains(s.id) {
+        if self.refused.tag(s.id).is_none() {
             self.sketch(&s, now);
         }
         let reason = self.check(&s, metric_key, global, cap, share);
@@ -297,13 +316,13 @@ impl OwnerState {
     ) -> Option<Verdict> {
         match self.budget.action {
             Action::Drop => {
-                self.refused.insert(id);
+                self.refused.insert_tagged(id, refused_tag(r));
                 tally.dropped_samples[r.index()] += samples;
                 tally.dropped_series[r.index()] += 1;
                 Some(Verdict::Drop(r))
             }
             Action::Relabel => {
-                self.refused.insert(id);
+                self.refused.insert_tagged(id, refused_tag(r));
                 tally.overflowed_samples[r.index()] += samples;
                 Some(Verdict::Overflow(r))
             }
@@ -350,10 +369,10 @@ impl OwnerState {
             Some(false) => Lookup::Fresh,
             Some(true) => Lookup::Refreshed,
             None => {
-                if self.refused.contains(s.id) {
+                if let Some(tag) = self.refused.tag(s.id) {
                     // Refused by Redis earlier in this slice: refused again without asking,
                     // so a refused series sent every scrape costs no round trip per request.
-                    return Lookup::RefusedThisSlice;
+                    return Lookup::RefusedThisSlice(refused_reason(tag));
                 }
                 self.sketch(s, now);
                 Lookup::New
@@ -387,9 +406,16 @@ impl OwnerState {
         Verdict::Keep
     }
 
-    /// Refuse a series this replica refused earlier in this slice (see `Lookup`).
-    pub fn refuse_again(&mut self, id: u64, samples: u64, tally: &mut OwnerDelta) -> Verdict {
-        self.refuse(id, Reason::Budget, samples, tally)
+    /// Refuse a series this replica refused earlier in this slice (see `Lookup`), for the
+    /// reason it was refused then.
+    pub fn refuse_again(
+        &mut self,
+        id: u64,
+        reason: Reason,
+        samples: u64,
+        tally: &mut OwnerDelta,
+    ) -> Verdict {
+        self.refuse(id, reason, samples, tally)
             .unwrap_or(Verdict::Keep)
     }
 

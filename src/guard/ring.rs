@@ -183,8 +183,31 @@ impl SeenFilter {
         }
     }
 
+    /// A key's slot: its low 3 bits left out, so that a key and its tagged forms
+    /// (`insert_tagged`) share one.
+    #[inline]
+    fn slot(key: u64, len: usize) -> usize {
+        ((key >> 3) as usize) % len
+    }
+
     pub fn contains(&self, key: u64) -> bool {
-        !self.slots.is_empty() && self.slots[(key as usize) % self.slots.len()] == key
+        !self.slots.is_empty() && self.slots[Self::slot(key, self.slots.len())] == key
+    }
+
+    /// `insert` with a tag of 1..=7 in place of the key's low 3 bits (keys that differ only
+    /// there are one key to a tagged filter; the ids are 64-bit hashes): `tag` tells it back.
+    pub fn insert_tagged(&mut self, key: u64, tag: u8) {
+        debug_assert!((1..=7).contains(&tag));
+        self.insert((key & !7) | u64::from(tag & 7));
+    }
+
+    /// The tag `key` was inserted with, while the filter holds it.
+    pub fn tag(&self, key: u64) -> Option<u8> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let k = self.slots[Self::slot(key, self.slots.len())];
+        (k & 7 != 0 && k & !7 == key & !7).then_some((k & 7) as u8)
     }
 
     /// `key` must be nonzero (0 is the empty slot).
@@ -202,12 +225,12 @@ impl SeenFilter {
             };
             let mut slots = vec![0u64; new].into_boxed_slice();
             for &k in self.slots.iter().filter(|k| **k != 0) {
-                slots[(k as usize) % new] = k;
+                slots[Self::slot(k, new)] = k;
             }
             self.slots = slots;
         }
         let n = self.slots.len();
-        self.slots[(key as usize) % n] = key;
+        self.slots[Self::slot(key, n)] = key;
     }
 
     /// Forget every key (a new slice), keeping the size reached.
@@ -305,5 +328,23 @@ mod tests {
         f.clear();
         assert!(!f.contains(id(600) | 1));
         assert_eq!(f.memory_bytes(), 1024 * 8, "the size reached is kept");
+    }
+
+    #[test]
+    fn a_tagged_filter_tells_the_tag_back_through_growth() {
+        let mut f = SeenFilter::new(8, 1024);
+        assert_eq!(f.tag(id(1)), None);
+        f.insert_tagged(id(1), 3);
+        assert_eq!(f.tag(id(1)), Some(3));
+        // The key's own low bits do not matter; a new tag replaces the old one.
+        assert_eq!(f.tag(id(1) ^ 5), Some(3));
+        f.insert_tagged(id(1), 2);
+        assert_eq!(f.tag(id(1)), Some(2));
+        for k in 2..=300u64 {
+            f.insert_tagged(id(k), 1 + (k % 4) as u8);
+        }
+        assert_eq!(f.tag(id(300)), Some(1 + (300 % 4) as u8));
+        f.clear();
+        assert_eq!(f.tag(id(300)), None);
     }
 }

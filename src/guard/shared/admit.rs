@@ -74,8 +74,8 @@ impl Guard {
                             refreshed.push((i, id));
                             self.settled(Verdict::Keep, decisions, i, samples, &mut out)
                         }
-                        Lookup::RefusedThisSlice => {
-                            let v = state.refuse_again(id, samples, &mut tally);
+                        Lookup::RefusedThisSlice(reason) => {
+                            let v = state.refuse_again(id, reason, samples, &mut tally);
                             if matches!(v, Verdict::Overflow(_)) {
                                 self.absorb_overflow(
                                     cfg,
