@@ -308,7 +308,8 @@ impl Default for GuardConfig {
 /// it. Read at start: a reload that changes it is logged and takes effect on restart.
 #[derive(Clone, PartialEq)]
 pub struct SharedConfig {
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://`, `redis+unix://`).
+    /// `redis://[user:password@]host:port[/db]` (or `redis+unix://`; not `rediss://`: the
+    /// client is built without TLS).
     pub url: String,
     /// Prepended to every key cardguard writes, so several cardguard fleets can share a Redis.
     pub key_prefix: String,
