@@ -10,7 +10,7 @@
 //! The data: 4 series (2 services × 2 pods) of integer histograms, schema 3, positive buckets
 //! with a gap (two spans), negative buckets, a zero bucket (threshold 0.01), every bucket
 //! growing every scrape. Mid-run, `checkout`/`b` is reset (its counts start again) at scrape
-//! [`RESET_AT`], and `search`/`a` halves its resolution (schema 3 → 2, its buckets merged in
+//! [`RESET_AT`], and `search`/`b` halves its resolution (schema 3 → 2, its buckets merged in
 //! pairs as a client does when it has too many) at scrape [`SCHEMA_AT`]; the run records
 //! evaluations whose `[1m]` windows hold both. Next to them, a float counter and a float rule.
 //!
@@ -33,11 +33,10 @@
 //!   as `histogram_sum(x) / histogram_count(x)`, which 2.42 evaluates; `histogram_stddev` is
 //!   computed from Prometheus's inner histogram as Prometheus 3 defines it (geometric bucket
 //!   means, 0 in the zero bucket).
-//! - Adding a coarser histogram to a finer one panics in 2.42's `sum` (its `FloatHistogram.Add`
-//!   merges into the receiver's schema only), so the series that changes schema is the first of
-//!   its `sum by (service)` group in Prometheus's order (`pod` sorts before `service`):
-//!   Prometheus then adds the finer one to it. cardguard reduces either way (the conformance
-//!   cases cover the other order).
+//!
+//! Prometheus 2.42 and cardguard both reduce to the coarser schema when `sum by (service)` adds
+//! `search`/`b` (schema 2 after the change) to `search`/`a` (schema 3), and when `rate` spans the
+//! change.
 
 mod common;
 
@@ -52,7 +51,7 @@ const PODS: [&str; 2] = ["a", "b"];
 const ZERO_THRESHOLD: f64 = 0.01;
 /// From this scrape on, `checkout`/`b` counts from zero again.
 const RESET_AT: u64 = 12;
-/// From this scrape on, `search`/`a` exposes schema 2 instead of 3.
+/// From this scrape on, `search`/`b` exposes schema 2 instead of 3.
 const SCHEMA_AT: u64 = 20;
 /// Scrapes to wait for before the last evaluation that counts.
 const SCRAPES: u64 = 30;
@@ -89,7 +88,7 @@ fn observed_value(idx: i32, sign: f64) -> f64 {
 fn histogram(k: usize, n: u64) -> client::Histogram {
     let reset = SERVICES[k / 2] == "checkout" && PODS[k % 2] == "b";
     let first = if reset && n >= RESET_AT { RESET_AT } else { 1 };
-    let coarse = SERVICES[k / 2] == "search" && PODS[k % 2] == "a" && n >= SCHEMA_AT;
+    let coarse = SERVICES[k / 2] == "search" && PODS[k % 2] == "b" && n >= SCHEMA_AT;
     let mut pos: BTreeMap<i32, u64> = BTreeMap::new();
     let mut neg: BTreeMap<i32, u64> = BTreeMap::new();
     let (mut zero, mut sum) = (0u64, 0f64);
