@@ -285,6 +285,12 @@ impl Ctx<'_> {
                 self.for_each_instant(sel, s.t, &mut |labels, p, h| f(labels, p.v, h, false))
             }
             Node::Call { func, args }
+                if native_eval::streams(*func)
+                    && native_eval::stream_range(self, *func, args, s, f)? =>
+            {
+                Ok(())
+            }
+            Node::Call { func, args }
                 if !native_eval::handles(*func)
                     && functions::range_call(self, *func, args, s, &mut |l, v, d| {
                         f(l, v, None, d)
