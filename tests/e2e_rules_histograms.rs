@@ -574,6 +574,36 @@ fn recorded_histogram_rules_match_prometheus_query_answers() {
         .collect();
     assert!(scrape_ts.len() as u64 >= SCRAPES, "{scrape_ts:?}");
 
+    // Prometheus stored what the target exposed (the test's protobuf encoding, read as native
+    // histograms): every series at the newest scrape, one of them at schema 2 by then.
+    let (&newest_scrape, n) = (scrape_ts.last().unwrap(), scrape_ts.len() as u64);
+    for k in 0..SERVICES.len() * PODS.len() {
+        let sel = format!(
+            "rpc_duration_seconds{{service=\"{}\",pod=\"{}\"}}",
+            SERVICES[k / 2],
+            PODS[k % 2]
+        );
+        let stored = query(&prom, &sel, "stored", newest_scrape);
+        let [Value::Hist(stored)] = stored.values().collect::<Vec<_>>()[..] else {
+            panic!("{sel} @ {newest_scrape}: {stored:?}");
+        };
+        let h = histogram(k, n);
+        let exposed = Histo::from_remote_write(&prompb::Histogram {
+            count_int: h.sample_count,
+            sum: h.sample_sum,
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count_int: h.zero_count,
+            negative_spans: h.negative_span,
+            negative_deltas: h.negative_delta,
+            positive_spans: h.positive_span,
+            positive_deltas: h.positive_delta,
+            ..Default::default()
+        });
+        let d = exposed.differences(stored, REL_TOL);
+        assert!(d.is_empty(), "{sel} scrape {n}: stored {stored:?}: {d:?}");
+    }
+
     let c = compare(&prom, &rules, &got, &scrape_ts);
     let timestamps: BTreeSet<i64> = got.keys().map(|(_, t)| *t).collect();
     eprintln!(
