@@ -141,6 +141,12 @@ fn label_pairs(k: usize) -> Vec<client::LabelPair> {
         .collect()
 }
 
+/// Series `k`'s float counter at scrape `n`: far from zero (docs/protocol.md §4 on the zero
+/// cap), strictly increasing, so its value tells which scrape Prometheus stored.
+fn requests(k: usize, n: u64) -> f64 {
+    (1_000_000 + (k as u64 + 1) * 3 * n + n * (k as u64 + 2) % 7) as f64
+}
+
 /// The n-th scrape: the histograms and a float counter per series.
 fn exposition(n: u64) -> Vec<client::MetricFamily> {
     let series = 0..SERVICES.len() * PODS.len();
@@ -165,9 +171,8 @@ fn exposition(n: u64) -> Vec<client::MetricFamily> {
             metric: series
                 .map(|k| client::Metric {
                     label: label_pairs(k),
-                    // Far from zero (docs/protocol.md §4 on the zero cap).
                     counter: Some(client::Counter {
-                        value: (1_000_000 + (k as u64 + 1) * 3 * n + n * (k as u64 + 2) % 7) as f64,
+                        value: requests(k, n),
                     }),
                     histogram: None,
                 })
@@ -561,22 +566,23 @@ fn recorded_histogram_rules_match_prometheus_query_answers() {
     );
 
     // Every scrape's timestamp, for the window-edge check.
-    let now = now_ms();
-    let scrape_ts: BTreeSet<i64> = prom
+    let raw = prom
         .raw_samples(
             "rpc_requests_total{service=\"checkout\",pod=\"a\"}",
-            now,
+            now_ms(),
             300,
         )
-        .expect("raw samples")
-        .values()
-        .flat_map(|s| s.iter().map(|(t, _)| *t))
-        .collect();
+        .expect("raw samples");
+    let raw: Vec<(i64, f64)> = raw.into_values().next().expect("the float counter");
+    let scrape_ts: BTreeSet<i64> = raw.iter().map(|(t, _)| *t).collect();
     assert!(scrape_ts.len() as u64 >= SCRAPES, "{scrape_ts:?}");
 
     // Prometheus stored what the target exposed (the test's protobuf encoding, read as native
     // histograms): every series at the newest scrape, one of them at schema 2 by then.
-    let (&newest_scrape, n) = (scrape_ts.last().unwrap(), scrape_ts.len() as u64);
+    let (newest_scrape, v) = *raw.last().unwrap();
+    let n = (1..=target.scrapes())
+        .find(|&n| requests(0, n) == v)
+        .unwrap_or_else(|| panic!("no scrape exposed {v}"));
     for k in 0..SERVICES.len() * PODS.len() {
         let sel = format!(
             "rpc_duration_seconds{{service=\"{}\",pod=\"{}\"}}",
