@@ -1,8 +1,9 @@
 //! End to end, differential, over native histograms: a real Prometheus 2.42
 //! (`--enable-feature=native-histograms`, so it scrapes the protobuf format) scrapes a target
 //! exposing native histograms and remote-writes them (`send_native_histograms: true`) through
-//! cardguard, which evaluates histogram recording rules every 5 s and forwards the recorded
-//! series to a fake upstream. For every (rule, timestamp) cardguard recorded, the test asks
+//! cardguard, which evaluates histogram recording rules every 5 s and forwards everything to a
+//! second Prometheus 2.42, a remote-write receiver that stores native histograms (VictoriaMetrics
+//! 1.79 does not). For every (rule, timestamp) the receiver holds, the test asks the first
 //! Prometheus's query API for the same expression at that timestamp and compares: the same
 //! label sets, floats within 1e-9 relative, histograms bucket by bucket (bounds and counts),
 //! count and sum within 1e-9 relative.
@@ -55,7 +56,6 @@ const RESET_AT: u64 = 12;
 const SCHEMA_AT: u64 = 20;
 /// Scrapes to wait for before the last evaluation that counts.
 const SCRAPES: u64 = 30;
-const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 const INNER: &str = "sum by (service) (rate(rpc_duration_seconds[1m]))";
 
 /// Schema-3 indices of the positive buckets that get observations: (0.0144, 2], except
@@ -325,32 +325,34 @@ enum Value {
 type Answer = BTreeMap<Labels, Value>;
 type Recorded = BTreeMap<(String, i64), Answer>;
 
-/// Recorded samples and histograms (stale markers left out) by (record, timestamp).
-fn recorded(up: &Sink, records: &BTreeSet<&str>) -> Recorded {
+/// What the receiver stored of the recorded series (stale markers are not returned), by
+/// (record, timestamp): every raw sample of the last 5 minutes.
+fn recorded(receiver: &Prom, records: &BTreeSet<&str>) -> Recorded {
+    let names: Vec<&str> = records.iter().copied().collect();
+    let q = format!("{{__name__=~\"{}\"}}[5m]", names.join("|"));
+    let r = http_get_query(
+        &format!("{}/api/v1/query", receiver.base()),
+        &[("query", &q), ("time", &fmt_ms(now_ms()))],
+    )
+    .expect("receiver query");
+    let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(j["status"].as_str(), Some("success"), "{}", r.text());
+    let ms = |t: &serde_json::Value| (t.as_f64().unwrap() * 1000.0).round() as i64;
     let mut out = Recorded::new();
-    for req in up.received() {
-        let raw = rw::unsnappy(&req.body).expect("snappy");
-        for (labels, ts) in decode_write_request(&raw).expect("remote write 1.0") {
-            let Some(name) = labels.get("__name__").cloned() else {
-                continue;
-            };
-            if !records.contains(name.as_str()) {
-                continue;
-            }
-            for s in &ts.samples {
-                if s.value.to_bits() != STALE_NAN_BITS {
-                    out.entry((name.clone(), s.timestamp))
-                        .or_default()
-                        .insert(labels.clone(), Value::Float(s.value));
-                }
-            }
-            for h in &ts.histograms {
-                if h.sum.to_bits() != STALE_NAN_BITS {
-                    out.entry((name.clone(), h.timestamp))
-                        .or_default()
-                        .insert(labels.clone(), Value::Hist(Histo::from_remote_write(h)));
-                }
-            }
+    for s in j["data"]["result"].as_array().expect("a matrix") {
+        let labels = json_labels(&s["metric"]).unwrap();
+        let name = labels["__name__"].clone();
+        for p in s["values"].as_array().into_iter().flatten() {
+            let v = parse_prom_float(p[1].as_str().unwrap()).unwrap();
+            out.entry((name.clone(), ms(&p[0])))
+                .or_default()
+                .insert(labels.clone(), Value::Float(v));
+        }
+        for p in s["histograms"].as_array().into_iter().flatten() {
+            out.entry((name.clone(), ms(&p[0]))).or_default().insert(
+                labels.clone(),
+                Value::Hist(Histo::from_json(&p[1]).unwrap()),
+            );
         }
     }
     out
@@ -515,12 +517,21 @@ fn recorded_histogram_rules_match_prometheus_query_answers() {
     )
     .unwrap();
 
-    let upstream = fake_upstream();
+    // The upstream: a second Prometheus 2.42, a remote-write receiver that stores native
+    // histograms (float ones included), so the recorded histograms are read back as
+    // Prometheus stored them. Its own remote_write goes nowhere useful and is never used.
+    let receiver_dir = TestDir::new("rules-histograms-receiver");
+    let mut rc = PromConfig::new("http://127.0.0.1:9/api/v1/write");
+    rc.extra_args = vec![
+        "--enable-feature=native-histograms".into(),
+        "--web.enable-remote-write-receiver".into(),
+    ];
+    let receiver = Prom::start(&receiver_dir, &rc);
     let target = ProtobufTarget::start(Arc::new(exposition));
     let cfg_path = dir.join("cardguard.yml");
     let mut cg = Cardguard::start(
         &dir,
-        &upstream.write_url(),
+        &format!("{}/api/v1/write", receiver.base()),
         &["--config", cfg_path.to_str().unwrap()],
     );
     let mut pc = PromConfig::new(&cg.write_url()).job("target", &target.addr());
@@ -543,7 +554,7 @@ fn recorded_histogram_rules_match_prometheus_query_answers() {
             if after_ms.is_none() && n >= SCRAPES {
                 after_ms = Some(now_ms());
             }
-            let r = recorded(&upstream, &records);
+            let r = recorded(&receiver, &records);
             let newest = r.keys().filter(|(k, _)| k == p90).map(|(_, t)| *t).max();
             match (after_ms, newest) {
                 (Some(a), Some(t)) if t >= a => Ok(r),

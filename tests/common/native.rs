@@ -1,8 +1,8 @@
 //! Native histograms for the end-to-end tests, independently of `cardguard::wire`: the scrape
 //! side (the `io.prometheus.client` protobuf exposition Prometheus scrapes with
-//! `--enable-feature=native-histograms`), the remote-write 1.0 side (the histograms of a
-//! `prometheus.WriteRequest`, integer and float), and [`Histo`], one histogram as Prometheus's
-//! query API shows it: count, sum and the non-empty buckets with their bounds.
+//! `--enable-feature=native-histograms`), the remote-write 1.0 `Histogram` (integer and
+//! float), and [`Histo`], one histogram as Prometheus's query API shows it: count, sum and the
+//! non-empty buckets with their bounds.
 //!
 //! Messages: `io/prometheus/client/metrics.proto` (client_model) and `prompb/types.proto`.
 //! Both `.proto` files are proto2 with optional fields; prost encodes the proto3 way (defaults
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use prost::Message;
 use serde_json::Value;
 
-use super::{parse_prom_float, HttpServer, Labels, Reply, Request};
+use super::{parse_prom_float, HttpServer, Reply, Request};
 
 /// The `Content-Type` of the protobuf exposition: length-delimited `MetricFamily` messages.
 pub const PROTOBUF_EXPOSITION: &str =
@@ -96,41 +96,9 @@ pub mod client {
     }
 }
 
-/// `prometheus.WriteRequest` (remote write 1.0), read for its series' float samples and
-/// native histograms.
+/// `prometheus.Histogram` of remote write 1.0 (`prompb/types.proto`): integer counts as
+/// deltas, float counts as they are.
 pub mod prompb {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct WriteRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub timeseries: Vec<TimeSeries>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TimeSeries {
-        #[prost(message, repeated, tag = "1")]
-        pub labels: Vec<Label>,
-        #[prost(message, repeated, tag = "2")]
-        pub samples: Vec<Sample>,
-        #[prost(message, repeated, tag = "4")]
-        pub histograms: Vec<Histogram>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Label {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
-        #[prost(double, tag = "1")]
-        pub value: f64,
-        #[prost(int64, tag = "2")]
-        pub timestamp: i64,
-    }
-
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Histogram {
         #[prost(uint64, tag = "1")]
@@ -411,22 +379,4 @@ pub fn bound(idx: i32, schema: i32) -> f64 {
         return 2f64.powi(exp as i32);
     }
     2f64.powf(idx as f64 / (1u32 << schema) as f64)
-}
-
-/// Labels and float samples and histograms of the series in remote-write 1.0 bodies
-/// (uncompressed).
-pub fn decode_write_request(raw: &[u8]) -> Result<Vec<(Labels, prompb::TimeSeries)>, String> {
-    let req = prompb::WriteRequest::decode(raw).map_err(|e| e.to_string())?;
-    Ok(req
-        .timeseries
-        .into_iter()
-        .map(|ts| {
-            let l: Labels = ts
-                .labels
-                .iter()
-                .map(|l| (l.name.clone(), l.value.clone()))
-                .collect();
-            (l, ts)
-        })
-        .collect())
 }
