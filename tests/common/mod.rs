@@ -9,6 +9,8 @@
 //! * [`victoria`], [`prometheus`], [`cardguard`]: the real processes; [`stack`] wires them.
 //! * [`compare`]: Prometheus's samples against a backend's; [`exposition`]: `/metrics` text.
 //! * [`rw`]: remote-write 1.0 encoded by hand (no dependency on `cardguard::wire`).
+//! * [`native`]: native histograms: the protobuf scrape format, remote-write histograms,
+//!   histograms as the query API shows them.
 //! * [`redis`]: Redis for replicas sharing budgets.
 //! * [`tls`]: test certificates and VictoriaMetrics over HTTPS with basic auth.
 //!
@@ -22,6 +24,7 @@ pub mod exposition;
 pub mod fake_upstream;
 pub mod http;
 pub mod http_server;
+pub mod native;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
@@ -44,6 +47,8 @@ pub use fake_upstream::*;
 pub use http::*;
 #[allow(unused_imports)]
 pub use http_server::*;
+#[allow(unused_imports)]
+pub use native::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]

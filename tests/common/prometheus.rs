@@ -31,6 +31,8 @@ pub struct PromConfig {
     pub remote_write_settings: String,
     /// Scrape interval of the test jobs (default 1s).
     pub scrape_interval: String,
+    /// More command-line flags (`--enable-feature=native-histograms`).
+    pub extra_args: Vec<String>,
 }
 
 impl PromConfig {
@@ -45,6 +47,7 @@ impl PromConfig {
             extra_remote_write_yaml: String::new(),
             remote_write_settings: String::new(),
             scrape_interval: "1s".into(),
+            extra_args: Vec::new(),
         }
     }
     pub fn job(mut self, name: &str, addr: &str) -> PromConfig {
@@ -102,6 +105,7 @@ impl Prom {
                     .arg(format!("--storage.tsdb.path={}", data.display()))
                     .arg(format!("--web.listen-address={addr}"))
                     .arg("--log.level=info")
+                    .args(&cfg.extra_args)
                     .current_dir(dir.path());
                 Proc::spawn("prometheus", cmd, dir.join("prometheus.log"))
             },

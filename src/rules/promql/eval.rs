@@ -285,6 +285,12 @@ impl Ctx<'_> {
                 self.for_each_instant(sel, s.t, &mut |labels, p, h| f(labels, p.v, h, false))
             }
             Node::Call { func, args }
+                if native_eval::streams(*func)
+                    && native_eval::stream_range(self, *func, args, s, f)? =>
+            {
+                Ok(())
+            }
+            Node::Call { func, args }
                 if !native_eval::handles(*func)
                     && functions::range_call(self, *func, args, s, &mut |l, v, d| {
                         f(l, v, None, d)
@@ -390,17 +396,20 @@ impl Ctx<'_> {
                 if !self.take_samples(samples.len() + hists.len()) {
                     return;
                 }
-                floats.clear();
-                floats.extend(
+                let keep = |p: &Sample| p.t > start && p.t <= end && !is_stale(p.v);
+                // Float series whose samples all count (the usual case) are lent as they lie.
+                let fs: &[Sample] = if samples.iter().all(keep) {
                     samples
-                        .iter()
-                        .filter(|p| p.t > start && p.t <= end && !is_stale(p.v)),
-                );
+                } else {
+                    floats.clear();
+                    floats.extend(samples.iter().filter(|p| keep(p)));
+                    &floats
+                };
                 let lo = hists.partition_point(|h| h.t <= start);
                 let hi = hists.partition_point(|h| h.t <= end);
                 let hs = &hists[lo..hi.max(lo)];
-                if !floats.is_empty() || !hs.is_empty() {
-                    f(&b, labels, &floats, hs);
+                if !fs.is_empty() || !hs.is_empty() {
+                    f(&b, labels, fs, hs);
                 }
             });
         self.check_budget()?;

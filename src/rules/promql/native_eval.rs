@@ -14,7 +14,7 @@ use foldhash::{HashMap, HashMapExt};
 use super::aggregate::grouping_labels;
 use super::binary;
 use super::compile::{AggOp, BinOp, Card, Matching, Node};
-use super::eval::{err, get, unsupported, Bounds, Ctx, Elem, Step, Val};
+use super::eval::{err, get, unsupported, Bounds, Ctx, Elem, ElemSink, Step, Val};
 use super::functions::Func;
 use super::native::{Histogram, ResetHint};
 use super::{histogram, over_time, EvalError, HistogramSample, Labels, Sample};
@@ -62,12 +62,37 @@ fn arg(args: &[Node], i: usize, f: Func) -> Result<&Node, EvalError> {
         .ok_or_else(|| err(format!("missing argument {} of {}", i + 1, f.name())))
 }
 
-fn elem(labels: &Labels, v: f64, h: Option<Histogram>) -> Elem {
-    Elem {
-        labels: labels.clone(),
-        v,
-        drop_name: true,
-        h: h.map(Arc::new),
+/// `rate`, `increase`, `delta`, `irate` and `idelta`: the functions [`stream_range`] takes.
+pub(crate) fn streams(f: Func) -> bool {
+    use Func as F;
+    matches!(f, F::Rate | F::Increase | F::Delta | F::Irate | F::Idelta)
+}
+
+/// Hand each output series of one of [`streams`] over a matrix selector to `out`, with the
+/// labels as the storage lends them: an aggregation over it (`sum by (service) (rate(x[5m]))`,
+/// the commonest rule) then copies only its groups' labels, not every input series'. False
+/// (and nothing handed) when the argument is not a matrix selector.
+pub(crate) fn stream_range(
+    ctx: &Ctx,
+    f: Func,
+    args: &[Node],
+    s: Step,
+    out: &mut ElemSink<'_>,
+) -> Result<bool, EvalError> {
+    let mut failed = None;
+    let matrix = ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |b, labels, fs, hs| {
+        if failed.is_some() {
+            return;
+        }
+        match range_value(f, b, fs, hs) {
+            Ok(Some((v, h))) => out(labels, v, h.map(Arc::new).as_ref(), true),
+            Ok(None) => {}
+            Err(e) => failed = Some(e),
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(matrix),
     }
 }
 
@@ -78,21 +103,14 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Option<
     match f {
         F::Rate | F::Increase | F::Delta | F::Irate | F::Idelta => {
             let mut out = Vec::new();
-            let mut failed = None;
-            let matrix =
-                ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |b, labels, fs, hs| {
-                    if failed.is_some() {
-                        return;
-                    }
-                    match range_value(f, b, fs, hs) {
-                        Ok(Some((v, h))) => out.push(elem(labels, v, h)),
-                        Ok(None) => {}
-                        Err(e) => failed = Some(e),
-                    }
-                })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            let matrix = stream_range(ctx, f, args, s, &mut |labels, v, h, drop_name| {
+                out.push(Elem {
+                    labels: labels.clone(),
+                    v,
+                    drop_name,
+                    h: h.cloned(),
+                })
+            })?;
             Ok(matrix.then_some(Val::Vector(out)))
         }
         F::CountOverTime | F::PresentOverTime | F::LastOverTime | F::FirstOverTime => {
