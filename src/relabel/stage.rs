@@ -37,18 +37,20 @@ pub fn stage(
     if rules.is_empty() {
         return c;
     }
+    // One table for the whole request: no lock per series (see `memo`).
+    let mut memo = rules.memo.table();
     for i in 0..req.len() {
         let view = req.series(buf, i);
         // Series repeat every scrape: a known outcome skips the rules (see `memo`).
         let key = rules.memo.series_key(&view, &mut scratch.key);
-        let outcome = match rules.memo.get(key) {
+        let outcome = match memo.get(key) {
             Some(Known::Unchanged) => Relabeled::Unchanged,
             Some(Known::Dropped) => Relabeled::Dropped,
             None => {
                 let o = process(rules, view.labels(), scratch);
                 match o {
-                    Relabeled::Unchanged => rules.memo.insert(key, Known::Unchanged),
-                    Relabeled::Dropped => rules.memo.insert(key, Known::Dropped),
+                    Relabeled::Unchanged => rules.memo.insert(&mut memo, key, Known::Unchanged),
+                    Relabeled::Dropped => rules.memo.insert(&mut memo, key, Known::Dropped),
                     // Never remembered: the rewritten labels are needed every time.
                     Relabeled::Changed(_) => {}
                 }
