@@ -69,6 +69,14 @@ pub struct Table {
     used: AtomicUsize,
 }
 
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("slots", &self.slots.len())
+            .finish()
+    }
+}
+
 impl Table {
     fn new(slots: usize) -> Table {
         Table {
@@ -170,10 +178,20 @@ impl Memo {
     /// The key of one series of a request: [`Memo::raw_key`] over the bytes before its first
     /// sample (found without walking the labels) or its canonical labels, [`Memo::key`]
     /// otherwise.
+    #[cfg(test)]
     pub fn series_key(&self, view: &SeriesView<'_>, buf: &mut Vec<u8>) -> u64 {
+        self.series_key_and_bytes(view, buf).0
+    }
+
+    /// [`Memo::series_key`], and the wire bytes it hashed when it hashed wire bytes.
+    pub fn series_key_and_bytes<'a>(
+        &self,
+        view: &SeriesView<'a>,
+        buf: &mut Vec<u8>,
+    ) -> (u64, Option<&'a [u8]>) {
         match view.label_fields().or_else(|| view.canonical_labels()) {
-            Some(raw) => self.raw_key(raw),
-            None => self.key(view.labels(), buf),
+            Some(raw) => (self.raw_key(raw), Some(raw)),
+            None => (self.key(view.labels(), buf), None),
         }
     }
 

@@ -40,7 +40,7 @@ fn is_utf8(s: &[u8]) -> bool {
 /// Word-at-a-time ASCII check (std's `is_ascii` ends up byte-at-a-time for these short,
 /// unaligned spans).
 #[inline]
-fn is_ascii(s: &[u8]) -> bool {
+pub fn is_ascii(s: &[u8]) -> bool {
     let mut words = s.chunks_exact(8);
     let mut acc = 0u64;
     for w in &mut words {
@@ -278,6 +278,15 @@ impl<'a> SeriesView<'a> {
         if !has_name {
             return Err(WireError::NoMetricName { series: index });
         }
+        if self.rec.histograms > 0 {
+            self.validate_histograms(index)?;
+        }
+        Ok(())
+    }
+
+    /// The checks of [`SeriesView::validate`] that do not depend on the labels (native
+    /// histograms), for a series whose labels are known valid (`relabel::vouched`).
+    pub fn validate_samples(&self, index: usize) -> Result<(), WireError> {
         if self.rec.histograms > 0 {
             self.validate_histograms(index)?;
         }
