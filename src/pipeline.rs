@@ -188,14 +188,20 @@ fn prepare_with(
     parsed.parse(decoded, ctx.version_in, ctx.limits)?;
     let received = parsed.counts();
     // The relabel memo first: the labels of series it knows need no second validation
-    // (`relabel::vouched` says why that is safe).
+    // (`relabel::vouched` says why that is safe). Without rules, the plain loop.
     crate::relabel::lookup(ctx.relabel, parsed, decoded, relabel);
-    for i in 0..parsed.len() {
-        let series = parsed.series(decoded, i);
-        if crate::relabel::vouched(relabel, i) {
-            series.validate_samples(i)?;
-        } else {
-            series.validate(i)?;
+    if ctx.relabel.is_empty() {
+        for i in 0..parsed.len() {
+            parsed.series(decoded, i).validate(i)?;
+        }
+    } else {
+        for i in 0..parsed.len() {
+            let series = parsed.series(decoded, i);
+            if crate::relabel::vouched(relabel, i) {
+                series.validate_samples(i)?;
+            } else {
+                series.validate(i)?;
+            }
         }
     }
 
