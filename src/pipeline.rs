@@ -161,6 +161,7 @@ pub fn prepare(body: &Bytes, ctx: &Context<'_>) -> Result<Prepared, PipelineErro
             s.decoded = Vec::new();
         }
         s.route.release_above(KEEP_CAPACITY);
+        s.relabel.release_above(KEEP_CAPACITY);
         // The offset tables can reach several times the decoded size on a hostile body
         // (e.g. millions of empty labels); release them too.
         if s.parsed.heap_bytes() > KEEP_CAPACITY {
@@ -186,13 +187,28 @@ fn prepare_with(
     wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
     parsed.parse(decoded, ctx.version_in, ctx.limits)?;
     let received = parsed.counts();
-    for i in 0..parsed.len() {
-        parsed.series(decoded, i).validate(i)?;
+    // The relabel memo first: the labels of series it knows need no second validation
+    // (`relabel::vouched` says why that is safe). Without rules, the plain loop.
+    crate::relabel::lookup(ctx.relabel, parsed, decoded, relabel);
+    if ctx.relabel.is_empty() {
+        for i in 0..parsed.len() {
+            parsed.series(decoded, i).validate(i)?;
+        }
+    } else {
+        for i in 0..parsed.len() {
+            let series = parsed.series(decoded, i);
+            if crate::relabel::vouched(relabel, i) {
+                series.validate_samples(i)?;
+            } else {
+                series.validate(i)?;
+            }
+        }
     }
 
     decisions.reset(parsed.len());
     let mut dropped = DropCounts::default();
-    let relabeled = crate::relabel::stage(ctx.relabel, parsed, decoded, decisions, relabel);
+    let relabeled =
+        crate::relabel::stage_looked_up(ctx.relabel, parsed, decoded, decisions, relabel);
     dropped += relabeled.dropped();
     let schema = match ctx.schema {
         Some(cfg) => crate::schema::stage(cfg, parsed, decoded, decisions)?,

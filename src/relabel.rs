@@ -25,4 +25,4 @@ mod tests;
 pub use apply::{process, Relabeled, Scratch};
 pub use memo::MAX_ENTRIES as MEMO_MAX_ENTRIES;
 pub use rule::{is_valid_label_name, Action, Rule, RuleSet, RuleSpec};
-pub use stage::{stage, RelabelCounts};
+pub use stage::{lookup, stage, stage_looked_up, vouched, RelabelCounts};

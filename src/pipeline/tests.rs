@@ -65,3 +65,58 @@ fn drops_of_relabel_schema_and_guard_add_up() {
     assert_eq!(p.dropped, three);
     assert_eq!((p.forwarded.series, p.passthrough), (1, false));
 }
+
+/// The relabel memo vouches only for label bytes it has seen pass validation and that are
+/// ASCII; every other series is validated in full every time.
+#[test]
+fn the_relabel_memo_vouches_only_for_ascii_labels_it_has_seen() {
+    let config = Config::from_yaml(
+        "relabel_configs:\n  - source_labels: [__name__]\n    regex: \"debug_.*\"\n    action: drop\n",
+    )
+    .unwrap();
+    let limits = Limits::default();
+    let ctx = Context {
+        relabel: &config.relabel,
+        ..Context::new(Version::V1, Version::V1, &limits, NOW)
+    };
+    let good = body(&[
+        &[("__name__", "up"), ("service", "a")],
+        &[("__name__", "up"), ("service", "é")],
+    ]);
+    let looked_up = |b: &Bytes| {
+        let mut decoded = Vec::new();
+        crate::wire::snappy::decompress(b, usize::MAX, &mut decoded).unwrap();
+        let mut parsed = Parsed::new();
+        parsed.parse(&decoded, Version::V1, &limits).unwrap();
+        let mut scratch = crate::relabel::Scratch::default();
+        crate::relabel::lookup(&config.relabel, &parsed, &decoded, &mut scratch);
+        (0..parsed.len())
+            .map(|i| crate::relabel::vouched(&scratch, i))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(looked_up(&good), [false, false], "nothing seen yet");
+    for _ in 0..2 {
+        assert_eq!(prepare(&good, &ctx).unwrap().forwarded.series, 2);
+    }
+    assert_eq!(looked_up(&good), [true, false], "é is not ASCII");
+
+    // The same series with its value's UTF-8 broken (é = c3 a9 → c3 28): not the bytes the
+    // memo knows, refused as before.
+    let mut decoded = Vec::new();
+    crate::wire::snappy::decompress(&good, usize::MAX, &mut decoded).unwrap();
+    let at = decoded.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
+    decoded[at + 1] = 0x28;
+    let mut bad = Vec::new();
+    crate::wire::snappy::compress(&decoded, &mut bad);
+    let bad = Bytes::from(bad);
+    for _ in 0..2 {
+        assert!(matches!(
+            prepare(&bad, &ctx),
+            Err(PipelineError::Wire(WireError::InvalidUtf8 {
+                series: 1,
+                ..
+            }))
+        ));
+    }
+    assert_eq!(looked_up(&bad), [true, false]);
+}

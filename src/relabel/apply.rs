@@ -34,6 +34,19 @@ pub struct Scratch {
     pending: Vec<(Vec<u8>, Vec<u8>)>,
     /// The encoded labels the memo hashes (`stage`).
     pub(super) key: Vec<u8>,
+    /// The memo's answer for each series of the current request (`stage::lookup`).
+    pub(super) looked: Vec<super::stage::Looked>,
+    /// The memo's table for the current request.
+    pub(super) table: Option<std::sync::Arc<super::memo::Table>>,
+}
+
+impl Scratch {
+    /// Let go of the per-series table when an outsized request grew it past `bytes`.
+    pub fn release_above(&mut self, bytes: usize) {
+        if self.looked.capacity() * std::mem::size_of::<super::stage::Looked>() > bytes {
+            self.looked = Vec::new();
+        }
+    }
 }
 
 /// Apply `rules` in order to the labels yielded by `base`.
@@ -233,6 +246,8 @@ where
         del: dl,
         pending,
         key: _,
+        looked: _,
+        table: _,
     } = s;
     let vals = vals.filter(|_| add.is_empty() && dl.is_empty());
     let val: &[u8] = match (vals, rule.source_idx.as_slice()) {

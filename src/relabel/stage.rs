@@ -25,7 +25,59 @@ impl RelabelCounts {
     }
 }
 
+/// The memo's answer for one series, found before the labels are validated.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Looked {
+    key: u64,
+    known: Option<Known>,
+    /// Known, keyed on wire bytes that are all ASCII: see [`vouched`].
+    vouched: bool,
+}
+
+/// Look every series of `req` up in the memo, before validation, for [`vouched`] and then
+/// [`stage`]. Nothing to do without rules.
+pub fn lookup(rules: &RuleSet, req: &Parsed, buf: &[u8], scratch: &mut Scratch) {
+    scratch.looked.clear();
+    scratch.table = None;
+    if rules.is_empty() {
+        return;
+    }
+    // One table for the whole request: no lock per series (see `memo`).
+    let table = rules.memo.table();
+    for i in 0..req.len() {
+        let view = req.series(buf, i);
+        let (key, wire) = rules.memo.series_key_and_bytes(&view, &mut scratch.key);
+        let known = table.get(key);
+        let vouched = known.is_some() && wire.is_some_and(crate::wire::is_ascii);
+        scratch.looked.push(Looked {
+            key,
+            known,
+            vouched,
+        });
+    }
+    scratch.table = Some(table);
+}
+
+/// Whether series `i`'s labels need no validation (only `SeriesView::validate_samples`)
+/// because the memo vouches for them: it remembers only series that passed validation
+/// (`stage` runs on validated requests), and the key hashed the wire bytes that determine
+/// the labels (`SeriesView::label_fields`, or the canonical labels), so a hit means these
+/// labels were seen and found valid before.
+///
+/// That rests on the 64-bit seeded key not colliding (about `n / 2⁶⁴` per series with `n`
+/// series remembered; the seed is random per rule set, so no one can aim for it). A collision
+/// must never let invalid UTF-8 through, so that part does not rest on the hash: the hashed
+/// bytes must also be all ASCII, checked here a word at a time. Every label name and value
+/// lies whole inside those bytes, so all-ASCII bytes mean ASCII, hence UTF-8, labels, whichever
+/// series they belong to. What a collision could let through is a series without `__name__`
+/// or with an empty or repeated label name, forwarded as the sender sent it; the guard's
+/// admission trusts the same kind of ids.
+pub fn vouched(scratch: &Scratch, i: usize) -> bool {
+    scratch.looked.get(i).is_some_and(|l| l.vouched)
+}
+
 /// Relabel every series of `req` (parsed from `buf`), the first stage to write `decisions`.
+/// The series must have passed validation: the memo remembers what `process` saw as valid.
 pub fn stage(
     rules: &RuleSet,
     req: &Parsed,
@@ -33,22 +85,35 @@ pub fn stage(
     decisions: &mut Decisions,
     scratch: &mut Scratch,
 ) -> RelabelCounts {
+    lookup(rules, req, buf, scratch);
+    stage_looked_up(rules, req, buf, decisions, scratch)
+}
+
+/// [`stage`] after [`lookup`] (which the pipeline runs before validation).
+pub fn stage_looked_up(
+    rules: &RuleSet,
+    req: &Parsed,
+    buf: &[u8],
+    decisions: &mut Decisions,
+    scratch: &mut Scratch,
+) -> RelabelCounts {
     let mut c = RelabelCounts::default();
-    if rules.is_empty() {
+    let Some(mut memo) = scratch.table.take() else {
         return c;
-    }
-    for i in 0..req.len() {
+    };
+    let looked = std::mem::take(&mut scratch.looked);
+    for (i, l) in looked.iter().enumerate().take(req.len()) {
         let view = req.series(buf, i);
         // Series repeat every scrape: a known outcome skips the rules (see `memo`).
-        let key = rules.memo.series_key(&view, &mut scratch.key);
-        let outcome = match rules.memo.get(key) {
+        let outcome = match l.known {
             Some(Known::Unchanged) => Relabeled::Unchanged,
             Some(Known::Dropped) => Relabeled::Dropped,
             None => {
+                let key = l.key;
                 let o = process(rules, view.labels(), scratch);
                 match o {
-                    Relabeled::Unchanged => rules.memo.insert(key, Known::Unchanged),
-                    Relabeled::Dropped => rules.memo.insert(key, Known::Dropped),
+                    Relabeled::Unchanged => rules.memo.insert(&mut memo, key, Known::Unchanged),
+                    Relabeled::Dropped => rules.memo.insert(&mut memo, key, Known::Dropped),
                     // Never remembered: the rewritten labels are needed every time.
                     Relabeled::Changed(_) => {}
                 }
@@ -68,5 +133,7 @@ pub fn stage(
             }
         }
     }
+    scratch.looked = looked;
+    scratch.looked.clear();
     c
 }

@@ -18,7 +18,7 @@ mod view;
 use super::proto::{self, Cursor};
 use super::{Limits, Version, WireError};
 pub(crate) use view::decode_sample;
-pub use view::{LabelsIter, RawFields, SampleIter, SeriesView, WireSample};
+pub use view::{is_ascii, LabelsIter, RawFields, SampleIter, SeriesView, WireSample};
 
 /// Totals over one request, counted while parsing (so telemetry needs no second pass).
 ///

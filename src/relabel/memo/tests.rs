@@ -4,7 +4,7 @@
 use prost::Message;
 
 use super::super::{stage, RelabelCounts, Rule, RuleSet, RuleSpec, Scratch};
-use super::{Known, Memo, MAX_ENTRIES, SHARD_CAP};
+use super::{Known, Memo, MAX_ENTRIES, MAX_SLOTS, MIN_SLOTS};
 use crate::series::{Decisions, OwnedLabels, Verdict};
 use crate::wire::testgen;
 use crate::wire::types::v1;
@@ -72,7 +72,7 @@ fn memo_hits_answer_as_a_fresh_evaluation() {
             let key = rules
                 .memo
                 .series_key(&parsed.series(&buf, i), &mut Vec::new());
-            rules.memo.get(key)
+            rules.memo.table().get(key)
         })
         .collect();
     let expect = [
@@ -91,6 +91,39 @@ fn memo_hits_answer_as_a_fresh_evaluation() {
 }
 
 #[test]
+fn label_fields_hold_every_label_or_are_none() {
+    // A label after a sample: the bytes before the sample would not name it.
+    let mut body = vec![0x0a, 0x0e, 0x0a, 0x08];
+    body.extend_from_slice(b"__name__");
+    body.extend_from_slice(&[0x12, 0x02]);
+    body.extend_from_slice(b"up");
+    body.extend_from_slice(&[0x12, 0x00]); // an empty sample
+    body.extend_from_slice(&[0x0a, 0x08, 0x0a, 0x03]);
+    body.extend_from_slice(b"job");
+    body.extend_from_slice(&[0x12, 0x01]);
+    body.extend_from_slice(b"a");
+    let mut req = vec![0x0a, body.len() as u8];
+    req.extend_from_slice(&body);
+    let mut parsed = Parsed::new();
+    parsed.parse(&req, Version::V1, &Limits::default()).unwrap();
+    let view = parsed.series(&req, 0);
+    assert_eq!(view.label_count(), 2);
+    assert_eq!(view.label_fields(), None);
+    // An empty label message right before the sample still counts as before it.
+    let body = [0x0a, 0x00, 0x12, 0x00];
+    let mut req = vec![0x0a, body.len() as u8];
+    req.extend_from_slice(&body);
+    parsed.parse(&req, Version::V1, &Limits::default()).unwrap();
+    assert_eq!(parsed.series(&req, 0).label_fields(), Some(&req[2..4]));
+    // No sample: none (the span would hold the histograms, new every scrape).
+    let body = [0x0a, 0x00];
+    let mut req = vec![0x0a, body.len() as u8];
+    req.extend_from_slice(&body);
+    parsed.parse(&req, Version::V1, &Limits::default()).unwrap();
+    assert_eq!(parsed.series(&req, 0).label_fields(), None);
+}
+
+#[test]
 fn label_order_and_boundaries_are_part_of_the_key() {
     let m = Memo::default();
     let mut b = Vec::new();
@@ -101,26 +134,112 @@ fn label_order_and_boundaries_are_part_of_the_key() {
     assert_eq!(ab, k(&[(b"a", b"1"), (b"b", b"2")], &mut b));
 }
 
-#[test]
-fn the_cap_holds_under_new_series_forever() {
-    let m = Memo::default();
-    // One shard filled past its cap is cleared, not grown.
-    for i in 0..(SHARD_CAP as u64 + 10) {
-        m.insert(i, Known::Unchanged);
-        assert!(m.len() <= SHARD_CAP);
-    }
-    assert_eq!(m.len(), 10);
-    // Every shard, twice over (SplitMix64 keys spread over the shards).
+/// SplitMix64: well-spread keys, as xxh3 gives.
+fn keys() -> impl Iterator<Item = u64> {
     let mut x = 0u64;
-    for _ in 0..2 * MAX_ENTRIES {
+    std::iter::repeat_with(move || {
         x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = x;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        m.insert(z ^ (z >> 31), Known::Dropped);
+        z ^ (z >> 31)
+    })
+}
+
+#[test]
+fn the_cap_holds_under_new_series_forever() {
+    let m = Memo::default();
+    assert_eq!(m.slots(), 0, "nothing allocated before the first insert");
+    let mut table = m.table();
+    m.insert(&mut table, 1, Known::Unchanged);
+    assert_eq!(m.slots(), MIN_SLOTS);
+    // Twice the largest table's worth of new series, one request's table at a time: it
+    // grows to its cap and stays there, the newest series still remembered.
+    let mut recent = Vec::new();
+    for (n, k) in keys().take(2 * MAX_ENTRIES).enumerate() {
+        if n % 2000 == 0 {
+            table = m.table();
+        }
+        m.insert(&mut table, k, Known::Dropped);
+        assert_eq!(table.get(k), Some(Known::Dropped));
+        if n >= 2 * MAX_ENTRIES - 1000 {
+            recent.push(k);
+        }
     }
+    assert_eq!(m.slots(), MAX_SLOTS);
     assert!(m.len() <= MAX_ENTRIES);
-    assert!(m.len() > MAX_ENTRIES / 4);
+    assert!(m.len() > MAX_ENTRIES / 2);
+    // A full window gives up its first slot, so a few may have gone; none reads otherwise.
+    let table = m.table();
+    let kept = recent
+        .iter()
+        .filter(|&&k| table.get(k) == Some(Known::Dropped))
+        .count();
+    assert!(kept > 990, "{kept}");
+}
+
+#[test]
+fn growing_keeps_what_was_remembered() {
+    let m = Memo::default();
+    let mut table = m.table();
+    let ks: Vec<u64> = keys().take(10_000).collect();
+    for (i, &k) in ks.iter().enumerate() {
+        let known = if i % 3 == 0 {
+            Known::Dropped
+        } else {
+            Known::Unchanged
+        };
+        m.insert(&mut table, k, known);
+    }
+    assert!(m.slots() >= 16_384);
+    let table = m.table();
+    let mut kept = 0;
+    for (i, &k) in ks.iter().enumerate() {
+        let known = if i % 3 == 0 {
+            Known::Dropped
+        } else {
+            Known::Unchanged
+        };
+        // A cache: a full probe window gives up a slot, rarely at half load.
+        if let Some(got) = table.get(k) {
+            assert_eq!(got, known);
+            kept += 1;
+        }
+    }
+    assert!(kept > 9_900, "{kept}");
+    // A request still holding an old table keeps working; its inserts may be lost, never
+    // misread.
+    let old = Memo::default();
+    let mut stale = old.table();
+    let mut fresh = old.table();
+    old.insert(&mut fresh, ks[0], Known::Dropped);
+    old.insert(&mut stale, ks[1], Known::Unchanged);
+    assert_eq!(old.table().get(ks[0]), Some(Known::Dropped));
+    assert_eq!(old.table().get(ks[1]), Some(Known::Unchanged));
+    assert_eq!(old.table().get(ks[2]), None);
+}
+
+#[test]
+fn threads_share_one_memo() {
+    let m = Memo::default();
+    let ks: Vec<u64> = keys().take(40_000).collect();
+    std::thread::scope(|s| {
+        for part in ks.chunks(10_000) {
+            let m = &m;
+            s.spawn(move || {
+                let mut table = m.table();
+                for &k in part {
+                    m.insert(&mut table, k, Known::Unchanged);
+                    assert_eq!(table.get(k), Some(Known::Unchanged));
+                }
+            });
+        }
+    });
+    // Inserts that raced a resize may be lost (a cache); most are there, none misread.
+    let table = m.table();
+    let found = ks.iter().filter(|&&k| table.get(k).is_some()).count();
+    assert!(found > ks.len() / 2, "{found}");
+    assert!(ks.iter().all(|&k| table.get(k) != Some(Known::Dropped)));
 }
 
 #[test]
@@ -157,6 +276,8 @@ fn canonical_and_other_encodings_get_the_same_outcomes() {
         .parse(&unsorted, Version::V1, &Limits::default())
         .unwrap();
     assert!(parsed.series(&unsorted, 0).canonical_labels().is_none());
+    // Both are keyed on the bytes before their first sample, without a copy.
+    assert!(parsed.series(&unsorted, 0).label_fields().is_some());
     let first = run(&rules, &canonical);
     for _ in 0..2 {
         assert_eq!(run(&rules, &canonical), first);

@@ -213,6 +213,19 @@ proptest! {
         check_v2(&req, &reordered, &p)?;
     }
 
+    /// `label_fields` (the relabel memo's key) holds every label string whole, and only
+    /// bytes before the first sample; Prometheus-shaped series (prost writes labels first)
+    /// with samples always have it.
+    #[test]
+    fn label_fields_hold_every_label(req in strategies::v1_request()) {
+        let buf = req.encode_to_vec();
+        let p = parse(&buf, Version::V1).unwrap();
+        for view in p.iter(&buf) {
+            check_label_fields(&view, &buf)?;
+            prop_assert_eq!(view.label_fields().is_some(), view.sample_count() > 0 && view.label_count() > 0);
+        }
+    }
+
     #[test]
     fn parse_never_panics(bytes in hostile_bytes()) {
         let mut p = Parsed::new();
@@ -220,9 +233,31 @@ proptest! {
             let limits = Limits { max_labels_per_series: 6, max_label_value_bytes: 12, ..Limits::default() };
             if p.parse(&bytes, version, &limits).is_ok() {
                 exercise(&p, &bytes);
+                for view in p.iter(&bytes) {
+                    check_label_fields(&view, &bytes)?;
+                }
             }
         }
     }
+}
+
+fn check_label_fields(view: &SeriesView<'_>, buf: &[u8]) -> Result<(), TestCaseError> {
+    let Some(span) = view.label_fields() else {
+        return Ok(());
+    };
+    let lo = span.as_ptr() as usize - buf.as_ptr() as usize;
+    let hi = lo + span.len();
+    for (name, value) in view.labels() {
+        for s in [name, value] {
+            let at = s.as_ptr() as usize - buf.as_ptr() as usize;
+            prop_assert!(s.is_empty() || (lo <= at && at + s.len() <= hi));
+        }
+    }
+    // It starts at the series body and ends where the first sample's field starts.
+    prop_assert_eq!(lo, view.rec.start as usize);
+    prop_assert_eq!(hi, view.rec.first_sample as usize);
+    prop_assert!(view.sample_count() > 0);
+    Ok(())
 }
 
 fn parse(buf: &[u8], version: Version) -> Result<Parsed, WireError> {

@@ -40,7 +40,7 @@ fn is_utf8(s: &[u8]) -> bool {
 /// Word-at-a-time ASCII check (std's `is_ascii` ends up byte-at-a-time for these short,
 /// unaligned spans).
 #[inline]
-fn is_ascii(s: &[u8]) -> bool {
+pub fn is_ascii(s: &[u8]) -> bool {
     let mut words = s.chunks_exact(8);
     let mut acc = 0u64;
     for w in &mut words {
@@ -106,6 +106,30 @@ impl<'a> SeriesView<'a> {
             at += 2 + len;
         }
         self.buf.get(start..at)
+    }
+
+    /// The series body before its first sample, when every label field lies there (what
+    /// every encoder writes: labels first, then samples): whole protobuf fields, every label
+    /// field among them, so the series' labels, in order, are a function of these bytes alone.
+    /// Two series with the same such bytes have the same labels; one label set may come in
+    /// several encodings (only a cache keyed on them misses). Found from the offset tables
+    /// alone, without walking the labels: the relabel memo's key. `None` for v2 (labels are
+    /// symbol refs), for series without samples (the span would hold their histograms) and
+    /// for labels after a sample.
+    #[inline]
+    pub fn label_fields(&self) -> Option<&'a [u8]> {
+        if self.version != Version::V1 || self.rec.samples == 0 {
+            return None;
+        }
+        // Labels are recorded in the order their fields come. A field before the first
+        // sample ends at or before it; one after it starts (and holds its strings, or for an
+        // empty label message its end) at least a tag and a length byte later.
+        let last = self.labels.last()?;
+        let first_sample = self.rec.first_sample;
+        if last.name_off > first_sample || last.value_off > first_sample {
+            return None;
+        }
+        self.buf.get(self.rec.start as usize..first_sample as usize)
     }
 
     pub fn label_count(&self) -> usize {
@@ -254,6 +278,15 @@ impl<'a> SeriesView<'a> {
         if !has_name {
             return Err(WireError::NoMetricName { series: index });
         }
+        if self.rec.histograms > 0 {
+            self.validate_histograms(index)?;
+        }
+        Ok(())
+    }
+
+    /// The checks of [`SeriesView::validate`] that do not depend on the labels (native
+    /// histograms), for a series whose labels are known valid (`relabel::vouched`).
+    pub fn validate_samples(&self, index: usize) -> Result<(), WireError> {
         if self.rec.histograms > 0 {
             self.validate_histograms(index)?;
         }
