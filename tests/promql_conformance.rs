@@ -351,6 +351,17 @@ impl From<Value> for Evaluated {
                     .map(|(l, ps)| (l, ps.into_iter().map(|p| (p.t, Got::Float(p.v))).collect()))
                     .collect(),
             ),
+            Value::MixedMatrix(m) => Evaluated::Matrix(
+                m.into_iter()
+                    .map(|(l, fs, hs)| {
+                        let mut ps: Vec<(i64, Got)> =
+                            fs.into_iter().map(|p| (p.t, Got::Float(p.v))).collect();
+                        ps.extend(hs.into_iter().map(|h| (h.t, Got::Histogram(h.h))));
+                        ps.sort_by_key(|p| p.0);
+                        (l, ps)
+                    })
+                    .collect(),
+            ),
         }
     }
 }

@@ -142,6 +142,9 @@ pub enum Value {
     /// An instant vector with at least one native histogram.
     Mixed(Vec<(Labels, Point)>),
     Matrix(Vec<(Labels, Vec<Sample>)>),
+    /// A range vector with at least one native-histogram sample: each series' floats and
+    /// histograms, each oldest first.
+    MixedMatrix(Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)>),
 }
 
 /// An expression refused at load.

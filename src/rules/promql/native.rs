@@ -845,6 +845,9 @@ fn buckets_reset(cur: &[(i32, f64)], prev: &[(i32, f64)]) -> bool {
     false
 }
 
+#[path = "native/text.rs"]
+mod text;
+
 #[cfg(test)]
 #[path = "native/tests.rs"]
 mod tests;

@@ -15,36 +15,12 @@ use super::aggregate::grouping_labels;
 use super::binary;
 use super::compile::{AggOp, BinOp, Card, Matching, Node};
 use super::eval::{err, get, unsupported, Bounds, Ctx, Elem, Step, Val};
-use super::functions::Func;
+use super::functions::{Func, RangeOut};
 use super::native::{Histogram, ResetHint};
 use super::{histogram, over_time, EvalError, HistogramSample, Labels, Sample};
 
 pub(crate) fn has_histograms(v: &Val) -> bool {
     matches!(v, Val::Vector(es) if es.iter().any(|e| e.h.is_some()))
-}
-
-/// Functions evaluated here for floats and histograms alike.
-pub(crate) fn handles(f: Func) -> bool {
-    use Func as F;
-    matches!(
-        f,
-        F::Rate
-            | F::Increase
-            | F::Delta
-            | F::Irate
-            | F::Idelta
-            | F::HistogramCount
-            | F::HistogramSum
-            | F::HistogramAvg
-            | F::HistogramStddev
-            | F::HistogramStdvar
-            | F::HistogramFraction
-            | F::HistogramQuantile
-            | F::CountOverTime
-            | F::PresentOverTime
-            | F::LastOverTime
-            | F::FirstOverTime
-    )
 }
 
 /// A short name of what a node computes, for "unsupported" errors.
@@ -62,70 +38,11 @@ fn arg(args: &[Node], i: usize, f: Func) -> Result<&Node, EvalError> {
         .ok_or_else(|| err(format!("missing argument {} of {}", i + 1, f.name())))
 }
 
-fn elem(labels: &Labels, v: f64, h: Option<Histogram>) -> Elem {
-    Elem {
-        labels: labels.clone(),
-        v,
-        drop_name: true,
-        h: h.map(Arc::new),
-    }
-}
-
-/// Evaluate `f` if it is one of [`handles`]; `None` when it is not, or when its argument is
-/// not a plain matrix selector (the float path then evaluates it, refusing histograms).
+/// Evaluate `f` if it is one of the `histogram_*` functions (`histogram_quantile` over
+/// classic buckets too); `None` for any other function.
 pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Option<Val>, EvalError> {
     use Func as F;
     match f {
-        F::Rate | F::Increase | F::Delta | F::Irate | F::Idelta => {
-            let mut out = Vec::new();
-            let mut failed = None;
-            let matrix =
-                ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |b, labels, fs, hs| {
-                    if failed.is_some() {
-                        return;
-                    }
-                    match range_value(f, b, fs, hs) {
-                        Ok(Some((v, h))) => out.push(elem(labels, v, h)),
-                        Ok(None) => {}
-                        Err(e) => failed = Some(e),
-                    }
-                })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            Ok(matrix.then_some(Val::Vector(out)))
-        }
-        F::CountOverTime | F::PresentOverTime | F::LastOverTime | F::FirstOverTime => {
-            let mut out = Vec::new();
-            let matrix =
-                ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |_, labels, fs, hs| {
-                    let (v, h) = match f {
-                        F::CountOverTime => ((fs.len() + hs.len()) as f64, None),
-                        F::PresentOverTime => (1.0, None),
-                        // The newest (oldest) sample of either kind.
-                        F::LastOverTime => match (fs.last(), hs.last()) {
-                            (Some(p), Some(h)) if h.t > p.t => (f64::NAN, Some(h.h.clone())),
-                            (None, Some(h)) => (f64::NAN, Some(h.h.clone())),
-                            (Some(p), _) => (p.v, None),
-                            (None, None) => return,
-                        },
-                        _ => match (fs.first(), hs.first()) {
-                            (Some(p), Some(h)) if h.t < p.t => (f64::NAN, Some(h.h.clone())),
-                            (None, Some(h)) => (f64::NAN, Some(h.h.clone())),
-                            (Some(p), _) => (p.v, None),
-                            (None, None) => return,
-                        },
-                    };
-                    out.push(Elem {
-                        labels: labels.clone(),
-                        v,
-                        // `last_over_time` and `first_over_time` keep the name.
-                        drop_name: matches!(f, F::CountOverTime | F::PresentOverTime),
-                        h,
-                    });
-                })?;
-            Ok(matrix.then_some(Val::Vector(out)))
-        }
         F::HistogramCount
         | F::HistogramSum
         | F::HistogramAvg
@@ -200,48 +117,123 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Option<
     }
 }
 
-/// One series of `rate`, `increase`, `delta`, `irate` or `idelta`: a float, a histogram, or
-/// nothing (too few samples, floats and histograms mixed, incompatible layouts).
-fn range_value(
-    f: Func,
-    b: &Bounds,
-    fs: &[Sample],
-    hs: &[HistogramSample],
-) -> Result<Option<(f64, Option<Histogram>)>, EvalError> {
+/// A function over a range of one series holding histograms (`hs` not empty), as Prometheus 3
+/// evaluates it: the rate family and `sum_over_time`/`avg_over_time` over histograms only
+/// (nothing when floats and histograms mix), `resets`/`changes`/`count`/`present`/`last`/
+/// `first`/`ts_of_first`/`ts_of_last` over both kinds in time order, and every other function
+/// over the floats alone (nothing without floats; Prometheus adds an info either way).
+pub(crate) fn range_value(f: Func, b: &Bounds, fs: &[Sample], hs: &[HistogramSample]) -> RangeOut {
     use Func as F;
-    if hs.is_empty() {
-        let v = match f {
-            F::Rate => over_time::extrapolated_rate(fs, b, true, true),
-            F::Increase => over_time::extrapolated_rate(fs, b, true, false),
-            F::Delta => over_time::extrapolated_rate(fs, b, false, false),
-            F::Irate => over_time::instant_value(fs, true),
-            _ => over_time::instant_value(fs, false),
-        };
-        return Ok(v.map(|v| (v, None)));
-    }
-    if !fs.is_empty() {
-        if matches!(f, F::Irate | F::Idelta) {
-            return Ok(instant_mixed(f, fs, hs));
+    let float = |v: Option<f64>| v.map(|v| (v, None));
+    let hist = |h: Option<Histogram>| h.map(|h| (f64::NAN, Some(Arc::new(h))));
+    match f {
+        F::Rate | F::Increase | F::Delta | F::Irate | F::Idelta => {
+            if !fs.is_empty() {
+                if matches!(f, F::Irate | F::Idelta) {
+                    return instant_mixed(f, fs, hs);
+                }
+                return None;
+            }
+            hist(match f {
+                F::Rate => extrapolated_histogram_rate(hs, b, true, true),
+                F::Increase => extrapolated_histogram_rate(hs, b, true, false),
+                F::Delta => extrapolated_histogram_rate(hs, b, false, false),
+                F::Irate => instant_histogram(hs, true),
+                _ => instant_histogram(hs, false),
+            })
         }
-        return Ok(None);
+        F::SumOverTime | F::AvgOverTime => {
+            if !fs.is_empty() {
+                return None;
+            }
+            hist(sum_over_time(hs, f == F::AvgOverTime))
+        }
+        F::CountOverTime => float(Some((fs.len() + hs.len()) as f64)),
+        F::PresentOverTime => float(Some(1.0)),
+        F::LastOverTime => match fs.last() {
+            Some(p) if p.t > hs[hs.len() - 1].t => float(Some(p.v)),
+            _ => Some((f64::NAN, Some(hs[hs.len() - 1].h.clone()))),
+        },
+        F::FirstOverTime => match fs.first() {
+            Some(p) if p.t < hs[0].t => float(Some(p.v)),
+            _ => Some((f64::NAN, Some(hs[0].h.clone()))),
+        },
+        F::TsOfFirstOverTime => {
+            let t = fs.first().map_or(hs[0].t, |p| p.t.min(hs[0].t));
+            float(Some(t as f64 / 1000.0))
+        }
+        F::TsOfLastOverTime => {
+            let last = hs[hs.len() - 1].t;
+            let t = fs.last().map_or(last, |p| p.t.max(last));
+            float(Some(t as f64 / 1000.0))
+        }
+        F::Resets | F::Changes => float(Some(count_transitions(f == F::Resets, fs, hs))),
+        F::Deriv => float(over_time::deriv(fs)),
+        _ if fs.is_empty() => None,
+        F::MinOverTime => float(Some(over_time::min(fs))),
+        F::MaxOverTime => float(Some(over_time::max(fs))),
+        F::StddevOverTime => float(Some(over_time::stdvar(fs).sqrt())),
+        F::StdvarOverTime => float(Some(over_time::stdvar(fs))),
+        F::MadOverTime => float(Some(over_time::mad(fs))),
+        F::TsOfMinOverTime => float(Some(over_time::ts_of_extreme(fs, false))),
+        F::TsOfMaxOverTime => float(Some(over_time::ts_of_extreme(fs, true))),
+        _ => None,
     }
-    let h = match f {
-        F::Rate => extrapolated_histogram_rate(hs, b, true, true),
-        F::Increase => extrapolated_histogram_rate(hs, b, true, false),
-        F::Delta => extrapolated_histogram_rate(hs, b, false, false),
-        F::Irate => instant_histogram(hs, true),
-        _ => instant_histogram(hs, false),
-    };
-    Ok(h.map(|h| (f64::NAN, Some(h))))
+}
+
+/// `funcResets` (`resets`) and `funcChanges` over floats and histograms merged in time order:
+/// a switch between a float and a histogram counts as one; two histograms count by
+/// `DetectReset` (resets) or by inequality (changes).
+fn count_transitions(resets: bool, fs: &[Sample], hs: &[HistogramSample]) -> f64 {
+    enum S<'a> {
+        F(f64),
+        H(&'a Histogram),
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut prev: Option<S> = None;
+    let mut n = 0.0;
+    while i < fs.len() || j < hs.len() {
+        let cur = if j >= hs.len() || (i < fs.len() && fs[i].t < hs[j].t) {
+            i += 1;
+            S::F(fs[i - 1].v)
+        } else {
+            j += 1;
+            S::H(&hs[j - 1].h)
+        };
+        if let Some(p) = &prev {
+            let counts = match (p, &cur) {
+                (S::F(a), S::F(b)) if resets => b < a,
+                (S::F(a), S::F(b)) => a != b && !(a.is_nan() && b.is_nan()),
+                (S::H(a), S::H(b)) if resets => b.detect_reset(a),
+                (S::H(a), S::H(b)) => !b.equals(a),
+                _ => true,
+            };
+            if counts {
+                n += 1.0;
+            }
+        }
+        prev = Some(cur);
+    }
+    n
+}
+
+/// `sum_over_time` (or `avg_over_time`) of histograms only; nothing when their layouts are
+/// incompatible (exponential and custom buckets mixed).
+fn sum_over_time(hs: &[HistogramSample], avg: bool) -> Option<Histogram> {
+    let mut sum = (*hs[0].h).clone();
+    for h in &hs[1..] {
+        sum.add(&h.h, false).ok()?;
+    }
+    if avg {
+        sum.div(hs.len() as f64);
+    }
+    sum.compact();
+    Some(sum)
 }
 
 /// `irate`/`idelta` over a series with both: Prometheus takes the last two samples of either
 /// kind and gives up on a float next to a histogram; two floats are computed as floats.
-fn instant_mixed(
-    f: Func,
-    fs: &[Sample],
-    hs: &[HistogramSample],
-) -> Option<(f64, Option<Histogram>)> {
+fn instant_mixed(f: Func, fs: &[Sample], hs: &[HistogramSample]) -> RangeOut {
     let last_f = fs[fs.len().saturating_sub(2)..].iter().map(|p| p.t);
     let last_h = hs[hs.len().saturating_sub(2)..].iter().map(|p| p.t);
     let mut ts: Vec<(i64, bool)> = last_f
@@ -254,9 +246,8 @@ fn instant_mixed(
         [(_, false), (_, false)] => {
             over_time::instant_value(&fs[fs.len() - 2..], f == Func::Irate).map(|v| (v, None))
         }
-        [(_, true), (_, true)] => {
-            instant_histogram(&hs[hs.len() - 2..], f == Func::Irate).map(|h| (f64::NAN, Some(h)))
-        }
+        [(_, true), (_, true)] => instant_histogram(&hs[hs.len() - 2..], f == Func::Irate)
+            .map(|h| (f64::NAN, Some(Arc::new(h)))),
         _ => None,
     }
 }
