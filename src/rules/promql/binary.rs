@@ -90,6 +90,10 @@ fn scalar_op(op: BinOp, l: f64, r: f64) -> f64 {
 
 /// Returns the value and whether the element is kept (`vectorElemBinop` for floats).
 pub(crate) fn elem_op(op: BinOp, l: f64, r: f64) -> (f64, bool) {
+    if op.is_trim() {
+        // Trimming is defined on histograms only: two floats are dropped (with an info).
+        return (l, false);
+    }
     if op.is_comparison() {
         (l, compare(op, l, r))
     } else {

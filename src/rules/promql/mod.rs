@@ -64,6 +64,7 @@ mod over_time;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod trim_syntax;
 
 pub use histogram::almost_equal;
 pub use native::{

@@ -847,6 +847,8 @@ fn buckets_reset(cur: &[(i32, f64)], prev: &[(i32, f64)]) -> bool {
 
 #[path = "native/text.rs"]
 mod text;
+#[path = "native/trim.rs"]
+mod trim;
 
 #[cfg(test)]
 #[path = "native/tests.rs"]

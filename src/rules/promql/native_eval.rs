@@ -532,6 +532,12 @@ fn elem_op(
         (Some(h), None) => match op {
             BinOp::Mul => (0.0, scaled(h, &|h| h.mul(rf)), true),
             BinOp::Div => (0.0, scaled(h, &|h| h.div(rf)), true),
+            // `trim` compacts only when it changed a bucket, as `TrimBuckets`.
+            BinOp::TrimUpper | BinOp::TrimLower => {
+                let mut t = (**h).clone();
+                t.trim(rf, op == BinOp::TrimUpper);
+                (0.0, Some(Arc::new(t)), true)
+            }
             _ => return None,
         },
         (Some(a), Some(b)) => match op {
