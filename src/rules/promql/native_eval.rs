@@ -16,7 +16,7 @@ use super::binary;
 use super::compile::{AggOp, BinOp, Card, Matching, Node};
 use super::eval::{err, get, unsupported, Bounds, Ctx, Elem, Step, Val};
 use super::functions::{Func, RangeOut};
-use super::native::{Histogram, ResetHint};
+use super::native::{Histogram, HistogramError, KahanSum, ResetHint};
 use super::{histogram, over_time, EvalError, HistogramSample, Labels, Sample};
 
 pub(crate) fn has_histograms(v: &Val) -> bool {
@@ -217,18 +217,76 @@ fn count_transitions(resets: bool, fs: &[Sample], hs: &[HistogramSample]) -> f64
     n
 }
 
-/// `sum_over_time` (or `avg_over_time`) of histograms only; nothing when their layouts are
-/// incompatible (exponential and custom buckets mixed).
+/// `sum_over_time` (or `avg_over_time`) of histograms only, compensated; nothing when their
+/// layouts are incompatible (exponential and custom buckets mixed).
 fn sum_over_time(hs: &[HistogramSample], avg: bool) -> Option<Histogram> {
-    let mut sum = (*hs[0].h).clone();
+    let mut acc = Mean::new(&hs[0].h, avg);
     for h in &hs[1..] {
-        sum.add(&h.h, false).ok()?;
+        acc.add(&h.h).ok()?;
     }
-    if avg {
-        sum.div(hs.len() as f64);
+    let mut h = if avg { acc.mean() } else { acc.sum() };
+    h.compact();
+    Some(h)
+}
+
+/// A compensated sum of histograms, or their mean: the direct mean (the sum over the count)
+/// while the sum does not overflow, then an incremental one, as Prometheus's `avg` and
+/// `avg_over_time`.
+pub(crate) struct Mean {
+    sum: KahanSum,
+    n: f64,
+    /// Whether the mean is wanted (else only the sum, which may overflow).
+    want_mean: bool,
+    /// The incremental mean, once the sum overflowed.
+    incremental: Option<Histogram>,
+}
+
+impl Mean {
+    pub fn new(first: &Histogram, want_mean: bool) -> Mean {
+        Mean {
+            sum: KahanSum::new(first),
+            n: 1.0,
+            want_mean,
+            incremental: None,
+        }
     }
-    sum.compact();
-    Some(sum)
+
+    pub fn add(&mut self, h: &Histogram) -> Result<(), HistogramError> {
+        self.n += 1.0;
+        if let Some(mean) = &mut self.incremental {
+            let q = (self.n - 1.0) / self.n;
+            mean.mul(q);
+            let mut add = h.clone();
+            add.div(self.n);
+            return mean.add(&add, false);
+        }
+        if !self.want_mean {
+            return self.sum.add(h);
+        }
+        let before = self.sum.clone();
+        self.sum.add(h)?;
+        if self.sum.has_overflow() {
+            let mut mean = before.finish_mean(self.n - 1.0);
+            let q = (self.n - 1.0) / self.n;
+            mean.mul(q);
+            let mut add = h.clone();
+            add.div(self.n);
+            mean.add(&add, false)?;
+            self.incremental = Some(mean);
+        }
+        Ok(())
+    }
+
+    pub fn sum(self) -> Histogram {
+        self.sum.finish()
+    }
+
+    pub fn mean(self) -> Histogram {
+        match self.incremental {
+            Some(m) => m,
+            None => self.sum.finish_mean(self.n),
+        }
+    }
 }
 
 /// `irate`/`idelta` over a series with both: Prometheus takes the last two samples of either
@@ -365,7 +423,7 @@ pub(crate) struct HistogramAgg<'a> {
 
 struct HistGroup {
     labels: Labels,
-    sum: Option<Histogram>,
+    sum: Option<Mean>,
     n: f64,
     incompatible: bool,
 }
@@ -402,9 +460,9 @@ impl<'a> HistogramAgg<'a> {
             return;
         }
         match &mut g.sum {
-            None => g.sum = Some((**h).clone()),
+            None => g.sum = Some(Mean::new(h, self.op == AggOp::Avg)),
             Some(sum) => {
-                if sum.add(h, false).is_err() {
+                if sum.add(h).is_err() {
                     g.incompatible = true;
                 }
             }
@@ -434,10 +492,12 @@ impl<'a> HistogramAgg<'a> {
                     if g.incompatible {
                         continue;
                     }
-                    let Some(mut h) = g.sum else { continue };
-                    if self.op == AggOp::Avg {
-                        h.div(g.n);
-                    }
+                    let Some(acc) = g.sum else { continue };
+                    let mut h = if self.op == AggOp::Avg {
+                        acc.mean()
+                    } else {
+                        acc.sum()
+                    };
                     h.compact();
                     out_h.push(Elem {
                         labels: g.labels,
