@@ -173,12 +173,13 @@ impl Ctx<'_> {
             Node::Neg(e) => match self.eval(e, s)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
                 Val::Vector(mut vs) => {
-                    if vs.iter().any(|e| e.h.is_some()) {
-                        return Err(unsupported("unary minus"));
-                    }
                     for e in &mut vs {
                         e.v = -e.v;
                         e.drop_name = true;
+                        if let Some(h) = &mut e.h {
+                            // A negated histogram is a gauge (`Mul(-1)`).
+                            Arc::make_mut(h).mul(-1.0);
+                        }
                     }
                     Ok(Val::Vector(vs))
                 }

@@ -522,8 +522,14 @@ fn timestamp(ctx: &Ctx, n: &Node, s: Step) -> Result<Val, EvalError> {
         }
         return Ok(Val::Vector(v));
     }
-    let v = ctx.vector(n, s)?;
-    Ok(map_values(v, |_| s.t as f64 / 1000.0))
+    // Of any other expression, every element (histograms too) has the evaluation time.
+    let mut v = ctx.vector_any(n, s)?;
+    for e in &mut v {
+        e.v = s.t as f64 / 1000.0;
+        e.h = None;
+        e.drop_name = true;
+    }
+    Ok(Val::Vector(v))
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
