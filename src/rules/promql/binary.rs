@@ -46,6 +46,24 @@ pub(crate) fn drops_name(op: BinOp) -> bool {
     )
 }
 
+/// Two series of the "one" side of a match with the same matching labels (Prometheus's error).
+pub(crate) fn duplicate_on_one_side(
+    a: &Labels,
+    b: &Labels,
+    m: &Matching,
+    swapped: bool,
+) -> EvalError {
+    let side = if swapped { "left" } else { "right" };
+    err(format!(
+        "found duplicate series for the match group {} on the {side} hand-side of the \
+         operation: [{}, {}];many-to-many matching not allowed: matching labels must be \
+         unique on one side",
+        fmt_labels(&match_labels(a, m)),
+        fmt_labels(a),
+        fmt_labels(b),
+    ))
+}
+
 fn b2f(b: bool) -> f64 {
     if b {
         1.0
@@ -217,15 +235,7 @@ fn vector_vector(
     for (i, e) in one.iter().enumerate() {
         let sig = signature(&e.labels, m);
         if let Some(&j) = one_by_sig.get(&sig) {
-            let side = if swapped { "left" } else { "right" };
-            return Err(err(format!(
-                "found duplicate series for the match group {} on the {side} hand-side of the \
-                 operation: [{}, {}];many-to-many matching not allowed: matching labels must be \
-                 unique on one side",
-                fmt_labels(&match_labels(&e.labels, m)),
-                fmt_labels(&e.labels),
-                fmt_labels(&one[j].labels),
-            )));
+            return Err(duplicate_on_one_side(&e.labels, &one[j].labels, m, swapped));
         }
         one_by_sig.insert(sig, i);
     }

@@ -1,8 +1,11 @@
-//! The engine over native histograms: the functions that read or make them (`rate` and
-//! friends, `histogram_*`), `sum`/`avg`/`count`/`group` of histograms, and binary operators
-//! with a histogram operand, as Prometheus 3 evaluates them (`promql/functions.go`,
-//! `promql/engine.go`). Where Prometheus drops a series with a warning (mixed floats and
-//! histograms in one range or group, incompatible layouts), so does this.
+//! The engine over native histograms: the `histogram_*` functions, the functions over ranges
+//! holding histograms (`range_value`, called by `functions::range_call` for a series with
+//! histograms), `sum`/`avg`/`count`/`group` of histograms (compensated sums, see
+//! `native/kahan.rs`), and binary operators with a histogram operand (the trim operators
+//! included), as Prometheus 3 evaluates them (`promql/functions.go`, `promql/engine.go`).
+//! Where Prometheus drops a series with a warning (mixed floats and histograms in one range or
+//! group, incompatible layouts), so does this; where it leaves histograms out with an info
+//! (float-only functions over a mixed range), so does this.
 //!
 //! Anything else that meets a histogram is refused with [`EvalError::Unsupported`] naming the
 //! operation, never evaluated as if the histogram were a float.
@@ -665,12 +668,12 @@ fn vector_vector(
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
     let mut one_by_sig: HashMap<u64, usize> = HashMap::with_capacity(one.len());
     for (i, e) in one.iter().enumerate() {
-        if one_by_sig
-            .insert(binary::signature(&e.labels, m), i)
-            .is_some()
-        {
-            return Err(unsupported(
-                "duplicate series on the \"one\" side of a match",
+        if let Some(j) = one_by_sig.insert(binary::signature(&e.labels, m), i) {
+            return Err(binary::duplicate_on_one_side(
+                &e.labels,
+                &one[j].labels,
+                m,
+                swapped,
             ));
         }
     }
