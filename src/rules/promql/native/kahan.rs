@@ -58,13 +58,6 @@ impl KahanSum {
         (s.zero_count, self.c.zero) = kahan_inc(h.zero_count, s.zero_count, self.c.zero);
         (s.count, self.c.count) = kahan_inc(h.count, s.count, self.c.count);
         (s.sum, self.c.sum) = kahan_inc(h.sum, s.sum, self.c.sum);
-        let reduced;
-        let h = if h.schema > s.schema && !h.uses_custom_buckets() {
-            reduced = h.to_schema(s.schema);
-            &reduced
-        } else {
-            h
-        };
         let threshold = if s.uses_custom_buckets() {
             f64::NEG_INFINITY
         } else {
@@ -72,14 +65,53 @@ impl KahanSum {
         };
         let schema = s.schema;
         let custom = s.uses_custom_buckets();
+        // Buckets of `h` inside the zero bucket were counted there (as `Add` skips them).
+        let inside = |i: i32| !custom && super::bound_exponential(i, schema).abs() <= threshold;
+        let first_inside =
+            |spans: &[super::Span]| spans.first().is_some_and(|sp| inside(sp.offset));
+        if h.schema == s.schema
+            && h.positive_spans == s.positive_spans
+            && h.negative_spans == s.negative_spans
+            && !first_inside(&h.positive_spans)
+            && !first_inside(&h.negative_spans)
+        {
+            // The common case, one layout throughout: bucket by bucket in place, the
+            // compensation aligned with the stored buckets.
+            for positive in [true, false] {
+                let (mine, theirs, comp) = if positive {
+                    (&mut s.positive, &h.positive, &mut self.c.positive)
+                } else {
+                    (&mut s.negative, &h.negative, &mut self.c.negative)
+                };
+                if comp.len() != mine.len() {
+                    let spans = if positive {
+                        &s.positive_spans
+                    } else {
+                        &s.negative_spans
+                    };
+                    let mut c: Pairs = super::pairs(spans, mine);
+                    c.iter_mut().for_each(|p| p.1 = 0.0);
+                    *comp = c;
+                }
+                for ((m, t), c) in mine.iter_mut().zip(theirs).zip(comp.iter_mut()) {
+                    (*m, c.1) = kahan_inc(*t, *m, c.1);
+                }
+            }
+            return Ok(());
+        }
+        let reduced;
+        let h = if h.schema > s.schema && !h.uses_custom_buckets() {
+            reduced = h.to_schema(s.schema);
+            &reduced
+        } else {
+            h
+        };
         for positive in [true, false] {
             let (mine, theirs, comp) = if positive {
                 (s.positive_pairs(), h.positive_pairs(), &mut self.c.positive)
             } else {
                 (s.negative_pairs(), h.negative_pairs(), &mut self.c.negative)
             };
-            // Buckets of `h` inside the zero bucket were counted there (as `Add` skips them).
-            let inside = |i: i32| !custom && super::bound_exponential(i, schema).abs() <= threshold;
             let (sum, c) = merge(&mine, &theirs, comp, inside);
             *comp = c;
             if positive {
@@ -241,6 +273,20 @@ mod tests {
         assert_eq!(got.positive_pairs(), vec![(0, 1e16 + 10.0), (3, 11.0)]);
         assert_eq!(got.count, 1e16 + 20.0);
         assert_ne!(plain.positive_pairs()[0].1, 1e16 + 10.0);
+    }
+
+    #[test]
+    fn one_layout_throughout_takes_the_in_place_path() {
+        // The first addend changes the layout (merge), the rest keep it (in place).
+        let mut k = KahanSum::new(&h(0, &[(0, 1e16)]));
+        k.add(&h(0, &[(0, 1.0), (2, 1.0)])).unwrap();
+        for _ in 0..9 {
+            k.add(&h(0, &[(0, 1.0), (2, 1.0)])).unwrap();
+        }
+        assert_eq!(
+            k.finish().positive_pairs(),
+            vec![(0, 1e16 + 10.0), (2, 10.0)]
+        );
     }
 
     #[test]
