@@ -16,6 +16,9 @@
 //! `eval_warn`/`eval_info`) compare only the result; `expect fail` must really fail, and its
 //! `msg:`/`regex:` must match the engine's error.
 //!
+//! `load_with_nhcb` also loads each classic histogram (`_bucket`/`_count`/`_sum` series) as a
+//! native histogram with custom buckets, as promqltest does (`nhcb.rs`).
+//!
 //! Native histograms (`{{...}}`) are loaded and compared as promqltest does (schema, count,
 //! sum, zero bucket, spans and buckets at epsilon 1e-6; the counter reset hint only when the
 //! expected histogram spells it out). Loaded histograms get the hints Prometheus's TSDB gives
@@ -23,9 +26,8 @@
 //! `unknown`, then `reset` or `not_reset` from the values.
 //!
 //! A case is **unsupported** (counted, never passed) when its expression is refused with
-//! `CompileError::Unsupported`, when the evaluation meets a native histogram in an operation
-//! the engine refuses over them (`EvalError::Unsupported`), or when it reads the histograms
-//! `load_with_nhcb` derives from classic ones (not derived here). Every other case must
+//! `CompileError::Unsupported`, or when the evaluation meets a native histogram in an
+//! operation the engine refuses over them (`EvalError::Unsupported`). Every other case must
 //! pass; the test prints per-file counts, every failure, and one final line
 //! `promql conformance: N passed, M failed, K unsupported`, and asserts M == 0. The
 //! unsupported cases are summed up by reason; `PROMQL_SHOW_UNSUPPORTED=1` lists each.
@@ -37,10 +39,12 @@ use cardguard::rules::promql::testing::MemStorage;
 use std::sync::Arc;
 
 use cardguard::rules::promql::{
-    almost_equal, matches, pairs, CompileError, Compiled, EvalError, Histogram, HistogramSample,
-    Labels, Point as Got, ResetHint, Sample, Span, Value, STALE_NAN_BITS,
+    almost_equal, pairs, CompileError, Compiled, EvalError, Histogram, HistogramSample, Labels,
+    Point as Got, ResetHint, Sample, Span, Value, STALE_NAN_BITS,
 };
 
+#[path = "promql_conformance/nhcb.rs"]
+mod nhcb;
 #[path = "promql_conformance/script.rs"]
 mod script;
 
@@ -67,8 +71,6 @@ enum Outcome {
 #[derive(Default)]
 struct Script {
     storage: MemStorage,
-    /// Series `load_with_nhcb` would derive (not loaded here), and their timestamps.
-    native: Vec<(Labels, Vec<i64>)>,
 }
 
 #[test]
@@ -203,6 +205,22 @@ fn run_script(text: &str) -> Vec<(usize, String, Outcome)> {
     out
 }
 
+/// The counter reset hint Prometheus's TSDB gives a histogram on the way back from its
+/// chunks: `gauge` as written, otherwise `unknown` for the first of a run, then `reset` or
+/// `not_reset` from the values.
+fn tsdb_hint(h: &Histogram, prev: Option<&Histogram>) -> ResetHint {
+    if h.hint == ResetHint::Gauge {
+        return ResetHint::Gauge;
+    }
+    let mut h = h.clone();
+    h.hint = ResetHint::Unknown;
+    match prev {
+        None => ResetHint::Unknown,
+        Some(p) if h.detect_reset(p) => ResetHint::Reset,
+        Some(_) => ResetHint::NotReset,
+    }
+}
+
 fn fmt_labels(l: &Labels) -> String {
     let inner: Vec<String> = l.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
     format!("{{{}}}", inner.join(", "))
@@ -213,6 +231,8 @@ impl Script {
         let padded = format!("{head} ");
         let (w, _) = words(&padded, 2).ok_or("bad load line")?;
         let step = parse_time(w[1])?;
+        // The classic histogram series `load_with_nhcb` also loads as native histograms.
+        let mut classic: Vec<(Labels, Vec<Sample>)> = Vec::new();
         for l in body {
             let (desc, vals) = split_series(l);
             let labels = parse_labels(desc)?;
@@ -237,14 +257,7 @@ impl Script {
                     Point::Omitted => {}
                     Point::Histogram(h, _) => {
                         let mut h = (*h).clone();
-                        if h.hint != ResetHint::Gauge {
-                            h.hint = ResetHint::Unknown;
-                            h.hint = match &prev {
-                                None => ResetHint::Unknown,
-                                Some(p) if h.detect_reset(p) => ResetHint::Reset,
-                                Some(_) => ResetHint::NotReset,
-                            };
-                        }
+                        h.hint = tsdb_hint(&h, prev.as_deref());
                         let h = Arc::new(h);
                         prev = Some(h.clone());
                         histograms.push(HistogramSample { t, h });
@@ -252,30 +265,25 @@ impl Script {
                 }
             }
             if nhcb {
-                // The native histogram with custom buckets derived from a classic one.
-                let name = labels
-                    .iter()
-                    .find(|(n, _)| n == "__name__")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
-                for suffix in ["_bucket", "_count", "_sum"] {
-                    if let Some(base) = name.strip_suffix(suffix) {
-                        let mut nl: Labels = labels
-                            .iter()
-                            .filter(|(n, _)| n != "le" && n != "__name__")
-                            .cloned()
-                            .collect();
-                        nl.push(("__name__".into(), base.into()));
-                        nl.sort();
-                        let ts = samples.iter().map(|p| p.t).collect();
-                        self.native.push((nl, ts));
-                    }
-                }
+                classic.push((labels.clone(), samples.clone()));
             }
             if !histograms.is_empty() {
                 self.storage.add_histograms(labels.clone(), &histograms);
             }
             self.storage.add(labels, &samples);
+        }
+        for (labels, hs) in nhcb::derive(&classic)? {
+            let mut prev: Option<Arc<Histogram>> = None;
+            let hs: Vec<HistogramSample> = hs
+                .into_iter()
+                .map(|(t, mut h)| {
+                    h.hint = tsdb_hint(&h, prev.as_deref());
+                    let h = Arc::new(h);
+                    prev = Some(h.clone());
+                    HistogramSample { t, h }
+                })
+                .collect();
+            self.storage.add_histograms(labels, &hs);
         }
         Ok(())
     }
@@ -292,24 +300,6 @@ impl Script {
             Err(CompileError::Unsupported(m)) => return Outcome::Unsupported(m),
             Err(e @ CompileError::Parse(_)) => return check_error(&e.to_string(), exp),
         };
-        // Whether any selector reads a histogram `load_with_nhcb` would derive.
-        let (t_min, t_max) = match q {
-            Query::Instant(t) => (*t, *t),
-            Query::Range { start, end, .. } => (*start, *end),
-        };
-        let reads_nhcb = c.needs().iter().any(|n| {
-            let (lo, hi) = match n.at_ms {
-                Some(at) => (at - n.history_ms, at),
-                None => (t_min - n.history_ms, t_max),
-            };
-            self.native.iter().any(|(l, ts)| {
-                ts.iter().any(|t| *t > lo && *t <= hi)
-                    && matches(&n.matchers, l.iter().map(|(a, b)| (a.as_str(), b.as_str())))
-            })
-        });
-        if reads_nhcb {
-            return Outcome::Unsupported("histograms derived by load_with_nhcb".into());
-        }
         let got = match q {
             Query::Instant(t) => c.eval(&self.storage, *t).map(Evaluated::from),
             Query::Range { start, end, step } => {
@@ -349,6 +339,17 @@ impl From<Value> for Evaluated {
             Value::Matrix(m) => Evaluated::Matrix(
                 m.into_iter()
                     .map(|(l, ps)| (l, ps.into_iter().map(|p| (p.t, Got::Float(p.v))).collect()))
+                    .collect(),
+            ),
+            Value::MixedMatrix(m) => Evaluated::Matrix(
+                m.into_iter()
+                    .map(|(l, fs, hs)| {
+                        let mut ps: Vec<(i64, Got)> =
+                            fs.into_iter().map(|p| (p.t, Got::Float(p.v))).collect();
+                        ps.extend(hs.into_iter().map(|h| (h.t, Got::Histogram(h.h))));
+                        ps.sort_by_key(|p| p.0);
+                        (l, ps)
+                    })
                     .collect(),
             ),
         }
@@ -419,8 +420,13 @@ fn same(a: f64, b: f64) -> bool {
     almost_equal(a, b, EPSILON)
 }
 
-/// promqltest's `compareNativeHistogram`.
+/// promqltest's `compareNativeHistogram`, of both histograms compacted (`Compact(0)`) first
+/// as promqltest does.
 fn same_histogram(exp: &Histogram, hint_set: bool, got: &Histogram) -> bool {
+    let (mut exp, mut got) = (exp.clone(), got.clone());
+    exp.compact();
+    got.compact();
+    let (exp, got) = (&exp, &got);
     let spans_match = |a: &[Span], ac: &[f64], b: &[Span], bc: &[f64]| {
         // Spans compared after dropping empty ones, as promqltest's `spansMatch` does.
         let norm = |s: &[Span]| -> Vec<Span> {

@@ -239,7 +239,7 @@ fn eval_rule(
         Value::Vector(v) => v.into_iter().map(|(l, v)| (l, Point::Float(v))).collect(),
         Value::Scalar(x) => vec![(Vec::new(), Point::Float(x))],
         Value::Mixed(v) => v,
-        Value::String(_) | Value::Matrix(_) => {
+        Value::String(_) | Value::Matrix(_) | Value::MixedMatrix(_) => {
             return Err("rule result is not a vector or scalar".into())
         }
     };

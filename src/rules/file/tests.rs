@@ -133,8 +133,6 @@ fn prometheus_3_constructs_are_named_at_load() {
         format!("groups:\n  - name: g\n    rules:\n      - record: r\n        expr: '{expr}'\n")
     };
     for (expr, want) in [
-        ("h >/ 0.5", "unsupported: trim operator `>/`"),
-        ("h </ 0.5", "unsupported: trim operator `</`"),
         (
             "rate(x[5m] anchored)",
             "unsupported: range modifier `anchored`",

@@ -523,7 +523,11 @@ fn count_values(
     let mut grouper = Grouper::new();
     let mut counts: Vec<f64> = Vec::new();
     for mut e in input {
-        set(&mut e.labels, label, &format_float(e.v));
+        let value = match &e.h {
+            Some(h) => h.to_prometheus_string(),
+            None => format_float(e.v),
+        };
+        set(&mut e.labels, label, &value);
         let g = grouper.group(&e.labels, without, &grouping);
         if g == counts.len() {
             counts.push(0.0);

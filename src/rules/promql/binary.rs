@@ -46,6 +46,24 @@ pub(crate) fn drops_name(op: BinOp) -> bool {
     )
 }
 
+/// Two series of the "one" side of a match with the same matching labels (Prometheus's error).
+pub(crate) fn duplicate_on_one_side(
+    a: &Labels,
+    b: &Labels,
+    m: &Matching,
+    swapped: bool,
+) -> EvalError {
+    let side = if swapped { "left" } else { "right" };
+    err(format!(
+        "found duplicate series for the match group {} on the {side} hand-side of the \
+         operation: [{}, {}];many-to-many matching not allowed: matching labels must be \
+         unique on one side",
+        fmt_labels(&match_labels(a, m)),
+        fmt_labels(a),
+        fmt_labels(b),
+    ))
+}
+
 fn b2f(b: bool) -> f64 {
     if b {
         1.0
@@ -90,6 +108,10 @@ fn scalar_op(op: BinOp, l: f64, r: f64) -> f64 {
 
 /// Returns the value and whether the element is kept (`vectorElemBinop` for floats).
 pub(crate) fn elem_op(op: BinOp, l: f64, r: f64) -> (f64, bool) {
+    if op.is_trim() {
+        // Trimming is defined on histograms only: two floats are dropped (with an info).
+        return (l, false);
+    }
     if op.is_comparison() {
         (l, compare(op, l, r))
     } else {
@@ -213,15 +235,7 @@ fn vector_vector(
     for (i, e) in one.iter().enumerate() {
         let sig = signature(&e.labels, m);
         if let Some(&j) = one_by_sig.get(&sig) {
-            let side = if swapped { "left" } else { "right" };
-            return Err(err(format!(
-                "found duplicate series for the match group {} on the {side} hand-side of the \
-                 operation: [{}, {}];many-to-many matching not allowed: matching labels must be \
-                 unique on one side",
-                fmt_labels(&match_labels(&e.labels, m)),
-                fmt_labels(&e.labels),
-                fmt_labels(&one[j].labels),
-            )));
+            return Err(duplicate_on_one_side(&e.labels, &one[j].labels, m, swapped));
         }
         one_by_sig.insert(sig, i);
     }

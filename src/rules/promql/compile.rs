@@ -11,6 +11,7 @@ use promql_parser::parser::{AtModifier, Expr, LabelModifier, Offset, VectorMatch
 
 use super::durations::{self, QueryShape};
 use super::functions::Func;
+use super::trim_syntax;
 use super::{CompileError, SelectorNeed};
 
 /// Prometheus's default `--query.lookback-delta`.
@@ -73,6 +74,10 @@ pub(crate) enum BinOp {
     Lt,
     Ge,
     Le,
+    /// `</`: keep a histogram's observations below the float.
+    TrimUpper,
+    /// `>/`: keep a histogram's observations above the float.
+    TrimLower,
     And,
     Or,
     Unless,
@@ -84,6 +89,9 @@ impl BinOp {
             self,
             BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le
         )
+    }
+    pub fn is_trim(self) -> bool {
+        matches!(self, BinOp::TrimUpper | BinOp::TrimLower)
     }
     pub fn is_set(self) -> bool {
         matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
@@ -176,9 +184,13 @@ pub(crate) fn compile(
             "expressions with more than {MAX_NESTING} operators and brackets ({nesting})"
         )));
     }
-    let resolved = durations::resolve(expr, shape).map_err(CompileError::Parse)?;
+    let (rewritten, trims) = trim_syntax::rewrite(expr);
+    let resolved = durations::resolve(&rewritten, shape).map_err(CompileError::Parse)?;
     let ast = promql_parser::parser::parse(&resolved).map_err(|e| parse_error(expr, e))?;
     let mut node = lower(&ast)?;
+    if trims.any() {
+        trim_syntax::apply(&mut node, &trims)?;
+    }
     if mark_step_invariant(&mut node) {
         node = wrap_invariant(node);
     }
@@ -208,12 +220,10 @@ fn parse_error(expr: &str, msg: String) -> CompileError {
     CompileError::Parse(msg)
 }
 
-/// The Prometheus 3 construct `promql-parser` cannot parse in `expr`, if any: the trim
-/// operators `>/` and `</` and the `smoothed`/`anchored` range modifiers. Called only once
-/// parsing failed, so that a metric or label of that name never counts.
-///
-/// This is the single place the trim operators are refused: evaluating them (on native
-/// histograms) starts by parsing them here instead.
+/// The Prometheus 3 construct `promql-parser` cannot parse in `expr`, if any: the
+/// `smoothed`/`anchored` range modifiers (the trim operators are parsed around it, see
+/// `trim_syntax.rs`). Called only once parsing failed, so that a metric or label of that name
+/// never counts.
 fn unparsed_construct(expr: &str) -> Option<String> {
     let b = expr.as_bytes();
     let mut quote: Option<u8> = None;
@@ -236,13 +246,6 @@ fn unparsed_construct(expr: &str) -> Option<String> {
             b'"' | b'\'' | b'`' => quote = Some(c),
             b'{' => braces += 1,
             b'}' => braces = braces.saturating_sub(1),
-            b'>' | b'<' if b.get(i + 1) == Some(&b'/') => {
-                return Some(format!(
-                    "trim operator `{}/` (it trims native histograms, which the engine does \
-                     not evaluate yet)",
-                    c as char
-                ));
-            }
             _ if braces == 0
                 && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
             {

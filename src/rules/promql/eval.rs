@@ -13,7 +13,7 @@ use super::compile::{AggOp, At, Node, Selector, LOOKBACK_MS};
 use std::sync::Arc;
 
 use super::limit::Limit;
-use super::native::Histogram;
+use super::native::{Histogram, ResetHint};
 use super::{
     aggregate, binary, functions, native_eval, EvalError, HistogramSample, Labels, Point, Sample,
     Storage, Value,
@@ -35,6 +35,8 @@ pub(crate) struct Elem {
 pub(crate) struct Range {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Native-histogram samples, oldest first (empty for a series of floats).
+    pub hists: Vec<HistogramSample>,
     pub drop_name: bool,
 }
 
@@ -78,9 +80,10 @@ pub(crate) struct Bounds {
     pub range_ms: i64,
 }
 
-/// Receives one series of a range vector: its window, labels, samples, and whether its name
-/// is to be dropped.
-pub(crate) type RangeSink<'a> = dyn FnMut(&Bounds, &Labels, &[Sample], bool) + 'a;
+/// Receives one series of a range vector: its window, labels, float samples, histogram
+/// samples, and whether its name is to be dropped.
+pub(crate) type RangeSink<'a> =
+    dyn FnMut(&Bounds, &Labels, &[Sample], &[HistogramSample], bool) + 'a;
 
 /// Receives one element of an instant vector: labels, value, histogram (if it is one), and
 /// whether its name is to be dropped.
@@ -88,10 +91,6 @@ pub(crate) type ElemSink<'a> = dyn FnMut(&Labels, f64, Option<&Arc<Histogram>>, 
 
 /// Receives one series' newest sample (and its histogram, when that is one).
 pub(crate) type InstantSink<'a> = dyn FnMut(&Labels, Sample, Option<&Arc<Histogram>>) + 'a;
-
-/// Receives one series of a matrix selector: window, labels, floats, histograms.
-pub(crate) type MixedRangeSink<'a> =
-    dyn FnMut(&Bounds, &Labels, &[Sample], &[HistogramSample]) + 'a;
 
 /// A range vector argument with the window it was read over.
 pub(crate) struct Window {
@@ -174,12 +173,13 @@ impl Ctx<'_> {
             Node::Neg(e) => match self.eval(e, s)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
                 Val::Vector(mut vs) => {
-                    if vs.iter().any(|e| e.h.is_some()) {
-                        return Err(unsupported("unary minus"));
-                    }
                     for e in &mut vs {
                         e.v = -e.v;
                         e.drop_name = true;
+                        if let Some(h) = &mut e.h {
+                            // A negated histogram is a gauge (`Mul(-1)`).
+                            Arc::make_mut(h).mul(-1.0);
+                        }
                     }
                     Ok(Val::Vector(vs))
                 }
@@ -245,7 +245,12 @@ impl Ctx<'_> {
                         return hists.finish(agg.finish());
                     }
                 }
-                let v = self.vector(expr, s)?;
+                // `count_values` counts histograms by their text; the others refuse them.
+                let v = if *op == AggOp::CountValues {
+                    self.vector_any(expr, s)?
+                } else {
+                    self.vector(expr, s)?
+                };
                 aggregate::eval(*op, p, v, *without, grouping)
             }
             Node::Call { func, args } => match native_eval::call(self, *func, args, s)? {
@@ -284,20 +289,7 @@ impl Ctx<'_> {
             Node::Vector(sel) => {
                 self.for_each_instant(sel, s.t, &mut |labels, p, h| f(labels, p.v, h, false))
             }
-            Node::Call { func, args }
-                if native_eval::streams(*func)
-                    && native_eval::stream_range(self, *func, args, s, f)? =>
-            {
-                Ok(())
-            }
-            Node::Call { func, args }
-                if !native_eval::handles(*func)
-                    && functions::range_call(self, *func, args, s, &mut |l, v, d| {
-                        f(l, v, None, d)
-                    })? =>
-            {
-                Ok(())
-            }
+            Node::Call { func, args } if functions::range_call(self, *func, args, s, f)? => Ok(()),
             _ => {
                 for e in self.vector_any(n, s)? {
                     f(&e.labels, e.v, e.h.as_ref(), e.drop_name);
@@ -367,55 +359,6 @@ impl Ctx<'_> {
         self.check_budget()
     }
 
-    /// Call `f` with each series of a matrix selector: its window, labels, float samples and
-    /// histogram samples inside the window (stale markers dropped).
-    pub fn for_each_range_all(
-        &self,
-        n: &Node,
-        s: Step,
-        f: &mut MixedRangeSink<'_>,
-    ) -> Result<bool, EvalError> {
-        let (sel, range_ms, t) = match n {
-            Node::Matrix { sel, range_ms } => (sel, *range_ms, s.t),
-            Node::StepInvariant(inner) => match inner.as_ref() {
-                Node::Matrix { sel, range_ms } => (sel, *range_ms, s.range_start),
-                _ => return Ok(false),
-            },
-            _ => return Ok(false),
-        };
-        let end = self.at(sel.at, t).saturating_sub(sel.offset_ms);
-        let start = end.saturating_sub(range_ms);
-        let b = Bounds {
-            start,
-            end,
-            range_ms,
-        };
-        let mut floats: Vec<Sample> = Vec::new();
-        self.storage
-            .select_all(&sel.matchers, start, end, &mut |labels, samples, hists| {
-                if !self.take_samples(samples.len() + hists.len()) {
-                    return;
-                }
-                let keep = |p: &Sample| p.t > start && p.t <= end && !is_stale(p.v);
-                // Float series whose samples all count (the usual case) are lent as they lie.
-                let fs: &[Sample] = if samples.iter().all(keep) {
-                    samples
-                } else {
-                    floats.clear();
-                    floats.extend(samples.iter().filter(|p| keep(p)));
-                    &floats
-                };
-                let lo = hists.partition_point(|h| h.t <= start);
-                let hi = hists.partition_point(|h| h.t <= end);
-                let hs = &hists[lo..hi.max(lo)];
-                if !fs.is_empty() || !hs.is_empty() {
-                    f(&b, labels, fs, hs);
-                }
-            });
-        self.check_budget()?;
-        Ok(true)
-    }
-
     /// The instant selector's vector. `on_t` receives each kept sample's timestamp (for
     /// `timestamp()`).
     pub fn instant_selector(
@@ -456,25 +399,23 @@ impl Ctx<'_> {
                     range_ms: *range_ms,
                 };
                 let mut scratch: Vec<Sample> = Vec::new();
-                let mut histograms = false;
                 self.storage.select_all(
                     &sel.matchers,
                     start,
                     end,
                     &mut |labels, samples, hists| {
-                        if hists.iter().any(|h| h.t > start && h.t <= end) {
-                            histograms = true;
+                        if !self.take_samples(samples.len() + hists.len()) {
                             return;
                         }
-                        if !self.take_samples(samples.len()) {
-                            return;
-                        }
+                        let lo = hists.partition_point(|h| h.t <= start);
+                        let hi = hists.partition_point(|h| h.t <= end);
+                        let hs = &hists[lo..hi.max(lo)];
                         let clean = samples
                             .iter()
                             .all(|p| p.t > start && p.t <= end && !is_stale(p.v));
                         if clean {
-                            if !samples.is_empty() {
-                                f(&b, labels, samples, false);
+                            if !samples.is_empty() || !hs.is_empty() {
+                                f(&b, labels, samples, hs, false);
                             }
                             return;
                         }
@@ -484,14 +425,11 @@ impl Ctx<'_> {
                                 .iter()
                                 .filter(|p| p.t > start && p.t <= end && !is_stale(p.v)),
                         );
-                        if !scratch.is_empty() {
-                            f(&b, labels, &scratch, false);
+                        if !scratch.is_empty() || !hs.is_empty() {
+                            f(&b, labels, &scratch, hs, false);
                         }
                     },
                 );
-                if histograms {
-                    return Err(unsupported("this function over a range"));
-                }
                 self.check_budget()
             }
             Node::StepInvariant(inner) if matches!(inner.as_ref(), Node::Matrix { .. }) => self
@@ -511,8 +449,8 @@ impl Ctx<'_> {
                     range_ms: w.range_ms,
                 };
                 for r in &w.series {
-                    if !r.samples.is_empty() {
-                        f(&b, &r.labels, &r.samples, r.drop_name);
+                    if !r.samples.is_empty() || !r.hists.is_empty() {
+                        f(&b, &r.labels, &r.samples, &r.hists, r.drop_name);
                     }
                 }
                 Ok(())
@@ -528,17 +466,12 @@ impl Ctx<'_> {
                 let end = self.at(sel.at, s.t).saturating_sub(sel.offset_ms);
                 let start = end.saturating_sub(*range_ms);
                 let mut series = Vec::new();
-                let mut histograms = false;
                 self.storage.select_all(
                     &sel.matchers,
                     start,
                     end,
                     &mut |labels, samples, hists| {
-                        if hists.iter().any(|h| h.t > start && h.t <= end) {
-                            histograms = true;
-                            return;
-                        }
-                        if !self.take_samples(samples.len()) {
+                        if !self.take_samples(samples.len() + hists.len()) {
                             return;
                         }
                         let kept: Vec<Sample> = samples
@@ -546,18 +479,21 @@ impl Ctx<'_> {
                             .filter(|p| p.t > start && p.t <= end && !is_stale(p.v))
                             .copied()
                             .collect();
-                        if !kept.is_empty() {
+                        let hs: Vec<HistogramSample> = hists
+                            .iter()
+                            .filter(|h| h.t > start && h.t <= end)
+                            .cloned()
+                            .collect();
+                        if !kept.is_empty() || !hs.is_empty() {
                             series.push(Range {
                                 labels: labels.clone(),
                                 samples: kept,
+                                hists: hs,
                                 drop_name: false,
                             });
                         }
                     },
                 );
-                if histograms {
-                    return Err(unsupported("range vectors"));
-                }
                 self.check_budget()?;
                 Ok(Window {
                     series,
@@ -608,22 +544,27 @@ impl Ctx<'_> {
                     self.check_budget()?;
                     match v {
                         Val::Vector(v) => {
-                            if v.iter().any(|e| e.h.is_some()) {
-                                return Err(unsupported("subqueries"));
-                            }
                             self.take_samples(v.len());
                             for e in v {
-                                let sample = Sample { t: ts, v: e.v };
-                                match index.get(&e.labels) {
-                                    Some(&i) => series[i].samples.push(sample),
+                                let i = match index.get(&e.labels) {
+                                    Some(&i) => i,
                                     None => {
                                         index.insert(e.labels.clone(), series.len());
                                         series.push(Range {
                                             labels: e.labels,
-                                            samples: vec![sample],
+                                            samples: Vec::new(),
+                                            hists: Vec::new(),
                                             drop_name: e.drop_name,
                                         });
+                                        series.len() - 1
                                     }
+                                };
+                                match e.h {
+                                    None => series[i].samples.push(Sample { t: ts, v: e.v }),
+                                    Some(h) => series[i].hists.push(HistogramSample {
+                                        t: ts,
+                                        h: unknown_reset(h),
+                                    }),
                                 }
                             }
                         }
@@ -632,6 +573,7 @@ impl Ctx<'_> {
                                 series.push(Range {
                                     labels: Vec::new(),
                                     samples: Vec::new(),
+                                    hists: Vec::new(),
                                     drop_name: false,
                                 });
                             }
@@ -662,6 +604,19 @@ impl Ctx<'_> {
             ),
             _ => Err(err("expected range vector")),
         }
+    }
+}
+
+/// A histogram read back from a subquery: Prometheus turns its `reset`/`not_reset` hint into
+/// `unknown`, since the subquery may skip or repeat the samples the hint was set against.
+fn unknown_reset(h: Arc<Histogram>) -> Arc<Histogram> {
+    match h.hint {
+        ResetHint::Reset | ResetHint::NotReset => {
+            let mut c = (*h).clone();
+            c.hint = ResetHint::Unknown;
+            Arc::new(c)
+        }
+        _ => h,
     }
 }
 
@@ -708,6 +663,43 @@ pub(crate) fn finish(v: Val) -> Result<Value, EvalError> {
                 }
             }
             Ok(Value::Vector(out))
+        }
+        Val::Matrix(rs) if rs.iter().any(|r| !r.hists.is_empty()) => {
+            let mut out: Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)> =
+                Vec::with_capacity(rs.len());
+            let mut index: HashMap<Labels, usize> = HashMap::default();
+            for mut r in rs {
+                if r.drop_name {
+                    drop_name(&mut r.labels);
+                }
+                match index.get(&r.labels) {
+                    Some(&i) => {
+                        let (_, fs, hs) = &mut out[i];
+                        let taken = |t: i64, fs: &[Sample], hs: &[HistogramSample]| {
+                            fs.iter().any(|p| p.t == t) || hs.iter().any(|p| p.t == t)
+                        };
+                        for p in &r.samples {
+                            if taken(p.t, fs, hs) {
+                                return Err(err(DUP));
+                            }
+                        }
+                        for p in &r.hists {
+                            if taken(p.t, fs, hs) {
+                                return Err(err(DUP));
+                            }
+                        }
+                        fs.extend(r.samples);
+                        hs.extend(r.hists);
+                        fs.sort_by_key(|p| p.t);
+                        hs.sort_by_key(|p| p.t);
+                    }
+                    None => {
+                        index.insert(r.labels.clone(), out.len());
+                        out.push((r.labels, r.samples, r.hists));
+                    }
+                }
+            }
+            Ok(Value::MixedMatrix(out))
         }
         Val::Matrix(rs) => {
             let mut out: Vec<(Labels, Vec<Sample>)> = Vec::with_capacity(rs.len());

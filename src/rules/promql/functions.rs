@@ -3,8 +3,13 @@
 //! `histogram_quantile` in `histogram`.
 
 use super::compile::Node;
-use super::eval::{err, Bounds, Ctx, Elem, Step, Val};
-use super::{histogram, labels, over_time, EvalError, Labels, Sample};
+use super::eval::{err, Bounds, Ctx, Elem, ElemSink, Step, Val};
+use std::sync::Arc;
+
+use super::native::Histogram;
+use super::{
+    histogram, labels, native_eval, over_time, EvalError, HistogramSample, Labels, Sample,
+};
 
 macro_rules! funcs {
     ($($v:ident = $name:literal),* $(,)?) => {
@@ -138,14 +143,18 @@ fn map_values(mut v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Val {
     Val::Vector(v)
 }
 
+/// What a function over a range outputs for one series: a float or a histogram, or nothing.
+pub(crate) type RangeOut = Option<(f64, Option<Arc<Histogram>>)>;
+
 /// Evaluate `f` if it is a function over a range vector, handing each output series to
-/// `out` (labels, value, name to be dropped); false if `f` is another kind of function.
+/// `out` (labels, value, histogram when the result is one, name to be dropped); false if `f`
+/// is another kind of function.
 pub(crate) fn range_call(
     ctx: &Ctx,
     f: Func,
     args: &[Node],
     s: Step,
-    out: &mut dyn FnMut(&Labels, f64, bool),
+    out: &mut ElemSink<'_>,
 ) -> Result<bool, EvalError> {
     use Func as F;
     match f {
@@ -171,8 +180,11 @@ pub(crate) fn range_call(
         | F::TsOfFirstOverTime
         | F::TsOfLastOverTime
         | F::TsOfMinOverTime
-        | F::TsOfMaxOverTime => {
-            over_series(ctx, f, arg(args, 0, f)?, s, out, |w, samples| match f {
+        | F::TsOfMaxOverTime => over_series(ctx, f, arg(args, 0, f)?, s, out, |w, samples, hs| {
+            if !hs.is_empty() {
+                return native_eval::range_value(f, w, samples, hs);
+            }
+            let v = match f {
                 F::Rate => over_time::extrapolated_rate(samples, w, true, true),
                 F::Increase => over_time::extrapolated_rate(samples, w, true, false),
                 F::Delta => over_time::extrapolated_rate(samples, w, false, false),
@@ -197,18 +209,20 @@ pub(crate) fn range_call(
                 F::TsOfMinOverTime => Some(over_time::ts_of_extreme(samples, false)),
                 F::TsOfMaxOverTime => Some(over_time::ts_of_extreme(samples, true)),
                 _ => None,
-            })?
-        }
+            };
+            v.map(|v| (v, None))
+        })?,
         F::QuantileOverTime => {
             let q = ctx.scalar(arg(args, 0, f)?, s)?;
-            over_series(ctx, f, arg(args, 1, f)?, s, out, |_, p| {
-                Some(over_time::quantile_of(q, p))
+            // Histograms are left out (with an info in Prometheus).
+            over_series(ctx, f, arg(args, 1, f)?, s, out, |_, p, _| {
+                (!p.is_empty()).then(|| (over_time::quantile_of(q, p), None))
             })?
         }
         F::PredictLinear => {
             let d = ctx.scalar(arg(args, 1, f)?, s)?;
-            over_series(ctx, f, arg(args, 0, f)?, s, out, |_, p| {
-                over_time::predict_linear(p, s.t, d)
+            over_series(ctx, f, arg(args, 0, f)?, s, out, |_, p, _| {
+                over_time::predict_linear(p, s.t, d).map(|v| (v, None))
             })?
         }
         F::DoubleExponentialSmoothing => {
@@ -224,8 +238,8 @@ pub(crate) fn range_call(
                     "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
                 )));
             }
-            over_series(ctx, f, arg(args, 0, f)?, s, out, |_, p| {
-                over_time::double_exponential_smoothing(p, sf, tf)
+            over_series(ctx, f, arg(args, 0, f)?, s, out, |_, p, _| {
+                over_time::double_exponential_smoothing(p, sf, tf).map(|v| (v, None))
             })?
         }
         _ => return Ok(false),
@@ -236,9 +250,9 @@ pub(crate) fn range_call(
 pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, EvalError> {
     use Func as F;
     let mut v = Vec::new();
-    let handled = range_call(ctx, f, args, s, &mut |labels, x, drop_name| {
+    let handled = range_call(ctx, f, args, s, &mut |labels, x, h, drop_name| {
         v.push(Elem {
-            h: None,
+            h: h.cloned(),
             labels: labels.clone(),
             v: x,
             drop_name,
@@ -251,12 +265,12 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
         F::AbsentOverTime => {
             let n = arg(args, 0, f)?;
             let mut empty = true;
-            ctx.for_each_range(n, s, &mut |_, _, _, _| empty = false)?;
+            ctx.for_each_range(n, s, &mut |_, _, _, _, _| empty = false)?;
             Ok(absent(empty, n))
         }
         F::Absent => {
             let n = arg(args, 0, f)?;
-            let v = ctx.vector(n, s)?;
+            let v = ctx.vector_any(n, s)?;
             Ok(absent(v.is_empty(), n))
         }
         F::Abs => Ok(map_values(ctx.vector_any(arg(args, 0, f)?, s)?, f64::abs)),
@@ -347,8 +361,13 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             drop_name: false,
         }])),
         F::Scalar => {
-            let v = ctx.vector(arg(args, 0, f)?, s)?;
-            Ok(Val::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }))
+            // Histograms are ignored: the one float, else NaN.
+            let v = ctx.vector_any(arg(args, 0, f)?, s)?;
+            let mut floats = v.iter().filter(|e| e.h.is_none());
+            Ok(Val::Scalar(match (floats.next(), floats.next()) {
+                (Some(e), None) => e.v,
+                _ => f64::NAN,
+            }))
         }
         F::Minute
         | F::Hour
@@ -359,7 +378,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
         | F::Year
         | F::DaysInMonth => {
             let v = match args.first() {
-                Some(n) => ctx.vector(n, s)?,
+                Some(n) => ctx.vector_any(n, s)?,
                 None => vec![Elem {
                     h: None,
                     labels: Labels::new(),
@@ -368,7 +387,8 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
                 }],
             };
             let mut out = Vec::with_capacity(v.len());
-            for mut e in v {
+            // Histograms are ignored (`dateWrapper`).
+            for mut e in v.into_iter().filter(|e| e.h.is_none()) {
                 // Go converts these to an undefined instant; a NaN says as much.
                 e.v = if e.v.is_nan() || e.v.is_infinite() {
                     f64::NAN
@@ -381,7 +401,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             Ok(Val::Vector(out))
         }
         F::LabelReplace => {
-            let v = ctx.vector(arg(args, 0, f)?, s)?;
+            let v = ctx.vector_any(arg(args, 0, f)?, s)?;
             let dst = string_arg(ctx, args, 1, f, s)?;
             let repl = string_arg(ctx, args, 2, f, s)?;
             let src = string_arg(ctx, args, 3, f, s)?;
@@ -391,7 +411,7 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             labels::label_replace(v, &dst, &repl, &src, re).map(Val::Vector)
         }
         F::LabelJoin => {
-            let v = ctx.vector(arg(args, 0, f)?, s)?;
+            let v = ctx.vector_any(arg(args, 0, f)?, s)?;
             let dst = string_arg(ctx, args, 1, f, s)?;
             let sep = string_arg(ctx, args, 2, f, s)?;
             let mut srcs = Vec::new();
@@ -401,12 +421,14 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
             labels::label_join(v, &dst, &sep, &srcs).map(Val::Vector)
         }
         F::Sort | F::SortDesc => {
-            let mut v = ctx.vector(arg(args, 0, f)?, s)?;
+            // Histograms are left out (`filterFloats`).
+            let mut v = ctx.vector_any(arg(args, 0, f)?, s)?;
+            v.retain(|e| e.h.is_none());
             labels::sort_by_value(&mut v, f == F::SortDesc);
             Ok(Val::Vector(v))
         }
         F::SortByLabel | F::SortByLabelDesc => {
-            let mut v = ctx.vector(arg(args, 0, f)?, s)?;
+            let mut v = ctx.vector_any(arg(args, 0, f)?, s)?;
             let mut names = Vec::new();
             for i in 1..args.len() {
                 names.push(string_arg(ctx, args, i, f, s)?);
@@ -423,20 +445,20 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Val, Ev
     }
 }
 
-/// Apply `value` to every series of a range-vector argument; functions other than
-/// `last_over_time` and `first_over_time` flag the name for removal.
+/// Apply `value` to every series of a range-vector argument (its floats and histograms);
+/// functions other than `last_over_time` and `first_over_time` flag the name for removal.
 fn over_series(
     ctx: &Ctx,
     f: Func,
     n: &Node,
     s: Step,
-    out: &mut dyn FnMut(&Labels, f64, bool),
-    value: impl Fn(&Bounds, &[Sample]) -> Option<f64>,
+    out: &mut ElemSink<'_>,
+    value: impl Fn(&Bounds, &[Sample], &[HistogramSample]) -> RangeOut,
 ) -> Result<(), EvalError> {
     let keeps_name = matches!(f, Func::LastOverTime | Func::FirstOverTime);
-    ctx.for_each_range(n, s, &mut |b, labels, samples, drop_name| {
-        if let Some(v) = value(b, samples) {
-            out(labels, v, drop_name || !keeps_name);
+    ctx.for_each_range(n, s, &mut |b, labels, samples, hs, drop_name| {
+        if let Some((v, h)) = value(b, samples, hs) {
+            out(labels, v, h.as_ref(), drop_name || !keeps_name);
         }
     })
 }
@@ -500,8 +522,14 @@ fn timestamp(ctx: &Ctx, n: &Node, s: Step) -> Result<Val, EvalError> {
         }
         return Ok(Val::Vector(v));
     }
-    let v = ctx.vector(n, s)?;
-    Ok(map_values(v, |_| s.t as f64 / 1000.0))
+    // Of any other expression, every element (histograms too) has the evaluation time.
+    let mut v = ctx.vector_any(n, s)?;
+    for e in &mut v {
+        e.v = s.t as f64 / 1000.0;
+        e.h = None;
+        e.drop_name = true;
+    }
+    Ok(Val::Vector(v))
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.

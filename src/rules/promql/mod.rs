@@ -27,16 +27,20 @@
 //!   `histogram_quantile` on classic `le` buckets, math, trigonometry, date functions,
 //!   `label_replace`/`label_join`, the `sort` family, `absent`, `scalar`, `vector`, `time`,
 //!   `start`/`end`/`step`/`range`, `min_of`/`max_of`;
-//! - native histograms (`native`, `native_eval`): selectors, the rate family, `sum avg count
-//!   group`, the `histogram_*` functions, `*` `/` by floats and `+ - == !=` between
-//!   histograms. Any other operation that meets a histogram fails with
+//! - native histograms (`native`, `native_eval`): selectors, range vectors and subqueries, the
+//!   rate family, every range function (`sum_over_time`/`avg_over_time` of histograms with
+//!   compensated sums, `resets`/`changes` over both kinds, the float-only ones over the floats),
+//!   `sum avg count group` (compensated), `count_values`, the `histogram_*` functions, `*` `/`
+//!   by floats, `+ - == !=` between histograms, unary minus, and the trim operators `</` `>/`
+//!   (`native/trim.rs`, parsed around `promql-parser` by `trim_syntax.rs`). Functions that
+//!   Prometheus defines over floats only leave histograms out as it does; anything else that
+//!   meets a histogram (`histogram_fraction` over classic buckets) fails with
 //!   [`EvalError::Unsupported`] naming it, rather than treating it as a float.
 //!
-//! Refused with [`CompileError::Unsupported`]: the trim operators `>/` and `</` and the
-//! `smoothed`/`anchored` modifiers (which `promql-parser` cannot parse; named in `compile.rs`'s
-//! `unparsed_construct`), `info`, `fill` modifiers, `\x80`-`\xff` escapes in strings
-//! (promql-parser decodes them differently from Prometheus), and expressions nested deeper
-//! than 256.
+//! Refused with [`CompileError::Unsupported`]: the `smoothed`/`anchored` modifiers (which
+//! `promql-parser` cannot parse; named in `compile.rs`'s `unparsed_construct`), `info`, `fill`
+//! modifiers, `\x80`-`\xff` escapes in strings (promql-parser decodes them differently from
+//! Prometheus), and expressions nested deeper than 256.
 //!
 //! Metric names are removed as Prometheus 3 does with delayed name removal (the mode of its
 //! test scripts): only when the result leaves the engine, which is also when two identical
@@ -64,6 +68,7 @@ mod over_time;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod trim_syntax;
 
 pub use histogram::almost_equal;
 pub use native::{
@@ -142,6 +147,9 @@ pub enum Value {
     /// An instant vector with at least one native histogram.
     Mixed(Vec<(Labels, Point)>),
     Matrix(Vec<(Labels, Vec<Sample>)>),
+    /// A range vector with at least one native-histogram sample: each series' floats and
+    /// histograms, each oldest first.
+    MixedMatrix(Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)>),
 }
 
 /// An expression refused at load.

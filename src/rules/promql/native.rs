@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use super::aggregate::kahan_inc;
 
+pub(crate) use kahan::KahanSum;
+
 /// The schema of native histograms with custom bucket bounds (NHCB).
 pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
 
@@ -844,6 +846,13 @@ fn buckets_reset(cur: &[(i32, f64)], prev: &[(i32, f64)]) -> bool {
     }
     false
 }
+
+#[path = "native/kahan.rs"]
+mod kahan;
+#[path = "native/text.rs"]
+mod text;
+#[path = "native/trim.rs"]
+mod trim;
 
 #[cfg(test)]
 #[path = "native/tests.rs"]

@@ -1,8 +1,11 @@
-//! The engine over native histograms: the functions that read or make them (`rate` and
-//! friends, `histogram_*`), `sum`/`avg`/`count`/`group` of histograms, and binary operators
-//! with a histogram operand, as Prometheus 3 evaluates them (`promql/functions.go`,
-//! `promql/engine.go`). Where Prometheus drops a series with a warning (mixed floats and
-//! histograms in one range or group, incompatible layouts), so does this.
+//! The engine over native histograms: the `histogram_*` functions, the functions over ranges
+//! holding histograms (`range_value`, called by `functions::range_call` for a series with
+//! histograms), `sum`/`avg`/`count`/`group` of histograms (compensated sums, see
+//! `native/kahan.rs`), and binary operators with a histogram operand (the trim operators
+//! included), as Prometheus 3 evaluates them (`promql/functions.go`, `promql/engine.go`).
+//! Where Prometheus drops a series with a warning (mixed floats and histograms in one range or
+//! group, incompatible layouts), so does this; where it leaves histograms out with an info
+//! (float-only functions over a mixed range), so does this.
 //!
 //! Anything else that meets a histogram is refused with [`EvalError::Unsupported`] naming the
 //! operation, never evaluated as if the histogram were a float.
@@ -14,37 +17,13 @@ use foldhash::{HashMap, HashMapExt};
 use super::aggregate::grouping_labels;
 use super::binary;
 use super::compile::{AggOp, BinOp, Card, Matching, Node};
-use super::eval::{err, get, unsupported, Bounds, Ctx, Elem, ElemSink, Step, Val};
-use super::functions::Func;
-use super::native::{Histogram, ResetHint};
+use super::eval::{err, get, unsupported, Bounds, Ctx, Elem, Step, Val};
+use super::functions::{Func, RangeOut};
+use super::native::{Histogram, HistogramError, KahanSum, ResetHint};
 use super::{histogram, over_time, EvalError, HistogramSample, Labels, Sample};
 
 pub(crate) fn has_histograms(v: &Val) -> bool {
     matches!(v, Val::Vector(es) if es.iter().any(|e| e.h.is_some()))
-}
-
-/// Functions evaluated here for floats and histograms alike.
-pub(crate) fn handles(f: Func) -> bool {
-    use Func as F;
-    matches!(
-        f,
-        F::Rate
-            | F::Increase
-            | F::Delta
-            | F::Irate
-            | F::Idelta
-            | F::HistogramCount
-            | F::HistogramSum
-            | F::HistogramAvg
-            | F::HistogramStddev
-            | F::HistogramStdvar
-            | F::HistogramFraction
-            | F::HistogramQuantile
-            | F::CountOverTime
-            | F::PresentOverTime
-            | F::LastOverTime
-            | F::FirstOverTime
-    )
 }
 
 /// A short name of what a node computes, for "unsupported" errors.
@@ -62,88 +41,11 @@ fn arg(args: &[Node], i: usize, f: Func) -> Result<&Node, EvalError> {
         .ok_or_else(|| err(format!("missing argument {} of {}", i + 1, f.name())))
 }
 
-/// `rate`, `increase`, `delta`, `irate` and `idelta`: the functions [`stream_range`] takes.
-pub(crate) fn streams(f: Func) -> bool {
-    use Func as F;
-    matches!(f, F::Rate | F::Increase | F::Delta | F::Irate | F::Idelta)
-}
-
-/// Hand each output series of one of [`streams`] over a matrix selector to `out`, with the
-/// labels as the storage lends them: an aggregation over it (`sum by (service) (rate(x[5m]))`,
-/// the commonest rule) then copies only its groups' labels, not every input series'. False
-/// (and nothing handed) when the argument is not a matrix selector.
-pub(crate) fn stream_range(
-    ctx: &Ctx,
-    f: Func,
-    args: &[Node],
-    s: Step,
-    out: &mut ElemSink<'_>,
-) -> Result<bool, EvalError> {
-    let mut failed = None;
-    let matrix = ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |b, labels, fs, hs| {
-        if failed.is_some() {
-            return;
-        }
-        match range_value(f, b, fs, hs) {
-            Ok(Some((v, h))) => out(labels, v, h.map(Arc::new).as_ref(), true),
-            Ok(None) => {}
-            Err(e) => failed = Some(e),
-        }
-    })?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(matrix),
-    }
-}
-
-/// Evaluate `f` if it is one of [`handles`]; `None` when it is not, or when its argument is
-/// not a plain matrix selector (the float path then evaluates it, refusing histograms).
+/// Evaluate `f` if it is one of the `histogram_*` functions (`histogram_quantile` over
+/// classic buckets too); `None` for any other function.
 pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Option<Val>, EvalError> {
     use Func as F;
     match f {
-        F::Rate | F::Increase | F::Delta | F::Irate | F::Idelta => {
-            let mut out = Vec::new();
-            let matrix = stream_range(ctx, f, args, s, &mut |labels, v, h, drop_name| {
-                out.push(Elem {
-                    labels: labels.clone(),
-                    v,
-                    drop_name,
-                    h: h.cloned(),
-                })
-            })?;
-            Ok(matrix.then_some(Val::Vector(out)))
-        }
-        F::CountOverTime | F::PresentOverTime | F::LastOverTime | F::FirstOverTime => {
-            let mut out = Vec::new();
-            let matrix =
-                ctx.for_each_range_all(arg(args, 0, f)?, s, &mut |_, labels, fs, hs| {
-                    let (v, h) = match f {
-                        F::CountOverTime => ((fs.len() + hs.len()) as f64, None),
-                        F::PresentOverTime => (1.0, None),
-                        // The newest (oldest) sample of either kind.
-                        F::LastOverTime => match (fs.last(), hs.last()) {
-                            (Some(p), Some(h)) if h.t > p.t => (f64::NAN, Some(h.h.clone())),
-                            (None, Some(h)) => (f64::NAN, Some(h.h.clone())),
-                            (Some(p), _) => (p.v, None),
-                            (None, None) => return,
-                        },
-                        _ => match (fs.first(), hs.first()) {
-                            (Some(p), Some(h)) if h.t < p.t => (f64::NAN, Some(h.h.clone())),
-                            (None, Some(h)) => (f64::NAN, Some(h.h.clone())),
-                            (Some(p), _) => (p.v, None),
-                            (None, None) => return,
-                        },
-                    };
-                    out.push(Elem {
-                        labels: labels.clone(),
-                        v,
-                        // `last_over_time` and `first_over_time` keep the name.
-                        drop_name: matches!(f, F::CountOverTime | F::PresentOverTime),
-                        h,
-                    });
-                })?;
-            Ok(matrix.then_some(Val::Vector(out)))
-        }
         F::HistogramCount
         | F::HistogramSum
         | F::HistogramAvg
@@ -218,48 +120,181 @@ pub(crate) fn call(ctx: &Ctx, f: Func, args: &[Node], s: Step) -> Result<Option<
     }
 }
 
-/// One series of `rate`, `increase`, `delta`, `irate` or `idelta`: a float, a histogram, or
-/// nothing (too few samples, floats and histograms mixed, incompatible layouts).
-fn range_value(
-    f: Func,
-    b: &Bounds,
-    fs: &[Sample],
-    hs: &[HistogramSample],
-) -> Result<Option<(f64, Option<Histogram>)>, EvalError> {
+/// A function over a range of one series holding histograms (`hs` not empty), as Prometheus 3
+/// evaluates it: the rate family and `sum_over_time`/`avg_over_time` over histograms only
+/// (nothing when floats and histograms mix), `resets`/`changes`/`count`/`present`/`last`/
+/// `first`/`ts_of_first`/`ts_of_last` over both kinds in time order, and every other function
+/// over the floats alone (nothing without floats; Prometheus adds an info either way).
+pub(crate) fn range_value(f: Func, b: &Bounds, fs: &[Sample], hs: &[HistogramSample]) -> RangeOut {
     use Func as F;
-    if hs.is_empty() {
-        let v = match f {
-            F::Rate => over_time::extrapolated_rate(fs, b, true, true),
-            F::Increase => over_time::extrapolated_rate(fs, b, true, false),
-            F::Delta => over_time::extrapolated_rate(fs, b, false, false),
-            F::Irate => over_time::instant_value(fs, true),
-            _ => over_time::instant_value(fs, false),
-        };
-        return Ok(v.map(|v| (v, None)));
-    }
-    if !fs.is_empty() {
-        if matches!(f, F::Irate | F::Idelta) {
-            return Ok(instant_mixed(f, fs, hs));
+    let float = |v: Option<f64>| v.map(|v| (v, None));
+    let hist = |h: Option<Histogram>| h.map(|h| (f64::NAN, Some(Arc::new(h))));
+    match f {
+        F::Rate | F::Increase | F::Delta | F::Irate | F::Idelta => {
+            if !fs.is_empty() {
+                if matches!(f, F::Irate | F::Idelta) {
+                    return instant_mixed(f, fs, hs);
+                }
+                return None;
+            }
+            hist(match f {
+                F::Rate => extrapolated_histogram_rate(hs, b, true, true),
+                F::Increase => extrapolated_histogram_rate(hs, b, true, false),
+                F::Delta => extrapolated_histogram_rate(hs, b, false, false),
+                F::Irate => instant_histogram(hs, true),
+                _ => instant_histogram(hs, false),
+            })
         }
-        return Ok(None);
+        F::SumOverTime | F::AvgOverTime => {
+            if !fs.is_empty() {
+                return None;
+            }
+            hist(sum_over_time(hs, f == F::AvgOverTime))
+        }
+        F::CountOverTime => float(Some((fs.len() + hs.len()) as f64)),
+        F::PresentOverTime => float(Some(1.0)),
+        F::LastOverTime => match fs.last() {
+            Some(p) if p.t > hs[hs.len() - 1].t => float(Some(p.v)),
+            _ => Some((f64::NAN, Some(hs[hs.len() - 1].h.clone()))),
+        },
+        F::FirstOverTime => match fs.first() {
+            Some(p) if p.t < hs[0].t => float(Some(p.v)),
+            _ => Some((f64::NAN, Some(hs[0].h.clone()))),
+        },
+        F::TsOfFirstOverTime => {
+            let t = fs.first().map_or(hs[0].t, |p| p.t.min(hs[0].t));
+            float(Some(t as f64 / 1000.0))
+        }
+        F::TsOfLastOverTime => {
+            let last = hs[hs.len() - 1].t;
+            let t = fs.last().map_or(last, |p| p.t.max(last));
+            float(Some(t as f64 / 1000.0))
+        }
+        F::Resets | F::Changes => float(Some(count_transitions(f == F::Resets, fs, hs))),
+        F::Deriv => float(over_time::deriv(fs)),
+        _ if fs.is_empty() => None,
+        F::MinOverTime => float(Some(over_time::min(fs))),
+        F::MaxOverTime => float(Some(over_time::max(fs))),
+        F::StddevOverTime => float(Some(over_time::stdvar(fs).sqrt())),
+        F::StdvarOverTime => float(Some(over_time::stdvar(fs))),
+        F::MadOverTime => float(Some(over_time::mad(fs))),
+        F::TsOfMinOverTime => float(Some(over_time::ts_of_extreme(fs, false))),
+        F::TsOfMaxOverTime => float(Some(over_time::ts_of_extreme(fs, true))),
+        _ => None,
     }
-    let h = match f {
-        F::Rate => extrapolated_histogram_rate(hs, b, true, true),
-        F::Increase => extrapolated_histogram_rate(hs, b, true, false),
-        F::Delta => extrapolated_histogram_rate(hs, b, false, false),
-        F::Irate => instant_histogram(hs, true),
-        _ => instant_histogram(hs, false),
-    };
-    Ok(h.map(|h| (f64::NAN, Some(h))))
+}
+
+/// `funcResets` (`resets`) and `funcChanges` over floats and histograms merged in time order:
+/// a switch between a float and a histogram counts as one; two histograms count by
+/// `DetectReset` (resets) or by inequality (changes).
+fn count_transitions(resets: bool, fs: &[Sample], hs: &[HistogramSample]) -> f64 {
+    enum S<'a> {
+        F(f64),
+        H(&'a Histogram),
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut prev: Option<S> = None;
+    let mut n = 0.0;
+    while i < fs.len() || j < hs.len() {
+        let cur = if j >= hs.len() || (i < fs.len() && fs[i].t < hs[j].t) {
+            i += 1;
+            S::F(fs[i - 1].v)
+        } else {
+            j += 1;
+            S::H(&hs[j - 1].h)
+        };
+        if let Some(p) = &prev {
+            let counts = match (p, &cur) {
+                (S::F(a), S::F(b)) if resets => b < a,
+                (S::F(a), S::F(b)) => a != b && !(a.is_nan() && b.is_nan()),
+                (S::H(a), S::H(b)) if resets => b.detect_reset(a),
+                (S::H(a), S::H(b)) => !b.equals(a),
+                _ => true,
+            };
+            if counts {
+                n += 1.0;
+            }
+        }
+        prev = Some(cur);
+    }
+    n
+}
+
+/// `sum_over_time` (or `avg_over_time`) of histograms only, compensated; nothing when their
+/// layouts are incompatible (exponential and custom buckets mixed).
+fn sum_over_time(hs: &[HistogramSample], avg: bool) -> Option<Histogram> {
+    let mut acc = Mean::new(&hs[0].h, avg);
+    for h in &hs[1..] {
+        acc.add(&h.h).ok()?;
+    }
+    let mut h = if avg { acc.mean() } else { acc.sum() };
+    h.compact();
+    Some(h)
+}
+
+/// A compensated sum of histograms, or their mean: the direct mean (the sum over the count)
+/// while the sum does not overflow, then an incremental one, as Prometheus's `avg` and
+/// `avg_over_time`.
+pub(crate) struct Mean {
+    sum: KahanSum,
+    n: f64,
+    /// Whether the mean is wanted (else only the sum, which may overflow).
+    want_mean: bool,
+    /// The incremental mean, once the sum overflowed.
+    incremental: Option<Histogram>,
+}
+
+impl Mean {
+    pub fn new(first: &Histogram, want_mean: bool) -> Mean {
+        Mean {
+            sum: KahanSum::new(first),
+            n: 1.0,
+            want_mean,
+            incremental: None,
+        }
+    }
+
+    pub fn add(&mut self, h: &Histogram) -> Result<(), HistogramError> {
+        self.n += 1.0;
+        if let Some(mean) = &mut self.incremental {
+            let q = (self.n - 1.0) / self.n;
+            mean.mul(q);
+            let mut add = h.clone();
+            add.div(self.n);
+            return mean.add(&add, false);
+        }
+        if !self.want_mean {
+            return self.sum.add(h);
+        }
+        let before = self.sum.clone();
+        self.sum.add(h)?;
+        if self.sum.has_overflow() {
+            let mut mean = before.finish_mean(self.n - 1.0);
+            let q = (self.n - 1.0) / self.n;
+            mean.mul(q);
+            let mut add = h.clone();
+            add.div(self.n);
+            mean.add(&add, false)?;
+            self.incremental = Some(mean);
+        }
+        Ok(())
+    }
+
+    pub fn sum(self) -> Histogram {
+        self.sum.finish()
+    }
+
+    pub fn mean(self) -> Histogram {
+        match self.incremental {
+            Some(m) => m,
+            None => self.sum.finish_mean(self.n),
+        }
+    }
 }
 
 /// `irate`/`idelta` over a series with both: Prometheus takes the last two samples of either
 /// kind and gives up on a float next to a histogram; two floats are computed as floats.
-fn instant_mixed(
-    f: Func,
-    fs: &[Sample],
-    hs: &[HistogramSample],
-) -> Option<(f64, Option<Histogram>)> {
+fn instant_mixed(f: Func, fs: &[Sample], hs: &[HistogramSample]) -> RangeOut {
     let last_f = fs[fs.len().saturating_sub(2)..].iter().map(|p| p.t);
     let last_h = hs[hs.len().saturating_sub(2)..].iter().map(|p| p.t);
     let mut ts: Vec<(i64, bool)> = last_f
@@ -272,9 +307,8 @@ fn instant_mixed(
         [(_, false), (_, false)] => {
             over_time::instant_value(&fs[fs.len() - 2..], f == Func::Irate).map(|v| (v, None))
         }
-        [(_, true), (_, true)] => {
-            instant_histogram(&hs[hs.len() - 2..], f == Func::Irate).map(|h| (f64::NAN, Some(h)))
-        }
+        [(_, true), (_, true)] => instant_histogram(&hs[hs.len() - 2..], f == Func::Irate)
+            .map(|h| (f64::NAN, Some(Arc::new(h)))),
         _ => None,
     }
 }
@@ -392,7 +426,7 @@ pub(crate) struct HistogramAgg<'a> {
 
 struct HistGroup {
     labels: Labels,
-    sum: Option<Histogram>,
+    sum: Option<Mean>,
     n: f64,
     incompatible: bool,
 }
@@ -429,9 +463,9 @@ impl<'a> HistogramAgg<'a> {
             return;
         }
         match &mut g.sum {
-            None => g.sum = Some((**h).clone()),
+            None => g.sum = Some(Mean::new(h, self.op == AggOp::Avg)),
             Some(sum) => {
-                if sum.add(h, false).is_err() {
+                if sum.add(h).is_err() {
                     g.incompatible = true;
                 }
             }
@@ -461,10 +495,12 @@ impl<'a> HistogramAgg<'a> {
                     if g.incompatible {
                         continue;
                     }
-                    let Some(mut h) = g.sum else { continue };
-                    if self.op == AggOp::Avg {
-                        h.div(g.n);
-                    }
+                    let Some(acc) = g.sum else { continue };
+                    let mut h = if self.op == AggOp::Avg {
+                        acc.mean()
+                    } else {
+                        acc.sum()
+                    };
                     h.compact();
                     out_h.push(Elem {
                         labels: g.labels,
@@ -559,6 +595,12 @@ fn elem_op(
         (Some(h), None) => match op {
             BinOp::Mul => (0.0, scaled(h, &|h| h.mul(rf)), true),
             BinOp::Div => (0.0, scaled(h, &|h| h.div(rf)), true),
+            // `trim` compacts only when it changed a bucket, as `TrimBuckets`.
+            BinOp::TrimUpper | BinOp::TrimLower => {
+                let mut t = (**h).clone();
+                t.trim(rf, op == BinOp::TrimUpper);
+                (0.0, Some(Arc::new(t)), true)
+            }
             _ => return None,
         },
         (Some(a), Some(b)) => match op {
@@ -626,12 +668,12 @@ fn vector_vector(
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
     let mut one_by_sig: HashMap<u64, usize> = HashMap::with_capacity(one.len());
     for (i, e) in one.iter().enumerate() {
-        if one_by_sig
-            .insert(binary::signature(&e.labels, m), i)
-            .is_some()
-        {
-            return Err(unsupported(
-                "duplicate series on the \"one\" side of a match",
+        if let Some(j) = one_by_sig.insert(binary::signature(&e.labels, m), i) {
+            return Err(binary::duplicate_on_one_side(
+                &e.labels,
+                &one[j].labels,
+                m,
+                swapped,
             ));
         }
     }

@@ -77,8 +77,6 @@ fn unsupported_constructs_are_named() {
     for (e, what) in [
         ("info(x)", "info"),
         // Prometheus 3 syntax promql-parser cannot parse is named, not "invalid promql query".
-        ("h >/ 0.5", "trim operator `>/`"),
-        ("sum(h) </ on() group_left x", "trim operator `</`"),
         ("rate(x[5m] anchored)", "range modifier `anchored`"),
         ("x[5m] smoothed", "range modifier `smoothed`"),
     ] {
@@ -88,6 +86,14 @@ fn unsupported_constructs_are_named() {
         }
     }
     assert!(matches!(Compiled::new("sum("), Err(CompileError::Parse(_))));
+    // The trim operators are parsed around promql-parser, with the comparisons' precedence.
+    for e in ["h >/ 0.5", "sum(h) </ on() group_left x", "h </ 2 > 1 >/ 0"] {
+        assert!(Compiled::new(e).is_ok(), "{e}");
+    }
+    assert!(matches!(
+        Compiled::new("h >/ bool 0.5"),
+        Err(CompileError::Parse(m)) if m.contains("bool modifier")
+    ));
     // A metric or label of those names is not mistaken for the construct.
     assert!(Compiled::new("sum by (job) (x{smoothed=\"a>/b\", anchored=\"1\"})").is_ok());
     match Compiled::new("sum (x) by y") {
