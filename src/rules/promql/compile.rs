@@ -225,38 +225,28 @@ fn parse_error(expr: &str, msg: String) -> CompileError {
 /// `trim_syntax.rs`). Called only once parsing failed, so that a metric or label of that name
 /// never counts.
 fn unparsed_construct(expr: &str) -> Option<String> {
+    use super::lex;
     let b = expr.as_bytes();
-    let mut quote: Option<u8> = None;
     let mut braces = 0usize;
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' && q != b'`' {
-                i += 2;
+        match b[i] {
+            b'"' | b'\'' | b'`' => {
+                i = lex::skip_string(b, i);
                 continue;
             }
-            if c == q {
-                quote = None;
+            b'#' => {
+                i = lex::skip_comment(b, i);
+                continue;
             }
-            i += 1;
-            continue;
-        }
-        match c {
-            b'"' | b'\'' | b'`' => quote = Some(c),
             b'{' => braces += 1,
             b'}' => braces = braces.saturating_sub(1),
-            _ if braces == 0
-                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
-            {
-                for w in ["smoothed", "anchored"] {
-                    let end = i + w.len();
-                    if end <= b.len()
-                        && b[i..end].eq_ignore_ascii_case(w.as_bytes())
-                        && (end == b.len() || !(b[end].is_ascii_alphanumeric() || b[end] == b'_'))
-                    {
-                        return Some(format!("range modifier `{w}`"));
-                    }
+            _ if braces == 0 && lex::is_word_start(b, i) => {
+                if let Some(w) = ["smoothed", "anchored"]
+                    .into_iter()
+                    .find(|w| lex::word_is(b, i, w))
+                {
+                    return Some(format!("range modifier `{w}`"));
                 }
             }
             _ => {}

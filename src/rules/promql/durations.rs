@@ -12,6 +12,8 @@
 
 use std::borrow::Cow;
 
+use super::lex::{is_word_start, skip_comment, skip_string, word_is};
+
 /// The query a duration expression is resolved for: `step()` and `range()` (both 0 for an
 /// instant query, which is what a rule evaluation is).
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,10 +39,7 @@ pub(crate) fn resolve(expr: &str, q: QueryShape) -> Result<Cow<'_, str>, String>
                 continue;
             }
             b'#' => {
-                // A comment runs to the end of the line.
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+                i = skip_comment(b, i);
                 continue;
             }
             b'{' => braces += 1,
@@ -83,37 +82,6 @@ pub(crate) fn resolve(expr: &str, q: QueryShape) -> Result<Cow<'_, str>, String>
     }
     out.push_str(&expr[copied..]);
     Ok(Cow::Owned(out))
-}
-
-fn skip_string(b: &[u8], start: usize) -> usize {
-    let q = b[start];
-    let mut i = start + 1;
-    while i < b.len() {
-        if b[i] == b'\\' && q != b'`' {
-            i += 2;
-            continue;
-        }
-        if b[i] == q {
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
-}
-
-fn is_ident(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
-}
-
-fn is_word_start(b: &[u8], i: usize) -> bool {
-    i == 0 || !is_ident(b[i - 1])
-}
-
-fn word_is(b: &[u8], i: usize, w: &str) -> bool {
-    let end = i + w.len();
-    end <= b.len()
-        && b[i..end].eq_ignore_ascii_case(w.as_bytes())
-        && (end == b.len() || !is_ident(b[end]))
 }
 
 /// `[range]` or `[range:step]` or `[range:]`: `None` when every part is a plain literal.

@@ -61,6 +61,7 @@ mod eval;
 mod functions;
 mod histogram;
 mod labels;
+mod lex;
 mod limit;
 mod native;
 mod native_eval;

@@ -8,6 +8,7 @@
 //! of the text.
 
 use super::compile::{BinOp, Node};
+use super::lex;
 use super::CompileError;
 
 /// Which `<`/`>` tokens of an expression were trim operators, in text order.
@@ -32,28 +33,17 @@ pub(crate) fn rewrite(expr: &str) -> (String, Trims) {
         return (expr.to_string(), trims);
     }
     let mut out = b.to_vec();
-    let mut quote: Option<u8> = None;
     let mut braces = 0usize;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' && q != b'`' {
-                i += 2;
+        match c {
+            b'"' | b'\'' | b'`' => {
+                i = lex::skip_string(b, i);
                 continue;
             }
-            if c == q {
-                quote = None;
-            }
-            i += 1;
-            continue;
-        }
-        match c {
-            b'"' | b'\'' | b'`' => quote = Some(c),
             b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+                i = lex::skip_comment(b, i);
                 continue;
             }
             b'{' => braces += 1,
