@@ -187,20 +187,8 @@ fn recorded(up: &Sink, records: &[String]) -> Recorded {
 
 /// Prometheus's answer for `rule` at `t_ms`, relabelled as a recording rule would.
 fn prometheus_answer(prom: &Prom, rule: &Rule, t_ms: i64) -> BTreeMap<Labels, f64> {
-    let r = http_get_query(
-        &format!("{}/api/v1/query", prom.base()),
-        &[("query", &rule.expr), ("time", &fmt_ms(t_ms))],
-    )
-    .expect("prometheus query");
-    let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
-    assert_eq!(
-        j.get("status").and_then(|s| s.as_str()),
-        Some("success"),
-        "{}",
-        r.text()
-    );
+    let data = prom.query_data(&rule.expr, t_ms).expect("prometheus query");
     let mut out = BTreeMap::new();
-    let data = j.get("data").unwrap();
     let result = data.get("result").unwrap();
     if data.get("resultType").and_then(|t| t.as_str()) == Some("scalar") {
         let v = result.as_array().unwrap()[1].as_str().unwrap();

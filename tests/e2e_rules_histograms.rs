@@ -330,16 +330,10 @@ type Recorded = BTreeMap<(String, i64), Answer>;
 fn recorded(receiver: &Prom, records: &BTreeSet<&str>) -> Recorded {
     let names: Vec<&str> = records.iter().copied().collect();
     let q = format!("{{__name__=~\"{}\"}}[5m]", names.join("|"));
-    let r = http_get_query(
-        &format!("{}/api/v1/query", receiver.base()),
-        &[("query", &q), ("time", &fmt_ms(now_ms()))],
-    )
-    .expect("receiver query");
-    let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
-    assert_eq!(j["status"].as_str(), Some("success"), "{}", r.text());
+    let data = receiver.query_data(&q, now_ms()).expect("receiver query");
     let ms = |t: &serde_json::Value| (t.as_f64().unwrap() * 1000.0).round() as i64;
     let mut out = Recorded::new();
-    for s in j["data"]["result"].as_array().expect("a matrix") {
+    for s in data["result"].as_array().expect("a matrix") {
         let labels = json_labels(&s["metric"]).unwrap();
         let name = labels["__name__"].clone();
         for p in s["values"].as_array().into_iter().flatten() {
@@ -360,20 +354,9 @@ fn recorded(receiver: &Prom, records: &BTreeSet<&str>) -> Recorded {
 
 /// Prometheus's answer for `expr` at `t_ms`, relabelled as the recording rule `record` would.
 fn query(prom: &Prom, expr: &str, record: &str, t_ms: i64) -> Answer {
-    let r = http_get_query(
-        &format!("{}/api/v1/query", prom.base()),
-        &[("query", expr), ("time", &fmt_ms(t_ms))],
-    )
-    .expect("prometheus query");
-    let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
-    assert_eq!(
-        j.get("status").and_then(|s| s.as_str()),
-        Some("success"),
-        "{expr} @ {t_ms}: {}",
-        r.text()
-    );
+    let data = prom.query_data(expr, t_ms).expect("prometheus query");
     let mut out = Answer::new();
-    for s in j["data"]["result"].as_array().expect("a vector") {
+    for s in data["result"].as_array().expect("a vector") {
         let mut l = json_labels(&s["metric"]).unwrap();
         l.insert("__name__".into(), record.to_string());
         let v = if let Some(h) = s.get("histogram") {

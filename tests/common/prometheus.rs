@@ -123,6 +123,21 @@ impl Prom {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The `data` of Prometheus's answer to the instant query `expr` at `at_ms`, or why there
+    /// is none (a transport error, or a status other than success, with the body).
+    pub fn query_data(&self, expr: &str, at_ms: i64) -> Result<serde_json::Value, String> {
+        let r = http_get_query(
+            &format!("{}/api/v1/query", self.base()),
+            &[("query", expr), ("time", &fmt_ms(at_ms))],
+        )?;
+        let mut j: serde_json::Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("prom query {expr}: {e}: {}", r.text()))?;
+        if j.get("status").and_then(|s| s.as_str()) != Some("success") {
+            return Err(format!("prom query {expr} @ {at_ms}: {}", r.text()));
+        }
+        Ok(j["data"].take())
+    }
+
     /// Raw samples from Prometheus's own TSDB: `selector[range_s]` evaluated at `at_ms`
     /// (2.42: closed window [at-range, at]; stale markers are not returned).
     pub fn raw_samples(
