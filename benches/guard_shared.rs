@@ -11,7 +11,9 @@
 //!   `CARDGUARD_IR_MODE=local|shared|prepare_local|prepare_shared` (and `CARDGUARD_IR_ITERS`,
 //!   default 1000) the binary runs that many requests after the warm-up and exits. Run it under
 //!   `valgrind --tool=callgrind` with 0 and with N iterations: the difference over N × 2000 is
-//!   the instructions per series (one sample each).
+//!   the instructions per series (one sample each). `CARDGUARD_IR_TURN=1` (with `local` or
+//!   `shared`, at most 64 iterations): every request in a new window slice, so every series
+//!   is refreshed, the once-a-slice cost.
 //!
 //! Needs `redis-server` from `scripts/fetch-peers.sh` (`CARDGUARD_PEERS_DIR`).
 
@@ -104,6 +106,8 @@ fn main() {
     let mut shared_cfg = GuardConfig::with_default_budget(1_000_000, vec!["service".into()]);
     shared_cfg.shared = Some(SharedConfig {
         url: format!("redis://127.0.0.1:{port}/"),
+        // Roomy: under valgrind a round trip takes far longer than in production.
+        timeout: Duration::from_secs(10),
         ..SharedConfig::default()
     });
     let shared = Setup {
@@ -133,8 +137,9 @@ fn main() {
     let trips = || sh.metrics.round_trips.with_label_values(&["admit"]).get();
     let trips_warm = trips();
 
-    let mut run = |s: &Setup| {
+    let mut admit_at = |s: &Setup, now_ms: i64| {
         decisions.reset(parsed.len());
+        let batch = guard::Batch { now_ms, ..batch };
         s.guard.admit(&s.cfg, batch, &mut decisions, &mut scratch)
     };
     let prepare = |s: &Setup| {
@@ -156,13 +161,30 @@ fn main() {
             "prepare_shared" => (&shared, true),
             m => panic!("CARDGUARD_IR_MODE={m}: local, shared, prepare_local or prepare_shared"),
         };
+        // `CARDGUARD_IR_TURN=1`: every request in a new window slice, so every series is
+        // refreshed (told to Redis without waiting, by the shared guard): the once-a-slice
+        // cost. At most 64 such requests (the refreshes in flight allowed), then a pause for
+        // the last ones to finish.
+        let turn = std::env::var("CARDGUARD_IR_TURN").is_ok_and(|v| v == "1");
+        let slice_ms = s.cfg.slice_length().as_millis() as i64;
         let _enter = rt.enter();
-        for _ in 0..iters {
+        for k in 0..iters {
             if whole {
                 black_box(prepare(s));
+            } else if turn {
+                black_box(admit_at(s, NOW + (k as i64 + 1) * slice_ms));
+                std::thread::sleep(Duration::from_millis(50));
             } else {
-                black_box(run(s));
+                black_box(admit_at(s, NOW));
             }
+        }
+        if turn {
+            std::thread::sleep(Duration::from_secs(3));
+            let refreshes = sh.metrics.round_trips.with_label_values(&["refresh"]).get();
+            println!(
+                "{refreshes} refresh calls, {} Redis errors",
+                sh.metrics.errors.get()
+            );
         }
         println!(
             "{mode}: {iters} requests of {} series admitted; {trips_warm} Redis round trips \
@@ -174,8 +196,8 @@ fn main() {
         let mut g = c.benchmark_group("guard_shared");
         g.throughput(Throughput::Elements(parsed.len() as u64));
         let _enter = rt.enter();
-        g.bench_function("local", |b| b.iter(|| run(&local)));
-        g.bench_function("shared", |b| b.iter(|| run(&shared)));
+        g.bench_function("local", |b| b.iter(|| admit_at(&local, NOW)));
+        g.bench_function("shared", |b| b.iter(|| admit_at(&shared, NOW)));
         g.bench_function("prepare_local", |b| b.iter(|| prepare(&local)));
         g.bench_function("prepare_shared", |b| b.iter(|| prepare(&shared)));
         g.finish();

@@ -127,6 +127,8 @@ pub struct Call {
     /// Whether the current owner has a global cap (its series carry a global member).
     global: bool,
     series: usize,
+    /// Series Redis decides (`Decide`, `DecideRecord`): the script answers these alone.
+    decided: usize,
     slice: u64,
 }
 
@@ -146,6 +148,7 @@ impl Call {
             suffix: String::new(),
             global: false,
             series: 0,
+            decided: 0,
             slice: now,
         }
     }
@@ -180,6 +183,7 @@ impl Call {
         labels: &[(&str, u64, u64)],
     ) {
         self.suffix.clear();
+        self.decided += usize::from(!matches!(mode, Mode::Refresh(_)));
         let _ = match mode {
             Mode::Decide => write!(self.suffix, "d"),
             Mode::DecideRecord => write!(self.suffix, "w"),
@@ -233,6 +237,11 @@ impl Call {
 
     pub fn len(&self) -> usize {
         self.series
+    }
+
+    /// Series in the call that Redis decides, and so answers (refreshes get no answer).
+    pub fn decided(&self) -> usize {
+        self.decided
     }
 
     pub fn is_empty(&self) -> bool {
@@ -422,9 +431,9 @@ impl Shared {
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
-        if codes.len() != call.len() {
+        if codes.len() != call.decided() {
             return Err(SharedError::Short {
-                sent: call.len(),
+                sent: call.decided(),
                 got: codes.len(),
             });
         }
@@ -773,6 +782,7 @@ mod tests {
         call.owner(&a, false, 10, None);
         call.label_value(&a, "user", 9, 98);
         assert_eq!(call.len(), 3);
+        assert_eq!(call.decided(), 1, "only the decided series are answered");
         let id = |k: u64| k.to_be_bytes().to_vec();
         let s = |v: &str| v.as_bytes().to_vec();
         let mut want = vec![s("EVALSHA"), s("sha"), s("0"), s(&cfg.key_prefix)];
