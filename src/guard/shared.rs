@@ -129,6 +129,8 @@ pub struct Call {
     series: usize,
     /// Series Redis decides (`Decide`, `DecideRecord`): the script answers these alone.
     decided: usize,
+    /// The last `Refresh` slice and its tag.
+    refresh_tag: (Option<u64>, String),
     slice: u64,
 }
 
@@ -149,6 +151,7 @@ impl Call {
             global: false,
             series: 0,
             decided: 0,
+            refresh_tag: (None, String::new()),
             slice: now,
         }
     }
@@ -182,16 +185,21 @@ impl Call {
         metric: Option<(u64, u64)>,
         labels: &[(&str, u64, u64)],
     ) {
-        self.suffix.clear();
         self.decided += usize::from(!matches!(mode, Mode::Refresh(_)));
-        let _ = match mode {
-            Mode::Decide => write!(self.suffix, "d"),
-            Mode::DecideRecord => write!(self.suffix, "w"),
-            Mode::Refresh(s) => write!(self.suffix, "r{s}"),
+        match mode {
+            Mode::Decide => self.cmd.arg("d"),
+            Mode::DecideRecord => self.cmd.arg("w"),
+            Mode::Refresh(s) => {
+                // Every series of a slice's refresh carries the same tag: formatted once.
+                if self.refresh_tag.0 != Some(s) {
+                    self.refresh_tag.1.clear();
+                    let _ = write!(self.refresh_tag.1, "r{s}");
+                    self.refresh_tag.0 = Some(s);
+                }
+                self.cmd.arg(self.refresh_tag.1.as_str())
+            }
         };
-        self.cmd
-            .arg(self.suffix.as_str())
-            .arg(&id_key.to_be_bytes()[..]);
+        self.cmd.arg(&id_key.to_be_bytes()[..]);
         if self.global {
             self.cmd.arg(&(id_key ^ keys.owner_hash).to_be_bytes()[..]);
         } else {
