@@ -127,6 +127,10 @@ pub struct Call {
     /// Whether the current owner has a global cap (its series carry a global member).
     global: bool,
     series: usize,
+    /// Series Redis decides (`Decide`, `DecideRecord`): the script answers these alone.
+    decided: usize,
+    /// The last `Refresh` slice and its tag.
+    refresh_tag: (Option<u64>, String),
     slice: u64,
 }
 
@@ -146,6 +150,8 @@ impl Call {
             suffix: String::new(),
             global: false,
             series: 0,
+            decided: 0,
+            refresh_tag: (None, String::new()),
             slice: now,
         }
     }
@@ -179,15 +185,21 @@ impl Call {
         metric: Option<(u64, u64)>,
         labels: &[(&str, u64, u64)],
     ) {
-        self.suffix.clear();
-        let _ = match mode {
-            Mode::Decide => write!(self.suffix, "d"),
-            Mode::DecideRecord => write!(self.suffix, "w"),
-            Mode::Refresh(s) => write!(self.suffix, "r{s}"),
+        self.decided += usize::from(!matches!(mode, Mode::Refresh(_)));
+        match mode {
+            Mode::Decide => self.cmd.arg("d"),
+            Mode::DecideRecord => self.cmd.arg("w"),
+            Mode::Refresh(s) => {
+                // Every series of a slice's refresh carries the same tag: formatted once.
+                if self.refresh_tag.0 != Some(s) {
+                    self.refresh_tag.1.clear();
+                    let _ = write!(self.refresh_tag.1, "r{s}");
+                    self.refresh_tag.0 = Some(s);
+                }
+                self.cmd.arg(self.refresh_tag.1.as_str())
+            }
         };
-        self.cmd
-            .arg(self.suffix.as_str())
-            .arg(&id_key.to_be_bytes()[..]);
+        self.cmd.arg(&id_key.to_be_bytes()[..]);
         if self.global {
             self.cmd.arg(&(id_key ^ keys.owner_hash).to_be_bytes()[..]);
         } else {
@@ -233,6 +245,11 @@ impl Call {
 
     pub fn len(&self) -> usize {
         self.series
+    }
+
+    /// Series in the call that Redis decides, and so answers (refreshes get no answer).
+    pub fn decided(&self) -> usize {
+        self.decided
     }
 
     pub fn is_empty(&self) -> bool {
@@ -422,9 +439,9 @@ impl Shared {
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
-        if codes.len() != call.len() {
+        if codes.len() != call.decided() {
             return Err(SharedError::Short {
-                sent: call.len(),
+                sent: call.decided(),
                 got: codes.len(),
             });
         }
@@ -773,6 +790,7 @@ mod tests {
         call.owner(&a, false, 10, None);
         call.label_value(&a, "user", 9, 98);
         assert_eq!(call.len(), 3);
+        assert_eq!(call.decided(), 1, "only the decided series are answered");
         let id = |k: u64| k.to_be_bytes().to_vec();
         let s = |v: &str| v.as_bytes().to_vec();
         let mut want = vec![s("EVALSHA"), s("sha"), s("0"), s(&cfg.key_prefix)];

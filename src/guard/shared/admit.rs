@@ -140,7 +140,7 @@ impl Guard {
             sh.refresh(call);
             return out;
         }
-        // The answers in call order: per owner, its new series then its refreshed ones.
+        // The answers in call order: per owner, its new series (refreshes are not answered).
         let answers = sh.decide(&call);
         let mut at = 0;
         for a in &asking {
@@ -188,7 +188,6 @@ impl Guard {
                     }
                     self.settled(v, decisions, i, samples, &mut out);
                 }
-                at += a.refreshed.1 - a.refreshed.0;
             }
             a.owner.counters.add(&tally);
         }
