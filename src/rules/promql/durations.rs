@@ -135,12 +135,15 @@ fn offset_operand(expr: &str, at: usize, q: QueryShape) -> Result<Option<(usize,
             String::from_utf8_lossy(&rest[..w.len()])
         ));
     }
-    let bare_number = rest.first().is_some_and(|c| c.is_ascii_digit() || *c == b'.') && {
-        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-        !rest
-            .get(digits)
-            .is_some_and(|c| matches!(c, b's' | b'm' | b'h' | b'd' | b'w' | b'y'))
-    };
+    let bare_number = rest
+        .first()
+        .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
+        && {
+            let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+            !rest
+                .get(digits)
+                .is_some_and(|c| matches!(c, b's' | b'm' | b'h' | b'd' | b'w' | b'y'))
+        };
     if bare_number {
         let v = parser.number()?;
         to_ms(v, true)
@@ -515,7 +518,13 @@ mod tests {
             );
         }
         // In range, a bare number is still the parser's to read.
-        for e in ["x offset 300", "x offset 010", "x offset 1.5", "x[300]", "x[5m:30]"] {
+        for e in [
+            "x offset 300",
+            "x offset 010",
+            "x offset 1.5",
+            "x[300]",
+            "x[5m:30]",
+        ] {
             assert!(
                 matches!(resolve(e, QueryShape::default()), Ok(Cow::Borrowed(_))),
                 "{e}"
