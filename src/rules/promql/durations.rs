@@ -124,9 +124,34 @@ fn offset_operand(expr: &str, at: usize, q: QueryShape) -> Result<Option<(usize,
         parser.pos += 1;
         parser.skip_ws();
     }
-    // Only a parenthesis or a duration function makes an expression: anything else is a
-    // literal (or a syntax error) for the parser to judge.
     let rest = &parser.src.as_bytes()[parser.pos..];
+    // promql-parser reads a bare number after `offset` as seconds through `from_secs_f64`,
+    // which panics on NaN, infinities and values past `u64::MAX` seconds: those are refused
+    // here; a bare number in range is left to the parser (it reads `010` as octal, as
+    // Prometheus does).
+    if let Some(w) = ["nan", "inf"].into_iter().find(|w| word_is(rest, 0, w)) {
+        return Err(format!(
+            "offset {}: duration is NaN or infinite",
+            String::from_utf8_lossy(&rest[..w.len()])
+        ));
+    }
+    let bare_number = rest
+        .first()
+        .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
+        && {
+            let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+            !rest
+                .get(digits)
+                .is_some_and(|c| matches!(c, b's' | b'm' | b'h' | b'd' | b'w' | b'y'))
+        };
+    if bare_number {
+        let v = parser.number()?;
+        to_ms(v, true)
+            .map_err(|e| format!("offset {}: {e}", parser.src[start..parser.pos].trim()))?;
+        return Ok(None);
+    }
+    // Only a parenthesis or a duration function makes an expression: any other literal
+    // (or syntax error) is for the parser to judge.
     let starts_expr = rest.starts_with(b"(")
         || ["step", "range", "min_of", "max_of"].iter().any(|f| {
             rest.len() >= f.len()
@@ -147,7 +172,12 @@ fn offset_operand(expr: &str, at: usize, q: QueryShape) -> Result<Option<(usize,
 fn is_plain(s: &str) -> bool {
     let b = s.as_bytes();
     if !b.is_empty() && b.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
-        return b.iter().filter(|c| **c == b'.').count() <= 1 && b[0] != b'.';
+        // promql-parser turns a bare number into a `Duration` with `from_secs_f64`, which
+        // panics past `u64::MAX` seconds: a number out of range is not plain, so that it goes
+        // through `to_ms` and is refused with a message.
+        return b.iter().filter(|c| **c == b'.').count() <= 1
+            && b[0] != b'.'
+            && s.parse::<f64>().is_ok_and(|v| v <= MAX_SECS);
     }
     let mut i = 0;
     let mut units = 0;
@@ -181,6 +211,9 @@ fn literal(ms: i64) -> String {
     }
 }
 
+/// The longest duration in seconds: `i64::MAX` milliseconds.
+const MAX_SECS: f64 = 9.223_372_036_854_776e9;
+
 /// `calculateDuration`: seconds to whole milliseconds, truncated.
 fn to_ms(secs: f64, negative_ok: bool) -> Result<i64, String> {
     if secs.is_nan() || secs.is_infinite() {
@@ -189,7 +222,7 @@ fn to_ms(secs: f64, negative_ok: bool) -> Result<i64, String> {
     if secs <= 0.0 && !negative_ok {
         return Err("duration must be greater than 0".into());
     }
-    if secs.abs() > 9.223_372_036_854_776e9 {
+    if secs.abs() > MAX_SECS {
         return Err("duration is out of range".into());
     }
     let ms = (secs * 1000.0) as i64;
@@ -466,6 +499,40 @@ mod tests {
     }
 
     #[test]
+    fn numbers_the_parser_cannot_hold_are_refused_not_panicked_on() {
+        // promql-parser's `from_secs_f64` panics on each of these (a fuzz finding).
+        for e in [
+            "x offset 99999999999999999999",
+            "x offset -99999999999999999999",
+            "x offset 1e20",
+            "x offset 1e400",
+            "x offset NaN",
+            "x offset -inf",
+            "x[99999999999999999999]",
+            "x[5m:99999999999999999999]",
+        ] {
+            let err = resolve(e, QueryShape::default()).unwrap_err();
+            assert!(
+                err.contains("out of range") || err.contains("NaN or infinite"),
+                "{e}: {err}"
+            );
+        }
+        // In range, a bare number is still the parser's to read.
+        for e in [
+            "x offset 300",
+            "x offset 010",
+            "x offset 1.5",
+            "x[300]",
+            "x[5m:30]",
+        ] {
+            assert!(
+                matches!(resolve(e, QueryShape::default()), Ok(Cow::Borrowed(_))),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn arithmetic_as_prometheus() {
         assert_eq!(r("changes(x[26m+4m])"), "changes(x[1800000ms])");
         assert_eq!(r("x[24m+((1.5*2m)+2m)]"), "x[1740000ms]");
@@ -493,13 +560,16 @@ mod tests {
             parts in proptest::collection::vec(proptest::sample::select(&[
                 "x", "[", "]", ":", "offset", " ", "(", ")", "-", "+", "*", "/", "%", "^",
                 "1m", "0", "1.5", "0x1f", "1e3", "step()", "range()", "min_of(", "max_of(", ",",
-                "\"", "{", "}", "ü", "#", "\n",
+                "\"", "{", "}", "ü", "#", "\n", "NaN", "Inf", "99999999999999999999", "1e20",
             ][..]), 0..24),
             step in 0i64..100_000,
         ) {
             let q = QueryShape { step_ms: step, range_ms: step * 3 };
             let _ = resolve(&e, q);
-            let _ = resolve(&parts.concat(), q);
+            // What `resolve` lets through must not panic the parser either.
+            if let Ok(r) = resolve(&parts.concat(), q) {
+                let _ = promql_parser::parser::parse(&r);
+            }
         }
     }
 
