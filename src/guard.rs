@@ -289,6 +289,9 @@ pub struct Scratch {
     /// Owner slot by the owner's hash: one lookup per series instead of comparing the value
     /// with every owner of the request.
     slots: HashMap<u64, u32, PassThrough>,
+    /// The registry entries of the request's owners by slot, found under one read lock
+    /// (`None`: not there yet); each taken when its slot is decided.
+    found: Vec<Option<Arc<Owner>>>,
 }
 
 impl Scratch {
@@ -445,10 +448,22 @@ impl Guard {
         let mut out = AdmissionCounts::default();
         let mut tally = OwnerDelta::default();
         let mut start = 0;
+        // Every owner of the request looked up under one read lock, not one each.
+        scratch.found.clear();
+        {
+            let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
+            for slot in 0..scratch.owners.len() as u32 {
+                let (h, name) = scratch.owner(slot);
+                scratch.found.push(reg.find(h, tenant, name).cloned());
+            }
+        }
         // The slots in order, each ending where the counting sort left its count.
         for slot in 0..scratch.owners.len() as u32 {
             let end = scratch.slot_counts[slot as usize] as usize;
-            let owner = self.owner(cfg, tenant, scratch.owner(slot), &window, now, generation);
+            let owner = match scratch.found[slot as usize].take() {
+                Some(o) => o,
+                None => self.owner(cfg, tenant, scratch.owner(slot), &window, now, generation),
+            };
             {
                 let mut state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
                 if generation > state.generation {
