@@ -382,7 +382,14 @@ impl Guard {
                 }
             }
             let h = key_hash(seed, owner);
-            let hit = scratch.slots.get(&h).copied();
+            // One probe: the slot a new owner will have is taken now, if the hash is free.
+            let hit = match scratch.slots.entry(h) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(scratch.owners.len() as u32);
+                    None
+                }
+            };
             let found = match hit {
                 Some(p) if scratch.owner(p).1 == owner => Some(p as usize),
                 // A 64-bit hash collision between two owners of one request: compare values.
@@ -403,11 +410,7 @@ impl Guard {
                     });
                     scratch.owners.push((h, at));
                     scratch.slot_counts.push(0);
-                    let p = scratch.owners.len() - 1;
-                    if hit.is_none() {
-                        scratch.slots.insert(h, p as u32);
-                    }
-                    p
+                    scratch.owners.len() - 1
                 }
             };
             scratch.slot_counts[slot] += 1;
