@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use foldhash::fast::RandomState;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::series::{Decisions, DropCounts, Verdict};
 use crate::wire::{Parsed, SeriesView};
@@ -31,6 +32,7 @@ pub use config::{
 };
 use identity::Identity;
 use owner::{OwnerCounters, OwnerDelta, OwnerState, SeriesKey};
+use sketch::PassThrough;
 use window::Window;
 
 /// Who owns a series: the tenant (when tenants are on) and the owner label's value.
@@ -67,6 +69,8 @@ pub struct Owner {
 /// The guard's state. Lives as long as the process; survives config reloads.
 pub struct Guard {
     owners: RwLock<Registry>,
+    /// The registry's `seed`, readable without its lock.
+    seed: u64,
     /// Active series across all owners.
     global_active: AtomicU64,
     /// Aggregates of the series collapsed by `relabel` budgets.
@@ -77,14 +81,78 @@ pub struct Guard {
 
 /// The owners, and how many each tenant has: both bounded (`max_owners`,
 /// `max_owners_per_tenant`, `max_tenants`), and owners idle for a whole window are forgotten.
-#[derive(Default)]
 struct Registry {
-    owners: HashMap<OwnerKey, Arc<Owner>, RandomState>,
+    /// By `key_hash` of their key, so that a request finds its owners by a hash it computed
+    /// while grouping its series and the values it borrows from the request, without building
+    /// an `OwnerKey` (two strings) per owner per request.
+    owners: HashMap<u64, Arc<Owner>, PassThrough>,
+    /// Owners whose hash another owner holds in `owners`: with a random 64-bit seed, only
+    /// by accident, so almost always empty.
+    collided: Vec<Arc<Owner>>,
+    /// The seed of `key_hash`, random per process: owner values come from senders, and must
+    /// not be able to pile up on one hash.
+    seed: u64,
     /// Owners per tenant (`None`: requests without a tenant, or tenants off).
     tenants: HashMap<Option<String>, usize, RandomState>,
 }
 
+/// The seed of the owner hashes of one tenant's owners (`key_hash`).
+fn tenant_seed(seed: u64, tenant: Option<&str>) -> u64 {
+    tenant.map_or(seed, |t| xxh3_64_with_seed(t.as_bytes(), seed))
+}
+
+/// An owner's registry hash, from its tenant's seed (`tenant_seed`) and its value.
+#[inline]
+fn key_hash(tenant_seed: u64, owner: Option<&[u8]>) -> u64 {
+    owner.map_or(!tenant_seed, |o| xxh3_64_with_seed(o, tenant_seed))
+}
+
+/// Whether `o` is the owner with this tenant and value.
+#[inline]
+fn is_owner(o: &Owner, tenant: Option<&str>, owner: Option<&[u8]>) -> bool {
+    o.key.owner.as_deref().map(str::as_bytes) == owner && o.key.tenant.as_deref() == tenant
+}
+
 impl Registry {
+    fn new() -> Self {
+        Registry {
+            owners: HashMap::default(),
+            collided: Vec::new(),
+            seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u64),
+            tenants: HashMap::default(),
+        }
+    }
+
+    fn hash(&self, key: &OwnerKey) -> u64 {
+        key_hash(
+            tenant_seed(self.seed, key.tenant.as_deref()),
+            key.owner.as_deref().map(str::as_bytes),
+        )
+    }
+
+    /// The owner with this tenant and value, `h` its `key_hash`.
+    #[inline]
+    fn find(&self, h: u64, tenant: Option<&str>, owner: Option<&[u8]>) -> Option<&Arc<Owner>> {
+        match self.owners.get(&h) {
+            Some(o) if is_owner(o, tenant, owner) => Some(o),
+            Some(_) => self.collided.iter().find(|o| is_owner(o, tenant, owner)),
+            None => None,
+        }
+    }
+
+    fn get(&self, key: &OwnerKey) -> Option<&Arc<Owner>> {
+        let owner = key.owner.as_deref().map(str::as_bytes);
+        self.find(self.hash(key), key.tenant.as_deref(), owner)
+    }
+
+    fn len(&self) -> usize {
+        self.owners.len() + self.collided.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Owner>> {
+        self.owners.values().chain(&self.collided)
+    }
+
     /// Where a new owner goes: itself while the caps allow, else its tenant's `other`, else
     /// (a tenant past `max_tenants`) the shared `other` of tenant `other`.
     fn place(&self, cfg: &GuardConfig, key: &OwnerKey) -> OwnerKey {
@@ -104,24 +172,53 @@ impl Registry {
             .owner
             .as_ref()
             .is_some_and(|o| o.len() > MAX_OWNER_KEY_BYTES);
-        if long || self.owners.len() >= cfg.max_owners || per_tenant >= cfg.max_owners_per_tenant {
+        if long || self.len() >= cfg.max_owners || per_tenant >= cfg.max_owners_per_tenant {
             return other(key.tenant.clone());
         }
         key.clone()
     }
 
     fn insert(&mut self, key: OwnerKey, owner: impl FnOnce(&OwnerKey) -> Arc<Owner>) -> Arc<Owner> {
-        if let Some(o) = self.owners.get(&key) {
+        if let Some(o) = self.get(&key) {
             return o.clone();
         }
+        let h = self.hash(&key);
         let o = owner(&key);
-        *self.tenants.entry(key.tenant.clone()).or_default() += 1;
-        self.owners.insert(key, o.clone());
+        *self.tenants.entry(key.tenant).or_default() += 1;
+        match self.owners.entry(h) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(o.clone());
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.push(o.clone()),
+        }
         o
     }
 
     fn remove(&mut self, key: &OwnerKey) {
-        if self.owners.remove(key).is_some() {
+        let h = self.hash(key);
+        let removed = if self.owners.get(&h).is_some_and(|o| o.key == *key) {
+            self.owners.remove(&h);
+            // A collided owner of the same hash takes the free place.
+            let seed = self.seed;
+            let same = |o: &Arc<Owner>| {
+                let k = &o.key;
+                key_hash(
+                    tenant_seed(seed, k.tenant.as_deref()),
+                    k.owner.as_deref().map(str::as_bytes),
+                ) == h
+            };
+            if let Some(p) = self.collided.iter().position(same) {
+                let o = self.collided.swap_remove(p);
+                self.owners.insert(h, o);
+            }
+            true
+        } else if let Some(p) = self.collided.iter().position(|o| o.key == *key) {
+            self.collided.swap_remove(p);
+            true
+        } else {
+            false
+        };
+        if removed {
             if let Some(n) = self.tenants.get_mut(&key.tenant) {
                 *n -= 1;
                 if *n == 0 {
@@ -184,10 +281,29 @@ pub struct Scratch {
     grouped: Vec<(u32, u32, u64)>,
     /// Series per owner slot, then each slot's start in `grouped`.
     slot_counts: Vec<u32>,
-    owners: Vec<OwnerKey>,
-    /// Owner slot by a hash of the owner's value: one lookup per series instead of comparing
-    /// the value with every owner of the request.
-    slots: HashMap<u64, u32, RandomState>,
+    /// The request's owners by slot: their registry hash (`key_hash`) and where their value
+    /// is in `names` (`None`: no owner label).
+    owners: Vec<(u64, Option<(u32, u32)>)>,
+    /// The owners' values back to back: copied without an allocation per owner.
+    names: Vec<u8>,
+    /// Owner slot by the owner's hash: one lookup per series instead of comparing the value
+    /// with every owner of the request.
+    slots: HashMap<u64, u32, PassThrough>,
+    /// The registry entries of the request's owners by slot, found under one read lock
+    /// (`None`: not there yet); each taken when its slot is decided.
+    found: Vec<Option<Arc<Owner>>>,
+}
+
+impl Scratch {
+    /// The registry hash and value of the owner in `slot`.
+    #[inline]
+    fn owner(&self, slot: u32) -> (u64, Option<&[u8]>) {
+        let (h, at) = self.owners[slot as usize];
+        (
+            h,
+            at.map(|(from, to)| &self.names[from as usize..to as usize]),
+        )
+    }
 }
 
 impl Default for Guard {
@@ -198,8 +314,10 @@ impl Default for Guard {
 
 impl Guard {
     pub fn new() -> Self {
+        let owners = Registry::new();
         Guard {
-            owners: RwLock::new(Registry::default()),
+            seed: owners.seed,
+            owners: RwLock::new(owners),
             global_active: AtomicU64::new(0),
             overflow: overflow::Overflow::default(),
             shared: std::sync::OnceLock::new(),
@@ -239,11 +357,13 @@ impl Guard {
         let window = Window::new(cfg.window, cfg.window_slices);
         let now = window.slice(now_ms);
         let tenant = cfg.tenant_header.as_ref().and(tenant);
+        let seed = tenant_seed(self.seed, tenant);
 
         // Group the series by owner: one lock per owner per request. The tenant is the same
         // for every series of a request, so the owner's value alone picks the slot.
         scratch.series.clear();
         scratch.owners.clear();
+        scratch.names.clear();
         scratch.slots.clear();
         scratch.slot_counts.clear();
         for i in 0..req.len() {
@@ -253,21 +373,29 @@ impl Guard {
                 None => scratch.identity.series_id(cfg.hash_seed, labels.clone()),
             };
             let owner = identity::owner(&cfg.owner_labels, labels);
-            let same = |k: &OwnerKey| k.owner.as_deref().map(str::as_bytes) == owner;
             // Senders group a target's series together: the previous series' owner first.
             if let Some(&(last, _, _)) = scratch.series.last() {
-                if same(&scratch.owners[last as usize]) {
+                if scratch.owner(last).1 == owner {
                     scratch.slot_counts[last as usize] += 1;
                     scratch.series.push((last, i as u32, id));
                     continue;
                 }
             }
-            let h = owner.map_or(0, |o| xxhash_rust::xxh3::xxh3_64(o) | 1);
-            let hit = scratch.slots.get(&h).copied();
+            let h = key_hash(seed, owner);
+            // One probe: the slot a new owner will have is taken now, if the hash is free.
+            let hit = match scratch.slots.entry(h) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(scratch.owners.len() as u32);
+                    None
+                }
+            };
             let found = match hit {
-                Some(p) if same(&scratch.owners[p as usize]) => Some(p as usize),
+                Some(p) if scratch.owner(p).1 == owner => Some(p as usize),
                 // A 64-bit hash collision between two owners of one request: compare values.
-                Some(_) => scratch.owners.iter().rposition(same),
+                Some(_) => {
+                    (0..scratch.owners.len() as u32).rposition(|p| scratch.owner(p).1 == owner)
+                }
                 // No owner of this request has this hash, so none has this value: no scan
                 // (which, with a thousand owners in a request, was quadratic).
                 None => None,
@@ -275,23 +403,22 @@ impl Guard {
             let slot = match found {
                 Some(p) => p,
                 None => {
-                    scratch.owners.push(OwnerKey {
-                        tenant: tenant.map(str::to_string),
-                        owner: owner.map(|o| String::from_utf8_lossy(o).into_owned()),
+                    let at = owner.map(|o| {
+                        let from = scratch.names.len() as u32;
+                        scratch.names.extend_from_slice(o);
+                        (from, scratch.names.len() as u32)
                     });
+                    scratch.owners.push((h, at));
                     scratch.slot_counts.push(0);
-                    let p = scratch.owners.len() - 1;
-                    if hit.is_none() {
-                        scratch.slots.insert(h, p as u32);
-                    }
-                    p
+                    scratch.owners.len() - 1
                 }
             };
             scratch.slot_counts[slot] += 1;
             scratch.series.push((slot as u32, i as u32, id));
         }
         // Counting sort by slot (stable, so request order holds within an owner): linear,
-        // where a comparison sort of 2000 entries was a visible share of the request.
+        // where a comparison sort of 2000 entries was a visible share of the request. It
+        // leaves in `slot_counts` where each slot's series end.
         let mut next = 0u32;
         for c in scratch.slot_counts.iter_mut() {
             let n = *c;
@@ -322,18 +449,24 @@ impl Guard {
         // back (it would stick until the next reload).
         let generation = cfg.generation;
         let mut out = AdmissionCounts::default();
+        let mut tally = OwnerDelta::default();
         let mut start = 0;
-        while start < scratch.series.len() {
-            let slot = scratch.series[start].0;
-            let end = start + scratch.series[start..].partition_point(|&(s, _, _)| s == slot);
-            let owner = self.owner(
-                cfg,
-                &scratch.owners[slot as usize],
-                &window,
-                now,
-                generation,
-            );
-            let mut tally = OwnerDelta::default();
+        // Every owner of the request looked up under one read lock, not one each.
+        scratch.found.clear();
+        {
+            let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
+            for slot in 0..scratch.owners.len() as u32 {
+                let (h, name) = scratch.owner(slot);
+                scratch.found.push(reg.find(h, tenant, name).cloned());
+            }
+        }
+        // The slots in order, each ending where the counting sort left its count.
+        for slot in 0..scratch.owners.len() as u32 {
+            let end = scratch.slot_counts[slot as usize] as usize;
+            let owner = match scratch.found[slot as usize].take() {
+                Some(o) => o,
+                None => self.owner(cfg, tenant, scratch.owner(slot), &window, now, generation),
+            };
             {
                 let mut state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
                 if generation > state.generation {
@@ -394,7 +527,7 @@ impl Guard {
                     decisions.decide(i as usize, v);
                 }
             }
-            owner.counters.add(&tally);
+            owner.counters.add(&mut tally);
             start = end;
         }
         out
@@ -446,13 +579,14 @@ impl Guard {
         }
     }
 
-    /// The registry entry of `key`, created on first sight. Past the caps, new owners share
-    /// an `other` entry (`Registry::place`) so that an explosion of owner values or tenants
-    /// stays bounded too.
+    /// The registry entry of the owner of `tenant` with value `owner` (`h`: its `key_hash`),
+    /// created on first sight. Past the caps, new owners share an `other` entry
+    /// (`Registry::place`) so that an explosion of owner values or tenants stays bounded too.
     fn owner(
         &self,
         cfg: &GuardConfig,
-        key: &OwnerKey,
+        tenant: Option<&str>,
+        (h, owner): (u64, Option<&[u8]>),
         window: &Window,
         now: u64,
         generation: u64,
@@ -461,16 +595,21 @@ impl Guard {
             .owners
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .owners
-            .get(key)
+            .find(h, tenant, owner)
         {
             return o.clone();
         }
+        // Not found by its value as sent: a new owner, or one accounted elsewhere (a value
+        // that is not UTF-8, an owner past the caps).
+        let key = OwnerKey {
+            tenant: tenant.map(str::to_string),
+            owner: owner.map(|o| String::from_utf8_lossy(o).into_owned()),
+        };
         let mut reg = self.owners.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(o) = reg.owners.get(key) {
+        if let Some(o) = reg.get(&key) {
             return o.clone();
         }
-        let key = reg.place(cfg, key);
+        let key = reg.place(cfg, &key);
         reg.insert(key, |key| {
             let budget = cfg.budget_for(key.tenant.as_deref(), key.owner.as_deref());
             Arc::new(Owner {
@@ -506,7 +645,7 @@ impl Guard {
             // Only when no request holds the owner: none can take it while the registry is
             // write-locked, and one that holds it now may be admitting into it (its series
             // would then be counted in `global_active` but never expire).
-            let unused = reg.owners.get(&key).is_some_and(|o| {
+            let unused = reg.get(&key).is_some_and(|o| {
                 Arc::strong_count(o) == 1 && {
                     let st = o.state.lock().unwrap_or_else(|e| e.into_inner());
                     st.idle(&window, now)
@@ -567,7 +706,7 @@ impl Guard {
         let mut restored = 0;
         for (key, state) in owners {
             // A config that lowered the caps since: the owners past them start over.
-            if reg.owners.contains_key(&key) || reg.place(cfg, &key) != key {
+            if reg.get(&key).is_some() || reg.place(cfg, &key) != key {
                 continue;
             }
             restored += state.active();
@@ -599,7 +738,6 @@ impl Guard {
         self.owners
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .owners
             .values()
             .cloned()
             .collect()

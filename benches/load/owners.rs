@@ -45,7 +45,9 @@ async fn one(
         global: (series as f64 * args.headroom).ceil() as u64,
     };
     let extra = Extra {
-        guard_yaml: format!("  max_owners: {max_owners}\n"),
+        // Without tenants every owner counts against tenant `None`'s `max_owners_per_tenant`
+        // (1000 by default) too: past it, the owners would all be one `other`.
+        guard_yaml: format!("  max_owners: {max_owners}\n  max_owners_per_tenant: {max_owners}\n"),
         ..Extra::default()
     };
     let mut t = Target::start_with(Kind::Cardguard, dir, &upstream.write_url(), limits, &extra);

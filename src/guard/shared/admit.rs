@@ -33,6 +33,7 @@ impl Guard {
         now: u64,
     ) -> AdmissionCounts {
         let Batch { req, buf, .. } = batch;
+        let tenant = cfg.tenant_header.as_ref().and(batch.tenant);
         let generation = cfg.generation;
         let mut out = AdmissionCounts::default();
         // Allocated only when a request has series for Redis.
@@ -40,12 +41,12 @@ impl Guard {
         let mut new: Vec<(u32, u64)> = Vec::new();
         let mut refreshed: Vec<(u32, u64)> = Vec::new();
 
+        let mut tally = OwnerDelta::default();
         let mut start = 0;
-        while start < scratch.series.len() {
-            let slot = scratch.series[start].0;
-            let end = start + scratch.series[start..].partition_point(|&(s, _, _)| s == slot);
-            let owner = self.owner(cfg, &scratch.owners[slot as usize], window, now, generation);
-            let mut tally = OwnerDelta::default();
+        // The slots in order, each ending where the counting sort left its count.
+        for slot in 0..scratch.owners.len() as u32 {
+            let end = scratch.slot_counts[slot as usize] as usize;
+            let owner = self.owner(cfg, tenant, scratch.owner(slot), window, now, generation);
             let (new_from, refreshed_from) = (new.len(), refreshed.len());
             let budget = {
                 let mut state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -93,7 +94,7 @@ impl Guard {
                 }
                 state.budget.clone()
             };
-            owner.counters.add(&tally);
+            owner.counters.add(&mut tally);
             if new.len() > new_from || refreshed.len() > refreshed_from {
                 asking.push(Asking {
                     owner,
@@ -189,7 +190,7 @@ impl Guard {
                     self.settled(v, decisions, i, samples, &mut out);
                 }
             }
-            a.owner.counters.add(&tally);
+            a.owner.counters.add(&mut tally);
         }
         out
     }
