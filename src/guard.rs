@@ -172,7 +172,10 @@ impl Registry {
             .owner
             .as_ref()
             .is_some_and(|o| o.len() > MAX_OWNER_KEY_BYTES);
-        if long || self.len() >= cfg.max_owners || per_tenant >= cfg.max_owners_per_tenant {
+        // The per-tenant cap shares capacity out among tenants; without one (no
+        // `tenant_header`, or a request without the header) `max_owners` alone applies.
+        let tenant_full = key.tenant.is_some() && per_tenant >= cfg.max_owners_per_tenant;
+        if long || self.len() >= cfg.max_owners || tenant_full {
             return other(key.tenant.clone());
         }
         key.clone()

@@ -45,8 +45,8 @@ async fn one(
         global: (series as f64 * args.headroom).ceil() as u64,
     };
     let extra = Extra {
-        // Without tenants every owner counts against tenant `None`'s `max_owners_per_tenant`
-        // (1000 by default) too: past it, the owners would all be one `other`.
+        // Until `1662589` the guard capped tenant-less owners at `max_owners_per_tenant` (1000
+        // by default) too; set it as well so that runs against builds before that compare.
         guard_yaml: format!("  max_owners: {max_owners}\n  max_owners_per_tenant: {max_owners}\n"),
         ..Extra::default()
     };

@@ -239,6 +239,21 @@ fn owners_past_the_cap_share_other() {
 }
 
 #[test]
+fn without_tenants_only_max_owners_caps_owners() {
+    let mut c = cfg(1000);
+    c.max_owners = 8;
+    c.max_owners_per_tenant = 2;
+    c.max_reported_services = 100;
+    let mut r = Run::new(c);
+    for s in 0..10 {
+        r.send(batch(&format!("s{s}"), "m", 0, 1), T0);
+    }
+    // Eight services of their own and `other`, not two and `other`.
+    assert_eq!(r.guard.owners().len(), 9);
+    assert_eq!(r.row(OTHER).active, 2);
+}
+
+#[test]
 fn report_is_bounded_and_sums_the_rest() {
     let mut c = cfg(1000);
     c.max_reported_services = 2;
