@@ -219,8 +219,8 @@ const RETURN_FREED_EVERY: std::time::Duration = std::time::Duration::from_secs(1
 
 /// glibc's malloc returns memory to the OS only from the top of a heap: what is freed below
 /// stays resident until reused. The guard's admission tables free their old array at every
-/// growth step and a smaller one whenever series expire, so those holes were 2.6 MB of RSS at
-/// 1M admitted series (2.6 bytes a series, issue 16; `benches/README.md`). `malloc_trim` hands
+/// growth step and a smaller one whenever series expire, so those holes were 2–2.6 MB of RSS at
+/// 1M admitted series (2–2.6 bytes a series, issue 16; `benches/README.md`). `malloc_trim` hands
 /// their whole pages back (`MADV_DONTNEED`): a walk over the free lists under each arena's
 /// lock, well under a millisecond at these heap sizes, and a page fault when a page is reused.
 /// Other C libraries (musl) return freed memory themselves.

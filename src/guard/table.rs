@@ -15,10 +15,10 @@
 //!   the capacity need not be a power of two and can grow in small steps: 1.5× while a table
 //!   is small (under [`FINE_GROWTH_FROM`] slots, 8 KiB), then 1.125×. At a max load of 0.85
 //!   the load of a large table stays between 0.75 and 0.85, i.e. 9.4–10.6 bytes per series
-//!   (1.5× steps would dip to 0.57 load, 14.1 bytes, and which of the two a given count gets
+//!   (1.5× steps would dip to 0.57 load, 14.1 bytes, and where in that range a given count lands
 //!   is luck: 12.4 bytes for the 5000-series tables of the load harness's 1M, 12.1 for one
 //!   table of 1M). The price is on the new-series path only: a resize copies every entry,
-//!   8 times per entry amortized instead of 2, each a sequential write.
+//!   about 9 times per entry amortized instead of 3, each a sequential write.
 //! - **Linear probing in key order** (Robin Hood order with ties broken by key, Amble & Knuth's
 //!   "ordered hash table"), with backward-shift deletion. Because the home slot is monotone in
 //!   the key, every run of occupied slots is sorted by key, so:
