@@ -297,8 +297,8 @@ impl SeriesTable {
     /// is sorted, an empty slot ends it, and the next run has later homes, so bigger keys.
     /// So the first [`WINDOW`] of them, compared without branching, show either the key, or
     /// where it belongs (the first empty slot or bigger key). Only a window that shows neither
-    /// (a long run), crosses the array end, or starts among wrapped entries needs
-    /// [`Self::probe`].
+    /// (a long run) goes on scanning the same way; one that crosses the array end or starts
+    /// among wrapped entries needs [`Self::probe`].
     #[inline]
     fn locate(&self, key: u64) -> Result<usize, usize> {
         let h = home(key, self.slots.len());
@@ -319,6 +319,17 @@ impl SeriesTable {
             }
             if after != 0 {
                 return Err(h + after.trailing_zeros() as usize);
+            }
+            // A long run (common near the max load): the same order holds past the window,
+            // so the same two compares go on, one slot at a time, with no home to compute.
+            for (i, &s) in self.slots.iter().enumerate().skip(h + WINDOW) {
+                let k = s & KEY_MASK;
+                if k == key {
+                    return Ok(i);
+                }
+                if k.wrapping_sub(1) >= key {
+                    return Err(i);
+                }
             }
         }
         self.probe(key)
