@@ -110,6 +110,11 @@ struct Args {
     /// that what running second does to a proxy falls on both alike.
     #[arg(long)]
     shared_abba: bool,
+    /// Only the RSS phase at `--rss-series`, cardguard alone (no vmagent): RSS growth per
+    /// series, the process's anonymous memory (`/proc/<pid>/smaps_rollup`) and its own
+    /// `cardguard_memory_bytes`, to profile where the bytes per series go (issue 16).
+    #[arg(long)]
+    rss_only: bool,
     /// Set by `cargo bench`; without it the harness runs its smoke test.
     #[arg(long, hide = true)]
     bench: bool,
@@ -143,6 +148,7 @@ impl Args {
             shared: false,
             shared_rounds: 2,
             shared_abba: false,
+            rss_only: false,
             bench: false,
         }
     }
@@ -229,6 +235,14 @@ async fn run(args: Args, full: bool) {
         let s =
             tokio::task::block_in_place(|| hostile::run(dir.path(), &upstream, args.soak_hostile));
         s.print();
+        return;
+    }
+    if full && args.rss_only {
+        let upstream = Sink::start(SinkOptions::default())
+            .await
+            .expect("bind null upstream");
+        println!("machine: {}", machine());
+        rss_only(&args, &upstream, dir.path()).await;
         return;
     }
     let t0 = Instant::now();
@@ -424,6 +438,11 @@ async fn run(args: Args, full: bool) {
                 assert_ok(kind, "large", &o);
             }
             settle(&upstream).await;
+            // Both return freed memory to the OS in the background (Go's scavenger, cardguard
+            // every 10 s): RSS is read once that has run, as it stays (not in the smoke run).
+            if full {
+                tokio::time::sleep(RETURNED_AFTER).await;
+            }
             t.assert_running();
             let after = t.stats();
             println!(
@@ -489,6 +508,96 @@ async fn run(args: Args, full: bool) {
             "a well-behaved service lost samples under the hostile mix"
         );
     }
+}
+
+/// How long after the load the RSS of the large phase is read: past cardguard's 10 s period of
+/// returning freed heap memory to the OS.
+const RETURNED_AFTER: Duration = Duration::from_secs(11);
+
+/// `--rss-only`: the large RSS phase, cardguard alone, with what its memory is made of.
+async fn rss_only(args: &Args, upstream: &Sink, dir: &std::path::Path) {
+    let shape = Shape {
+        services: args.services,
+        series_per_service: args.rss_series.div_ceil(args.services),
+        explosion: 0.0,
+        min_batch: args.min_batch,
+        max_batch: args.max_batch,
+        steps: 1,
+        labels: gen::Labels::Exporter,
+        samples_per_series: 1,
+        v2: false,
+        small_owners: false,
+    };
+    let large = gen::build(shape, 3);
+    let limits = budget(args, shape.series_per_service);
+    let mut t = Target::start(Kind::Cardguard, dir, &upstream.write_url(), limits);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = t.stats();
+    let idle_anon = smaps_anon(t.pid());
+    for pass in 0..2 {
+        let o = drive::run(plan(
+            &t,
+            &large,
+            args.conns,
+            Duration::from_secs(3600),
+            None,
+            true,
+            0,
+            large.requests.len(),
+        ))
+        .await;
+        assert_ok(Kind::Cardguard, "large", &o);
+        settle(upstream).await;
+        let s = t.stats();
+        println!(
+            "pass {}: RSS {:.2} MiB, {:.2} B/series over idle",
+            pass + 1,
+            mib(s.rss),
+            s.rss.saturating_sub(idle.rss) as f64 / shape.distinct() as f64
+        );
+    }
+    tokio::time::sleep(RETURNED_AFTER).await;
+    t.assert_running();
+    let after = t.stats();
+    let n = shape.distinct() as f64;
+    println!(
+        "cardguard {} series: RSS {:.2} MiB (idle {:.2} MiB), peak {:.2} MiB; \
+         RSS growth per series over idle {:.2} B; anonymous growth {:.2} B/series",
+        shape.distinct(),
+        mib(after.rss),
+        mib(idle.rss),
+        mib(after.hwm),
+        after.rss.saturating_sub(idle.rss) as f64 / n,
+        smaps_anon(t.pid()).saturating_sub(idle_anon) as f64 / n,
+    );
+    for l in target::metrics(t.addr)
+        .lines()
+        .filter(|l| l.starts_with("cardguard_memory_bytes"))
+    {
+        let v: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        println!("  {l}  ({:.2} B/series)", v / n);
+    }
+    if let Some(secs) = std::env::var("CARDGUARD_RSS_HOLD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        println!("holding pid {} for {secs} s", t.pid());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+}
+
+/// Anonymous resident bytes of a process (`/proc/<pid>/smaps_rollup`; 0 where absent).
+fn smaps_anon(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Anonymous:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn budget(args: &Args, series_per_service: usize) -> Limits {

@@ -288,6 +288,25 @@ fn http_get_ok(addr: SocketAddr, path: &str) -> bool {
     out.starts_with("HTTP/1.1 200")
 }
 
+/// The body of `GET /metrics` (empty on any failure).
+pub fn metrics(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// CPU time and memory of a process, from /proc.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcStats {

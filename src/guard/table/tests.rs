@@ -272,8 +272,26 @@ fn grows_within_16_bytes_per_series() {
         caps.windows(2).all(|w| w[1] <= w[0] * 3 / 2 + 1),
         "{caps:?}"
     );
+    assert!(
+        caps.windows(2)
+            .filter(|w| w[0] >= FINE_GROWTH_FROM)
+            .all(|w| w[1] <= w[0] * 9 / 8 + 1),
+        "{caps:?}"
+    );
     let per = t.memory_bytes() as f64 / 1e6;
-    assert!((9.4..=14.2).contains(&per), "{per} bytes/series at 1M");
+    assert!((9.4..=10.6).contains(&per), "{per} bytes/series at 1M");
+    // And once grown by a fine step, at every size: a load of at least 0.75.
+    let (mut t, mut prev, mut cap) = (SeriesTable::new(), 0, 0);
+    for i in 1..=100_000u64 {
+        t.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0);
+        if t.capacity() != cap {
+            (prev, cap) = (cap, t.capacity());
+        }
+        if prev >= FINE_GROWTH_FROM {
+            let per = t.memory_bytes() as f64 / i as f64;
+            assert!(per <= 10.7, "{per} bytes/series at {i}");
+        }
+    }
 }
 
 #[test]
