@@ -45,7 +45,7 @@ async fn one(
         global: (series as f64 * args.headroom).ceil() as u64,
     };
     let extra = Extra {
-        // Until `1662589` the guard capped tenant-less owners at `max_owners_per_tenant` (1000
+        // Builds before `2e63c2b` capped tenant-less owners at `max_owners_per_tenant` (1000
         // by default) too; set it as well so that runs against builds before that compare.
         guard_yaml: format!("  max_owners: {max_owners}\n  max_owners_per_tenant: {max_owners}\n"),
         ..Extra::default()
