@@ -101,9 +101,20 @@ fn tenant_seed(seed: u64, tenant: Option<&str>) -> u64 {
     tenant.map_or(seed, |t| xxh3_64_with_seed(t.as_bytes(), seed))
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests put every owner on one registry hash, to drive the collision paths that a random
+    /// 64-bit seed only reaches by accident.
+    static COLLIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// An owner's registry hash, from its tenant's seed (`tenant_seed`) and its value.
 #[inline]
 fn key_hash(tenant_seed: u64, owner: Option<&[u8]>) -> u64 {
+    #[cfg(test)]
+    if COLLIDE.with(std::cell::Cell::get) {
+        return 7;
+    }
     owner.map_or(!tenant_seed, |o| xxh3_64_with_seed(o, tenant_seed))
 }
 

@@ -563,6 +563,58 @@ fn junk_owners_idle_for_a_window_are_forgotten() {
     assert_eq!(r.row("real").active, 3);
 }
 
+/// Owners on one registry hash are told apart by value: the same verdicts, rows and
+/// survivors as without the collision, through admission, a request of many owners, budgets
+/// and idle expiry (which moves a collided owner into the freed place).
+#[test]
+fn owners_whose_hashes_collide_are_kept_apart() {
+    let run = |collide: bool| {
+        super::COLLIDE.with(|c| c.set(collide));
+        let mut c = cfg(3);
+        c.max_reported_services = 100;
+        let mut r = Run::new(c);
+        let mut verdicts = Vec::new();
+        for s in 0..4 {
+            verdicts.push(r.send(batch(&format!("s{s}"), "m", 0, 5), T0));
+        }
+        let mut mixed = Vec::new();
+        for s in 0..6 {
+            mixed.extend(batch(&format!("s{s}"), "m", 1, 4));
+        }
+        verdicts.push(r.send(mixed, T0));
+        let mut rows: Vec<_> = (0..6)
+            .map(|s| {
+                let row = r.row(&format!("s{s}"));
+                (row.active, row.budget)
+            })
+            .collect();
+        // s1 and s4 keep sending; the others are forgotten a window after their last series.
+        for k in 1..=4 {
+            let t = T0 + k * 20 * 60 * 1000;
+            let mut live = batch("s1", "m", 0, 2);
+            live.extend(batch("s4", "m", 0, 2));
+            verdicts.push(r.send(live, t));
+            r.guard.tick(&r.cfg, t);
+        }
+        let mut names: Vec<String> = r
+            .guard
+            .owners()
+            .iter()
+            .map(|o| o.key.display_name().to_string())
+            .collect();
+        names.sort();
+        rows.extend(["s1", "s4"].map(|s| (r.row(s).active, r.row(s).budget)));
+        verdicts.push(r.send(batch("s0", "m", 0, 5), T0 + 100 * 60 * 1000));
+        super::COLLIDE.with(|c| c.set(false));
+        (verdicts, rows, names)
+    };
+    let collided = run(true);
+    assert_eq!(collided.2, ["s1", "s4"]);
+    // s0..s3 are full at 3 (ids 0-2) and keep ids 1 and 2; s4 and s5 admit 3 of 4.
+    assert_eq!(kept(&collided.0[4]), 2 * 4 + 3 * 2);
+    assert_eq!(collided, run(false));
+}
+
 #[test]
 fn an_owner_with_live_series_is_not_forgotten() {
     let mut r = Run::new(cfg(1000));
