@@ -118,6 +118,14 @@ fn key_hash(tenant_seed: u64, owner: Option<&[u8]>) -> u64 {
     owner.map_or(!tenant_seed, |o| xxh3_64_with_seed(o, tenant_seed))
 }
 
+/// `key`'s registry hash under the registry's `seed`.
+fn owner_hash(seed: u64, key: &OwnerKey) -> u64 {
+    key_hash(
+        tenant_seed(seed, key.tenant.as_deref()),
+        key.owner.as_deref().map(str::as_bytes),
+    )
+}
+
 /// Whether `o` is the owner with this tenant and value.
 #[inline]
 fn is_owner(o: &Owner, tenant: Option<&str>, owner: Option<&[u8]>) -> bool {
@@ -135,10 +143,7 @@ impl Registry {
     }
 
     fn hash(&self, key: &OwnerKey) -> u64 {
-        key_hash(
-            tenant_seed(self.seed, key.tenant.as_deref()),
-            key.owner.as_deref().map(str::as_bytes),
-        )
+        owner_hash(self.seed, key)
     }
 
     /// The owner with this tenant and value, `h` its `key_hash`.
@@ -152,8 +157,12 @@ impl Registry {
     }
 
     fn get(&self, key: &OwnerKey) -> Option<&Arc<Owner>> {
+        self.get_hashed(self.hash(key), key)
+    }
+
+    fn get_hashed(&self, h: u64, key: &OwnerKey) -> Option<&Arc<Owner>> {
         let owner = key.owner.as_deref().map(str::as_bytes);
-        self.find(self.hash(key), key.tenant.as_deref(), owner)
+        self.find(h, key.tenant.as_deref(), owner)
     }
 
     fn len(&self) -> usize {
@@ -193,10 +202,10 @@ impl Registry {
     }
 
     fn insert(&mut self, key: OwnerKey, owner: impl FnOnce(&OwnerKey) -> Arc<Owner>) -> Arc<Owner> {
-        if let Some(o) = self.get(&key) {
+        let h = self.hash(&key);
+        if let Some(o) = self.get_hashed(h, &key) {
             return o.clone();
         }
-        let h = self.hash(&key);
         let o = owner(&key);
         *self.tenants.entry(key.tenant).or_default() += 1;
         match self.owners.entry(h) {
@@ -214,13 +223,7 @@ impl Registry {
             self.owners.remove(&h);
             // A collided owner of the same hash takes the free place.
             let seed = self.seed;
-            let same = |o: &Arc<Owner>| {
-                let k = &o.key;
-                key_hash(
-                    tenant_seed(seed, k.tenant.as_deref()),
-                    k.owner.as_deref().map(str::as_bytes),
-                ) == h
-            };
+            let same = |o: &Arc<Owner>| owner_hash(seed, &o.key) == h;
             if let Some(p) = self.collided.iter().position(same) {
                 let o = self.collided.swap_remove(p);
                 self.owners.insert(h, o);
