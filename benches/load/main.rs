@@ -89,6 +89,9 @@ struct Args {
     /// of issue 16 (labels, samples per series, 1.0/2.0 senders, guard modes), one table.
     #[arg(long)]
     shapes: bool,
+    /// `--shapes`: only the rows whose name contains this text (e.g. `10–12 labels, 1 sample/series, v1.0, guard, 20%`).
+    #[arg(long)]
+    shape: Option<String>,
     /// Run the proxies on these CPUs (a `taskset -c` list, e.g. `1`) and the harness (driver,
     /// null upstream) on the others, so latency measures the proxy, not the sender competing
     /// with it.
@@ -143,6 +146,7 @@ impl Args {
             attack_rate: 0.0,
             attack_trickle_ms: 1000,
             shapes: false,
+            shape: None,
             pin_proxy: None,
             small_owners: 200,
             shared: false,
