@@ -37,7 +37,12 @@ pub struct Match {
 #[derive(Debug, Default)]
 pub struct Plan {
     selectors: Vec<Selector>,
-    by_name: HashMap<String, Vec<u32>, foldhash::fast::RandomState>,
+    /// Selectors by the metric name they require, keyed by its bytes: the wire's name is
+    /// looked up as it comes, without a UTF-8 check.
+    by_name: HashMap<Box<[u8]>, Vec<u32>, foldhash::fast::RandomState>,
+    /// A 256-bit filter over the indexed names ([`name_bit`]): most series are read by no
+    /// rule, and this turns them away before the name is hashed.
+    name_bits: [u64; 4],
     unnamed: Vec<u32>,
     max_retention_ms: i64,
 }
@@ -71,7 +76,14 @@ impl Plan {
         let i = self.selectors.len() as u32;
         self.max_retention_ms = self.max_retention_ms.max(s.retention_ms);
         match name_equality(&s.matchers) {
-            Some(name) => self.by_name.entry(name.to_string()).or_default().push(i),
+            Some(name) => {
+                let bit = name_bit(name.as_bytes());
+                self.name_bits[bit / 64] |= 1 << (bit % 64);
+                self.by_name
+                    .entry(name.as_bytes().into())
+                    .or_default()
+                    .push(i)
+            }
             None => self.unnamed.push(i),
         }
         self.selectors.push(s);
@@ -98,7 +110,10 @@ impl Plan {
         I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         let named = name
-            .and_then(|n| std::str::from_utf8(n).ok())
+            .filter(|n| {
+                let bit = name_bit(n);
+                self.name_bits[bit / 64] & (1 << (bit % 64)) != 0
+            })
             .and_then(|n| self.by_name.get(n))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
@@ -121,6 +136,43 @@ impl Plan {
     }
 }
 
+/// Where a metric name falls in [`Plan`]'s name filter: its length and last byte, which
+/// differ between most names and cost nothing to read.
+#[inline]
+fn name_bit(name: &[u8]) -> usize {
+    (name.len().wrapping_mul(37) ^ usize::from(name.last().copied().unwrap_or(0))) & 255
+}
+
+/// Byte equality, inline for the short strings label names and values mostly are (a call to
+/// `memcmp` costs more than the compare); longer ones go to the slice comparison.
+#[inline(always)]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match a.len() {
+        0 => true,
+        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=7 => {
+            let w = |x: &[u8]| {
+                let (lo, hi) = (x.first_chunk::<4>(), x.last_chunk::<4>());
+                lo.zip(hi)
+                    .map(|(l, h)| (u32::from_ne_bytes(*l), u32::from_ne_bytes(*h)))
+            };
+            w(a) == w(b)
+        }
+        8..=16 => {
+            let w = |x: &[u8]| {
+                let (lo, hi) = (x.first_chunk::<8>(), x.last_chunk::<8>());
+                lo.zip(hi)
+                    .map(|(l, h)| (u64::from_ne_bytes(*l), u64::from_ne_bytes(*h)))
+            };
+            w(a) == w(b)
+        }
+        _ => a == b,
+    }
+}
+
 /// `promql::matches` over wire bytes: equality matchers compare bytes, only regex matchers
 /// need the value as `&str` (the pipeline validated it as UTF-8 already).
 fn matches_bytes<'a, I>(m: &Matchers, labels: I) -> bool
@@ -130,11 +182,11 @@ where
     let one = |mt: &Matcher| {
         let v = labels
             .clone()
-            .find(|(n, _)| *n == mt.name.as_bytes())
+            .find(|(n, _)| same_bytes(n, mt.name.as_bytes()))
             .map_or(&b""[..], |(_, v)| v);
         match &mt.op {
-            MatchOp::Equal => v == mt.value.as_bytes(),
-            MatchOp::NotEqual => v != mt.value.as_bytes(),
+            MatchOp::Equal => same_bytes(v, mt.value.as_bytes()),
+            MatchOp::NotEqual => !same_bytes(v, mt.value.as_bytes()),
             MatchOp::Re(_) | MatchOp::NotRe(_) => mt.is_match(std::str::from_utf8(v).unwrap_or("")),
         }
     };
@@ -262,5 +314,46 @@ mod tests {
             .is_some());
         let b = labels(&[("job", "b")]);
         assert!(p.match_series(None, b.iter().copied()).is_none());
+    }
+
+    proptest::proptest! {
+        /// The inline comparison agrees with `==` at every length, on equal slices and on
+        /// slices differing in one byte anywhere.
+        #[test]
+        fn same_bytes_is_slice_equality(
+            a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            other in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            proptest::prop_assert!(same_bytes(&a, &a.clone()));
+            proptest::prop_assert_eq!(same_bytes(&a, &other), a == other);
+            if !a.is_empty() {
+                let mut b = a.clone();
+                let i = flip.index(b.len());
+                b[i] ^= 1;
+                proptest::prop_assert!(!same_bytes(&a, &b));
+            }
+        }
+    }
+
+    #[test]
+    fn names_no_rule_reads_pass_the_filter_or_the_map_but_never_match() {
+        let mut plan = Plan::default();
+        plan.push(sel(Some("http_requests_total"), &[], 1000, false));
+        // Same length and last byte as the indexed name: through the filter, missed by the map.
+        let twin = labels(&[("__name__", "http_requests_tota1"), ("job", "a")]);
+        let twin_l = labels(&[("__name__", "http_requests_totall")]);
+        assert_eq!(
+            plan.match_series(Some(b"http_requests_tota1"), twin.into_iter()),
+            None
+        );
+        assert_eq!(
+            plan.match_series(Some(b"http_requests_totall"), twin_l.into_iter()),
+            None
+        );
+        let hit = labels(&[("__name__", "http_requests_total")]);
+        assert!(plan
+            .match_series(Some(b"http_requests_total"), hit.into_iter())
+            .is_some());
     }
 }

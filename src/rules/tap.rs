@@ -3,7 +3,7 @@
 //! group says `forward_inputs: false`. What is forwarded is exactly what the rules see.
 
 use super::buffer::{Buffer, BufferLimits};
-use super::plan::Plan;
+use super::plan::{same_bytes, Plan};
 use super::promql::{HistogramSample, Sample};
 use crate::series::Decisions;
 use crate::wire::Parsed;
@@ -59,8 +59,13 @@ impl<'a> Tap<'a> {
                 t: s.timestamp,
                 v: s.value,
             });
-            // Histograms are decoded only for series some rule reads (in `offer`).
-            let histograms = || view.histograms_raw();
+            // Histograms are decoded only for series some rule reads (in `offer`), and their
+            // fields looked for only in series that have some: finding none walks the body.
+            let has_histograms = view.histogram_count() > 0;
+            let histograms = || {
+                view.histograms_raw()
+                    .take(if has_histograms { usize::MAX } else { 0 })
+            };
             let (withheld, a) = match decisions.rewritten(i) {
                 Some(owned) => {
                     let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
@@ -93,7 +98,7 @@ impl<'a> Tap<'a> {
     {
         let name = labels
             .clone()
-            .find(|(n, _)| *n == b"__name__")
+            .find(|(n, _)| same_bytes(n, b"__name__"))
             .map(|(_, v)| v);
         match self.plan.match_series(name, labels.clone()) {
             None => (false, Default::default()),
