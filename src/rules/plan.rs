@@ -72,21 +72,39 @@ impl Plan {
         plan
     }
 
-    fn push(&mut self, s: Selector) {
-        let i = self.selectors.len() as u32;
+    /// Index `s`. A selector naming its metric is checked without that matcher (the index
+    /// lookup has settled it), and a selector equal to one already held (the same
+    /// `rate(foo[5m])` in several rules) is merged into it: a series is matched once per
+    /// distinct selector, with the longest retention and withheld if either withholds.
+    fn push(&mut self, mut s: Selector) {
         self.max_retention_ms = self.max_retention_ms.max(s.retention_ms);
-        match name_equality(&s.matchers) {
+        let name = name_equality(&s.matchers).map(str::to_owned);
+        let list = match &name {
             Some(name) => {
+                let at = s.matchers.matchers.iter().position(|m| {
+                    m.name == "__name__" && matches!(m.op, MatchOp::Equal) && m.value == *name
+                });
+                if let Some(at) = at {
+                    s.matchers.matchers.remove(at);
+                }
                 let bit = name_bit(name.as_bytes());
                 self.name_bits[bit / 64] |= 1 << (bit % 64);
-                self.by_name
-                    .entry(name.as_bytes().into())
-                    .or_default()
-                    .push(i)
+                self.by_name.entry(name.as_bytes().into()).or_default()
             }
-            None => self.unnamed.push(i),
+            None => &mut self.unnamed,
+        };
+        let selectors = &mut self.selectors;
+        if let Some(&j) = list
+            .iter()
+            .find(|&&j| selectors[j as usize].matchers == s.matchers)
+        {
+            let held = &mut selectors[j as usize];
+            held.retention_ms = held.retention_ms.max(s.retention_ms);
+            held.withhold |= s.withhold;
+            return;
         }
-        self.selectors.push(s);
+        list.push(selectors.len() as u32);
+        selectors.push(s);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -355,5 +373,25 @@ mod tests {
         assert!(plan
             .match_series(Some(b"http_requests_total"), hit.into_iter())
             .is_some());
+    }
+
+    #[test]
+    fn equal_selectors_are_held_once_with_the_longest_retention_and_any_withholding() {
+        let mut plan = Plan::default();
+        plan.push(sel(Some("req"), &[("job", "a")], 1000, false));
+        plan.push(sel(Some("req"), &[("job", "a")], 5000, true));
+        plan.push(sel(Some("req"), &[("job", "b")], 2000, false));
+        assert_eq!(plan.selector_count(), 2);
+        let a = labels(&[("__name__", "req"), ("job", "a")]);
+        assert_eq!(
+            plan.match_series(Some(b"req"), a.into_iter()),
+            Some(Match {
+                retention_ms: 5000,
+                withhold: true
+            })
+        );
+        // The name matcher is settled by the index; the others are still checked.
+        let c = labels(&[("__name__", "req"), ("job", "c")]);
+        assert_eq!(plan.match_series(Some(b"req"), c.into_iter()), None);
     }
 }

@@ -61,7 +61,7 @@ async fn rules_reload_with_the_config_and_a_bad_file_keeps_the_old_ones() {
 
     std::fs::write(
         &rule_file,
-        format!("{GOOD}      - record: r2\n        expr: up\n"),
+        format!("{GOOD}      - record: r2\n        expr: node_up\n"),
     )
     .unwrap();
     state.reload().await.unwrap();
