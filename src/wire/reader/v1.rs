@@ -74,6 +74,13 @@ fn series(
             continue;
         }
         let field_start = c.pos();
+        if c.plain_v1_sample() {
+            if rec.samples == 0 {
+                rec.first_sample = field_start as u32;
+            }
+            rec.samples += 1;
+            continue;
+        }
         let (field, wire_type) = c.tag()?;
         match field {
             1 => {
