@@ -165,15 +165,15 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Consume one v1 `TimeSeries.samples` field (key 0x12) if it is in the layout every
-    /// encoder writes for a sample with a nonzero value and timestamp: a one-byte length, the
-    /// value (key 0x09, 8 bytes), the timestamp (key 0x10, a varint of 1–9 bytes) and nothing
-    /// else. Such a field is a valid sample (a varint that short cannot overflow), so the
+    /// Consume one `TimeSeries.samples` field (field 2 in 1.0 and 2.0 alike, key 0x12) if it
+    /// is in the layout every encoder writes for a sample with a nonzero value and timestamp:
+    /// a one-byte length, the value (key 0x09, 8 bytes), the timestamp (key 0x10, a varint of
+    /// 1–9 bytes) and nothing else (no 2.0 start timestamp). Such a field is a valid sample (a varint that short cannot overflow), so the
     /// caller may count it without decoding; `false` leaves the cursor where it was, for the
     /// general path. With 10 samples a series, the general path's tags, lengths and byte-wise
     /// varints were a third of the proxy's time.
     #[inline]
-    pub(crate) fn plain_v1_sample(&mut self) -> bool {
+    pub(crate) fn plain_sample(&mut self) -> bool {
         let rest = self.rest();
         let Some(&[0x12, len]) = rest.first_chunk::<2>() else {
             return false;
@@ -427,7 +427,7 @@ mod tests {
     /// The plain-sample recogniser accepts exactly the fields the general decoder reads as
     /// one sample in that layout, and leaves every other field to it.
     #[test]
-    fn plain_v1_samples_are_what_the_decoder_reads() {
+    fn plain_samples_are_what_the_decoder_reads() {
         use crate::wire::reader::decode_sample;
         use crate::wire::Version;
         let field = |body: &[u8]| {
@@ -450,7 +450,7 @@ mod tests {
         }
         for (f, ts) in &plain {
             let mut c = Cursor::new(f, 0..f.len());
-            assert!(c.plain_v1_sample(), "{ts}");
+            assert!(c.plain_sample(), "{ts}");
             assert!(c.at_end());
             let s = decode_sample(&mut Cursor::new(f, 2..f.len()), Version::V1).unwrap();
             assert_eq!((s.value, s.timestamp), (1.5, *ts));
@@ -473,7 +473,7 @@ mod tests {
         ];
         for f in &others {
             let mut c = Cursor::new(f, 0..f.len());
-            assert!(!c.plain_v1_sample(), "{f:?}");
+            assert!(!c.plain_sample(), "{f:?}");
             assert_eq!(c.pos(), 0);
         }
     }

@@ -74,7 +74,7 @@ fn series(
             continue;
         }
         let field_start = c.pos();
-        if c.plain_v1_sample() {
+        if c.plain_sample() {
             if rec.samples == 0 {
                 rec.first_sample = field_start as u32;
             }

@@ -199,6 +199,13 @@ fn series(
     let mut c = Cursor::new(buf, range);
     while !c.at_end() {
         let field_start = c.pos();
+        if c.plain_sample() {
+            if rec.samples == 0 {
+                rec.first_sample = field_start as u32;
+            }
+            rec.samples += 1;
+            continue;
+        }
         let (field, wire_type) = c.tag()?;
         match field {
             // Hot path: one packed run of whole pairs (what every encoder writes).
