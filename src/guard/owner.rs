@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use foldhash::fast::RandomState;
 
@@ -88,13 +88,24 @@ impl OwnerDelta {
 pub struct OwnerCounters {
     pub samples: AtomicU64,
     pub created: AtomicU64,
-    pub dropped_samples: [AtomicU64; REASONS],
-    pub dropped_series: [AtomicU64; REASONS],
-    /// Samples a `warn` budget would have dropped.
-    pub warned_samples: [AtomicU64; REASONS],
-    /// Samples a `relabel` budget merged into overflow aggregates.
-    pub overflowed_samples: [AtomicU64; REASONS],
+    /// Allocated at the owner's first refusal, warning or overflow: most owners never have
+    /// one, and the 44 counters inline would be 352 bytes of every owner.
+    by_reason: OnceLock<Box<ReasonCounters>>,
 }
+
+/// An owner's counters by reason (`OwnerCounters::by_reason`).
+#[derive(Debug, Default)]
+struct ReasonCounters {
+    dropped_samples: [AtomicU64; REASONS],
+    dropped_series: [AtomicU64; REASONS],
+    /// Samples a `warn` budget would have dropped.
+    warned_samples: [AtomicU64; REASONS],
+    /// Samples a `relabel` budget merged into overflow aggregates.
+    overflowed_samples: [AtomicU64; REASONS],
+}
+
+/// Counters by reason, as read.
+pub type ByReason = [u64; REASONS];
 
 impl OwnerCounters {
     /// Once per owner per request; `t` is left zeroed. Zero tallies are skipped: a
@@ -110,14 +121,44 @@ impl OwnerCounters {
         add(&self.samples, &mut t.samples);
         add(&self.created, &mut t.created);
         let mut reasons = std::mem::take(&mut t.reasons);
+        if reasons == 0 {
+            return;
+        }
+        let c = self.by_reason.get_or_init(Box::default);
         while reasons != 0 {
             let i = reasons.trailing_zeros() as usize;
             reasons &= reasons - 1;
-            add(&self.dropped_samples[i], &mut t.dropped_samples[i]);
-            add(&self.dropped_series[i], &mut t.dropped_series[i]);
-            add(&self.warned_samples[i], &mut t.warned_samples[i]);
-            add(&self.overflowed_samples[i], &mut t.overflowed_samples[i]);
+            add(&c.dropped_samples[i], &mut t.dropped_samples[i]);
+            add(&c.dropped_series[i], &mut t.dropped_series[i]);
+            add(&c.warned_samples[i], &mut t.warned_samples[i]);
+            add(&c.overflowed_samples[i], &mut t.overflowed_samples[i]);
         }
+    }
+
+    fn load(&self, f: impl Fn(&ReasonCounters) -> &[AtomicU64; REASONS]) -> ByReason {
+        self.by_reason.get().map_or([0; REASONS], |c| {
+            std::array::from_fn(|i| f(c)[i].load(Ordering::Relaxed))
+        })
+    }
+
+    /// Samples dropped, by reason.
+    pub fn dropped_samples(&self) -> ByReason {
+        self.load(|c| &c.dropped_samples)
+    }
+
+    /// Series dropped, by reason.
+    pub fn dropped_series(&self) -> ByReason {
+        self.load(|c| &c.dropped_series)
+    }
+
+    /// Samples a `warn` budget would have dropped, by reason.
+    pub fn warned_samples(&self) -> ByReason {
+        self.load(|c| &c.warned_samples)
+    }
+
+    /// Samples a `relabel` budget merged into overflow aggregates, by reason.
+    pub fn overflowed_samples(&self) -> ByReason {
+        self.load(|c| &c.overflowed_samples)
     }
 }
 
