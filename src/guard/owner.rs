@@ -238,7 +238,7 @@ pub struct OwnerState {
 /// The filters' sizes: they start at the first and grow with the keys a slice brings, so an
 /// owner of a few series holds a few hundred bytes, not 36 KiB.
 const REFUSED_FILTER: (usize, usize) = (64, 4096);
-const SKETCHED_VALUES_FILTER: (usize, usize) = (32, 512);
+const SKETCHED_VALUES_FILTER: (usize, usize) = (16, 512);
 
 impl OwnerState {
     pub fn new(budget: Arc<Budget>, generation: u64, window: &Window, now_slice: u64) -> Self {
