@@ -15,6 +15,7 @@ pub mod report;
 mod ring;
 pub mod sketch;
 pub mod table;
+mod tables;
 pub mod window;
 
 use std::collections::HashMap;

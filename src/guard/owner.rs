@@ -12,6 +12,7 @@ use super::image::{OwnerImage, RestoreError, RingImage};
 use super::ring::{SeenFilter, SketchRing};
 use super::sketch::{DEMAND_PRECISION, OFFENDER_PRECISION};
 use super::table::SeriesTable;
+use super::tables::Tables;
 use super::window::Window;
 use super::{Action, Budget};
 use crate::series::{Reason, Verdict, REASONS};
@@ -218,8 +219,9 @@ pub struct OwnerState {
     /// Slices of the window (the demand rings' length).
     slices: u8,
     /// Admitted series by a hash of their metric name: the names themselves may be long and
-    /// new in every request, and per-metric limits need only tell them apart.
-    metrics: HashMap<u64, SeriesTable, RandomState>,
+    /// new in every request, and per-metric limits need only tell them apart. Inline while
+    /// the owner is small (see `tables`).
+    metrics: Tables,
     /// Distinct value hashes (tagged like series) per limited label name.
     label_values: Vec<(String, SeriesTable)>,
     demand: SketchRing,
@@ -249,7 +251,7 @@ impl OwnerState {
             last_seen: now_slice,
             active: 0,
             slices: window.slices(),
-            metrics: HashMap::default(),
+            metrics: Tables::default(),
             label_values: Vec::new(),
             demand: SketchRing::new(window.slices(), DEMAND_PRECISION),
             metric_demand: HashMap::default(),
@@ -298,16 +300,11 @@ impl OwnerState {
             }
         }
         let gap = now - self.slice;
-        let mut expired = 0u64;
-        for table in self.metrics.values_mut() {
-            expired += if gap >= u64::from(window.slices()) {
-                let n = table.len() as u64;
-                *table = SeriesTable::new();
-                n
-            } else {
-                table.retain_tags(|t| window.is_live(t, now)) as u64
-            };
-        }
+        let expired = if gap >= u64::from(window.slices()) {
+            self.metrics.clear()
+        } else {
+            self.metrics.retain_tags(|t| window.is_live(t, now))
+        } as u64;
         for (_, values) in &mut self.label_values {
             if gap >= u64::from(window.slices()) {
                 *values = SeriesTable::new();
@@ -315,7 +312,6 @@ impl OwnerState {
                 values.retain_tags(|t| window.is_live(t, now));
             }
         }
-        self.metrics.retain(|_, t| !t.is_empty());
         self.metric_demand.retain(|_, r| !r.is_empty());
         self.label_demand.retain(|_, r| !r.is_empty());
         self.refused.clear();
@@ -368,16 +364,14 @@ impl OwnerState {
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         let tag = Window::tag(now);
-        let table = self.metrics.get_mut(&metric_key)?;
-        match table.tag(s.id) {
-            Some(t) if t == tag => Some(false),
-            Some(_) => {
-                table.insert(s.id, tag);
+        match self.metrics.tag(metric_key, s.id)? {
+            t if t == tag => Some(false),
+            _ => {
+                self.metrics.insert(metric_key, s.id, tag);
                 self.sketch(s, now);
                 self.touch_label_values(s, tag);
                 Some(true)
             }
-            None => None,
         }
     }
 
@@ -422,8 +416,7 @@ impl OwnerState {
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         let tag = Window::tag(now);
-        let table = self.metrics.entry(metric_key).or_default();
-        table.insert(s.id, tag);
+        self.metrics.insert(metric_key, s.id, tag);
         self.touch_label_values(s, tag);
         self.active += 1;
         global.fetch_add(1, Ordering::Relaxed);
@@ -498,11 +491,7 @@ impl OwnerState {
     /// Every admitted series as (id key, metric hash, tag), and every limited label's values
     /// as (label name, value hash, tag): what this replica tells Redis when it rejoins.
     pub fn held(&self) -> Held<'_> {
-        let series = self
-            .metrics
-            .iter()
-            .flat_map(|(m, t)| t.iter().map(move |(k, tag)| (k, *m, tag)))
-            .collect();
+        let series = self.metrics.iter().collect();
         let values = self
             .label_values
             .iter()
@@ -536,7 +525,7 @@ impl OwnerState {
             return Some(Reason::Budget);
         }
         if let Some(limit) = self.budget.metric_limit(s.metric) {
-            let n = self.metrics.get(&metric_key).map_or(0, |t| t.len() as u64);
+            let n = self.metrics.metric_len(metric_key) as u64;
             if n >= limit / share {
                 return Some(Reason::MetricBudget);
             }
@@ -636,7 +625,7 @@ impl OwnerState {
         };
         std::mem::size_of::<Self>()
             + self.table_bytes()
-            + self.metrics.capacity() * 40
+            + self.metrics.map_bytes()
             + self.refused.memory_bytes()
             + self.sketched_values.memory_bytes()
             + ring(&self.demand)
@@ -646,10 +635,7 @@ impl OwnerState {
 
     /// Heap bytes of the exact tables (what a series costs the guard).
     pub fn table_bytes(&self) -> usize {
-        self.metrics
-            .values()
-            .map(SeriesTable::memory_bytes)
-            .sum::<usize>()
+        self.metrics.memory_bytes()
             + self
                 .label_values
                 .iter()
@@ -674,7 +660,7 @@ impl OwnerState {
             owner: key.owner.clone(),
             slice: self.slice,
             last_seen: self.last_seen,
-            metrics: self.metrics.iter().map(|(k, t)| (*k, t.clone())).collect(),
+            metrics: self.metrics.tables(),
             label_values: self.label_values.clone(),
             demand: ring(&self.demand),
             metric_demand: named(&self.metric_demand),
@@ -715,16 +701,8 @@ impl OwnerState {
         st.demand = ring(img.demand, DEMAND_PRECISION)?;
         st.metric_demand = named(img.metric_demand)?;
         st.label_demand = named(img.label_demand)?;
-        for (k, t) in img.metrics.into_iter().filter(|(_, t)| !t.is_empty()) {
-            match st.metrics.entry(k) {
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(t);
-                }
-                // Only in a crafted file: one name's table twice.
-                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().extend_from(&t),
-            }
-        }
-        st.active = st.metrics.values().map(|t| t.len() as u64).sum();
+        st.metrics = Tables::from_tables(img.metrics);
+        st.active = st.metrics.len() as u64;
         st.label_values = img.label_values;
         Ok(st)
     }
