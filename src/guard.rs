@@ -10,6 +10,7 @@ mod config;
 pub mod identity;
 pub mod image;
 pub mod metrics;
+mod names;
 pub mod owner;
 pub mod report;
 mod ring;

@@ -2,13 +2,11 @@
 //! per-metric budgets stay exact as series expire), the distinct values of limited labels, the
 //! demand sketches, and counters. Always used under the owner's lock, once per request.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use foldhash::fast::RandomState;
-
 use super::image::{OwnerImage, RestoreError, RingImage};
+use super::names::Names;
 use super::ring::{SeenFilter, SketchRing};
 use super::sketch::{DEMAND_PRECISION, OFFENDER_PRECISION};
 use super::table::SeriesTable;
@@ -225,8 +223,8 @@ pub struct OwnerState {
     /// Distinct value hashes (tagged like series) per limited label name.
     label_values: Vec<(String, SeriesTable)>,
     demand: SketchRing,
-    metric_demand: HashMap<Box<[u8]>, SketchRing, RandomState>,
-    label_demand: HashMap<Box<[u8]>, SketchRing, RandomState>,
+    metric_demand: Names,
+    label_demand: Names,
     /// Ids refused in the current slice, direct-mapped: a refused series that keeps coming
     /// back is inserted into the demand sketch once per slice, not once per sample.
     refused: SeenFilter,
@@ -254,8 +252,8 @@ impl OwnerState {
             metrics: Tables::default(),
             label_values: Vec::new(),
             demand: SketchRing::new(window.slices(), DEMAND_PRECISION),
-            metric_demand: HashMap::default(),
-            label_demand: HashMap::default(),
+            metric_demand: Names::default(),
+            label_demand: Names::default(),
             refused: SeenFilter::new(REFUSED_FILTER.0, REFUSED_FILTER.1),
             sketched_values: SeenFilter::new(SKETCHED_VALUES_FILTER.0, SKETCHED_VALUES_FILTER.1),
         }
@@ -291,13 +289,8 @@ impl OwnerState {
         let steps = (now - self.slice).min(u64::from(window.slices()));
         for s in (now + 1 - steps)..=now {
             self.demand.clear_slot(s);
-            for r in self
-                .metric_demand
-                .values_mut()
-                .chain(self.label_demand.values_mut())
-            {
-                r.clear_slot(s);
-            }
+            self.metric_demand.for_each_ring(|r| r.clear_slot(s));
+            self.label_demand.for_each_ring(|r| r.clear_slot(s));
         }
         let gap = now - self.slice;
         let expired = if gap >= u64::from(window.slices()) {
@@ -312,8 +305,8 @@ impl OwnerState {
                 values.retain_tags(|t| window.is_live(t, now));
             }
         }
-        self.metric_demand.retain(|_, r| !r.is_empty());
-        self.label_demand.retain(|_, r| !r.is_empty());
+        self.metric_demand.retain_nonempty();
+        self.label_demand.retain_nonempty();
         self.refused.clear();
         self.sketched_values.clear();
         self.active -= expired.min(self.active);
@@ -620,17 +613,14 @@ impl OwnerState {
     /// their dense size, an upper bound) and the tracked names.
     pub fn memory_bytes(&self) -> usize {
         let ring = SketchRing::memory_bytes;
-        let names = |m: &HashMap<Box<[u8]>, SketchRing, RandomState>| {
-            m.iter().map(|(k, r)| k.len() + 48 + ring(r)).sum::<usize>()
-        };
         std::mem::size_of::<Self>()
             + self.table_bytes()
             + self.metrics.map_bytes()
             + self.refused.memory_bytes()
             + self.sketched_values.memory_bytes()
             + ring(&self.demand)
-            + names(&self.metric_demand)
-            + names(&self.label_demand)
+            + self.metric_demand.memory_bytes()
+            + self.label_demand.memory_bytes()
     }
 
     /// Heap bytes of the exact tables (what a series costs the guard).
@@ -652,9 +642,7 @@ impl OwnerState {
             precision: r.precision(),
             slices: r.to_slices(),
         };
-        let named = |m: &HashMap<Box<[u8]>, SketchRing, RandomState>| {
-            m.iter().map(|(k, r)| (k.to_vec(), ring(r))).collect()
-        };
+        let named = |m: &Names| m.iter().map(|(k, r)| (k.to_vec(), ring(r))).collect();
         OwnerImage {
             tenant: key.tenant.clone(),
             owner: key.owner.clone(),
@@ -687,12 +675,12 @@ impl OwnerState {
             if m.len() > MAX_TRACKED_NAMES {
                 return Err(RestoreError::Sketches("too many tracked names"));
             }
-            let mut out = HashMap::default();
+            let mut out = Names::default();
             for (k, r) in m {
                 if k.len() > MAX_TRACKED_NAME_BYTES {
                     return Err(RestoreError::Sketches("a tracked name too long"));
                 }
-                out.insert(k.into_boxed_slice(), ring(r, OFFENDER_PRECISION)?);
+                out.insert(&k, ring(r, OFFENDER_PRECISION)?);
             }
             Ok(out)
         };
@@ -708,23 +696,15 @@ impl OwnerState {
     }
 }
 
-fn tracked<'m>(
-    map: &'m mut HashMap<Box<[u8]>, SketchRing, RandomState>,
-    name: &[u8],
-    slices: u8,
-) -> Option<&'m mut SketchRing> {
+fn tracked<'m>(names: &'m mut Names, name: &[u8], slices: u8) -> Option<&'m mut SketchRing> {
     let name = &name[..name.len().min(MAX_TRACKED_NAME_BYTES)];
-    if !map.contains_key(name) {
-        if map.len() >= MAX_TRACKED_NAMES {
-            return None;
-        }
-        map.insert(name.into(), SketchRing::new(slices, OFFENDER_PRECISION));
-    }
-    map.get_mut(name)
+    names.get_or_insert(name, MAX_TRACKED_NAMES, || {
+        SketchRing::new(slices, OFFENDER_PRECISION)
+    })
 }
 
-fn top(map: &HashMap<Box<[u8]>, SketchRing, RandomState>, k: usize) -> Vec<(String, f64)> {
-    let mut all: Vec<(String, f64)> = map
+fn top(names: &Names, k: usize) -> Vec<(String, f64)> {
+    let mut all: Vec<(String, f64)> = names
         .iter()
         .map(|(name, ring)| (String::from_utf8_lossy(name).into_owned(), ring.estimate()))
         .collect();
