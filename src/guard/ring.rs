@@ -189,12 +189,14 @@ impl SketchRing {
 
 /// A direct-mapped set of nonzero u64 keys that forgets on collision: "was this seen in this
 /// slice?" where a wrong "no" only costs a repeated (idempotent) sketch insert. It starts
-/// unallocated and grows 4× (up to `max` slots) once more keys went in during a slice than
-/// half its slots, so a small owner holds a few dozen bytes and a busy one the full filter.
+/// unallocated and grows 4× (up to `max` slots) once keys filled more than half its slots
+/// during a slice, so a small owner holds a few dozen bytes and a busy one the full filter.
+/// Only keys that fill an empty slot count: a few keys colliding and coming back in turn
+/// (a small owner's 7 label values in 16 slots) would otherwise grow it as if they were many.
 #[derive(Clone, Debug)]
 pub struct SeenFilter {
     slots: Box<[u64]>,
-    /// Keys inserted since the last `clear`.
+    /// Keys inserted into an empty slot since the last `clear`.
     inserted: usize,
     min: usize,
     max: usize,
@@ -242,8 +244,10 @@ impl SeenFilter {
         if self.contains(key) {
             return;
         }
-        self.inserted += 1;
         let len = self.slots.len();
+        if len == 0 || self.slots[Self::slot(key, len)] == 0 {
+            self.inserted += 1;
+        }
         if len == 0 || (self.inserted > len / 2 && len < self.max) {
             let new = if len == 0 {
                 self.min
@@ -383,6 +387,26 @@ mod tests {
         f.clear();
         assert!(!f.contains(id(600) | 1));
         assert_eq!(f.memory_bytes(), 1024 * 8, "the size reached is kept");
+    }
+
+    /// Two keys of one slot coming back in turn are two keys, not one per insert: the filter
+    /// keeps its size.
+    #[test]
+    fn colliding_keys_coming_back_do_not_grow_the_filter() {
+        let mut f = SeenFilter::new(16, 1024);
+        let (a, b) = ((3 << 3) | 1, ((3 + 16) << 3) | 1);
+        for _ in 0..50 {
+            f.insert(a);
+            assert!(f.contains(a) && !f.contains(b));
+            f.insert(b);
+            assert!(f.contains(b) && !f.contains(a));
+        }
+        assert_eq!(f.memory_bytes(), 16 * 8);
+        // Distinct keys still grow it.
+        for k in 1..=20u64 {
+            f.insert(id(k) | 1);
+        }
+        assert!(f.memory_bytes() > 16 * 8);
     }
 
     #[test]
