@@ -205,21 +205,23 @@ fn refused_reason(tag: u8) -> Reason {
     }
 }
 
-/// The mutable admission state of one owner.
+/// The mutable admission state of one owner. In declaration order (`repr(C)`), what a
+/// steady-state request reads first: the generation, the window's slice, the last request's
+/// and the series, in the cache line after the owner's lock (see `Owner`); with many small
+/// owners each is cold.
+#[repr(C)]
 pub struct OwnerState {
-    pub budget: Arc<Budget>,
     /// Config generation the budget was resolved in; re-resolved after a reload.
     pub generation: u64,
     slice: u64,
     /// The last slice a request touched this owner; idle for a window, it is forgotten.
     last_seen: u64,
-    active: u64,
-    /// Slices of the window (the demand rings' length).
-    slices: u8,
     /// Admitted series by a hash of their metric name: the names themselves may be long and
     /// new in every request, and per-metric limits need only tell them apart. Inline while
     /// the owner is small (see `tables`).
     metrics: Tables,
+    active: u64,
+    pub budget: Arc<Budget>,
     /// Distinct value hashes (tagged like series) per limited label name.
     label_values: Vec<(String, SeriesTable)>,
     demand: SketchRing,
@@ -233,6 +235,8 @@ pub struct OwnerState {
     /// inserts is exact; and almost every label of a new or refused series (`env`, `method`,
     /// `job`...) repeats: without this, each cost a sparse-sketch insert.
     sketched_values: SeenFilter,
+    /// Slices of the window (the demand rings' length).
+    slices: u8,
 }
 
 /// The filters' sizes: they start at the first and grow with the keys a slice brings, so an
