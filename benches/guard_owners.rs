@@ -14,6 +14,12 @@
 //!   warm-up in `measured` and exits. Under
 //!   `valgrind --tool=callgrind --toggle-collect='*guard_owners::measured*'` the total is the
 //!   measured requests' alone: divide by ITERS × 1000 for instructions per series.
+//! - Heap per owner: `CARDGUARD_IR_MODE=heap` admits the load harness's `--small-owners`
+//!   shape (10 000 owners of 1–10 series, each series its own metric name, the exporter's 8
+//!   labels) once over those owners and once over 20, under a counting allocator, and prints
+//!   the live heap each way, what an owner costs beyond its series (requested bytes and
+//!   glibc chunks), and the small owners' live allocations by size. Run it under heaptrack
+//!   for the call sites.
 
 use std::hint::black_box;
 
@@ -26,6 +32,64 @@ use cardguard::wire::types::v1;
 use cardguard::wire::{self, Limits, Parsed, Version};
 use criterion::{Criterion, Throughput};
 use prost::Message;
+
+/// Counts live heap bytes and allocations (and glibc's chunk bytes for them), for `heap`.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+    pub struct Counting;
+    pub static BYTES: AtomicI64 = AtomicI64::new(0);
+    pub static CHUNKS: AtomicI64 = AtomicI64::new(0);
+    pub static COUNT: AtomicI64 = AtomicI64::new(0);
+    /// Live allocations by glibc chunk size / 16, the last bucket for everything larger.
+    pub static BY_CHUNK: [AtomicI64; 129] = [const { AtomicI64::new(0) }; 129];
+
+    /// glibc's chunk for a request: 8 bytes of header, 16-byte aligned, at least 32.
+    pub fn chunk(size: usize) -> usize {
+        ((size + 8 + 15) & !15).max(32)
+    }
+
+    fn count(size: usize, sign: i64) {
+        BYTES.fetch_add(sign * size as i64, Relaxed);
+        CHUNKS.fetch_add(sign * chunk(size) as i64, Relaxed);
+        COUNT.fetch_add(sign, Relaxed);
+        BY_CHUNK[(chunk(size) / 16).min(128)].fetch_add(sign, Relaxed);
+    }
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            count(l.size(), 1);
+            System.alloc(l)
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            count(l.size(), 1);
+            System.alloc_zeroed(l)
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            count(l.size(), -1);
+            System.dealloc(p, l)
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            count(l.size(), -1);
+            count(new, 1);
+            System.realloc(p, l, new)
+        }
+    }
+
+    /// (bytes, chunk bytes, allocations, by chunk size) live now.
+    pub fn live() -> (i64, i64, i64, Vec<i64>) {
+        (
+            BYTES.load(Relaxed),
+            CHUNKS.load(Relaxed),
+            COUNT.load(Relaxed),
+            BY_CHUNK.iter().map(|c| c.load(Relaxed)).collect(),
+        )
+    }
+}
+
+#[global_allocator]
+static ALLOC: counting::Counting = counting::Counting;
 
 const NOW: i64 = 1_700_000_000_000;
 const SERIES: usize = 10_000;
@@ -189,7 +253,159 @@ fn measured(
     }
 }
 
+/// The load harness's `--small-owners` shape: owner `s` has `1 + s % 10` series, series `j`
+/// of an owner named `METRICS10[j]`, with the exporter's 8 labels; requests of 1000 series
+/// round-robin over the owners. `owners` of `None`: the same series over 20 owners.
+fn harness_requests(small_owners: usize, over_20: bool) -> Vec<Request> {
+    const METRICS10: [&str; 10] = [
+        "http_requests_total",
+        "http_request_errors_total",
+        "http_request_bytes_total",
+        "http_response_bytes_total",
+        "rpc_client_calls_total",
+        "rpc_client_errors_total",
+        "db_queries_total",
+        "db_query_errors_total",
+        "cache_hits_total",
+        "cache_misses_total",
+    ];
+    let limits = Limits::default();
+    let mut all = Vec::new();
+    for j in 0..10 {
+        for s in (0..small_owners).filter(|s| j < 1 + s % 10) {
+            all.push((s, j));
+        }
+    }
+    let label = |n: &str, v: String| v1::Label {
+        name: n.into(),
+        value: v,
+    };
+    all.chunks(PER_REQUEST)
+        .enumerate()
+        .map(|(r, chunk)| {
+            let timeseries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, &(s, j))| {
+                    // Over 20 owners, each series keeps its labels but its service is one of 20.
+                    let svc = format!("svc-{:05}", if over_20 { s % 20 } else { s });
+                    let owner_svc = format!("svc-{s:05}");
+                    v1::TimeSeries {
+                        labels: vec![
+                            label("__name__", METRICS10[j].into()),
+                            label("env", "prod".into()),
+                            label("instance", format!("10.{}.0.0:8080", s % 256)),
+                            label("job", owner_svc.clone()),
+                            label("method", "GET".into()),
+                            label("pod", format!("{owner_svc}-00000")),
+                            label("route", "/api/v1/r0".into()),
+                            label("service", svc),
+                        ],
+                        samples: vec![v1::Sample {
+                            value: (r * PER_REQUEST + i) as f64,
+                            timestamp: NOW,
+                        }],
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let req = v1::WriteRequest {
+                timeseries,
+                metadata: Vec::new(),
+            };
+            let decoded = req.encode_to_vec();
+            let mut parsed = Parsed::new();
+            parsed.parse(&decoded, Version::V1, &limits).unwrap();
+            Request {
+                body: Bytes::new(),
+                decoded,
+                parsed,
+            }
+        })
+        .collect()
+}
+
+/// `CARDGUARD_IR_MODE=heap`: see the module docs.
+fn heap() {
+    const OWNERS: usize = 10_000;
+    let mut cfg = GuardConfig::with_default_budget(1_000_000, vec!["service".into()]);
+    cfg.max_owners = 2 * OWNERS;
+    cfg.max_owners_per_tenant = 2 * OWNERS;
+    let mut grown = Vec::new();
+    for over_20 in [false, true] {
+        let reqs = harness_requests(OWNERS, over_20);
+        let series: usize = reqs.iter().map(|r| r.parsed.len()).sum();
+        let mut scratch = guard::Scratch::default();
+        let mut decisions = Decisions::default();
+        let g = Guard::new();
+        // Scratch buffers grown before counting: only what the guard keeps is measured.
+        {
+            let warm = Guard::new();
+            for r in &reqs {
+                decisions.reset(r.parsed.len());
+                let batch = guard::Batch {
+                    req: &r.parsed,
+                    buf: &r.decoded,
+                    tenant: None,
+                    now_ms: NOW,
+                };
+                warm.admit(&cfg, batch, &mut decisions, &mut scratch);
+            }
+        }
+        let before = counting::live();
+        for r in &reqs {
+            decisions.reset(r.parsed.len());
+            let batch = guard::Batch {
+                req: &r.parsed,
+                buf: &r.decoded,
+                tenant: None,
+                now_ms: NOW,
+            };
+            let out = g.admit(&cfg, batch, &mut decisions, &mut scratch);
+            assert_eq!(out.kept_series, r.parsed.len() as u64);
+        }
+        let after = counting::live();
+        let owners = g.owners().len();
+        let d = |i: usize| after.3[i] - before.3[i];
+        println!(
+            "{owners} owners, {series} series: +{} B requested, +{} B in glibc chunks, +{} allocations ({:.1} per owner)",
+            after.0 - before.0,
+            after.1 - before.1,
+            after.2 - before.2,
+            (after.2 - before.2) as f64 / owners as f64
+        );
+        if !over_20 {
+            println!("  live allocations per owner by chunk size:");
+            for i in 0..129 {
+                if d(i) != 0 {
+                    let size = if i == 128 {
+                        ">=2048".to_string()
+                    } else {
+                        (i * 16).to_string()
+                    };
+                    println!("    {size:>6} B: {:.2}", d(i) as f64 / owners as f64);
+                }
+            }
+        }
+        grown.push((owners, series, after.0 - before.0, after.1 - before.1));
+        drop(g);
+    }
+    let (a, b) = (grown[0], grown[1]);
+    let beyond = |ga: i64, gb: i64| (ga as f64 - gb as f64 * a.1 as f64 / b.1 as f64) / a.0 as f64;
+    println!(
+        "per owner beyond its series: {:.0} B requested, {:.0} B in glibc chunks (size_of Owner {} B, OwnerState {} B)",
+        beyond(a.2, b.2),
+        beyond(a.3, b.3),
+        std::mem::size_of::<guard::Owner>(),
+        std::mem::size_of::<guard::owner::OwnerState>()
+    );
+}
+
 fn main() {
+    if std::env::var("CARDGUARD_IR_MODE").as_deref() == Ok("heap") {
+        heap();
+        return;
+    }
     let small = Setup::new(SERIES);
     let large = Setup::new(20);
     if let Ok(mode) = std::env::var("CARDGUARD_IR_MODE") {

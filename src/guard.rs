@@ -10,11 +10,13 @@ mod config;
 pub mod identity;
 pub mod image;
 pub mod metrics;
+mod names;
 pub mod owner;
 pub mod report;
 mod ring;
 pub mod sketch;
 pub mod table;
+mod tables;
 pub mod window;
 
 use std::collections::HashMap;
@@ -59,11 +61,15 @@ pub const OTHER: &str = "other";
 /// its keys, and a 16 KiB label value must not cost 16 KiB per owner.
 pub const MAX_OWNER_KEY_BYTES: usize = 256;
 
-/// One owner's entry in the registry.
+/// One owner's entry in the registry. In declaration order (`repr(C)`): a steady-state
+/// request adds to the counters, compares the key and takes the lock, then reads the first
+/// fields of the state; with many small owners every owner of a request is cold, and these
+/// together span two cache lines (with the `Arc`'s counts) instead of wherever they fall.
+#[repr(C)]
 pub struct Owner {
+    pub counters: OwnerCounters,
     pub key: OwnerKey,
     pub state: Mutex<OwnerState>,
-    pub counters: OwnerCounters,
 }
 
 /// The guard's state. Lives as long as the process; survives config reloads.

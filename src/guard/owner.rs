@@ -2,16 +2,15 @@
 //! per-metric budgets stay exact as series expire), the distinct values of limited labels, the
 //! demand sketches, and counters. Always used under the owner's lock, once per request.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use foldhash::fast::RandomState;
+use std::sync::{Arc, OnceLock};
 
 use super::image::{OwnerImage, RestoreError, RingImage};
+use super::names::Names;
 use super::ring::{SeenFilter, SketchRing};
 use super::sketch::{DEMAND_PRECISION, OFFENDER_PRECISION};
 use super::table::SeriesTable;
+use super::tables::Tables;
 use super::window::Window;
 use super::{Action, Budget};
 use crate::series::{Reason, Verdict, REASONS};
@@ -88,13 +87,24 @@ impl OwnerDelta {
 pub struct OwnerCounters {
     pub samples: AtomicU64,
     pub created: AtomicU64,
-    pub dropped_samples: [AtomicU64; REASONS],
-    pub dropped_series: [AtomicU64; REASONS],
-    /// Samples a `warn` budget would have dropped.
-    pub warned_samples: [AtomicU64; REASONS],
-    /// Samples a `relabel` budget merged into overflow aggregates.
-    pub overflowed_samples: [AtomicU64; REASONS],
+    /// Allocated at the owner's first refusal, warning or overflow: most owners never have
+    /// one, and the 44 counters inline would be 352 bytes of every owner.
+    by_reason: OnceLock<Box<ReasonCounters>>,
 }
+
+/// An owner's counters by reason (`OwnerCounters::by_reason`).
+#[derive(Debug, Default)]
+struct ReasonCounters {
+    dropped_samples: [AtomicU64; REASONS],
+    dropped_series: [AtomicU64; REASONS],
+    /// Samples a `warn` budget would have dropped.
+    warned_samples: [AtomicU64; REASONS],
+    /// Samples a `relabel` budget merged into overflow aggregates.
+    overflowed_samples: [AtomicU64; REASONS],
+}
+
+/// Counters by reason, as read.
+pub type ByReason = [u64; REASONS];
 
 impl OwnerCounters {
     /// Once per owner per request; `t` is left zeroed. Zero tallies are skipped: a
@@ -110,14 +120,44 @@ impl OwnerCounters {
         add(&self.samples, &mut t.samples);
         add(&self.created, &mut t.created);
         let mut reasons = std::mem::take(&mut t.reasons);
+        if reasons == 0 {
+            return;
+        }
+        let c = self.by_reason.get_or_init(Box::default);
         while reasons != 0 {
             let i = reasons.trailing_zeros() as usize;
             reasons &= reasons - 1;
-            add(&self.dropped_samples[i], &mut t.dropped_samples[i]);
-            add(&self.dropped_series[i], &mut t.dropped_series[i]);
-            add(&self.warned_samples[i], &mut t.warned_samples[i]);
-            add(&self.overflowed_samples[i], &mut t.overflowed_samples[i]);
+            add(&c.dropped_samples[i], &mut t.dropped_samples[i]);
+            add(&c.dropped_series[i], &mut t.dropped_series[i]);
+            add(&c.warned_samples[i], &mut t.warned_samples[i]);
+            add(&c.overflowed_samples[i], &mut t.overflowed_samples[i]);
         }
+    }
+
+    fn load(&self, f: impl Fn(&ReasonCounters) -> &[AtomicU64; REASONS]) -> ByReason {
+        self.by_reason.get().map_or([0; REASONS], |c| {
+            std::array::from_fn(|i| f(c)[i].load(Ordering::Relaxed))
+        })
+    }
+
+    /// Samples dropped, by reason.
+    pub fn dropped_samples(&self) -> ByReason {
+        self.load(|c| &c.dropped_samples)
+    }
+
+    /// Series dropped, by reason.
+    pub fn dropped_series(&self) -> ByReason {
+        self.load(|c| &c.dropped_series)
+    }
+
+    /// Samples a `warn` budget would have dropped, by reason.
+    pub fn warned_samples(&self) -> ByReason {
+        self.load(|c| &c.warned_samples)
+    }
+
+    /// Samples a `relabel` budget merged into overflow aggregates, by reason.
+    pub fn overflowed_samples(&self) -> ByReason {
+        self.load(|c| &c.overflowed_samples)
     }
 }
 
@@ -165,25 +205,28 @@ fn refused_reason(tag: u8) -> Reason {
     }
 }
 
-/// The mutable admission state of one owner.
+/// The mutable admission state of one owner. In declaration order (`repr(C)`), what a
+/// steady-state request reads first: the generation, the window's slice, the last request's
+/// and the series, in the cache line after the owner's lock (see `Owner`); with many small
+/// owners each is cold.
+#[repr(C)]
 pub struct OwnerState {
-    pub budget: Arc<Budget>,
     /// Config generation the budget was resolved in; re-resolved after a reload.
     pub generation: u64,
     slice: u64,
     /// The last slice a request touched this owner; idle for a window, it is forgotten.
     last_seen: u64,
-    active: u64,
-    /// Slices of the window (the demand rings' length).
-    slices: u8,
     /// Admitted series by a hash of their metric name: the names themselves may be long and
-    /// new in every request, and per-metric limits need only tell them apart.
-    metrics: HashMap<u64, SeriesTable, RandomState>,
+    /// new in every request, and per-metric limits need only tell them apart. Inline while
+    /// the owner is small (see `tables`).
+    metrics: Tables,
+    active: u64,
+    pub budget: Arc<Budget>,
     /// Distinct value hashes (tagged like series) per limited label name.
     label_values: Vec<(String, SeriesTable)>,
     demand: SketchRing,
-    metric_demand: HashMap<Box<[u8]>, SketchRing, RandomState>,
-    label_demand: HashMap<Box<[u8]>, SketchRing, RandomState>,
+    metric_demand: Names,
+    label_demand: Names,
     /// Ids refused in the current slice, direct-mapped: a refused series that keeps coming
     /// back is inserted into the demand sketch once per slice, not once per sample.
     refused: SeenFilter,
@@ -192,12 +235,14 @@ pub struct OwnerState {
     /// inserts is exact; and almost every label of a new or refused series (`env`, `method`,
     /// `job`...) repeats: without this, each cost a sparse-sketch insert.
     sketched_values: SeenFilter,
+    /// Slices of the window (the demand rings' length).
+    slices: u8,
 }
 
 /// The filters' sizes: they start at the first and grow with the keys a slice brings, so an
 /// owner of a few series holds a few hundred bytes, not 36 KiB.
 const REFUSED_FILTER: (usize, usize) = (64, 4096);
-const SKETCHED_VALUES_FILTER: (usize, usize) = (32, 512);
+const SKETCHED_VALUES_FILTER: (usize, usize) = (16, 512);
 
 impl OwnerState {
     pub fn new(budget: Arc<Budget>, generation: u64, window: &Window, now_slice: u64) -> Self {
@@ -208,11 +253,11 @@ impl OwnerState {
             last_seen: now_slice,
             active: 0,
             slices: window.slices(),
-            metrics: HashMap::default(),
+            metrics: Tables::default(),
             label_values: Vec::new(),
             demand: SketchRing::new(window.slices(), DEMAND_PRECISION),
-            metric_demand: HashMap::default(),
-            label_demand: HashMap::default(),
+            metric_demand: Names::default(),
+            label_demand: Names::default(),
             refused: SeenFilter::new(REFUSED_FILTER.0, REFUSED_FILTER.1),
             sketched_values: SeenFilter::new(SKETCHED_VALUES_FILTER.0, SKETCHED_VALUES_FILTER.1),
         }
@@ -248,25 +293,15 @@ impl OwnerState {
         let steps = (now - self.slice).min(u64::from(window.slices()));
         for s in (now + 1 - steps)..=now {
             self.demand.clear_slot(s);
-            for r in self
-                .metric_demand
-                .values_mut()
-                .chain(self.label_demand.values_mut())
-            {
-                r.clear_slot(s);
-            }
+            self.metric_demand.for_each_ring(|r| r.clear_slot(s));
+            self.label_demand.for_each_ring(|r| r.clear_slot(s));
         }
         let gap = now - self.slice;
-        let mut expired = 0u64;
-        for table in self.metrics.values_mut() {
-            expired += if gap >= u64::from(window.slices()) {
-                let n = table.len() as u64;
-                *table = SeriesTable::new();
-                n
-            } else {
-                table.retain_tags(|t| window.is_live(t, now)) as u64
-            };
-        }
+        let expired = if gap >= u64::from(window.slices()) {
+            self.metrics.clear()
+        } else {
+            self.metrics.retain_tags(|t| window.is_live(t, now))
+        } as u64;
         for (_, values) in &mut self.label_values {
             if gap >= u64::from(window.slices()) {
                 *values = SeriesTable::new();
@@ -274,9 +309,8 @@ impl OwnerState {
                 values.retain_tags(|t| window.is_live(t, now));
             }
         }
-        self.metrics.retain(|_, t| !t.is_empty());
-        self.metric_demand.retain(|_, r| !r.is_empty());
-        self.label_demand.retain(|_, r| !r.is_empty());
+        self.metric_demand.retain_nonempty();
+        self.label_demand.retain_nonempty();
         self.refused.clear();
         self.sketched_values.clear();
         self.active -= expired.min(self.active);
@@ -327,16 +361,14 @@ impl OwnerState {
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         let tag = Window::tag(now);
-        let table = self.metrics.get_mut(&metric_key)?;
-        match table.tag(s.id) {
-            Some(t) if t == tag => Some(false),
-            Some(_) => {
-                table.insert(s.id, tag);
+        match self.metrics.tag(metric_key, s.id)? {
+            t if t == tag => Some(false),
+            _ => {
+                self.metrics.insert(metric_key, s.id, tag);
                 self.sketch(s, now);
                 self.touch_label_values(s, tag);
                 Some(true)
             }
-            None => None,
         }
     }
 
@@ -381,8 +413,7 @@ impl OwnerState {
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         let tag = Window::tag(now);
-        let table = self.metrics.entry(metric_key).or_default();
-        table.insert(s.id, tag);
+        self.metrics.insert(metric_key, s.id, tag);
         self.touch_label_values(s, tag);
         self.active += 1;
         global.fetch_add(1, Ordering::Relaxed);
@@ -457,11 +488,7 @@ impl OwnerState {
     /// Every admitted series as (id key, metric hash, tag), and every limited label's values
     /// as (label name, value hash, tag): what this replica tells Redis when it rejoins.
     pub fn held(&self) -> Held<'_> {
-        let series = self
-            .metrics
-            .iter()
-            .flat_map(|(m, t)| t.iter().map(move |(k, tag)| (k, *m, tag)))
-            .collect();
+        let series = self.metrics.iter().collect();
         let values = self
             .label_values
             .iter()
@@ -495,7 +522,7 @@ impl OwnerState {
             return Some(Reason::Budget);
         }
         if let Some(limit) = self.budget.metric_limit(s.metric) {
-            let n = self.metrics.get(&metric_key).map_or(0, |t| t.len() as u64);
+            let n = self.metrics.metric_len(metric_key) as u64;
             if n >= limit / share {
                 return Some(Reason::MetricBudget);
             }
@@ -590,25 +617,19 @@ impl OwnerState {
     /// their dense size, an upper bound) and the tracked names.
     pub fn memory_bytes(&self) -> usize {
         let ring = SketchRing::memory_bytes;
-        let names = |m: &HashMap<Box<[u8]>, SketchRing, RandomState>| {
-            m.iter().map(|(k, r)| k.len() + 48 + ring(r)).sum::<usize>()
-        };
         std::mem::size_of::<Self>()
             + self.table_bytes()
-            + self.metrics.capacity() * 40
+            + self.metrics.map_bytes()
             + self.refused.memory_bytes()
             + self.sketched_values.memory_bytes()
             + ring(&self.demand)
-            + names(&self.metric_demand)
-            + names(&self.label_demand)
+            + self.metric_demand.memory_bytes()
+            + self.label_demand.memory_bytes()
     }
 
     /// Heap bytes of the exact tables (what a series costs the guard).
     pub fn table_bytes(&self) -> usize {
-        self.metrics
-            .values()
-            .map(SeriesTable::memory_bytes)
-            .sum::<usize>()
+        self.metrics.memory_bytes()
             + self
                 .label_values
                 .iter()
@@ -625,15 +646,13 @@ impl OwnerState {
             precision: r.precision(),
             slices: r.to_slices(),
         };
-        let named = |m: &HashMap<Box<[u8]>, SketchRing, RandomState>| {
-            m.iter().map(|(k, r)| (k.to_vec(), ring(r))).collect()
-        };
+        let named = |m: &Names| m.iter().map(|(k, r)| (k.to_vec(), ring(r))).collect();
         OwnerImage {
             tenant: key.tenant.clone(),
             owner: key.owner.clone(),
             slice: self.slice,
             last_seen: self.last_seen,
-            metrics: self.metrics.iter().map(|(k, t)| (*k, t.clone())).collect(),
+            metrics: self.metrics.tables(),
             label_values: self.label_values.clone(),
             demand: ring(&self.demand),
             metric_demand: named(&self.metric_demand),
@@ -660,12 +679,12 @@ impl OwnerState {
             if m.len() > MAX_TRACKED_NAMES {
                 return Err(RestoreError::Sketches("too many tracked names"));
             }
-            let mut out = HashMap::default();
+            let mut out = Names::default();
             for (k, r) in m {
                 if k.len() > MAX_TRACKED_NAME_BYTES {
                     return Err(RestoreError::Sketches("a tracked name too long"));
                 }
-                out.insert(k.into_boxed_slice(), ring(r, OFFENDER_PRECISION)?);
+                out.insert(&k, ring(r, OFFENDER_PRECISION)?);
             }
             Ok(out)
         };
@@ -674,38 +693,22 @@ impl OwnerState {
         st.demand = ring(img.demand, DEMAND_PRECISION)?;
         st.metric_demand = named(img.metric_demand)?;
         st.label_demand = named(img.label_demand)?;
-        for (k, t) in img.metrics.into_iter().filter(|(_, t)| !t.is_empty()) {
-            match st.metrics.entry(k) {
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(t);
-                }
-                // Only in a crafted file: one name's table twice.
-                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().extend_from(&t),
-            }
-        }
-        st.active = st.metrics.values().map(|t| t.len() as u64).sum();
+        st.metrics = Tables::from_tables(img.metrics);
+        st.active = st.metrics.len() as u64;
         st.label_values = img.label_values;
         Ok(st)
     }
 }
 
-fn tracked<'m>(
-    map: &'m mut HashMap<Box<[u8]>, SketchRing, RandomState>,
-    name: &[u8],
-    slices: u8,
-) -> Option<&'m mut SketchRing> {
+fn tracked<'m>(names: &'m mut Names, name: &[u8], slices: u8) -> Option<&'m mut SketchRing> {
     let name = &name[..name.len().min(MAX_TRACKED_NAME_BYTES)];
-    if !map.contains_key(name) {
-        if map.len() >= MAX_TRACKED_NAMES {
-            return None;
-        }
-        map.insert(name.into(), SketchRing::new(slices, OFFENDER_PRECISION));
-    }
-    map.get_mut(name)
+    names.get_or_insert(name, MAX_TRACKED_NAMES, || {
+        SketchRing::new(slices, OFFENDER_PRECISION)
+    })
 }
 
-fn top(map: &HashMap<Box<[u8]>, SketchRing, RandomState>, k: usize) -> Vec<(String, f64)> {
-    let mut all: Vec<(String, f64)> = map
+fn top(names: &Names, k: usize) -> Vec<(String, f64)> {
+    let mut all: Vec<(String, f64)> = names
         .iter()
         .map(|(name, ring)| (String::from_utf8_lossy(name).into_owned(), ring.estimate()))
         .collect();

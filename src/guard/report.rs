@@ -9,11 +9,12 @@
 //! page to sample every few seconds and turn the counters into rates.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::owner::ByReason;
 use super::GuardConfig;
 use super::{Guard, OTHER};
 use crate::series::{Reason, REASONS};
@@ -205,7 +206,7 @@ impl Guard {
                 demand: global.map_or_else(|| st.demand_estimate().round(), |g| g.demand),
                 created_total: o.counters.created.load(Ordering::Relaxed),
                 samples_total: o.counters.samples.load(Ordering::Relaxed),
-                dropped_samples_total: load(&o.counters.dropped_samples),
+                dropped_samples_total: o.counters.dropped_samples(),
             });
         }
         if rows.len() > shown {
@@ -233,7 +234,7 @@ impl Guard {
                 for (sum, n) in other
                     .dropped_samples_total
                     .iter_mut()
-                    .zip(load(&o.counters.dropped_samples))
+                    .zip(o.counters.dropped_samples())
                 {
                     *sum += n;
                 }
@@ -260,9 +261,9 @@ impl Guard {
                 demand: Some(global.map_or_else(|| st.demand_estimate().round(), |g| g.demand)),
                 created_total: o.counters.created.load(Ordering::Relaxed),
                 samples_total: o.counters.samples.load(Ordering::Relaxed),
-                dropped_samples_total: by_reason(&o.counters.dropped_samples),
-                warned_samples_total: by_reason(&o.counters.warned_samples),
-                overflowed_samples_total: by_reason(&o.counters.overflowed_samples),
+                dropped_samples_total: by_reason(o.counters.dropped_samples()),
+                warned_samples_total: by_reason(o.counters.warned_samples()),
+                overflowed_samples_total: by_reason(o.counters.overflowed_samples()),
                 top_metrics: tops(st.top_metrics(cfg.top_k)),
                 top_labels: tops(st.top_labels(cfg.top_k)),
             });
@@ -293,13 +294,13 @@ impl Guard {
                     .max_series;
                 other.created_total += o.counters.created.load(Ordering::Relaxed);
                 other.samples_total += o.counters.samples.load(Ordering::Relaxed);
-                for (r, n) in by_reason(&o.counters.dropped_samples) {
+                for (r, n) in by_reason(o.counters.dropped_samples()) {
                     *other.dropped_samples_total.entry(r).or_default() += n;
                 }
-                for (r, n) in by_reason(&o.counters.warned_samples) {
+                for (r, n) in by_reason(o.counters.warned_samples()) {
                     *other.warned_samples_total.entry(r).or_default() += n;
                 }
-                for (r, n) in by_reason(&o.counters.overflowed_samples) {
+                for (r, n) in by_reason(o.counters.overflowed_samples()) {
                     *other.overflowed_samples_total.entry(r).or_default() += n;
                 }
             }
@@ -332,14 +333,10 @@ impl Guard {
     }
 }
 
-fn load(counters: &[AtomicU64; REASONS]) -> [u64; REASONS] {
-    std::array::from_fn(|i| counters[i].load(Ordering::Relaxed))
-}
-
-fn by_reason(counters: &[AtomicU64; REASONS]) -> BTreeMap<&'static str, u64> {
+fn by_reason(counters: ByReason) -> BTreeMap<&'static str, u64> {
     Reason::ALL
         .iter()
-        .map(|r| (r.as_str(), counters[r.index()].load(Ordering::Relaxed)))
+        .map(|r| (r.as_str(), counters[r.index()]))
         .collect()
 }
 

@@ -14,7 +14,11 @@ const EXACT_MAX: usize = 32;
 
 #[derive(Clone, Debug)]
 enum Slots {
-    /// Each distinct id with the last slice it came in.
+    /// One id with the last slice it came in, inline: most names of a small owner (a metric
+    /// of one series, a label of one value) never see a second, and a list of one would be an
+    /// allocation of 64 bytes (80 with malloc's header) for 16.
+    One(u64, u64),
+    /// Each distinct id with the last slice it came in (empty, or at least two).
     Exact(Vec<(u64, u64)>),
     /// One sketch per slice, by `slice % len`; the oldest cleared as the window slides.
     Sketched(Box<[Option<Box<Sketch>>]>),
@@ -39,6 +43,13 @@ impl SketchRing {
 
     pub fn insert(&mut self, slice: u64, id: u64) {
         match &mut self.slots {
+            Slots::One(one, last) if *one == id => *last = (*last).max(slice),
+            Slots::One(one, last) => {
+                let mut ids = Vec::with_capacity(4);
+                ids.extend([(*one, *last), (id, slice)]);
+                self.slots = Slots::Exact(ids);
+            }
+            Slots::Exact(ids) if ids.is_empty() => self.slots = Slots::One(id, slice),
             Slots::Exact(ids) => {
                 if let Some(e) = ids.iter_mut().find(|e| e.0 == id) {
                     e.1 = e.1.max(slice);
@@ -73,10 +84,17 @@ impl SketchRing {
     pub fn clear_slot(&mut self, slice: u64) {
         let n = u64::from(self.slices);
         match &mut self.slots {
+            Slots::One(_, last) => {
+                if *last + n <= slice {
+                    self.slots = Slots::Exact(Vec::new());
+                }
+            }
             Slots::Exact(ids) => {
                 ids.retain(|e| e.1 + n > slice);
-                if ids.is_empty() {
-                    *ids = Vec::new();
+                match ids[..] {
+                    [] => *ids = Vec::new(),
+                    [(id, last)] => self.slots = Slots::One(id, last),
+                    _ => {}
                 }
             }
             Slots::Sketched(slots) => {
@@ -90,6 +108,7 @@ impl SketchRing {
 
     pub fn is_empty(&self) -> bool {
         match &self.slots {
+            Slots::One(..) => false,
             Slots::Exact(ids) => ids.is_empty(),
             Slots::Sketched(slots) => slots.iter().all(Option::is_none),
         }
@@ -97,6 +116,7 @@ impl SketchRing {
 
     pub fn estimate(&self) -> f64 {
         match &self.slots {
+            Slots::One(..) => 1.0,
             Slots::Exact(ids) => ids.len() as f64,
             Slots::Sketched(slots) => {
                 let mut merged = Sketch::new(self.precision);
@@ -115,19 +135,25 @@ impl SketchRing {
     /// The ring as one sketch per slice (by `slice % slices`), what a snapshot stores: exact ids
     /// go into the sketch of the last slice they came in.
     pub fn to_slices(&self) -> Vec<Option<Sketch>> {
-        match &self.slots {
-            Slots::Exact(ids) => {
-                let n = u64::from(self.slices);
-                let mut out: Vec<Option<Sketch>> = vec![None; usize::from(self.slices)];
-                for &(id, slice) in ids {
-                    out[(slice % n) as usize]
-                        .get_or_insert_with(|| Sketch::new(self.precision))
-                        .insert(id);
-                }
-                out
+        let one;
+        let ids: &[(u64, u64)] = match &self.slots {
+            Slots::One(id, slice) => {
+                one = [(*id, *slice)];
+                &one
             }
-            Slots::Sketched(slots) => slots.iter().map(|s| s.as_deref().cloned()).collect(),
+            Slots::Exact(ids) => ids,
+            Slots::Sketched(slots) => {
+                return slots.iter().map(|s| s.as_deref().cloned()).collect();
+            }
+        };
+        let n = u64::from(self.slices);
+        let mut out: Vec<Option<Sketch>> = vec![None; usize::from(self.slices)];
+        for &(id, slice) in ids {
+            out[(slice % n) as usize]
+                .get_or_insert_with(|| Sketch::new(self.precision))
+                .insert(id);
         }
+        out
     }
 
     /// A ring from [`Self::to_slices`]' form; `None` when it does not fit `slices` and
@@ -151,6 +177,7 @@ impl SketchRing {
     /// Heap bytes, about (sketches at their dense size, an upper bound).
     pub fn memory_bytes(&self) -> usize {
         match &self.slots {
+            Slots::One(..) => 0,
             Slots::Exact(ids) => ids.capacity() * 16,
             Slots::Sketched(slots) => {
                 let dense = (1usize << self.precision) * 6 / 8;
@@ -162,12 +189,14 @@ impl SketchRing {
 
 /// A direct-mapped set of nonzero u64 keys that forgets on collision: "was this seen in this
 /// slice?" where a wrong "no" only costs a repeated (idempotent) sketch insert. It starts
-/// unallocated and grows 4× (up to `max` slots) once more keys went in during a slice than
-/// half its slots, so a small owner holds a few dozen bytes and a busy one the full filter.
+/// unallocated and grows 4× (up to `max` slots) once keys filled more than half its slots
+/// during a slice, so a small owner holds a few dozen bytes and a busy one the full filter.
+/// Only keys that fill an empty slot count: a few keys colliding and coming back in turn
+/// (a small owner's 7 label values in 16 slots) would otherwise grow it as if they were many.
 #[derive(Clone, Debug)]
 pub struct SeenFilter {
     slots: Box<[u64]>,
-    /// Keys inserted since the last `clear`.
+    /// Keys inserted into an empty slot since the last `clear`.
     inserted: usize,
     min: usize,
     max: usize,
@@ -215,8 +244,10 @@ impl SeenFilter {
         if self.contains(key) {
             return;
         }
-        self.inserted += 1;
         let len = self.slots.len();
+        if len == 0 || self.slots[Self::slot(key, len)] == 0 {
+            self.inserted += 1;
+        }
         if len == 0 || (self.inserted > len / 2 && len < self.max) {
             let new = if len == 0 {
                 self.min
@@ -298,6 +329,34 @@ mod tests {
         }
     }
 
+    /// A ring of one id holds it inline; a second id makes a list, and the slide of the
+    /// window takes it back to one id inline, then to none.
+    #[test]
+    fn a_ring_of_one_id_holds_it_inline_through_the_window() {
+        let mut r = SketchRing::new(3, OFFENDER_PRECISION);
+        r.insert(10, id(1));
+        r.insert(10, id(1));
+        assert!(matches!(r.slots, Slots::One(k, 10) if k == id(1)));
+        assert_eq!((r.estimate(), r.memory_bytes()), (1.0, 0));
+        let slices = r.to_slices();
+        assert!(slices[10 % 3].is_some());
+        assert_eq!(slices.iter().flatten().count(), 1);
+        r.insert(11, id(1));
+        r.insert(11, id(2));
+        assert!(matches!(&r.slots, Slots::Exact(ids) if ids.len() == 2));
+        assert_eq!(r.estimate(), 2.0);
+        r.insert(12, id(2));
+        // id(1) came last in slice 11: it leaves with slice 14's arrival, id(2) stays.
+        r.clear_slot(14);
+        assert!(matches!(r.slots, Slots::One(k, 12) if k == id(2)));
+        assert_eq!((r.estimate(), r.memory_bytes()), (1.0, 0));
+        r.clear_slot(15);
+        assert!(r.is_empty());
+        assert_eq!(r.estimate(), 0.0);
+        r.insert(16, id(3));
+        assert!(matches!(r.slots, Slots::One(k, 16) if k == id(3)));
+    }
+
     #[test]
     fn a_small_ring_stays_small() {
         let mut r = SketchRing::new(6, DEMAND_PRECISION);
@@ -328,6 +387,26 @@ mod tests {
         f.clear();
         assert!(!f.contains(id(600) | 1));
         assert_eq!(f.memory_bytes(), 1024 * 8, "the size reached is kept");
+    }
+
+    /// Two keys of one slot coming back in turn are two keys, not one per insert: the filter
+    /// keeps its size.
+    #[test]
+    fn colliding_keys_coming_back_do_not_grow_the_filter() {
+        let mut f = SeenFilter::new(16, 1024);
+        let (a, b) = ((3 << 3) | 1, ((3 + 16) << 3) | 1);
+        for _ in 0..50 {
+            f.insert(a);
+            assert!(f.contains(a) && !f.contains(b));
+            f.insert(b);
+            assert!(f.contains(b) && !f.contains(a));
+        }
+        assert_eq!(f.memory_bytes(), 16 * 8);
+        // Distinct keys still grow it.
+        for k in 1..=20u64 {
+            f.insert(id(k) | 1);
+        }
+        assert!(f.memory_bytes() > 16 * 8);
     }
 
     #[test]
