@@ -311,6 +311,15 @@ pub struct Scratch {
     found: Vec<Option<Arc<Owner>>>,
 }
 
+/// Two owner values equal (`short_eq`: no memcmp call for a short value).
+#[inline(always)]
+fn same_owner(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => crate::wire::short_eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 impl Scratch {
     /// The registry hash and value of the owner in `slot`.
     #[inline]
@@ -392,7 +401,7 @@ impl Guard {
             let owner = identity::owner(&cfg.owner_labels, labels);
             // Senders group a target's series together: the previous series' owner first.
             if let Some(&(last, _, _)) = scratch.series.last() {
-                if scratch.owner(last).1 == owner {
+                if same_owner(scratch.owner(last).1, owner) {
                     scratch.slot_counts[last as usize] += 1;
                     scratch.series.push((last, i as u32, id));
                     continue;
@@ -408,7 +417,7 @@ impl Guard {
                 }
             };
             let found = match hit {
-                Some(p) if scratch.owner(p).1 == owner => Some(p as usize),
+                Some(p) if same_owner(scratch.owner(p).1, owner) => Some(p as usize),
                 // A 64-bit hash collision between two owners of one request: compare values.
                 Some(_) => {
                     (0..scratch.owners.len() as u32).rposition(|p| scratch.owner(p).1 == owner)
@@ -506,7 +515,7 @@ impl Guard {
                     let labels = decisions.labels(req, buf, i as usize);
                     let metric = labels
                         .clone()
-                        .find(|(n, _)| *n == b"__name__")
+                        .find(|(n, _)| crate::wire::is_metric_name_label(n))
                         .map(|(_, v)| v)
                         .unwrap_or_default();
                     let key = SeriesKey {

@@ -192,7 +192,7 @@ fn prepare_with(
     crate::relabel::lookup(ctx.relabel, parsed, decoded, relabel);
     if ctx.relabel.is_empty() {
         for i in 0..parsed.len() {
-            parsed.series(decoded, i).validate(i)?;
+            parsed.validate(decoded, i)?;
         }
     } else {
         for i in 0..parsed.len() {
@@ -200,7 +200,7 @@ fn prepare_with(
             if crate::relabel::vouched(relabel, i) {
                 series.validate_samples(i)?;
             } else {
-                series.validate(i)?;
+                parsed.validate(decoded, i)?;
             }
         }
     }

@@ -16,9 +16,10 @@ pub mod testgen;
 pub mod types;
 pub mod writer;
 
+pub(crate) use reader::is_metric_name_label;
 pub use reader::{
-    is_ascii, ItemCounts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView, V2Metadata,
-    WireSample,
+    is_ascii, short_eq, ItemCounts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView,
+    V2Metadata, WireSample,
 };
 pub use writer::{OwnedSeries, TranslationDrops, Writer};
 

@@ -215,7 +215,11 @@ pub async fn run(args: &Args, upstream: &Sink, dir: &Path, full: bool) -> Vec<Ro
     let chosen = all
         .into_iter()
         .filter(|v| full || v.v2 || matches!(v.mode, Mode::Relabel | Mode::Rules))
-        .filter(|v| args.shape.as_ref().is_none_or(|s| v.name().contains(s.as_str())));
+        .filter(|v| {
+            args.shape
+                .as_ref()
+                .is_none_or(|s| v.name().contains(s.as_str()))
+        });
     for v in chosen {
         let shape = Shape {
             services: args.services,
