@@ -269,12 +269,17 @@ impl<'a> SeriesView<'a> {
     /// Labels may arrive unsorted (1.0 receivers accept that, docs/protocol.md §1), so uniqueness
     /// does not rely on order; sorted input (what Prometheus sends) takes a linear fast path.
     pub fn validate(&self, index: usize) -> Result<(), WireError> {
-        self.validate_framing(index).map(|_| ())
+        self.validate_framing::<false>(index).map(|_| ())
     }
 
     /// `validate`, answering besides whether the labels are canonical where they lie (what
-    /// `canonical_labels` answers `Some` for): the same walk checks their framing.
-    pub(super) fn validate_framing(&self, index: usize) -> Result<bool, WireError> {
+    /// `canonical_labels` answers `Some` for): the same walk checks their framing. Without
+    /// `FRAMING` (nobody will ask), that check is left out and the answer is `false`.
+    #[inline(always)]
+    pub(super) fn validate_framing<const FRAMING: bool>(
+        &self,
+        index: usize,
+    ) -> Result<bool, WireError> {
         let Some(first) = self.labels.first() else {
             return Err(WireError::NoLabels { series: index });
         };
@@ -285,7 +290,8 @@ impl<'a> SeriesView<'a> {
         // (4 bytes before its name) that nothing before it confirms.
         let nl = first.name_len as usize;
         let len = nl + first.value_len as usize + 4;
-        let mut framed = self.version == Version::V1
+        let mut framed = FRAMING
+            && self.version == Version::V1
             && len < 0x80
             && self.buf.get(at..).and_then(|b| b.first_chunk::<4>())
                 == Some(&[0x0a, len as u8, 0x0a, nl as u8]);
@@ -301,7 +307,7 @@ impl<'a> SeriesView<'a> {
             }
             // An empty value is no value (Prometheus drops empty labels): `__name__=""` is
             // a series without a name.
-            has_name |= l.value_len > 0 && is_metric_name_label(name);
+            has_name |= name == b"__name__" && l.value_len > 0;
             // Compare first bytes before calling memcmp: exporters' label names mostly
             // differ there.
             sorted &= match name.first().cmp(&prev.first()) {
@@ -317,8 +323,10 @@ impl<'a> SeriesView<'a> {
             // after the name, for its key (field 2: 12) and length. The next label starting
             // right after this value means nothing else is in this one; the last label's
             // length byte is read after the loop.
-            framed &= n == at + 4 && v == n + l.name_len as usize + 2;
-            at = v + l.value_len as usize;
+            if FRAMING {
+                framed &= n == at + 4 && v == n + l.name_len as usize + 2;
+                at = v + l.value_len as usize;
+            }
             lo = lo.min(n).min(v);
             hi = hi
                 .max(n + l.name_len as usize)
