@@ -515,7 +515,7 @@ impl Guard {
                     let labels = decisions.labels(req, buf, i as usize);
                     let metric = labels
                         .clone()
-                        .find(|(n, _)| crate::wire::is_metric_name_label(n))
+                        .find(|(n, _)| *n == b"__name__")
                         .map(|(_, v)| v)
                         .unwrap_or_default();
                     let key = SeriesKey {

@@ -191,8 +191,9 @@ fn prepare_with(
     // (`relabel::vouched` says why that is safe). Without rules, the plain loop.
     crate::relabel::lookup(ctx.relabel, parsed, decoded, relabel);
     // The guard hashes canonical labels where they lie: `Parsed::validate` finds them in
-    // the same walk. Without a guard nobody asks, and the view's check is cheaper.
-    let framing = ctx.guard.is_some();
+    // the same walk. Without a guard nobody asks, and 2.0 labels (symbol references) never
+    // are: there the view's check is cheaper.
+    let framing = ctx.guard.is_some() && ctx.version_in == Version::V1;
     if ctx.relabel.is_empty() {
         for i in 0..parsed.len() {
             if framing {

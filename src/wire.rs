@@ -16,7 +16,6 @@ pub mod testgen;
 pub mod types;
 pub mod writer;
 
-pub(crate) use reader::is_metric_name_label;
 pub use reader::{
     is_ascii, short_eq, ItemCounts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView,
     V2Metadata, WireSample,

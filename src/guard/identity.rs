@@ -81,7 +81,7 @@ where
     owner_labels.iter().find_map(|want| {
         labels
             .clone()
-            .find(|(name, value)| crate::wire::short_eq(name, want.as_bytes()) && !value.is_empty())
+            .find(|(name, value)| *name == want.as_bytes() && !value.is_empty())
             .map(|(_, value)| value)
     })
 }

@@ -555,7 +555,7 @@ impl OwnerState {
             r.insert(now, s.id);
         }
         for (name, value) in s.labels.clone() {
-            if crate::wire::is_metric_name_label(name) {
+            if name == b"__name__" {
                 continue;
             }
             let vh = value_hash(value);

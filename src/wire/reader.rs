@@ -18,7 +18,6 @@ mod view;
 use super::proto::{self, Cursor};
 use super::{Limits, Version, WireError};
 pub(crate) use view::decode_sample;
-pub(crate) use view::is_metric_name_label;
 pub use view::{is_ascii, short_eq, LabelsIter, RawFields, SampleIter, SeriesView, WireSample};
 
 /// Totals over one request, counted while parsing (so telemetry needs no second pass).
@@ -218,7 +217,11 @@ impl Parsed {
     ///
     /// If `i >= self.len()`, like slice indexing.
     pub fn validate(&mut self, buf: &[u8], i: usize) -> Result<(), WireError> {
-        let canonical = self.series(buf, i).validate_framing::<true>(i)?;
+        // v2 labels are symbol references, never canonical in place: no framing to check.
+        let canonical = match self.version {
+            Version::V1 => self.series(buf, i).validate_framing::<true>(i)?,
+            Version::V2 => self.series(buf, i).validate_framing::<false>(i)?,
+        };
         self.series[i].flags = CHECKED | if canonical { CANONICAL } else { 0 };
         Ok(())
     }

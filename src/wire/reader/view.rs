@@ -37,12 +37,6 @@ fn is_utf8(s: &[u8]) -> bool {
     is_ascii(s) || std::str::from_utf8(s).is_ok()
 }
 
-/// `name == b"__name__"` as one word compare (the slice compare is a memcmp call).
-#[inline(always)]
-pub(crate) fn is_metric_name_label(name: &[u8]) -> bool {
-    name.first_chunk::<8>() == Some(b"__name__") && name.len() == 8
-}
-
 /// `a == b` for the short strings label names and owner values are, in at most two word
 /// compares a side instead of a memcmp call (what the slice compare compiles to).
 #[inline(always)]
