@@ -5,6 +5,8 @@
 //! - `pipeline/guarded_all_admitted`: the guard on, every series already admitted: the cost
 //!   the guard adds to a steady-state request (compare with the line above).
 //! - `pipeline/guarded_half_dropped`: half the series over budget: drop + re-encode.
+//! - `pipeline/guarded_v2_all_admitted`: the same request from a 2.0 sender, guarded, every
+//!   series admitted, forwarded as 2.0.
 //! - `pipeline/translate_v1_to_v2`: full decode, write every series, compress.
 //! - `guard/existing`: `Guard::admit` alone over 2000 admitted series (per-series cost).
 //! - `guard/new`: the same request into a fresh guard (new-series path: insert + sketches).
@@ -44,6 +46,20 @@ fn bench(c: &mut Criterion) {
     let half = Guard::new();
     pipeline::prepare(&body, &ctx(&limits, Version::V1, Some((&half, &tight)))).unwrap();
 
+    // The same series as a remote write 2.0 body (a 2.0 sender), for the guarded 2.0 path.
+    let body_v2 = pipeline::prepare(&body, &ctx(&limits, Version::V2, None))
+        .unwrap()
+        .routed
+        .parts
+        .remove(0)
+        .body;
+    let ctx_v2 = |guard| Context {
+        guard,
+        ..Context::new(Version::V2, Version::V2, &limits, NOW)
+    };
+    let admitted_v2 = Guard::new();
+    pipeline::prepare(&body_v2, &ctx_v2(Some((&admitted_v2, &roomy)))).unwrap();
+
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(fleet.len() as u64));
     g.bench_function("unchanged_v1_to_v1", |b| {
@@ -65,6 +81,11 @@ fn bench(c: &mut Criterion) {
                 &ctx(&limits, Version::V1, Some((&half, &tight))),
             )
             .unwrap()
+        })
+    });
+    g.bench_function("guarded_v2_all_admitted", |b| {
+        b.iter(|| {
+            pipeline::prepare(black_box(&body_v2), &ctx_v2(Some((&admitted_v2, &roomy)))).unwrap()
         })
     });
     g.bench_function("translate_v1_to_v2", |b| {

@@ -317,6 +317,15 @@ pub struct Scratch {
     found: Vec<Option<Arc<Owner>>>,
 }
 
+/// Two owner values equal (`short_eq`: no memcmp call for a short value).
+#[inline(always)]
+fn same_owner(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => crate::wire::short_eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 impl Scratch {
     /// The registry hash and value of the owner in `slot`.
     #[inline]
@@ -398,7 +407,7 @@ impl Guard {
             let owner = identity::owner(&cfg.owner_labels, labels);
             // Senders group a target's series together: the previous series' owner first.
             if let Some(&(last, _, _)) = scratch.series.last() {
-                if scratch.owner(last).1 == owner {
+                if same_owner(scratch.owner(last).1, owner) {
                     scratch.slot_counts[last as usize] += 1;
                     scratch.series.push((last, i as u32, id));
                     continue;
@@ -414,7 +423,7 @@ impl Guard {
                 }
             };
             let found = match hit {
-                Some(p) if scratch.owner(p).1 == owner => Some(p as usize),
+                Some(p) if same_owner(scratch.owner(p).1, owner) => Some(p as usize),
                 // A 64-bit hash collision between two owners of one request: compare values.
                 Some(_) => {
                     (0..scratch.owners.len() as u32).rposition(|p| scratch.owner(p).1 == owner)

@@ -190,15 +190,25 @@ fn prepare_with(
     // The relabel memo first: the labels of series it knows need no second validation
     // (`relabel::vouched` says why that is safe). Without rules, the plain loop.
     crate::relabel::lookup(ctx.relabel, parsed, decoded, relabel);
+    // The guard hashes canonical labels where they lie: `Parsed::validate` finds them in
+    // the same walk. Without a guard nobody asks, and 2.0 labels (symbol references) never
+    // are: there the view's check is cheaper.
+    let framing = ctx.guard.is_some() && ctx.version_in == Version::V1;
     if ctx.relabel.is_empty() {
         for i in 0..parsed.len() {
-            parsed.series(decoded, i).validate(i)?;
+            if framing {
+                parsed.validate(decoded, i)?;
+            } else {
+                parsed.series(decoded, i).validate(i)?;
+            }
         }
     } else {
         for i in 0..parsed.len() {
             let series = parsed.series(decoded, i);
             if crate::relabel::vouched(relabel, i) {
                 series.validate_samples(i)?;
+            } else if framing {
+                parsed.validate(decoded, i)?;
             } else {
                 series.validate(i)?;
             }

@@ -17,8 +17,8 @@ pub mod types;
 pub mod writer;
 
 pub use reader::{
-    is_ascii, ItemCounts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView, V2Metadata,
-    WireSample,
+    is_ascii, short_eq, ItemCounts, LabelsIter, Parsed, RawFields, SampleIter, SeriesView,
+    V2Metadata, WireSample,
 };
 pub use writer::{OwnedSeries, TranslationDrops, Writer};
 

@@ -21,8 +21,9 @@ use std::sync::Mutex;
 use promql_parser::label::Matchers;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use super::plan::{name_equality, same_bytes};
+use super::plan::name_equality;
 use super::promql::{self, HistogramSample, Labels, Sample, SeriesSink, Storage};
+use crate::wire::short_eq;
 
 const SHARDS: usize = 64;
 /// Rings are not shrunk below this many samples.
@@ -282,7 +283,7 @@ where
     let in_order = wire.clone().all(|(k, v)| {
         let ok = stored
             .get(n)
-            .is_some_and(|(sk, sv)| same_bytes(sk.as_bytes(), k) && same_bytes(sv.as_bytes(), v));
+            .is_some_and(|(sk, sv)| short_eq(sk.as_bytes(), k) && short_eq(sv.as_bytes(), v));
         n += 1;
         ok
     });

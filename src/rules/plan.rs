@@ -12,6 +12,7 @@ use std::time::Duration;
 use promql_parser::label::{MatchOp, Matcher, Matchers};
 
 use super::file::RuleGroup;
+use crate::wire::short_eq;
 
 /// One selector of one group, with how long its series must be kept.
 #[derive(Debug, Clone)]
@@ -161,36 +162,6 @@ fn name_bit(name: &[u8]) -> usize {
     (name.len().wrapping_mul(37) ^ usize::from(name.last().copied().unwrap_or(0))) & 255
 }
 
-/// Byte equality, inline for the short strings label names and values mostly are (a call to
-/// `memcmp` costs more than the compare); longer ones go to the slice comparison.
-#[inline(always)]
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    match a.len() {
-        0 => true,
-        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        4..=7 => {
-            let w = |x: &[u8]| {
-                let (lo, hi) = (x.first_chunk::<4>(), x.last_chunk::<4>());
-                lo.zip(hi)
-                    .map(|(l, h)| (u32::from_ne_bytes(*l), u32::from_ne_bytes(*h)))
-            };
-            w(a) == w(b)
-        }
-        8..=16 => {
-            let w = |x: &[u8]| {
-                let (lo, hi) = (x.first_chunk::<8>(), x.last_chunk::<8>());
-                lo.zip(hi)
-                    .map(|(l, h)| (u64::from_ne_bytes(*l), u64::from_ne_bytes(*h)))
-            };
-            w(a) == w(b)
-        }
-        _ => a == b,
-    }
-}
-
 /// `promql::matches` over wire bytes: equality matchers compare bytes, only regex matchers
 /// need the value as `&str` (the pipeline validated it as UTF-8 already).
 fn matches_bytes<'a, I>(m: &Matchers, labels: I) -> bool
@@ -200,11 +171,11 @@ where
     let one = |mt: &Matcher| {
         let v = labels
             .clone()
-            .find(|(n, _)| same_bytes(n, mt.name.as_bytes()))
+            .find(|(n, _)| short_eq(n, mt.name.as_bytes()))
             .map_or(&b""[..], |(_, v)| v);
         match &mt.op {
-            MatchOp::Equal => same_bytes(v, mt.value.as_bytes()),
-            MatchOp::NotEqual => !same_bytes(v, mt.value.as_bytes()),
+            MatchOp::Equal => short_eq(v, mt.value.as_bytes()),
+            MatchOp::NotEqual => !short_eq(v, mt.value.as_bytes()),
             MatchOp::Re(_) | MatchOp::NotRe(_) => mt.is_match(std::str::from_utf8(v).unwrap_or("")),
         }
     };
@@ -335,21 +306,21 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The inline comparison agrees with `==` at every length, on equal slices and on
-        /// slices differing in one byte anywhere.
+        /// The inline comparison (`wire::short_eq`) agrees with `==` at every length, on
+        /// equal slices and on slices differing in one byte anywhere.
         #[test]
-        fn same_bytes_is_slice_equality(
+        fn short_eq_is_slice_equality(
             a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
             flip in proptest::prelude::any::<proptest::sample::Index>(),
             other in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
         ) {
-            proptest::prop_assert!(same_bytes(&a, &a.clone()));
-            proptest::prop_assert_eq!(same_bytes(&a, &other), a == other);
+            proptest::prop_assert!(short_eq(&a, &a.clone()));
+            proptest::prop_assert_eq!(short_eq(&a, &other), a == other);
             if !a.is_empty() {
                 let mut b = a.clone();
                 let i = flip.index(b.len());
                 b[i] ^= 1;
-                proptest::prop_assert!(!same_bytes(&a, &b));
+                proptest::prop_assert!(!short_eq(&a, &b));
             }
         }
     }

@@ -3,9 +3,10 @@
 //! group says `forward_inputs: false`. What is forwarded is exactly what the rules see.
 
 use super::buffer::{Buffer, BufferLimits};
-use super::plan::{same_bytes, Plan};
+use super::plan::Plan;
 use super::promql::{HistogramSample, Sample};
 use crate::series::Decisions;
+use crate::wire::short_eq;
 use crate::wire::Parsed;
 
 /// The rules' view for one request: the plan in force and the buffers.
@@ -98,7 +99,7 @@ impl<'a> Tap<'a> {
     {
         let name = labels
             .clone()
-            .find(|(n, _)| same_bytes(n, b"__name__"))
+            .find(|(n, _)| short_eq(n, b"__name__"))
             .map(|(_, v)| v);
         match self.plan.match_series(name, labels.clone()) {
             None => (false, Default::default()),

@@ -18,7 +18,7 @@ mod view;
 use super::proto::{self, Cursor};
 use super::{Limits, Version, WireError};
 pub(crate) use view::decode_sample;
-pub use view::{is_ascii, LabelsIter, RawFields, SampleIter, SeriesView, WireSample};
+pub use view::{is_ascii, short_eq, LabelsIter, RawFields, SampleIter, SeriesView, WireSample};
 
 /// Totals over one request, counted while parsing (so telemetry needs no second pass).
 ///
@@ -50,7 +50,16 @@ pub(crate) struct SeriesRec {
     pub(crate) metadata: u32,
     /// Offset of the first sample's tag (`end` when there is none), where `samples()` starts.
     pub(crate) first_sample: u32,
+    /// `CHECKED`, and `CANONICAL` with it: found by `Parsed::validate` in its walk over the
+    /// labels, so that `SeriesView::canonical_labels` need not walk them again.
+    pub(crate) flags: u8,
 }
+
+/// `SeriesRec::flags`: `Parsed::validate` accepted the series and set `CANONICAL`.
+pub(crate) const CHECKED: u8 = 1;
+/// `SeriesRec::flags`: the labels are a canonical 1.0 encoding of themselves, back to back
+/// (see `SeriesView::canonical_labels`).
+pub(crate) const CANONICAL: u8 = 2;
 
 /// One label as byte ranges of the buffer. For v2 these hold symbol refs until the end of the
 /// pass, then are resolved in place to the symbols' byte ranges.
@@ -198,6 +207,23 @@ impl Parsed {
     /// If `i >= self.len()`, like slice indexing (a caller bug, never input-dependent).
     pub fn series<'a>(&'a self, buf: &'a [u8], i: usize) -> SeriesView<'a> {
         self.view(buf, &self.series[i])
+    }
+
+    /// `SeriesView::validate` of series `i`, which also records whether its labels are
+    /// canonical where they lie, for `SeriesView::canonical_labels` (found in the same walk,
+    /// at ~25 instructions a label: for callers that will ask, such as the guard).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= self.len()`, like slice indexing.
+    pub fn validate(&mut self, buf: &[u8], i: usize) -> Result<(), WireError> {
+        // v2 labels are symbol references, never canonical in place: no framing to check.
+        let canonical = match self.version {
+            Version::V1 => self.series(buf, i).validate_framing::<true>(i)?,
+            Version::V2 => self.series(buf, i).validate_framing::<false>(i)?,
+        };
+        self.series[i].flags = CHECKED | if canonical { CANONICAL } else { 0 };
+        Ok(())
     }
 
     /// Series `i`, or `None` past the end.

@@ -144,6 +144,49 @@ fn unpacked_v2(req: &v2::Request) -> Vec<u8> {
     out
 }
 
+/// What `SeriesView::canonical_labels` answered before the v1 pass found it: a walk over the
+/// recorded labels that checks the framing bytes and the order where they lie.
+fn canonical_by_walk<'a>(view: &SeriesView<'a>) -> Option<&'a [u8]> {
+    if view.version != Version::V1 {
+        return None;
+    }
+    let first = view.labels.first()?;
+    let start = (first.name_off as usize).checked_sub(4)?;
+    let mut at = start;
+    let mut prev: &[u8] = &[];
+    for l in view.labels {
+        let (n, v) = (l.name_len as usize, l.value_len as usize);
+        let len = n + v + 4;
+        if l.name_off as usize != at + 4 || l.value_off as usize != at + 4 + n + 2 || len >= 0x80 {
+            return None;
+        }
+        let b = view.buf.get(at..at + 2 + len)?;
+        if b[..4] != [0x0a, len as u8, 0x0a, n as u8] || b[4 + n..6 + n] != [0x12, v as u8] {
+            return None;
+        }
+        let name = &b[4..4 + n];
+        if name <= prev {
+            return None;
+        }
+        prev = name;
+        at += 2 + len;
+    }
+    view.buf.get(start..at)
+}
+
+/// What `Parsed::validate` records agrees with the walk, and its answer with the view's.
+fn check_canonical(p: &mut Parsed, buf: &[u8]) -> Result<(), TestCaseError> {
+    for i in 0..p.len() {
+        let before = p.series(buf, i).canonical_labels();
+        prop_assert_eq!(before, canonical_by_walk(&p.series(buf, i)));
+        let view_said = format!("{:?}", p.series(buf, i).validate(i));
+        prop_assert_eq!(format!("{:?}", p.validate(buf, i)), view_said);
+        let view = p.series(buf, i);
+        prop_assert_eq!(view.canonical_labels(), canonical_by_walk(&view));
+    }
+    Ok(())
+}
+
 /// Everything a caller may do with a parsed body, to shake out panics.
 fn exercise(p: &Parsed, buf: &[u8]) {
     for (i, s) in p.iter(buf).enumerate() {
@@ -182,6 +225,7 @@ proptest! {
         let mut p = Parsed::new();
         p.parse(&buf, Version::V1, &Limits::default()).unwrap();
         check_v1(&req, &buf, &p)?;
+        check_canonical(&mut p, &buf)?;
         // Reuse: a second parse into the same tables gives the same answer.
         p.parse(&buf, Version::V1, &Limits::default()).unwrap();
         check_v1(&req, &buf, &p)?;
@@ -226,6 +270,32 @@ proptest! {
         }
     }
 
+    /// Sorted labels, as Prometheus sends them (random ones rarely are): the pass finds them
+    /// canonical exactly when the walk does, and `validate` answers as without the flags,
+    /// with or without `__name__`, with empty names or values, non-ASCII and long strings.
+    #[test]
+    fn sorted_labels_canonical_like_the_walk(
+        labels in proptest::collection::btree_map(
+            prop_oneof![4 => "[a-z_]{1,10}", 1 => Just("__name__".to_owned()), 1 => "\\PC{0,4}"],
+            prop_oneof![4 => "[ -~]{0,20}", 1 => "\\PC{0,6}", 1 => "[a-z]{100,130}"],
+            0..12,
+        ),
+        reverse in any::<bool>(),
+    ) {
+        let mut pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        if reverse {
+            pairs.reverse();
+        }
+        let req = v1::WriteRequest { timeseries: vec![v1_series(&pairs)], ..Default::default() };
+        let buf = req.encode_to_vec();
+        let mut p = parse(&buf, Version::V1).unwrap();
+        check_canonical(&mut p, &buf)?;
+        let short = pairs.iter().all(|(n, v)| !n.is_empty() && !v.is_empty() && n.len() + v.len() + 4 < 0x80);
+        if short && !pairs.is_empty() && (!reverse || pairs.len() == 1) {
+            prop_assert!(p.series(&buf, 0).canonical_labels().is_some());
+        }
+    }
+
     #[test]
     fn parse_never_panics(bytes in hostile_bytes()) {
         let mut p = Parsed::new();
@@ -233,6 +303,7 @@ proptest! {
             let limits = Limits { max_labels_per_series: 6, max_label_value_bytes: 12, ..Limits::default() };
             if p.parse(&bytes, version, &limits).is_ok() {
                 exercise(&p, &bytes);
+                check_canonical(&mut p, &bytes)?;
                 for view in p.iter(&bytes) {
                     check_label_fields(&view, &bytes)?;
                 }

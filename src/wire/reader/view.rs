@@ -1,7 +1,7 @@
 //! Views of one parsed series: labels borrowed from the buffer, samples decoded lazily,
 //! and the label checks (`validate`).
 
-use super::{LabelRec, SeriesRec, V2Metadata};
+use super::{LabelRec, SeriesRec, V2Metadata, CANONICAL, CHECKED};
 use crate::wire::proto::{self, Cursor};
 use crate::wire::{Version, WireError};
 
@@ -37,6 +37,33 @@ fn is_utf8(s: &[u8]) -> bool {
     is_ascii(s) || std::str::from_utf8(s).is_ok()
 }
 
+/// `a == b` for the short strings label names and owner values are, in at most two word
+/// compares a side instead of a memcmp call (what the slice compare compiles to).
+#[inline(always)]
+pub fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let half = |s: &[u8], at: usize| -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_le_bytes(w)
+    };
+    match n {
+        // Two overlapping loads cover every length in the range.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
+}
+
 /// Word-at-a-time ASCII check (std's `is_ascii` ends up byte-at-a-time for these short,
 /// unaligned spans).
 #[inline]
@@ -69,8 +96,25 @@ impl<'a> SeriesView<'a> {
     /// Prometheus sends, so the guard can hash these bytes where they lie instead of copying
     /// every label into a canonical buffer first. `None` for anything else (v2, unsorted,
     /// long strings, unusual framing); the caller then builds the same bytes itself.
+    ///
+    /// After `Parsed::validate` this reads the flag it left; otherwise it walks the labels.
     #[inline]
     pub fn canonical_labels(&self) -> Option<&'a [u8]> {
+        if self.rec.flags & CHECKED != 0 {
+            if self.rec.flags & CANONICAL == 0 {
+                return None;
+            }
+            let (first, last) = (self.labels.first()?, self.labels.last()?);
+            let start = (first.name_off as usize).checked_sub(4)?;
+            return self
+                .buf
+                .get(start..last.value_off as usize + last.value_len as usize);
+        }
+        self.canonical_walk()
+    }
+
+    /// `canonical_labels` for a series `Parsed::validate` has not seen.
+    fn canonical_walk(&self) -> Option<&'a [u8]> {
         if self.version != Version::V1 {
             return None;
         }
@@ -219,9 +263,32 @@ impl<'a> SeriesView<'a> {
     /// Labels may arrive unsorted (1.0 receivers accept that, docs/protocol.md §1), so uniqueness
     /// does not rely on order; sorted input (what Prometheus sends) takes a linear fast path.
     pub fn validate(&self, index: usize) -> Result<(), WireError> {
-        if self.labels.is_empty() {
+        self.validate_framing::<false>(index).map(|_| ())
+    }
+
+    /// `validate`, answering besides whether the labels are canonical where they lie (what
+    /// `canonical_labels` answers `Some` for): the same walk checks their framing. Without
+    /// `FRAMING` (nobody will ask), that check is left out and the answer is `false`.
+    #[inline(always)]
+    pub(super) fn validate_framing<const FRAMING: bool>(
+        &self,
+        index: usize,
+    ) -> Result<bool, WireError> {
+        let Some(first) = self.labels.first() else {
             return Err(WireError::NoLabels { series: index });
-        }
+        };
+        // Where the next label's field must start for the labels to be canonical: right
+        // after the previous one (see `canonical_labels` for the framing).
+        let mut at = (first.name_off as usize).wrapping_sub(4);
+        // The first label's keys and lengths as bytes: where its field starts is a guess
+        // (4 bytes before its name) that nothing before it confirms.
+        let nl = first.name_len as usize;
+        let len = nl + first.value_len as usize + 4;
+        let mut framed = FRAMING
+            && self.version == Version::V1
+            && len < 0x80
+            && self.buf.get(at..).and_then(|b| b.first_chunk::<4>())
+                == Some(&[0x0a, len as u8, 0x0a, nl as u8]);
         let mut has_name = false;
         let mut sorted = true;
         let mut prev: &[u8] = &[];
@@ -244,6 +311,16 @@ impl<'a> SeriesView<'a> {
             };
             prev = name;
             let (n, v) = (l.name_off as usize, l.value_off as usize);
+            // Offsets alone settle the framing: a name 4 bytes after where the label's field
+            // must start leaves room for nothing but one-byte keys (the parser took them as
+            // label field 1 and name field 1, so 0a) and one-byte lengths; a value 2 bytes
+            // after the name, for its key (field 2: 12) and length. The next label starting
+            // right after this value means nothing else is in this one; the last label's
+            // length byte is read after the loop.
+            if FRAMING {
+                framed &= n == at + 4 && v == n + l.name_len as usize + 2;
+                at = v + l.value_len as usize;
+            }
             lo = lo.min(n).min(v);
             hi = hi
                 .max(n + l.name_len as usize)
@@ -281,7 +358,15 @@ impl<'a> SeriesView<'a> {
         if self.rec.histograms > 0 {
             self.validate_histograms(index)?;
         }
-        Ok(())
+        // Names strictly increasing (`sorted`) and non-empty (checked above); the last
+        // label's field as long as its name and value with their keys and lengths (which
+        // also keeps every length a single byte).
+        let last = self.labels.last().unwrap_or(first);
+        let last_len = last.name_len as usize + last.value_len as usize + 4;
+        Ok(framed
+            && sorted
+            && last_len < 0x80
+            && self.buf.get(last.name_off as usize - 3) == Some(&(last_len as u8)))
     }
 
     /// The checks of [`SeriesView::validate`] that do not depend on the labels (native
