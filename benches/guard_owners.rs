@@ -129,7 +129,6 @@ struct Request {
 }
 
 fn requests(owners: usize) -> Vec<Request> {
-    let limits = Limits::default();
     (0..SERIES / PER_REQUEST)
         .map(|r| {
             let timeseries = (r * PER_REQUEST..(r + 1) * PER_REQUEST)
@@ -142,23 +141,30 @@ fn requests(owners: usize) -> Vec<Request> {
                     ..Default::default()
                 })
                 .collect();
-            let req = v1::WriteRequest {
-                timeseries,
-                metadata: Vec::new(),
-            };
-            let mut body = Vec::new();
-            wire::snappy::compress(&req.encode_to_vec(), &mut body);
-            let mut decoded = Vec::new();
-            wire::snappy::decompress(&body, limits.max_decoded_bytes, &mut decoded).unwrap();
-            let mut parsed = Parsed::new();
-            parsed.parse(&decoded, Version::V1, &limits).unwrap();
-            Request {
-                body: Bytes::from(body),
-                decoded,
-                parsed,
-            }
+            request(timeseries, true)
         })
         .collect()
+}
+
+/// One request of `timeseries`, decoded and parsed; its compressed body only if `body`.
+fn request(timeseries: Vec<v1::TimeSeries>, body: bool) -> Request {
+    let limits = Limits::default();
+    let decoded = v1::WriteRequest {
+        timeseries,
+        metadata: Vec::new(),
+    }
+    .encode_to_vec();
+    let mut compressed = Vec::new();
+    if body {
+        wire::snappy::compress(&decoded, &mut compressed);
+    }
+    let mut parsed = Parsed::new();
+    parsed.parse(&decoded, Version::V1, &limits).unwrap();
+    Request {
+        body: Bytes::from(compressed),
+        decoded,
+        parsed,
+    }
 }
 
 /// A guard with every series of `reqs` admitted, each owner under its own entry.
@@ -269,7 +275,6 @@ fn harness_requests(small_owners: usize, over_20: bool) -> Vec<Request> {
         "cache_hits_total",
         "cache_misses_total",
     ];
-    let limits = Limits::default();
     let mut all = Vec::new();
     for j in 0..10 {
         for s in (0..small_owners).filter(|s| j < 1 + s % 10) {
@@ -309,18 +314,7 @@ fn harness_requests(small_owners: usize, over_20: bool) -> Vec<Request> {
                     }
                 })
                 .collect();
-            let req = v1::WriteRequest {
-                timeseries,
-                metadata: Vec::new(),
-            };
-            let decoded = req.encode_to_vec();
-            let mut parsed = Parsed::new();
-            parsed.parse(&decoded, Version::V1, &limits).unwrap();
-            Request {
-                body: Bytes::new(),
-                decoded,
-                parsed,
-            }
+            request(timeseries, false)
         })
         .collect()
 }
