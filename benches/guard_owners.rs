@@ -332,9 +332,7 @@ fn heap() {
         let mut scratch = guard::Scratch::default();
         let mut decisions = Decisions::default();
         let g = Guard::new();
-        // Scratch buffers grown before counting: only what the guard keeps is measured.
-        {
-            let warm = Guard::new();
+        let admit_all = |g: &Guard, decisions: &mut Decisions, scratch: &mut guard::Scratch| {
             for r in &reqs {
                 decisions.reset(r.parsed.len());
                 let batch = guard::Batch {
@@ -343,21 +341,14 @@ fn heap() {
                     tenant: None,
                     now_ms: NOW,
                 };
-                warm.admit(&cfg, batch, &mut decisions, &mut scratch);
+                let out = g.admit(&cfg, batch, decisions, scratch);
+                assert_eq!(out.kept_series, r.parsed.len() as u64);
             }
-        }
+        };
+        // Scratch buffers grown before counting: only what the guard keeps is measured.
+        admit_all(&Guard::new(), &mut decisions, &mut scratch);
         let before = counting::live();
-        for r in &reqs {
-            decisions.reset(r.parsed.len());
-            let batch = guard::Batch {
-                req: &r.parsed,
-                buf: &r.decoded,
-                tenant: None,
-                now_ms: NOW,
-            };
-            let out = g.admit(&cfg, batch, &mut decisions, &mut scratch);
-            assert_eq!(out.kept_series, r.parsed.len() as u64);
-        }
+        admit_all(&g, &mut decisions, &mut scratch);
         let after = counting::live();
         let owners = g.owners().len();
         let d = |i: usize| after.3[i] - before.3[i];
