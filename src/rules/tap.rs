@@ -60,13 +60,8 @@ impl<'a> Tap<'a> {
                 t: s.timestamp,
                 v: s.value,
             });
-            // Histograms are decoded only for series some rule reads (in `offer`), and their
-            // fields looked for only in series that have some: finding none walks the body.
-            let has_histograms = view.histogram_count() > 0;
-            let histograms = || {
-                view.histograms_raw()
-                    .take(if has_histograms { usize::MAX } else { 0 })
-            };
+            // Histograms are decoded only for series some rule reads (in `offer`).
+            let histograms = || view.histograms_raw();
             let (withheld, a) = match decisions.rewritten(i) {
                 Some(owned) => {
                     let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));

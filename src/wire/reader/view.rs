@@ -229,11 +229,7 @@ impl<'a> SeriesView<'a> {
             Version::V1 => 4,
             Version::V2 => 3,
         };
-        RawFields {
-            cursor: self.body(),
-            buf: self.buf,
-            field,
-        }
+        self.raw_fields(field, self.rec.histograms)
     }
     /// The raw bodies of the series' exemplars (v1 field 3, v2 field 4), in order.
     pub fn exemplars_raw(&self) -> RawFields<'a> {
@@ -241,8 +237,17 @@ impl<'a> SeriesView<'a> {
             Version::V1 => 3,
             Version::V2 => 4,
         };
+        self.raw_fields(field, self.rec.exemplars)
+    }
+
+    /// The fields numbered `field` of the body, of which the parser counted `count`: none
+    /// means no walk over the body (most series have no histograms or exemplars, and their
+    /// readers ask for every series).
+    fn raw_fields(&self, field: u32, count: u32) -> RawFields<'a> {
+        let body = self.rec.start as usize..self.rec.end as usize;
+        let range = if count == 0 { body.end..body.end } else { body };
         RawFields {
-            cursor: self.body(),
+            cursor: Cursor::new(self.buf, range),
             buf: self.buf,
             field,
         }
