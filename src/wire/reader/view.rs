@@ -371,7 +371,10 @@ impl<'a> SeriesView<'a> {
         Ok(framed
             && sorted
             && last_len < 0x80
-            && self.buf.get(last.name_off as usize - 3) == Some(&(last_len as u8)))
+            && (last.name_off as usize)
+                .checked_sub(3)
+                .and_then(|at| self.buf.get(at))
+                == Some(&(last_len as u8)))
     }
 
     /// The checks of [`SeriesView::validate`] that do not depend on the labels (native
