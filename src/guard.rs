@@ -292,6 +292,12 @@ impl<'a> Batch<'a> {
         }
         self.req.series(self.buf, i).canonical_labels()
     }
+
+    /// Series `i`'s labels as the guard sees them are known sorted and unique: as they came
+    /// (no earlier stage rewrote them) and `Parsed::validate` found them so.
+    fn sorted(&self, decisions: &Decisions, i: usize) -> bool {
+        decisions.rewritten(i).is_none() && self.req.series(self.buf, i).sorted() == Some(true)
+    }
 }
 
 /// Buffers reused by every request on one thread.
@@ -402,6 +408,9 @@ impl Guard {
             let labels = decisions.labels(req, buf, i);
             let id = match batch.canonical_labels(decisions, i) {
                 Some(raw) => identity::raw_id(cfg.hash_seed, raw),
+                None if batch.sorted(decisions, i) => scratch
+                    .identity
+                    .sorted_series_id(cfg.hash_seed, labels.clone()),
                 None => scratch.identity.series_id(cfg.hash_seed, labels.clone()),
             };
             let owner = identity::owner(&cfg.owner_labels, labels);

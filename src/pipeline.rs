@@ -190,10 +190,11 @@ fn prepare_with(
     // The relabel memo first: the labels of series it knows need no second validation
     // (`relabel::vouched` says why that is safe). Without rules, the plain loop.
     crate::relabel::lookup(ctx.relabel, parsed, decoded, relabel);
-    // The guard hashes canonical labels where they lie: `Parsed::validate` finds them in
-    // the same walk. Without a guard nobody asks, and 2.0 labels (symbol references) never
-    // are: there the view's check is cheaper.
-    let framing = ctx.guard.is_some() && ctx.version_in == Version::V1;
+    // The guard hashes canonical labels where they lie, and builds the canonical form of
+    // sorted ones (all 2.0 labels) without checking their order again: `Parsed::validate`
+    // records both from the same walk. Without a guard nobody asks, and the view's check
+    // is cheaper.
+    let framing = ctx.guard.is_some();
     if ctx.relabel.is_empty() {
         for i in 0..parsed.len() {
             if framing {

@@ -60,6 +60,9 @@ pub(crate) const CHECKED: u8 = 1;
 /// `SeriesRec::flags`: the labels are a canonical 1.0 encoding of themselves, back to back
 /// (see `SeriesView::canonical_labels`).
 pub(crate) const CANONICAL: u8 = 2;
+/// `SeriesRec::flags`: the label names are strictly increasing (sorted and unique), so an
+/// identity can be built from them in order without checking it again.
+pub(crate) const SORTED: u8 = 4;
 
 /// One label as byte ranges of the buffer. For v2 these hold symbol refs until the end of the
 /// pass, then are resolved in place to the symbols' byte ranges.
@@ -99,6 +102,9 @@ pub struct Parsed {
     /// v2: byte range covering all field-4 entries when they are contiguous in the body (the
     /// usual case), so the writer can copy the table with one `memcpy`.
     pub(crate) symbols_raw: Option<(u32, u32)>,
+    /// v2: every symbol is valid UTF-8, so `SeriesView::validate` need not check label
+    /// strings one reference at a time (a request's labels reuse a few symbols many times).
+    pub(crate) symbols_utf8: bool,
     /// v1: body ranges of the request-level `MetricMetadata` entries.
     pub(crate) v1_metadata: Vec<(u32, u32)>,
     pub(crate) v2_metadata: Vec<V2Metadata>,
@@ -113,6 +119,7 @@ impl Default for Parsed {
             labels: Vec::new(),
             symbols: Vec::new(),
             symbols_raw: None,
+            symbols_utf8: false,
             v1_metadata: Vec::new(),
             v2_metadata: Vec::new(),
         }
@@ -174,6 +181,7 @@ impl Parsed {
         self.labels.clear();
         self.symbols.clear();
         self.symbols_raw = None;
+        self.symbols_utf8 = false;
         self.v1_metadata.clear();
         self.v2_metadata.clear();
     }
@@ -218,11 +226,11 @@ impl Parsed {
     /// If `i >= self.len()`, like slice indexing.
     pub fn validate(&mut self, buf: &[u8], i: usize) -> Result<(), WireError> {
         // v2 labels are symbol references, never canonical in place: no framing to check.
-        let canonical = match self.version {
+        let flags = match self.version {
             Version::V1 => self.series(buf, i).validate_framing::<true>(i)?,
             Version::V2 => self.series(buf, i).validate_framing::<false>(i)?,
         };
-        self.series[i].flags = CHECKED | if canonical { CANONICAL } else { 0 };
+        self.series[i].flags = CHECKED | flags;
         Ok(())
     }
 
@@ -251,6 +259,7 @@ impl Parsed {
             labels,
             version: self.version,
             metadata,
+            symbols_utf8: self.symbols_utf8,
         }
     }
 

@@ -180,9 +180,14 @@ fn check_canonical(p: &mut Parsed, buf: &[u8]) -> Result<(), TestCaseError> {
         let before = p.series(buf, i).canonical_labels();
         prop_assert_eq!(before, canonical_by_walk(&p.series(buf, i)));
         let view_said = format!("{:?}", p.series(buf, i).validate(i));
-        prop_assert_eq!(format!("{:?}", p.validate(buf, i)), view_said);
+        prop_assert_eq!(format!("{:?}", p.validate(buf, i)), view_said.clone());
         let view = p.series(buf, i);
         prop_assert_eq!(view.canonical_labels(), canonical_by_walk(&view));
+        // Accepted series know whether their names are strictly increasing; others nothing.
+        let names: Vec<&[u8]> = view.labels().map(|(n, _)| n).collect();
+        let increasing = names.windows(2).all(|w| w[0] < w[1]);
+        let accepted = view_said.starts_with("Ok");
+        prop_assert_eq!(view.sorted(), accepted.then_some(increasing));
     }
     Ok(())
 }
@@ -238,6 +243,7 @@ proptest! {
         p.parse(&buf, Version::V2, &Limits::default()).unwrap();
         check_v2(&req, &buf, &p)?;
         prop_assert_eq!(p.symbols_raw.is_some(), !req.symbols.is_empty());
+        check_canonical(&mut p, &buf)?;
     }
 
     #[test]
@@ -453,6 +459,48 @@ fn validate_rejects_invalid_utf8() {
             Err(WireError::InvalidUtf8 { series: 1, part })
         );
     }
+}
+
+/// v2 checks UTF-8 once per symbol, not per label reference: the same errors as a check of
+/// every label string, and a symbol no label reads (help text) is not one of them.
+#[test]
+fn v2_utf8_is_checked_per_symbol_with_the_same_verdicts() {
+    use crate::wire::proto::put_bytes;
+    // symbols: "", "__name__", "up", "job", then the odd one out; the sorted framing (tag 0x22,
+    // one-byte lengths) would let an all-ASCII table pass in one scan.
+    let body = |odd: &[u8], refs: &[u32]| {
+        let mut buf = Vec::new();
+        for s in [&b""[..], b"__name__", b"up", b"job", odd] {
+            put_bytes(&mut buf, 4, s);
+        }
+        buf.extend(
+            v2::Request {
+                symbols: vec![],
+                timeseries: vec![v2::TimeSeries {
+                    labels_refs: refs.to_vec(),
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec(),
+        );
+        buf
+    };
+    let check = |buf: &[u8]| {
+        let mut p = parse(buf, Version::V2).unwrap();
+        let view = p.series(buf, 0).validate(0);
+        assert_eq!(p.validate(buf, 0), view);
+        view
+    };
+    let bad = Err(WireError::InvalidUtf8 {
+        series: 0,
+        part: "value",
+    });
+    assert_eq!(check(&body(b"\xff", &[1, 2, 3, 4])), bad);
+    assert_eq!(check(&body(b"\xff", &[1, 2])), Ok(()));
+    // Not ASCII but UTF-8, and long enough for a two-byte length: the slow path, accepted.
+    let long = "é".repeat(100);
+    assert_eq!(check(&body(long.as_bytes(), &[1, 2, 3, 4])), Ok(()));
+    assert_eq!(check(&body(b"plain", &[1, 2, 3, 4])), Ok(()));
 }
 
 fn v2_req(symbols: &[&str], refs: &[u32]) -> Vec<u8> {

@@ -77,6 +77,7 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
     if contiguous {
         p.symbols_raw = run.map(|(start, end)| (start as u32, (end - start) as u32));
     }
+    p.symbols_utf8 = symbols_utf8(p, buf);
     if matches!(p.symbols.first(), Some(&(_, len)) if len != 0) {
         return Err(WireError::FirstSymbolNotEmpty);
     }
@@ -94,6 +95,23 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
         check_exemplars(p, buf, limits)?;
     }
     Ok(())
+}
+
+/// Whether every symbol is valid UTF-8. The table is usually one run of entries whose tags
+/// and (for strings under 128 bytes) lengths are ASCII bytes themselves, so one scan of the
+/// run settles an all-ASCII table; otherwise each symbol is checked once.
+fn symbols_utf8(p: &Parsed, buf: &[u8]) -> bool {
+    use crate::wire::reader::view::is_ascii;
+    let run = p
+        .symbols_raw
+        .and_then(|(start, len)| buf.get(start as usize..(start + len) as usize));
+    if run.is_some_and(is_ascii) {
+        return true;
+    }
+    p.symbols.iter().all(|&(off, len)| {
+        let s = crate::wire::proto::slice(buf, off, len);
+        is_ascii(s) || std::str::from_utf8(s).is_ok()
+    })
 }
 
 fn symbol_too_long(index: usize, len: usize, limits: &Limits) -> WireError {

@@ -1,7 +1,7 @@
 //! Views of one parsed series: labels borrowed from the buffer, samples decoded lazily,
 //! and the label checks (`validate`).
 
-use super::{LabelRec, SeriesRec, V2Metadata, CANONICAL, CHECKED};
+use super::{LabelRec, SeriesRec, V2Metadata, CANONICAL, CHECKED, SORTED};
 use crate::wire::proto::{self, Cursor};
 use crate::wire::{Version, WireError};
 
@@ -13,6 +13,8 @@ pub struct SeriesView<'a> {
     pub(super) labels: &'a [LabelRec],
     pub(super) version: Version,
     pub(super) metadata: Option<V2Metadata>,
+    /// `Parsed::symbols_utf8`.
+    pub(super) symbols_utf8: bool,
 }
 
 impl std::fmt::Debug for SeriesView<'_> {
@@ -271,14 +273,16 @@ impl<'a> SeriesView<'a> {
         self.validate_framing::<false>(index).map(|_| ())
     }
 
-    /// `validate`, answering besides whether the labels are canonical where they lie (what
-    /// `canonical_labels` answers `Some` for): the same walk checks their framing. Without
-    /// `FRAMING` (nobody will ask), that check is left out and the answer is `false`.
+    /// `validate`, answering besides (as `SeriesRec::flags` bits) whether the label names
+    /// are sorted and unique (`SORTED`) and whether the labels are canonical where they lie
+    /// (`CANONICAL`, what `canonical_labels` answers `Some` for): the same walk checks their
+    /// framing. Without `FRAMING` (nobody will ask), that check is left out and `CANONICAL`
+    /// never set.
     #[inline(always)]
     pub(super) fn validate_framing<const FRAMING: bool>(
         &self,
         index: usize,
-    ) -> Result<bool, WireError> {
+    ) -> Result<u8, WireError> {
         let Some(first) = self.labels.first() else {
             return Err(WireError::NoLabels { series: index });
         };
@@ -326,19 +330,27 @@ impl<'a> SeriesView<'a> {
                 framed &= n == at + 4 && v == n + l.name_len as usize + 2;
                 at = v + l.value_len as usize;
             }
-            lo = lo.min(n).min(v);
-            hi = hi
-                .max(n + l.name_len as usize)
-                .max(v + l.value_len as usize);
-            string_bytes += (l.name_len + l.value_len) as usize;
+            if self.version == Version::V1 {
+                lo = lo.min(n).min(v);
+                hi = hi
+                    .max(n + l.name_len as usize)
+                    .max(v + l.value_len as usize);
+                string_bytes += (l.name_len + l.value_len) as usize;
+            }
         }
         // UTF-8: in v1 the label strings sit together inside the series body, separated only
         // by framing bytes below 0x80, so one ASCII scan of that span usually settles every
-        // string at once; otherwise (v2 symbols, non-ASCII text) check string by string.
-        let span_ascii = hi > lo
-            && hi - lo <= 2 * string_bytes + 64
-            && self.buf.get(lo..hi).is_some_and(is_ascii);
-        if !span_ascii {
+        // string at once; in v2 the parser checked the symbols table once. Otherwise (a
+        // symbol that is not UTF-8, non-ASCII text) check string by string.
+        let checked = match self.version {
+            Version::V1 => {
+                hi > lo
+                    && hi - lo <= 2 * string_bytes + 64
+                    && self.buf.get(lo..hi).is_some_and(is_ascii)
+            }
+            Version::V2 => self.symbols_utf8,
+        };
+        if !checked {
             for (name, value) in self.labels() {
                 if !is_utf8(name) {
                     return Err(WireError::InvalidUtf8 {
@@ -368,13 +380,21 @@ impl<'a> SeriesView<'a> {
         // also keeps every length a single byte).
         let last = self.labels.last().unwrap_or(first);
         let last_len = last.name_len as usize + last.value_len as usize + 4;
-        Ok(framed
+        let canonical = framed
             && sorted
             && last_len < 0x80
             && (last.name_off as usize)
                 .checked_sub(3)
                 .and_then(|at| self.buf.get(at))
-                == Some(&(last_len as u8)))
+                == Some(&(last_len as u8));
+        Ok(if canonical { CANONICAL } else { 0 } | if sorted { SORTED } else { 0 })
+    }
+
+    /// The label names are sorted and unique, as `Parsed::validate` found: `None` when it
+    /// has not seen the series.
+    #[inline]
+    pub fn sorted(&self) -> Option<bool> {
+        (self.rec.flags & CHECKED != 0).then_some(self.rec.flags & SORTED != 0)
     }
 
     /// The checks of [`SeriesView::validate`] that do not depend on the labels (native
