@@ -199,6 +199,7 @@ fn bench(c: &mut Criterion) {
         });
         hist_buf.append_all(
             None,
+            None,
             l.into_iter(),
             std::iter::empty(),
             hs,

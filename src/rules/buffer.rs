@@ -13,17 +13,18 @@
 //! inside each shard and summed when `/metrics` is scraped, never updated per sample in a
 //! shared atomic.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use promql_parser::label::Matchers;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::plan::name_equality;
 use super::promql::{self, HistogramSample, Labels, Sample, SeriesSink, Storage};
-use crate::wire::short_eq;
+use crate::guard::identity::Identity;
 
 const SHARDS: usize = 64;
 /// Rings are not shrunk below this many samples.
@@ -94,6 +95,8 @@ impl std::hash::Hasher for IdentityHasher {
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
 struct Series {
+    /// `SeriesKey::check`.
+    check: u64,
     /// The tenant whose series it is (`None`: tenants off, or recorded by a rule).
     tenant: Option<Box<str>>,
     /// Sorted by name; what `select` hands the engine.
@@ -227,78 +230,47 @@ impl Default for Buffer {
     }
 }
 
-/// The identity of a tenant's series: its labels' (`series_hash`), told apart by tenant.
-pub fn tenant_series_hash<'a>(
-    tenant: Option<&str>,
-    labels: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> u64 {
-    let h = series_hash(labels);
-    match tenant {
-        None => h,
-        Some(t) => h ^ xxh3_64_with_seed(t.as_bytes(), 0x007e_4a47).rotate_left(17),
-    }
+/// Seed of the buffers' series keys: fixed, not the guard's `hash_seed`, so that a reload
+/// never changes the key of a buffered series.
+const KEY_SEED: u64 = 0x7275_6c65_735f_6275;
+
+/// The key of a tenant's series in the buffers: a 128-bit xxh3 of its labels in the guard's
+/// canonical form (`guard::identity`: sorted, so any wire order is one series). The low half
+/// picks the shard and the map slot; the high half is kept with the series and tells apart
+/// two series whose low halves collide, which a label-by-label comparison did before at
+/// several times the cost (two live series agreeing in all 128 bits: about n²/2¹²⁹).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesKey {
+    hash: u64,
+    check: u64,
 }
 
-/// Order-independent series identity: the same labels in any wire order are one series.
-pub fn series_hash<'a>(labels: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
-    labels.fold(0u64, |acc, (n, v)| {
-        acc.wrapping_add(xxh3_64_with_seed(v, name_seed(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    })
-}
-
-/// The seed a label's name gives its value's hash. Names up to 16 bytes (nearly all) are
-/// folded inline, two words and the length through a multiply, instead of a second xxh3 call
-/// per label; a collision between two names only makes two series share a hash, which
-/// `append_all` already handles.
-#[inline]
-fn name_seed(n: &[u8]) -> u64 {
-    const K: u64 = 0x9FB2_1C65_1E98_DF25;
-    let words = match n.len() {
-        0..=7 => {
-            let mut w = [0u8; 8];
-            w[..n.len()].copy_from_slice(n);
-            Some((u64::from_le_bytes(w), 0))
+impl SeriesKey {
+    /// `canonical`: the labels' canonical encoding where the request already holds it
+    /// (`SeriesView::canonical_labels`), hashed in place; otherwise it is built from `labels`.
+    pub fn new<'a>(
+        tenant: Option<&str>,
+        labels: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+        canonical: Option<&[u8]>,
+    ) -> SeriesKey {
+        thread_local! {
+            static IDENTITY: RefCell<Identity> = RefCell::new(Identity::new());
         }
-        8..=16 => n
-            .first_chunk::<8>()
-            .zip(n.last_chunk::<8>())
-            .map(|(lo, hi)| (u64::from_le_bytes(*lo), u64::from_le_bytes(*hi))),
-        _ => None,
-    };
-    match words {
-        Some((lo, hi)) => {
-            let m = u128::from(lo ^ K) * u128::from(hi ^ K.rotate_left(23) ^ n.len() as u64);
-            (m as u64) ^ ((m >> 64) as u64)
+        let h = match canonical {
+            Some(bytes) => xxh3_128_with_seed(bytes, KEY_SEED),
+            None => {
+                IDENTITY.with_borrow_mut(|id| xxh3_128_with_seed(id.canonical(labels), KEY_SEED))
+            }
+        };
+        let h = match tenant {
+            None => h,
+            Some(t) => h ^ xxh3_128_with_seed(t.as_bytes(), KEY_SEED ^ 0x007e_4a47).rotate_left(17),
+        };
+        SeriesKey {
+            hash: h as u64,
+            check: (h >> 64) as u64,
         }
-        None => xxh3_64(n),
     }
-}
-
-fn same_labels<'a, I>(stored: &Labels, wire: I) -> bool
-where
-    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
-{
-    // Senders sort labels, so pairwise first; any other order falls back to lookups.
-    let mut n = 0;
-    let in_order = wire.clone().all(|(k, v)| {
-        let ok = stored
-            .get(n)
-            .is_some_and(|(sk, sv)| short_eq(sk.as_bytes(), k) && short_eq(sv.as_bytes(), v));
-        n += 1;
-        ok
-    });
-    if in_order {
-        return n == stored.len();
-    }
-    let mut wire = wire;
-    let mut n = 0;
-    let all = wire.all(|(k, v)| {
-        n += 1;
-        stored
-            .binary_search_by(|(sk, _)| sk.as_bytes().cmp(k))
-            .is_ok_and(|i| stored[i].1.as_bytes() == v)
-    });
-    all && n == stored.len()
 }
 
 impl Buffer {
@@ -353,6 +325,7 @@ impl Buffer {
     {
         self.append_all(
             tenant,
+            None,
             labels,
             samples,
             std::iter::empty(),
@@ -364,9 +337,14 @@ impl Buffer {
     /// [`Buffer::append_for`] with the series' native histograms too (each kind in time
     /// order; a histogram at or before the newest buffered histogram is out of order). The
     /// per-series sample cap applies to each kind.
+    ///
+    /// `key`: the series' key when the caller has it (`SeriesKey::new` from bytes in place);
+    /// otherwise it is computed from `labels`.
+    #[allow(clippy::too_many_arguments)]
     pub fn append_all<'a, L>(
         &self,
         tenant: Option<&str>,
+        key: Option<SeriesKey>,
         labels: L,
         samples: impl Iterator<Item = Sample>,
         histograms: impl Iterator<Item = HistogramSample>,
@@ -376,14 +354,15 @@ impl Buffer {
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
-        let hash = tenant_series_hash(tenant, labels.clone());
+        let key = key.unwrap_or_else(|| SeriesKey::new(tenant, labels.clone(), None));
+        let hash = key.hash;
         let mut out = Appended::default();
         let mut guard = self.shard(hash);
         let shard = &mut *guard;
         let series = match shard.series.get_mut(&hash) {
             Some(s) => {
-                if s.tenant.as_deref() != tenant || !same_labels(&s.labels, labels.clone()) {
-                    // A 64-bit collision between two live series: keep the first, refuse the
+                if s.check != key.check || s.tenant.as_deref() != tenant {
+                    // Two live series share the map's 64 bits: keep the first, refuse the
                     // second rather than mixing their samples.
                     out.refused_series = true;
                     return out;
@@ -425,6 +404,7 @@ impl Buffer {
                     shard.by_name.entry(name.clone()).or_default().push(hash);
                 }
                 let s = Series {
+                    check: key.check,
                     tenant: tenant.map(Into::into),
                     labels: owned,
                     samples: VecDeque::new(),

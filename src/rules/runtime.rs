@@ -149,6 +149,7 @@ impl Runtime {
                     });
                     self.buffer.append_all(
                         None,
+                        None,
                         labels,
                         samples,
                         histograms,

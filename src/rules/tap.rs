@@ -2,7 +2,7 @@
 //! the plan; the ones some rule reads are buffered, and withheld from forwarding when their
 //! group says `forward_inputs: false`. What is forwarded is exactly what the rules see.
 
-use super::buffer::{Buffer, BufferLimits};
+use super::buffer::{Buffer, BufferLimits, SeriesKey};
 use super::plan::Plan;
 use super::promql::{HistogramSample, Sample};
 use crate::series::Decisions;
@@ -65,9 +65,16 @@ impl<'a> Tap<'a> {
             let (withheld, a) = match decisions.rewritten(i) {
                 Some(owned) => {
                     let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
-                    self.offer(labels, samples, histograms)
+                    self.offer(labels, || None, samples, histograms)
                 }
-                None => self.offer(view.labels(), samples, histograms),
+                // The buffer's key hashes the labels' canonical bytes in place when the
+                // request holds them so (asked only of series a rule reads).
+                None => self.offer(
+                    view.labels(),
+                    || view.canonical_labels(),
+                    samples,
+                    histograms,
+                ),
             };
             o.samples += a.samples;
             o.out_of_order += a.out_of_order;
@@ -85,6 +92,7 @@ impl<'a> Tap<'a> {
     fn offer<'l, 'h, L, H>(
         &self,
         labels: L,
+        canonical: impl Fn() -> Option<&'l [u8]>,
         samples: impl Iterator<Item = Sample>,
         histograms: impl Fn() -> H,
     ) -> (bool, super::buffer::Appended)
@@ -99,6 +107,7 @@ impl<'a> Tap<'a> {
         match self.plan.match_series(name, labels.clone()) {
             None => (false, Default::default()),
             Some(m) => {
+                let key = SeriesKey::new(self.tenant, labels.clone(), canonical());
                 let mut hists: Vec<HistogramSample> = Vec::new();
                 let mut stale: Vec<Sample> = Vec::new();
                 for raw in histograms() {
@@ -114,6 +123,7 @@ impl<'a> Tap<'a> {
                 let a = if stale.is_empty() {
                     self.buffer.append_all(
                         self.tenant,
+                        Some(key),
                         labels,
                         samples,
                         hists.into_iter(),
@@ -126,6 +136,7 @@ impl<'a> Tap<'a> {
                     all.sort_by_key(|s| s.t);
                     self.buffer.append_all(
                         self.tenant,
+                        Some(key),
                         labels,
                         all.into_iter(),
                         hists.into_iter(),

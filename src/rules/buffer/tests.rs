@@ -363,6 +363,7 @@ fn histograms_are_buffered_next_to_floats_and_counted_in_bytes() {
     let labels = l(&[("__name__", "h")]);
     let a = b.append_all(
         None,
+        None,
         labels.clone().into_iter(),
         samples(&[10]).into_iter(),
         [h(20), h(30)].into_iter(),
@@ -373,6 +374,7 @@ fn histograms_are_buffered_next_to_floats_and_counted_in_bytes() {
     let bytes_with = b.stats().bytes;
     // A retried histogram is out of order, like a float.
     let a = b.append_all(
+        None,
         None,
         labels.into_iter(),
         std::iter::empty(),
@@ -390,4 +392,57 @@ fn histograms_are_buffered_next_to_floats_and_counted_in_bytes() {
     b.sweep(10_000);
     assert_eq!(b.stats().samples, 0);
     assert!(b.stats().bytes < bytes_with);
+}
+
+/// The key is the labels' canonical form: any order is one series, bytes in place give the
+/// same key as labels built, and two series sharing the map's 64 bits are never mixed.
+#[test]
+fn series_keys_follow_the_labels_and_collisions_are_refused() {
+    let sorted = l(&[("__name__", "up"), ("job", "x")]);
+    let shuffled = l(&[("job", "x"), ("__name__", "up")]);
+    let key = SeriesKey::new(None, sorted.iter().copied(), None);
+    assert_eq!(SeriesKey::new(None, shuffled.iter().copied(), None), key);
+    let mut canonical = Vec::new();
+    for (n, v) in &sorted {
+        canonical.extend_from_slice(&[0x0a, (n.len() + v.len() + 4) as u8, 0x0a, n.len() as u8]);
+        canonical.extend_from_slice(n);
+        canonical.extend_from_slice(&[0x12, v.len() as u8]);
+        canonical.extend_from_slice(v);
+    }
+    assert_eq!(
+        SeriesKey::new(None, sorted.iter().copied(), Some(&canonical)),
+        key
+    );
+    assert_ne!(SeriesKey::new(Some("t"), sorted.iter().copied(), None), key);
+
+    let b = Buffer::new();
+    let put = |key, labels: &[(&'static [u8], &'static [u8])], t| {
+        b.append_all(
+            None,
+            Some(key),
+            labels.iter().copied(),
+            samples(&[t]).into_iter(),
+            std::iter::empty(),
+            1_000,
+            &LIMITS,
+        )
+    };
+    assert!(put(key, &shuffled, 10).buffered);
+    let other = l(&[("__name__", "up"), ("job", "y")]);
+    let clash = SeriesKey {
+        hash: key.hash,
+        check: key.check ^ 1,
+    };
+    let a = put(clash, &other, 20);
+    assert!(a.refused_series && !a.buffered);
+    assert_eq!(
+        collect(&b, &name("up"), 0, 100),
+        vec![(
+            vec![
+                ("__name__".to_string(), "up".to_string()),
+                ("job".to_string(), "x".to_string())
+            ],
+            vec![10]
+        )]
+    );
 }

@@ -239,6 +239,7 @@ groups:
             .collect();
         b.append_all(
             None,
+            None,
             l.into_iter(),
             std::iter::empty(),
             [HistogramSample {
@@ -262,6 +263,7 @@ groups:
                         .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
                         .collect();
                     b.append_all(
+                        None,
                         None,
                         l.into_iter(),
                         std::iter::empty(),
