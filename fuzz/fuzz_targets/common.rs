@@ -88,6 +88,15 @@ pub fn run(data: &[u8], version: Version) {
         ));
     }
     assert_eq!(samples, counts.samples);
+    // The pass's flags: the same verdict as the view's check, and sorted names as they are.
+    for i in 0..parsed.len() {
+        let view_said = parsed.series(buf, i).validate(i);
+        assert_eq!(parsed.validate(buf, i), view_said);
+        let s = parsed.series(buf, i);
+        let names: Vec<&[u8]> = s.labels().map(|(n, _)| n).collect();
+        let increasing = names.windows(2).all(|w| w[0] < w[1]);
+        assert_eq!(s.sorted(), view_said.is_ok().then_some(increasing));
+    }
 
     let extra = OwnedSeries {
         histograms: Vec::new(),

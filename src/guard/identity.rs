@@ -5,8 +5,9 @@
 //! varints). The lengths make the encoding unambiguous, and it is byte for byte what
 //! Prometheus sends, so for most series the id is a hash of the label bytes where they lie in
 //! the request ([`raw_id`] over `SeriesView::canonical_labels`), with no copy; other series
-//! (unsorted, v2, rewritten) are encoded into a scratch buffer first ([`Identity::series_id`]),
-//! with the same result. The seed comes from the config so that replicas (and snapshots)
+//! (unsorted, v2, rewritten) are encoded into a scratch buffer first ([`Identity::series_id`];
+//! [`Identity::sorted_series_id`] for labels known sorted, as v2 ones are), with the same
+//! result. The rules buffers key their series by the same encoding (another seed, 128 bits). The seed comes from the config so that replicas (and snapshots)
 //! agree on ids.
 
 use prost::encoding::{encode_varint, encoded_len_varint};

@@ -242,8 +242,9 @@ const KEY_SEED: u64 = 0x7275_6c65_735f_6275;
 /// The key of a tenant's series in the buffers: a 128-bit xxh3 of its labels in the guard's
 /// canonical form (`guard::identity`: sorted, so any wire order is one series). The low half
 /// picks the shard and the map slot; the high half is kept with the series and tells apart
-/// two series whose low halves collide, which a label-by-label comparison did before at
-/// several times the cost (two live series agreeing in all 128 bits: about n²/2¹²⁹).
+/// two series whose low halves collide without comparing their labels, which cost several
+/// times the hash (two live series agreeing in all 128 bits: about n²/2¹²⁹, 1.5e-27 at a
+/// million).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeriesKey {
     hash: u64,
