@@ -456,8 +456,10 @@ fn tenants_are_an_outer_level() {
 #[test]
 fn label_values_seen_in_an_expired_slice_are_sketched_again() {
     // The label sketches skip a (name, value) already inserted in the current slice; once
-    // the window has moved past that slice, the value must be counted anew.
-    let mut r = Run::new(cfg(1000));
+    // the window has moved past that slice, the value must be counted anew. An owner of a
+    // few series tracks no names (see `small_owners_track_no_names_until_they_grow`): its
+    // budget is near, so it does.
+    let mut r = Run::new(cfg(2));
     let one = |id: &str| series(&[("__name__", "m"), ("service", "x"), ("zone", id)], 1);
     r.send(vec![one("a"), one("a")], T0);
     let later = T0 + 2 * 3_600_000;
@@ -469,6 +471,42 @@ fn label_values_seen_in_an_expired_slice_are_sketched_again() {
         .find(|l| l.name == "zone")
         .unwrap_or_else(|| panic!("zone not among {:?}", row.top_labels));
     assert!((zone.estimate - 1.0).abs() < 0.5, "zone: {}", zone.estimate);
+}
+
+#[test]
+fn small_owners_track_no_names_until_they_grow() {
+    let n = owner::UNTRACKED_MAX as usize;
+    let id_values = |row: &report::OwnerReport| {
+        row.top_labels
+            .iter()
+            .find(|l| l.name == "id")
+            .map(|l| l.estimate)
+    };
+    // Far from its budget: no names while it holds `UNTRACKED_MAX` series or fewer...
+    let mut r = Run::new(cfg(1000));
+    r.send(batch("a", "m", 0, n), T0);
+    let row = r.row("a");
+    assert_eq!(row.active, n as u64);
+    assert!(row.top_metrics.is_empty() && row.top_labels.is_empty());
+    // ...then the series that come past it...
+    r.send(batch("a", "m", 0, n + 4), T0);
+    let row = r.row("a");
+    assert_eq!(row.top_metrics[0].name, "m");
+    assert_eq!(id_values(&row), Some(3.0));
+    // ...and, a slice later, every series sent again.
+    let slice_ms = Window::new(r.cfg.window, r.cfg.window_slices).slice_ms() as i64;
+    r.send(batch("a", "m", 0, n + 4), T0 + slice_ms);
+    assert_eq!(id_values(&r.row("a")), Some((n + 4) as f64));
+
+    // Near its budget, an owner names its first series; a refusal names what comes next.
+    let mut r = Run::new(cfg(n as u64));
+    r.send(batch("a", "m", 0, 1), T0);
+    assert_eq!(id_values(&r.row("a")), Some(1.0));
+    let mut c = cfg(1000);
+    Arc::make_mut(&mut c.default_budget).max_series_per_metric = Some(1);
+    let mut r = Run::new(c);
+    r.send(batch("a", "m", 0, 3), T0);
+    assert_eq!(id_values(&r.row("a")), Some(2.0));
 }
 
 #[test]
