@@ -9,7 +9,7 @@ use super::image::{OwnerImage, RestoreError, RingImage};
 use super::names::Names;
 use super::ring::{SeenFilter, SketchRing};
 use super::sketch::{DEMAND_PRECISION, OFFENDER_PRECISION};
-use super::table::SeriesTable;
+use super::table::{key_of, SeriesTable};
 use super::tables::Tables;
 use super::window::Window;
 use super::{Action, Budget};
@@ -231,7 +231,13 @@ pub struct OwnerState {
     pub budget: Arc<Budget>,
     /// Distinct value hashes (tagged like series) per limited label name.
     label_values: Vec<(String, SeriesTable)>,
-    demand: SketchRing,
+    /// Distinct series that came over the window, admitted or not; `None` while every one
+    /// was admitted. The demand is then the admitted series themselves (`metrics`, which
+    /// expire as a ring forgets), exactly: an owner that never refuses (most of them, and
+    /// every owner of a few series) holds no second list of its ids, nor the per-slice
+    /// sketches a large owner's ring grows into. Built from `metrics` at the first series
+    /// that is not admitted right away (`demand_ring`).
+    demand: Option<SketchRing>,
     /// `None` while the owner is small (see `UNTRACKED_MAX`).
     offenders: Option<Box<Offenders>>,
     /// Ids refused in the current slice, direct-mapped: a refused series that keeps coming
@@ -279,7 +285,7 @@ impl OwnerState {
             slices: window.slices(),
             metrics: Tables::default(),
             label_values: Vec::new(),
-            demand: SketchRing::new(window.slices(), DEMAND_PRECISION),
+            demand: None,
             offenders: None,
             refused: SeenFilter::new(REFUSED_FILTER.0, REFUSED_FILTER.1),
         }
@@ -314,7 +320,9 @@ impl OwnerState {
     fn turn(&mut self, window: &Window, now: u64) -> u64 {
         let steps = (now - self.slice).min(u64::from(window.slices()));
         for s in (now + 1 - steps)..=now {
-            self.demand.clear_slot(s);
+            if let Some(d) = &mut self.demand {
+                d.clear_slot(s);
+            }
             if let Some(o) = &mut self.offenders {
                 o.metrics.for_each_ring(|r| r.clear_slot(s));
                 o.labels.for_each_ring(|r| r.clear_slot(s));
@@ -341,6 +349,11 @@ impl OwnerState {
                 // Nothing sketched over a whole window: small again until it grows.
                 self.offenders = None;
             }
+        }
+        if self.demand.as_ref().is_some_and(SketchRing::is_empty) {
+            // Nothing came for a whole window, refused or not: the admitted series (none)
+            // are the demand again.
+            self.demand = None;
         }
         self.refused.clear();
         self.active -= expired.min(self.active);
@@ -372,8 +385,10 @@ impl OwnerState {
         // A series this owner has not admitted (or that expired).
         let reason = self.check(&s, metric_key, global, cap, share);
         if reason.is_some() {
-            // The refused series' own names count among the offenders.
+            // The refused series' own names count among the offenders, and the series in the
+            // demand, which the admitted series no longer are alone.
             self.track_offenders();
+            self.demand_ring(now);
         }
         if self.refused.tag(s.id).is_none() {
             self.sketch(&s, now);
@@ -475,6 +490,8 @@ impl OwnerState {
                     // so a refused series sent every scrape costs no round trip per request.
                     return Lookup::RefusedThisSlice(refused_reason(tag));
                 }
+                // Redis may refuse it: in the demand either way.
+                self.demand_ring(now);
                 self.sketch(s, now);
                 Lookup::New
             }
@@ -611,7 +628,11 @@ impl OwnerState {
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
-        self.demand.insert(now, s.id);
+        // By the key the tables hold it under, so that a ring built from them
+        // (`demand_ring`) counts each series once.
+        if let Some(d) = &mut self.demand {
+            d.insert(now, key_of(s.id));
+        }
         if self.offenders.is_none() {
             // The admitted series, not the demand: a snapshot restores them exactly, and what
             // demand is not admitted was refused, which starts the tracking anyway.
@@ -646,6 +667,21 @@ impl OwnerState {
         }
     }
 
+    /// The demand as a ring, built from the admitted series if it was them alone: before a
+    /// series that may not be admitted is sketched.
+    fn demand_ring(&mut self, now: u64) {
+        let (slices, metrics) = (self.slices, &self.metrics);
+        self.demand.get_or_insert_with(|| {
+            let mut ring = SketchRing::new(slices, DEMAND_PRECISION);
+            let t = Window::tag(now);
+            for (key, _, tag) in metrics.iter() {
+                // The slice it was last seen in, from its tag (at most a window old).
+                ring.insert(now.saturating_sub(u64::from(t.wrapping_sub(tag))), key);
+            }
+            ring
+        });
+    }
+
     /// Track the names of what comes from now on, whatever the owner's size (a refusal).
     fn track_offenders(&mut self) {
         if self.offenders.is_none() {
@@ -655,7 +691,9 @@ impl OwnerState {
 
     /// Distinct series that arrived over the window, admitted or not.
     pub fn demand_estimate(&self) -> f64 {
-        self.demand.estimate()
+        self.demand
+            .as_ref()
+            .map_or(self.active as f64, SketchRing::estimate)
     }
 
     /// The `k` metric names with the most distinct series over the window (estimated).
@@ -681,7 +719,7 @@ impl OwnerState {
             + self.table_bytes()
             + self.metrics.map_bytes()
             + self.refused.memory_bytes()
-            + ring(&self.demand)
+            + self.demand.as_ref().map_or(0, ring)
             + self.offenders.as_ref().map_or(0, |o| {
                 std::mem::size_of::<Offenders>()
                     + o.metrics.memory_bytes()
@@ -723,7 +761,14 @@ impl OwnerState {
             last_seen: self.last_seen,
             metrics: self.metrics.tables(),
             label_values: self.label_values.clone(),
-            demand: ring(&self.demand),
+            // The admitted series as the demand: an empty ring, and so back to `None`.
+            demand: self.demand.as_ref().map_or_else(
+                || RingImage {
+                    precision: DEMAND_PRECISION,
+                    slices: vec![None; usize::from(self.slices)],
+                },
+                ring,
+            ),
             metric_demand: named(o.map(|o| &o.metrics)),
             label_demand: named(o.map(|o| &o.labels)),
         }
@@ -759,7 +804,7 @@ impl OwnerState {
         };
         let mut st = OwnerState::new(budget, 0, window, img.slice);
         st.last_seen = img.last_seen;
-        st.demand = ring(img.demand, DEMAND_PRECISION)?;
+        st.demand = Some(ring(img.demand, DEMAND_PRECISION)?).filter(|r| !r.is_empty());
         if !img.metric_demand.is_empty() || !img.label_demand.is_empty() {
             let mut o = Offenders::new();
             o.metrics = named(img.metric_demand)?;

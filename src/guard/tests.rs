@@ -510,6 +510,29 @@ fn small_owners_track_no_names_until_they_grow() {
 }
 
 #[test]
+fn demand_is_the_admitted_series_until_one_is_refused() {
+    let slice_ms = {
+        let c = cfg(10);
+        Window::new(c.window, c.window_slices).slice_ms() as i64
+    };
+    let mut r = Run::new(cfg(10));
+    r.send(batch("a", "m", 0, 8), T0);
+    assert_eq!(r.row("a").demand, Some(8.0));
+    // A slice later, ids 4..12: four again, two admitted, two refused.
+    r.send(batch("a", "m", 4, 8), T0 + slice_ms);
+    let row = r.row("a");
+    assert_eq!((row.active, row.demand), (10, Some(12.0)));
+    // Refused again, and one more new: each counted once.
+    r.send(batch("a", "m", 0, 13), T0 + 2 * slice_ms);
+    assert_eq!(r.row("a").demand, Some(13.0));
+    // A window with nothing: no demand, and the admitted series are the demand again.
+    let later = T0 + 2 * slice_ms + 2 * 3_600_000;
+    r.send(batch("a", "m", 0, 3), later);
+    let row = r.row("a");
+    assert_eq!((row.active, row.demand), (3, Some(3.0)));
+}
+
+#[test]
 fn counts_are_the_reports_rows_without_the_sketches() {
     let mut c = cfg(10);
     c.max_reported_services = 2;
