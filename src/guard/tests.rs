@@ -533,6 +533,27 @@ fn demand_is_the_admitted_series_until_one_is_refused() {
 }
 
 #[test]
+fn owner_values_compare_inline_when_short_and_by_the_key_when_long() {
+    let long = [b'x'; SHORT_VALUE + 1];
+    let values: [Option<&[u8]>; 7] = [
+        None,
+        Some(b""),
+        Some(b"a"),
+        Some(b"svc-00001"),
+        Some(b"svc-00002"),
+        Some(&long[..SHORT_VALUE]),
+        Some(&long[..SHORT_VALUE - 1]),
+    ];
+    for a in values {
+        for b in values {
+            assert_eq!(ShortValue::new(a).is(b), Some(a == b), "{a:?} {b:?}");
+        }
+        assert_eq!(ShortValue::new(a).is(Some(&long)), Some(false));
+        assert_eq!(ShortValue::new(Some(&long)).is(a), None);
+    }
+}
+
+#[test]
 fn counts_are_the_reports_rows_without_the_sketches() {
     let mut c = cfg(10);
     c.max_reported_services = 2;
