@@ -22,7 +22,8 @@ use crate::series::{Reason, Verdict, REASONS};
 /// of at most 512 bytes instead (see `ring`).
 const MAX_TRACKED_NAMES: usize = 64;
 /// An owner tracks which names bring its demand (the top offenders) only with more than this
-/// many admitted series, within this many of its budget, or once it refused a series: for an owner of a few series the top offenders say nothing the series do not, and
+/// many admitted series, within this many of its budget, once it refused a series, or when
+/// its budget's `relabel` action picks the label to aggregate from them: for an owner of a few series the top offenders say nothing the series do not, and
 /// their rings and filter were most of what such an owner held (~800 of 1 500 bytes with ten
 /// thousand owners of 1–10 series). Series sent again are sketched again on their first
 /// sighting in each slice, so the names of an owner that grows past this are complete one
@@ -635,9 +636,14 @@ impl OwnerState {
         }
         if self.offenders.is_none() {
             // The admitted series, not the demand: a snapshot restores them exactly, and what
-            // demand is not admitted was refused, which starts the tracking anyway.
+            // demand is not admitted was refused, which starts the tracking anyway. A
+            // `relabel` budget that names no labels aggregates away the top label at its
+            // first refusal, whatever refuses it (a per-metric limit, the global cap): that
+            // needs the names from the start.
+            let b = &self.budget;
             if self.active <= UNTRACKED_MAX
-                && self.active.saturating_add(UNTRACKED_MAX) < self.budget.max_series
+                && self.active.saturating_add(UNTRACKED_MAX) < b.max_series
+                && !(b.action == Action::Relabel && b.overflow_labels.is_empty())
             {
                 return;
             }

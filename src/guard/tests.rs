@@ -409,6 +409,35 @@ fn relabel_without_named_labels_uses_the_exploding_label() {
 }
 
 #[test]
+fn relabel_without_named_labels_finds_the_exploding_label_of_a_small_owner() {
+    // Refused by a per-metric limit while the owner is far from its budget: the label to
+    // aggregate away is still the one with the most values, not a tie of the refused series'.
+    let mut c = cfg(1000);
+    let b = Arc::make_mut(&mut c.default_budget);
+    b.action = Action::Relabel;
+    b.max_series_per_metric = Some(3);
+    let mut r = Run::new(c);
+    let ts: Vec<_> = (0..10)
+        .map(|i| {
+            series(
+                &[
+                    ("__name__", "hits_total"),
+                    ("service", "a"),
+                    ("user_id", &format!("u{i}")),
+                ],
+                1,
+            )
+        })
+        .collect();
+    r.send(ts, T0);
+    let out = r.guard.overflow.flush(T0, 3_600_000);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0]
+        .labels
+        .contains(&("user_id".to_string(), "__overflow__".to_string())));
+}
+
+#[test]
 fn tenants_are_an_outer_level() {
     let mut c = cfg(2);
     c.tenant_header = Some(http::HeaderName::from_static("x-scope-orgid"));
