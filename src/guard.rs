@@ -68,8 +68,65 @@ pub const MAX_OWNER_KEY_BYTES: usize = 256;
 #[repr(C)]
 pub struct Owner {
     pub counters: OwnerCounters,
+    /// The owner value as the registry compares it, in the cache line of the `Arc`'s counts
+    /// and the counters: the key's `String` is a cache line of its own elsewhere, cold with
+    /// many small owners, and its value nearly always short.
+    short: ShortValue,
     pub key: OwnerKey,
     pub state: Mutex<OwnerState>,
+}
+
+impl Owner {
+    fn new(key: OwnerKey, state: OwnerState) -> Self {
+        Owner {
+            counters: OwnerCounters::default(),
+            short: ShortValue::new(key.owner.as_deref().map(str::as_bytes)),
+            key,
+            state: Mutex::new(state),
+        }
+    }
+}
+
+/// Owner values of at most this many bytes are compared inline (`Owner::short`).
+const SHORT_VALUE: usize = 23;
+/// `ShortValue`'s first byte for a longer value.
+const LONG_VALUE: u8 = u8::MAX;
+
+/// An owner value inline: its length + 1 then its bytes (0 for no value, `LONG_VALUE` for
+/// one of more than `SHORT_VALUE` bytes, compared in the key).
+#[derive(Clone, Copy)]
+struct ShortValue([u8; SHORT_VALUE + 1]);
+
+impl ShortValue {
+    fn new(value: Option<&[u8]>) -> Self {
+        let mut b = [0; SHORT_VALUE + 1];
+        match value {
+            None => {}
+            Some(v) if v.len() <= SHORT_VALUE => {
+                b[0] = v.len() as u8 + 1;
+                b[1..=v.len()].copy_from_slice(v);
+            }
+            Some(_) => b[0] = LONG_VALUE,
+        }
+        ShortValue(b)
+    }
+
+    /// Whether `value` is this one; `None` when it is long (the key decides).
+    #[inline]
+    fn is(&self, value: Option<&[u8]>) -> Option<bool> {
+        let n = self.0[0];
+        if n == LONG_VALUE {
+            return None;
+        }
+        Some(match value {
+            None => n == 0,
+            // The lengths first: `n` is at most `SHORT_VALUE + 1`, so the slice is in range.
+            Some(v) => {
+                usize::from(n) == v.len() + 1
+                    && crate::wire::short_eq(&self.0[1..usize::from(n)], v)
+            }
+        })
+    }
 }
 
 /// The guard's state. Lives as long as the process; survives config reloads.
@@ -135,7 +192,11 @@ fn owner_hash(seed: u64, key: &OwnerKey) -> u64 {
 /// Whether `o` is the owner with this tenant and value.
 #[inline]
 fn is_owner(o: &Owner, tenant: Option<&str>, owner: Option<&[u8]>) -> bool {
-    o.key.owner.as_deref().map(str::as_bytes) == owner && o.key.tenant.as_deref() == tenant
+    let same = match o.short.is(owner) {
+        Some(same) => same,
+        None => o.key.owner.as_deref().map(str::as_bytes) == owner,
+    };
+    same && o.key.tenant.as_deref() == tenant
 }
 
 impl Registry {
@@ -653,11 +714,10 @@ impl Guard {
         let key = reg.place(cfg, &key);
         reg.insert(key, |key| {
             let budget = cfg.budget_for(key.tenant.as_deref(), key.owner.as_deref());
-            Arc::new(Owner {
-                state: Mutex::new(OwnerState::new(budget, generation, window, now)),
-                key: key.clone(),
-                counters: OwnerCounters::default(),
-            })
+            Arc::new(Owner::new(
+                key.clone(),
+                OwnerState::new(budget, generation, window, now),
+            ))
         })
     }
 
@@ -751,13 +811,7 @@ impl Guard {
                 continue;
             }
             restored += state.active();
-            reg.insert(key, |key| {
-                Arc::new(Owner {
-                    key: key.clone(),
-                    state: Mutex::new(state),
-                    counters: OwnerCounters::default(),
-                })
-            });
+            reg.insert(key, |key| Arc::new(Owner::new(key.clone(), state)));
         }
         self.global_active.fetch_add(restored, Ordering::Relaxed);
         Ok(restored)

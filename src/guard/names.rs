@@ -39,6 +39,13 @@ impl Default for Names {
 }
 
 impl Names {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Names::Packed { rings, .. } => rings.is_empty(),
+            Names::Map(m) => m.is_empty(),
+        }
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         match self {

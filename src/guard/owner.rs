@@ -9,7 +9,7 @@ use super::image::{OwnerImage, RestoreError, RingImage};
 use super::names::Names;
 use super::ring::{SeenFilter, SketchRing};
 use super::sketch::{DEMAND_PRECISION, OFFENDER_PRECISION};
-use super::table::SeriesTable;
+use super::table::{key_of, SeriesTable};
 use super::tables::Tables;
 use super::window::Window;
 use super::{Action, Budget};
@@ -21,6 +21,14 @@ use crate::series::{Reason, Verdict, REASONS};
 /// slices × 12 KiB of demand sketch; a name with few distinct ids keeps them in an exact list
 /// of at most 512 bytes instead (see `ring`).
 const MAX_TRACKED_NAMES: usize = 64;
+/// An owner tracks which names bring its demand (the top offenders) only with more than this
+/// many admitted series, within this many of its budget, once it refused a series, or when
+/// its budget's `relabel` action picks the label to aggregate from them: for an owner of a few series the top offenders say nothing the series do not, and
+/// their rings and filter were most of what such an owner held (~800 of 1 500 bytes with ten
+/// thousand owners of 1–10 series). Series sent again are sketched again on their first
+/// sighting in each slice, so the names of an owner that grows past this are complete one
+/// slice later.
+pub const UNTRACKED_MAX: u64 = 16;
 /// Names are tracked by at most this many leading bytes: a metric name that is a 16 KiB
 /// label value costs 128 bytes here, and shows as its prefix among the top offenders.
 pub const MAX_TRACKED_NAME_BYTES: usize = 128;
@@ -224,19 +232,42 @@ pub struct OwnerState {
     pub budget: Arc<Budget>,
     /// Distinct value hashes (tagged like series) per limited label name.
     label_values: Vec<(String, SeriesTable)>,
-    demand: SketchRing,
-    metric_demand: Names,
-    label_demand: Names,
+    /// Distinct series that came over the window, admitted or not; `None` while every one
+    /// was admitted. The demand is then the admitted series themselves (`metrics`, which
+    /// expire as a ring forgets), exactly: an owner that never refuses (most of them, and
+    /// every owner of a few series) holds no second list of its ids, nor the per-slice
+    /// sketches a large owner's ring grows into. Built from `metrics` at the first series
+    /// that is not admitted right away (`demand_ring`).
+    demand: Option<SketchRing>,
+    /// `None` while the owner is small (see `UNTRACKED_MAX`).
+    offenders: Option<Box<Offenders>>,
     /// Ids refused in the current slice, direct-mapped: a refused series that keeps coming
     /// back is inserted into the demand sketch once per slice, not once per sample.
     refused: SeenFilter,
+    /// Slices of the window (the demand rings' length).
+    slices: u8,
+}
+
+/// Which metric names and label names bring an owner's demand: the report's top offenders,
+/// and the label a `relabel` budget with no `overflow_labels` aggregates away.
+struct Offenders {
+    metrics: Names,
+    labels: Names,
     /// (label name, value) pairs already in this slice's label sketches, direct-mapped by a
     /// hash of both. A sketch does not change when a value comes again, so skipping those
     /// inserts is exact; and almost every label of a new or refused series (`env`, `method`,
     /// `job`...) repeats: without this, each cost a sparse-sketch insert.
     sketched_values: SeenFilter,
-    /// Slices of the window (the demand rings' length).
-    slices: u8,
+}
+
+impl Offenders {
+    fn new() -> Box<Self> {
+        Box::new(Offenders {
+            metrics: Names::default(),
+            labels: Names::default(),
+            sketched_values: SeenFilter::new(SKETCHED_VALUES_FILTER.0, SKETCHED_VALUES_FILTER.1),
+        })
+    }
 }
 
 /// The filters' sizes: they start at the first and grow with the keys a slice brings, so an
@@ -255,11 +286,9 @@ impl OwnerState {
             slices: window.slices(),
             metrics: Tables::default(),
             label_values: Vec::new(),
-            demand: SketchRing::new(window.slices(), DEMAND_PRECISION),
-            metric_demand: Names::default(),
-            label_demand: Names::default(),
+            demand: None,
+            offenders: None,
             refused: SeenFilter::new(REFUSED_FILTER.0, REFUSED_FILTER.1),
-            sketched_values: SeenFilter::new(SKETCHED_VALUES_FILTER.0, SKETCHED_VALUES_FILTER.1),
         }
     }
 
@@ -292,9 +321,13 @@ impl OwnerState {
     fn turn(&mut self, window: &Window, now: u64) -> u64 {
         let steps = (now - self.slice).min(u64::from(window.slices()));
         for s in (now + 1 - steps)..=now {
-            self.demand.clear_slot(s);
-            self.metric_demand.for_each_ring(|r| r.clear_slot(s));
-            self.label_demand.for_each_ring(|r| r.clear_slot(s));
+            if let Some(d) = &mut self.demand {
+                d.clear_slot(s);
+            }
+            if let Some(o) = &mut self.offenders {
+                o.metrics.for_each_ring(|r| r.clear_slot(s));
+                o.labels.for_each_ring(|r| r.clear_slot(s));
+            }
         }
         let gap = now - self.slice;
         let expired = if gap >= u64::from(window.slices()) {
@@ -309,10 +342,21 @@ impl OwnerState {
                 values.retain_tags(|t| window.is_live(t, now));
             }
         }
-        self.metric_demand.retain_nonempty();
-        self.label_demand.retain_nonempty();
+        if let Some(o) = &mut self.offenders {
+            o.metrics.retain_nonempty();
+            o.labels.retain_nonempty();
+            o.sketched_values.clear();
+            if o.metrics.is_empty() && o.labels.is_empty() {
+                // Nothing sketched over a whole window: small again until it grows.
+                self.offenders = None;
+            }
+        }
+        if self.demand.as_ref().is_some_and(SketchRing::is_empty) {
+            // Nothing came for a whole window, refused or not: the admitted series (none)
+            // are the demand again.
+            self.demand = None;
+        }
         self.refused.clear();
-        self.sketched_values.clear();
         self.active -= expired.min(self.active);
         self.slice = now;
         expired
@@ -340,10 +384,16 @@ impl OwnerState {
         }
 
         // A series this owner has not admitted (or that expired).
+        let reason = self.check(&s, metric_key, global, cap, share);
+        if reason.is_some() {
+            // The refused series' own names count among the offenders, and the series in the
+            // demand, which the admitted series no longer are alone.
+            self.track_offenders();
+            self.demand_ring(now);
+        }
         if self.refused.tag(s.id).is_none() {
             self.sketch(&s, now);
         }
-        let reason = self.check(&s, metric_key, global, cap, share);
         if let Some(r) = reason {
             if let Some(v) = self.refuse(s.id, r, s.samples, tally) {
                 return v;
@@ -382,6 +432,7 @@ impl OwnerState {
         samples: u64,
         tally: &mut OwnerDelta,
     ) -> Option<Verdict> {
+        self.track_offenders();
         match self.budget.action {
             Action::Drop => {
                 self.refused.insert_tagged(id, refused_tag(r));
@@ -440,6 +491,8 @@ impl OwnerState {
                     // so a refused series sent every scrape costs no round trip per request.
                     return Lookup::RefusedThisSlice(refused_reason(tag));
                 }
+                // Redis may refuse it: in the demand either way.
+                self.demand_ring(now);
                 self.sketch(s, now);
                 Lookup::New
             }
@@ -576,9 +629,31 @@ impl OwnerState {
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
-        self.demand.insert(now, s.id);
+        // By the key the tables hold it under, so that a ring built from them
+        // (`demand_ring`) counts each series once.
+        if let Some(d) = &mut self.demand {
+            d.insert(now, key_of(s.id));
+        }
+        if self.offenders.is_none() {
+            // The admitted series, not the demand: a snapshot restores them exactly, and what
+            // demand is not admitted was refused, which starts the tracking anyway. A
+            // `relabel` budget that names no labels aggregates away the top label at its
+            // first refusal, whatever refuses it (a per-metric limit, the global cap): that
+            // needs the names from the start.
+            let b = &self.budget;
+            if self.active <= UNTRACKED_MAX
+                && self.active.saturating_add(UNTRACKED_MAX) < b.max_series
+                && !(b.action == Action::Relabel && b.overflow_labels.is_empty())
+            {
+                return;
+            }
+            self.offenders = Some(Offenders::new());
+        }
         let slices = self.slices;
-        if let Some(r) = tracked(&mut self.metric_demand, s.metric, slices) {
+        let Some(o) = self.offenders.as_deref_mut() else {
+            return;
+        };
+        if let Some(r) = tracked(&mut o.metrics, s.metric, slices) {
             r.insert(now, s.id);
         }
         for (name, value) in s.labels.clone() {
@@ -588,29 +663,58 @@ impl OwnerState {
             let vh = value_hash(value);
             // Never 0, the empty slot.
             let key = (vh ^ value_hash(name).rotate_left(29)) | 1;
-            if self.sketched_values.contains(key) {
+            if o.sketched_values.contains(key) {
                 continue;
             }
-            if let Some(r) = tracked(&mut self.label_demand, name, slices) {
+            if let Some(r) = tracked(&mut o.labels, name, slices) {
                 r.insert(now, vh);
-                self.sketched_values.insert(key);
+                o.sketched_values.insert(key);
             }
+        }
+    }
+
+    /// The demand as a ring, built from the admitted series if it was them alone: before a
+    /// series that may not be admitted is sketched.
+    fn demand_ring(&mut self, now: u64) {
+        let (slices, metrics) = (self.slices, &self.metrics);
+        self.demand.get_or_insert_with(|| {
+            let mut ring = SketchRing::new(slices, DEMAND_PRECISION);
+            let t = Window::tag(now);
+            for (key, _, tag) in metrics.iter() {
+                // The slice it was last seen in, from its tag (at most a window old).
+                ring.insert(now.saturating_sub(u64::from(t.wrapping_sub(tag))), key);
+            }
+            ring
+        });
+    }
+
+    /// Track the names of what comes from now on, whatever the owner's size (a refusal).
+    fn track_offenders(&mut self) {
+        if self.offenders.is_none() {
+            self.offenders = Some(Offenders::new());
         }
     }
 
     /// Distinct series that arrived over the window, admitted or not.
     pub fn demand_estimate(&self) -> f64 {
-        self.demand.estimate()
+        self.demand
+            .as_ref()
+            .map_or(self.active as f64, SketchRing::estimate)
     }
 
     /// The `k` metric names with the most distinct series over the window (estimated).
+    /// None while the owner is small (see `UNTRACKED_MAX`).
     pub fn top_metrics(&self, k: usize) -> Vec<(String, f64)> {
-        top(&self.metric_demand, k)
+        self.offenders
+            .as_ref()
+            .map_or_else(Vec::new, |o| top(&o.metrics, k))
     }
 
     /// The `k` label names with the most distinct values over the window (estimated).
     pub fn top_labels(&self, k: usize) -> Vec<(String, f64)> {
-        top(&self.label_demand, k)
+        self.offenders
+            .as_ref()
+            .map_or_else(Vec::new, |o| top(&o.labels, k))
     }
 
     /// Heap bytes this owner holds, about: the exact tables, the filters, the sketches (at
@@ -621,10 +725,13 @@ impl OwnerState {
             + self.table_bytes()
             + self.metrics.map_bytes()
             + self.refused.memory_bytes()
-            + self.sketched_values.memory_bytes()
-            + ring(&self.demand)
-            + self.metric_demand.memory_bytes()
-            + self.label_demand.memory_bytes()
+            + self.demand.as_ref().map_or(0, ring)
+            + self.offenders.as_ref().map_or(0, |o| {
+                std::mem::size_of::<Offenders>()
+                    + o.metrics.memory_bytes()
+                    + o.labels.memory_bytes()
+                    + o.sketched_values.memory_bytes()
+            })
     }
 
     /// Heap bytes of the exact tables (what a series costs the guard).
@@ -646,7 +753,13 @@ impl OwnerState {
             precision: r.precision(),
             slices: r.to_slices(),
         };
-        let named = |m: &Names| m.iter().map(|(k, r)| (k.to_vec(), ring(r))).collect();
+        let named = |m: Option<&Names>| {
+            m.into_iter()
+                .flat_map(|m| m.iter())
+                .map(|(k, r)| (k.to_vec(), ring(r)))
+                .collect()
+        };
+        let o = self.offenders.as_deref();
         OwnerImage {
             tenant: key.tenant.clone(),
             owner: key.owner.clone(),
@@ -654,9 +767,16 @@ impl OwnerState {
             last_seen: self.last_seen,
             metrics: self.metrics.tables(),
             label_values: self.label_values.clone(),
-            demand: ring(&self.demand),
-            metric_demand: named(&self.metric_demand),
-            label_demand: named(&self.label_demand),
+            // The admitted series as the demand: an empty ring, and so back to `None`.
+            demand: self.demand.as_ref().map_or_else(
+                || RingImage {
+                    precision: DEMAND_PRECISION,
+                    slices: vec![None; usize::from(self.slices)],
+                },
+                ring,
+            ),
+            metric_demand: named(o.map(|o| &o.metrics)),
+            label_demand: named(o.map(|o| &o.labels)),
         }
     }
 
@@ -690,9 +810,13 @@ impl OwnerState {
         };
         let mut st = OwnerState::new(budget, 0, window, img.slice);
         st.last_seen = img.last_seen;
-        st.demand = ring(img.demand, DEMAND_PRECISION)?;
-        st.metric_demand = named(img.metric_demand)?;
-        st.label_demand = named(img.label_demand)?;
+        st.demand = Some(ring(img.demand, DEMAND_PRECISION)?).filter(|r| !r.is_empty());
+        if !img.metric_demand.is_empty() || !img.label_demand.is_empty() {
+            let mut o = Offenders::new();
+            o.metrics = named(img.metric_demand)?;
+            o.labels = named(img.label_demand)?;
+            st.offenders = Some(o);
+        }
         st.metrics = Tables::from_tables(img.metrics);
         st.active = st.metrics.len() as u64;
         st.label_values = img.label_values;

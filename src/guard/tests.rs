@@ -409,6 +409,35 @@ fn relabel_without_named_labels_uses_the_exploding_label() {
 }
 
 #[test]
+fn relabel_without_named_labels_finds_the_exploding_label_of_a_small_owner() {
+    // Refused by a per-metric limit while the owner is far from its budget: the label to
+    // aggregate away is still the one with the most values, not a tie of the refused series'.
+    let mut c = cfg(1000);
+    let b = Arc::make_mut(&mut c.default_budget);
+    b.action = Action::Relabel;
+    b.max_series_per_metric = Some(3);
+    let mut r = Run::new(c);
+    let ts: Vec<_> = (0..10)
+        .map(|i| {
+            series(
+                &[
+                    ("__name__", "hits_total"),
+                    ("service", "a"),
+                    ("user_id", &format!("u{i}")),
+                ],
+                1,
+            )
+        })
+        .collect();
+    r.send(ts, T0);
+    let out = r.guard.overflow.flush(T0, 3_600_000);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0]
+        .labels
+        .contains(&("user_id".to_string(), "__overflow__".to_string())));
+}
+
+#[test]
 fn tenants_are_an_outer_level() {
     let mut c = cfg(2);
     c.tenant_header = Some(http::HeaderName::from_static("x-scope-orgid"));
@@ -456,8 +485,10 @@ fn tenants_are_an_outer_level() {
 #[test]
 fn label_values_seen_in_an_expired_slice_are_sketched_again() {
     // The label sketches skip a (name, value) already inserted in the current slice; once
-    // the window has moved past that slice, the value must be counted anew.
-    let mut r = Run::new(cfg(1000));
+    // the window has moved past that slice, the value must be counted anew. An owner of a
+    // few series tracks no names (see `small_owners_track_no_names_until_they_grow`): its
+    // budget is near, so it does.
+    let mut r = Run::new(cfg(2));
     let one = |id: &str| series(&[("__name__", "m"), ("service", "x"), ("zone", id)], 1);
     r.send(vec![one("a"), one("a")], T0);
     let later = T0 + 2 * 3_600_000;
@@ -469,6 +500,86 @@ fn label_values_seen_in_an_expired_slice_are_sketched_again() {
         .find(|l| l.name == "zone")
         .unwrap_or_else(|| panic!("zone not among {:?}", row.top_labels));
     assert!((zone.estimate - 1.0).abs() < 0.5, "zone: {}", zone.estimate);
+}
+
+#[test]
+fn small_owners_track_no_names_until_they_grow() {
+    let n = owner::UNTRACKED_MAX as usize;
+    let id_values = |row: &report::OwnerReport| {
+        row.top_labels
+            .iter()
+            .find(|l| l.name == "id")
+            .map(|l| l.estimate)
+    };
+    // Far from its budget: no names while it holds `UNTRACKED_MAX` series or fewer...
+    let mut r = Run::new(cfg(1000));
+    r.send(batch("a", "m", 0, n), T0);
+    let row = r.row("a");
+    assert_eq!(row.active, n as u64);
+    assert!(row.top_metrics.is_empty() && row.top_labels.is_empty());
+    // ...then the series that come past it...
+    r.send(batch("a", "m", 0, n + 4), T0);
+    let row = r.row("a");
+    assert_eq!(row.top_metrics[0].name, "m");
+    assert_eq!(id_values(&row), Some(3.0));
+    // ...and, a slice later, every series sent again.
+    let slice_ms = Window::new(r.cfg.window, r.cfg.window_slices).slice_ms() as i64;
+    r.send(batch("a", "m", 0, n + 4), T0 + slice_ms);
+    assert_eq!(id_values(&r.row("a")), Some((n + 4) as f64));
+
+    // Near its budget, an owner names its first series; a refusal names what comes next.
+    let mut r = Run::new(cfg(n as u64));
+    r.send(batch("a", "m", 0, 1), T0);
+    assert_eq!(id_values(&r.row("a")), Some(1.0));
+    let mut c = cfg(1000);
+    Arc::make_mut(&mut c.default_budget).max_series_per_metric = Some(1);
+    let mut r = Run::new(c);
+    r.send(batch("a", "m", 0, 3), T0);
+    assert_eq!(id_values(&r.row("a")), Some(2.0));
+}
+
+#[test]
+fn demand_is_the_admitted_series_until_one_is_refused() {
+    let slice_ms = {
+        let c = cfg(10);
+        Window::new(c.window, c.window_slices).slice_ms() as i64
+    };
+    let mut r = Run::new(cfg(10));
+    r.send(batch("a", "m", 0, 8), T0);
+    assert_eq!(r.row("a").demand, Some(8.0));
+    // A slice later, ids 4..12: four again, two admitted, two refused.
+    r.send(batch("a", "m", 4, 8), T0 + slice_ms);
+    let row = r.row("a");
+    assert_eq!((row.active, row.demand), (10, Some(12.0)));
+    // Refused again, and one more new: each counted once.
+    r.send(batch("a", "m", 0, 13), T0 + 2 * slice_ms);
+    assert_eq!(r.row("a").demand, Some(13.0));
+    // A window with nothing: no demand, and the admitted series are the demand again.
+    let later = T0 + 2 * slice_ms + 2 * 3_600_000;
+    r.send(batch("a", "m", 0, 3), later);
+    let row = r.row("a");
+    assert_eq!((row.active, row.demand), (3, Some(3.0)));
+}
+
+#[test]
+fn owner_values_compare_inline_when_short_and_by_the_key_when_long() {
+    let long = [b'x'; SHORT_VALUE + 1];
+    let values: [Option<&[u8]>; 7] = [
+        None,
+        Some(b""),
+        Some(b"a"),
+        Some(b"svc-00001"),
+        Some(b"svc-00002"),
+        Some(&long[..SHORT_VALUE]),
+        Some(&long[..SHORT_VALUE - 1]),
+    ];
+    for a in values {
+        for b in values {
+            assert_eq!(ShortValue::new(a).is(b), Some(a == b), "{a:?} {b:?}");
+        }
+        assert_eq!(ShortValue::new(a).is(Some(&long)), Some(false));
+        assert_eq!(ShortValue::new(Some(&long)).is(a), None);
+    }
 }
 
 #[test]
