@@ -240,8 +240,12 @@ pub struct OwnerState {
 }
 
 /// The filters' sizes: they start at the first and grow with the keys a slice brings, so an
-/// owner of a few series holds a few hundred bytes, not 36 KiB.
-const REFUSED_FILTER: (usize, usize) = (64, 4096);
+/// owner of a few series holds a few hundred bytes, not 36 KiB. The refused filter's largest
+/// (1 MiB) holds an explosion of ~100k distinct refused series a slice coming back every
+/// request; at 4096 slots the 50k of the load harness's explosion all missed it and were
+/// sketched again on every request. It reaches that size only when a slice brings more than
+/// 32k refused series, 16-32 bytes of filter a refused series of the slice.
+const REFUSED_FILTER: (usize, usize) = (64, 1 << 17);
 const SKETCHED_VALUES_FILTER: (usize, usize) = (16, 512);
 
 impl OwnerState {
