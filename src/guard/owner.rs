@@ -244,7 +244,8 @@ pub struct OwnerState {
 /// (1 MiB) holds an explosion of ~100k distinct refused series a slice coming back every
 /// request; at 4096 slots the 50k of the load harness's explosion all missed it and were
 /// sketched again on every request. It reaches that size only when a slice brings more than
-/// 32k refused series, 16-32 bytes of filter a refused series of the slice.
+/// 32k refused series (at most 32 bytes of filter a refused series), and keeps it while the
+/// owner lives, like the other filters.
 const REFUSED_FILTER: (usize, usize) = (64, 1 << 17);
 const SKETCHED_VALUES_FILTER: (usize, usize) = (16, 512);
 
