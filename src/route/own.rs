@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::HeaderValue;
 
 use super::split::{claim, route_relabel, series_key, Part, Routed, SOLE_UPSTREAM};
@@ -159,10 +158,9 @@ pub fn route(
             tracing::error!("own series body over its limit; not sent");
             continue;
         };
-        wire::snappy::compress(body, &mut s.compressed);
         out.parts.push(Part {
             upstream: u,
-            body: Bytes::copy_from_slice(&s.compressed),
+            body: wire::snappy::compress_bytes(body),
             version: up.version,
             forwarded: s.counts[u],
             passthrough: false,

@@ -82,7 +82,6 @@ pub struct Scratch {
     pub(super) overlay: HashMap<u64, i64, foldhash::fast::FixedState>,
     pub(super) keep: Vec<bool>,
     pub(super) hash_buf: Vec<u8>,
-    pub(super) compressed: Vec<u8>,
 }
 
 impl Scratch {
@@ -120,9 +119,6 @@ impl Scratch {
 
     /// Let go of an output buffer that one outsized request grew past `limit` bytes.
     pub fn release_above(&mut self, limit: usize) {
-        if self.compressed.capacity() > limit {
-            self.compressed = Vec::new();
-        }
         for w in &mut self.writers {
             w.release_above(limit);
         }
@@ -326,10 +322,10 @@ pub fn split(
             }
             continue;
         }
-        wire::snappy::compress(w.finish()?, &mut s.compressed);
+        let compressed = wire::snappy::compress_bytes(w.finish()?);
         out.parts.push(Part {
             upstream: u,
-            body: Bytes::copy_from_slice(&s.compressed),
+            body: compressed,
             version: up.version,
             forwarded,
             passthrough: false,
@@ -393,10 +389,10 @@ fn single(
         }
         w.copy_metadata(req, buf);
         forwarded.metadata = w.metadata_written() as u64;
-        wire::snappy::compress(w.finish()?, &mut s.compressed);
+        let compressed = wire::snappy::compress_bytes(w.finish()?);
         Part {
             upstream: 0,
-            body: Bytes::copy_from_slice(&s.compressed),
+            body: compressed,
             version,
             forwarded,
             passthrough: false,

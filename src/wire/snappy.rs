@@ -76,6 +76,24 @@ thread_local! {
 /// worst-case expansion is counted). Outgoing requests are built from bodies capped by
 /// [`super::Limits::max_decoded_bytes`] and split into batches far below that.
 pub fn compress(input: &[u8], out: &mut Vec<u8>) {
+    with_compressed(input, |c| {
+        out.clear();
+        out.extend_from_slice(c);
+    });
+}
+
+/// Compress `input` into a body of its own, copied once out of the thread's encoder buffer
+/// (`compress` into a caller's buffer and a `Bytes` made from that was two copies).
+///
+/// # Panics
+///
+/// As [`compress`].
+pub fn compress_bytes(input: &[u8]) -> bytes::Bytes {
+    with_compressed(input, bytes::Bytes::copy_from_slice)
+}
+
+/// `input` compressed, handed to `f` from the thread's encoder buffer.
+fn with_compressed<R>(input: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     let max = snap::raw::max_compress_len(input.len());
     assert!(
         max > 0 || input.is_empty(),
@@ -83,25 +101,22 @@ pub fn compress(input: &[u8], out: &mut Vec<u8>) {
         input.len()
     );
     let max = max.max(1);
-    let mut into = |enc: &mut snap::raw::Encoder, buf: &mut Vec<u8>| {
+    let into = |enc: &mut snap::raw::Encoder, buf: &mut Vec<u8>| {
         // Bytes of an earlier output are left in place, not zeroed: the encoder writes every
-        // byte it reports, and only those are copied out.
+        // byte it reports, and only those are handed out.
         if buf.len() < max {
             buf.resize(max, 0);
         }
-        let written = enc.compress(input, buf);
-        match written {
-            Ok(n) => {
-                out.clear();
-                out.extend_from_slice(&buf[..n]);
-            }
+        let out = match enc.compress(input, buf) {
+            Ok(n) => f(&buf[..n]),
             // The buffer was sized with max_compress_len and the input checked above.
             Err(e) => panic!("snappy: compress failed: {e}"),
-        }
+        };
         // An outsized request's buffer is not kept for the thread's lifetime.
         if buf.len() > KEEP_BYTES {
             *buf = Vec::new();
         }
+        out
     };
     ENCODER.with(|cell| match cell.try_borrow_mut() {
         Ok(mut state) => {
@@ -110,7 +125,7 @@ pub fn compress(input: &[u8], out: &mut Vec<u8>) {
         }
         // Only reachable by re-entrancy, which compress() never does; use a fresh encoder.
         Err(_) => into(&mut snap::raw::Encoder::new(), &mut Vec::new()),
-    });
+    })
 }
 
 /// Largest output buffer kept per thread between calls.
@@ -132,6 +147,7 @@ mod tests {
         decompress(&c, 1 << 20, &mut d).unwrap();
         assert_eq!(d, input);
         assert_eq!(d.capacity(), cap);
+        assert_eq!(compress_bytes(&input), c);
         compress(&[], &mut c);
         assert_eq!(c, [0]);
         decompress(&c, 10, &mut d).unwrap();
