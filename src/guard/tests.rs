@@ -383,12 +383,9 @@ fn relabel_collapses_over_budget_series_into_one_counter() {
     assert!(r.guard.overflow.flush(T0, 3_600_000).is_empty());
 }
 
-#[test]
-fn relabel_without_named_labels_uses_the_exploding_label() {
-    let mut c = cfg(5);
-    Arc::make_mut(&mut c.default_budget).action = Action::Relabel;
-    let mut r = Run::new(c);
-    let ts: Vec<_> = (0..50)
+/// `n` series of service `a`, one `user_id` value each, in one request.
+fn send_exploding_user_ids(r: &mut Run, n: usize) {
+    let ts: Vec<_> = (0..n)
         .map(|i| {
             series(
                 &[
@@ -401,11 +398,24 @@ fn relabel_without_named_labels_uses_the_exploding_label() {
         })
         .collect();
     r.send(ts, T0);
+}
+
+/// The overflow holds one series, with `user_id` aggregated away.
+fn assert_only_user_id_collapsed(r: &mut Run) {
     let out = r.guard.overflow.flush(T0, 3_600_000);
     assert_eq!(out.len(), 1, "{out:?}");
     assert!(out[0]
         .labels
         .contains(&("user_id".to_string(), "__overflow__".to_string())));
+}
+
+#[test]
+fn relabel_without_named_labels_uses_the_exploding_label() {
+    let mut c = cfg(5);
+    Arc::make_mut(&mut c.default_budget).action = Action::Relabel;
+    let mut r = Run::new(c);
+    send_exploding_user_ids(&mut r, 50);
+    assert_only_user_id_collapsed(&mut r);
 }
 
 #[test]
@@ -417,24 +427,8 @@ fn relabel_without_named_labels_finds_the_exploding_label_of_a_small_owner() {
     b.action = Action::Relabel;
     b.max_series_per_metric = Some(3);
     let mut r = Run::new(c);
-    let ts: Vec<_> = (0..10)
-        .map(|i| {
-            series(
-                &[
-                    ("__name__", "hits_total"),
-                    ("service", "a"),
-                    ("user_id", &format!("u{i}")),
-                ],
-                1,
-            )
-        })
-        .collect();
-    r.send(ts, T0);
-    let out = r.guard.overflow.flush(T0, 3_600_000);
-    assert_eq!(out.len(), 1, "{out:?}");
-    assert!(out[0]
-        .labels
-        .contains(&("user_id".to_string(), "__overflow__".to_string())));
+    send_exploding_user_ids(&mut r, 10);
+    assert_only_user_id_collapsed(&mut r);
 }
 
 #[test]
