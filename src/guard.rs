@@ -345,19 +345,28 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// The labels of series `i` as canonical bytes in the request, when they are so there and
-    /// no earlier stage rewrote them (see `identity`).
-    fn canonical_labels(&self, decisions: &Decisions, i: usize) -> Option<&'a [u8]> {
-        if decisions.rewritten(i).is_some() {
-            return None;
+    /// The id of series `i`, whose labels as the guard sees them are `labels`. Labels no
+    /// earlier stage rewrote are hashed where they lie when the request holds them in
+    /// canonical form, and built without an order check when `Parsed::validate` found their
+    /// names sorted (all 2.0 series); anything else is built and checked (see `identity`).
+    fn series_id<'l>(
+        &self,
+        decisions: &Decisions,
+        i: usize,
+        labels: impl Iterator<Item = (&'l [u8], &'l [u8])> + Clone,
+        identity: &mut Identity,
+        seed: u64,
+    ) -> u64 {
+        if decisions.rewritten(i).is_none() {
+            let view = self.req.series(self.buf, i);
+            if let Some(raw) = view.canonical_labels() {
+                return identity::raw_id(seed, raw);
+            }
+            if view.sorted() == Some(true) {
+                return identity.sorted_series_id(seed, labels);
+            }
         }
-        self.req.series(self.buf, i).canonical_labels()
-    }
-
-    /// Series `i`'s labels as the guard sees them are known sorted and unique: as they came
-    /// (no earlier stage rewrote them) and `Parsed::validate` found them so.
-    fn sorted(&self, decisions: &Decisions, i: usize) -> bool {
-        decisions.rewritten(i).is_none() && self.req.series(self.buf, i).sorted() == Some(true)
+        identity.series_id(seed, labels)
     }
 }
 
@@ -467,13 +476,13 @@ impl Guard {
         scratch.slot_counts.clear();
         for i in 0..req.len() {
             let labels = decisions.labels(req, buf, i);
-            let id = match batch.canonical_labels(decisions, i) {
-                Some(raw) => identity::raw_id(cfg.hash_seed, raw),
-                None if batch.sorted(decisions, i) => scratch
-                    .identity
-                    .sorted_series_id(cfg.hash_seed, labels.clone()),
-                None => scratch.identity.series_id(cfg.hash_seed, labels.clone()),
-            };
+            let id = batch.series_id(
+                decisions,
+                i,
+                labels.clone(),
+                &mut scratch.identity,
+                cfg.hash_seed,
+            );
             let owner = identity::owner(&cfg.owner_labels, labels);
             // Senders group a target's series together: the previous series' owner first.
             if let Some(&(last, _, _)) = scratch.series.last() {

@@ -7,8 +7,8 @@
 //! the request ([`raw_id`] over `SeriesView::canonical_labels`), with no copy; other series
 //! (unsorted, v2, rewritten) are encoded into a scratch buffer first ([`Identity::series_id`];
 //! [`Identity::sorted_series_id`] for labels known sorted, as v2 ones are), with the same
-//! result. The rules buffers key their series by the same encoding (another seed, 128 bits). The seed comes from the config so that replicas (and snapshots)
-//! agree on ids.
+//! result. The seed comes from the config so that replicas (and snapshots) agree on ids. The
+//! rules buffers key their series by the same encoding (their own seed, 128 bits).
 
 use prost::encoding::{encode_varint, encoded_len_varint};
 use xxhash_rust::xxh3::xxh3_64_with_seed;

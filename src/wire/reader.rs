@@ -50,12 +50,13 @@ pub(crate) struct SeriesRec {
     pub(crate) metadata: u32,
     /// Offset of the first sample's tag (`end` when there is none), where `samples()` starts.
     pub(crate) first_sample: u32,
-    /// `CHECKED`, and `CANONICAL` with it: found by `Parsed::validate` in its walk over the
-    /// labels, so that `SeriesView::canonical_labels` need not walk them again.
+    /// `CHECKED`, and `CANONICAL` and `SORTED` with it: found by `Parsed::validate` in its
+    /// walk over the labels, so that `SeriesView::canonical_labels` need not walk them again
+    /// and the guard need not check their order.
     pub(crate) flags: u8,
 }
 
-/// `SeriesRec::flags`: `Parsed::validate` accepted the series and set `CANONICAL`.
+/// `SeriesRec::flags`: `Parsed::validate` accepted the series and set the other flags.
 pub(crate) const CHECKED: u8 = 1;
 /// `SeriesRec::flags`: the labels are a canonical 1.0 encoding of themselves, back to back
 /// (see `SeriesView::canonical_labels`).
@@ -219,7 +220,8 @@ impl Parsed {
 
     /// `SeriesView::validate` of series `i`, which also records whether its labels are
     /// canonical where they lie, for `SeriesView::canonical_labels` (found in the same walk,
-    /// at ~25 instructions a label: for callers that will ask, such as the guard).
+    /// at ~25 instructions a label), and whether its names are sorted
+    /// (`SeriesView::sorted`): for callers that will ask, such as the guard.
     ///
     /// # Panics
     ///

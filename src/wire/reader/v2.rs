@@ -101,17 +101,14 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
 /// and (for strings under 128 bytes) lengths are ASCII bytes themselves, so one scan of the
 /// run settles an all-ASCII table; otherwise each symbol is checked once.
 fn symbols_utf8(p: &Parsed, buf: &[u8]) -> bool {
-    use crate::wire::reader::view::is_ascii;
+    use crate::wire::reader::view::{is_ascii, is_utf8};
     let run = p
         .symbols_raw
         .and_then(|(start, len)| buf.get(start as usize..(start + len) as usize));
-    if run.is_some_and(is_ascii) {
-        return true;
-    }
-    p.symbols.iter().all(|&(off, len)| {
-        let s = crate::wire::proto::slice(buf, off, len);
-        is_ascii(s) || std::str::from_utf8(s).is_ok()
-    })
+    run.is_some_and(is_ascii)
+        || p.symbols
+            .iter()
+            .all(|&(off, len)| is_utf8(crate::wire::proto::slice(buf, off, len)))
 }
 
 fn symbol_too_long(index: usize, len: usize, limits: &Limits) -> WireError {

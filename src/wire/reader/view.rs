@@ -35,7 +35,7 @@ impl std::fmt::Debug for SeriesView<'_> {
 }
 
 #[inline]
-fn is_utf8(s: &[u8]) -> bool {
+pub(super) fn is_utf8(s: &[u8]) -> bool {
     is_ascii(s) || std::str::from_utf8(s).is_ok()
 }
 
