@@ -92,6 +92,10 @@ struct Args {
     /// `--shapes`: only the rows whose name contains this text (e.g. `10–12 labels, 1 sample/series, v1.0, guard, 20%`).
     #[arg(long)]
     shape: Option<String>,
+    /// `--shapes`: cardguard without its guard (decode and forward only): the ceiling the
+    /// guarded rows are measured against.
+    #[arg(long)]
+    unguarded: bool,
     /// Run the proxies on these CPUs (a `taskset -c` list, e.g. `1`) and the harness (driver,
     /// null upstream) on the others, so latency measures the proxy, not the sender competing
     /// with it.
@@ -147,6 +151,7 @@ impl Args {
             attack_trickle_ms: 1000,
             shapes: false,
             shape: None,
+            unguarded: false,
             pin_proxy: None,
             small_owners: 200,
             shared: false,

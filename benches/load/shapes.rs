@@ -149,9 +149,10 @@ const RULES: &str = r#"groups:
         expr: avg by (service) (http_requests_total)
 "#;
 
-fn extra(v: &Variant, kind: Kind, dir: &Path) -> Extra {
+fn extra(v: &Variant, kind: Kind, dir: &Path, unguarded: bool) -> Extra {
     let mut e = Extra {
         upstream_v2: v.v2,
+        no_guard: unguarded,
         ..Extra::default()
     };
     match v.mode {
@@ -251,7 +252,7 @@ pub async fn run(args: &Args, upstream: &Sink, dir: &Path, full: bool) -> Vec<Ro
                 dir,
                 &upstream.write_url(),
                 limits,
-                &extra(&v, kind, dir),
+                &extra(&v, kind, dir, args.unguarded),
             );
             let warm = crate::drive::run(plan(
                 &t,
@@ -273,7 +274,11 @@ pub async fn run(args: &Args, upstream: &Sink, dir: &Path, full: bool) -> Vec<Ro
         let cg = sats.pop().unwrap();
         let vm = sats.pop().unwrap();
         let row = Row {
-            name: v.name(),
+            name: if args.unguarded {
+                format!("{} [cardguard unguarded]", v.name())
+            } else {
+                v.name()
+            },
             samples_per_request: load.samples_per_request(),
             cg,
             vm,

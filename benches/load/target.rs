@@ -39,6 +39,8 @@ pub struct Extra {
     pub guard_yaml: String,
     /// cardguard forwards remote write 2.0 (for 2.0 senders, so bodies pass through).
     pub upstream_v2: bool,
+    /// cardguard without its `guard:` section (`--unguarded`): the proxy's own ceiling.
+    pub no_guard: bool,
     /// More vmagent flags.
     pub vmagent_args: Vec<String>,
 }
@@ -157,12 +159,19 @@ impl Target {
                     format!(
                         "server:\n  listen_address: 127.0.0.1:{port}\n\
                          upstream:\n  url: {upstream_url}\n  remote_write_version: \"{version}\"\n\
-                         guard:\n  owner_labels: [service]\n  max_series: {global}\n  \
-                         default_budget:\n    max_series: {per}\n    action: drop\n{guard}{more}",
-                        global = limits.global,
-                        per = limits.per_service,
+                         {guard}{more}",
                         version = if extra.upstream_v2 { "2.0" } else { "1.0" },
-                        guard = extra.guard_yaml,
+                        guard = if extra.no_guard {
+                            String::new()
+                        } else {
+                            format!(
+                                "guard:\n  owner_labels: [service]\n  max_series: {global}\n  \
+                                 default_budget:\n    max_series: {per}\n    action: drop\n{more}",
+                                global = limits.global,
+                                per = limits.per_service,
+                                more = extra.guard_yaml,
+                            )
+                        },
                         more = extra.cardguard_yaml,
                     ),
                 )
