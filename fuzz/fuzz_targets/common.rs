@@ -89,8 +89,18 @@ pub fn run(data: &[u8], version: Version) {
     }
     assert_eq!(samples, counts.samples);
     // The pass's flags: the same verdict as the view's check, and sorted names as they are.
+    // What the parse settled alone (a canonical run) must be what the full walk finds.
     for i in 0..parsed.len() {
+        let (settled, full) = parsed.flags_and_check(buf, i);
+        if settled != 0 {
+            assert_eq!(
+                full,
+                Ok(settled),
+                "series {i}: the pass accepted what the walk does not"
+            );
+        }
         let view_said = parsed.series(buf, i).validate(i);
+        assert_eq!(view_said, full.clone().map(|_| ()));
         assert_eq!(parsed.validate(buf, i), view_said);
         let s = parsed.series(buf, i);
         let names: Vec<&[u8]> = s.labels().map(|(n, _)| n).collect();

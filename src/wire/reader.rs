@@ -5,8 +5,10 @@
 //! The pass checks the protobuf framing of everything the writer may later take apart (series,
 //! labels, samples, exemplars, metadata, the top level of histograms), so that the lazy
 //! iterators of `view` can decode without error paths. Series label semantics are left to
-//! [`SeriesView::validate`]; exemplar labels are checked here in full (caps and UTF-8), and a
-//! v2 symbol can be no longer than the longest allowed label name or value.
+//! [`SeriesView::validate`], except for the 1.0 series that start with the run of short
+//! labels every encoder writes: the pass checks those on the way (`v1::canonical_run`), and
+//! their validation is then a flag. Exemplar labels are checked here in full (caps and UTF-8),
+//! and a v2 symbol can be no longer than the longest allowed label name or value.
 
 pub mod histogram;
 #[cfg(test)]
@@ -227,13 +229,29 @@ impl Parsed {
     ///
     /// If `i >= self.len()`, like slice indexing.
     pub fn validate(&mut self, buf: &[u8], i: usize) -> Result<(), WireError> {
+        // The pass settled it already (`v1::canonical_run`).
+        if self.series[i].flags & CHECKED != 0 {
+            return Ok(());
+        }
+        self.series[i].flags = self.check(buf, i)?;
+        Ok(())
+    }
+
+    /// The walk of [`Parsed::validate`] whatever the pass found: the flags it would record.
+    fn check(&self, buf: &[u8], i: usize) -> Result<u8, WireError> {
         // v2 labels are symbol references, never canonical in place: no framing to check.
         let flags = match self.version {
             Version::V1 => self.series(buf, i).validate_framing::<true>(i)?,
             Version::V2 => self.series(buf, i).validate_framing::<false>(i)?,
         };
-        self.series[i].flags = CHECKED | flags;
-        Ok(())
+        Ok(CHECKED | flags)
+    }
+
+    /// For the fuzz targets and property tests: the flags series `i` holds now (what the pass
+    /// or `validate` recorded, 0 before either), and what the full walk of `validate` finds.
+    #[doc(hidden)]
+    pub fn flags_and_check(&self, buf: &[u8], i: usize) -> (u8, Result<u8, WireError>) {
+        (self.series[i].flags, self.check(buf, i))
     }
 
     /// Series `i`, or `None` past the end.

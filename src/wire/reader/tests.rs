@@ -177,9 +177,15 @@ fn canonical_by_walk<'a>(view: &SeriesView<'a>) -> Option<&'a [u8]> {
 /// What `Parsed::validate` records agrees with the walk, and its answer with the view's.
 fn check_canonical(p: &mut Parsed, buf: &[u8]) -> Result<(), TestCaseError> {
     for i in 0..p.len() {
+        // What the pass settled alone is what the full walk finds.
+        let (settled, full) = p.flags_and_check(buf, i);
+        if settled != 0 {
+            prop_assert_eq!(full.clone(), Ok(settled));
+        }
         let before = p.series(buf, i).canonical_labels();
         prop_assert_eq!(before, canonical_by_walk(&p.series(buf, i)));
         let view_said = format!("{:?}", p.series(buf, i).validate(i));
+        prop_assert_eq!(view_said.clone(), format!("{:?}", full.map(|_| ())));
         prop_assert_eq!(format!("{:?}", p.validate(buf, i)), view_said.clone());
         let view = p.series(buf, i);
         prop_assert_eq!(view.canonical_labels(), canonical_by_walk(&view));
@@ -299,6 +305,13 @@ proptest! {
         let short = pairs.iter().all(|(n, v)| !n.is_empty() && !v.is_empty() && n.len() + v.len() + 4 < 0x80);
         if short && !pairs.is_empty() && (!reverse || pairs.len() == 1) {
             prop_assert!(p.series(&buf, 0).canonical_labels().is_some());
+            // The pass settles what Prometheus sends: named, ASCII, sorted short labels.
+            let named = pairs.iter().any(|(n, _)| *n == "__name__");
+            if named && pairs.iter().all(|(n, v)| n.is_ascii() && v.is_ascii()) {
+                let mut fresh = parse(&buf, Version::V1).unwrap();
+                prop_assert_eq!(fresh.flags_and_check(&buf, 0).0, CHECKED | CANONICAL | SORTED);
+                prop_assert!(fresh.validate(&buf, 0).is_ok());
+            }
         }
     }
 
@@ -756,4 +769,68 @@ fn validate_refuses_a_histogram_whose_count_disagrees_with_its_buckets() {
             );
         }
     }
+}
+
+/// The pass settles a series only when nothing is left for `validate` to find: each way a
+/// Prometheus-shaped series can fall short of that leaves it to the walk, which then answers.
+#[test]
+fn the_pass_settles_only_clean_canonical_series() {
+    let settled = |ts: v1::TimeSeries| {
+        let req = v1::WriteRequest {
+            timeseries: vec![ts],
+            ..Default::default()
+        };
+        let buf = req.encode_to_vec();
+        let mut p = parse(&buf, Version::V1).unwrap();
+        let (flags, full) = p.flags_and_check(&buf, 0);
+        assert_eq!(p.validate(&buf, 0), full.clone().map(|_| ()));
+        (flags, full.is_ok())
+    };
+    let all = CHECKED | CANONICAL | SORTED;
+    let good = [("__name__", "up"), ("job", "node"), ("zone", "a")];
+    assert_eq!(settled(v1_series(&good)), (all, true));
+    // Unsorted, duplicated, unnamed, empty name, non-ASCII: left to the walk.
+    let cases: [&[(&str, &str)]; 6] = [
+        &[("job", "node"), ("__name__", "up")],
+        &[("__name__", "up"), ("job", "a"), ("job", "b")],
+        &[("job", "node")],
+        &[("__name__", ""), ("job", "node")],
+        &[("", "x"), ("__name__", "up")],
+        &[("__name__", "up"), ("city", "Zürich")],
+    ];
+    let walk: Vec<bool> = cases
+        .iter()
+        .map(|labels| {
+            let (flags, ok) = settled(v1_series(labels));
+            assert_eq!(flags, 0, "{labels:?}");
+            ok
+        })
+        .collect();
+    assert_eq!(walk, [true, false, false, false, false, true]);
+    // A label after a sample, or a native histogram (whose counts the walk checks).
+    let mut late = v1_series(&good[..2]);
+    late.labels.push(v1::Label {
+        name: "zone".into(),
+        value: "a".into(),
+    });
+    let req = v1::WriteRequest {
+        timeseries: vec![late],
+        ..Default::default()
+    };
+    let mut buf = req.encode_to_vec();
+    // prost writes labels before samples: move the last label's field after them.
+    let label = [
+        0x0a, 0x09, 0x0a, 0x04, b'z', b'o', b'n', b'e', 0x12, 0x01, b'a',
+    ];
+    let at = buf
+        .windows(label.len())
+        .position(|w| w == label)
+        .expect("the label's field");
+    let field: Vec<u8> = buf.drain(at..at + label.len()).collect();
+    buf.extend_from_slice(&field);
+    let p = parse(&buf, Version::V1).unwrap();
+    assert_eq!(p.flags_and_check(&buf, 0), (0, Ok(CHECKED | SORTED)));
+    let mut hist = v1_series(&good);
+    hist.histograms.push(v1::Histogram::default());
+    assert_eq!(settled(hist).0, 0);
 }

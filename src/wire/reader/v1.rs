@@ -3,7 +3,10 @@
 
 use std::ops::Range;
 
-use super::{check_framing, check_label_lengths, LabelRec, Parsed, SeriesRec};
+use super::{
+    check_framing, check_label_lengths, is_ascii, LabelRec, Parsed, SeriesRec, CANONICAL, CHECKED,
+    SORTED,
+};
 use crate::wire::proto::{Cursor, VARINT};
 use crate::wire::{Limits, Version, WireError};
 
@@ -54,7 +57,9 @@ fn series(
         first_sample: range.end as u32,
         ..SeriesRec::default()
     };
-    let mut c = Cursor::new(buf, range);
+    let (run_end, run_valid) = canonical_run(p, buf, range.clone(), limits);
+    let run_labels = p.labels.len();
+    let mut c = Cursor::new(buf, run_end..range.end);
     while !c.at_end() {
         // Hot path: the run of labels every encoder starts a series with. Testing the one-byte
         // tag (field 1, wire type 2) first keeps the branch predictable; the general match
@@ -117,12 +122,82 @@ fn series(
         }
     }
     rec.labels_end = p.labels.len() as u32;
+    // Everything `SeriesView::validate` checks, settled in the run: no label after it, no
+    // histogram (whose fields it checks too). Otherwise the series is checked label by label
+    // later, as if the run had not been seen.
+    if run_valid && p.labels.len() == run_labels && rec.histograms == 0 {
+        rec.flags = CHECKED | CANONICAL | SORTED;
+    }
     let counts = p.counts_mut();
     counts.samples += u64::from(rec.samples);
     counts.histograms += u64::from(rec.histograms);
     counts.exemplars += u64::from(rec.exemplars);
     p.series.push(rec);
     Ok(())
+}
+
+/// The run of labels a series body starts with when it is what every encoder writes for
+/// short labels: each `Label` field as `0a <len> 0a <n> name 12 <v> value`, one-byte lengths,
+/// back to back. Their records are pushed as the general loop would push them, and the checks
+/// of `SeriesView::validate` are made on the way, where the bytes are already in cache: names
+/// non-empty and strictly increasing (so unique), a non-empty `__name__`, and (one scan of the
+/// whole run, whose keys and lengths are all below 0x80) ASCII strings. Returns where the run
+/// ends and whether its labels passed all of them.
+///
+/// Anything else (a longer label, another field, a cap reached) ends the run where it is,
+/// and the general loop takes over from there: it then reports the same errors, in the same
+/// order, as if there had been no run.
+#[inline(always)]
+fn canonical_run(
+    p: &mut Parsed,
+    buf: &[u8],
+    range: Range<usize>,
+    limits: &Limits,
+) -> (usize, bool) {
+    let Some(body) = buf.get(..range.end) else {
+        return (range.start, false);
+    };
+    let first = p.labels.len();
+    let mut at = range.start;
+    let mut prev: &[u8] = &[];
+    let (mut sorted, mut has_name) = (true, false);
+    while let Some(&[0x0a, len, 0x0a, n]) = body.get(at..).and_then(|b| b.first_chunk::<4>()) {
+        let (len, n) = (usize::from(len), usize::from(n));
+        // `len` below 0x80 keeps both lengths single bytes.
+        if len >= 0x80 || n == 0 || n + 4 > len {
+            break;
+        }
+        let Some(&[0x12, v]) = body.get(at + 4 + n..).and_then(|b| b.first_chunk::<2>()) else {
+            break;
+        };
+        let v = usize::from(v);
+        if n + v + 4 != len
+            || at + 2 + len > body.len()
+            || p.labels.len() - first >= limits.max_labels_per_series
+            || n > limits.max_label_name_bytes
+            || v > limits.max_label_value_bytes
+        {
+            break;
+        }
+        let name = &body[at + 4..at + 4 + n];
+        // First bytes before memcmp: exporters' label names mostly differ there.
+        sorted &= match name[0].cmp(prev.first().unwrap_or(&0)) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => name > prev,
+        };
+        has_name |= v > 0 && name == b"__name__";
+        prev = name;
+        p.labels.push(LabelRec {
+            name_off: (at + 4) as u32,
+            name_len: n as u32,
+            value_off: (at + 6 + n) as u32,
+            value_len: v as u32,
+        });
+        at += 2 + len;
+    }
+    let valid = p.labels.len() > first && sorted && has_name && is_ascii(&body[range.start..at]);
+    (at, valid)
 }
 
 /// A `Label` body: name 1, value 2; a missing field is the empty string and a repeated one
