@@ -12,6 +12,7 @@ pub mod image;
 pub mod metrics;
 mod names;
 pub mod owner;
+mod prefetch;
 pub mod report;
 mod ring;
 pub mod sketch;
@@ -391,6 +392,9 @@ pub struct Scratch {
     /// The registry entries of the request's owners by slot, found under one read lock
     /// (`None`: not there yet); each taken when its slot is decided.
     found: Vec<Option<Arc<Owner>>>,
+    /// The metric hashes of one owner's series, in `series` order: found while their
+    /// lookups are prefetched, used when they are admitted.
+    metric_keys: Vec<u64>,
 }
 
 /// Two owner values equal (`short_eq`: no memcmp call for a short value).
@@ -590,7 +594,19 @@ impl Guard {
                 state.seen(now);
                 // Resolved on the first overflow of this owner in this request.
                 let mut overflow_names: Option<Vec<String>> = None;
+                // Every series' table slots asked for before any is admitted: the owner's
+                // tables are far bigger than the cache, and one lookup after another, each
+                // waited for its miss alone.
+                scratch.metric_keys.clear();
                 for &(_, i, id) in &scratch.series[start..end] {
+                    let metric = owner::metric_of(decisions.labels(req, buf, i as usize));
+                    let metric_key = owner::value_hash(metric);
+                    state.prefetch(metric_key, id);
+                    scratch.metric_keys.push(metric_key);
+                }
+                for (&(_, i, id), &metric_key) in
+                    scratch.series[start..end].iter().zip(&scratch.metric_keys)
+                {
                     let s: SeriesView<'_> = req.series(buf, i as usize);
                     let samples = (s.sample_count() + s.histogram_count()) as u64;
                     if let Verdict::Drop(reason) = decisions.verdict(i as usize) {
@@ -598,14 +614,10 @@ impl Guard {
                         continue;
                     }
                     let labels = decisions.labels(req, buf, i as usize);
-                    let metric = labels
-                        .clone()
-                        .find(|(n, _)| *n == b"__name__")
-                        .map(|(_, v)| v)
-                        .unwrap_or_default();
                     let key = SeriesKey {
                         id,
-                        metric,
+                        metric: owner::metric_of(labels.clone()),
+                        metric_key,
                         labels,
                         samples,
                     };

@@ -24,7 +24,7 @@
 //! server and the supervised background tasks for `serve`,
 //! `demo` and the tests; `demo` runs everything in-process; `ci` runs the same stages over an
 //! exposition at merge time.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod app;
 pub mod ci;

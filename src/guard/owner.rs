@@ -173,8 +173,36 @@ impl OwnerCounters {
 pub struct SeriesKey<'a, L> {
     pub id: u64,
     pub metric: &'a [u8],
+    /// `value_hash(metric)`: what the owner's tables hold the series under.
+    pub metric_key: u64,
     pub labels: L,
     pub samples: u64,
+}
+
+impl<'a, L> SeriesKey<'a, L>
+where
+    L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    /// Series `id` with these labels, its metric found among them.
+    pub fn new(id: u64, labels: L, samples: u64) -> Self {
+        let metric = metric_of(labels.clone());
+        SeriesKey {
+            id,
+            metric,
+            metric_key: value_hash(metric),
+            labels,
+            samples,
+        }
+    }
+}
+
+/// The `__name__` value among `labels` (empty without one).
+#[inline]
+pub fn metric_of<'a>(mut labels: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> &'a [u8] {
+    labels
+        .find(|(n, _)| *n == b"__name__")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
 
 /// What an owner holds (`OwnerState::held`): series as (id key, metric hash, tag), limited
@@ -383,7 +411,7 @@ impl OwnerState {
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         tally.samples += s.samples;
-        let metric_key = value_hash(s.metric);
+        let metric_key = s.metric_key;
         if self.known(&s, metric_key, now).is_some() {
             return Verdict::Keep;
         }
@@ -406,6 +434,14 @@ impl OwnerState {
         }
         self.record(&s, metric_key, now, global, tally);
         Verdict::Keep
+    }
+
+    /// Start loading the table slots `admit` of series `id` of metric `metric_key` will
+    /// read: called for every series of the owner in a request before admitting any, so that
+    /// their cache misses overlap.
+    #[inline]
+    pub fn prefetch(&self, metric_key: u64, id: u64) {
+        self.metrics.prefetch(metric_key, id);
     }
 
     /// A series this owner admitted and still holds: `Some(true)` on its first sighting in
@@ -487,7 +523,7 @@ impl OwnerState {
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
         tally.samples += s.samples;
-        match self.known(s, value_hash(s.metric), now) {
+        match self.known(s, s.metric_key, now) {
             Some(false) => Lookup::Fresh,
             Some(true) => Lookup::Refreshed,
             None => {
@@ -516,7 +552,7 @@ impl OwnerState {
     where
         L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     {
-        let metric_key = value_hash(s.metric);
+        let metric_key = s.metric_key;
         if self.known(s, metric_key, now).is_some() {
             // Another request of this replica admitted it meanwhile.
             return Verdict::Keep;

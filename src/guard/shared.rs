@@ -828,12 +828,7 @@ mod tests {
         let labels: [(&[u8], &[u8]); 0] = [];
         let admitted = (0..100u64)
             .filter(|i| {
-                let s = SeriesKey {
-                    id: (i + 1) << 8,
-                    metric: b"m",
-                    labels: labels.iter().copied(),
-                    samples: 1,
-                };
+                let s = SeriesKey::new((i + 1) << 8, labels.iter().copied(), 1);
                 st.admit(s, 10, &global, None, 3, &mut tally) == crate::series::Verdict::Keep
             })
             .count();

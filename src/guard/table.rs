@@ -145,6 +145,16 @@ impl SeriesTable {
         }
     }
 
+    /// Start loading the slots a lookup of `id` reads first, so that the cache misses of a
+    /// request's lookups overlap instead of coming one after another (see
+    /// `OwnerState::prefetch`). Reads nothing the lookup depends on.
+    #[inline]
+    pub fn prefetch(&self, id: u64) {
+        if let Some(s) = self.slots.get(home(key_of(id), self.slots.len())) {
+            crate::guard::prefetch::read(s);
+        }
+    }
+
     /// Whether `id` is present.
     #[inline]
     pub fn contains(&self, id: u64) -> bool {

@@ -53,6 +53,16 @@ impl Tables {
         }
     }
 
+    /// Start loading what [`Self::tag`] of `metric`, `id` will read (its table's slots).
+    #[inline]
+    pub fn prefetch(&self, metric: u64, id: u64) {
+        if let Tables::ByMetric(m) = self {
+            if let Some(t) = m.get(&metric) {
+                t.prefetch(id);
+            }
+        }
+    }
+
     /// Insert series `id` of metric `metric` with tag `tag`, or set its tag if held. Returns
     /// true if it was new.
     #[inline]

@@ -298,18 +298,11 @@ fn series_key<'a>(
     id: u64,
     samples: u64,
 ) -> SeriesKey<'a, Labels<'a>> {
-    let labels = decisions.labels(batch.req, batch.buf, i as usize);
-    let metric = labels
-        .clone()
-        .find(|(n, _)| *n == b"__name__")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
-    SeriesKey {
+    SeriesKey::new(
         id,
-        metric,
-        labels,
+        decisions.labels(batch.req, batch.buf, i as usize),
         samples,
-    }
+    )
 }
 
 /// One series into the call with the limits of `budget` that apply to it.
