@@ -157,29 +157,32 @@ fn canonical_run(
     let Some(body) = buf.get(..range.end) else {
         return (range.start, false);
     };
-    let first = p.labels.len();
     let mut at = range.start;
     let mut prev: &[u8] = &[];
     let (mut sorted, mut has_name) = (true, false);
+    // Strings in the run are shorter than 0x80 bytes: the caps on their lengths need checking
+    // only when they are lower than that.
+    let short_caps = limits.max_label_name_bytes < 0x7f || limits.max_label_value_bytes < 0x7f;
+    let mut count = 0;
     while let Some(&[0x0a, len, 0x0a, n]) = body.get(at..).and_then(|b| b.first_chunk::<4>()) {
         let (len, n) = (usize::from(len), usize::from(n));
         // `len` below 0x80 keeps both lengths single bytes.
         if len >= 0x80 || n == 0 || n + 4 > len {
             break;
         }
-        let Some(&[0x12, v]) = body.get(at + 4 + n..).and_then(|b| b.first_chunk::<2>()) else {
+        let Some(field) = body.get(at..at + 2 + len) else {
             break;
         };
-        let v = usize::from(v);
-        if n + v + 4 != len
-            || at + 2 + len > body.len()
-            || p.labels.len() - first >= limits.max_labels_per_series
-            || n > limits.max_label_name_bytes
-            || v > limits.max_label_value_bytes
+        // n + 4 <= len: the value's key and length lie inside the field.
+        let (key, v) = (field[4 + n], usize::from(field[5 + n]));
+        if key != 0x12
+            || n + v + 4 != len
+            || count >= limits.max_labels_per_series
+            || (short_caps && (n > limits.max_label_name_bytes || v > limits.max_label_value_bytes))
         {
             break;
         }
-        let name = &body[at + 4..at + 4 + n];
+        let name = &field[4..4 + n];
         // First bytes before memcmp: exporters' label names mostly differ there.
         sorted &= match name[0].cmp(prev.first().unwrap_or(&0)) {
             std::cmp::Ordering::Greater => true,
@@ -194,9 +197,10 @@ fn canonical_run(
             value_off: (at + 6 + n) as u32,
             value_len: v as u32,
         });
+        count += 1;
         at += 2 + len;
     }
-    let valid = p.labels.len() > first && sorted && has_name && is_ascii(&body[range.start..at]);
+    let valid = count > 0 && sorted && has_name && is_ascii(&body[range.start..at]);
     (at, valid)
 }
 
