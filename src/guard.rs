@@ -392,8 +392,8 @@ pub struct Scratch {
     /// The registry entries of the request's owners by slot, found under one read lock
     /// (`None`: not there yet); each taken when its slot is decided.
     found: Vec<Option<Arc<Owner>>>,
-    /// The metric hashes of one owner's series, in `series` order: found while their
-    /// lookups are prefetched, used when they are admitted.
+    /// The metric hash of each series, in request order: found with its id, used to
+    /// prefetch its table slots and to admit it.
     metric_keys: Vec<u64>,
 }
 
@@ -478,8 +478,12 @@ impl Guard {
         scratch.names.clear();
         scratch.slots.clear();
         scratch.slot_counts.clear();
+        scratch.metric_keys.clear();
         for i in 0..req.len() {
             let labels = decisions.labels(req, buf, i);
+            scratch
+                .metric_keys
+                .push(owner::value_hash(owner::metric_of(labels.clone())));
             let id = batch.series_id(
                 decisions,
                 i,
@@ -596,17 +600,12 @@ impl Guard {
                 let mut overflow_names: Option<Vec<String>> = None;
                 // Every series' table slots asked for before any is admitted: the owner's
                 // tables are far bigger than the cache, and one lookup after another, each
-                // waited for its miss alone.
-                scratch.metric_keys.clear();
+                // waited for its miss alone. A loop this short keeps many in flight.
                 for &(_, i, id) in &scratch.series[start..end] {
-                    let metric = owner::metric_of(decisions.labels(req, buf, i as usize));
-                    let metric_key = owner::value_hash(metric);
-                    state.prefetch(metric_key, id);
-                    scratch.metric_keys.push(metric_key);
+                    state.prefetch(scratch.metric_keys[i as usize], id);
                 }
-                for (&(_, i, id), &metric_key) in
-                    scratch.series[start..end].iter().zip(&scratch.metric_keys)
-                {
+                for &(_, i, id) in &scratch.series[start..end] {
+                    let metric_key = scratch.metric_keys[i as usize];
                     let s: SeriesView<'_> = req.series(buf, i as usize);
                     let samples = (s.sample_count() + s.histogram_count()) as u64;
                     if let Verdict::Drop(reason) = decisions.verdict(i as usize) {
