@@ -390,11 +390,19 @@ impl OwnerState {
 
         // A series this owner has not admitted (or that expired).
         let reason = self.check(&s, metric_key, global, cap, share);
-        if reason.is_some() {
+        if let Some(r) = reason {
             // The refused series' own names count among the offenders, and the series in the
             // demand, which the admitted series no longer are alone.
             self.track_offenders();
             self.demand_ring(now);
+            if self.budget.action != Action::Warn {
+                // Refused (`refuse`), and looked up in the refused filter in the same pass
+                // that puts it there: sketched unless already refused in this slice.
+                if self.refused.replace_tagged(s.id, refused_tag(r)).is_none() {
+                    self.sketch(&s, now);
+                }
+                return self.refused_verdict(r, s.samples, tally);
+            }
         }
         if self.refused.tag(s.id).is_none() {
             self.sketch(&s, now);
@@ -439,20 +447,27 @@ impl OwnerState {
     ) -> Option<Verdict> {
         self.track_offenders();
         match self.budget.action {
-            Action::Drop => {
+            Action::Drop | Action::Relabel => {
                 self.refused.insert_tagged(id, refused_tag(r));
-                tally.refused(r, samples);
-                Some(Verdict::Drop(r))
-            }
-            Action::Relabel => {
-                self.refused.insert_tagged(id, refused_tag(r));
-                tally.overflowed(r, samples);
-                Some(Verdict::Overflow(r))
+                Some(self.refused_verdict(r, samples, tally))
             }
             Action::Warn => {
                 tally.warned(r, samples);
                 None
             }
+        }
+    }
+
+    /// The verdict and tally of a series refused for `r` under a `drop` or `relabel` budget
+    /// (already in the refused filter).
+    #[inline]
+    fn refused_verdict(&self, r: Reason, samples: u64, tally: &mut OwnerDelta) -> Verdict {
+        if self.budget.action == Action::Relabel {
+            tally.overflowed(r, samples);
+            Verdict::Overflow(r)
+        } else {
+            tally.refused(r, samples);
+            Verdict::Drop(r)
         }
     }
 
