@@ -41,6 +41,7 @@ impl SketchRing {
         }
     }
 
+    #[inline]
     pub fn insert(&mut self, slice: u64, id: u64) {
         match &mut self.slots {
             Slots::One(one, last) if *one == id => *last = (*last).max(slice),
@@ -70,6 +71,7 @@ impl SketchRing {
         }
     }
 
+    #[inline]
     fn insert_sketched(&mut self, slice: u64, id: u64) {
         let precision = self.precision;
         if let Slots::Sketched(slots) = &mut self.slots {
