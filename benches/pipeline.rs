@@ -18,10 +18,109 @@ use cardguard::demo::Fleet;
 use cardguard::guard::{self, Guard};
 use cardguard::pipeline::{self, Context};
 use cardguard::series::Decisions;
-use cardguard::wire::{self, Limits, Parsed, Version};
+use cardguard::wire::{self, testgen, Limits, Parsed, Version};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const NOW: i64 = 1_700_000_000_000;
+
+/// Series per owner in `explosion_bodies`, each owner's budget.
+const EXPLOSION_OWNER_SERIES: usize = 320;
+
+/// The requests of `guarded_explosion_returning` (see the module doc): like the load harness's
+/// "4–5 labels" shape, each request 1600 series of 5 owners (`service`), the same every time,
+/// with 400 of a pool of 50,000 `user_id` series of the first owner spread between them;
+/// first, the 1600 series alone (what fills the owners' budgets).
+fn explosion_bodies() -> (bytes::Bytes, Vec<bytes::Bytes>) {
+    const METRICS: &[&str] = &[
+        "http_requests_total",
+        "http_request_duration_seconds_count",
+        "process_cpu_seconds_total",
+        "rpc_errors_total",
+    ];
+    const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
+    const POOL: usize = 50_000;
+    const PER_REQUEST: usize = 400;
+    fn labels(s: usize, j: usize, user: Option<usize>) -> Vec<(String, String)> {
+        let service = format!("svc-{s:03}");
+        let q = j / METRICS.len();
+        let mut l = vec![
+            (
+                "__name__".to_string(),
+                METRICS[j % METRICS.len()].to_string(),
+            ),
+            (
+                "instance".to_string(),
+                format!("10.{s}.{}.{}:8080", q / 256, q % 256),
+            ),
+            ("job".to_string(), service.clone()),
+        ];
+        if q % 2 == 0 {
+            l.push(("method".into(), METHODS[(q / 2) % METHODS.len()].into()));
+        }
+        l.push(("service".into(), service));
+        if let Some(u) = user {
+            l.push(("user_id".into(), format!("u{u:09}")));
+        }
+        l
+    }
+    let normal: Vec<_> = (0..EXPLOSION_OWNER_SERIES)
+        .flat_map(|j| (0..5).map(move |s| labels(s, j, None)))
+        .collect();
+    let body = |series: &[Vec<(String, String)>]| {
+        let ts = series
+            .iter()
+            .map(|l| {
+                let l: Vec<(&str, &str)> =
+                    l.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                testgen::series(&l, &[(1.0, NOW)])
+            })
+            .collect();
+        testgen::body_in(Version::V1, ts)
+    };
+    let exploding = (0..POOL / PER_REQUEST)
+        .map(|r| {
+            let mut series = Vec::with_capacity(normal.len() + PER_REQUEST);
+            for (i, l) in normal.iter().enumerate() {
+                series.push(l.clone());
+                if i % 4 == 3 {
+                    let k = r * PER_REQUEST + i / 4;
+                    series.push(labels(0, k % 40, Some(k)));
+                }
+            }
+            body(&series)
+        })
+        .collect();
+    (body(&normal), exploding)
+}
+
+/// Put every body through `guard` once (not through `pipeline::prepare`, so that a profile
+/// of it counts only the measured requests). Returns how many series it refused.
+fn admit_all(guard: &Guard, cfg: &GuardConfig, bodies: &[bytes::Bytes], limits: &Limits) -> u64 {
+    let mut refused = 0;
+    let mut scratch = guard::Scratch::default();
+    let mut decisions = Decisions::default();
+    for body in bodies {
+        let mut decoded = Vec::new();
+        wire::snappy::decompress(body, limits.max_decoded_bytes, &mut decoded).unwrap();
+        let mut parsed = Parsed::new();
+        parsed.parse(&decoded, Version::V1, limits).unwrap();
+        decisions.reset(parsed.len());
+        refused += guard
+            .admit(
+                cfg,
+                guard::Batch {
+                    req: &parsed,
+                    buf: &decoded,
+                    tenant: None,
+                    now_ms: NOW,
+                },
+                &mut decisions,
+                &mut scratch,
+            )
+            .dropped_series;
+    }
+    refused
+}
 
 fn ctx<'a>(
     limits: &'a Limits,
@@ -60,6 +159,18 @@ fn bench(c: &mut Criterion) {
     let admitted_v2 = Guard::new();
     pipeline::prepare(&body_v2, &ctx_v2(Some((&admitted_v2, &roomy)))).unwrap();
 
+    // The owners at their budgets, then twice through the pool: every exploding series
+    // refused and come back once.
+    let (steady, exploding) = explosion_bodies();
+    let at_budget =
+        GuardConfig::with_default_budget(EXPLOSION_OWNER_SERIES as u64, vec!["service".into()]);
+    let explosion = Guard::new();
+    assert_eq!(admit_all(&explosion, &at_budget, &[steady], &limits), 0);
+    for _ in 0..2 {
+        let refused = admit_all(&explosion, &at_budget, &exploding, &limits);
+        assert_eq!(refused, 50_000, "only the exploding series refused");
+    }
+
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(fleet.len() as u64));
     g.bench_function("unchanged_v1_to_v1", |b| {
@@ -79,6 +190,17 @@ fn bench(c: &mut Criterion) {
             pipeline::prepare(
                 black_box(&body),
                 &ctx(&limits, Version::V1, Some((&half, &tight))),
+            )
+            .unwrap()
+        })
+    });
+    let mut next = 0;
+    g.bench_function("guarded_explosion_returning", |b| {
+        b.iter(|| {
+            next = (next + 1) % exploding.len();
+            pipeline::prepare(
+                black_box(&exploding[next]),
+                &ctx(&limits, Version::V1, Some((&explosion, &at_budget))),
             )
             .unwrap()
         })

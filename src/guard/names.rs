@@ -70,9 +70,14 @@ impl Names {
         }
         let step = match &*self {
             Names::Packed { bytes, rings } => {
-                let at = rings
-                    .iter()
-                    .position(|&(start, len, _)| &bytes[start as usize..][..len as usize] == name);
+                let at = rings.iter().position(|&(start, len, _)| {
+                    // Length, then last byte, before the bytes: names of one length
+                    // (`service`, `user_id`) would otherwise each cost a `memcmp` call.
+                    len as usize == name.len() && {
+                        let held = &bytes[start as usize..][..len as usize];
+                        held.last() == name.last() && held == name
+                    }
+                });
                 match at {
                     Some(i) => Step::Found(i),
                     None if rings.len() >= max => Step::Full,

@@ -418,11 +418,19 @@ impl OwnerState {
 
         // A series this owner has not admitted (or that expired).
         let reason = self.check(&s, metric_key, global, cap, share);
-        if reason.is_some() {
+        if let Some(r) = reason {
             // The refused series' own names count among the offenders, and the series in the
             // demand, which the admitted series no longer are alone.
             self.track_offenders();
             self.demand_ring(now);
+            if self.budget.action != Action::Warn {
+                // Refused (`refuse`), and looked up in the refused filter in the same pass
+                // that puts it there: sketched unless already refused in this slice.
+                if self.refused.replace_tagged(s.id, refused_tag(r)).is_none() {
+                    self.sketch(&s, now);
+                }
+                return self.refused_verdict(r, s.samples, tally);
+            }
         }
         if self.refused.tag(s.id).is_none() {
             self.sketch(&s, now);
@@ -475,20 +483,27 @@ impl OwnerState {
     ) -> Option<Verdict> {
         self.track_offenders();
         match self.budget.action {
-            Action::Drop => {
+            Action::Drop | Action::Relabel => {
                 self.refused.insert_tagged(id, refused_tag(r));
-                tally.refused(r, samples);
-                Some(Verdict::Drop(r))
-            }
-            Action::Relabel => {
-                self.refused.insert_tagged(id, refused_tag(r));
-                tally.overflowed(r, samples);
-                Some(Verdict::Overflow(r))
+                Some(self.refused_verdict(r, samples, tally))
             }
             Action::Warn => {
                 tally.warned(r, samples);
                 None
             }
+        }
+    }
+
+    /// The verdict and tally of a series refused for `r` under a `drop` or `relabel` budget
+    /// (already in the refused filter).
+    #[inline]
+    fn refused_verdict(&self, r: Reason, samples: u64, tally: &mut OwnerDelta) -> Verdict {
+        if self.budget.action == Action::Relabel {
+            tally.overflowed(r, samples);
+            Verdict::Overflow(r)
+        } else {
+            tally.refused(r, samples);
+            Verdict::Drop(r)
         }
     }
 
@@ -703,7 +718,7 @@ impl OwnerState {
             }
             let vh = value_hash(value);
             // Never 0, the empty slot.
-            let key = (vh ^ value_hash(name).rotate_left(29)) | 1;
+            let key = (vh ^ name_key(name)) | 1;
             if o.sketched_values.contains(key) {
                 continue;
             }
@@ -882,6 +897,49 @@ fn top(names: &Names, k: usize) -> Vec<(String, f64)> {
     all
 }
 
+/// A label name's part of its values' keys in `Offenders::sketched_values`: distinct for
+/// distinct names, so that a (name, value) key is another pair's only when the values' 64-bit
+/// hashes say so. A name of up to 7 bytes (`job`, `service`, `user_id`...) is its bytes and
+/// its length, spread by an odd multiplier (a bijection); a longer one its hash. An xxh3 call
+/// for each label of each sketched series was a sixth of sketching it.
+fn name_key(name: &[u8]) -> u64 {
+    if name.len() < 8 {
+        let mut b = [0u8; 8];
+        b[..name.len()].copy_from_slice(name);
+        b[7] = name.len() as u8;
+        u64::from_le_bytes(b).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    } else {
+        // Never one of the short names' keys by more than chance (2⁻⁶⁴).
+        value_hash(name).rotate_left(29)
+    }
+}
+
 pub(crate) fn value_hash(value: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(value)
+}
+
+#[cfg(test)]
+mod name_key_tests {
+    use super::name_key;
+
+    /// Distinct names have distinct keys, and none two that differ in the bit the keys'
+    /// `| 1` sets (then one value would be one key under both names).
+    #[test]
+    fn names_keys_differ_beyond_the_low_bit() {
+        let mut names: Vec<Vec<u8>> =
+            ["", "a", "b", "ab", "ba", "job", "env", "service", "user_id"]
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect();
+        names.extend((0..=255u8).map(|b| vec![b]));
+        names.extend((0..=255u8).map(|b| vec![b'x', b]));
+        names.extend((0..300u32).map(|i| format!("label_{i}").into_bytes()));
+        names.extend((0..300u32).map(|i| format!("a_longer_label_{i}").into_bytes()));
+        names.sort();
+        names.dedup();
+        let mut keys: Vec<u64> = names.iter().map(|n| name_key(n) | 1).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), names.len());
+    }
 }

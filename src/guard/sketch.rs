@@ -71,6 +71,7 @@ impl Sketch {
         }
     }
 
+    #[inline]
     pub fn insert(&mut self, id: u64) {
         self.hll.insert(&id);
     }

@@ -367,6 +367,8 @@ fn single(
         w.set_limit(max_output);
         w.begin(req, buf);
         let mut forwarded = ItemCounts::default();
+        // Unchanged series in a row not yet written: copied together (`copy_series_run`).
+        let mut run = 0..0;
         for i in 0..req.len() {
             if !decisions.forwarded(i) {
                 continue;
@@ -378,15 +380,18 @@ fn single(
             forwarded.exemplars += view.exemplar_count() as u64;
             match decisions.rewritten(i) {
                 Some(owned) => {
+                    w.copy_series_run(req, buf, std::mem::replace(&mut run, 0..0));
                     let labels: Vec<(&[u8], &[u8])> = owned
                         .iter()
                         .map(|(n, v)| (n.as_slice(), v.as_slice()))
                         .collect();
                     w.relabeled_series(req, buf, i, &labels);
                 }
-                None => w.copy_series(req, buf, i),
+                None if run.end == i && !run.is_empty() => run.end = i + 1,
+                None => w.copy_series_run(req, buf, std::mem::replace(&mut run, i..i + 1)),
             }
         }
+        w.copy_series_run(req, buf, run);
         w.copy_metadata(req, buf);
         forwarded.metadata = w.metadata_written() as u64;
         let compressed = wire::snappy::compress_bytes(w.finish()?);

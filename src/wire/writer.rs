@@ -267,6 +267,62 @@ impl Writer {
         self.check_written();
     }
 
+    /// Series `range` unchanged, in order: exactly what `copy_series` of each writes. A run
+    /// of v1 series that lie back to back in the source, each behind the one-byte tag and
+    /// shortest length a sender's encoder writes, is copied as one span of the source: a
+    /// request the guard dropped a fifth of is mostly such runs, and a copy each was ~200
+    /// instructions a series.
+    pub fn copy_series_run(&mut self, req: &Parsed, buf: &[u8], range: Range<usize>) {
+        match self.contiguous_run(req, buf, range.clone()) {
+            Some((first, rest)) => {
+                proto::put_bytes(&mut self.body, 1, first);
+                self.body.extend_from_slice(rest);
+                self.series_written += range.len();
+            }
+            None => {
+                for i in range {
+                    self.copy_series(req, buf, i);
+                }
+            }
+        }
+    }
+
+    /// For `copy_series_run`: the first series' body and the source bytes of the rest (their
+    /// tags and lengths included), when the run is v1 to v1, at least two series, back to
+    /// back with canonical headers, and fits under the limit whole (so that going over
+    /// happens, and is sized, as series by series). `None`: copy series by series.
+    fn contiguous_run<'b>(
+        &self,
+        req: &'b Parsed,
+        buf: &'b [u8],
+        range: Range<usize>,
+    ) -> Option<(&'b [u8], &'b [u8])> {
+        if range.len() < 2
+            || req.version() != Version::V1
+            || self.out != Version::V1
+            || self.over.is_some()
+        {
+            return None;
+        }
+        let at = |r: &[u8]| (r.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        let first = req.get(buf, range.start)?.raw();
+        let from = at(first).checked_add(first.len())?;
+        let mut end = from;
+        for i in range.start + 1..range.end {
+            let raw = req.get(buf, i)?.raw();
+            // The gap is this series' header, and no longer than the shortest one: its tag
+            // is the one byte of field 1, its length the shortest varint.
+            let header = 1 + prost::encoding::encoded_len_varint(raw.len() as u64);
+            if at(raw) != end.checked_add(header)? || buf.get(end) != Some(&0x0a) {
+                return None;
+            }
+            end = at(raw) + raw.len();
+        }
+        let rest = buf.get(from..end)?;
+        let total = 1 + prost::encoding::encoded_len_varint(first.len() as u64) + first.len();
+        (self.size().saturating_add(total + rest.len()) <= self.limit).then_some((first, rest))
+    }
+
     /// Series `i` with new labels; samples, histograms and exemplars copied from the source.
     pub fn relabeled_series(
         &mut self,

@@ -286,6 +286,77 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Runs of series copied together write what copying them one by one writes, and go
+    /// over a limit at the same size, whatever the runs and the limit.
+    #[test]
+    fn a_run_copies_what_its_series_copy_one_by_one(
+        req in strategies::v1_request(),
+        cuts in vec(any::<bool>(), 0..40),
+        limit in prop_oneof![Just(usize::MAX), 0usize..4000],
+    ) {
+        let buf = req.encode_to_vec();
+        let mut p = Parsed::new();
+        p.parse(&buf, Version::V1, &Limits::default()).unwrap();
+        let out = |runs: bool| {
+            let mut w = Writer::new(Version::V1);
+            w.set_limit(limit);
+            w.begin(&p, &buf);
+            if runs {
+                let mut start = 0;
+                for i in 0..p.len() {
+                    if cuts.get(i).copied().unwrap_or(false) {
+                        w.copy_series_run(&p, &buf, start..i);
+                        start = i;
+                    }
+                }
+                w.copy_series_run(&p, &buf, start..p.len());
+            } else {
+                (0..p.len()).for_each(|i| w.copy_series(&p, &buf, i));
+            }
+            w.copy_metadata(&p, &buf);
+            let written = w.series_written;
+            (w.finish().map(<[u8]>::to_vec), written)
+        };
+        prop_assert_eq!(out(true), out(false));
+    }
+}
+
+/// A series behind a longer length than needed (a valid varint, padded) is not copied with
+/// its header: the run is written series by series, each behind the shortest length.
+#[test]
+fn a_run_with_a_padded_length_is_copied_series_by_series() {
+    let series = |v: &str| v1::TimeSeries {
+        labels: vec![v1::Label {
+            name: "__name__".into(),
+            value: v.into(),
+        }],
+        samples: vec![v1::Sample {
+            value: 1.0,
+            timestamp: 1,
+        }],
+        ..Default::default()
+    };
+    let (a, b) = (series("a").encode_to_vec(), series("b").encode_to_vec());
+    assert!(b.len() < 0x80);
+    let mut padded = vec![0x0a, a.len() as u8];
+    padded.extend_from_slice(&a);
+    // Length 0x80|len, 0x00: the same length in two bytes.
+    padded.extend_from_slice(&[0x0a, 0x80 | b.len() as u8, 0x00]);
+    padded.extend_from_slice(&b);
+    let canonical = v1::WriteRequest {
+        timeseries: vec![series("a"), series("b")],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut p = Parsed::new();
+    p.parse(&padded, Version::V1, &Limits::default()).unwrap();
+    let mut w = Writer::new(Version::V1);
+    w.begin(&p, &padded);
+    w.copy_series_run(&p, &padded, 0..2);
+    assert_eq!(w.finish().unwrap(), canonical.as_slice());
+}
+
 #[test]
 fn push_only_requests_start_their_symbols_with_empty_string() {
     let mut w = Writer::new(Version::V2);
