@@ -31,13 +31,7 @@ const EXPLOSION_OWNER_SERIES: usize = 320;
 /// with 400 of a pool of 50,000 `user_id` series of the first owner spread between them;
 /// first, the 1600 series alone (what fills the owners' budgets).
 fn explosion_bodies() -> (bytes::Bytes, Vec<bytes::Bytes>) {
-    const METRICS: &[&str] = &[
-        "http_requests_total",
-        "http_request_duration_seconds_count",
-        "process_cpu_seconds_total",
-        "rpc_errors_total",
-    ];
-    const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
+    use cardguard::demo::{METHODS, METRICS};
     const POOL: usize = 50_000;
     const PER_REQUEST: usize = 400;
     fn labels(s: usize, j: usize, user: Option<usize>) -> Vec<(String, String)> {

@@ -114,13 +114,15 @@ pub struct Fleet {
 /// The exploding series are capped so a demo left running for days stays small itself.
 const MAX_EXPLODED: usize = 100_000;
 
-const METRICS: &[&str] = &[
+/// The metric names of the demo's services (also the benches' explosion load).
+pub const METRICS: &[&str] = &[
     "http_requests_total",
     "http_request_duration_seconds_count",
     "process_cpu_seconds_total",
     "rpc_errors_total",
 ];
-const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
+/// Their `method` values.
+pub const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
 const CODES: &[&str] = &["200", "201", "400", "404", "500"];
 
 impl Fleet {
