@@ -613,13 +613,7 @@ impl Guard {
                         continue;
                     }
                     let labels = decisions.labels(req, buf, i as usize);
-                    let key = SeriesKey {
-                        id,
-                        metric: owner::metric_of(labels.clone()),
-                        metric_key,
-                        labels,
-                        samples,
-                    };
+                    let key = SeriesKey::new(id, labels, samples, metric_key);
                     let v = state.admit(
                         key,
                         now,

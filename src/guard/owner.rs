@@ -183,13 +183,15 @@ impl<'a, L> SeriesKey<'a, L>
 where
     L: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
 {
-    /// Series `id` with these labels, its metric found among them.
-    pub fn new(id: u64, labels: L, samples: u64) -> Self {
+    /// Series `id` with these labels, its metric found among them; `metric_key` is
+    /// `value_hash` of that metric, found once per request with the id (`Guard::admit`).
+    pub fn new(id: u64, labels: L, samples: u64, metric_key: u64) -> Self {
         let metric = metric_of(labels.clone());
+        debug_assert_eq!(metric_key, value_hash(metric));
         SeriesKey {
             id,
             metric,
-            metric_key: value_hash(metric),
+            metric_key,
             labels,
             samples,
         }

@@ -713,7 +713,7 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     use super::*;
-    use crate::guard::owner::{OwnerDelta, OwnerState, SeriesKey};
+    use crate::guard::owner::{value_hash, OwnerDelta, OwnerState, SeriesKey};
     use crate::guard::Budget;
 
     #[test]
@@ -825,10 +825,10 @@ mod tests {
         let mut st = OwnerState::new(budget, 0, &window, 10);
         let global = AtomicU64::new(0);
         let mut tally = OwnerDelta::default();
-        let labels: [(&[u8], &[u8]); 0] = [];
+        let labels: [(&[u8], &[u8]); 1] = [(b"__name__", b"m")];
         let admitted = (0..100u64)
             .filter(|i| {
-                let s = SeriesKey::new((i + 1) << 8, labels.iter().copied(), 1);
+                let s = SeriesKey::new((i + 1) << 8, labels.iter().copied(), 1, value_hash(b"m"));
                 st.admit(s, 10, &global, None, 3, &mut tally) == crate::series::Verdict::Keep
             })
             .count();

@@ -66,7 +66,12 @@ impl Guard {
                         tally.dropped(reason, samples);
                         continue;
                     }
-                    let key = series_key(decisions, &batch, i, id, samples);
+                    let key = series_key(
+                        decisions,
+                        &batch,
+                        (i, id, scratch.metric_keys[i as usize]),
+                        samples,
+                    );
                     match state.lookup(&key, now, &mut tally) {
                         Lookup::Fresh => {
                             self.settled(Verdict::Keep, decisions, i, samples, &mut out)
@@ -127,13 +132,14 @@ impl Guard {
                     &a.budget,
                     decisions,
                     &batch,
-                    (i, id),
+                    (i, id, scratch.metric_keys[i as usize]),
                     mode,
                 );
             }
             for &(i, id) in &refreshed[a.refreshed.0..a.refreshed.1] {
                 let m = Mode::Refresh(now);
-                add_series(&mut call, &keys, &a.budget, decisions, &batch, (i, id), m);
+                let series = (i, id, scratch.metric_keys[i as usize]);
+                add_series(&mut call, &keys, &a.budget, decisions, &batch, series, m);
             }
         }
         if new.is_empty() {
@@ -152,7 +158,12 @@ impl Guard {
                 for &(i, id) in &new[a.new.0..a.new.1] {
                     let s = req.series(buf, i as usize);
                     let samples = (s.sample_count() + s.histogram_count()) as u64;
-                    let key = series_key(decisions, &batch, i, id, samples);
+                    let key = series_key(
+                        decisions,
+                        &batch,
+                        (i, id, scratch.metric_keys[i as usize]),
+                        samples,
+                    );
                     let v = match &answers {
                         Ok(answers) => {
                             let refused = match answers[at] {
@@ -294,14 +305,14 @@ type Labels<'a> = crate::series::Labels<'a, crate::wire::LabelsIter<'a>>;
 fn series_key<'a>(
     decisions: &'a Decisions,
     batch: &Batch<'a>,
-    i: u32,
-    id: u64,
+    (i, id, metric_key): (u32, u64, u64),
     samples: u64,
 ) -> SeriesKey<'a, Labels<'a>> {
     SeriesKey::new(
         id,
         decisions.labels(batch.req, batch.buf, i as usize),
         samples,
+        metric_key,
     )
 }
 
@@ -313,13 +324,13 @@ fn add_series(
     budget: &Budget,
     decisions: &Decisions,
     batch: &Batch<'_>,
-    (i, id): (u32, u64),
+    series: (u32, u64, u64),
     mode: Mode,
 ) {
-    let key = series_key(decisions, batch, i, id, 0);
+    let key = series_key(decisions, batch, series, 0);
     let metric = budget
         .metric_limit(key.metric)
-        .map(|limit| (value_hash(key.metric), limit));
+        .map(|limit| (key.metric_key, limit));
     let labels: Vec<(&str, u64, u64)> = budget
         .label_limits
         .iter()
@@ -330,5 +341,11 @@ fn add_series(
                 .map(|(_, v)| (name.as_str(), value_hash(v), *limit))
         })
         .collect();
-    call.series(keys, crate::guard::table::key_of(id), mode, metric, &labels);
+    call.series(
+        keys,
+        crate::guard::table::key_of(key.id),
+        mode,
+        metric,
+        &labels,
+    );
 }
