@@ -40,7 +40,7 @@ pub struct Pieces {
 enum Source {
     V1 {
         decoded: Vec<u8>,
-        parsed: Parsed,
+        parsed: Box<Parsed>,
         writer: Box<Writer>,
     },
     V2(v2::Request),
@@ -53,7 +53,7 @@ impl Pieces {
         wire::snappy::decompress(body, LIMITS.max_decoded_bytes, &mut decoded).ok()?;
         let source = match version {
             Version::V1 => {
-                let mut parsed = Parsed::new();
+                let mut parsed = Box::new(Parsed::new());
                 parsed.parse(&decoded, version, &LIMITS).ok()?;
                 Source::V1 {
                     decoded,

@@ -111,6 +111,10 @@ pub struct Parsed {
     /// v1: body ranges of the request-level `MetricMetadata` entries.
     pub(crate) v1_metadata: Vec<(u32, u32)>,
     pub(crate) v2_metadata: Vec<V2Metadata>,
+    /// v2, while resolving: each symbol's rank among the request's label names by their
+    /// bytes (`v2::name_ranks`), and the symbols used as names.
+    pub(crate) name_ranks: Vec<u32>,
+    pub(crate) name_symbols: Vec<u32>,
 }
 
 impl Default for Parsed {
@@ -125,6 +129,8 @@ impl Default for Parsed {
             symbols_utf8: false,
             v1_metadata: Vec::new(),
             v2_metadata: Vec::new(),
+            name_ranks: Vec::new(),
+            name_symbols: Vec::new(),
         }
     }
 }
@@ -176,6 +182,7 @@ impl Parsed {
             + self.symbols.capacity() * size_of::<(u32, u32)>()
             + self.v1_metadata.capacity() * size_of::<(u32, u32)>()
             + self.v2_metadata.capacity() * size_of::<V2Metadata>()
+            + (self.name_ranks.capacity() + self.name_symbols.capacity()) * size_of::<u32>()
     }
 
     pub fn clear(&mut self) {

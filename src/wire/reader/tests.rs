@@ -516,6 +516,61 @@ fn v2_utf8_is_checked_per_symbol_with_the_same_verdicts() {
     assert_eq!(check(&body(b"plain", &[1, 2, 3, 4])), Ok(()));
 }
 
+/// The 2.0 pass settles a series whose names, ranked once per request, rise strictly with
+/// `__name__` set; every other series (and any series of a table that is not UTF-8) is left
+/// to the walk, which answers as before. Symbols may repeat: equal strings rank alike.
+#[test]
+fn the_v2_pass_settles_only_clean_series() {
+    // 0 "", 1 __name__, 2 up, 3 job, 4 node, 5 job again, 6 zone, 7 Zürich
+    let symbols = ["", "__name__", "up", "job", "node", "job", "zone", "Zürich"];
+    let settled = |symbols: &[&str], refs: &[u32], hist: bool| {
+        let mut req = v2::Request {
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            timeseries: vec![v2::TimeSeries {
+                labels_refs: refs.to_vec(),
+                ..Default::default()
+            }],
+        };
+        if hist {
+            req.timeseries[0]
+                .histograms
+                .push(crate::wire::types::v2::Histogram::default());
+        }
+        let buf = req.encode_to_vec();
+        let mut p = parse(&buf, Version::V2).unwrap();
+        let (flags, full) = p.flags_and_check(&buf, 0);
+        if flags != 0 {
+            assert_eq!(full, Ok(flags), "{refs:?}");
+        }
+        assert_eq!(p.validate(&buf, 0), full.clone().map(|_| ()));
+        (flags, full.is_ok())
+    };
+    let clean = (CHECKED | SORTED, true);
+    assert_eq!(settled(&symbols, &[1, 2, 3, 4, 6, 7], false), clean);
+    // The other "job" symbol ranks with the first.
+    assert_eq!(settled(&symbols, &[1, 2, 5, 4], false), clean);
+    let cases: [&[u32]; 6] = [
+        &[3, 4, 1, 2],       // unsorted: the walk accepts it
+        &[1, 2, 3, 4, 5, 4], // "job" twice, by two symbols
+        &[1, 2, 3, 4, 3, 4], // "job" twice, by one
+        &[3, 4],             // no __name__
+        &[1, 0, 3, 4],       // __name__ empty
+        &[0, 4, 1, 2],       // an empty name
+    ];
+    let walk: Vec<bool> = cases
+        .iter()
+        .map(|refs| {
+            let (flags, ok) = settled(&symbols, refs, false);
+            assert_eq!(flags, 0, "{refs:?}");
+            ok
+        })
+        .collect();
+    assert_eq!(walk, [true, false, false, false, false, false]);
+    assert_eq!(settled(&symbols, &[1, 2], true).0, 0, "a native histogram");
+    // No labels at all.
+    assert_eq!(settled(&symbols, &[], false), (0, false));
+}
+
 fn v2_req(symbols: &[&str], refs: &[u32]) -> Vec<u8> {
     v2::Request {
         symbols: symbols.iter().map(|s| s.to_string()).collect(),
