@@ -102,8 +102,15 @@ struct Series {
     /// Sorted by name; what `select` hands the engine.
     labels: Labels,
     /// Oldest first, strictly increasing timestamps. A ring, so memory is about one power of
-    /// two above what the history needs; made contiguous when the engine reads it.
+    /// two above what the history needs; made contiguous when the engine reads it. Changed
+    /// only through `push_sample` and `pop_samples`, which keep `oldest` and `newest`.
     samples: VecDeque<Sample>,
+    /// The timestamps of `samples`' ends (`i64::MAX` and `i64::MIN` when it is empty), kept
+    /// here so that an append in order with nothing to expire never loads the ring's heap
+    /// lines: its ends are a cache miss apart from the map entry, one each, on every series a
+    /// request appends to.
+    oldest: i64,
+    newest: i64,
     /// Native histograms, oldest first (empty, without an allocation, for float series).
     histograms: VecDeque<HistogramSample>,
     /// Heap bytes the histograms hold (their structs and bucket arrays).
@@ -121,8 +128,28 @@ impl Series {
     fn len(&self) -> usize {
         self.samples.len() + self.histograms.len()
     }
-    fn newest(&self) -> Option<i64> {
-        self.samples.back().map(|s| s.t)
+    fn push_sample(&mut self, s: Sample) {
+        if self.samples.is_empty() {
+            self.oldest = s.t;
+        }
+        self.newest = s.t;
+        self.samples.push_back(s);
+    }
+    /// Drop the oldest `n` samples.
+    fn pop_samples(&mut self, n: usize) {
+        self.samples.drain(..n);
+        match self.samples.front() {
+            Some(s) => self.oldest = s.t,
+            None => (self.oldest, self.newest) = (i64::MAX, i64::MIN),
+        }
+    }
+    /// Whether `oldest` and `newest` are those of the ring.
+    fn ends_agree(&self) -> bool {
+        let ends = match (self.samples.front(), self.samples.back()) {
+            (Some(a), Some(b)) => (a.t, b.t),
+            _ => (i64::MAX, i64::MIN),
+        };
+        ends == (self.oldest, self.newest)
     }
     fn newest_histogram(&self) -> Option<i64> {
         self.histograms.back().map(|s| s.t)
@@ -149,8 +176,15 @@ impl Series {
     }
     /// Drop samples at or before `cutoff`; give memory back when the ring is mostly empty.
     fn trim(&mut self, cutoff: i64) {
-        while self.samples.front().is_some_and(|s| s.t <= cutoff) {
-            self.samples.pop_front();
+        if self.oldest <= cutoff {
+            // From the front, not a binary search: most trims expire one sample or two, whose
+            // lines the scan reads anyway.
+            let expired = if self.newest <= cutoff {
+                self.samples.len()
+            } else {
+                self.samples.iter().take_while(|s| s.t <= cutoff).count()
+            };
+            self.pop_samples(expired);
         }
         if self.samples.capacity() > 4 * self.samples.len().max(COMPACT_MIN) {
             self.samples
@@ -414,6 +448,8 @@ impl Buffer {
                     tenant: tenant.map(Into::into),
                     labels: owned,
                     samples: VecDeque::new(),
+                    oldest: i64::MAX,
+                    newest: i64::MIN,
                     histograms: VecDeque::new(),
                     histogram_bytes: 0,
                     retention_ms,
@@ -425,16 +461,15 @@ impl Buffer {
         out.buffered = true;
         let before = (series.len(), series.ring_bytes());
         series.retention_ms = retention_ms;
-        let mut newest = series.newest().unwrap_or(i64::MIN);
         for s in samples {
-            if s.t <= newest {
+            if s.t <= series.newest {
                 out.out_of_order += 1;
                 continue;
             }
-            newest = s.t;
-            series.samples.push_back(s);
+            series.push_sample(s);
             out.samples += 1;
         }
+        let newest = series.newest;
         let floats = out.samples;
         let mut newest_h = series.newest_histogram().unwrap_or(i64::MIN);
         for h in histograms {
@@ -451,7 +486,7 @@ impl Buffer {
             series.trim(newest.max(newest_h).saturating_sub(retention_ms));
             if floats > 0 && series.samples.len() > limits.max_samples_per_series {
                 let excess = series.samples.len() - limits.max_samples_per_series;
-                series.samples.drain(..excess);
+                series.pop_samples(excess);
                 out.evicted_early += excess as u64;
             }
             while series.histograms.len() > limits.max_samples_per_series {
@@ -459,6 +494,7 @@ impl Buffer {
                 out.evicted_early += 1;
             }
         }
+        debug_assert!(series.ends_agree());
         let after = (series.len(), series.ring_bytes());
         shard.samples = shard.samples + after.0 - before.0;
         shard.bytes = shard.bytes + after.1 - before.1;
@@ -475,6 +511,7 @@ impl Buffer {
             let (mut samples, mut bytes) = (0, 0);
             shard.series.retain(|_, s| {
                 s.trim(now_ms.saturating_sub(s.retention_ms));
+                debug_assert!(s.ends_agree());
                 if s.len() == 0 {
                     if let Some((_, n)) = s.labels.iter().find(|(n, _)| n == "__name__") {
                         gone_names.insert(n.clone());
