@@ -111,11 +111,26 @@ struct Series {
     /// request appends to.
     oldest: i64,
     newest: i64,
-    /// Native histograms, oldest first (empty, without an allocation, for float series).
-    histograms: VecDeque<HistogramSample>,
-    /// Heap bytes the histograms hold (their structs and bucket arrays).
-    histogram_bytes: usize,
+    /// Native histograms (`None` for float series): boxed, so that the map entry every append
+    /// loads is 40 bytes smaller for the series that have none.
+    histograms: Option<Box<Histograms>>,
     retention_ms: i64,
+}
+
+#[derive(Default)]
+struct Histograms {
+    /// Oldest first, strictly increasing timestamps.
+    ring: VecDeque<HistogramSample>,
+    /// Heap bytes the histograms hold (their structs and bucket arrays).
+    bytes: usize,
+}
+
+impl Histograms {
+    fn pop(&mut self) {
+        if let Some(h) = self.ring.pop_front() {
+            self.bytes -= histogram_bytes(&h);
+        }
+    }
 }
 
 /// Memory one buffered histogram holds besides its ring slot.
@@ -126,7 +141,7 @@ fn histogram_bytes(h: &HistogramSample) -> usize {
 
 impl Series {
     fn len(&self) -> usize {
-        self.samples.len() + self.histograms.len()
+        self.samples.len() + self.histograms.as_ref().map_or(0, |h| h.ring.len())
     }
     fn push_sample(&mut self, s: Sample) {
         if self.samples.is_empty() {
@@ -152,7 +167,7 @@ impl Series {
         ends == (self.oldest, self.newest)
     }
     fn newest_histogram(&self) -> Option<i64> {
-        self.histograms.back().map(|s| s.t)
+        self.histograms.as_ref()?.ring.back().map(|s| s.t)
     }
     fn label_bytes(labels: &Labels) -> usize {
         labels.capacity() * std::mem::size_of::<(String, String)>()
@@ -171,8 +186,11 @@ impl Series {
     /// heap line (a cache miss per series on the write path) for a number that never moves.
     fn ring_bytes(&self) -> usize {
         self.samples.capacity() * std::mem::size_of::<Sample>()
-            + self.histograms.capacity() * std::mem::size_of::<HistogramSample>()
-            + self.histogram_bytes
+            + self.histograms.as_ref().map_or(0, |h| {
+                std::mem::size_of::<Histograms>()
+                    + h.ring.capacity() * std::mem::size_of::<HistogramSample>()
+                    + h.bytes
+            })
     }
     /// Drop samples at or before `cutoff`; give memory back when the ring is mostly empty.
     fn trim(&mut self, cutoff: i64) {
@@ -190,17 +208,13 @@ impl Series {
             self.samples
                 .shrink_to(2 * self.samples.len().max(COMPACT_MIN));
         }
-        while self.histograms.front().is_some_and(|s| s.t <= cutoff) {
-            self.pop_histogram();
-        }
-        if self.histograms.capacity() > 4 * self.histograms.len().max(COMPACT_MIN) {
-            self.histograms
-                .shrink_to(2 * self.histograms.len().max(COMPACT_MIN));
-        }
-    }
-    fn pop_histogram(&mut self) {
-        if let Some(h) = self.histograms.pop_front() {
-            self.histogram_bytes -= histogram_bytes(&h);
+        if let Some(h) = &mut self.histograms {
+            while h.ring.front().is_some_and(|s| s.t <= cutoff) {
+                h.pop();
+            }
+            if h.ring.capacity() > 4 * h.ring.len().max(COMPACT_MIN) {
+                h.ring.shrink_to(2 * h.ring.len().max(COMPACT_MIN));
+            }
         }
     }
 }
@@ -450,8 +464,7 @@ impl Buffer {
                     samples: VecDeque::new(),
                     oldest: i64::MAX,
                     newest: i64::MIN,
-                    histograms: VecDeque::new(),
-                    histogram_bytes: 0,
+                    histograms: None,
                     retention_ms,
                 };
                 shard.bytes += s.bytes();
@@ -478,8 +491,9 @@ impl Buffer {
                 continue;
             }
             newest_h = h.t;
-            series.histogram_bytes += histogram_bytes(&h);
-            series.histograms.push_back(h);
+            let hs = series.histograms.get_or_insert_with(Box::default);
+            hs.bytes += histogram_bytes(&h);
+            hs.ring.push_back(h);
             out.samples += 1;
         }
         if out.samples > 0 {
@@ -489,9 +503,11 @@ impl Buffer {
                 series.pop_samples(excess);
                 out.evicted_early += excess as u64;
             }
-            while series.histograms.len() > limits.max_samples_per_series {
-                series.pop_histogram();
-                out.evicted_early += 1;
+            if let Some(h) = &mut series.histograms {
+                while h.ring.len() > limits.max_samples_per_series {
+                    h.pop();
+                    out.evicted_early += 1;
+                }
             }
         }
         debug_assert!(series.ends_agree());
@@ -636,7 +652,10 @@ impl Storage for Buffer {
                     ..
                 } = s;
                 let w = window(samples, mint, maxt);
-                let h = window(histograms, mint, maxt);
+                let h = match histograms {
+                    Some(h) => window(&mut h.ring, mint, maxt),
+                    None => &[],
+                };
                 if !w.is_empty() || !h.is_empty() {
                     f(labels, w, h);
                 }
