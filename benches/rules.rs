@@ -9,6 +9,9 @@
 //!   (each iteration carries newer timestamps, so every sample is appended).
 //! - `rules_ingest/pipeline_10_rules_unmatched`: the tap on, no series read by any rule (one
 //!   hash lookup a series).
+//! - `rules_ingest/pipeline_10_rules_100k_buffered`: the tap on, all 100k series buffered (far
+//!   more than the caches hold), a 2000-series request of which 200 are read by a rule, each
+//!   appending one sample to a series last touched 500 requests ago (the steady state).
 //! - `rules_eval/group_10_rules_100k_series`: one evaluation of the 10-rule group over 100k
 //!   buffered series holding 5 minutes of 15 s samples.
 //! - `rules_eval/select_only_10_rules`: the storage's share of it: every selector of the 10
@@ -195,7 +198,62 @@ fn bench(c: &mut Criterion) {
     g.bench_function("pipeline_10_rules_unmatched", |b| {
         b.iter(|| pipeline::prepare(black_box(&unmatched), &ctx(&limits, Some(tap))).unwrap())
     });
+
+    // Buffers far bigger than the caches, as in production: all 100k series buffered with 5
+    // minutes of samples, each request 2000 series of which every 10th is read by a rule,
+    // walking the fleet so that each buffered series gets its next sample every 500 requests.
+    let big = Buffer::new();
+    let steps = 21;
+    for (labels, rate) in &all {
+        let l: Vec<(&[u8], &[u8])> = labels
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let samples = (0..steps).map(|i| cardguard::rules::promql::Sample {
+            t: T0 + i * STEP_MS,
+            v: 1.0 + rate * i as f64,
+        });
+        big.append(l.into_iter(), samples, 400_000, &buffer_limits);
+    }
+    let big_tap = Tap {
+        buffer: &big,
+        ..tap
+    };
+    let per_request = 200;
+    let mut n = 0usize;
+    g.bench_function("pipeline_10_rules_100k_buffered", |b| {
+        b.iter_batched(
+            || {
+                let first = n * per_request % all.len();
+                let step = steps + (n * per_request / all.len()) as i64;
+                n += 1;
+                let mut w = Writer::new(Version::V1);
+                w.reset();
+                for k in 0..2000 {
+                    let (mut labels, rate) = all[(first + k / 10) % all.len()].clone();
+                    if k % 10 != 0 {
+                        labels[0].1.push_str(&format!("_other{k}"));
+                    }
+                    w.push_series(&OwnedSeries {
+                        histograms: Vec::new(),
+                        labels,
+                        samples: vec![(1.0 + rate * step as f64, T0 + step * STEP_MS)],
+                    });
+                }
+                let mut out = Vec::new();
+                wire::snappy::compress(w.finish().unwrap(), &mut out);
+                Bytes::from(out)
+            },
+            |body| {
+                let p = pipeline::prepare(&body, &ctx(&limits, Some(big_tap))).unwrap();
+                assert_eq!(p.rules.samples, per_request as u64);
+                p
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
+    drop(big);
 
     // 100k series, 5 minutes of 15 s samples each.
     let full = Buffer::new();

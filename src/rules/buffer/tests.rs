@@ -32,6 +32,55 @@ fn collect(b: &Buffer, m: &Matchers, mint: i64, maxt: i64) -> Vec<(Labels, Vec<i
     out
 }
 
+/// Every series' inline `oldest` and `newest` are its ring's.
+fn ends_agree(b: &Buffer) -> bool {
+    b.shards.iter().all(|m| {
+        let shard = m.lock().unwrap();
+        shard.series.values().all(Series::ends_agree)
+    })
+}
+
+#[test]
+fn inline_ends_follow_the_ring_through_order_trim_cap_and_restore() {
+    let b = Buffer::new();
+    let limits = BufferLimits {
+        max_samples_per_series: 4,
+        ..LIMITS
+    };
+    let s = l(&[("__name__", "m")]);
+    let append = |ts: &[i64], retention| {
+        let a = b.append(
+            s.clone().into_iter(),
+            samples(ts).into_iter(),
+            retention,
+            &limits,
+        );
+        assert!(ends_agree(&b), "after {ts:?}");
+        a
+    };
+    // Out of order within the request and against the ring.
+    assert_eq!(append(&[10, 5, 20], 100).out_of_order, 1);
+    assert_eq!(append(&[20, 15, 30], 100).out_of_order, 2);
+    // The cap evicts from the front.
+    assert_eq!(append(&[40, 50, 60], 100).evicted_early, 2);
+    // Retention expires a prefix, then all but the newest.
+    append(&[140], 100);
+    append(&[1000], 100);
+    let want = vec![(vec![("__name__".into(), "m".into())], vec![1000])];
+    assert_eq!(collect(&b, &name("m"), 0, 2000), want);
+    // Emptied by a sweep: any timestamp is in order again.
+    b.sweep(5000);
+    assert!(ends_agree(&b));
+    assert_eq!(append(&[3], 100).samples, 1);
+    let restored = Buffer::new();
+    restored.restore(b.image(), &limits);
+    assert!(ends_agree(&restored));
+    assert_eq!(
+        collect(&restored, &name("m"), 0, 2000),
+        collect(&b, &name("m"), 0, 2000)
+    );
+}
+
 #[test]
 fn select_returns_the_left_open_window_with_sorted_labels() {
     let b = Buffer::new();
@@ -233,12 +282,15 @@ mod model {
     enum Op {
         Append(usize, Vec<i64>),
         Sweep(i64),
+        /// A snapshot taken and put back into new buffers.
+        Restore,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => (0..4usize, proptest::collection::vec(0..200i64, 0..8)).prop_map(|(s, ts)| Op::Append(s, ts)),
             1 => (0..250i64).prop_map(Op::Sweep),
+            1 => Just(Op::Restore),
         ]
     }
 
@@ -253,7 +305,7 @@ mod model {
     proptest! {
         #[test]
         fn buffers_agree_with_the_model(ops in proptest::collection::vec(op(), 1..40), mint in 0..200i64, span in 0..200i64) {
-            let b = Buffer::new();
+            let mut b = Buffer::new();
             let limits = BufferLimits { max_series: 100, max_samples_per_series: CAP,     max_label_bytes: usize::MAX, };
             let mut model: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
             for op in ops {
@@ -286,7 +338,13 @@ mod model {
                         }
                         model.retain(|_, m| !m.is_empty());
                     }
+                    Op::Restore => {
+                        let image = b.image();
+                        b = Buffer::new();
+                        prop_assert_eq!(b.restore(image, &limits), model.len());
+                    }
                 }
+                prop_assert!(ends_agree(&b));
             }
             let maxt = mint + span;
             for (sel, want_name) in [(name("a"), Some("a")), (name("b"), Some("b")), (Matchers::one(Matcher::new(MatchOp::NotEqual, "i", "x")), None)] {

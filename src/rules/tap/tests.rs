@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::*;
 use crate::pipeline::{self, Context};
 use crate::rules::file;
+use crate::rules::promql::Storage;
 use crate::wire::{self, testgen, Limits, Version};
 
 const LIMITS: BufferLimits = BufferLimits {
@@ -179,4 +180,72 @@ fn two_tenants_same_labels_are_two_series() {
     // And each tenant's retry is still recognised as one.
     let again = prepare(&b, tap.for_tenant(Some("team-b")));
     assert_eq!((again.rules.samples, again.rules.out_of_order), (0, 1));
+}
+
+/// A series' samples go in request order even when it comes twice in a request, and the cap
+/// refuses new series in request order: what any batching of the appends must keep.
+#[test]
+fn appends_keep_request_order_within_a_series_and_for_the_cap() {
+    let plan = plan(true);
+    let jobs: Vec<String> = (0..40).map(|j| format!("j{j:02}")).collect();
+    let labels: Vec<[(&str, &str); 2]> = jobs
+        .iter()
+        .map(|j| [("__name__", "up"), ("job", j)])
+        .collect();
+    let request = |first: i64, second: i64| {
+        let series: Vec<(&[(&str, &str)], i64)> = labels
+            .iter()
+            .map(|l| (&l[..], first))
+            .chain(labels.iter().map(|l| (&l[..], second)))
+            .collect();
+        body(&series)
+    };
+    let buffered = |b: &Buffer| {
+        let mut out: Vec<(String, Vec<i64>)> = Vec::new();
+        let m = promql_parser::label::Matchers::one(promql_parser::label::Matcher::new(
+            promql_parser::label::MatchOp::Equal,
+            "__name__",
+            "up",
+        ));
+        b.select(&m, i64::MIN, i64::MAX, &mut |l, s| {
+            out.push((l[1].1.clone(), s.iter().map(|x| x.t).collect()))
+        });
+        out.sort();
+        out
+    };
+    let buffer = Buffer::new();
+    let tap = Tap {
+        plan: &plan,
+        buffer: &buffer,
+        limits: LIMITS,
+        tenant: None,
+    };
+    // New series, each twice.
+    let p = prepare(&request(1000, 2000), tap);
+    assert_eq!((p.rules.samples, p.rules.out_of_order), (80, 0));
+    // Buffered series, the second sample of each older than the first.
+    let p = prepare(&request(4000, 3000), tap);
+    assert_eq!((p.rules.samples, p.rules.out_of_order), (40, 40));
+    let want: Vec<(String, Vec<i64>)> = jobs
+        .iter()
+        .map(|j| (j.clone(), vec![1000, 2000, 4000]))
+        .collect();
+    assert_eq!(buffered(&buffer), want);
+
+    let full = Buffer::new();
+    let tap = Tap {
+        buffer: &full,
+        limits: BufferLimits {
+            max_series: 10,
+            ..LIMITS
+        },
+        ..tap
+    };
+    let p = prepare(&request(1000, 2000), tap);
+    assert_eq!((p.rules.samples, p.rules.refused_series), (20, 60));
+    let want: Vec<(String, Vec<i64>)> = jobs[..10]
+        .iter()
+        .map(|j| (j.clone(), vec![1000, 2000]))
+        .collect();
+    assert_eq!(buffered(&full), want);
 }
