@@ -120,13 +120,23 @@ fn fleet() -> Vec<(Vec<(String, String)>, f64)> {
 }
 
 fn body(series: &[(Vec<(String, String)>, f64)], step: i64, rename: bool) -> Bytes {
+    encode(
+        series.iter().map(|(labels, rate)| {
+            let mut labels = labels.clone();
+            if rename {
+                labels[0].1.push_str("_other");
+            }
+            (labels, *rate)
+        }),
+        step,
+    )
+}
+
+/// A request of these series (labels, rate), each with its sample at `step`.
+fn encode(series: impl Iterator<Item = (Vec<(String, String)>, f64)>, step: i64) -> Bytes {
     let mut w = Writer::new(Version::V1);
     w.reset();
     for (labels, rate) in series {
-        let mut labels = labels.clone();
-        if rename {
-            labels[0].1.push_str("_other");
-        }
         w.push_series(&OwnedSeries {
             histograms: Vec::new(),
             labels,
@@ -143,6 +153,27 @@ fn ctx<'a>(limits: &'a Limits, tap: Option<Tap<'a>>) -> Context<'a> {
         rules: tap,
         ..Context::new(Version::V1, Version::V1, limits, T0)
     }
+}
+
+/// Samples each series of `filled` holds: 5 minutes of 15 s samples.
+const STEPS: i64 = 21;
+
+/// A buffer holding every series of `all` with `STEPS` samples each, as in production (far
+/// bigger than the caches at 100k series).
+fn filled(all: &[(Vec<(String, String)>, f64)], limits: &BufferLimits) -> Buffer {
+    let buffer = Buffer::new();
+    for (labels, rate) in all {
+        let l: Vec<(&[u8], &[u8])> = labels
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let samples = (0..STEPS).map(|i| cardguard::rules::promql::Sample {
+            t: T0 + i * STEP_MS,
+            v: 1.0 + rate * i as f64,
+        });
+        buffer.append(l.into_iter(), samples, 400_000, limits);
+    }
+    buffer
 }
 
 fn bench(c: &mut Criterion) {
@@ -202,19 +233,7 @@ fn bench(c: &mut Criterion) {
     // Buffers far bigger than the caches, as in production: all 100k series buffered with 5
     // minutes of samples, each request 2000 series of which every 10th is read by a rule,
     // walking the fleet so that each buffered series gets its next sample every 500 requests.
-    let big = Buffer::new();
-    let steps = 21;
-    for (labels, rate) in &all {
-        let l: Vec<(&[u8], &[u8])> = labels
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-            .collect();
-        let samples = (0..steps).map(|i| cardguard::rules::promql::Sample {
-            t: T0 + i * STEP_MS,
-            v: 1.0 + rate * i as f64,
-        });
-        big.append(l.into_iter(), samples, 400_000, &buffer_limits);
-    }
+    let big = filled(&all, &buffer_limits);
     let big_tap = Tap {
         buffer: &big,
         ..tap
@@ -225,24 +244,16 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let first = n * per_request % all.len();
-                let step = steps + (n * per_request / all.len()) as i64;
+                let step = STEPS + (n * per_request / all.len()) as i64;
                 n += 1;
-                let mut w = Writer::new(Version::V1);
-                w.reset();
-                for k in 0..2000 {
+                let series = (0..2000).map(|k| {
                     let (mut labels, rate) = all[(first + k / 10) % all.len()].clone();
                     if k % 10 != 0 {
                         labels[0].1.push_str(&format!("_other{k}"));
                     }
-                    w.push_series(&OwnedSeries {
-                        histograms: Vec::new(),
-                        labels,
-                        samples: vec![(1.0 + rate * step as f64, T0 + step * STEP_MS)],
-                    });
-                }
-                let mut out = Vec::new();
-                wire::snappy::compress(w.finish().unwrap(), &mut out);
-                Bytes::from(out)
+                    (labels, rate)
+                });
+                encode(series, step)
             },
             |body| {
                 let p = pipeline::prepare(&body, &ctx(&limits, Some(big_tap))).unwrap();
@@ -256,19 +267,7 @@ fn bench(c: &mut Criterion) {
     drop(big);
 
     // 100k series, 5 minutes of 15 s samples each.
-    let full = Buffer::new();
-    let steps = 21;
-    for (labels, rate) in &all {
-        let l: Vec<(&[u8], &[u8])> = labels
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-            .collect();
-        let samples = (0..steps).map(|i| cardguard::rules::promql::Sample {
-            t: T0 + i * STEP_MS,
-            v: 1.0 + rate * i as f64,
-        });
-        full.append(l.into_iter(), samples, 400_000, &buffer_limits);
-    }
+    let full = filled(&all, &buffer_limits);
     let st = full.stats();
     eprintln!(
         "rules buffer: {} series, {} samples, {} bytes: {:.1} bytes per buffered sample, {:.0} bytes per series",
@@ -278,7 +277,7 @@ fn bench(c: &mut Criterion) {
         st.bytes as f64 / st.samples as f64,
         st.bytes as f64 / st.series as f64
     );
-    let t_eval = T0 + (steps - 1) * STEP_MS;
+    let t_eval = T0 + (STEPS - 1) * STEP_MS;
     let mut g = c.benchmark_group("rules_eval");
     g.sample_size(10);
     g.throughput(Throughput::Elements(all.len() as u64));
