@@ -189,6 +189,7 @@ impl Parts {
             downsample: self.downsampler.image(),
             rule_buffers: self.rules.buffer.image(),
             rule_groups: self.rules.group_images(),
+            rule_histograms: Vec::new(),
         };
         image.canonicalize();
         image
@@ -391,6 +392,7 @@ pub fn decode_section_unframed(kind: u8, payload: &[u8]) -> Result<Image, Decode
     let kind = image::Kind::ALL[usize::from(kind) % image::Kind::ALL.len()];
     let mut image = Image::default();
     image.decode_section(kind, payload)?;
+    image.attach_histograms()?;
     Ok(image)
 }
 

@@ -63,6 +63,8 @@ pub struct SeriesImage {
     pub labels: Labels,
     /// Oldest first.
     pub samples: Vec<Sample>,
+    /// Native histograms, oldest first.
+    pub histograms: Vec<HistogramSample>,
     pub retention_ms: i64,
 }
 
@@ -568,11 +570,17 @@ impl Buffer {
         let mut out = Vec::new();
         for m in self.shards.iter() {
             let shard = m.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(shard.series.values().map(|s| SeriesImage {
-                tenant: s.tenant.as_deref().map(str::to_string),
-                labels: s.labels.clone(),
-                samples: s.samples.iter().copied().collect(),
-                retention_ms: s.retention_ms,
+            out.extend(shard.series.values().map(|s| {
+                SeriesImage {
+                    tenant: s.tenant.as_deref().map(str::to_string),
+                    labels: s.labels.clone(),
+                    samples: s.samples.iter().copied().collect(),
+                    histograms: s
+                        .histograms
+                        .as_ref()
+                        .map_or_else(Vec::new, |h| h.ring.iter().cloned().collect()),
+                    retention_ms: s.retention_ms,
+                }
             }));
         }
         out
@@ -584,10 +592,12 @@ impl Buffer {
         let mut n = 0;
         for s in series {
             let labels = s.labels.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
-            let a = self.append_for(
+            let a = self.append_all(
                 s.tenant.as_deref(),
+                None,
                 labels,
                 s.samples.into_iter(),
+                s.histograms.into_iter(),
                 s.retention_ms,
                 limits,
             );

@@ -153,7 +153,10 @@ impl<'a> Tap<'a> {
 mod histogram;
 
 use super::promql::STALE_NAN_BITS;
-pub use histogram::{decode as decode_histogram, encode as encode_histogram, Decoded};
+pub use histogram::{
+    decode as decode_histogram, decode_checked as decode_histogram_checked,
+    encode as encode_histogram, Decoded,
+};
 
 #[cfg(test)]
 mod tests;

@@ -166,6 +166,12 @@ pub fn decode(bytes: &[u8]) -> Result<(Image, i64), LoadError> {
     if !rest.is_empty() {
         return Err(LoadError::Trailing(rest.len()));
     }
+    image
+        .attach_histograms()
+        .map_err(|source| LoadError::Decode {
+            section: Kind::RuleHistograms.name(),
+            source,
+        })?;
     Ok((image, written_ms))
 }
 

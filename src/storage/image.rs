@@ -6,13 +6,16 @@
 //! then the 56-bit keys in ascending order as varint deltas (about 36 bits, 6 bytes, apart
 //! at 1M series), then one tag byte per key: about 7 bytes per admitted series on disk.
 
+use prost::Message;
+
 use super::codec::{Dec, DecodeError, Enc};
 use crate::guard::image::{AggregateImage, GuardImage, OwnerImage, RingImage};
 use crate::guard::sketch::Sketch;
 use crate::guard::table::SeriesTable;
 use crate::rules::buffer::SeriesImage;
 use crate::rules::group::{GroupImage, RuleImage};
-use crate::rules::promql::Sample;
+use crate::rules::promql::{HistogramSample, Sample};
+use crate::rules::tap::{decode_histogram_checked, encode_histogram, Decoded};
 
 /// Section kinds, in the order they are written. A reader of this version knows them all;
 /// an unknown kind means a file from a newer cardguard (refused as incompatible).
@@ -24,15 +27,19 @@ pub enum Kind {
     Downsample = 3,
     RuleBuffers = 4,
     RuleGroups = 5,
+    /// The rule buffers' native histograms, by the index of their series in `RuleBuffers`:
+    /// a section of its own, so that a snapshot written before it (none) still loads.
+    RuleHistograms = 6,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Guard,
         Kind::Overflow,
         Kind::Downsample,
         Kind::RuleBuffers,
         Kind::RuleGroups,
+        Kind::RuleHistograms,
     ];
 
     pub fn from_u32(n: u32) -> Option<Kind> {
@@ -46,6 +53,7 @@ impl Kind {
             Kind::Downsample => "downsample",
             Kind::RuleBuffers => "rule_buffers",
             Kind::RuleGroups => "rule_groups",
+            Kind::RuleHistograms => "rule_histograms",
         }
     }
 }
@@ -61,6 +69,8 @@ pub struct Image {
     pub downsample: Vec<(u64, i64, i64)>,
     pub rule_buffers: Vec<SeriesImage>,
     pub rule_groups: Vec<GroupImage>,
+    /// Decoded `RuleHistograms` not yet given to their series (`attach_histograms`).
+    pub rule_histograms: Vec<(usize, Vec<HistogramSample>)>,
 }
 
 impl Image {
@@ -73,6 +83,18 @@ impl Image {
                 .map(|(_, t)| t.len() as u64)
                 .sum()
         })
+    }
+
+    /// Give the decoded native histograms to their series, once every section is read (the
+    /// sections may come in any order).
+    pub fn attach_histograms(&mut self) -> Result<(), DecodeError> {
+        for (i, hs) in std::mem::take(&mut self.rule_histograms) {
+            let s = self.rule_buffers.get_mut(i).ok_or(DecodeError::Invalid(
+                "native histograms of no buffered series",
+            ))?;
+            s.histograms = hs;
+        }
+        Ok(())
     }
 
     /// Sort every list the stages hand over in hash-map order, so that the same state always
@@ -142,6 +164,19 @@ impl Image {
                         e.i64(x.t.wrapping_sub(prev));
                         prev = x.t;
                         e.f64(x.v);
+                    }
+                }
+            }
+            Kind::RuleHistograms => {
+                // Each as the remote-write message the tap reads them from (its own
+                // timestamp inside): that encoder and decoder are tested as a pair already.
+                let with = || self.rule_buffers.iter().enumerate();
+                e.usize(with().filter(|(_, s)| !s.histograms.is_empty()).count());
+                for (i, s) in with().filter(|(_, s)| !s.histograms.is_empty()) {
+                    e.usize(i);
+                    e.usize(s.histograms.len());
+                    for h in &s.histograms {
+                        e.bytes(&encode_histogram(h.t, &h.h).encode_to_vec());
                     }
                 }
             }
@@ -223,10 +258,30 @@ impl Image {
                         tenant,
                         labels,
                         samples,
+                        histograms: Vec::new(),
                         retention_ms,
                     });
                 }
                 self.rule_buffers = v;
+            }
+            Kind::RuleHistograms => {
+                let n = d.count(2)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    // An index past the series is refused by `attach_histograms`.
+                    let series = usize::try_from(d.u64()?)
+                        .map_err(|_| DecodeError::Invalid("histogram series index"))?;
+                    let k = d.count(1)?;
+                    let mut hs = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        match decode_histogram_checked(d.bytes()?) {
+                            Some(Decoded::Histogram(h)) => hs.push(h),
+                            _ => return Err(DecodeError::Invalid("native histogram")),
+                        }
+                    }
+                    v.push((series, hs));
+                }
+                self.rule_histograms = v;
             }
             Kind::RuleGroups => {
                 let n = d.count(3)?;

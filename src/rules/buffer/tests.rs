@@ -446,6 +446,15 @@ fn histograms_are_buffered_next_to_floats_and_counted_in_bytes() {
         got.push((fs.len(), hs.iter().map(|x| x.t).collect::<Vec<_>>()))
     });
     assert_eq!(got, vec![(0, vec![20, 30])]);
+    // A snapshot carries the histograms, and a restore puts them back beside the floats.
+    let restored = Buffer::new();
+    assert_eq!(restored.restore(b.image(), &LIMITS), 1);
+    let mut back = Vec::new();
+    restored.select_all(&name("h"), 0, 30, &mut |_, fs, hs| {
+        back.push((fs.len(), hs.to_vec()))
+    });
+    assert_eq!(back, vec![(1, vec![h(20), h(30)])]);
+    assert_eq!(restored.stats(), b.stats());
     // Past the retention everything goes, and the bytes with it.
     b.sweep(10_000);
     assert_eq!(b.stats().samples, 0);

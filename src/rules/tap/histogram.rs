@@ -79,6 +79,14 @@ pub fn decode(raw: &[u8]) -> Option<Decoded> {
     }))
 }
 
+/// `decode` of bytes that no request validated (a snapshot's): the wire reader's framing and
+/// histogram checks first, so that nothing the engine's bucket walks could trip on gets in.
+pub fn decode_checked(raw: &[u8]) -> Option<Decoded> {
+    crate::wire::reader::check_framing(raw, 0..raw.len()).ok()?;
+    crate::wire::reader::histogram::check(raw, 0..raw.len()).ok()?;
+    decode(raw)
+}
+
 /// The wire message for a histogram the engine computed (always a float histogram).
 pub fn encode(t: i64, h: &Histogram) -> v1::Histogram {
     let spans = |s: &[Span]| -> Vec<v1::BucketSpan> {
