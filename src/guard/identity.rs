@@ -96,7 +96,7 @@ impl Identity {
             if buf.len() < end {
                 buf.resize(end.max(2 * buf.len()).max(256), 0);
             }
-            if len < 0x80 && n <= 32 && v <= 32 {
+            if len < 0x80 && n <= 64 && v <= 64 {
                 let b = &mut buf[at..end];
                 b[..4].copy_from_slice(&[0x0a, len as u8, 0x0a, n as u8]);
                 put_short(&mut b[4..4 + n], name);
@@ -115,14 +115,18 @@ impl Identity {
     }
 }
 
-/// `dst.copy_from_slice(s)` for strings of at most 32 bytes as at most two overlapping
+/// `dst.copy_from_slice(s)` for strings of at most 64 bytes as at most two overlapping
 /// fixed-size copies, which compile to register moves where a variable length is a call.
 #[inline(always)]
 fn put_short(dst: &mut [u8], s: &[u8]) {
     let n = s.len();
-    debug_assert!(n <= 32 && dst.len() == n);
+    debug_assert!(n <= 64 && dst.len() == n);
     match n {
-        16..=32 => {
+        32..=64 => {
+            dst[..32].copy_from_slice(&s[..32]);
+            dst[n - 32..].copy_from_slice(&s[n - 32..]);
+        }
+        16..=31 => {
             dst[..16].copy_from_slice(&s[..16]);
             dst[n - 16..].copy_from_slice(&s[n - 16..]);
         }
