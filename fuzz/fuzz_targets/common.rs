@@ -89,7 +89,8 @@ pub fn run(data: &[u8], version: Version) {
     }
     assert_eq!(samples, counts.samples);
     // The pass's flags: the same verdict as the view's check, and sorted names as they are.
-    // What the parse settled alone (a canonical run) must be what the full walk finds.
+    // What the parse settled alone (a 1.0 canonical run, 2.0 names in rank order) must be
+    // what the full walk finds.
     for i in 0..parsed.len() {
         let (settled, full) = parsed.flags_and_check(buf, i);
         if settled != 0 {

@@ -3,7 +3,6 @@
 /// Bring the line holding `x` into the cache, without waiting for it: several can be in
 /// flight at once, where a lookup waits for its own line alone.
 #[inline(always)]
-#[allow(unsafe_code)]
 pub fn read<T>(x: &T) {
     read_at(x, 0);
 }

@@ -5,9 +5,10 @@
 //! The pass checks the protobuf framing of everything the writer may later take apart (series,
 //! labels, samples, exemplars, metadata, the top level of histograms), so that the lazy
 //! iterators of `view` can decode without error paths. Series label semantics are left to
-//! [`SeriesView::validate`], except for the 1.0 series that start with the run of short
-//! labels every encoder writes: the pass checks those on the way (`v1::canonical_run`), and
-//! their validation is then a flag. Exemplar labels are checked here in full (caps and UTF-8),
+//! [`SeriesView::validate`], except where the pass settles them on the way and validation is
+//! then a flag: the 1.0 series that start with the run of short labels every encoder writes
+//! (`v1::canonical_run`), and the 2.0 series whose names the resolve loop finds in order
+//! (`v2::resolve`). Exemplar labels are checked here in full (caps and UTF-8),
 //! and a v2 symbol can be no longer than the longest allowed label name or value.
 
 pub mod histogram;
@@ -236,7 +237,7 @@ impl Parsed {
     ///
     /// If `i >= self.len()`, like slice indexing.
     pub fn validate(&mut self, buf: &[u8], i: usize) -> Result<(), WireError> {
-        // The pass settled it already (`v1::canonical_run`).
+        // The pass settled it already (`v1::canonical_run`, `v2::resolve`).
         if self.series[i].flags & CHECKED != 0 {
             return Ok(());
         }

@@ -270,7 +270,8 @@ impl<'a> SeriesView<'a> {
     /// Labels may arrive unsorted (1.0 receivers accept that, docs/protocol.md §1), so uniqueness
     /// does not rely on order; sorted input (what Prometheus sends) takes a linear fast path.
     pub fn validate(&self, index: usize) -> Result<(), WireError> {
-        // The pass settled it already (`v1::canonical_run`), or `Parsed::validate` did.
+        // The pass settled it already (`v1::canonical_run`, `v2::resolve`), or
+        // `Parsed::validate` did.
         if self.rec.flags & CHECKED != 0 {
             return Ok(());
         }
