@@ -16,6 +16,7 @@ mod prefetch;
 pub mod report;
 mod ring;
 pub mod sketch;
+mod slots;
 pub mod table;
 mod tables;
 pub mod window;
@@ -68,6 +69,12 @@ pub const MAX_OWNER_KEY_BYTES: usize = 256;
 /// together span two cache lines (with the `Arc`'s counts) instead of wherever they fall.
 #[repr(C)]
 pub struct Owner {
+    /// Where the state's inline series lie, as the last request left them (`publish_series`):
+    /// the address in the low 48 bits, their length in bytes above. Read without the lock,
+    /// only to prefetch them (`find_all`), so a stale value costs a wasted prefetch at most;
+    /// a steady-state series of a small owner otherwise waited for that block alone, after
+    /// the state it points from.
+    series_hint: AtomicU64,
     pub counters: OwnerCounters,
     /// The owner value as the registry compares it, in the cache line of the `Arc`'s counts
     /// and the counters: the key's `String` is a cache line of its own elsewhere, cold with
@@ -80,6 +87,7 @@ pub struct Owner {
 impl Owner {
     fn new(key: OwnerKey, state: OwnerState) -> Self {
         Owner {
+            series_hint: AtomicU64::new(0),
             counters: OwnerCounters::default(),
             short: ShortValue::new(key.owner.as_deref().map(str::as_bytes)),
             key,
@@ -87,18 +95,58 @@ impl Owner {
         }
     }
 
-    /// Start loading what a request reads of this owner (320 bytes with the `Arc`'s counts
-    /// before it): the counts, the counters and `short`, the state's lock and the fields of
-    /// the state a steady-state series reads, which follow it.
+    /// Start loading what finding this owner reads: the `Arc`'s counts before it, the hint,
+    /// the counters and `short` (80 bytes, which may span three lines wherever the allocation
+    /// starts).
     #[inline]
-    fn prefetch(&self) {
-        prefetch::read_at(self, -16);
-        prefetch::read(self);
+    fn prefetch_head(&self) {
+        for offset in [-16, 24, 63] {
+            prefetch::read_at(self, offset);
+        }
+    }
+
+    /// Start loading what admitting into this owner reads: the state's lock and the fields of
+    /// the state a steady-state series reads, which follow it, and the state's inline series
+    /// where the last request left them (`series_hint`, in the head).
+    #[inline]
+    fn prefetch_state(&self) {
         for line in 0..3 {
             prefetch::read_at(&self.state, line * 64);
         }
+        let hint = self.series_hint.load(Ordering::Relaxed);
+        let (addr, len) = (hint & ADDRESS_BITS, hint >> 48);
+        if len > 0 {
+            let mut off = 0;
+            while off < len {
+                prefetch::read_address((addr + off) as usize);
+                off += 64;
+            }
+            prefetch::read_address((addr + len - 1) as usize);
+        }
+    }
+
+    /// Record where the state's inline series lie now, for the next request's
+    /// `prefetch_series`; under the state's lock, so that the last writer is the last state.
+    #[inline]
+    fn publish_series(&self, state: &OwnerState) {
+        let hint = match state.inline_series() {
+            Some((addr, len)) if len > 0 && addr as u64 & !ADDRESS_BITS == 0 => {
+                addr as u64 | (len.min(u16::MAX as usize) as u64) << 48
+            }
+            _ => 0,
+        };
+        if self.series_hint.load(Ordering::Relaxed) != hint {
+            self.series_hint.store(hint, Ordering::Relaxed);
+        }
     }
 }
+
+/// How many owner slots ahead of the one being admitted `Guard::admit_slots` prefetches
+/// states: enough misses in flight to cover one's latency with the work of the slots between.
+const STATES_AHEAD: usize = 8;
+
+/// The bits of `Owner::series_hint` that hold an address: x86_64 and aarch64 user space.
+const ADDRESS_BITS: u64 = (1 << 48) - 1;
 
 /// Owner values of at most this many bytes are compared inline (`Owner::short`).
 const SHORT_VALUE: usize = 23;
@@ -161,7 +209,7 @@ struct Registry {
     /// By `key_hash` of their key, so that a request finds its owners by a hash it computed
     /// while grouping its series and the values it borrows from the request, without building
     /// an `OwnerKey` (two strings) per owner per request.
-    owners: HashMap<u64, Arc<Owner>, PassThrough>,
+    owners: slots::Slots<Owner>,
     /// Owners whose hash another owner holds in `owners`: with a random 64-bit seed, only
     /// by accident, so almost always empty.
     collided: Vec<Arc<Owner>>,
@@ -215,7 +263,7 @@ fn is_owner(o: &Owner, tenant: Option<&str>, owner: Option<&[u8]>) -> bool {
 impl Registry {
     fn new() -> Self {
         Registry {
-            owners: HashMap::default(),
+            owners: slots::Slots::default(),
             collided: Vec::new(),
             seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u64),
             tenants: HashMap::default(),
@@ -229,7 +277,7 @@ impl Registry {
     /// The owner with this tenant and value, `h` its `key_hash`.
     #[inline]
     fn find(&self, h: u64, tenant: Option<&str>, owner: Option<&[u8]>) -> Option<&Arc<Owner>> {
-        self.confirm(self.owners.get(&h), tenant, owner)
+        self.confirm(self.owners.get(h), tenant, owner)
     }
 
     /// `find`'s answer from the entry under the owner's hash.
@@ -247,33 +295,31 @@ impl Registry {
         }
     }
 
-    /// `find` for every owner of a request (`owners`: hash and value by slot), into `out`.
-    /// Every entry is looked up, and the memory of the owner it names asked for, before any
-    /// is compared or cloned: with many small owners each is cold, and one `find` after
-    /// another waited for three misses in turn (the entry, the owner's value, its state),
-    /// the clone's locked increment letting no later load start meanwhile.
-    fn find_all<'a>(
-        &self,
+    /// `find` for every owner of a request (`owners`: hash and value by slot), appended to
+    /// `out`. With many small owners each is cold, and one `find` after another waited for
+    /// its misses in turn (the slot, then the owner's value), the second needing the first.
+    /// Here each step is asked for across all the owners before any is read: the slots, then
+    /// the owners' heads, then the values compared.
+    fn find_all<'r, 'a>(
+        &'r self,
         tenant: Option<&str>,
         owners: impl Iterator<Item = (u64, Option<&'a [u8]>)> + Clone,
-        out: &mut Vec<Option<Arc<Owner>>>,
+        out: &mut Vec<Option<&'r Arc<Owner>>>,
     ) {
-        let entries: Vec<Option<&Arc<Owner>>> = owners
-            .clone()
-            .map(|(h, _)| {
-                let e = self.owners.get(&h);
-                if let Some(o) = e {
-                    o.prefetch();
-                }
-                e
-            })
-            .collect();
-        out.extend(
-            entries
-                .into_iter()
-                .zip(owners)
-                .map(|(e, (_, name))| self.confirm(e, tenant, name).cloned()),
-        );
+        for (h, _) in owners.clone() {
+            self.owners.prefetch(h);
+        }
+        let start = out.len();
+        out.extend(owners.clone().map(|(h, _)| {
+            let e = self.owners.get(h);
+            if let Some(o) = e {
+                o.prefetch_head();
+            }
+            e
+        }));
+        for (e, (_, name)) in out[start..].iter_mut().zip(owners) {
+            *e = self.confirm(*e, tenant, name);
+        }
     }
 
     fn get(&self, key: &OwnerKey) -> Option<&Arc<Owner>> {
@@ -328,25 +374,23 @@ impl Registry {
         }
         let o = owner(&key);
         *self.tenants.entry(key.tenant).or_default() += 1;
-        match self.owners.entry(h) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(o.clone());
-            }
-            std::collections::hash_map::Entry::Occupied(_) => self.collided.push(o.clone()),
+        if let Err(o) = self.owners.insert(h, o.clone()) {
+            self.collided.push(o);
         }
         o
     }
 
     fn remove(&mut self, key: &OwnerKey) {
         let h = self.hash(key);
-        let removed = if self.owners.get(&h).is_some_and(|o| o.key == *key) {
-            self.owners.remove(&h);
+        let removed = if self.owners.get(h).is_some_and(|o| o.key == *key) {
+            self.owners.remove(h);
             // A collided owner of the same hash takes the free place.
             let seed = self.seed;
             let same = |o: &Arc<Owner>| owner_hash(seed, &o.key) == h;
             if let Some(p) = self.collided.iter().position(same) {
                 let o = self.collided.swap_remove(p);
-                self.owners.insert(h, o);
+                // The hash's place was just freed.
+                let _ = self.owners.insert(h, o);
             }
             true
         } else if let Some(p) = self.collided.iter().position(|o| o.key == *key) {
@@ -441,8 +485,8 @@ pub struct Scratch {
     /// Owner slot by the owner's hash: one lookup per series instead of comparing the value
     /// with every owner of the request.
     slots: HashMap<u64, u32, PassThrough>,
-    /// The registry entries of the request's owners by slot, found under one read lock
-    /// (`None`: not there yet); each taken when its slot is decided.
+    /// The owners of the request's slots that the registry did not have under their value
+    /// (new, or accounted elsewhere), by slot; empty when it had them all.
     found: Vec<Option<Arc<Owner>>>,
     /// The metric hash of each series, in request order: found with its id, used to
     /// prefetch its table slots and to admit it.
@@ -459,6 +503,16 @@ fn same_owner(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
 }
 
 impl Scratch {
+    /// The registry hash and value of the owner of every slot, in slot order.
+    fn slots_iter(&self) -> impl Iterator<Item = (u64, Option<&[u8]>)> + Clone {
+        self.owners.iter().map(|&(h, at)| {
+            (
+                h,
+                at.map(|(from, to)| &self.names[from as usize..to as usize]),
+            )
+        })
+    }
+
     /// The registry hash and value of the owner in `slot`.
     #[inline]
     fn owner(&self, slot: u32) -> (u64, Option<&[u8]>) {
@@ -615,6 +669,60 @@ impl Guard {
             share = sh.cfg.replicas_hint;
         }
 
+        // Every owner of the request looked up under one read lock, held while the request
+        // admits into them: a registry entry cannot go meanwhile (`tick` removes under the
+        // write lock), so no owner is cloned out of it, which cost two locked operations per
+        // owner per request. Owners not there (new, or accounted elsewhere: past the caps, a
+        // value that is not UTF-8) are resolved first, outside the lock (`owner` may take it
+        // for writing), and held by `found` for the request.
+        let n = scratch.owners.len();
+        scratch.found.clear();
+        let missing: Vec<u32> = {
+            let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
+            let mut refs = Vec::with_capacity(n);
+            reg.find_all(tenant, scratch.slots_iter(), &mut refs);
+            if refs.iter().all(Option::is_some) {
+                return self.admit_slots(
+                    cfg,
+                    batch,
+                    decisions,
+                    scratch,
+                    &refs,
+                    (&window, now, share),
+                );
+            }
+            (0..n as u32)
+                .filter(|&i| refs[i as usize].is_none())
+                .collect()
+        };
+        let generation = cfg.generation;
+        scratch.found.resize(n, None);
+        for slot in missing {
+            let o = self.owner(cfg, tenant, scratch.owner(slot), &window, now, generation);
+            scratch.found[slot as usize] = Some(o);
+        }
+        let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
+        let mut refs = Vec::with_capacity(n);
+        reg.find_all(tenant, scratch.slots_iter(), &mut refs);
+        let out = self.admit_slots(cfg, batch, decisions, scratch, &refs, (&window, now, share));
+        // Held no longer than the request: `tick` forgets only owners no one holds.
+        scratch.found.clear();
+        out
+    }
+
+    /// Admit the request's series grouped by owner slot (`scratch.series`, each slot ending
+    /// where `scratch.slot_counts` says) into the owners of the slots: as the registry has
+    /// them (`owners`), else as `scratch.found` holds them.
+    fn admit_slots(
+        &self,
+        cfg: &GuardConfig,
+        batch: Batch<'_>,
+        decisions: &mut Decisions,
+        scratch: &Scratch,
+        owners: &[Option<&Arc<Owner>>],
+        (window, now, share): (&Window, u64, u64),
+    ) -> AdmissionCounts {
+        let Batch { req, buf, .. } = batch;
         // Budgets follow the config *this request* carries, and only forward: a request that
         // took its config before a reload and finishes after it must not put the old budget
         // back (it would stick until the next reload).
@@ -622,27 +730,28 @@ impl Guard {
         let mut out = AdmissionCounts::default();
         let mut tally = OwnerDelta::default();
         let mut start = 0;
-        // Every owner of the request looked up under one read lock, not one each.
-        scratch.found.clear();
-        {
-            let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
-            let Scratch {
-                owners,
-                names,
-                found,
-                ..
-            } = scratch;
-            let slots = owners
-                .iter()
-                .map(|&(h, at)| (h, at.map(|(from, to)| &names[from as usize..to as usize])));
-            reg.find_all(tenant, slots, found);
+        // `admit` resolved every slot the registry did not have into `found`.
+        let owner_of = |slot: usize| -> Option<&Owner> {
+            Some(
+                owners
+                    .get(slot)
+                    .copied()
+                    .flatten()
+                    .or_else(|| scratch.found.get(slot)?.as_ref())?,
+            )
+        };
+        // The states of the owners a few slots ahead are asked for while this one's series
+        // are admitted: with many small owners each is cold, and asking for every owner's
+        // up front (as for their heads) evicted the first before they were used.
+        for slot in 0..STATES_AHEAD {
+            owner_of(slot).map(Owner::prefetch_state);
         }
         // The slots in order, each ending where the counting sort left its count.
-        for slot in 0..scratch.owners.len() as u32 {
-            let end = scratch.slot_counts[slot as usize] as usize;
-            let owner = match scratch.found[slot as usize].take() {
-                Some(o) => o,
-                None => self.owner(cfg, tenant, scratch.owner(slot), &window, now, generation),
+        for slot in 0..owners.len() {
+            let end = scratch.slot_counts[slot] as usize;
+            owner_of(slot + STATES_AHEAD).map(Owner::prefetch_state);
+            let Some(owner) = owner_of(slot) else {
+                unreachable!("owner slot {slot} unresolved");
             };
             {
                 let mut state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -651,7 +760,7 @@ impl Guard {
                         cfg.budget_for(owner.key.tenant.as_deref(), owner.key.owner.as_deref());
                     state.generation = generation;
                 }
-                let expired = state.advance(&window, now);
+                let expired = state.advance(window, now);
                 self.sub_active(expired);
                 state.seen(now);
                 // Resolved on the first overflow of this owner in this request.
@@ -700,6 +809,7 @@ impl Guard {
                     }
                     decisions.decide(i as usize, v);
                 }
+                owner.publish_series(&state);
             }
             owner.counters.add(&mut tally);
             start = end;

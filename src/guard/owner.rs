@@ -446,6 +446,12 @@ impl OwnerState {
         Verdict::Keep
     }
 
+    /// Where the inline series list lies (address, bytes), while the owner is small.
+    #[inline]
+    pub fn inline_series(&self) -> Option<(usize, usize)> {
+        self.metrics.inline_block()
+    }
+
     /// Start loading the table slots `admit` of series `id` of metric `metric_key` will
     /// read: called for every series of the owner in a request before admitting any, so that
     /// their cache misses overlap.

@@ -53,6 +53,15 @@ impl Tables {
         }
     }
 
+    /// Where the inline list's entries lie (address, bytes); `None` past it.
+    #[inline]
+    pub fn inline_block(&self) -> Option<(usize, usize)> {
+        match self {
+            Tables::Inline(v) => Some((v.as_ptr().addr(), std::mem::size_of_val(v.as_slice()))),
+            Tables::ByMetric(_) => None,
+        }
+    }
+
     /// Start loading what [`Self::tag`] of `metric`, `id` will read (its table's slots).
     #[inline]
     pub fn prefetch(&self, metric: u64, id: u64) {
