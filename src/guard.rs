@@ -810,8 +810,8 @@ impl Guard {
                     decisions.decide(i as usize, v);
                 }
                 owner.publish_series(&state);
+                owner.counters.add(&mut tally, &state);
             }
-            owner.counters.add(&mut tally);
             start = end;
         }
         out

@@ -115,13 +115,17 @@ struct ReasonCounters {
 pub type ByReason = [u64; REASONS];
 
 impl OwnerCounters {
-    /// Once per owner per request; `t` is left zeroed. Zero tallies are skipped: a
-    /// steady-state request touches two counters per owner instead of forty-two contended
-    /// cache lines.
-    pub fn add(&self, t: &mut OwnerDelta) {
+    /// Once per owner per request, under the owner's state lock (`_held`); `t` is left
+    /// zeroed. Zero tallies are skipped: a steady-state request touches two counters per
+    /// owner instead of forty-two cache lines.
+    ///
+    /// Every writer holds the lock, so an add is a load and a store, not a locked
+    /// read-modify-write (one per owner per request, each a full barrier, with many small
+    /// owners); readers (/metrics, the report) load without it and see each counter whole.
+    pub fn add(&self, t: &mut OwnerDelta, _held: &std::sync::MutexGuard<'_, OwnerState>) {
         fn add(c: &AtomicU64, n: &mut u64) {
             if *n != 0 {
-                c.fetch_add(*n, Ordering::Relaxed);
+                c.store(c.load(Ordering::Relaxed) + *n, Ordering::Relaxed);
                 *n = 0;
             }
         }

@@ -97,9 +97,9 @@ impl Guard {
                         Lookup::New => new.push((i, id)),
                     }
                 }
+                owner.counters.add(&mut tally, &state);
                 state.budget.clone()
             };
-            owner.counters.add(&mut tally);
             if new.len() > new_from || refreshed.len() > refreshed_from {
                 asking.push(Asking {
                     owner,
@@ -200,8 +200,8 @@ impl Guard {
                     }
                     self.settled(v, decisions, i, samples, &mut out);
                 }
+                a.owner.counters.add(&mut tally, &state);
             }
-            a.owner.counters.add(&mut tally);
         }
         out
     }
