@@ -54,6 +54,12 @@ impl<T> Slots<T> {
     /// The entry of hash `h`.
     #[inline]
     pub fn get(&self, h: u64) -> Option<&Arc<T>> {
+        self.find(h).map(|(_, v)| v)
+    }
+
+    /// The slot holding hash `h`, and its entry.
+    #[inline]
+    fn find(&self, h: u64) -> Option<(usize, &Arc<T>)> {
         if self.len == 0 {
             return None;
         }
@@ -62,7 +68,7 @@ impl<T> Slots<T> {
         // The table is never full (`MAX_LOAD`): every probe ends at an empty slot.
         loop {
             match &self.slots[i] {
-                Some((k, v)) if *k == h => return Some(v),
+                Some((k, v)) if *k == h => return Some((i, v)),
                 Some(_) => i = (i + 1) & mask,
                 None => return None,
             }
@@ -93,7 +99,10 @@ impl<T> Slots<T> {
     }
 
     fn grow(&mut self) {
-        let n = (self.slots.len() * 2).max(MIN_SLOTS);
+        self.resize((self.slots.len() * 2).max(MIN_SLOTS));
+    }
+
+    fn resize(&mut self, n: usize) {
         let old = std::mem::replace(&mut self.slots, (0..n).map(|_| None).collect());
         for (h, v) in old.into_iter().flatten() {
             self.place(h, v);
@@ -104,18 +113,8 @@ impl<T> Slots<T> {
     /// lookup finds them without it (no tombstones: a table that owners come into and leave
     /// all day does not fill with them), and a table a quarter as full as it could be shrinks.
     pub fn remove(&mut self, h: u64) -> Option<Arc<T>> {
-        if self.len == 0 {
-            return None;
-        }
+        let (i, _) = self.find(h)?;
         let mask = self.mask();
-        let mut i = h as usize & mask;
-        loop {
-            match &self.slots[i] {
-                Some((k, _)) if *k == h => break,
-                Some(_) => i = (i + 1) & mask,
-                None => return None,
-            }
-        }
         let (_, removed) = self.slots[i].take()?;
         self.len -= 1;
         // Backward shift: an entry further on may move into the hole when its home slot is
@@ -133,17 +132,9 @@ impl<T> Slots<T> {
         }
         if self.slots.len() > MIN_SLOTS && self.len * MAX_LOAD.1 * 4 < self.slots.len() * MAX_LOAD.0
         {
-            self.shrink();
+            self.resize((self.slots.len() / 2).max(MIN_SLOTS));
         }
         Some(removed)
-    }
-
-    fn shrink(&mut self) {
-        let n = (self.slots.len() / 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, (0..n).map(|_| None).collect());
-        for (h, v) in old.into_iter().flatten() {
-            self.place(h, v);
-        }
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Arc<T>> {
