@@ -732,13 +732,12 @@ impl Guard {
         let mut start = 0;
         // `admit` resolved every slot the registry did not have into `found`.
         let owner_of = |slot: usize| -> Option<&Owner> {
-            Some(
-                owners
-                    .get(slot)
-                    .copied()
-                    .flatten()
-                    .or_else(|| scratch.found.get(slot)?.as_ref())?,
-            )
+            owners
+                .get(slot)
+                .copied()
+                .flatten()
+                .or_else(|| scratch.found.get(slot)?.as_ref())
+                .map(Arc::as_ref)
         };
         // The states of the owners a few slots ahead are asked for while this one's series
         // are admitted: with many small owners each is cold, and asking for every owner's
