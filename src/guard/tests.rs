@@ -238,6 +238,37 @@ fn owners_past_the_cap_share_other() {
     assert_eq!(r.row(OTHER).active, 14);
 }
 
+/// A request mixing owners the registry has, a new one and owners past the cap (which the
+/// registry never holds under their own value, so every request resolves them again) admits each series into the right owner,
+/// request after request.
+#[test]
+fn a_request_mixes_known_new_and_capped_owners() {
+    let mut c = cfg(1000);
+    c.max_owners = 3;
+    c.max_reported_services = 100;
+    let mut r = Run::new(c);
+    let mut first = batch("a", "m", 0, 2);
+    first.extend(batch("b", "m", 0, 2));
+    assert_eq!(kept(&r.send(first, T0)), 4);
+    let mixed = || {
+        let mut ts = Vec::new();
+        for (s, n) in [("a", 3), ("d", 2), ("c", 2), ("b", 1), ("e", 4), ("a", 1)] {
+            // Ids from 100: none of the first request's.
+            ts.extend(batch(s, "m", 100 + ts.len(), n));
+        }
+        ts
+    };
+    for round in 0..3 {
+        assert_eq!(kept(&r.send(mixed(), T0 + round)), 13, "round {round}");
+        // `d` came first of the new owners and took the last place; `c` and `e` are past it.
+        assert_eq!(r.guard.owners().len(), 4, "a, b, d and other");
+        assert_eq!(r.row("a").active, 2 + 4, "round {round}");
+        assert_eq!(r.row("b").active, 2 + 1);
+        assert_eq!(r.row("d").active, 2);
+        assert_eq!(r.row(OTHER).active, 2 + 4);
+    }
+}
+
 #[test]
 fn without_tenants_only_max_owners_caps_owners() {
     let mut c = cfg(1000);
