@@ -117,34 +117,36 @@ impl Identity {
 
 /// `dst.copy_from_slice(s)` for strings of at most 64 bytes as at most two overlapping
 /// fixed-size copies, which compile to register moves where a variable length is a call.
+/// Both halves are loaded before either is stored: written as two copies, LLVM may see that
+/// together they copy `n` bytes and make them one `memcpy` call again, as it did once the
+/// code around `write` changed (5 % of a 2.0 request).
 #[inline(always)]
 fn put_short(dst: &mut [u8], s: &[u8]) {
     let n = s.len();
     debug_assert!(n <= 64 && dst.len() == n);
     match n {
-        32..=64 => {
-            dst[..32].copy_from_slice(&s[..32]);
-            dst[n - 32..].copy_from_slice(&s[n - 32..]);
-        }
-        16..=31 => {
-            dst[..16].copy_from_slice(&s[..16]);
-            dst[n - 16..].copy_from_slice(&s[n - 16..]);
-        }
-        8..=15 => {
-            dst[..8].copy_from_slice(&s[..8]);
-            dst[n - 8..].copy_from_slice(&s[n - 8..]);
-        }
-        4..=7 => {
-            dst[..4].copy_from_slice(&s[..4]);
-            dst[n - 4..].copy_from_slice(&s[n - 4..]);
-        }
+        32..=64 => halves::<32>(dst, s),
+        16..=31 => halves::<16>(dst, s),
+        8..=15 => halves::<8>(dst, s),
+        4..=7 => halves::<4>(dst, s),
         1..=3 => {
-            dst[0] = s[0];
-            dst[n / 2] = s[n / 2];
-            dst[n - 1] = s[n - 1];
+            let (a, b, c) = (s[0], s[n / 2], s[n - 1]);
+            dst[0] = a;
+            dst[n / 2] = b;
+            dst[n - 1] = c;
         }
-        _ => dst.copy_from_slice(s),
+        _ => {}
     }
+}
+
+/// The first and last `N` bytes of `s` (`N <= s.len() <= 2N`) into `dst`.
+#[inline(always)]
+fn halves<const N: usize>(dst: &mut [u8], s: &[u8]) {
+    let n = s.len();
+    let head: [u8; N] = *s.first_chunk().expect("N <= len");
+    let tail: [u8; N] = *s.last_chunk().expect("N <= len");
+    *dst.first_chunk_mut().expect("N <= len") = head;
+    *dst[n - N..].first_chunk_mut().expect("N <= len") = tail;
 }
 
 /// The id of a series whose labels are already in canonical form (see the module doc).
