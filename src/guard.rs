@@ -2,11 +2,14 @@
 //! series inside its budget, estimates the real demand, and never drops a series that was
 //! admitted before the limit was reached.
 //!
-//! Per request: every series is hashed to its id (`identity`) and assigned to its owner; the
-//! series of one owner are then decided together under that owner's lock (`owner`), so a
-//! request takes each owner lock once and requests for different owners never contend.
+//! Per request: every series is hashed to its id (`identity`). The ids kept and already seen
+//! in the current slice are answered by one table (`fresh`), which only adds their samples to
+//! their owners' counters. The rest are assigned to their owners, and the series of one owner
+//! are decided together under that owner's lock (`owner`), so a request takes each owner lock
+//! once and requests for different owners never contend.
 
 mod config;
+mod fresh;
 pub mod identity;
 pub mod image;
 pub mod metrics;
@@ -22,7 +25,7 @@ mod tables;
 pub mod window;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use foldhash::fast::RandomState;
@@ -75,6 +78,9 @@ pub struct Owner {
     /// a steady-state series of a small owner otherwise waited for that block alone, after
     /// the state it points from.
     series_hint: AtomicU64,
+    /// The owner's index in the registry (`Registry::by_index`), which the fresh table keeps
+    /// instead of the owner; `NO_INDEX` for one the table cannot hold.
+    index: AtomicU32,
     pub counters: OwnerCounters,
     /// The owner value as the registry compares it, in the cache line of the `Arc`'s counts
     /// and the counters: the key's `String` is a cache line of its own elsewhere, cold with
@@ -88,6 +94,7 @@ impl Owner {
     fn new(key: OwnerKey, state: OwnerState) -> Self {
         Owner {
             series_hint: AtomicU64::new(0),
+            index: AtomicU32::new(NO_INDEX),
             counters: OwnerCounters::default(),
             short: ShortValue::new(key.owner.as_deref().map(str::as_bytes)),
             key,
@@ -140,6 +147,12 @@ impl Owner {
         }
     }
 }
+
+/// How many owners ahead `Guard::add_fresh` asks for each step of finding one.
+const FRESH_AHEAD: usize = 4;
+
+/// `Owner::index` of an owner without one: past `fresh::MAX_OWNER_INDEX`, or collided.
+const NO_INDEX: u32 = u32::MAX;
 
 /// How many owner slots ahead of the one being admitted `Guard::admit_slots` prefetches
 /// states: enough misses in flight to cover one's latency with the work of the slots between.
@@ -201,6 +214,9 @@ pub struct Guard {
     pub overflow: overflow::Overflow,
     /// Budgets shared with other replicas (`guard.shared`), attached at start.
     shared: std::sync::OnceLock<Arc<shared::Shared>>,
+    /// The series kept and already seen in this slice (`fresh`): a steady request's way
+    /// past the owners.
+    fresh: fresh::Fresh,
 }
 
 /// The owners, and how many each tenant has: both bounded (`max_owners`,
@@ -218,6 +234,11 @@ struct Registry {
     seed: u64,
     /// Owners per tenant (`None`: requests without a tenant, or tenants off).
     tenants: HashMap<Option<String>, usize, RandomState>,
+    /// The registry hash of the owner with each index (`Owner::index`): the fresh table
+    /// names owners by index, which a request resolves here without their values. Indices
+    /// of forgotten owners are given out again (`free`).
+    by_index: Vec<Option<u64>>,
+    free: Vec<u32>,
 }
 
 /// The seed of the owner hashes of one tenant's owners (`key_hash`).
@@ -267,7 +288,17 @@ impl Registry {
             collided: Vec::new(),
             seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u64),
             tenants: HashMap::default(),
+            by_index: Vec::new(),
+            free: Vec::new(),
         }
+    }
+
+    /// The owner with index `i` (`Owner::index`).
+    fn by_index(&self, i: u32) -> Option<&Arc<Owner>> {
+        let h = (*self.by_index.get(i as usize)?)?;
+        self.owners
+            .get(h)
+            .filter(|o| o.index.load(Ordering::Relaxed) == i)
     }
 
     fn hash(&self, key: &OwnerKey) -> u64 {
@@ -374,8 +405,22 @@ impl Registry {
         }
         let o = owner(&key);
         *self.tenants.entry(key.tenant).or_default() += 1;
-        if let Err(o) = self.owners.insert(h, o.clone()) {
-            self.collided.push(o);
+        match self.owners.insert(h, o.clone()) {
+            Ok(()) => {
+                let i = self.free.pop().or_else(|| {
+                    let i = u32::try_from(self.by_index.len()).ok()?;
+                    (i <= fresh::MAX_OWNER_INDEX).then(|| {
+                        self.by_index.push(None);
+                        i
+                    })
+                });
+                if let Some(i) = i {
+                    self.by_index[i as usize] = Some(h);
+                    o.index.store(i, Ordering::Relaxed);
+                }
+            }
+            // Without an index: by its hash, `by_index` would find the other owner.
+            Err(o) => self.collided.push(o),
         }
         o
     }
@@ -383,7 +428,13 @@ impl Registry {
     fn remove(&mut self, key: &OwnerKey) {
         let h = self.hash(key);
         let removed = if self.owners.get(h).is_some_and(|o| o.key == *key) {
-            self.owners.remove(h);
+            if let Some(o) = self.owners.remove(h) {
+                let i = o.index.load(Ordering::Relaxed);
+                if let Some(e) = self.by_index.get_mut(i as usize) {
+                    *e = None;
+                    self.free.push(i);
+                }
+            }
             // A collided owner of the same hash takes the free place.
             let seed = self.seed;
             let same = |o: &Arc<Owner>| owner_hash(seed, &o.key) == h;
@@ -491,6 +542,12 @@ pub struct Scratch {
     /// The metric hash of each series, in request order: found with its id, used to
     /// prefetch its table slots and to admit it.
     metric_keys: Vec<u64>,
+    /// The id of each series, in request order.
+    ids: Vec<u64>,
+    /// Samples of the series the fresh table answered, by owner index, and the indices with
+    /// any (each once), to add to those owners' counters after the request.
+    fresh_samples: Vec<u64>,
+    fresh_owners: Vec<u32>,
 }
 
 /// Two owner values equal (`short_eq`: no memcmp call for a short value).
@@ -503,6 +560,22 @@ fn same_owner(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
 }
 
 impl Scratch {
+    /// Count a series the fresh table answered, with `samples`, to owner `index`.
+    #[inline]
+    fn tally_fresh(&mut self, index: u32, samples: u64) {
+        let i = index as usize;
+        if i >= self.fresh_samples.len() {
+            self.fresh_samples.resize(i + 1, 0);
+        }
+        // One more than the samples once listed, so that an owner is listed once even when
+        // its series carry none.
+        if self.fresh_samples[i] == 0 {
+            self.fresh_owners.push(index);
+            self.fresh_samples[i] = 1;
+        }
+        self.fresh_samples[i] += samples;
+    }
+
     /// The registry hash and value of the owner of every slot, in slot order.
     fn slots_iter(&self) -> impl Iterator<Item = (u64, Option<&[u8]>)> + Clone {
         self.owners.iter().map(|&(h, at)| {
@@ -539,6 +612,7 @@ impl Guard {
             global_active: AtomicU64::new(0),
             overflow: overflow::Overflow::default(),
             shared: std::sync::OnceLock::new(),
+            fresh: fresh::Fresh::default(),
         }
     }
 
@@ -577,7 +651,23 @@ impl Guard {
         let tenant = cfg.tenant_header.as_ref().and(tenant);
         let seed = tenant_seed(self.seed, tenant);
 
-        // Group the series by owner: one lock per owner per request. The tenant is the same
+        // The fresh table first (see `fresh`): every series' id, and its bucket asked for
+        // before any is read. Shared budgets keep to the owners' way: Redis is told of a
+        // series' first sighting in a slice, and knows the rest.
+        let fresh = cfg.shared.is_none().then(|| self.fresh.view());
+        let salt = fresh::salt(seed, now, cfg.generation);
+        scratch.ids.clear();
+        for i in 0..req.len() {
+            let labels = decisions.labels(req, buf, i);
+            let id = batch.series_id(decisions, i, labels, &mut scratch.identity, cfg.hash_seed);
+            if let Some(f) = &fresh {
+                f.prefetch(fresh::key(id, salt));
+            }
+            scratch.ids.push(id);
+        }
+        let mut fresh_kept = 0;
+
+        // Group the rest by owner: one lock per owner per request. The tenant is the same
         // for every series of a request, so the owner's value alone picks the slot.
         scratch.series.clear();
         scratch.owners.clear();
@@ -586,17 +676,24 @@ impl Guard {
         scratch.slot_counts.clear();
         scratch.metric_keys.clear();
         for i in 0..req.len() {
+            let id = scratch.ids[i];
+            // What an earlier stage dropped is counted against its owner: the owners' way.
+            if let Some(owner) = fresh
+                .as_ref()
+                .filter(|_| decisions.kept(i))
+                .and_then(|f| f.get(fresh::key(id, salt)))
+            {
+                let s = req.series(buf, i);
+                let samples = (s.sample_count() + s.histogram_count()) as u64;
+                scratch.tally_fresh(owner, samples);
+                fresh_kept += 1;
+                scratch.metric_keys.push(0);
+                continue;
+            }
             let labels = decisions.labels(req, buf, i);
             scratch
                 .metric_keys
                 .push(owner::value_hash(owner::metric_of(labels.clone())));
-            let id = batch.series_id(
-                decisions,
-                i,
-                labels.clone(),
-                &mut scratch.identity,
-                cfg.hash_seed,
-            );
             let owner = identity::owner(&cfg.owner_labels, labels);
             // Senders group a target's series together: the previous series' owner first.
             if let Some(&(last, _, _)) = scratch.series.last() {
@@ -659,12 +756,83 @@ impl Guard {
         }
         std::mem::swap(&mut scratch.series, &mut scratch.grouped);
 
+        let mut out = if scratch.series.is_empty() {
+            AdmissionCounts::default()
+        } else {
+            let fresh = fresh.as_ref().map(|f| (f, salt));
+            self.admit_grouped(cfg, batch, decisions, scratch, (&window, now), fresh)
+        };
+        out.kept_series += fresh_kept;
+        self.add_fresh(scratch);
+        if fresh.is_some() && !scratch.series.is_empty() {
+            self.fresh.fit(self.global_active.load(Ordering::Relaxed));
+        }
+        out
+    }
+
+    /// Add what the fresh table answered to its owners' counters: their samples, under each
+    /// owner's lock like every other add (`OwnerCounters::add`).
+    fn add_fresh(&self, scratch: &mut Scratch) {
+        if scratch.fresh_owners.is_empty() {
+            return;
+        }
+        let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
+        let owners = &scratch.fresh_owners;
+        // With many small owners each is cold, and finding one is three misses in turn (its
+        // index entry, its registry slot, the owner): each is asked for a few owners before
+        // it is read, as `Registry::find_all` does across a request.
+        let hash = |k: usize| {
+            let i = *owners.get(k)?;
+            *reg.by_index.get(i as usize)?
+        };
+        for k in 0..owners.len() {
+            if let Some(e) = owners
+                .get(k + 3 * FRESH_AHEAD)
+                .and_then(|&i| reg.by_index.get(i as usize))
+            {
+                prefetch::read(e);
+            }
+            if let Some(h) = hash(k + 2 * FRESH_AHEAD) {
+                reg.owners.prefetch(h);
+            }
+            if let Some(o) = hash(k + FRESH_AHEAD).and_then(|h| reg.owners.get(h)) {
+                o.prefetch_head();
+                prefetch::read(&o.state);
+            }
+            let index = owners[k];
+            let n = std::mem::take(&mut scratch.fresh_samples[index as usize]) - 1;
+            // An owner forgotten since its series were kept in this slice cannot be: `tick`
+            // forgets only owners idle for a whole window.
+            let Some(owner) = reg.by_index(index) else {
+                continue;
+            };
+            let state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tally = OwnerDelta::default();
+            tally.samples = n;
+            owner.counters.add(&mut tally, &state);
+        }
+        scratch.fresh_owners.clear();
+    }
+
+    /// `admit`'s owners' way: the series grouped by owner (`scratch.series`), each owner's
+    /// decided under its lock; the ones kept go into the fresh table (`fresh`, with the
+    /// request's salt) when there is one.
+    fn admit_grouped(
+        &self,
+        cfg: &GuardConfig,
+        batch: Batch<'_>,
+        decisions: &mut Decisions,
+        scratch: &mut Scratch,
+        (window, now): (&Window, u64),
+        fresh: Option<(&fresh::View, u64)>,
+    ) -> AdmissionCounts {
+        let tenant = cfg.tenant_header.as_ref().and(batch.tenant);
         // Shared budgets: Redis decides while it answers; while it does not, every limit
         // is this replica's share of it.
         let mut share = 1;
         if let Some(sh) = cfg.shared.as_ref().and(self.shared.get()) {
             if sh.is_up() {
-                return self.admit_shared(sh, cfg, batch, decisions, scratch, &window, now);
+                return self.admit_shared(sh, cfg, batch, decisions, scratch, window, now);
             }
             share = sh.cfg.replicas_hint;
         }
@@ -676,20 +844,14 @@ impl Guard {
         // value that is not UTF-8) are resolved first, outside the lock (`owner` may take it
         // for writing), and held by `found` for the request.
         let n = scratch.owners.len();
+        let at = (window, now, share, fresh);
         scratch.found.clear();
         let missing: Vec<u32> = {
             let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
             let mut refs = Vec::with_capacity(n);
             reg.find_all(tenant, scratch.slots_iter(), &mut refs);
             if refs.iter().all(Option::is_some) {
-                return self.admit_slots(
-                    cfg,
-                    batch,
-                    decisions,
-                    scratch,
-                    &refs,
-                    (&window, now, share),
-                );
+                return self.admit_slots(cfg, batch, decisions, scratch, &refs, at);
             }
             (0..n as u32)
                 .filter(|&i| refs[i as usize].is_none())
@@ -698,13 +860,13 @@ impl Guard {
         let generation = cfg.generation;
         scratch.found.resize(n, None);
         for slot in missing {
-            let o = self.owner(cfg, tenant, scratch.owner(slot), &window, now, generation);
+            let o = self.owner(cfg, tenant, scratch.owner(slot), window, now, generation);
             scratch.found[slot as usize] = Some(o);
         }
         let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
         let mut refs = Vec::with_capacity(n);
         reg.find_all(tenant, scratch.slots_iter(), &mut refs);
-        let out = self.admit_slots(cfg, batch, decisions, scratch, &refs, (&window, now, share));
+        let out = self.admit_slots(cfg, batch, decisions, scratch, &refs, at);
         // Held no longer than the request: `tick` forgets only owners no one holds.
         scratch.found.clear();
         out
@@ -720,7 +882,7 @@ impl Guard {
         decisions: &mut Decisions,
         scratch: &Scratch,
         owners: &[Option<&Arc<Owner>>],
-        (window, now, share): (&Window, u64, u64),
+        (window, now, share, fresh): (&Window, u64, u64, Option<(&fresh::View, u64)>),
     ) -> AdmissionCounts {
         let Batch { req, buf, .. } = batch;
         // Budgets follow the config *this request* carries, and only forward: a request that
@@ -804,7 +966,14 @@ impl Guard {
                             );
                             out.overflowed_series += 1;
                         }
-                        Verdict::Keep => out.kept_series += 1,
+                        Verdict::Keep => {
+                            out.kept_series += 1;
+                            // Kept: in the owner's tables, seen in this slice.
+                            let index = owner.index.load(Ordering::Relaxed);
+                            if let Some((f, salt)) = fresh.filter(|_| index != NO_INDEX) {
+                                f.insert(fresh::key(id, salt), index);
+                            }
+                        }
                     }
                     decisions.decide(i as usize, v);
                 }
@@ -919,6 +1088,8 @@ impl Guard {
                 idle.push(o.key.clone());
             }
         }
+        // Sized here too, so that it shrinks once series expired while no new ones come.
+        self.fresh.fit(self.global_active.load(Ordering::Relaxed));
         if idle.is_empty() {
             return;
         }

@@ -179,11 +179,9 @@ fn memory_descs() -> Vec<Desc> {
         .iter()
         .map(|s| desc(MEMORY_BYTES, MEMORY_BYTES_HELP, s))
         .collect();
-    v.push(desc(
-        MEMORY_LIMIT_BYTES,
-        MEMORY_LIMIT_BYTES_HELP,
-        "guard_overflow",
-    ));
+    for s in ["guard_overflow", "guard_fresh"] {
+        v.push(desc(MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES_HELP, s));
+    }
     v
 }
 

@@ -70,7 +70,7 @@ pub struct Memory {
 }
 
 /// The structures the guard reports in `Report::memory`, in order.
-pub const MEMORY_STRUCTURES: [&str; 2] = ["guard_owners", "guard_overflow"];
+pub const MEMORY_STRUCTURES: [&str; 3] = ["guard_owners", "guard_overflow", "guard_fresh"];
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -325,6 +325,11 @@ impl Guard {
                     structure: MEMORY_STRUCTURES[1],
                     bytes: overflow.bytes as u64,
                     limit_bytes: Some(overflow.max_bytes as u64),
+                },
+                Memory {
+                    structure: MEMORY_STRUCTURES[2],
+                    bytes: self.fresh.memory_bytes() as u64,
+                    limit_bytes: Some(super::fresh::MAX_BYTES as u64),
                 },
             ],
             window_seconds: cfg.window.as_secs(),

@@ -934,3 +934,121 @@ fn hostile_mix_stays_bounded_and_well_behaved_services_lose_nothing() {
         "owner bytes per window: {per_window:?}"
     );
 }
+
+/// Series of 30 of service `a` and 20 of `b`, interleaved as senders' shards mix targets.
+fn mixed() -> Vec<v1::TimeSeries> {
+    let (a, b) = (batch("a", "m", 0, 30), batch("b", "m", 0, 20));
+    let mut out = Vec::new();
+    let (mut a, mut b) = (a.into_iter(), b.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => break out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}
+
+#[test]
+fn steady_series_go_past_the_owners_and_are_counted_alike() {
+    let mut r = Run::new(cfg(100));
+    for k in 0..5 {
+        assert_eq!(kept(&r.send(mixed(), T0 + k * 1000)), 50);
+    }
+    // The table was sized by the first request and filled by the second: the rest went
+    // past the owners.
+    assert!(r.guard.fresh.slots() > 0);
+    assert_eq!(r.scratch.fresh_samples.len(), 2);
+    assert!(r.scratch.fresh_owners.is_empty());
+    let (a, b) = (r.row("a"), r.row("b"));
+    assert_eq!((a.samples_total, a.created_total, a.active), (150, 30, 30));
+    assert_eq!((b.samples_total, b.created_total, b.active), (100, 20, 20));
+    // Over the budget, new series are still refused while the kept ones flow.
+    let mut more = mixed();
+    more.extend(batch("a", "m", 30, 100));
+    let v = r.send(more, T0 + 6000);
+    assert_eq!(kept(&v), 120);
+    assert_eq!(r.row("a").active, 100);
+    assert_eq!(r.row("a").dropped_samples_total["budget"], 30);
+}
+
+#[test]
+fn what_an_earlier_stage_dropped_is_counted_against_its_owner_not_kept() {
+    let mut r = Run::new(cfg(100));
+    for k in 0..3 {
+        r.send(batch("a", "m", 0, 10), T0 + k * 1000);
+    }
+    let buf = v1::WriteRequest {
+        timeseries: batch("a", "m", 0, 10),
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    let mut parsed = Parsed::new();
+    parsed.parse(&buf, Version::V1, &Limits::default()).unwrap();
+    r.decisions.reset(parsed.len());
+    r.decisions.decide(3, Verdict::Drop(Reason::Relabel));
+    let batch = Batch {
+        req: &parsed,
+        buf: &buf,
+        tenant: None,
+        now_ms: T0 + 3000,
+    };
+    let out = r
+        .guard
+        .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch);
+    assert_eq!(out.kept_series, 9);
+    assert_eq!(r.decisions.verdict(3), Verdict::Drop(Reason::Relabel));
+    let row = r.row("a");
+    assert_eq!(row.samples_total, 40);
+    assert_eq!(row.dropped_samples_total["relabel"], 1);
+}
+
+#[test]
+fn tenants_keep_their_own_fresh_series() {
+    let mut r = Run::new(tenants_cfg(100));
+    for k in 0..4 {
+        assert_eq!(
+            send_as(&mut r, "t1", batch("a", "m", 0, 10), T0 + k * 1000),
+            10
+        );
+        assert_eq!(
+            send_as(&mut r, "t2", batch("a", "m", 0, 5), T0 + k * 1000),
+            5
+        );
+    }
+    let rep = r.guard.report(&r.cfg);
+    let row = |t: &str| {
+        rep.services
+            .iter()
+            .find(|s| s.tenant.as_deref() == Some(t) && s.service == "a")
+            .unwrap()
+    };
+    assert_eq!((row("t1").samples_total, row("t1").active), (40, 10));
+    assert_eq!((row("t2").samples_total, row("t2").active), (20, 5));
+}
+
+#[test]
+fn owners_forgotten_and_new_ones_in_their_indices_are_counted_apart() {
+    let mut c = cfg(1000);
+    c.max_reported_services = 1000;
+    let mut r = Run::new(c);
+    let minute = 60 * 1000;
+    for s in 0..50 {
+        for k in 0..3 {
+            r.send(batch(&format!("old{s}"), "m", 0, 2), T0 + k * 1000);
+        }
+    }
+    r.guard.tick(&r.cfg, T0 + 61 * minute);
+    assert_eq!(r.guard.owners().len(), 0);
+    for k in 0..3 {
+        for s in 0..50 {
+            r.send(
+                batch(&format!("new{s}"), "m", 0, 2),
+                T0 + 62 * minute + k * 1000,
+            );
+        }
+    }
+    for s in 0..50 {
+        let row = r.row(&format!("new{s}"));
+        assert_eq!((row.samples_total, row.active), (6, 2), "new{s}");
+    }
+}
