@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use foldhash::fast::RandomState;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::series::{Decisions, DropCounts, Verdict};
+use crate::series::{Decisions, DropCounts, Reason, Verdict};
 use crate::wire::{Parsed, SeriesView};
 pub use config::{
     Action, Budget, BudgetRule, GaugeFunction, GuardConfig, OwnerMatch, SharedConfig, TenantPolicy,
@@ -548,6 +548,8 @@ pub struct Scratch {
     /// any (each once), to add to those owners' counters after the request.
     fresh_samples: Vec<u64>,
     fresh_owners: Vec<u32>,
+    /// The refusals the fresh table answered, by owner index, a run of one owner's together.
+    fresh_drops: Vec<(u32, OwnerDelta)>,
 }
 
 /// Two owner values equal (`short_eq`: no memcmp call for a short value).
@@ -574,6 +576,18 @@ impl Scratch {
             self.fresh_samples[i] = 1;
         }
         self.fresh_samples[i] += samples;
+    }
+
+    /// Count a series the fresh table refused (`r`), with `samples`, to owner `index`.
+    fn drop_fresh(&mut self, index: u32, r: Reason, samples: u64) {
+        match self.fresh_drops.last_mut() {
+            Some((i, d)) if *i == index => d.dropped(r, samples),
+            _ => {
+                let mut d = OwnerDelta::default();
+                d.dropped(r, samples);
+                self.fresh_drops.push((index, d));
+            }
+        }
     }
 
     /// The registry hash and value of the owner of every slot, in slot order.
@@ -665,7 +679,8 @@ impl Guard {
             }
             scratch.ids.push(id);
         }
-        let mut fresh_kept = 0;
+        // What the fresh table decided (no overflow: `relabel` budgets are not kept there).
+        let mut fresh_dropped = AdmissionCounts::default();
 
         // Group the rest by owner: one lock per owner per request. The tenant is the same
         // for every series of a request, so the owner's value alone picks the slot.
@@ -678,15 +693,29 @@ impl Guard {
         for i in 0..req.len() {
             let id = scratch.ids[i];
             // What an earlier stage dropped is counted against its owner: the owners' way.
-            if let Some(owner) = fresh
+            if let Some(hit) = fresh
                 .as_ref()
                 .filter(|_| decisions.kept(i))
                 .and_then(|f| f.get(fresh::key(id, salt)))
             {
                 let s = req.series(buf, i);
                 let samples = (s.sample_count() + s.histogram_count()) as u64;
-                scratch.tally_fresh(owner, samples);
-                fresh_kept += 1;
+                if hit.refused {
+                    // Still over its owner's budget. The global cap, which `check` tries
+                    // first, may have been reached since: then it is the reason.
+                    let global = self.global_active.load(Ordering::Relaxed);
+                    let r = match cfg.max_series {
+                        Some(cap) if global >= cap => Reason::GlobalCap,
+                        _ => Reason::Budget,
+                    };
+                    scratch.drop_fresh(hit.owner, r, samples);
+                    decisions.decide(i, Verdict::Drop(r));
+                    fresh_dropped.dropped_series += 1;
+                    fresh_dropped.dropped_samples += samples;
+                } else {
+                    scratch.tally_fresh(hit.owner, samples);
+                    fresh_dropped.kept_series += 1;
+                }
                 scratch.metric_keys.push(0);
                 continue;
             }
@@ -762,7 +791,9 @@ impl Guard {
             let fresh = fresh.as_ref().map(|f| (f, salt));
             self.admit_grouped(cfg, batch, decisions, scratch, (&window, now), fresh)
         };
-        out.kept_series += fresh_kept;
+        out.kept_series += fresh_dropped.kept_series;
+        out.dropped_series += fresh_dropped.dropped_series;
+        out.dropped_samples += fresh_dropped.dropped_samples;
         self.add_fresh(scratch);
         if fresh.is_some() && !scratch.series.is_empty() {
             self.fresh.fit(self.global_active.load(Ordering::Relaxed));
@@ -773,7 +804,7 @@ impl Guard {
     /// Add what the fresh table answered to its owners' counters: their samples, under each
     /// owner's lock like every other add (`OwnerCounters::add`).
     fn add_fresh(&self, scratch: &mut Scratch) {
-        if scratch.fresh_owners.is_empty() {
+        if scratch.fresh_owners.is_empty() && scratch.fresh_drops.is_empty() {
             return;
         }
         let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
@@ -812,6 +843,12 @@ impl Guard {
             owner.counters.add(&mut tally, &state);
         }
         scratch.fresh_owners.clear();
+        for (index, mut tally) in scratch.fresh_drops.drain(..) {
+            if let Some(owner) = reg.by_index(index) {
+                let state = owner.state.lock().unwrap_or_else(|e| e.into_inner());
+                owner.counters.add(&mut tally, &state);
+            }
+        }
     }
 
     /// `admit`'s owners' way: the series grouped by owner (`scratch.series`), each owner's
@@ -950,10 +987,25 @@ impl Guard {
                         share,
                         &mut tally,
                     );
+                    let index = owner.index.load(Ordering::Relaxed);
+                    let fresh = fresh.filter(|_| index != NO_INDEX);
                     match v {
-                        Verdict::Drop(_) => {
+                        Verdict::Drop(r) => {
                             out.dropped_series += 1;
                             out.dropped_samples += samples;
+                            // Refused for the budget: so until the slice turns (see `fresh`).
+                            // Not with shared budgets' local share, which Redis may lift.
+                            if let Some((f, salt)) = fresh.filter(|_| {
+                                r == Reason::Budget
+                                    && share == 1
+                                    && state.budget.action == Action::Drop
+                            }) {
+                                let e = fresh::Entry {
+                                    owner: index,
+                                    refused: true,
+                                };
+                                f.insert(fresh::key(id, salt), e);
+                            }
                         }
                         Verdict::Overflow(_) => {
                             self.absorb_overflow(
@@ -969,9 +1021,12 @@ impl Guard {
                         Verdict::Keep => {
                             out.kept_series += 1;
                             // Kept: in the owner's tables, seen in this slice.
-                            let index = owner.index.load(Ordering::Relaxed);
-                            if let Some((f, salt)) = fresh.filter(|_| index != NO_INDEX) {
-                                f.insert(fresh::key(id, salt), index);
+                            if let Some((f, salt)) = fresh {
+                                let e = fresh::Entry {
+                                    owner: index,
+                                    refused: false,
+                                };
+                                f.insert(fresh::key(id, salt), e);
                             }
                         }
                     }

@@ -1,8 +1,10 @@
 //! The guard's steady state in one probe: the series admitted and already seen in the current
-//! slice, by id, each with the index of its owner.
+//! slice, by id, each with the index of its owner; and those its owner's budget refused in it.
 //!
 //! Almost every series of a steady request is one of these, and for them admission changes
-//! nothing but the owner's sample count. Grouping them by owner, locking each owner and
+//! nothing but the owner's counters. (A series refused for the owner's budget stays refused
+//! until the slice turns: an owner's series only expire then, and the budget only changes with
+//! the config. Other refusals may not, and are not kept.) Grouping them by owner, locking each owner and
 //! finding each series in its owner's per-metric tables was most of the guard's time. Here a
 //! request looks them up in one table, prefetched across the request, and only the rest go
 //! the owners' way.
@@ -31,9 +33,12 @@ const MIN_SLOTS: usize = 1 << 10;
 pub const MAX_SLOTS: usize = 1 << 18;
 /// The table's largest size in bytes.
 pub const MAX_BYTES: usize = MAX_SLOTS * std::mem::size_of::<u64>();
-/// An entry is the key's high 48 bits and its owner's index + 1 in the low 16 (0: empty).
+/// An entry is the key's high 47 bits, a bit set when the series was refused for its owner's
+/// budget, and its owner's index + 1 in the low 16 (0: empty).
 const OWNER_BITS: u32 = 16;
 const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
+const REFUSED: u64 = 1 << OWNER_BITS;
+const KEY_MASK: u64 = !(OWNER_MASK | REFUSED);
 /// Owner indices the table can hold; owners past it always take the owners' way.
 pub const MAX_OWNER_INDEX: u32 = (1 << OWNER_BITS) - 2;
 
@@ -79,12 +84,21 @@ pub fn key(id: u64, salt: u64) -> u64 {
     id ^ salt
 }
 
+/// What the table holds of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// The owner's index (`Owner::index`).
+    pub owner: u32,
+    /// Refused for the owner's budget, else kept.
+    pub refused: bool,
+}
+
 /// One request's view of the table, loaded once.
 pub struct View(arc_swap::Guard<Arc<Table>>);
 
 impl View {
     /// The bucket of `key`: its low bits, which the entry does not keep, so that the entry's
-    /// 48 and the bucket's bits together tell keys apart (a wrong hit is one in 2⁴⁸ a slot).
+    /// 47 and the bucket's bits together tell keys apart (a wrong hit is one in 2⁴⁷ a slot).
     #[inline]
     fn bucket(&self, key: u64) -> Option<&Bucket> {
         let b = &self.0.buckets;
@@ -98,29 +112,33 @@ impl View {
         }
     }
 
-    /// The owner index of `key`, when the table holds it.
+    /// What the table holds of `key`.
     #[inline]
-    pub fn get(&self, key: u64) -> Option<u32> {
-        let want = key & !OWNER_MASK;
+    pub fn get(&self, key: u64) -> Option<Entry> {
+        let want = key & KEY_MASK;
         self.bucket(key)?.0.iter().find_map(|e| {
             let e = e.load(Ordering::Relaxed);
-            (e != 0 && e & !OWNER_MASK == want).then(|| (e & OWNER_MASK) as u32 - 1)
+            (e != 0 && e & KEY_MASK == want).then(|| Entry {
+                owner: (e & OWNER_MASK) as u32 - 1,
+                refused: e & REFUSED != 0,
+            })
         })
     }
 
-    /// Hold `key` for owner `index` (at most `MAX_OWNER_INDEX`): in its own slot, else an
+    /// Hold `key` as `what` (its owner at most `MAX_OWNER_INDEX`): in its own slot, else an
     /// empty one, else one picked by the key's bits.
-    pub fn insert(&self, key: u64, index: u32) {
-        debug_assert!(index <= MAX_OWNER_INDEX);
+    pub fn insert(&self, key: u64, what: Entry) {
+        debug_assert!(what.owner <= MAX_OWNER_INDEX);
         let Some(b) = self.bucket(key) else {
             return;
         };
-        let want = key & !OWNER_MASK;
-        let entry = want | (u64::from(index) + 1);
+        let want = key & KEY_MASK;
+        let refused = if what.refused { REFUSED } else { 0 };
+        let entry = want | refused | (u64::from(what.owner) + 1);
         let mut empty = None;
         for slot in &b.0 {
             let e = slot.load(Ordering::Relaxed);
-            if e != 0 && e & !OWNER_MASK == want {
+            if e != 0 && e & KEY_MASK == want {
                 slot.store(entry, Ordering::Relaxed);
                 return;
             }
@@ -192,11 +210,18 @@ mod tests {
         f
     }
 
+    fn kept(owner: u32) -> Entry {
+        Entry {
+            owner,
+            refused: false,
+        }
+    }
+
     #[test]
     fn an_empty_table_holds_nothing() {
         let f = Fresh::default();
         let v = f.view();
-        v.insert(42, 1);
+        v.insert(42, kept(1));
         assert_eq!(v.get(42), None);
         assert_eq!(f.memory_bytes(), 0);
     }
@@ -206,13 +231,19 @@ mod tests {
         let f = filled(100);
         let v = f.view();
         let (a, b) = (salt(1, 10, 1), salt(1, 11, 1));
-        v.insert(key(7, a), 3);
-        assert_eq!(v.get(key(7, a)), Some(3));
+        v.insert(key(7, a), kept(3));
+        assert_eq!(v.get(key(7, a)), Some(kept(3)));
         assert_eq!(v.get(key(7, b)), None, "another slice");
         assert_eq!(v.get(key(7, salt(1, 10, 2))), None, "another generation");
         assert_eq!(v.get(key(7, salt(2, 10, 1))), None, "another tenant");
-        v.insert(key(7, a), MAX_OWNER_INDEX);
-        assert_eq!(v.get(key(7, a)), Some(MAX_OWNER_INDEX));
+        v.insert(key(7, a), kept(MAX_OWNER_INDEX));
+        assert_eq!(v.get(key(7, a)), Some(kept(MAX_OWNER_INDEX)));
+        let refused = Entry {
+            owner: 0,
+            refused: true,
+        };
+        v.insert(key(7, a), refused);
+        assert_eq!(v.get(key(7, a)), Some(refused));
     }
 
     #[test]
@@ -224,13 +255,13 @@ mod tests {
         let keys: Vec<u64> = (1..=10u64).map(|i| (i << 40) | 5).collect();
         assert!(keys.iter().all(|k| *k as usize % buckets == 5));
         for (i, k) in keys.iter().enumerate() {
-            v.insert(*k, i as u32);
+            v.insert(*k, kept(i as u32));
         }
         let held: Vec<_> = keys.iter().filter_map(|k| v.get(*k)).collect();
         assert_eq!(held.len(), WAYS);
         for (i, k) in keys.iter().enumerate() {
             if let Some(o) = v.get(*k) {
-                assert_eq!(o, i as u32);
+                assert_eq!(o, kept(i as u32));
             }
         }
     }

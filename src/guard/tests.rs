@@ -1052,3 +1052,43 @@ fn owners_forgotten_and_new_ones_in_their_indices_are_counted_apart() {
         assert_eq!((row.samples_total, row.active), (6, 2), "new{s}");
     }
 }
+
+#[test]
+fn series_refused_for_the_budget_stay_refused_and_counted_through_the_fresh_table() {
+    let mut c = cfg(10);
+    c.max_series = Some(15);
+    let mut r = Run::new(c);
+    for k in 0..4 {
+        let v = r.send(batch("a", "m", 0, 20), T0 + k * 1000);
+        assert_eq!(kept(&v), 10);
+        assert!(v[10..].iter().all(|v| *v == Verdict::Drop(Reason::Budget)));
+    }
+    let row = r.row("a");
+    assert_eq!((row.samples_total, row.active), (80, 10));
+    assert_eq!(row.dropped_samples_total["budget"], 40);
+    // The global cap reached since: checked first, as the owners' way does.
+    assert_eq!(kept(&r.send(batch("b", "m", 0, 5), T0 + 5000)), 5);
+    let v = r.send(batch("a", "m", 0, 20), T0 + 6000);
+    assert_eq!(kept(&v), 10);
+    assert!(v[10..]
+        .iter()
+        .all(|v| *v == Verdict::Drop(Reason::GlobalCap)));
+    assert_eq!(r.row("a").dropped_samples_total["global_cap"], 10);
+    // A reload that raises the budget admits them at once.
+    r.cfg = cfg(30);
+    r.cfg.generation = 1;
+    assert_eq!(kept(&r.send(batch("a", "m", 0, 20), T0 + 7000)), 20);
+}
+
+#[test]
+fn refused_series_may_come_in_once_the_slice_turns_and_series_expire() {
+    let mut r = Run::new(cfg(10));
+    for k in 0..3 {
+        assert_eq!(kept(&r.send(batch("a", "m", 0, 10), T0 + k * 1000)), 10);
+        assert_eq!(kept(&r.send(batch("a", "m", 100, 5), T0 + k * 1000)), 0);
+    }
+    // A window later the first ten have expired: the refused ones fit.
+    let later = T0 + 61 * 60 * 1000;
+    assert_eq!(kept(&r.send(batch("a", "m", 100, 5), later)), 5);
+    assert_eq!(kept(&r.send(batch("a", "m", 100, 5), later + 1000)), 5);
+}
