@@ -680,7 +680,7 @@ impl Guard {
             scratch.ids.push(id);
         }
         // What the fresh table decided (no overflow: `relabel` budgets are not kept there).
-        let mut fresh_dropped = AdmissionCounts::default();
+        let mut by_fresh = AdmissionCounts::default();
 
         // Group the rest by owner: one lock per owner per request. The tenant is the same
         // for every series of a request, so the owner's value alone picks the slot.
@@ -710,11 +710,11 @@ impl Guard {
                     };
                     scratch.drop_fresh(hit.owner, r, samples);
                     decisions.decide(i, Verdict::Drop(r));
-                    fresh_dropped.dropped_series += 1;
-                    fresh_dropped.dropped_samples += samples;
+                    by_fresh.dropped_series += 1;
+                    by_fresh.dropped_samples += samples;
                 } else {
                     scratch.tally_fresh(hit.owner, samples);
-                    fresh_dropped.kept_series += 1;
+                    by_fresh.kept_series += 1;
                 }
                 scratch.metric_keys.push(0);
                 continue;
@@ -791,9 +791,9 @@ impl Guard {
             let fresh = fresh.as_ref().map(|f| (f, salt));
             self.admit_grouped(cfg, batch, decisions, scratch, (&window, now), fresh)
         };
-        out.kept_series += fresh_dropped.kept_series;
-        out.dropped_series += fresh_dropped.dropped_series;
-        out.dropped_samples += fresh_dropped.dropped_samples;
+        out.kept_series += by_fresh.kept_series;
+        out.dropped_series += by_fresh.dropped_series;
+        out.dropped_samples += by_fresh.dropped_samples;
         self.add_fresh(scratch);
         if fresh.is_some() && !scratch.series.is_empty() {
             self.fresh.fit(self.global_active.load(Ordering::Relaxed));
@@ -963,6 +963,11 @@ impl Guard {
                 state.seen(now);
                 // Resolved on the first overflow of this owner in this request.
                 let mut overflow_names: Option<Vec<String>> = None;
+                let index = owner.index.load(Ordering::Relaxed);
+                let fresh = fresh.filter(|_| index != NO_INDEX);
+                // A refusal for the budget holds until the slice turns (see `fresh`); not
+                // one by shared budgets' local share, which Redis may lift.
+                let keep_refusals = share == 1 && state.budget.action == Action::Drop;
                 // Every series' table slots asked for before any is admitted: the owner's
                 // tables are far bigger than the cache, and one lookup after another, each
                 // waited for its miss alone. A loop this short keeps many in flight.
@@ -987,25 +992,23 @@ impl Guard {
                         share,
                         &mut tally,
                     );
-                    let index = owner.index.load(Ordering::Relaxed);
-                    let fresh = fresh.filter(|_| index != NO_INDEX);
+                    // Kept (in the owner's tables, seen in this slice), or refused for good.
+                    let held = match v {
+                        Verdict::Keep => Some(false),
+                        Verdict::Drop(Reason::Budget) if keep_refusals => Some(true),
+                        _ => None,
+                    };
+                    if let (Some((f, salt)), Some(refused)) = (fresh, held) {
+                        let e = fresh::Entry {
+                            owner: index,
+                            refused,
+                        };
+                        f.insert(fresh::key(id, salt), e);
+                    }
                     match v {
-                        Verdict::Drop(r) => {
+                        Verdict::Drop(_) => {
                             out.dropped_series += 1;
                             out.dropped_samples += samples;
-                            // Refused for the budget: so until the slice turns (see `fresh`).
-                            // Not with shared budgets' local share, which Redis may lift.
-                            if let Some((f, salt)) = fresh.filter(|_| {
-                                r == Reason::Budget
-                                    && share == 1
-                                    && state.budget.action == Action::Drop
-                            }) {
-                                let e = fresh::Entry {
-                                    owner: index,
-                                    refused: true,
-                                };
-                                f.insert(fresh::key(id, salt), e);
-                            }
                         }
                         Verdict::Overflow(_) => {
                             self.absorb_overflow(
@@ -1018,17 +1021,7 @@ impl Guard {
                             );
                             out.overflowed_series += 1;
                         }
-                        Verdict::Keep => {
-                            out.kept_series += 1;
-                            // Kept: in the owner's tables, seen in this slice.
-                            if let Some((f, salt)) = fresh {
-                                let e = fresh::Entry {
-                                    owner: index,
-                                    refused: false,
-                                };
-                                f.insert(fresh::key(id, salt), e);
-                            }
-                        }
+                        Verdict::Keep => out.kept_series += 1,
                     }
                     decisions.decide(i as usize, v);
                 }

@@ -225,12 +225,17 @@ fn owner_fallback_unowned_and_rules() {
     assert_eq!(r.row("vip").budget, 20);
 }
 
+/// A budget of 1000 series for each of at most `max_owners` owners, all reported.
+fn capped(max_owners: usize) -> Run {
+    let mut c = cfg(1000);
+    c.max_owners = max_owners;
+    c.max_reported_services = 100;
+    Run::new(c)
+}
+
 #[test]
 fn owners_past_the_cap_share_other() {
-    let mut c = cfg(1000);
-    c.max_owners = 3;
-    c.max_reported_services = 100;
-    let mut r = Run::new(c);
+    let mut r = capped(3);
     for s in 0..10 {
         r.send(batch(&format!("s{s}"), "m", 0, 2), T0);
     }
@@ -239,14 +244,11 @@ fn owners_past_the_cap_share_other() {
 }
 
 /// A request mixing owners the registry has, a new one and owners past the cap (which the
-/// registry never holds under their own value, so every request resolves them again) admits each series into the right owner,
-/// request after request.
+/// registry never holds under their own value, so every request resolves them again) admits
+/// each series into the right owner, request after request.
 #[test]
 fn a_request_mixes_known_new_and_capped_owners() {
-    let mut c = cfg(1000);
-    c.max_owners = 3;
-    c.max_reported_services = 100;
-    let mut r = Run::new(c);
+    let mut r = capped(3);
     let mut first = batch("a", "m", 0, 2);
     first.extend(batch("b", "m", 0, 2));
     assert_eq!(kept(&r.send(first, T0)), 4);
