@@ -1136,8 +1136,11 @@ impl Guard {
                 idle.push(o.key.clone());
             }
         }
-        // Sized here too, so that it shrinks once series expired while no new ones come.
-        self.fresh.fit(self.global_active.load(Ordering::Relaxed));
+        // Sized here too, so that it shrinks once series expired while no new ones come;
+        // with shared budgets, which never use it, to nothing.
+        let active = self.global_active.load(Ordering::Relaxed);
+        self.fresh
+            .fit(if cfg.shared.is_none() { active } else { 0 });
         if idle.is_empty() {
             return;
         }

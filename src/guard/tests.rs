@@ -1094,3 +1094,16 @@ fn refused_series_may_come_in_once_the_slice_turns_and_series_expire() {
     assert_eq!(kept(&r.send(batch("a", "m", 100, 5), later)), 5);
     assert_eq!(kept(&r.send(batch("a", "m", 100, 5), later + 1000)), 5);
 }
+
+#[test]
+fn shared_budgets_hold_no_fresh_table() {
+    let mut c = cfg(100);
+    c.shared = Some(Default::default());
+    let mut r = Run::new(c);
+    for k in 0..3 {
+        assert_eq!(kept(&r.send(batch("a", "m", 0, 10), T0 + k * 1000)), 10);
+    }
+    r.guard.tick(&r.cfg, T0 + 5000);
+    assert_eq!(r.guard.fresh.slots(), 0);
+    assert!(r.scratch.fresh_owners.is_empty() && r.scratch.fresh_samples.is_empty());
+}
