@@ -119,9 +119,9 @@ impl OwnerCounters {
     /// zeroed. Zero tallies are skipped: a steady-state request touches two counters per
     /// owner instead of forty-two cache lines.
     ///
-    /// Every writer holds the lock, so an add is a load and a store, not a locked
-    /// read-modify-write (one per owner per request, each a full barrier, with many small
-    /// owners); readers (/metrics, the report) load without it and see each counter whole.
+    /// Every writer of the other counters holds the lock, so an add to them is a load and a
+    /// store, not a locked read-modify-write (each a full barrier); readers (/metrics, the
+    /// report) load without it and see each counter whole.
     pub fn add(&self, t: &mut OwnerDelta, _held: &std::sync::MutexGuard<'_, OwnerState>) {
         fn add(c: &AtomicU64, n: &mut u64) {
             if *n != 0 {
@@ -129,7 +129,11 @@ impl OwnerCounters {
                 *n = 0;
             }
         }
-        add(&self.samples, &mut t.samples);
+        // Samples are also added without the lock (`add_samples`).
+        if t.samples != 0 {
+            self.samples
+                .fetch_add(std::mem::take(&mut t.samples), Ordering::Relaxed);
+        }
         add(&self.created, &mut t.created);
         let mut reasons = std::mem::take(&mut t.reasons);
         if reasons == 0 {
@@ -144,6 +148,13 @@ impl OwnerCounters {
             add(&c.warned_samples[i], &mut t.warned_samples[i]);
             add(&c.overflowed_samples[i], &mut t.overflowed_samples[i]);
         }
+    }
+
+    /// Samples admitted, without the owner's lock: the fresh table's, which the registry
+    /// holds by owner index until the counters are read (`Registry::fold`) and which never
+    /// needed the owner's state.
+    pub fn add_samples(&self, n: u64) {
+        self.samples.fetch_add(n, Ordering::Relaxed);
     }
 
     fn load(&self, f: impl Fn(&ReasonCounters) -> &[AtomicU64; REASONS]) -> ByReason {

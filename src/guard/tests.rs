@@ -1056,6 +1056,35 @@ fn owners_forgotten_and_new_ones_in_their_indices_are_counted_apart() {
 }
 
 #[test]
+fn samples_the_fresh_table_admitted_stay_with_their_owner_when_it_goes() {
+    let mut r = Run::new(cfg(100));
+    for k in 0..4 {
+        r.send(batch("old", "m", 0, 5), T0 + k * 1000);
+    }
+    // Forgotten with samples still pending by its index (as `tick` would, but without the
+    // read of the counters that `tick` starts with).
+    let old = r
+        .guard
+        .owners
+        .read()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    r.guard.owners.write().unwrap().remove(&old.key);
+    assert_eq!(old.counters.samples.load(Ordering::Relaxed), 20);
+    for k in 0..4 {
+        r.send(batch("new", "m", 0, 3), T0 + k * 1000);
+    }
+    assert_eq!(
+        r.row("new").samples_total,
+        12,
+        "none of the old owner's samples"
+    );
+}
+
+#[test]
 fn series_refused_for_the_budget_stay_refused_and_counted_through_the_fresh_table() {
     let mut c = cfg(10);
     c.max_series = Some(15);
