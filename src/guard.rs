@@ -15,7 +15,7 @@ pub mod image;
 pub mod metrics;
 mod names;
 pub mod owner;
-mod prefetch;
+pub(crate) mod prefetch;
 pub mod report;
 mod ring;
 pub mod sketch;

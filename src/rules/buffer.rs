@@ -15,7 +15,6 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -77,24 +76,6 @@ pub struct BufferStats {
     /// Label and tenant bytes (what `max_label_bytes` caps).
     pub label_bytes: u64,
 }
-
-// The keys are already xxh3 hashes.
-#[derive(Default)]
-struct IdentityHasher(u64);
-impl std::hash::Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
 struct Series {
     /// `SeriesKey::check`.
@@ -263,7 +244,7 @@ fn window<T: Timed>(samples: &mut VecDeque<T>, mint: i64, maxt: i64) -> &[T] {
 
 #[derive(Default)]
 struct Shard {
-    series: IdMap<Series>,
+    series: Table<Series>,
     /// Metric name → hashes of the buffered series with it, for selectors naming a metric.
     by_name: HashMap<String, Vec<u64>, foldhash::fast::RandomState>,
     samples: usize,
@@ -273,6 +254,8 @@ struct Shard {
 /// The buffers of every series some rule reads. Lives across config reloads.
 pub struct Buffer {
     shards: Box<[Mutex<Shard>]>,
+    /// Where each shard's series table is (`table::Hint`), to prefetch without its lock.
+    hints: Box<[Hint<Series>]>,
     series: AtomicUsize,
     /// Label (and tenant) bytes of all series: changes when a series comes or goes only.
     label_bytes: AtomicUsize,
@@ -333,18 +316,31 @@ impl Buffer {
     pub fn new() -> Buffer {
         Buffer {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hints: (0..SHARDS).map(|_| Hint::default()).collect(),
             series: AtomicUsize::new(0),
             label_bytes: AtomicUsize::new(0),
             refused_logged: AtomicBool::new(false),
         }
     }
 
+    fn shard_index(hash: u64) -> usize {
+        (hash >> 58) as usize % SHARDS
+    }
+
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
         // A panic while holding a shard leaves it consistent enough to keep serving (every
         // update is a push or a trim); never let one bad request poison the rules for good.
-        self.shards[(hash >> 58) as usize % SHARDS]
+        self.shards[Self::shard_index(hash)]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start loading where `key`'s series is, without locking its shard: the tap asks this
+    /// for every series of a request before appending to any, so that their cache misses
+    /// overlap instead of coming one append at a time.
+    #[inline]
+    pub fn prefetch(&self, key: &SeriesKey) {
+        self.hints[Self::shard_index(key.hash)].prefetch(key.hash);
     }
 
     /// `append_for` a series of no tenant.
@@ -415,7 +411,7 @@ impl Buffer {
         let mut out = Appended::default();
         let mut guard = self.shard(hash);
         let shard = &mut *guard;
-        let series = match shard.series.get_mut(&hash) {
+        let series = match shard.series.get_mut(hash) {
             Some(s) => {
                 if s.check != key.check || s.tenant.as_deref() != tenant {
                     // Two live series share the map's 64 bits: keep the first, refuse the
@@ -470,7 +466,9 @@ impl Buffer {
                     retention_ms,
                 };
                 shard.bytes += s.bytes();
-                shard.series.entry(hash).or_insert(s)
+                shard
+                    .series
+                    .insert_new(hash, s, &self.hints[Self::shard_index(hash)])
             }
         };
         out.buffered = true;
@@ -522,12 +520,12 @@ impl Buffer {
     /// Drop samples older than each series' retention relative to `now_ms`, and series left
     /// with none (they no longer match anything, or stopped arriving).
     pub fn sweep(&self, now_ms: i64) {
-        for m in self.shards.iter() {
+        for (m, hint) in self.shards.iter().zip(self.hints.iter()) {
             let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
             let shard = &mut *guard;
             let mut gone_names = HashSet::new();
             let (mut samples, mut bytes) = (0, 0);
-            shard.series.retain(|_, s| {
+            let keep = |s: &mut Series| {
                 s.trim(now_ms.saturating_sub(s.retention_ms));
                 debug_assert!(s.ends_agree());
                 if s.len() == 0 {
@@ -549,9 +547,10 @@ impl Buffer {
                     bytes += s.bytes();
                     true
                 }
-            });
+            };
+            shard.series.retain(keep, hint);
             for name in gone_names {
-                let keep = |h: &u64| shard.series.contains_key(h);
+                let keep = |h: &u64| shard.series.contains_key(*h);
                 if let Some(v) = shard.by_name.get_mut(&name) {
                     v.retain(keep);
                     if v.is_empty() {
@@ -616,7 +615,7 @@ impl Buffer {
             st.series += s.series.len() as u64;
             st.samples += s.samples as u64;
             st.bytes += (s.bytes
-                + s.series.capacity() * (std::mem::size_of::<Series>() + 8)
+                + s.series.capacity() * Table::<Series>::slot_bytes()
                 + s.by_name.values().map(|v| v.capacity() * 8).sum::<usize>())
                 as u64;
         }
@@ -688,7 +687,7 @@ impl Buffer {
             match name {
                 Some(n) => {
                     for h in by_name.get(n).map(Vec::as_slice).unwrap_or(&[]) {
-                        if let Some(s) = series.get_mut(h) {
+                        if let Some(s) = series.get_mut(*h) {
                             visit(s);
                         }
                     }
@@ -699,5 +698,8 @@ impl Buffer {
     }
 }
 
+mod table;
 #[cfg(test)]
 mod tests;
+
+use table::{Hint, Table};

@@ -3,7 +3,9 @@
 //! group says `forward_inputs: false`. What is forwarded is exactly what the rules see.
 
 use super::buffer::{Buffer, BufferLimits, SeriesKey};
-use super::plan::Plan;
+use std::cell::RefCell;
+
+use super::plan::{Match, Plan};
 use super::promql::{HistogramSample, Sample};
 use crate::series::Decisions;
 use crate::wire::short_eq;
@@ -43,56 +45,93 @@ impl<'a> Tap<'a> {
 
     /// Offer every kept series of the request, with its labels as `decisions` has them; the
     /// series not to forward are marked withheld there.
+    ///
+    /// Two passes: the first finds the series some rule reads and their buffer keys, and
+    /// starts loading where each is buffered; the second appends to them. One pass waited for
+    /// each buffered series' cache misses in turn, a few hundred a request.
     pub fn observe(&self, req: &Parsed, buf: &[u8], decisions: &mut Decisions) -> TapCounts {
         let mut o = TapCounts::default();
         if self.plan.is_empty() {
             return o;
         }
-        for i in 0..req.len() {
-            if !decisions.kept(i) {
-                continue;
-            }
-            let view = req.series(buf, i);
-            if view.sample_count() == 0 && view.histogram_count() == 0 {
-                continue;
-            }
-            let samples = view.samples().map(|s| Sample {
-                t: s.timestamp,
-                v: s.value,
-            });
-            // Histograms are decoded only for series some rule reads (in `offer`).
-            let histograms = || view.histograms_raw();
-            let (withheld, a) = match decisions.rewritten(i) {
-                Some(owned) => {
-                    let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
-                    self.offer(labels, || None, samples, histograms)
-                }
-                // The buffer's key hashes the labels' canonical bytes in place when the
-                // request holds them so (asked only of series a rule reads).
-                None => self.offer(
-                    view.labels(),
-                    || view.canonical_labels(),
-                    samples,
-                    histograms,
-                ),
-            };
-            o.samples += a.samples;
-            o.out_of_order += a.out_of_order;
-            o.refused_series += u64::from(a.refused_series);
-            o.evicted_early += a.evicted_early;
-            if withheld {
-                decisions.withhold(i);
-                o.withheld_series += 1;
-                o.withheld_samples += (view.sample_count() + view.histogram_count()) as u64;
-            }
+        thread_local! {
+            static MATCHED: RefCell<Vec<(usize, SeriesKey, Match)>> = const { RefCell::new(Vec::new()) };
         }
+        MATCHED.with_borrow_mut(|matched| {
+            matched.clear();
+            for i in 0..req.len() {
+                if !decisions.kept(i) {
+                    continue;
+                }
+                let view = req.series(buf, i);
+                if view.sample_count() == 0 && view.histogram_count() == 0 {
+                    continue;
+                }
+                let found = match decisions.rewritten(i) {
+                    Some(owned) => {
+                        let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
+                        self.key(labels, || None)
+                    }
+                    // The buffer's key hashes the labels' canonical bytes in place when the
+                    // request holds them so (asked only of series a rule reads).
+                    None => self.key(view.labels(), || view.canonical_labels()),
+                };
+                if let Some((key, m)) = found {
+                    self.buffer.prefetch(&key);
+                    matched.push((i, key, m));
+                }
+            }
+            for &(i, key, m) in matched.iter() {
+                let view = req.series(buf, i);
+                let samples = view.samples().map(|s| Sample {
+                    t: s.timestamp,
+                    v: s.value,
+                });
+                // Histograms are decoded only for series some rule reads.
+                let histograms = || view.histograms_raw();
+                let (withheld, a) = match decisions.rewritten(i) {
+                    Some(owned) => {
+                        let labels = owned.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
+                        self.append(key, m, labels, samples, histograms)
+                    }
+                    None => self.append(key, m, view.labels(), samples, histograms),
+                };
+                o.samples += a.samples;
+                o.out_of_order += a.out_of_order;
+                o.refused_series += u64::from(a.refused_series);
+                o.evicted_early += a.evicted_early;
+                if withheld {
+                    decisions.withhold(i);
+                    o.withheld_series += 1;
+                    o.withheld_samples += (view.sample_count() + view.histogram_count()) as u64;
+                }
+            }
+        });
         o
     }
 
-    fn offer<'l, 'h, L, H>(
+    /// What the plan wants of a series, and its key in the buffers, if some rule reads it.
+    fn key<'l, L>(
         &self,
         labels: L,
         canonical: impl Fn() -> Option<&'l [u8]>,
+    ) -> Option<(SeriesKey, Match)>
+    where
+        L: Iterator<Item = (&'l [u8], &'l [u8])> + Clone,
+    {
+        let name = labels
+            .clone()
+            .find(|(n, _)| short_eq(n, b"__name__"))
+            .map(|(_, v)| v);
+        let m = self.plan.match_series(name, labels.clone())?;
+        Some((SeriesKey::new(self.tenant, labels, canonical()), m))
+    }
+
+    fn append<'l, 'h, L, H>(
+        &self,
+        key: SeriesKey,
+        m: Match,
+        labels: L,
         samples: impl Iterator<Item = Sample>,
         histograms: impl Fn() -> H,
     ) -> (bool, super::buffer::Appended)
@@ -100,53 +139,43 @@ impl<'a> Tap<'a> {
         L: Iterator<Item = (&'l [u8], &'l [u8])> + Clone,
         H: Iterator<Item = &'h [u8]>,
     {
-        let name = labels
-            .clone()
-            .find(|(n, _)| short_eq(n, b"__name__"))
-            .map(|(_, v)| v);
-        match self.plan.match_series(name, labels.clone()) {
-            None => (false, Default::default()),
-            Some(m) => {
-                let key = SeriesKey::new(self.tenant, labels.clone(), canonical());
-                let mut hists: Vec<HistogramSample> = Vec::new();
-                let mut stale: Vec<Sample> = Vec::new();
-                for raw in histograms() {
-                    match histogram::decode(raw) {
-                        Some(Decoded::Histogram(h)) => hists.push(h),
-                        Some(Decoded::Stale(t)) => stale.push(Sample {
-                            t,
-                            v: f64::from_bits(STALE_NAN_BITS),
-                        }),
-                        None => {}
-                    }
-                }
-                let a = if stale.is_empty() {
-                    self.buffer.append_all(
-                        self.tenant,
-                        Some(key),
-                        labels,
-                        samples,
-                        hists.into_iter(),
-                        m.retention_ms,
-                        &self.limits,
-                    )
-                } else {
-                    // A histogram series' stale marker is a float sample to the engine.
-                    let mut all: Vec<Sample> = samples.chain(stale).collect();
-                    all.sort_by_key(|s| s.t);
-                    self.buffer.append_all(
-                        self.tenant,
-                        Some(key),
-                        labels,
-                        all.into_iter(),
-                        hists.into_iter(),
-                        m.retention_ms,
-                        &self.limits,
-                    )
-                };
-                (m.withhold && a.buffered, a)
+        let mut hists: Vec<HistogramSample> = Vec::new();
+        let mut stale: Vec<Sample> = Vec::new();
+        for raw in histograms() {
+            match histogram::decode(raw) {
+                Some(Decoded::Histogram(h)) => hists.push(h),
+                Some(Decoded::Stale(t)) => stale.push(Sample {
+                    t,
+                    v: f64::from_bits(STALE_NAN_BITS),
+                }),
+                None => {}
             }
         }
+        let a = if stale.is_empty() {
+            self.buffer.append_all(
+                self.tenant,
+                Some(key),
+                labels,
+                samples,
+                hists.into_iter(),
+                m.retention_ms,
+                &self.limits,
+            )
+        } else {
+            // A histogram series' stale marker is a float sample to the engine.
+            let mut all: Vec<Sample> = samples.chain(stale).collect();
+            all.sort_by_key(|s| s.t);
+            self.buffer.append_all(
+                self.tenant,
+                Some(key),
+                labels,
+                all.into_iter(),
+                hists.into_iter(),
+                m.retention_ms,
+                &self.limits,
+            )
+        };
+        (m.withhold && a.buffered, a)
     }
 }
 

@@ -36,7 +36,8 @@ fn collect(b: &Buffer, m: &Matchers, mint: i64, maxt: i64) -> Vec<(Labels, Vec<i
 fn ends_agree(b: &Buffer) -> bool {
     b.shards.iter().all(|m| {
         let shard = m.lock().unwrap();
-        shard.series.values().all(Series::ends_agree)
+        let agree = shard.series.values().all(Series::ends_agree);
+        agree
     })
 }
 
