@@ -202,6 +202,8 @@ impl ShortValue {
 
 /// The guard's state. Lives as long as the process; survives config reloads.
 pub struct Guard {
+    /// Unique in the process: what a thread's `Scratch` knows its lane in this guard by.
+    id: u64,
     owners: RwLock<Registry>,
     /// The registry's `seed`, readable without its lock.
     seed: u64,
@@ -235,14 +237,21 @@ struct Registry {
     /// names owners by index, which a request resolves here without their values. Indices
     /// of forgotten owners are given out again (`free`).
     by_index: Vec<Option<u64>>,
-    /// Samples the fresh table admitted, by owner index, not yet in the owner's counters:
-    /// a request adds here, to a dense array that stays in cache, instead of reaching each
-    /// of its owners, which with many small owners is a cache miss and a locked add per
-    /// owner per request. Folded into the owners (`fold`) whenever they are read, and when
-    /// an owner is forgotten.
-    pending: Vec<AtomicU64>,
+    /// Samples the fresh table admitted and not yet in the owners' counters, by thread
+    /// (`Lane`), added when a thread first admits. Folded into the owners (`fold`) whenever
+    /// they are read, and an owner's when it is forgotten.
+    lanes: Vec<Arc<Lane>>,
     free: Vec<u32>,
 }
+
+/// One thread's samples admitted by the fresh table, by owner index, not yet in the owners'
+/// counters. A request adds to each of its owners here, to a dense array that stays in
+/// cache, instead of reaching each owner, which with many small owners was a cache miss and
+/// a locked add per owner per request. Only its thread writes it, with a load and a store,
+/// under the read lock (once per request); `Registry::fold` takes the write lock to move the
+/// counts into the owners, so no add is lost between its load and its store.
+#[derive(Default)]
+struct Lane(RwLock<Vec<AtomicU64>>);
 
 /// The seed of the owner hashes of one tenant's owners (`key_hash`).
 fn tenant_seed(seed: u64, tenant: Option<&str>) -> u64 {
@@ -292,7 +301,7 @@ impl Registry {
             seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u64),
             tenants: HashMap::default(),
             by_index: Vec::new(),
-            pending: Vec::new(),
+            lanes: Vec::new(),
             free: Vec::new(),
         }
     }
@@ -309,31 +318,18 @@ impl Registry {
         owner_hash(self.seed, key)
     }
 
-    /// Samples admitted by the fresh table to owner `i` (`pending`).
-    #[inline]
-    fn add_pending(&self, i: u32, n: u64) {
-        if let Some(p) = self.pending.get(i as usize) {
-            p.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// Move owner `i`'s pending samples into its counters.
-    fn fold_one(&self, i: usize) {
-        let Some(p) = self.pending.get(i) else {
-            return;
-        };
-        if p.load(Ordering::Relaxed) != 0 {
-            let n = p.swap(0, Ordering::Relaxed);
-            if let Some(o) = self.by_index(i as u32) {
-                o.counters.add_samples(n);
-            }
-        }
-    }
-
-    /// Every owner's pending samples into its counters, before they are read.
+    /// Every owner's samples held in the lanes into its counters, before they are read.
     fn fold(&self) {
-        for i in 0..self.pending.len() {
-            self.fold_one(i);
+        for lane in &self.lanes {
+            let counts = lane.0.write().unwrap_or_else(|e| e.into_inner());
+            for (i, c) in counts.iter().enumerate() {
+                if c.load(Ordering::Relaxed) != 0 {
+                    let n = c.swap(0, Ordering::Relaxed);
+                    if let Some(o) = self.by_index(i as u32) {
+                        o.counters.add_samples(n);
+                    }
+                }
+            }
         }
     }
 
@@ -443,7 +439,6 @@ impl Registry {
                     let i = u32::try_from(self.by_index.len()).ok()?;
                     (i <= fresh::MAX_OWNER_INDEX).then(|| {
                         self.by_index.push(None);
-                        self.pending.push(AtomicU64::new(0));
                         i
                     })
                 });
@@ -465,8 +460,11 @@ impl Registry {
                 let i = o.index.load(Ordering::Relaxed);
                 // Its samples to the owner (a report may still hold it), and none to whoever
                 // takes the index next.
-                if let Some(p) = self.pending.get(i as usize) {
-                    o.counters.add_samples(p.swap(0, Ordering::Relaxed));
+                for lane in &self.lanes {
+                    let counts = lane.0.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(c) = counts.get(i as usize) {
+                        o.counters.add_samples(c.swap(0, Ordering::Relaxed));
+                    }
                 }
                 if let Some(e) = self.by_index.get_mut(i as usize) {
                     *e = None;
@@ -586,6 +584,8 @@ pub struct Scratch {
     /// any (each once), to add to those owners' counters after the request.
     fresh_samples: Vec<u64>,
     fresh_owners: Vec<u32>,
+    /// This thread's lane (`Lane`) in the guard of that id.
+    lane: Option<(u64, Arc<Lane>)>,
     /// The refusals the fresh table answered, by owner index, a run of one owner's together.
     fresh_drops: Vec<(u32, OwnerDelta)>,
 }
@@ -657,8 +657,10 @@ impl Default for Guard {
 
 impl Guard {
     pub fn new() -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         let owners = Registry::new();
         Guard {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             seed: owners.seed,
             owners: RwLock::new(owners),
             global_active: AtomicU64::new(0),
@@ -845,13 +847,38 @@ impl Guard {
         if scratch.fresh_owners.is_empty() && scratch.fresh_drops.is_empty() {
             return;
         }
+        let lane = match &scratch.lane {
+            Some((id, lane)) if *id == self.id => lane.clone(),
+            _ => {
+                let lane = Arc::new(Lane::default());
+                self.owners
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .lanes
+                    .push(lane.clone());
+                scratch.lane = Some((self.id, lane.clone()));
+                lane
+            }
+        };
         let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
+        let mut counts = lane.0.read().unwrap_or_else(|e| e.into_inner());
+        if counts.len() < reg.by_index.len() {
+            drop(counts);
+            lane.0
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .resize_with(reg.by_index.len(), AtomicU64::default);
+            counts = lane.0.read().unwrap_or_else(|e| e.into_inner());
+        }
         for &index in &scratch.fresh_owners {
             let n = std::mem::take(&mut scratch.fresh_samples[index as usize]) - 1;
             // An owner forgotten since its series were kept in this slice cannot be: `tick`
             // forgets only owners idle for a whole window, so the index is still its own.
-            reg.add_pending(index, n);
+            if let Some(c) = counts.get(index as usize) {
+                c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+            }
         }
+        drop(counts);
         scratch.fresh_owners.clear();
         for (index, mut tally) in scratch.fresh_drops.drain(..) {
             if let Some(owner) = reg.by_index(index) {

@@ -1085,6 +1085,37 @@ fn samples_the_fresh_table_admitted_stay_with_their_owner_when_it_goes() {
 }
 
 #[test]
+fn samples_counted_on_several_threads_all_reach_their_owners() {
+    let mut r = Run::new(cfg(100));
+    // A second thread's scratch, with a lane of its own.
+    let mut other = Scratch::default();
+    let buf = v1::WriteRequest {
+        timeseries: mixed(),
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    let mut parsed = Parsed::new();
+    parsed.parse(&buf, Version::V1, &Limits::default()).unwrap();
+    let mut decisions = Decisions::default();
+    for k in 0..4 {
+        r.send(mixed(), T0 + k * 1000);
+        decisions.reset(parsed.len());
+        let batch = Batch {
+            req: &parsed,
+            buf: &buf,
+            tenant: None,
+            now_ms: T0 + k * 1000,
+        };
+        r.guard.admit(&r.cfg, batch, &mut decisions, &mut other);
+    }
+    assert_eq!(r.guard.owners.read().unwrap().lanes.len(), 2);
+    let (a, b) = (r.row("a"), r.row("b"));
+    assert_eq!((a.samples_total, b.samples_total), (240, 160));
+    // Folded once: read again, nothing counts twice.
+    assert_eq!(r.row("a").samples_total, 240);
+}
+
+#[test]
 fn series_refused_for_the_budget_stay_refused_and_counted_through_the_fresh_table() {
     let mut c = cfg(10);
     c.max_series = Some(15);
