@@ -253,6 +253,23 @@ struct Registry {
 #[derive(Default)]
 struct Lane(RwLock<Vec<AtomicU64>>);
 
+impl Lane {
+    /// The counts, read-locked, with room for owner indices up to `n`.
+    fn at_least(&self, n: usize) -> std::sync::RwLockReadGuard<'_, Vec<AtomicU64>> {
+        let counts = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= n {
+            return counts;
+        }
+        drop(counts);
+        let mut grown = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if grown.len() < n {
+            grown.resize_with(n, AtomicU64::default);
+        }
+        drop(grown);
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The seed of the owner hashes of one tenant's owners (`key_hash`).
 fn tenant_seed(seed: u64, tenant: Option<&str>) -> u64 {
     tenant.map_or(seed, |t| xxh3_64_with_seed(t.as_bytes(), seed))
@@ -580,11 +597,8 @@ pub struct Scratch {
     metric_keys: Vec<u64>,
     /// The id of each series, in request order.
     ids: Vec<u64>,
-    /// Samples of the series the fresh table answered, by owner index, and the indices with
-    /// any (each once), to add to those owners' counters after the request.
-    fresh_samples: Vec<u64>,
-    fresh_owners: Vec<u32>,
-    /// This thread's lane (`Lane`) in the guard of that id.
+    /// This thread's lane (`Lane`) in the guard of that id, where the samples of the series
+    /// the fresh table answered are counted.
     lane: Option<(u64, Arc<Lane>)>,
     /// The refusals the fresh table answered, by owner index, a run of one owner's together.
     fresh_drops: Vec<(u32, OwnerDelta)>,
@@ -600,22 +614,6 @@ fn same_owner(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
 }
 
 impl Scratch {
-    /// Count a series the fresh table answered, with `samples`, to owner `index`.
-    #[inline]
-    fn tally_fresh(&mut self, index: u32, samples: u64) {
-        let i = index as usize;
-        if i >= self.fresh_samples.len() {
-            self.fresh_samples.resize(i + 1, 0);
-        }
-        // One more than the samples once listed, so that an owner is listed once even when
-        // its series carry none.
-        if self.fresh_samples[i] == 0 {
-            self.fresh_owners.push(index);
-            self.fresh_samples[i] = 1;
-        }
-        self.fresh_samples[i] += samples;
-    }
-
     /// Count a series the fresh table refused (`r`), with `samples`, to owner `index`.
     fn drop_fresh(&mut self, index: u32, r: Reason, samples: u64) {
         match self.fresh_drops.last_mut() {
@@ -721,6 +719,17 @@ impl Guard {
         }
         // What the fresh table decided (no overflow: `relabel` budgets are not kept there).
         let mut by_fresh = AdmissionCounts::default();
+        // Its kept series' samples go straight to this thread's lane, under the registry's
+        // read lock (an index is given to another owner only under the write lock, once its
+        // samples were folded) and the lane's, long enough for every index the table holds.
+        let lane = fresh.as_ref().map(|_| self.lane(scratch));
+        let reg = lane
+            .as_ref()
+            .map(|_| self.owners.read().unwrap_or_else(|e| e.into_inner()));
+        let counts = lane
+            .as_ref()
+            .zip(reg.as_ref())
+            .map(|(l, r)| l.at_least(r.by_index.len()));
 
         // Group the rest by owner: one lock per owner per request. The tenant is the same
         // for every series of a request, so the owner's value alone picks the slot.
@@ -753,7 +762,9 @@ impl Guard {
                     by_fresh.dropped_series += 1;
                     by_fresh.dropped_samples += samples;
                 } else {
-                    scratch.tally_fresh(hit.owner, samples);
+                    if let Some(c) = counts.as_ref().and_then(|c| c.get(hit.owner as usize)) {
+                        c.store(c.load(Ordering::Relaxed) + samples, Ordering::Relaxed);
+                    }
                     by_fresh.kept_series += 1;
                 }
                 scratch.metric_keys.push(0);
@@ -807,6 +818,8 @@ impl Guard {
             scratch.slot_counts[slot] += 1;
             scratch.series.push((slot as u32, i as u32, id));
         }
+        drop(counts);
+        drop(reg);
         // Counting sort by slot (stable, so request order holds within an owner): linear,
         // where a comparison sort of 2000 entries was a visible share of the request. It
         // leaves in `slot_counts` where each slot's series end.
@@ -834,20 +847,16 @@ impl Guard {
         out.kept_series += by_fresh.kept_series;
         out.dropped_series += by_fresh.dropped_series;
         out.dropped_samples += by_fresh.dropped_samples;
-        self.add_fresh(scratch);
+        self.add_fresh_drops(scratch);
         if fresh.is_some() && !scratch.series.is_empty() {
             self.fresh.fit(self.global_active.load(Ordering::Relaxed));
         }
         out
     }
 
-    /// Add what the fresh table answered to its owners' counters: their samples, under each
-    /// owner's lock like every other add (`OwnerCounters::add`).
-    fn add_fresh(&self, scratch: &mut Scratch) {
-        if scratch.fresh_owners.is_empty() && scratch.fresh_drops.is_empty() {
-            return;
-        }
-        let lane = match &scratch.lane {
+    /// This thread's lane in this guard (`Lane`), added to the registry the first time.
+    fn lane(&self, scratch: &mut Scratch) -> Arc<Lane> {
+        match &scratch.lane {
             Some((id, lane)) if *id == self.id => lane.clone(),
             _ => {
                 let lane = Arc::new(Lane::default());
@@ -859,27 +868,16 @@ impl Guard {
                 scratch.lane = Some((self.id, lane.clone()));
                 lane
             }
-        };
+        }
+    }
+
+    /// Add the refusals the fresh table answered to their owners' counters, under each
+    /// owner's lock like every other add (`OwnerCounters::add`).
+    fn add_fresh_drops(&self, scratch: &mut Scratch) {
+        if scratch.fresh_drops.is_empty() {
+            return;
+        }
         let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
-        let mut counts = lane.0.read().unwrap_or_else(|e| e.into_inner());
-        if counts.len() < reg.by_index.len() {
-            drop(counts);
-            lane.0
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .resize_with(reg.by_index.len(), AtomicU64::default);
-            counts = lane.0.read().unwrap_or_else(|e| e.into_inner());
-        }
-        for &index in &scratch.fresh_owners {
-            let n = std::mem::take(&mut scratch.fresh_samples[index as usize]) - 1;
-            // An owner forgotten since its series were kept in this slice cannot be: `tick`
-            // forgets only owners idle for a whole window, so the index is still its own.
-            if let Some(c) = counts.get(index as usize) {
-                c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-            }
-        }
-        drop(counts);
-        scratch.fresh_owners.clear();
         for (index, mut tally) in scratch.fresh_drops.drain(..) {
             if let Some(owner) = reg.by_index(index) {
                 let state = owner.state.lock().unwrap_or_else(|e| e.into_inner());

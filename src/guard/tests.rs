@@ -959,8 +959,8 @@ fn steady_series_go_past_the_owners_and_are_counted_alike() {
     // The table was sized by the first request and filled by the second: the rest went
     // past the owners.
     assert!(r.guard.fresh.slots() > 0);
-    assert_eq!(r.scratch.fresh_samples.len(), 2);
-    assert!(r.scratch.fresh_owners.is_empty());
+    let lane = r.scratch.lane.as_ref().unwrap().1.clone();
+    assert_eq!(lane.0.read().unwrap().len(), 2);
     let (a, b) = (r.row("a"), r.row("b"));
     assert_eq!((a.samples_total, a.created_total, a.active), (150, 30, 30));
     assert_eq!((b.samples_total, b.created_total, b.active), (100, 20, 20));
@@ -1165,5 +1165,5 @@ fn shared_budgets_hold_no_fresh_table() {
     }
     r.guard.tick(&r.cfg, T0 + 5000);
     assert_eq!(r.guard.fresh.slots(), 0);
-    assert!(r.scratch.fresh_owners.is_empty() && r.scratch.fresh_samples.is_empty());
+    assert!(r.scratch.lane.is_none());
 }
