@@ -263,7 +263,11 @@ impl Lane {
         drop(counts);
         let mut grown = self.0.write().unwrap_or_else(|e| e.into_inner());
         if grown.len() < n {
-            grown.resize_with(n, AtomicU64::default);
+            // In steps of a few KiB, not doubling: a lane per thread, 8 bytes an owner each.
+            let want = n.next_multiple_of(1024);
+            let have = grown.len();
+            grown.reserve_exact(want - have);
+            grown.resize_with(want, AtomicU64::default);
         }
         drop(grown);
         self.0.read().unwrap_or_else(|e| e.into_inner())

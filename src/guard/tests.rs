@@ -960,7 +960,7 @@ fn steady_series_go_past_the_owners_and_are_counted_alike() {
     // past the owners.
     assert!(r.guard.fresh.slots() > 0);
     let lane = r.scratch.lane.as_ref().unwrap().1.clone();
-    assert_eq!(lane.0.read().unwrap().len(), 2);
+    assert!(lane.0.read().unwrap().len() >= 2, "room for both owners");
     let (a, b) = (r.row("a"), r.row("b"));
     assert_eq!((a.samples_total, a.created_total, a.active), (150, 30, 30));
     assert_eq!((b.samples_total, b.created_total, b.active), (100, 20, 20));
