@@ -1270,6 +1270,19 @@ impl Guard {
             .count()
     }
 
+    /// Heap bytes of what indexes the owners beyond their own state: the index table and
+    /// the threads' lanes (8 bytes an owner each).
+    pub fn index_bytes(&self) -> usize {
+        let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());
+        let lanes: usize = reg
+            .lanes
+            .iter()
+            .map(|l| l.0.read().unwrap_or_else(|e| e.into_inner()).capacity())
+            .sum();
+        (reg.by_index.capacity() * std::mem::size_of::<Option<u64>>())
+            + lanes * std::mem::size_of::<AtomicU64>()
+    }
+
     /// A snapshot of every owner, for telemetry and the API.
     pub fn owners(&self) -> Vec<Arc<Owner>> {
         let reg = self.owners.read().unwrap_or_else(|e| e.into_inner());

@@ -186,7 +186,7 @@ impl Guard {
             .collect();
         rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
         let shown = cfg.max_reported_services.min(rows.len());
-        (rows, shown, owner_bytes)
+        (rows, shown, owner_bytes + self.index_bytes())
     }
 
     /// The report's rows, counters only: one demand-sketch merge per reported owner, no

@@ -1109,6 +1109,8 @@ fn samples_counted_on_several_threads_all_reach_their_owners() {
         r.guard.admit(&r.cfg, batch, &mut decisions, &mut other);
     }
     assert_eq!(r.guard.owners.read().unwrap().lanes.len(), 2);
+    // Each lane's room for the owners is counted with them.
+    assert!(r.guard.index_bytes() >= 2 * 1024 * 8);
     let (a, b) = (r.row("a"), r.row("b"));
     assert_eq!((a.samples_total, b.samples_total), (240, 160));
     // Folded once: read again, nothing counts twice.
