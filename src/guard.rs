@@ -272,6 +272,22 @@ impl Lane {
         drop(grown);
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Call `f` with each owner index's count, taken out (write-locked: no add in between).
+    fn drain(&self, mut f: impl FnMut(usize, u64)) {
+        let counts = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for (i, c) in counts.iter().enumerate() {
+            if c.load(Ordering::Relaxed) != 0 {
+                f(i, c.swap(0, Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// Owner index `i`'s count, taken out.
+    fn take(&self, i: usize) -> u64 {
+        let counts = self.0.write().unwrap_or_else(|e| e.into_inner());
+        counts.get(i).map_or(0, |c| c.swap(0, Ordering::Relaxed))
+    }
 }
 
 /// The seed of the owner hashes of one tenant's owners (`key_hash`).
@@ -342,15 +358,11 @@ impl Registry {
     /// Every owner's samples held in the lanes into its counters, before they are read.
     fn fold(&self) {
         for lane in &self.lanes {
-            let counts = lane.0.write().unwrap_or_else(|e| e.into_inner());
-            for (i, c) in counts.iter().enumerate() {
-                if c.load(Ordering::Relaxed) != 0 {
-                    let n = c.swap(0, Ordering::Relaxed);
-                    if let Some(o) = self.by_index(i as u32) {
-                        o.counters.add_samples(n);
-                    }
+            lane.drain(|i, n| {
+                if let Some(o) = self.by_index(i as u32) {
+                    o.counters.add_samples(n);
                 }
-            }
+            });
         }
     }
 
@@ -482,10 +494,7 @@ impl Registry {
                 // Its samples to the owner (a report may still hold it), and none to whoever
                 // takes the index next.
                 for lane in &self.lanes {
-                    let counts = lane.0.write().unwrap_or_else(|e| e.into_inner());
-                    if let Some(c) = counts.get(i as usize) {
-                        o.counters.add_samples(c.swap(0, Ordering::Relaxed));
-                    }
+                    o.counters.add_samples(lane.take(i as usize));
                 }
                 if let Some(e) = self.by_index.get_mut(i as usize) {
                     *e = None;

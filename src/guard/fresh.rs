@@ -4,10 +4,10 @@
 //! Almost every series of a steady request is one of these, and for them admission changes
 //! nothing but the owner's counters. (A series refused for the owner's budget stays refused
 //! until the slice turns: an owner's series only expire then, and the budget only changes with
-//! the config. Other refusals may not, and are not kept.) Grouping them by owner, locking each owner and
-//! finding each series in its owner's per-metric tables was most of the guard's time. Here a
-//! request looks them up in one table, prefetched across the request, and only the rest go
-//! the owners' way.
+//! the config. Other refusals may not, and are not kept.) Grouping them by owner, locking each
+//! owner and finding each series in its owner's per-metric tables was most of the guard's
+//! time. Here a request looks them up in one table, prefetched across the request, and only
+//! the rest go the owners' way.
 //!
 //! A key folds the id with a salt of the slice, the config generation and the tenant: a
 //! new slice, a reload or another tenant finds nothing it did not put there, so the table is
