@@ -2,9 +2,9 @@
 //! the plan; the ones some rule reads are buffered, and withheld from forwarding when their
 //! group says `forward_inputs: false`. What is forwarded is exactly what the rules see.
 
-use super::buffer::{Buffer, BufferLimits, SeriesKey};
 use std::cell::RefCell;
 
+use super::buffer::{Buffer, BufferLimits, SeriesKey};
 use super::plan::{Match, Plan};
 use super::promql::{HistogramSample, Sample};
 use crate::series::Decisions;
