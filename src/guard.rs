@@ -666,6 +666,9 @@ impl Default for Guard {
     }
 }
 
+/// How many series ahead the fresh table's buckets are asked for.
+const FRESH_AHEAD: usize = 16;
+
 impl Guard {
     pub fn new() -> Self {
         static IDS: AtomicU64 = AtomicU64::new(0);
@@ -716,8 +719,10 @@ impl Guard {
         let tenant = cfg.tenant_header.as_ref().and(tenant);
         let seed = tenant_seed(self.seed, tenant);
 
-        // The fresh table first (see `fresh`): every series' id, and its bucket asked for
-        // before any is read. Shared budgets keep to the owners' way: Redis is told of a
+        // The fresh table first (see `fresh`): every series' id, then each one's bucket asked
+        // for `FRESH_AHEAD` series before it is read. Asking for all of a request's buckets
+        // up front stalled on the cache's few outstanding misses, and the first were evicted
+        // before they were read. Shared budgets keep to the owners' way: Redis is told of a
         // series' first sighting in a slice, and knows the rest.
         let fresh = cfg.shared.is_none().then(|| self.fresh.view());
         let salt = fresh::salt(seed, now, cfg.generation);
@@ -725,10 +730,12 @@ impl Guard {
         for i in 0..req.len() {
             let labels = decisions.labels(req, buf, i);
             let id = batch.series_id(decisions, i, labels, &mut scratch.identity, cfg.hash_seed);
-            if let Some(f) = &fresh {
+            scratch.ids.push(id);
+        }
+        if let Some(f) = &fresh {
+            for &id in scratch.ids.iter().take(FRESH_AHEAD) {
                 f.prefetch(fresh::key(id, salt));
             }
-            scratch.ids.push(id);
         }
         // What the fresh table decided (no overflow: `relabel` budgets are not kept there).
         let mut by_fresh = AdmissionCounts::default();
@@ -754,6 +761,9 @@ impl Guard {
         scratch.metric_keys.clear();
         for i in 0..req.len() {
             let id = scratch.ids[i];
+            if let (Some(f), Some(&ahead)) = (&fresh, scratch.ids.get(i + FRESH_AHEAD)) {
+                f.prefetch(fresh::key(ahead, salt));
+            }
             // What an earlier stage dropped is counted against its owner: the owners' way.
             if let Some(hit) = fresh
                 .as_ref()

@@ -37,6 +37,9 @@ pub struct TapCounts {
     pub withheld_samples: u64,
 }
 
+/// How many matched series ahead their buffered series are asked for.
+const AHEAD: usize = 8;
+
 impl<'a> Tap<'a> {
     /// This tap for a request of `tenant`.
     pub fn for_tenant(self, tenant: Option<&'a str>) -> Self {
@@ -46,9 +49,9 @@ impl<'a> Tap<'a> {
     /// Offer every kept series of the request, with its labels as `decisions` has them; the
     /// series not to forward are marked withheld there.
     ///
-    /// Two passes: the first finds the series some rule reads and their buffer keys, and
-    /// starts loading where each is buffered; the second appends to them. One pass waited for
-    /// each buffered series' cache misses in turn, a few hundred a request.
+    /// Two passes: the first finds the series some rule reads and their buffer keys; the
+    /// second appends to them, loading where each is buffered `AHEAD` series before. One pass
+    /// waited for each buffered series' cache misses in turn, a few hundred a request.
     pub fn observe(&self, req: &Parsed, buf: &[u8], decisions: &mut Decisions) -> TapCounts {
         let mut o = TapCounts::default();
         if self.plan.is_empty() {
@@ -77,11 +80,16 @@ impl<'a> Tap<'a> {
                     None => self.key(view.labels(), || view.canonical_labels()),
                 };
                 if let Some((key, m)) = found {
-                    self.buffer.prefetch(&key);
+                    if matched.len() < AHEAD {
+                        self.buffer.prefetch(&key);
+                    }
                     matched.push((i, key, m));
                 }
             }
-            for &(i, key, m) in matched.iter() {
+            for (j, &(i, key, m)) in matched.iter().enumerate() {
+                if let Some((_, ahead, _)) = matched.get(j + AHEAD) {
+                    self.buffer.prefetch(ahead);
+                }
                 let view = req.series(buf, i);
                 let samples = view.samples().map(|s| Sample {
                     t: s.timestamp,
