@@ -105,6 +105,12 @@ struct Args {
     /// with the same series over 20 owners: RSS per owner, CPU per sample (issue 16).
     #[arg(long, default_value_t = 0)]
     small_owners: usize,
+    /// `--small-owners`: drive both runs at this many samples/s instead of as fast as they
+    /// go, so that CPU per sample compares the same offered load (0: saturate). At saturation
+    /// the harness itself may be what limits the small owners' run, and a proxy less busy
+    /// spends more per sample on waking up.
+    #[arg(long, default_value_t = 0.0)]
+    small_owners_rate: f64,
     /// Instead of the comparison with vmagent: cardguard with `guard.shared` (a real Redis)
     /// next to the local guard (issue 13): steady-state samples per CPU-second, Redis round
     /// trips per request, Redis CPU per 1,000 new series, latency of requests with new series.
@@ -154,6 +160,7 @@ impl Args {
             unguarded: false,
             pin_proxy: None,
             small_owners: 200,
+            small_owners_rate: 0.0,
             shared: false,
             shared_rounds: 2,
             shared_abba: false,
@@ -659,6 +666,18 @@ async fn saturate(
     conns: usize,
     duration: Duration,
 ) -> Sat {
+    at_rate(t, upstream, load, conns, duration, None).await
+}
+
+/// `saturate`, or at `rate` samples/s when one is given.
+async fn at_rate(
+    t: &mut Target,
+    upstream: &Sink,
+    load: &Load,
+    conns: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Sat {
     upstream.reset();
     let before = t.stats();
     let out = drive::run(plan(
@@ -666,7 +685,7 @@ async fn saturate(
         load,
         conns,
         duration,
-        None,
+        rate,
         false,
         0,
         load.requests.len(),

@@ -3,8 +3,9 @@
 //! each (service `s` has `1 + s % 10`), then the very same series with their `service` label
 //! (the owner) taking 20 values (`Shape::owner_groups`), every other label unchanged, so that
 //! the requests carry the same bytes and only the owners differ. Each run: idle RSS, every
-//! series sent once (owners created), then `--duration` s at saturation; reported: RSS growth
-//! per owner and per series, CPU-seconds per million samples and the request p50, both ways.
+//! series sent once (owners created), then `--duration` s at saturation (or at
+//! `--small-owners-rate` samples/s); reported: RSS growth per owner and per series,
+//! CPU-seconds per million samples and the request p50, both ways.
 //!
 //! Before `owner_groups`, the second run was 20 services of the load's usual shape: other
 //! label values, whose bodies cost more to decompress and parse per series than the small
@@ -17,7 +18,7 @@ use cardguard::sink::Sink;
 
 use crate::gen::{self, Labels, Shape};
 use crate::target::{Extra, Kind, Limits, Target};
-use crate::{assert_ok, mib, plan, saturate, settle, Args, Sat};
+use crate::{assert_ok, at_rate, mib, plan, settle, Args, Sat};
 
 struct Run {
     owners: usize,
@@ -74,7 +75,8 @@ async fn one(
     assert_ok(Kind::Cardguard, "owners warm-up", &warm);
     let created = t.stats();
     let duration = Duration::from_secs_f64(args.duration);
-    let sat = saturate(&mut t, upstream, &load, args.conns, duration).await;
+    let rate = (args.small_owners_rate > 0.0).then_some(args.small_owners_rate);
+    let sat = at_rate(&mut t, upstream, &load, args.conns, duration, rate).await;
     assert_ok(Kind::Cardguard, "owners", &sat.out);
     let run = Run {
         owners: if shape.owner_groups > 0 {
@@ -89,7 +91,7 @@ async fn one(
     };
     println!(
         "cardguard, {} owners, {} series: RSS idle {:.1} MiB, after creating them {:.1} MiB \
-         (+{:.0} B per owner, +{:.1} B per series); saturation {:.0} samples/s, {:.3} CPU-s per \
+         (+{:.0} B per owner, +{:.1} B per series); {}: {:.0} samples/s, {:.3} CPU-s per \
          million samples, p50 {:.2} ms, p99 {:.2} ms, {}",
         run.owners,
         run.series,
@@ -97,6 +99,7 @@ async fn one(
         mib(run.created_rss),
         run.growth() as f64 / run.owners as f64,
         run.growth() as f64 / run.series as f64,
+        load_name(args),
         run.sat.out.samples_per_sec(),
         run.cpu_per_million(),
         run.sat.out.quantile_ms(0.5),
@@ -104,6 +107,15 @@ async fn one(
         run.sat.out.statuses_text()
     );
     run
+}
+
+/// How the runs were driven, for the report.
+fn load_name(args: &Args) -> String {
+    if args.small_owners_rate > 0.0 {
+        format!("at {:.0} samples/s offered", args.small_owners_rate)
+    } else {
+        "at saturation".to_string()
+    }
 }
 
 pub async fn run(args: &Args, owners: usize, upstream: &Sink, dir: &Path, full: bool) {
@@ -171,13 +183,15 @@ pub async fn run(args: &Args, owners: usize, upstream: &Sink, dir: &Path, full: 
     );
     let r = a.cpu_per_million() / b.cpu_per_million();
     println!(
-        "| CPU-s per million samples at saturation | {:.3} | {:.3} | {r:.2}× | ≤ 1× {} |",
+        "| CPU-s per million samples {} | {:.3} | {:.3} | {r:.2}× | ≤ 1× {} |",
+        load_name(args),
         a.cpu_per_million(),
         b.cpu_per_million(),
         crate::verdict(r <= 1.05)
     );
     println!(
-        "| request p50 / p99 at saturation, ms | {:.2} / {:.2} | {:.2} / {:.2} | | |",
+        "| request p50 / p99 {}, ms | {:.2} / {:.2} | {:.2} / {:.2} | | |",
+        load_name(args),
         a.sat.out.quantile_ms(0.5),
         a.sat.out.quantile_ms(0.99),
         b.sat.out.quantile_ms(0.5),
