@@ -43,12 +43,10 @@ pub struct Shape {
     /// Service `s` has `1 + s % 10` series instead of `series_per_service` (many small
     /// owners).
     pub small_owners: bool,
-    /// With `small_owners`: the `service` label (the owner) takes only this many values,
-    /// `s % owner_groups`, in 8 bytes like the names of services 1000 and up, while every
-    /// other label is as it was. The same series over fewer owners: what the small owners
-    /// cost, with every request's bytes the same (but one byte for services under 1000).
-    /// 0: each service its own owner.
-    pub owner_groups: usize,
+    /// Every series also carries a label `group`, `grp-NNNN` for `s % groups` (0: none).
+    /// `--small-owners` runs the same load twice, owned by `service` and then by `group`:
+    /// the same series over fewer owners, every request's bytes the same.
+    pub groups: usize,
 }
 
 /// The label set of each series.
@@ -358,13 +356,9 @@ pub fn build(shape: Shape, seed: u64) -> Load {
                 } else {
                     let (s, j) = shape.nth(emitted_normal, &small);
                     normal_labels(shape.labels, &services[s], s, j, &mut labels);
-                    if shape.owner_groups > 0 {
-                        let group = format!("grp-{:04}", s % shape.owner_groups);
-                        for (n, v) in labels.iter_mut() {
-                            if *n == "service" {
-                                *v = group.clone();
-                            }
-                        }
+                    if shape.groups > 0 {
+                        labels.push(("group", format!("grp-{:04}", s % shape.groups)));
+                        labels.sort_by(|a, b| a.0.cmp(b.0));
                     }
                     emitted_normal += 1;
                     per_service[s] += 1;

@@ -273,7 +273,7 @@ async fn run(args: Args, full: bool) {
         samples_per_series: 1,
         v2: false,
         small_owners: false,
-        owner_groups: 0,
+        groups: 0,
     };
     let base = gen::build(shape, 1);
     let explode = gen::build(
@@ -544,7 +544,7 @@ async fn rss_only(args: &Args, upstream: &Sink, dir: &std::path::Path) {
         samples_per_series: 1,
         v2: false,
         small_owners: false,
-        owner_groups: 0,
+        groups: 0,
     };
     let large = gen::build(shape, 3);
     let limits = budget(args, shape.series_per_service);

@@ -1,22 +1,22 @@
 //! `--small-owners N`: what an owner costs when owners are many and small (issue 16). cardguard
-//! alone, twice, fresh each time, with the same series: spread over N services of 1–10 series
-//! each (service `s` has `1 + s % 10`), then the very same series with their `service` label
-//! (the owner) taking 20 values (`Shape::owner_groups`), every other label unchanged, so that
-//! the requests carry the same bytes and only the owners differ. Each run: idle RSS, every
-//! series sent once (owners created), then `--duration` s at saturation (or at
-//! `--small-owners-rate` samples/s); reported: RSS growth per owner and per series,
-//! CPU-seconds per million samples and the request p50, both ways.
+//! alone, twice, fresh each time, with the very same requests: series of N services of 1–10
+//! series each (service `s` has `1 + s % 10`), each also labelled `group="grp-NNNN"` for
+//! `s % 20` (`Shape::groups`); the first run's guard owns them by `service`, the second's by
+//! `group`, so that only the owners differ. Each run: idle RSS, every series sent once (owners
+//! created), then `--duration` s at saturation (or at `--small-owners-rate` samples/s);
+//! reported: RSS growth per owner and per series, CPU-seconds per million samples and the
+//! request p50, both ways.
 //!
-//! Before `owner_groups`, the second run was 20 services of the load's usual shape: other
-//! label values, whose bodies cost more to decompress and parse per series than the small
-//! owners' (those runs' ratios included that difference).
+//! Before `group`, the second run rewrote the `service` label to 20 values (`owner_groups`):
+//! the same lengths, but bodies that compress better and so decompress faster than the small
+//! owners'. Before that, it was 20 services of the load's usual shape, other label values.
 
 use std::path::Path;
 use std::time::Duration;
 
 use cardguard::sink::Sink;
 
-use crate::gen::{self, Labels, Shape};
+use crate::gen::{self, Labels, Load, Shape};
 use crate::target::{Extra, Kind, Limits, Target};
 use crate::{assert_ok, at_rate, mib, plan, settle, Args, Sat};
 
@@ -37,15 +37,16 @@ impl Run {
     }
 }
 
+/// One run of `load` (of `shape`), owned by `service`, or by `group` (`by_group`).
 async fn one(
     args: &Args,
     upstream: &Sink,
     dir: &Path,
-    shape: Shape,
+    (shape, load): (Shape, &Load),
+    by_group: bool,
     per_service: u64,
     max_owners: usize,
 ) -> Run {
-    let load = gen::build(shape, 11);
     let series = shape.distinct();
     let limits = Limits {
         per_service,
@@ -55,6 +56,7 @@ async fn one(
         // Builds before `2e63c2b` capped tenant-less owners at `max_owners_per_tenant` (1000
         // by default) too; set it as well so that runs against builds before that compare.
         guard_yaml: format!("  max_owners: {max_owners}\n  max_owners_per_tenant: {max_owners}\n"),
+        owner_label: by_group.then_some("group"),
         ..Extra::default()
     };
     let mut t = Target::start_with(Kind::Cardguard, dir, &upstream.write_url(), limits, &extra);
@@ -62,7 +64,7 @@ async fn one(
     let idle = t.stats();
     let warm = crate::drive::run(plan(
         &t,
-        &load,
+        load,
         args.conns,
         Duration::from_secs(3600),
         None,
@@ -76,11 +78,11 @@ async fn one(
     let created = t.stats();
     let duration = Duration::from_secs_f64(args.duration);
     let rate = (args.small_owners_rate > 0.0).then_some(args.small_owners_rate);
-    let sat = at_rate(&mut t, upstream, &load, args.conns, duration, rate).await;
+    let sat = at_rate(&mut t, upstream, load, args.conns, duration, rate).await;
     assert_ok(Kind::Cardguard, "owners", &sat.out);
     let run = Run {
-        owners: if shape.owner_groups > 0 {
-            shape.owner_groups
+        owners: if by_group {
+            shape.groups
         } else {
             shape.services
         },
@@ -130,12 +132,9 @@ pub async fn run(args: &Args, owners: usize, upstream: &Sink, dir: &Path, full: 
         samples_per_series: 1,
         v2: false,
         small_owners: true,
-        owner_groups: 0,
+        groups: 20,
     };
-    let large = Shape {
-        owner_groups: 20,
-        ..small
-    };
+    let load = gen::build(small, 11);
     // The largest of the 20: the services `s` of one `s % 20` have `1 + s % 10` series each.
     let largest = (0..20)
         .map(|g| {
@@ -147,12 +146,13 @@ pub async fn run(args: &Args, owners: usize, upstream: &Sink, dir: &Path, full: 
         .max()
         .unwrap_or(1);
     let max_owners = owners + 100;
-    let a = one(args, upstream, dir, small, 1000, max_owners).await;
+    let a = one(args, upstream, dir, (small, &load), false, 1000, max_owners).await;
     let b = one(
         args,
         upstream,
         dir,
-        large,
+        (small, &load),
+        true,
         (largest as f64 * args.headroom).ceil() as u64,
         max_owners,
     )

@@ -237,7 +237,7 @@ pub async fn run(args: &Args, upstream: &Sink, dir: &Path, full: bool) -> Vec<Ro
             samples_per_series: v.samples,
             v2: v.v2,
             small_owners: false,
-            owner_groups: 0,
+            groups: 0,
         };
         let load = gen::build(shape, 7);
         // vmagent 1.79 takes remote write 1.0 only: a 2.0 shape sends it the same series as 1.0.

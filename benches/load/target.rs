@@ -41,6 +41,8 @@ pub struct Extra {
     pub upstream_v2: bool,
     /// cardguard without its `guard:` section (`--unguarded`): the proxy's own ceiling.
     pub no_guard: bool,
+    /// The guard's owner label (`None`: `service`).
+    pub owner_label: Option<&'static str>,
     /// More vmagent flags.
     pub vmagent_args: Vec<String>,
 }
@@ -165,10 +167,11 @@ impl Target {
                             String::new()
                         } else {
                             format!(
-                                "guard:\n  owner_labels: [service]\n  max_series: {global}\n  \
+                                "guard:\n  owner_labels: [{owner}]\n  max_series: {global}\n  \
                                  default_budget:\n    max_series: {per}\n    action: drop\n{more}",
                                 global = limits.global,
                                 per = limits.per_service,
+                                owner = extra.owner_label.unwrap_or("service"),
                                 more = extra.guard_yaml,
                             )
                         },
