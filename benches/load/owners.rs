@@ -37,16 +37,17 @@ impl Run {
     }
 }
 
-/// One run of `load` (of `shape`), owned by `service`, or by `group` (`by_group`).
+/// One run of `load`, owned by `service`, or by `group` (`by_group`).
 async fn one(
     args: &Args,
     upstream: &Sink,
     dir: &Path,
-    (shape, load): (Shape, &Load),
+    load: &Load,
     by_group: bool,
     per_service: u64,
     max_owners: usize,
 ) -> Run {
+    let shape = load.shape;
     let series = shape.distinct();
     let limits = Limits {
         per_service,
@@ -135,23 +136,23 @@ pub async fn run(args: &Args, owners: usize, upstream: &Sink, dir: &Path, full: 
         groups: 20,
     };
     let load = gen::build(small, 11);
-    // The largest of the 20: the services `s` of one `s % 20` have `1 + s % 10` series each.
-    let largest = (0..20)
+    // The largest group: the services `s` of one `s % groups` have `1 + s % 10` series each.
+    let largest = (0..small.groups)
         .map(|g| {
             (0..owners)
-                .filter(|s| s % 20 == g)
+                .filter(|s| s % small.groups == g)
                 .map(|s| small.owner_series(s))
                 .sum::<usize>()
         })
         .max()
         .unwrap_or(1);
     let max_owners = owners + 100;
-    let a = one(args, upstream, dir, (small, &load), false, 1000, max_owners).await;
+    let a = one(args, upstream, dir, &load, false, 1000, max_owners).await;
     let b = one(
         args,
         upstream,
         dir,
-        (small, &load),
+        &load,
         true,
         (largest as f64 * args.headroom).ceil() as u64,
         max_owners,

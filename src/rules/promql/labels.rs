@@ -116,19 +116,13 @@ pub(crate) fn sort_by_label(v: &mut [Elem], names: &[String], desc: bool) {
 /// The order `sort_by_label` sorts by: a total one, which the sort requires (it panics on
 /// an order it finds inconsistent).
 fn by_labels(a: &Elem, b: &Elem, names: &[String], desc: bool) -> Ordering {
-    for n in names {
-        let (x, y) = (get(&a.labels, n), get(&b.labels, n));
-        if x == y {
-            continue;
-        }
-        // Different strings can be naturally equal ("01" and "1"): a tie here, decided by
-        // the next name or the full label sets.
-        let o = natural_cmp(x, y);
-        if o != Ordering::Equal {
-            return if desc { o.reverse() } else { o };
-        }
-    }
-    let o = a.labels.cmp(&b.labels);
+    // Different strings can be naturally equal ("01" and "1"): a tie here, decided by the
+    // next name or the full label sets.
+    let o = names
+        .iter()
+        .map(|n| natural_cmp(get(&a.labels, n), get(&b.labels, n)))
+        .find(|o| o.is_ne())
+        .unwrap_or_else(|| a.labels.cmp(&b.labels));
     if desc {
         o.reverse()
     } else {
@@ -177,8 +171,8 @@ mod tests {
 
     use super::*;
 
-    /// `facette.io/natsort`'s `Compare`, as Prometheus runs it: the reference `natural_cmp`
-    /// agrees with wherever it is an order.
+    /// `facette.io/natsort`'s `Compare`, as Prometheus runs it: the reference, which
+    /// `natural_cmp` agrees with wherever it is an order.
     fn natsort_less(a: &str, b: &str) -> bool {
         fn chunks(mut s: &str) -> Vec<&str> {
             let mut out = Vec::new();
