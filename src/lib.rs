@@ -36,6 +36,7 @@ pub mod guard;
 pub mod ingest;
 pub mod logging;
 pub mod pipeline;
+mod probing;
 pub mod relabel;
 pub mod route;
 pub mod rules;
