@@ -214,7 +214,9 @@ impl Setup {
             tenant: None,
             now_ms: NOW,
         };
-        self.guard.admit(&self.cfg, batch, decisions, scratch)
+        self.guard
+            .admit(&self.cfg, batch, decisions, scratch)
+            .unwrap()
     }
 
     fn prepare(&self, r: usize, limits: &Limits) -> u64 {
@@ -341,7 +343,7 @@ fn heap() {
                     tenant: None,
                     now_ms: NOW,
                 };
-                let out = g.admit(&cfg, batch, decisions, scratch);
+                let out = g.admit(&cfg, batch, decisions, scratch).unwrap();
                 assert_eq!(out.kept_series, r.parsed.len() as u64);
             }
         };

@@ -127,7 +127,10 @@ fn main() {
     for s in [&local, &shared] {
         let _enter = rt.enter();
         decisions.reset(parsed.len());
-        let out = s.guard.admit(&s.cfg, batch, &mut decisions, &mut scratch);
+        let out = s
+            .guard
+            .admit(&s.cfg, batch, &mut decisions, &mut scratch)
+            .unwrap();
         assert_eq!(out.kept_series, parsed.len() as u64, "warm-up admits all");
     }
     assert!(
@@ -140,7 +143,9 @@ fn main() {
     let mut admit_at = |s: &Setup, now_ms: i64| {
         decisions.reset(parsed.len());
         let batch = guard::Batch { now_ms, ..batch };
-        s.guard.admit(&s.cfg, batch, &mut decisions, &mut scratch)
+        s.guard
+            .admit(&s.cfg, batch, &mut decisions, &mut scratch)
+            .unwrap()
     };
     let prepare = |s: &Setup| {
         let ctx = Context {

@@ -4,6 +4,8 @@
 //! - `pipeline/unchanged_v1_to_v1`: no guard; the original body is forwarded (the fast path).
 //! - `pipeline/guarded_all_admitted`: the guard on, every series already admitted: the cost
 //!   the guard adds to a steady-state request (compare with the line above).
+//! - `pipeline/guarded_all_admitted_full_reads`: the same with every series' labels read and
+//!   checked before the guard (`Context::lazy_labels` off), what lazy reads save.
 //! - `pipeline/guarded_half_dropped`: half the series over budget: drop + re-encode.
 //! - `pipeline/guarded_v2_all_admitted`: the same request from a 2.0 sender, guarded, every
 //!   series admitted, forwarded as 2.0.
@@ -111,6 +113,7 @@ fn admit_all(guard: &Guard, cfg: &GuardConfig, bodies: &[bytes::Bytes], limits: 
                 &mut decisions,
                 &mut scratch,
             )
+            .unwrap()
             .dropped_series;
     }
     refused
@@ -179,6 +182,18 @@ fn bench(c: &mut Criterion) {
             .unwrap()
         })
     });
+    g.bench_function("guarded_all_admitted_full_reads", |b| {
+        b.iter(|| {
+            pipeline::prepare(
+                black_box(&body),
+                &Context {
+                    lazy_labels: false,
+                    ..ctx(&limits, Version::V1, Some((&admitted, &roomy)))
+                },
+            )
+            .unwrap()
+        })
+    });
     g.bench_function("guarded_half_dropped", |b| {
         b.iter(|| {
             pipeline::prepare(
@@ -226,7 +241,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("existing", |b| {
         b.iter(|| {
             decisions.reset(parsed.len());
-            admitted.admit(&roomy, batch, &mut decisions, &mut scratch)
+            admitted
+                .admit(&roomy, batch, &mut decisions, &mut scratch)
+                .unwrap()
         })
     });
     g.bench_function("new", |b| {
@@ -234,7 +251,9 @@ fn bench(c: &mut Criterion) {
             Guard::new,
             |fresh| {
                 decisions.reset(parsed.len());
-                fresh.admit(&roomy, batch, &mut decisions, &mut scratch);
+                fresh
+                    .admit(&roomy, batch, &mut decisions, &mut scratch)
+                    .unwrap();
                 fresh
             },
             BatchSize::SmallInput,

@@ -95,17 +95,20 @@ fn admit(parts: &Parts, cfg: &GuardConfig, buf: &[u8], scratch: &mut Scratch) ->
     let mut decisions = Decisions::default();
     decisions.reset(parsed.len());
     let started = Instant::now();
-    parts.guard.admit(
-        cfg,
-        Batch {
-            req: &parsed,
-            buf,
-            tenant: None,
-            now_ms: T0,
-        },
-        &mut decisions,
-        scratch,
-    );
+    parts
+        .guard
+        .admit(
+            cfg,
+            Batch {
+                req: &parsed,
+                buf,
+                tenant: None,
+                now_ms: T0,
+            },
+            &mut decisions,
+            scratch,
+        )
+        .unwrap();
     started.elapsed()
 }
 

@@ -573,6 +573,11 @@ impl<'a> Batch<'a> {
     ) -> u64 {
         if decisions.rewritten(i).is_none() {
             let view = self.req.series(self.buf, i);
+            // Not checked yet: taken to be canonical, which `admit` confirms for every such
+            // series the fresh table does not know (a known one is those very bytes).
+            if let Some(run) = view.lazy_run() {
+                return identity::raw_id(seed, run);
+            }
             if let Some(raw) = view.canonical_labels() {
                 return identity::raw_id(seed, raw);
             }
@@ -610,6 +615,8 @@ pub struct Scratch {
     metric_keys: Vec<u64>,
     /// The id of each series, in request order.
     ids: Vec<u64>,
+    /// What the fresh table holds of each series, in request order.
+    hits: Vec<Option<fresh::Entry>>,
     /// This thread's lane (`Lane`) in the guard of that id, where the samples of the series
     /// the fresh table answered are counted.
     lane: Option<(u64, Arc<Lane>)>,
@@ -701,13 +708,17 @@ impl Guard {
     /// `decisions` (sized for this request: `Decisions::reset`). The guard identifies and owns
     /// a series by its labels as `decisions` has them (rewritten by an earlier stage or not);
     /// series an earlier stage dropped are counted against their owner but not admitted.
+    ///
+    /// Series read lazily (`Parsed::set_lazy_labels`) are checked here, those the fresh table
+    /// does not know, before anything is counted: one that fails fails the request, with
+    /// nothing decided.
     pub fn admit(
         &self,
         cfg: &GuardConfig,
         batch: Batch<'_>,
         decisions: &mut Decisions,
         scratch: &mut Scratch,
-    ) -> AdmissionCounts {
+    ) -> Result<AdmissionCounts, crate::wire::WireError> {
         let Batch {
             req,
             buf,
@@ -737,6 +748,37 @@ impl Guard {
                 f.prefetch(fresh::key(id, salt));
             }
         }
+        // What the table holds of each series. What an earlier stage dropped is counted
+        // against its owner: the owners' way.
+        scratch.hits.clear();
+        for i in 0..req.len() {
+            if let (Some(f), Some(&ahead)) = (&fresh, scratch.ids.get(i + FRESH_AHEAD)) {
+                f.prefetch(fresh::key(ahead, salt));
+            }
+            let hit = fresh
+                .as_ref()
+                .filter(|_| decisions.kept(i))
+                .and_then(|f| f.get(fresh::key(scratch.ids[i], salt)));
+            scratch.hits.push(hit);
+        }
+        // Series read lazily that the table does not know are checked before anything is
+        // counted. One whose names turn out unsorted has another id (built in canonical
+        // order), which the table is asked again.
+        for i in 0..req.len() {
+            if scratch.hits[i].is_some() || !req.lazy(i) {
+                continue;
+            }
+            let view = req.series(buf, i);
+            if !view.check_lazy(i)? {
+                let id = scratch.identity.series_id(cfg.hash_seed, view.labels());
+                scratch.ids[i] = id;
+                scratch.hits[i] = fresh
+                    .as_ref()
+                    .filter(|_| decisions.kept(i))
+                    .and_then(|f| f.get(fresh::key(id, salt)));
+            }
+        }
+
         // What the fresh table decided (no overflow: `relabel` budgets are not kept there).
         let mut by_fresh = AdmissionCounts::default();
         // Its kept series' samples go straight to this thread's lane, under the registry's
@@ -761,15 +803,7 @@ impl Guard {
         scratch.metric_keys.clear();
         for i in 0..req.len() {
             let id = scratch.ids[i];
-            if let (Some(f), Some(&ahead)) = (&fresh, scratch.ids.get(i + FRESH_AHEAD)) {
-                f.prefetch(fresh::key(ahead, salt));
-            }
-            // What an earlier stage dropped is counted against its owner: the owners' way.
-            if let Some(hit) = fresh
-                .as_ref()
-                .filter(|_| decisions.kept(i))
-                .and_then(|f| f.get(fresh::key(id, salt)))
-            {
+            if let Some(hit) = scratch.hits[i] {
                 let s = req.series(buf, i);
                 let samples = (s.sample_count() + s.histogram_count()) as u64;
                 if hit.refused {
@@ -874,7 +908,7 @@ impl Guard {
         if fresh.is_some() && !scratch.series.is_empty() {
             self.fresh.fit(self.global_active.load(Ordering::Relaxed));
         }
-        out
+        Ok(out)
     }
 
     /// This thread's lane in this guard (`Lane`), added to the registry the first time.

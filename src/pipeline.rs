@@ -49,6 +49,9 @@ pub struct Context<'a> {
     pub now_ms: i64,
     /// Recording rules' tap, when some rule reads anything.
     pub rules: Option<crate::rules::tap::Tap<'a>>,
+    /// Where the guard is the first stage to read labels, read series without them
+    /// (`Parsed::set_lazy_labels`). Always on but to compare both ways (tests, benches).
+    pub lazy_labels: bool,
 }
 
 impl<'a> Context<'a> {
@@ -93,6 +96,7 @@ impl<'a> Context<'a> {
             },
             now_ms,
             rules: None,
+            lazy_labels: true,
         }
     }
 }
@@ -185,6 +189,12 @@ fn prepare_with(
         route,
     } = s;
     wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
+    // Where the guard is the first stage to read labels, series are read without them
+    // (`Parsed::set_lazy_labels`): the guard's fresh table knows most of a steady request by
+    // their bytes alone, and checks the rest before it counts anything.
+    let lazy =
+        ctx.lazy_labels && ctx.guard.is_some() && ctx.relabel.is_empty() && ctx.schema.is_none();
+    parsed.set_lazy_labels(lazy);
     parsed.parse(decoded, ctx.version_in, ctx.limits)?;
     let received = parsed.counts();
     // The relabel memo first: the labels of series it knows need no second validation
@@ -197,6 +207,10 @@ fn prepare_with(
     let framing = ctx.guard.is_some();
     if ctx.relabel.is_empty() {
         for i in 0..parsed.len() {
+            if lazy && parsed.lazy(i) {
+                // The guard's to check (see above).
+                continue;
+            }
             if framing {
                 parsed.validate(decoded, i)?;
             } else {
@@ -233,7 +247,7 @@ fn prepare_with(
             tenant: ctx.tenant,
             now_ms: ctx.now_ms,
         };
-        dropped += guard.admit(cfg, batch, decisions, guard_scratch).dropped();
+        dropped += guard.admit(cfg, batch, decisions, guard_scratch)?.dropped();
     }
     // Rules see what is admitted, as it will be forwarded (redacted labels included).
     let rules = match ctx.rules {

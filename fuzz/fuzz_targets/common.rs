@@ -43,6 +43,33 @@ pub fn run_target(name: &str, data: &[u8]) {
     }
 }
 
+/// 1.0 bodies read lazily (`Parsed::set_lazy_labels`, what the server does when the guard
+/// reads labels first) give the series the full pass gave (`full`, validated), with the same
+/// labels, and the guard's check of a lazy series the same verdict as the full walk.
+fn lazy_agrees(buf: &[u8], limits: &Limits, full: &Parsed) {
+    let mut lazy = Parsed::new();
+    lazy.set_lazy_labels(true);
+    lazy.parse(buf, Version::V1, limits)
+        .expect("lazily, a body the full pass accepted");
+    assert_eq!((lazy.len(), lazy.counts()), (full.len(), full.counts()));
+    for i in 0..lazy.len() {
+        let (f, l) = (full.series(buf, i), lazy.series(buf, i));
+        assert!(f.labels().eq(l.labels()), "series {i}: other labels");
+        assert_eq!(f.raw(), l.raw());
+        if lazy.lazy(i) {
+            let walked = full.flags_and_check(buf, i).1.map(|_| ());
+            assert_eq!(l.check_lazy(i).map(|_| ()), walked, "series {i}");
+            if walked.is_ok() {
+                assert_eq!(
+                    l.check_lazy(i),
+                    Ok(f.canonical_labels().is_some()),
+                    "series {i}: canonical"
+                );
+            }
+        }
+    }
+}
+
 /// Snappy block as it arrives, or (if that fails to decompress) the bytes as the decoded body,
 /// so that the fuzzer also explores the protobuf reader directly.
 fn decoded<'a>(data: &'a [u8], limits: &Limits, body: &'a mut Vec<u8>) -> &'a [u8] {
@@ -107,6 +134,9 @@ pub fn run(data: &[u8], version: Version) {
         let names: Vec<&[u8]> = s.labels().map(|(n, _)| n).collect();
         let increasing = names.windows(2).all(|w| w[0] < w[1]);
         assert_eq!(s.sorted(), view_said.is_ok().then_some(increasing));
+    }
+    if version == Version::V1 {
+        lazy_agrees(buf, &limits, &parsed);
     }
 
     let extra = OwnedSeries {

@@ -135,7 +135,8 @@ pub fn run(config: &Config, series: &[LabelSet], now_ms: i64) -> Vec<Staged> {
                 tenant: None,
                 now_ms,
             };
-            Guard::new().admit(&cfg, batch, &mut decisions, &mut guard::Scratch::default());
+            // Never `Err`: only series read lazily are checked there, and `parse` read none.
+            let _ = Guard::new().admit(&cfg, batch, &mut decisions, &mut guard::Scratch::default());
         }
         for (k, &i) in carried.iter().enumerate() {
             let labels = decisions

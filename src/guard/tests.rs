@@ -70,7 +70,8 @@ impl Run {
         };
         self.decisions.reset(parsed.len());
         self.guard
-            .admit(&self.cfg, batch, &mut self.decisions, &mut self.scratch);
+            .admit(&self.cfg, batch, &mut self.decisions, &mut self.scratch)
+            .unwrap();
         (0..parsed.len())
             .map(|i| self.decisions.verdict(i))
             .collect()
@@ -491,6 +492,7 @@ fn tenants_are_an_outer_level() {
         r.decisions.reset(parsed.len());
         r.guard
             .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
+            .unwrap()
             .kept_series
     };
     // Service "a" of two tenants: separate owners, separate budgets.
@@ -663,6 +665,7 @@ fn send_as(r: &mut Run, tenant: &str, ts: Vec<v1::TimeSeries>, now_ms: i64) -> u
     r.decisions.reset(parsed.len());
     r.guard
         .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
+        .unwrap()
         .kept_series
 }
 
@@ -996,7 +999,8 @@ fn what_an_earlier_stage_dropped_is_counted_against_its_owner_not_kept() {
     };
     let out = r
         .guard
-        .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch);
+        .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
+        .unwrap();
     assert_eq!(out.kept_series, 9);
     assert_eq!(r.decisions.verdict(3), Verdict::Drop(Reason::Relabel));
     let row = r.row("a");
@@ -1106,7 +1110,9 @@ fn samples_counted_on_several_threads_all_reach_their_owners() {
             tenant: None,
             now_ms: T0 + k * 1000,
         };
-        r.guard.admit(&r.cfg, batch, &mut decisions, &mut other);
+        r.guard
+            .admit(&r.cfg, batch, &mut decisions, &mut other)
+            .unwrap();
     }
     assert_eq!(r.guard.owners.read().unwrap().lanes.len(), 2);
     // Each lane's room for the owners is counted with them.

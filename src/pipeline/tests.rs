@@ -1,6 +1,7 @@
 //! The stages together: each one's drops are added to the request's total, none replaces
 //! another's.
 
+mod lazy;
 mod own_series;
 mod routing;
 

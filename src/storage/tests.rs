@@ -60,17 +60,19 @@ fn send(p: &Parts, service: &str, from: usize, n: usize, now_ms: i64) -> Vec<Ver
     let mut decisions = Decisions::default();
     decisions.reset(parsed.len());
     let cfg = p.config.load();
-    p.guard.admit(
-        cfg.guard.as_ref().unwrap(),
-        Batch {
-            req: &parsed,
-            buf: &buf,
-            tenant: None,
-            now_ms,
-        },
-        &mut decisions,
-        &mut Scratch::default(),
-    );
+    p.guard
+        .admit(
+            cfg.guard.as_ref().unwrap(),
+            Batch {
+                req: &parsed,
+                buf: &buf,
+                tenant: None,
+                now_ms,
+            },
+            &mut decisions,
+            &mut Scratch::default(),
+        )
+        .unwrap();
     (0..parsed.len()).map(|i| decisions.verdict(i)).collect()
 }
 

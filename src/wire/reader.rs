@@ -55,8 +55,10 @@ pub(crate) struct SeriesRec {
     pub(crate) first_sample: u32,
     /// `CHECKED`, and `CANONICAL` and `SORTED` with it: found by `Parsed::validate` in its
     /// walk over the labels, so that `SeriesView::canonical_labels` need not walk them again
-    /// and the guard need not check their order.
+    /// and the guard need not check their order. `LAZY`: see there.
     pub(crate) flags: u8,
+    /// `LAZY`: how many labels its run holds.
+    pub(crate) lazy_labels: u8,
 }
 
 /// `SeriesRec::flags`: `Parsed::validate` accepted the series and set the other flags.
@@ -67,6 +69,11 @@ pub(crate) const CANONICAL: u8 = 2;
 /// `SeriesRec::flags`: the label names are strictly increasing (sorted and unique), so an
 /// identity can be built from them in order without checking it again.
 pub(crate) const SORTED: u8 = 4;
+/// `SeriesRec::flags`, in lazy mode (`Parsed::set_lazy_labels`): the labels were not
+/// recorded. They are one run of `lazy_labels` labels framed as `canonical` ones, from the
+/// start of the series to its first sample, read from the bytes by `SeriesView::labels`, and
+/// not yet checked: `SeriesView::check_lazy` checks them.
+pub(crate) const LAZY: u8 = 8;
 
 /// One label as byte ranges of the buffer. For v2 these hold symbol refs until the end of the
 /// pass, then are resolved in place to the symbols' byte ranges.
@@ -116,6 +123,8 @@ pub struct Parsed {
     /// bytes (`v2::name_ranks`), and the symbols used as names.
     pub(crate) name_ranks: Vec<u32>,
     pub(crate) name_symbols: Vec<u32>,
+    /// `set_lazy_labels`.
+    pub(crate) lazy_labels: bool,
 }
 
 impl Default for Parsed {
@@ -132,6 +141,7 @@ impl Default for Parsed {
             v2_metadata: Vec::new(),
             name_ranks: Vec::new(),
             name_symbols: Vec::new(),
+            lazy_labels: false,
         }
     }
 }
@@ -172,6 +182,26 @@ impl Parsed {
                 Err(e)
             }
         }
+    }
+
+    /// Lazy mode, for 1.0 bodies, from the next `parse` on: a series whose labels are one run
+    /// of short ones (what every encoder writes) followed by its samples is recorded without
+    /// them (`LAZY`), which saves most of the pass for a caller that knows most series by the
+    /// run's bytes alone: the guard's fresh table. Such a series is *not checked*:
+    /// `Parsed::validate` and `SeriesView::validate` check it in full when asked, and its
+    /// labels are read from the bytes; whoever turns this on must check every series it does
+    /// not know (`SeriesView::check_lazy`) before using it.
+    pub fn set_lazy_labels(&mut self, on: bool) {
+        self.lazy_labels = on;
+    }
+
+    /// Series `i` was recorded without its labels, not yet checked (`set_lazy_labels`).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= self.len()`, like slice indexing.
+    pub fn lazy(&self, i: usize) -> bool {
+        self.series[i].flags & LAZY != 0
     }
 
     /// Heap bytes held by the offset tables (their capacity, not their length), so a caller
@@ -241,7 +271,8 @@ impl Parsed {
         if self.series[i].flags & CHECKED != 0 {
             return Ok(());
         }
-        self.series[i].flags = self.check(buf, i)?;
+        let lazy = self.series[i].flags & LAZY;
+        self.series[i].flags = lazy | self.check(buf, i)?;
         Ok(())
     }
 

@@ -889,3 +889,170 @@ fn the_pass_settles_only_clean_canonical_series() {
     hist.histograms.push(v1::Histogram::default());
     assert_eq!(settled(hist).0, 0);
 }
+
+/// Lazy mode (`Parsed::set_lazy_labels`) against the full pass over the same body: the same
+/// outcome, the same series and labels, and for every series the same verdict whichever way
+/// it is checked (`check_lazy` as the guard does, `Parsed::validate`, `SeriesView::validate`),
+/// with the same flags afterwards.
+fn lazy_agrees(buf: &[u8], limits: &Limits) -> Result<usize, TestCaseError> {
+    let mut full = Parsed::new();
+    let mut lazy = Parsed::new();
+    lazy.set_lazy_labels(true);
+    let (a, b) = (
+        full.parse(buf, Version::V1, limits),
+        lazy.parse(buf, Version::V1, limits),
+    );
+    prop_assert_eq!(
+        a.as_ref().map_err(ToString::to_string),
+        b.as_ref().map_err(ToString::to_string)
+    );
+    if a.is_err() {
+        return Ok(0);
+    }
+    prop_assert_eq!(full.counts(), lazy.counts());
+    prop_assert_eq!(full.len(), lazy.len());
+    let mut lazies = 0;
+    for i in 0..full.len() {
+        let (f, l) = (full.series(buf, i), lazy.series(buf, i));
+        prop_assert_eq!(
+            f.labels().collect::<Vec<_>>(),
+            l.labels().collect::<Vec<_>>()
+        );
+        prop_assert_eq!(f.label_count(), l.label_count());
+        prop_assert_eq!(f.labels().len(), l.labels().len());
+        prop_assert_eq!(f.label_bytes(), l.label_bytes());
+        prop_assert_eq!(f.metric_name(), l.metric_name());
+        prop_assert_eq!(f.label_fields(), l.label_fields());
+        prop_assert_eq!(f.raw(), l.raw());
+        prop_assert_eq!(
+            f.samples().map(|s| s.timestamp).collect::<Vec<_>>(),
+            l.samples().map(|s| s.timestamp).collect::<Vec<_>>()
+        );
+        prop_assert_eq!(f.canonical_labels(), l.canonical_labels());
+        let plain = f.validate(i).map_err(|e| e.to_string());
+        prop_assert_eq!(&plain, &l.validate(i).map_err(|e| e.to_string()));
+        let checked = full.validate(buf, i).map_err(|e| e.to_string());
+        prop_assert_eq!(&plain, &checked);
+        if lazy.lazy(i) {
+            lazies += 1;
+            prop_assert!(l.sorted().is_none());
+            let flags = l.check_lazy(i).map_err(|e| e.to_string());
+            prop_assert_eq!(flags.as_ref().map(|_| ()), checked.as_ref().map(|_| ()));
+            if let Ok(canonical) = flags {
+                prop_assert_eq!(canonical, full.series[i].flags & CANONICAL != 0);
+            }
+        }
+        prop_assert_eq!(&checked, &lazy.validate(buf, i).map_err(|e| e.to_string()));
+        let (f, l) = (full.series(buf, i), lazy.series(buf, i));
+        prop_assert_eq!(f.canonical_labels(), l.canonical_labels());
+        prop_assert_eq!(f.sorted(), l.sorted());
+        prop_assert_eq!(
+            f.labels().collect::<Vec<_>>(),
+            l.labels().collect::<Vec<_>>()
+        );
+    }
+    Ok(lazies)
+}
+
+/// Series as Prometheus sends them (sorted, unique names, mostly short), with the odd one
+/// out: no `__name__`, an empty name or value, non-ASCII, long strings, exemplars, samples
+/// framed the long way round.
+fn prometheus_like() -> impl Strategy<Value = v1::WriteRequest> {
+    let series = (
+        proptest::collection::btree_map(
+            prop_oneof![6 => "[a-z_]{1,10}", 1 => Just(String::new()), 1 => "\\PC{1,4}"],
+            prop_oneof![6 => "[ -~]{0,20}", 1 => "\\PC{0,6}", 1 => "[a-z]{100,130}"],
+            0..8,
+        ),
+        any::<bool>(),
+        0usize..3,
+        any::<bool>(),
+    )
+        .prop_map(|(labels, named, samples, exemplar)| {
+            let mut labels: Vec<v1::Label> = labels
+                .into_iter()
+                .map(|(name, value)| v1::Label { name, value })
+                .collect();
+            if named && !labels.iter().any(|l| l.name == "__name__") {
+                let name = "__name__".to_owned();
+                let at = labels.partition_point(|l| l.name < name);
+                labels.insert(
+                    at,
+                    v1::Label {
+                        name,
+                        value: "up".into(),
+                    },
+                );
+            }
+            v1::TimeSeries {
+                labels,
+                samples: (0..samples)
+                    .map(|k| v1::Sample {
+                        value: k as f64,
+                        timestamp: 1_700_000_000_000 + k as i64,
+                    })
+                    .collect(),
+                exemplars: if exemplar {
+                    vec![v1::Exemplar {
+                        labels: vec![v1::Label {
+                            name: "trace_id".into(),
+                            value: "abc".into(),
+                        }],
+                        value: 1.0,
+                        timestamp: 3,
+                    }]
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            }
+        });
+    proptest::collection::vec(series, 0..6).prop_map(|timeseries| v1::WriteRequest {
+        timeseries,
+        ..Default::default()
+    })
+}
+
+proptest! {
+    #[test]
+    fn lazy_labels_read_like_the_full_pass(
+        req in prop_oneof![prometheus_like(), strategies::v1_request()],
+        tight in any::<bool>(),
+    ) {
+        let limits = if tight {
+            Limits { max_labels_per_series: 4, max_label_name_bytes: 8, max_label_value_bytes: 12, ..Limits::default() }
+        } else {
+            Limits::default()
+        };
+        lazy_agrees(&req.encode_to_vec(), &limits)?;
+    }
+
+    #[test]
+    fn lazy_labels_agree_on_hostile_bytes(bytes in hostile_bytes()) {
+        let limits = Limits { max_labels_per_series: 6, max_label_value_bytes: 12, ..Limits::default() };
+        lazy_agrees(&bytes, &limits)?;
+    }
+}
+
+#[test]
+fn prometheus_series_are_read_lazily() {
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            v1_series(&[("__name__", "up"), ("job", "api")]),
+            // Unsorted: still lazy (the framing is what counts), and found out when checked.
+            v1_series(&[("job", "api"), ("__name__", "up")]),
+        ],
+        ..Default::default()
+    };
+    let buf = req.encode_to_vec();
+    let mut p = Parsed::new();
+    p.set_lazy_labels(true);
+    p.parse(&buf, Version::V1, &Limits::default()).unwrap();
+    assert!(p.lazy(0) && p.lazy(1));
+    assert!(p.labels.is_empty(), "no label records");
+    let (a, b) = (p.series(&buf, 0), p.series(&buf, 1));
+    assert!(a.check_lazy(0).unwrap());
+    assert!(!b.check_lazy(1).unwrap());
+    assert_eq!(a.lazy_run(), a.label_fields());
+    assert_eq!(b.metric_name(), Some(&b"up"[..]));
+}

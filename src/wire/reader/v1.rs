@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::{
     check_framing, check_label_lengths, is_ascii, LabelRec, Parsed, SeriesRec, CANONICAL, CHECKED,
-    SORTED,
+    LAZY, SORTED,
 };
 use crate::wire::proto::{Cursor, VARINT};
 use crate::wire::{Limits, Version, WireError};
@@ -48,6 +48,15 @@ fn series(
     limits: &Limits,
 ) -> Result<(), WireError> {
     let index = p.series.len();
+    if p.lazy_labels {
+        if let Some(rec) = lazy_series(p, buf, range.clone(), limits) {
+            let counts = p.counts_mut();
+            counts.samples += u64::from(rec.samples);
+            counts.exemplars += u64::from(rec.exemplars);
+            p.series.push(rec);
+            return Ok(());
+        }
+    }
     let labels_start = p.labels.len();
     // Offsets fit u32: parse() rejected bodies of 4 GiB or more.
     let mut rec = SeriesRec {
@@ -136,6 +145,62 @@ fn series(
     Ok(())
 }
 
+/// Lazy mode (`Parsed::set_lazy_labels`): a series that is one run of labels framed as
+/// `canonical_run` takes them (its caps included), then only samples, the first right after
+/// the run, and exemplars, recorded without its labels (`LAZY`). `None` for anything else, and
+/// for any error: the full pass then takes the series and reports what it finds, in its order.
+#[inline(never)]
+fn lazy_series(p: &Parsed, buf: &[u8], range: Range<usize>, limits: &Limits) -> Option<SeriesRec> {
+    let body = buf.get(..range.end)?;
+    let short_caps = short_caps(limits);
+    let mut at = range.start;
+    let mut count = 0usize;
+    while let Some((_, _, len)) = run_label(body, at, count, limits, short_caps) {
+        count += 1;
+        at += 2 + len;
+    }
+    let index = p.series.len();
+    let mut rec = SeriesRec {
+        start: range.start as u32,
+        end: range.end as u32,
+        labels_start: p.labels.len() as u32,
+        labels_end: p.labels.len() as u32,
+        first_sample: range.end as u32,
+        flags: LAZY,
+        lazy_labels: u8::try_from(count).ok().filter(|&c| c > 0)?,
+        ..SeriesRec::default()
+    };
+    let mut c = Cursor::new(buf, at..range.end);
+    while !c.at_end() {
+        let field_start = c.pos();
+        let sample = c.plain_sample()
+            || match c.tag().ok()? {
+                (2, wire_type) => {
+                    let r = c.expect_len(wire_type, "").ok()?;
+                    super::decode_sample(&mut Cursor::new(buf, r), Version::V1).ok()?;
+                    true
+                }
+                (3, wire_type) => {
+                    let r = c.expect_len(wire_type, "").ok()?;
+                    exemplar(buf, r, index, limits).ok()?;
+                    rec.exemplars += 1;
+                    false
+                }
+                // A label after the run, a histogram, an unknown field: the full pass.
+                _ => return None,
+            };
+        if sample {
+            if rec.samples == 0 {
+                rec.first_sample = field_start as u32;
+            }
+            rec.samples += 1;
+        }
+    }
+    // The run ends where the first sample starts (or the series does): that is how a view
+    // finds its end.
+    (rec.first_sample as usize == at).then_some(rec)
+}
+
 /// The run of labels a series body starts with when it is what every encoder writes for
 /// short labels: each `Label` field as `0a <len> 0a <n> name 12 <v> value`, one-byte lengths,
 /// back to back. Their records are pushed as the general loop would push them, and the checks
@@ -160,29 +225,10 @@ fn canonical_run(
     let mut at = range.start;
     let mut prev: &[u8] = &[];
     let (mut sorted, mut has_name) = (true, false);
-    // Strings in the run are shorter than 0x80 bytes: the caps on their lengths need checking
-    // only when they are lower than that.
-    let short_caps = limits.max_label_name_bytes < 0x7f || limits.max_label_value_bytes < 0x7f;
+    let short_caps = short_caps(limits);
     let mut count = 0;
-    while let Some(&[0x0a, len, 0x0a, n]) = body.get(at..).and_then(|b| b.first_chunk::<4>()) {
-        let (len, n) = (usize::from(len), usize::from(n));
-        // `len` below 0x80 keeps both lengths single bytes.
-        if len >= 0x80 || n == 0 || n + 4 > len {
-            break;
-        }
-        let Some(field) = body.get(at..at + 2 + len) else {
-            break;
-        };
-        // n + 4 <= len: the value's key and length lie inside the field.
-        let (key, v) = (field[4 + n], usize::from(field[5 + n]));
-        if key != 0x12
-            || n + v + 4 != len
-            || count >= limits.max_labels_per_series
-            || (short_caps && (n > limits.max_label_name_bytes || v > limits.max_label_value_bytes))
-        {
-            break;
-        }
-        let name = &field[4..4 + n];
+    while let Some((n, v, len)) = run_label(body, at, count, limits, short_caps) {
+        let name = &body[at + 4..at + 4 + n];
         // First bytes before memcmp: exporters' label names mostly differ there.
         sorted &= match name[0].cmp(prev.first().unwrap_or(&0)) {
             std::cmp::Ordering::Greater => true,
@@ -202,6 +248,39 @@ fn canonical_run(
     }
     let valid = count > 0 && sorted && has_name && is_ascii(&body[range.start..at]);
     (at, valid)
+}
+
+/// Strings in a run are shorter than 0x80 bytes: the caps on their lengths need checking only
+/// when they are lower than that.
+#[inline(always)]
+fn short_caps(limits: &Limits) -> bool {
+    limits.max_label_name_bytes < 0x7f || limits.max_label_value_bytes < 0x7f
+}
+
+/// The label at `at` when the run of `canonical_run` goes on there (`count` labels before it):
+/// the lengths of its name, its value and its field (after the field's key and length).
+#[inline(always)]
+fn run_label(
+    body: &[u8],
+    at: usize,
+    count: usize,
+    limits: &Limits,
+    short_caps: bool,
+) -> Option<(usize, usize, usize)> {
+    let &[0x0a, len, 0x0a, n] = body.get(at..)?.first_chunk::<4>()? else {
+        return None;
+    };
+    let (len, n) = (usize::from(len), usize::from(n));
+    // `len` below 0x80 keeps both lengths single bytes.
+    if len >= 0x80 || n == 0 || n + 4 > len {
+        return None;
+    }
+    let field = body.get(at..at + 2 + len)?;
+    // n + 4 <= len: the value's key and length lie inside the field.
+    let (key, v) = (field[4 + n], usize::from(field[5 + n]));
+    let capped = count >= limits.max_labels_per_series
+        || (short_caps && (n > limits.max_label_name_bytes || v > limits.max_label_value_bytes));
+    (key == 0x12 && n + v + 4 == len && !capped).then_some((n, v, len))
 }
 
 /// A `Label` body: name 1, value 2; a missing field is the empty string and a repeated one

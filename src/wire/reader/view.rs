@@ -1,7 +1,7 @@
 //! Views of one parsed series: labels borrowed from the buffer, samples decoded lazily,
 //! and the label checks (`validate`).
 
-use super::{LabelRec, SeriesRec, V2Metadata, CANONICAL, CHECKED, SORTED};
+use super::{LabelRec, SeriesRec, V2Metadata, CANONICAL, CHECKED, LAZY, SORTED};
 use crate::wire::proto::{self, Cursor};
 use crate::wire::{Version, WireError};
 
@@ -87,10 +87,61 @@ const PAIRWISE_MAX: usize = 32;
 impl<'a> SeriesView<'a> {
     /// Label pairs in wire order (v2: resolved through the symbols table).
     pub fn labels(&self) -> LabelsIter<'a> {
+        let (raw, raw_left) = match self.lazy_run() {
+            Some(run) => (run, self.rec.lazy_labels),
+            None => (&[][..], 0),
+        };
         LabelsIter {
             buf: self.buf,
             labels: self.labels.iter(),
+            raw,
+            raw_left,
         }
+    }
+
+    /// A `LAZY` series' labels as they lie: one run of canonically framed ones, from the start
+    /// of the series to its first sample (see `Parsed::set_lazy_labels`).
+    #[inline]
+    pub fn lazy_run(&self) -> Option<&'a [u8]> {
+        if self.rec.flags & LAZY == 0 {
+            return None;
+        }
+        self.buf
+            .get(self.rec.start as usize..self.rec.first_sample as usize)
+    }
+
+    /// Check a `LAZY` series as `validate` does; `Ok(true)` when its labels are canonical
+    /// where they lie (`canonical_labels`), so that a hash of its run is its identity. First
+    /// the checks the full pass makes on such a run where the bytes are read anyway (names
+    /// increasing, a `__name__`, all ASCII); a run that fails them is checked label by label
+    /// like any other series, for the same error.
+    pub fn check_lazy(&self, index: usize) -> Result<bool, WireError> {
+        if let Some(run) = self.lazy_run() {
+            if self.rec.histograms == 0 && plain_run_ok(run) {
+                return Ok(true);
+            }
+        }
+        Ok(self.validate_framing::<true>(index)? & CANONICAL != 0)
+    }
+
+    /// A `LAZY` series' label records, made from its run for the checks that need them.
+    fn lazy_recs(&self) -> Vec<LabelRec> {
+        let start = self.rec.start;
+        let mut at = 0u32;
+        self.labels()
+            .map(|(n, v)| {
+                // `0a <len> 0a <n> name 12 <v> value`, back to back.
+                let name_off = start + at + 4;
+                let value_off = name_off + n.len() as u32 + 2;
+                at += 6 + (n.len() + v.len()) as u32;
+                LabelRec {
+                    name_off,
+                    name_len: n.len() as u32,
+                    value_off,
+                    value_len: v.len() as u32,
+                }
+            })
+            .collect()
     }
     /// The series' labels exactly as a canonical remote write 1.0 encoding of them, when
     /// the body already holds one: sorted, unique names, each `Label` as
@@ -102,6 +153,14 @@ impl<'a> SeriesView<'a> {
     /// After `Parsed::validate` this reads the flag it left; otherwise it walks the labels.
     #[inline]
     pub fn canonical_labels(&self) -> Option<&'a [u8]> {
+        if let Some(run) = self.lazy_run() {
+            // Framed canonically by construction: canonical when the names increase.
+            let canonical = match self.rec.flags & CHECKED {
+                0 => run_names(run).0,
+                _ => self.rec.flags & CANONICAL != 0,
+            };
+            return canonical.then_some(run);
+        }
         if self.rec.flags & CHECKED != 0 {
             if self.rec.flags & CANONICAL == 0 {
                 return None;
@@ -167,6 +226,9 @@ impl<'a> SeriesView<'a> {
         if self.version != Version::V1 || self.rec.samples == 0 {
             return None;
         }
+        if let Some(run) = self.lazy_run() {
+            return Some(run);
+        }
         // Labels are recorded in the order their fields come. A field before the first
         // sample ends at or before it; one after it starts (and holds its strings, or for an
         // empty label message its end) at least a tag and a length byte later.
@@ -179,12 +241,15 @@ impl<'a> SeriesView<'a> {
     }
 
     pub fn label_count(&self) -> usize {
-        self.labels.len()
+        self.labels().len()
     }
 
     /// Bytes of every label name and value, from the offset table alone (v2: the resolved
     /// symbols' lengths), without touching the strings.
     pub(crate) fn label_bytes(&self) -> usize {
+        if self.lazy_run().is_some() {
+            return self.labels().map(|(n, v)| n.len() + v.len()).sum();
+        }
         self.labels
             .iter()
             .map(|l| l.name_len as usize + l.value_len as usize)
@@ -288,6 +353,18 @@ impl<'a> SeriesView<'a> {
         &self,
         index: usize,
     ) -> Result<u8, WireError> {
+        if self.lazy_run().is_some() {
+            let recs = self.lazy_recs();
+            let full = SeriesView {
+                labels: &recs,
+                rec: SeriesRec {
+                    flags: self.rec.flags & !LAZY,
+                    ..self.rec
+                },
+                ..*self
+            };
+            return full.validate_framing::<FRAMING>(index);
+        }
         let Some(first) = self.labels.first() else {
             return Err(WireError::NoLabels { series: index });
         };
@@ -465,22 +542,63 @@ impl<'a> SeriesView<'a> {
 pub struct LabelsIter<'a> {
     buf: &'a [u8],
     labels: std::slice::Iter<'a, LabelRec>,
+    /// A `LAZY` series' run not read yet, and how many labels it still holds.
+    raw: &'a [u8],
+    raw_left: u8,
 }
 
 impl<'a> Iterator for LabelsIter<'a> {
     type Item = (&'a [u8], &'a [u8]);
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        self.labels.next().map(|l| {
-            (
+        if let Some(l) = self.labels.next() {
+            return Some((
                 proto::slice(self.buf, l.name_off, l.name_len),
                 proto::slice(self.buf, l.value_off, l.value_len),
-            )
-        })
+            ));
+        }
+        if self.raw_left == 0 {
+            return None;
+        }
+        // `0a <len> 0a <n> name 12 <v> value`, as the pass found it.
+        let (&[_, len, _, n], _) = self.raw.split_first_chunk::<4>()?;
+        let (len, n) = (usize::from(len), usize::from(n));
+        let field = self.raw.get(2..2 + len)?;
+        let name = field.get(2..2 + n)?;
+        let value = field.get(4 + n..)?;
+        self.raw = &self.raw[2 + len..];
+        self.raw_left -= 1;
+        Some((name, value))
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.labels.size_hint()
+        let n = self.labels.len() + usize::from(self.raw_left);
+        (n, Some(n))
     }
+}
+
+/// The checks `v1::canonical_run` makes on a run of canonically framed labels: names
+/// strictly increasing, a non-empty `__name__`, every byte ASCII.
+fn plain_run_ok(run: &[u8]) -> bool {
+    run_names(run) == (true, true) && is_ascii(run)
+}
+
+/// Over a run of canonically framed labels: whether the names strictly increase, and whether
+/// one is `__name__` with a value.
+fn run_names(run: &[u8]) -> (bool, bool) {
+    let mut prev: &[u8] = &[];
+    let (mut sorted, mut has_name) = (true, false);
+    let mut rest = run;
+    while let Some(&[_, len, _, n]) = rest.first_chunk::<4>() {
+        let (len, n) = (usize::from(len), usize::from(n));
+        let (Some(name), Some(&v)) = (rest.get(4..4 + n), rest.get(5 + n)) else {
+            return (false, false);
+        };
+        sorted &= name > prev;
+        has_name |= v > 0 && name == b"__name__";
+        prev = name;
+        rest = rest.get(2 + len..).unwrap_or_default();
+    }
+    (sorted, has_name)
 }
 
 impl ExactSizeIterator for LabelsIter<'_> {}
