@@ -120,6 +120,18 @@ fn decode(c: &mut Criterion, payloads: &[Payload]) {
                 black_box(parsed.len())
             })
         });
+        if p.version == Version::V1 {
+            // Labels not recorded (what the server does where the guard reads them first):
+            // the pass that is left for the series the guard knows.
+            let mut lazy = Parsed::new();
+            lazy.set_lazy_labels(true);
+            g.bench_with_input(BenchmarkId::new("zero_copy_lazy", p.name), p, |b, p| {
+                b.iter(|| {
+                    lazy.parse(black_box(&p.raw), p.version, &limits).unwrap();
+                    black_box(lazy.len())
+                })
+            });
+        }
         g.bench_with_input(BenchmarkId::new("zero_copy+hash", p.name), p, |b, p| {
             b.iter(|| {
                 parsed.parse(black_box(&p.raw), p.version, &limits).unwrap();
