@@ -7,7 +7,8 @@
 //!   │      snappy block → decompressed buffer (declared length checked first)
 //! wire     zero-copy reader: series views borrowing label bytes from that buffer
 //!   │
-//! pipeline the stage order: validate → relabel → schema → guard → rules' tap (buffer)
+//! pipeline the stage order: validate → relabel → schema → guard → rules' tap (buffer);
+//!   │      where the guard reads labels first, it validates what it does not know itself
 //!   │      each stage records its per-series decision in one `series::Decisions`
 //!   │      → write out: unchanged request = the original compressed body; otherwise raw
 //!   │        copies + re-encoded labels; with `routes:`, one body per upstream (`route`)

@@ -2,7 +2,9 @@
 //! → rules' tap → split by upstream (one body per upstream; `route::split` sends the original
 //! body when it can go as it came). Each stage lives in its own module and records what it
 //! decided per series in the request's `Decisions`; this file only decides who runs when and
-//! adds up what each stage dropped.
+//! adds up what each stage dropped. Where the guard is the first stage to read labels, series
+//! are read without them (`Context::lazy_labels`) and the guard validates those it does not
+//! know, before it counts anything.
 //!
 //! Runs synchronously on the calling worker thread with per-thread scratch buffers, so the
 //! decompressed body, offset tables and output buffer are reused from request to request and
