@@ -750,21 +750,24 @@ impl Guard {
         }
         // What the table holds of each series. What an earlier stage dropped is counted
         // against its owner: the owners' way.
+        let lookup = |i: usize, id: u64| {
+            fresh
+                .as_ref()
+                .filter(|_| decisions.kept(i))
+                .and_then(|f| f.get(fresh::key(id, salt)))
+        };
         scratch.hits.clear();
         for i in 0..req.len() {
             if let (Some(f), Some(&ahead)) = (&fresh, scratch.ids.get(i + FRESH_AHEAD)) {
                 f.prefetch(fresh::key(ahead, salt));
             }
-            let hit = fresh
-                .as_ref()
-                .filter(|_| decisions.kept(i))
-                .and_then(|f| f.get(fresh::key(scratch.ids[i], salt)));
-            scratch.hits.push(hit);
+            scratch.hits.push(lookup(i, scratch.ids[i]));
         }
         // Series read lazily that the table does not know are checked before anything is
         // counted. One whose names turn out unsorted has another id (built in canonical
         // order), which the table is asked again.
-        for i in 0..req.len() {
+        let read_lazily = if req.has_lazy() { req.len() } else { 0 };
+        for i in 0..read_lazily {
             if scratch.hits[i].is_some() || !req.lazy(i) {
                 continue;
             }
@@ -772,10 +775,7 @@ impl Guard {
             if !view.check_lazy(i)? {
                 let id = scratch.identity.series_id(cfg.hash_seed, view.labels());
                 scratch.ids[i] = id;
-                scratch.hits[i] = fresh
-                    .as_ref()
-                    .filter(|_| decisions.kept(i))
-                    .and_then(|f| f.get(fresh::key(id, salt)));
+                scratch.hits[i] = lookup(i, id);
             }
         }
 

@@ -125,6 +125,8 @@ pub struct Parsed {
     pub(crate) name_symbols: Vec<u32>,
     /// `set_lazy_labels`.
     pub(crate) lazy_labels: bool,
+    /// `has_lazy`.
+    pub(crate) has_lazy: bool,
 }
 
 impl Default for Parsed {
@@ -142,6 +144,7 @@ impl Default for Parsed {
             name_ranks: Vec::new(),
             name_symbols: Vec::new(),
             lazy_labels: false,
+            has_lazy: false,
         }
     }
 }
@@ -195,6 +198,11 @@ impl Parsed {
         self.lazy_labels = on;
     }
 
+    /// Some series of the last `parse` were recorded without their labels (`lazy`).
+    pub fn has_lazy(&self) -> bool {
+        self.has_lazy
+    }
+
     /// Series `i` was recorded without its labels, not yet checked (`set_lazy_labels`).
     ///
     /// # Panics
@@ -225,6 +233,7 @@ impl Parsed {
         self.symbols_utf8 = false;
         self.v1_metadata.clear();
         self.v2_metadata.clear();
+        self.has_lazy = false;
     }
 
     pub fn version(&self) -> Version {

@@ -951,6 +951,8 @@ fn lazy_agrees(buf: &[u8], limits: &Limits) -> Result<usize, TestCaseError> {
             l.labels().collect::<Vec<_>>()
         );
     }
+    prop_assert_eq!(lazy.has_lazy(), lazies > 0);
+    prop_assert!(!full.has_lazy());
     Ok(lazies)
 }
 
@@ -1048,7 +1050,7 @@ fn prometheus_series_are_read_lazily() {
     let mut p = Parsed::new();
     p.set_lazy_labels(true);
     p.parse(&buf, Version::V1, &Limits::default()).unwrap();
-    assert!(p.lazy(0) && p.lazy(1));
+    assert!(p.has_lazy() && p.lazy(0) && p.lazy(1));
     assert!(p.labels.is_empty(), "no label records");
     let (a, b) = (p.series(&buf, 0), p.series(&buf, 1));
     assert!(a.check_lazy(0).unwrap());

@@ -157,6 +157,7 @@ fn lazy_series(p: &mut Parsed, buf: &[u8], range: Range<usize>, limits: &Limits)
     counts.samples += u64::from(rec.samples);
     counts.exemplars += u64::from(rec.exemplars);
     p.series.push(rec);
+    p.has_lazy = true;
     true
 }
 
