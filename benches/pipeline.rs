@@ -11,6 +11,8 @@
 //!   series admitted, forwarded as 2.0.
 //! - `pipeline/translate_v1_to_v2`: full decode, write every series, compress.
 //! - `guard/existing`: `Guard::admit` alone over 2000 admitted series (per-series cost).
+//! - `guard/existing_after_slice_turns`: the same after six turns of the window's slices,
+//!   the request admitted in each (what the fresh table holds of a long-running load).
 //! - `guard/new`: the same request into a fresh guard (new-series path: insert + sketches).
 
 use std::hint::black_box;
@@ -242,6 +244,33 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             decisions.reset(parsed.len());
             admitted
+                .admit(&roomy, batch, &mut decisions, &mut scratch)
+                .unwrap()
+        })
+    });
+    // The same guard after six slice turns, each with the request admitted twice: what a
+    // steady load costs ten minutes and more into a run, when the fresh table's buckets hold
+    // the earlier slices' entries.
+    let turned = Guard::new();
+    let slice_ms = roomy.slice_length().as_millis() as i64;
+    let last = NOW + 6 * slice_ms;
+    for now_ms in (0..=6).map(|k| NOW + k * slice_ms) {
+        for _ in 0..2 {
+            decisions.reset(parsed.len());
+            let b = guard::Batch { now_ms, ..batch };
+            turned
+                .admit(&roomy, b, &mut decisions, &mut scratch)
+                .unwrap();
+        }
+    }
+    g.bench_function("existing_after_slice_turns", |b| {
+        let batch = guard::Batch {
+            now_ms: last,
+            ..batch
+        };
+        b.iter(|| {
+            decisions.reset(parsed.len());
+            turned
                 .admit(&roomy, batch, &mut decisions, &mut scratch)
                 .unwrap()
         })

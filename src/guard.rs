@@ -953,7 +953,7 @@ impl Guard {
         decisions: &mut Decisions,
         scratch: &mut Scratch,
         (window, now): (&Window, u64),
-        fresh: Option<(&fresh::View, u64)>,
+        fresh: Option<(&fresh::View, fresh::Salt)>,
     ) -> AdmissionCounts {
         let tenant = cfg.tenant_header.as_ref().and(batch.tenant);
         // Shared budgets: Redis decides while it answers; while it does not, every limit
@@ -1011,7 +1011,7 @@ impl Guard {
         decisions: &mut Decisions,
         scratch: &Scratch,
         owners: &[Option<&Arc<Owner>>],
-        (window, now, share, fresh): (&Window, u64, u64, Option<(&fresh::View, u64)>),
+        (window, now, share, fresh): (&Window, u64, u64, Option<(&fresh::View, fresh::Salt)>),
     ) -> AdmissionCounts {
         let Batch { req, buf, .. } = batch;
         // Budgets follow the config *this request* carries, and only forward: a request that
