@@ -173,7 +173,8 @@ impl View {
         let mut full = true;
         for e in &b.0 {
             let e = e.load(Ordering::Relaxed);
-            if e & MATCH_MASK == key.want {
+            // An empty slot has the bits of a key whose high bits and epoch are all zero.
+            if e != 0 && e & MATCH_MASK == key.want {
                 return Some(Self::entry(e));
             }
             full &= !free(e, epoch);
@@ -225,7 +226,7 @@ impl View {
         let mut vacant = None;
         for slot in &b.0 {
             let e = slot.load(Ordering::Relaxed);
-            if e & MATCH_MASK == want {
+            if e != 0 && e & MATCH_MASK == want {
                 slot.store(entry, Ordering::Relaxed);
                 return true;
             }
@@ -372,6 +373,18 @@ mod tests {
                 assert_eq!(o, kept(i as u32));
             }
         }
+    }
+
+    #[test]
+    fn an_empty_slot_matches_no_key_not_even_one_with_its_bits() {
+        let f = filled(100);
+        let v = f.view();
+        // High bits and epoch all zero: the bits an empty slot has.
+        let zero = raw(5, 0);
+        assert_eq!(zero.want, 0);
+        assert_eq!(v.get(zero), None);
+        v.insert(zero, kept(2));
+        assert_eq!(v.get(zero), Some(kept(2)));
     }
 
     #[test]
