@@ -356,6 +356,45 @@ impl Parsed {
     }
 }
 
+/// Whether a series' label names come strictly increasing (sorted and unique), and whether
+/// one is a non-empty `__name__`: what `SeriesView::validate`, the 1.0 pass's canonical runs
+/// and the checks of lazily read series all ask, fed one label at a time.
+pub(crate) struct NameOrder<'a> {
+    prev: &'a [u8],
+    pub(crate) sorted: bool,
+    pub(crate) has_name: bool,
+}
+
+impl<'a> NameOrder<'a> {
+    pub(crate) fn new() -> Self {
+        NameOrder {
+            prev: &[],
+            sorted: true,
+            has_name: false,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn see(&mut self, name: &'a [u8], value_len: usize) {
+        self.sorted &= strictly_after(name, self.prev);
+        // An empty value is no value (Prometheus drops empty labels): `__name__=""` is a
+        // series without a name.
+        self.has_name |= value_len > 0 && name == b"__name__";
+        self.prev = name;
+    }
+}
+
+/// `name` sorts after `prev` (label names strictly increasing: sorted and unique).
+#[inline(always)]
+pub(crate) fn strictly_after(name: &[u8], prev: &[u8]) -> bool {
+    // First bytes before memcmp: exporters' label names mostly differ there.
+    match name.first().cmp(&prev.first()) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => name > prev,
+    }
+}
+
 /// Walk the top-level fields of a message we only copy (histograms): framing only, so that
 /// the writer can take it apart field by field.
 pub(crate) fn check_framing(buf: &[u8], range: std::ops::Range<usize>) -> Result<(), WireError> {

@@ -4,8 +4,8 @@
 use std::ops::Range;
 
 use super::{
-    check_framing, check_label_lengths, is_ascii, LabelRec, Parsed, SeriesRec, CANONICAL, CHECKED,
-    LAZY, SORTED,
+    check_framing, check_label_lengths, is_ascii, LabelRec, NameOrder, Parsed, SeriesRec,
+    CANONICAL, CHECKED, LAZY, SORTED,
 };
 use crate::wire::proto::{Cursor, VARINT};
 use crate::wire::{Limits, Version, WireError};
@@ -236,20 +236,11 @@ fn canonical_run(
         return (range.start, false);
     };
     let mut at = range.start;
-    let mut prev: &[u8] = &[];
-    let (mut sorted, mut has_name) = (true, false);
+    let mut names = NameOrder::new();
     let short_caps = short_caps(limits);
     let mut count = 0;
     while let Some((n, v, len)) = run_label(body, at, count, limits, short_caps) {
-        let name = &body[at + 4..at + 4 + n];
-        // First bytes before memcmp: exporters' label names mostly differ there.
-        sorted &= match name[0].cmp(prev.first().unwrap_or(&0)) {
-            std::cmp::Ordering::Greater => true,
-            std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => name > prev,
-        };
-        has_name |= v > 0 && name == b"__name__";
-        prev = name;
+        names.see(&body[at + 4..at + 4 + n], v);
         p.labels.push(LabelRec {
             name_off: (at + 4) as u32,
             name_len: n as u32,
@@ -259,7 +250,7 @@ fn canonical_run(
         count += 1;
         at += 2 + len;
     }
-    let valid = count > 0 && sorted && has_name && is_ascii(&body[range.start..at]);
+    let valid = count > 0 && names.sorted && names.has_name && is_ascii(&body[range.start..at]);
     (at, valid)
 }
 

@@ -1,7 +1,9 @@
 //! Views of one parsed series: labels borrowed from the buffer, samples decoded lazily,
 //! and the label checks (`validate`).
 
-use super::{LabelRec, SeriesRec, V2Metadata, CANONICAL, CHECKED, LAZY, SORTED};
+use super::{
+    strictly_after, LabelRec, NameOrder, SeriesRec, V2Metadata, CANONICAL, CHECKED, LAZY, SORTED,
+};
 use crate::wire::proto::{self, Cursor};
 use crate::wire::{Version, WireError};
 
@@ -117,11 +119,23 @@ impl<'a> SeriesView<'a> {
     /// like any other series, for the same error.
     pub fn check_lazy(&self, index: usize) -> Result<bool, WireError> {
         if let Some(run) = self.lazy_run() {
-            if self.rec.histograms == 0 && plain_run_ok(run) {
-                return Ok(true);
+            if self.rec.histograms == 0 && is_ascii(run) {
+                let names = self.lazy_names();
+                if names.sorted && names.has_name {
+                    return Ok(true);
+                }
             }
         }
         Ok(self.validate_framing::<true>(index)? & CANONICAL != 0)
+    }
+
+    /// The order of a `LAZY` series' label names, read from its run.
+    fn lazy_names(&self) -> NameOrder<'a> {
+        let mut names = NameOrder::new();
+        for (name, value) in self.labels() {
+            names.see(name, value.len());
+        }
+        names
     }
 
     /// A `LAZY` series' label records, made from its run for the checks that need them.
@@ -156,7 +170,7 @@ impl<'a> SeriesView<'a> {
         if let Some(run) = self.lazy_run() {
             // Framed canonically by construction: canonical when the names increase.
             let canonical = match self.rec.flags & CHECKED {
-                0 => run_names(run).0,
+                0 => self.lazy_names().sorted,
                 _ => self.rec.flags & CANONICAL != 0,
             };
             return canonical.then_some(run);
@@ -198,13 +212,8 @@ impl<'a> SeriesView<'a> {
             if *head != [0x0a, len as u8, 0x0a, n as u8] || *mid != [0x12, v as u8] {
                 return None;
             }
-            // Strictly increasing names: sorted and unique. First bytes settle most pairs.
-            let ordered = match name.first().cmp(&prev.first()) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Less => false,
-                std::cmp::Ordering::Equal => name > prev,
-            };
-            if !ordered {
+            // Strictly increasing names: sorted and unique.
+            if !strictly_after(name, prev) {
                 return None;
             }
             prev = name;
@@ -380,9 +389,7 @@ impl<'a> SeriesView<'a> {
             && len < 0x80
             && self.buf.get(at..).and_then(|b| b.first_chunk::<4>())
                 == Some(&[0x0a, len as u8, 0x0a, nl as u8]);
-        let mut has_name = false;
-        let mut sorted = true;
-        let mut prev: &[u8] = &[];
+        let mut names = NameOrder::new();
         // The byte span covering every label string, and how many bytes the strings hold.
         let (mut lo, mut hi, mut string_bytes) = (usize::MAX, 0usize, 0usize);
         for l in self.labels {
@@ -390,17 +397,7 @@ impl<'a> SeriesView<'a> {
             if name.is_empty() {
                 return Err(WireError::EmptyLabelName { series: index });
             }
-            // An empty value is no value (Prometheus drops empty labels): `__name__=""` is
-            // a series without a name.
-            has_name |= name == b"__name__" && l.value_len > 0;
-            // Compare first bytes before calling memcmp: exporters' label names mostly
-            // differ there.
-            sorted &= match name.first().cmp(&prev.first()) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Less => false,
-                std::cmp::Ordering::Equal => name > prev,
-            };
-            prev = name;
+            names.see(name, l.value_len as usize);
             let (n, v) = (l.name_off as usize, l.value_off as usize);
             // Offsets alone settle the framing: a name 4 bytes after where the label's field
             // must start leaves room for nothing but one-byte keys (the parser took them as
@@ -448,10 +445,10 @@ impl<'a> SeriesView<'a> {
                 }
             }
         }
-        if !sorted {
+        if !names.sorted {
             self.check_duplicates(index)?;
         }
-        if !has_name {
+        if !names.has_name {
             return Err(WireError::NoMetricName { series: index });
         }
         if self.rec.histograms > 0 {
@@ -463,13 +460,13 @@ impl<'a> SeriesView<'a> {
         let last = self.labels.last().unwrap_or(first);
         let last_len = last.name_len as usize + last.value_len as usize + 4;
         let canonical = framed
-            && sorted
+            && names.sorted
             && last_len < 0x80
             && (last.name_off as usize)
                 .checked_sub(3)
                 .and_then(|at| self.buf.get(at))
                 == Some(&(last_len as u8));
-        Ok(if canonical { CANONICAL } else { 0 } | if sorted { SORTED } else { 0 })
+        Ok(if canonical { CANONICAL } else { 0 } | if names.sorted { SORTED } else { 0 })
     }
 
     /// The label names are sorted and unique, as `Parsed::validate` found: `None` when it
@@ -574,31 +571,6 @@ impl<'a> Iterator for LabelsIter<'a> {
         let n = self.labels.len() + usize::from(self.raw_left);
         (n, Some(n))
     }
-}
-
-/// The checks `v1::canonical_run` makes on a run of canonically framed labels: names
-/// strictly increasing, a non-empty `__name__`, every byte ASCII.
-fn plain_run_ok(run: &[u8]) -> bool {
-    run_names(run) == (true, true) && is_ascii(run)
-}
-
-/// Over a run of canonically framed labels: whether the names strictly increase, and whether
-/// one is `__name__` with a value.
-fn run_names(run: &[u8]) -> (bool, bool) {
-    let mut prev: &[u8] = &[];
-    let (mut sorted, mut has_name) = (true, false);
-    let mut rest = run;
-    while let Some(&[_, len, _, n]) = rest.first_chunk::<4>() {
-        let (len, n) = (usize::from(len), usize::from(n));
-        let (Some(name), Some(&v)) = (rest.get(4..4 + n), rest.get(5 + n)) else {
-            return (false, false);
-        };
-        sorted &= name > prev;
-        has_name |= v > 0 && name == b"__name__";
-        prev = name;
-        rest = rest.get(2 + len..).unwrap_or_default();
-    }
-    (sorted, has_name)
 }
 
 impl ExactSizeIterator for LabelsIter<'_> {}
