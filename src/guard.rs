@@ -634,6 +634,14 @@ fn same_owner(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
 }
 
 impl Scratch {
+    /// The same thread's scratch with every buffer let go; the lane stays (see `lane`).
+    pub fn released(self) -> Scratch {
+        Scratch {
+            lane: self.lane,
+            ..Scratch::default()
+        }
+    }
+
     /// Count a series the fresh table refused (`r`), with `samples`, to owner `index`.
     fn drop_fresh(&mut self, index: u32, r: Reason, samples: u64) {
         match self.fresh_drops.last_mut() {

@@ -213,10 +213,14 @@ fn check(file: &std::path::Path, web: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-/// How often freed heap memory goes back to the OS (see [`return_freed_memory`]).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const RETURN_FREED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often idle threads' buffers and freed heap memory go back to the OS (see
+/// [`return_idle_memory`]).
+const RETURN_IDLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Every `RETURN_IDLE_EVERY`, worker threads that served no request since the last round
+/// let go of their scratch buffers (`pipeline::release_idle`), and then glibc's malloc hands
+/// freed memory back to the OS.
+///
 /// glibc's malloc returns memory to the OS only from the top of a heap: what is freed below
 /// stays resident until reused. The guard's admission tables free their old array at every
 /// growth step and a smaller one whenever series expire, so those holes were 2–2.6 MB of RSS at
@@ -224,12 +228,13 @@ const RETURN_FREED_EVERY: std::time::Duration = std::time::Duration::from_secs(1
 /// their whole pages back (`MADV_DONTNEED`): a walk over the free lists under each arena's
 /// lock, well under a millisecond at these heap sizes, and a page fault when a page is reused.
 /// Other C libraries (musl) return freed memory themselves.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn return_freed_memory() {
+fn return_idle_memory() {
     let spawned = std::thread::Builder::new()
-        .name("malloc-trim".into())
+        .name("idle-memory".into())
         .spawn(|| loop {
-            std::thread::sleep(RETURN_FREED_EVERY);
+            std::thread::sleep(RETURN_IDLE_EVERY);
+            cardguard::pipeline::release_idle();
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
             // SAFETY: `malloc_trim` takes no pointers and only glibc's own arena locks; the
             // memory it returns is free, owned by no one.
             unsafe {
@@ -237,15 +242,12 @@ fn return_freed_memory() {
             }
         });
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no thread to return freed memory to the OS");
+        tracing::warn!(error = %e, "no thread to return idle memory to the OS");
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn return_freed_memory() {}
-
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    return_freed_memory();
+    return_idle_memory();
     let source = ConfigSource {
         file: args.config,
         overrides: Overrides {

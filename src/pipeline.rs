@@ -8,9 +8,11 @@
 //!
 //! Runs synchronously on the calling worker thread with per-thread scratch buffers, so the
 //! decompressed body, offset tables and output buffer are reused from request to request and
-//! the hot path allocates nothing per series.
+//! the hot path allocates nothing per series. A thread that ran no request for a while gives
+//! them back (`release_idle`).
 
-use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
 
@@ -133,6 +135,7 @@ pub struct Prepared {
 }
 
 /// Buffers reused by every request processed on one thread.
+#[derive(Default)]
 struct Scratch {
     decoded: Vec<u8>,
     parsed: Parsed,
@@ -143,26 +146,80 @@ struct Scratch {
     route: crate::route::Scratch,
 }
 
+impl Scratch {
+    /// Let go of every buffer. The guard's scratch keeps its lane: a lane is counted per
+    /// thread for the guard's life, and a new one would add its memory per owner again.
+    fn release(&mut self) {
+        let guard = std::mem::take(&mut self.guard).released();
+        *self = Scratch {
+            guard,
+            ..Scratch::default()
+        };
+    }
+}
+
 /// Buffers that grew past this while serving an outsized request are released afterwards, so
 /// one large request does not pin memory on every worker thread for good.
 const KEEP_CAPACITY: usize = 8 << 20;
 
+/// A thread's scratch, and the sweep (`SWEEP`) of its last request.
+struct Slot {
+    scratch: Scratch,
+    used: u64,
+}
+
+/// Counts `release_idle`'s calls: a slot last used in an earlier count ran no request since
+/// the previous call.
+static SWEEP: AtomicU64 = AtomicU64::new(0);
+
+/// Every thread's slot, for `release_idle`; a thread's goes when the thread ends.
+static SLOTS: Mutex<Vec<Weak<Mutex<Slot>>>> = Mutex::new(Vec::new());
+
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        decoded: Vec::new(),
-        parsed: Parsed::new(),
-        decisions: Decisions::default(),
-        guard: guard::Scratch::default(),
-        relabel: crate::relabel::Scratch::default(),
-        route: crate::route::Scratch::default(),
-    });
+    // Behind a mutex only so that `release_idle` can reach it from the thread that calls it:
+    // the worker's own lock is never contended but by that call's `try_lock`.
+    static SCRATCH: Arc<Mutex<Slot>> = {
+        let slot = Arc::new(Mutex::new(Slot {
+            scratch: Scratch::default(),
+            used: SWEEP.load(Ordering::Relaxed),
+        }));
+        SLOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&slot));
+        slot
+    };
+}
+
+/// Release the scratch buffers of every thread that ran no request since the previous call
+/// (about half a megabyte a worker at requests of 2000 series): called periodically, it gives
+/// back what an idle worker holds, which on a machine of many cores adds up. A thread running
+/// a request is skipped.
+pub fn release_idle() {
+    let sweep = SWEEP.fetch_add(1, Ordering::Relaxed);
+    SLOTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|slot| {
+            let Some(slot) = slot.upgrade() else {
+                return false;
+            };
+            if let Ok(mut s) = slot.try_lock() {
+                if s.used < sweep {
+                    s.scratch.release();
+                }
+            }
+            true
+        });
 }
 
 /// Run the stages over one compressed request body.
 pub fn prepare(body: &Bytes, ctx: &Context<'_>) -> Result<Prepared, PipelineError> {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let result = prepare_with(&mut s, body, ctx);
+    SCRATCH.with(|slot| {
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.used = SWEEP.load(Ordering::Relaxed);
+        let s = &mut slot.scratch;
+        let result = prepare_with(s, body, ctx);
         if s.decoded.capacity() > KEEP_CAPACITY {
             s.decoded = Vec::new();
         }

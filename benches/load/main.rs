@@ -527,9 +527,10 @@ async fn run(args: Args, full: bool) {
     }
 }
 
-/// How long after the load the RSS of the large phase is read: past cardguard's 10 s period of
-/// returning freed heap memory to the OS.
-const RETURNED_AFTER: Duration = Duration::from_secs(11);
+/// How long after the load the RSS of the large phase is read: past two of cardguard's 10 s
+/// rounds of returning idle memory to the OS (the first after the load marks the workers
+/// idle, the next releases their buffers and returns freed heap memory).
+const RETURNED_AFTER: Duration = Duration::from_secs(21);
 
 /// `--rss-only`: the large RSS phase, cardguard alone, with what its memory is made of.
 async fn rss_only(args: &Args, upstream: &Sink, dir: &std::path::Path) {

@@ -1175,3 +1175,16 @@ fn shared_budgets_hold_no_fresh_table() {
     assert_eq!(r.guard.fresh.slots(), 0);
     assert!(r.scratch.lane.is_none());
 }
+
+#[test]
+fn a_released_scratch_keeps_its_lane() {
+    let mut r = Run::new(cfg(100));
+    r.send(mixed(), T0);
+    assert!(r.scratch.ids.capacity() > 0);
+    r.scratch = std::mem::take(&mut r.scratch).released();
+    assert_eq!(r.scratch.ids.capacity(), 0, "buffers let go");
+    r.send(mixed(), T0 + 1000);
+    // The same lane again: a new one per release would add its room per owner each time.
+    assert_eq!(r.guard.owners.read().unwrap().lanes.len(), 1);
+    assert_eq!(r.row("a").samples_total, 60);
+}

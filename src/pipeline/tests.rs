@@ -121,3 +121,36 @@ fn the_relabel_memo_vouches_only_for_ascii_labels_it_has_seen() {
     }
     assert_eq!(looked_up(&bad), [true, false]);
 }
+
+/// A thread's buffers go at the second sweep without a request (the first only marks it
+/// idle), and a request in between keeps them.
+#[test]
+fn an_idle_threads_scratch_is_released_at_the_second_sweep() {
+    // A thread of its own, so that its scratch is not another test's; `release_idle` is
+    // called by this test only.
+    std::thread::spawn(|| {
+        let limits = Limits::default();
+        let guard = Guard::new();
+        let budget = GuardConfig::with_default_budget(10, vec!["service".into()]);
+        let ctx = Context {
+            guard: Some((&guard, &budget)),
+            ..Context::new(Version::V1, Version::V1, &limits, NOW)
+        };
+        let b = body(&[&[("__name__", "up"), ("service", "a")]]);
+        let held = || SCRATCH.with(|s| s.lock().unwrap().scratch.decoded.capacity());
+        prepare(&b, &ctx).unwrap();
+        assert!(held() > 0);
+        release_idle();
+        assert!(held() > 0, "used since the previous sweep");
+        prepare(&b, &ctx).unwrap();
+        release_idle();
+        assert!(held() > 0, "used again since");
+        release_idle();
+        assert_eq!(held(), 0, "idle for a whole round");
+        // And serves the next request as before.
+        let p = prepare(&b, &ctx).unwrap();
+        assert_eq!(p.forwarded.series, 1);
+    })
+    .join()
+    .unwrap();
+}
