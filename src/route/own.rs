@@ -160,7 +160,7 @@ pub fn route(
         };
         out.parts.push(Part {
             upstream: u,
-            body: wire::snappy::compress_bytes(body),
+            body: s.snappy.compress_bytes(body),
             version: up.version,
             forwarded: s.counts[u],
             passthrough: false,

@@ -82,6 +82,8 @@ pub struct Scratch {
     pub(super) overlay: HashMap<u64, i64, foldhash::fast::FixedState>,
     pub(super) keep: Vec<bool>,
     pub(super) hash_buf: Vec<u8>,
+    /// The bodies' snappy encoder and buffer.
+    pub(super) snappy: wire::snappy::Compressor,
 }
 
 impl Scratch {
@@ -322,7 +324,7 @@ pub fn split(
             }
             continue;
         }
-        let compressed = wire::snappy::compress_bytes(w.finish()?);
+        let compressed = s.snappy.compress_bytes(w.finish()?);
         out.parts.push(Part {
             upstream: u,
             body: compressed,
@@ -394,7 +396,7 @@ fn single(
         w.copy_series_run(req, buf, run);
         w.copy_metadata(req, buf);
         forwarded.metadata = w.metadata_written() as u64;
-        let compressed = wire::snappy::compress_bytes(w.finish()?);
+        let compressed = s.snappy.compress_bytes(w.finish()?);
         Part {
             upstream: 0,
             body: compressed,

@@ -59,76 +59,82 @@ fn preamble(input: &[u8], limit: usize) -> Result<usize, WireError> {
     Ok(declared)
 }
 
-thread_local! {
-    // The encoder keeps a hash table sized for large inputs; reusing it per thread saves an
-    // allocation per request. Its output buffer stays at the largest worst-case size seen,
-    // never truncated: sizing the caller's buffer to the worst case after it was cut to the
-    // previous output zeroed that difference (~7/8 of the input) on every call.
-    static ENCODER: RefCell<(snap::raw::Encoder, Vec<u8>)> =
-        RefCell::new((snap::raw::Encoder::new(), Vec::new()));
+/// A snappy encoder and its output buffer, kept from one body to the next: the encoder's hash
+/// table is sized for large inputs, and the buffer stays at the largest worst-case size seen,
+/// never truncated (sizing a caller's buffer to the worst case after it was cut to the previous
+/// output zeroed that difference, ~7/8 of the input, on every call). The request path keeps one
+/// in each thread's route scratch, which lets go of it when the thread is idle; other callers
+/// share a thread's own (`compress`).
+#[derive(Default)]
+pub struct Compressor {
+    enc: Option<snap::raw::Encoder>,
+    buf: Vec<u8>,
 }
 
-/// Compress `input` into `out` (replacing its contents, capacity kept).
-///
-/// # Panics
-///
-/// If `input` is larger than the snappy block limit of 2³² − 1 bytes (about 3.4 GiB once the
-/// worst-case expansion is counted). Outgoing requests are built from bodies capped by
-/// [`super::Limits::max_decoded_bytes`] and split into batches far below that.
-pub fn compress(input: &[u8], out: &mut Vec<u8>) {
-    with_compressed(input, |c| {
-        out.clear();
-        out.extend_from_slice(c);
-    });
-}
+impl Compressor {
+    /// Compress `input` into a body of its own, copied once out of the buffer (compressing
+    /// into a caller's buffer and making a `Bytes` of that was two copies).
+    ///
+    /// # Panics
+    ///
+    /// If `input` is larger than the snappy block limit of 2³² − 1 bytes (about 3.4 GiB once
+    /// the worst-case expansion is counted). Outgoing requests are built from bodies capped by
+    /// [`super::Limits::max_decoded_bytes`] and split into batches far below that.
+    pub fn compress_bytes(&mut self, input: &[u8]) -> bytes::Bytes {
+        self.with_compressed(input, bytes::Bytes::copy_from_slice)
+    }
 
-/// Compress `input` into a body of its own, copied once out of the thread's encoder buffer
-/// (`compress` into a caller's buffer and a `Bytes` made from that was two copies).
-///
-/// # Panics
-///
-/// As [`compress`].
-pub fn compress_bytes(input: &[u8]) -> bytes::Bytes {
-    with_compressed(input, bytes::Bytes::copy_from_slice)
-}
-
-/// `input` compressed, handed to `f` from the thread's encoder buffer.
-fn with_compressed<R>(input: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
-    let max = snap::raw::max_compress_len(input.len());
-    assert!(
-        max > 0 || input.is_empty(),
-        "snappy: {} bytes exceed the block format's limit",
-        input.len()
-    );
-    let max = max.max(1);
-    let into = |enc: &mut snap::raw::Encoder, buf: &mut Vec<u8>| {
+    /// `input` compressed, handed to `f` from the buffer.
+    fn with_compressed<R>(&mut self, input: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+        let max = snap::raw::max_compress_len(input.len());
+        assert!(
+            max > 0 || input.is_empty(),
+            "snappy: {} bytes exceed the block format's limit",
+            input.len()
+        );
+        let max = max.max(1);
         // Bytes of an earlier output are left in place, not zeroed: the encoder writes every
         // byte it reports, and only those are handed out.
-        if buf.len() < max {
-            buf.resize(max, 0);
+        if self.buf.len() < max {
+            self.buf.resize(max, 0);
         }
-        let out = match enc.compress(input, buf) {
-            Ok(n) => f(&buf[..n]),
+        let enc = self.enc.get_or_insert_with(snap::raw::Encoder::new);
+        let out = match enc.compress(input, &mut self.buf) {
+            Ok(n) => f(&self.buf[..n]),
             // The buffer was sized with max_compress_len and the input checked above.
             Err(e) => panic!("snappy: compress failed: {e}"),
         };
-        // An outsized request's buffer is not kept for the thread's lifetime.
-        if buf.len() > KEEP_BYTES {
-            *buf = Vec::new();
+        // An outsized request's buffer is not kept.
+        if self.buf.len() > KEEP_BYTES {
+            self.buf = Vec::new();
         }
         out
+    }
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Compressor> = RefCell::new(Compressor::default());
+}
+
+/// Compress `input` into `out` (replacing its contents, capacity kept), with the thread's
+/// compressor.
+///
+/// # Panics
+///
+/// As [`Compressor::compress_bytes`].
+pub fn compress(input: &[u8], out: &mut Vec<u8>) {
+    let copy = |c: &[u8]| {
+        out.clear();
+        out.extend_from_slice(c);
     };
-    ENCODER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut state) => {
-            let (enc, buf) = &mut *state;
-            into(enc, buf)
-        }
-        // Only reachable by re-entrancy, which compress() never does; use a fresh encoder.
-        Err(_) => into(&mut snap::raw::Encoder::new(), &mut Vec::new()),
+    COMPRESSOR.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut c) => c.with_compressed(input, copy),
+        // Only reachable by re-entrancy, which compress() never does; use a fresh one.
+        Err(_) => Compressor::default().with_compressed(input, copy),
     })
 }
 
-/// Largest output buffer kept per thread between calls.
+/// Largest output buffer kept between calls.
 const KEEP_BYTES: usize = 8 << 20;
 
 #[cfg(test)]
@@ -147,7 +153,7 @@ mod tests {
         decompress(&c, 1 << 20, &mut d).unwrap();
         assert_eq!(d, input);
         assert_eq!(d.capacity(), cap);
-        assert_eq!(compress_bytes(&input), c);
+        assert_eq!(Compressor::default().compress_bytes(&input), c);
         compress(&[], &mut c);
         assert_eq!(c, [0]);
         decompress(&c, 10, &mut d).unwrap();
