@@ -204,10 +204,15 @@ pub fn release_idle() {
             let Some(slot) = slot.upgrade() else {
                 return false;
             };
-            if let Ok(mut s) = slot.try_lock() {
-                if s.used < sweep {
-                    s.scratch.release();
-                }
+            // Poisoned by a request that panicked (answered 500 by ingest): its buffers are
+            // cleared before each use, so they can go like any other's.
+            let held = match slot.try_lock() {
+                Ok(s) => Some(s),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut s) = held.filter(|s| s.used < sweep) {
+                s.scratch.release();
             }
             true
         });

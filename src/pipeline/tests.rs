@@ -122,12 +122,15 @@ fn the_relabel_memo_vouches_only_for_ascii_labels_it_has_seen() {
     assert_eq!(looked_up(&bad), [true, false]);
 }
 
+/// `release_idle` counts sweeps for every thread: the tests that call it take turns.
+static SWEEPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A thread's buffers go at the second sweep without a request (the first only marks it
 /// idle), and a request in between keeps them.
 #[test]
 fn an_idle_threads_scratch_is_released_at_the_second_sweep() {
-    // A thread of its own, so that its scratch is not another test's; `release_idle` is
-    // called by this test only.
+    let _turn = SWEEPS.lock().unwrap_or_else(|e| e.into_inner());
+    // A thread of its own, so that its scratch is not another test's.
     std::thread::spawn(|| {
         let limits = Limits::default();
         let guard = Guard::new();
@@ -150,6 +153,40 @@ fn an_idle_threads_scratch_is_released_at_the_second_sweep() {
         // And serves the next request as before.
         let p = prepare(&b, &ctx).unwrap();
         assert_eq!(p.forwarded.series, 1);
+    })
+    .join()
+    .unwrap();
+}
+
+/// A request that panicked poisons its thread's slot; its buffers still go when idle.
+#[test]
+fn a_poisoned_threads_scratch_is_released_too() {
+    let _turn = SWEEPS.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::spawn(|| {
+        let limits = Limits::default();
+        let ctx = Context::new(Version::V1, Version::V1, &limits, NOW);
+        let b = body(&[&[("__name__", "up"), ("service", "a")]]);
+        prepare(&b, &ctx).unwrap();
+        let poisoned = std::panic::catch_unwind(|| {
+            SCRATCH.with(|s| {
+                let _held = s.lock().unwrap();
+                panic!("a request that panicked");
+            })
+        });
+        assert!(poisoned.is_err());
+        let held = || {
+            SCRATCH.with(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .scratch
+                    .decoded
+                    .capacity()
+            })
+        };
+        assert!(held() > 0);
+        release_idle();
+        release_idle();
+        assert_eq!(held(), 0);
     })
     .join()
     .unwrap();

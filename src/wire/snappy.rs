@@ -67,6 +67,8 @@ fn preamble(input: &[u8], limit: usize) -> Result<usize, WireError> {
 /// share a thread's own (`compress`).
 #[derive(Default)]
 pub struct Compressor {
+    /// Made on first use: the encoder carries a 2 KiB table inline, and a route scratch that
+    /// never compresses (every body forwarded as it came) need not.
     enc: Option<snap::raw::Encoder>,
     buf: Vec<u8>,
 }
