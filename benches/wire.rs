@@ -131,6 +131,15 @@ fn decode(c: &mut Criterion, payloads: &[Payload]) {
                     black_box(lazy.len())
                 })
             });
+            // And runs guessed from the series' ends: what is left for a series the fresh
+            // table knows by its bytes.
+            lazy.set_guessed_runs(true);
+            g.bench_with_input(BenchmarkId::new("zero_copy_guessed", p.name), p, |b, p| {
+                b.iter(|| {
+                    lazy.parse(black_box(&p.raw), p.version, &limits).unwrap();
+                    black_box(lazy.len())
+                })
+            });
         }
         g.bench_with_input(BenchmarkId::new("zero_copy+hash", p.name), p, |b, p| {
             b.iter(|| {

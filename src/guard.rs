@@ -773,11 +773,16 @@ impl Guard {
         }
         // Series read lazily that the table does not know are checked before anything is
         // counted. One whose names turn out unsorted has another id (built in canonical
-        // order), which the table is asked again.
+        // order), which the table is asked again. A guessed run (`Parsed::set_guessed_runs`)
+        // is settled first; one that does not settle sends the request back to be read
+        // without guesses.
         let read_lazily = if req.has_lazy() { req.len() } else { 0 };
         for i in 0..read_lazily {
             if scratch.hits[i].is_some() || !req.lazy(i) {
                 continue;
+            }
+            if !req.settle_guess(buf, i) {
+                return Err(crate::wire::WireError::UnsettledGuess { series: i });
             }
             let view = req.series(buf, i);
             if !view.check_lazy(i)? {

@@ -56,6 +56,9 @@ pub struct Context<'a> {
     /// Where the guard is the first stage to read labels, read series without them
     /// (`Parsed::set_lazy_labels`). Always on but to compare both ways (tests, benches).
     pub lazy_labels: bool,
+    /// With `lazy_labels`, guess their runs from the series' ends
+    /// (`Parsed::set_guessed_runs`). Always on but to compare both ways (tests, benches).
+    pub guessed_runs: bool,
 }
 
 impl<'a> Context<'a> {
@@ -101,6 +104,7 @@ impl<'a> Context<'a> {
             now_ms,
             rules: None,
             lazy_labels: true,
+            guessed_runs: true,
         }
     }
 }
@@ -144,6 +148,8 @@ struct Scratch {
     guard: guard::Scratch,
     relabel: crate::relabel::Scratch,
     route: crate::route::Scratch,
+    /// Requests left before this thread guesses runs again (`GUESS_BACKOFF`).
+    guess_backoff: u32,
 }
 
 impl Scratch {
@@ -218,6 +224,16 @@ pub fn release_idle() {
         });
 }
 
+/// This thread's requests left before it guesses runs again, and set it to `left`: tests
+/// that want every request guessed (or none) say so.
+#[cfg(test)]
+fn swap_guess_backoff(left: u32) -> u32 {
+    SCRATCH.with(|slot| {
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut slot.scratch.guess_backoff, left)
+    })
+}
+
 /// Run the stages over one compressed request body.
 pub fn prepare(body: &Bytes, ctx: &Context<'_>) -> Result<Prepared, PipelineError> {
     SCRATCH.with(|slot| {
@@ -244,21 +260,101 @@ fn prepare_with(
     body: &Bytes,
     ctx: &Context<'_>,
 ) -> Result<Prepared, PipelineError> {
+    wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, &mut s.decoded)?;
+    // Where the guard is the first stage to read labels, series are read without them
+    // (`Parsed::set_lazy_labels`): the guard's fresh table knows most of a steady request by
+    // their bytes alone, and checks the rest before it counts anything.
+    let lazy =
+        ctx.lazy_labels && ctx.guard.is_some() && ctx.relabel.is_empty() && ctx.schema.is_none();
+    // And their runs guessed from their ends (`Parsed::set_guessed_runs`), unless a guess
+    // failed lately on this thread: a request that cannot be read so (series of several
+    // samples, a malformed body) is read again without guesses, which is what it would have
+    // cost without them, and the next `GUESS_BACKOFF` requests of the thread are not guessed.
+    let guess = lazy && ctx.guessed_runs && s.guess_backoff == 0;
+    s.guess_backoff = s.guess_backoff.saturating_sub(1);
+    let admitted = match read_and_admit(s, ctx, lazy, guess) {
+        Err(_) if guess => {
+            s.guess_backoff = GUESS_BACKOFF;
+            read_and_admit(s, ctx, lazy, false)?
+        }
+        other => other?,
+    };
+    let Admitted {
+        received,
+        dropped,
+        relabeled,
+        schema,
+    } = admitted;
+    let Scratch {
+        decoded,
+        parsed,
+        decisions,
+        route,
+        ..
+    } = s;
+    // Rules see what is admitted, as it will be forwarded (redacted labels included).
+    let rules = match ctx.rules {
+        Some(tap) => tap.observe(parsed, decoded, decisions),
+        None => crate::rules::tap::TapCounts::default(),
+    };
+
+    let routed = crate::route::split(
+        &ctx.routing,
+        body,
+        parsed,
+        decoded,
+        decisions,
+        route,
+        ctx.limits.max_output_bytes,
+    )?;
+    Ok(Prepared {
+        received,
+        forwarded: routed.forwarded(),
+        decoded_bytes: decoded.len(),
+        passthrough: !routed.parts.is_empty() && routed.parts.iter().all(|p| p.passthrough),
+        empty: routed.parts.is_empty(),
+        dropped,
+        schema_dropped: schema.dropped_by_rule,
+        redacted: schema.redacted_series,
+        rules,
+        relabel: relabeled,
+        routed,
+    })
+}
+
+/// A request that failed to be read with guessed runs is read again without them, and the
+/// thread's next this many requests are not guessed: a sender whose series carry several
+/// samples each pays for the failed guess once in this many requests.
+const GUESS_BACKOFF: u32 = 64;
+
+/// What `read_and_admit` found and decided.
+struct Admitted {
+    received: ItemCounts,
+    dropped: DropCounts,
+    relabeled: crate::relabel::RelabelCounts,
+    schema: crate::schema::SchemaCounts,
+}
+
+/// Read the decompressed body and run the stages up to the guard. Until the guard has
+/// counted anything it may fail without a trace, so that a request whose guessed runs do not
+/// hold (`Parsed::set_guessed_runs`) can be read again. (Guesses are made only in lazy mode,
+/// where no relabel rule or schema ran before the guard.)
+fn read_and_admit(
+    s: &mut Scratch,
+    ctx: &Context<'_>,
+    lazy: bool,
+    guess: bool,
+) -> Result<Admitted, PipelineError> {
     let Scratch {
         decoded,
         parsed,
         decisions,
         guard: guard_scratch,
         relabel,
-        route,
+        ..
     } = s;
-    wire::snappy::decompress(body, ctx.limits.max_decoded_bytes, decoded)?;
-    // Where the guard is the first stage to read labels, series are read without them
-    // (`Parsed::set_lazy_labels`): the guard's fresh table knows most of a steady request by
-    // their bytes alone, and checks the rest before it counts anything.
-    let lazy =
-        ctx.lazy_labels && ctx.guard.is_some() && ctx.relabel.is_empty() && ctx.schema.is_none();
     parsed.set_lazy_labels(lazy);
+    parsed.set_guessed_runs(guess);
     parsed.parse(decoded, ctx.version_in, ctx.limits)?;
     let received = parsed.counts();
     // The relabel memo first: the labels of series it knows need no second validation
@@ -313,33 +409,11 @@ fn prepare_with(
         };
         dropped += guard.admit(cfg, batch, decisions, guard_scratch)?.dropped();
     }
-    // Rules see what is admitted, as it will be forwarded (redacted labels included).
-    let rules = match ctx.rules {
-        Some(tap) => tap.observe(parsed, decoded, decisions),
-        None => crate::rules::tap::TapCounts::default(),
-    };
-
-    let routed = crate::route::split(
-        &ctx.routing,
-        body,
-        parsed,
-        decoded,
-        decisions,
-        route,
-        ctx.limits.max_output_bytes,
-    )?;
-    Ok(Prepared {
+    Ok(Admitted {
         received,
-        forwarded: routed.forwarded(),
-        decoded_bytes: decoded.len(),
-        passthrough: !routed.parts.is_empty() && routed.parts.iter().all(|p| p.passthrough),
-        empty: routed.parts.is_empty(),
         dropped,
-        schema_dropped: schema.dropped_by_rule,
-        redacted: schema.redacted_series,
-        rules,
-        relabel: relabeled,
-        routed,
+        relabeled,
+        schema,
     })
 }
 

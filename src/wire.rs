@@ -160,6 +160,11 @@ pub enum WireError {
     ExemplarLabelValueTooLong { series: usize, limit: usize },
     #[error("series {series}: invalid UTF-8 in an exemplar label {part}")]
     ExemplarInvalidUtf8 { series: usize, part: &'static str },
+    /// Not the sender's doing: a run guessed from the series' end (`Parsed::set_guessed_runs`)
+    /// did not settle. Whoever guessed reads the request again without guesses, which finds
+    /// the series as it is (and any error in it); this never reaches a sender.
+    #[error("series {series}: its labels are not where they were guessed to be")]
+    UnsettledGuess { series: usize },
 }
 
 /// A request cardguard would build from a received one (translated, relabeled, filtered)

@@ -42,6 +42,9 @@ pub struct LoadResult {
     /// Connection failures (connect, write, read, unparsable answer).
     pub errors: u64,
     pub latencies_us: Vec<u32>,
+    /// (scheduled send time since the run's start, latency), both in µs, by send time: where
+    /// in time the slow requests fall (`CARDGUARD_LOAD_LATENCY_LOG`).
+    pub timeline_us: Vec<(u32, u32)>,
     /// Samples in 2xx-answered requests, per service index.
     pub sent_per_service: Vec<u64>,
 }
@@ -112,12 +115,14 @@ pub async fn run(plan: Plan) -> LoadResult {
             *out.statuses.entry(s).or_default() += n;
         }
         out.latencies_us.extend(o.latencies_us);
+        out.timeline_us.extend(o.timeline_us);
         for (a, b) in out.sent_per_service.iter_mut().zip(o.sent_per_service) {
             *a += b;
         }
     }
     out.elapsed = started.elapsed();
     out.latencies_us.sort_unstable();
+    out.timeline_us.sort_unstable();
     out
 }
 
@@ -179,6 +184,11 @@ async fn conn_loop(
             Ok((status, keep_alive)) => {
                 let lat = scheduled.elapsed().as_micros().min(u32::MAX as u128) as u32;
                 out.latencies_us.push(lat);
+                let at = scheduled
+                    .duration_since(started)
+                    .as_micros()
+                    .min(u32::MAX as u128);
+                out.timeline_us.push((at as u32, lat));
                 *out.statuses.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
                     out.samples_ok += req.samples;

@@ -756,6 +756,19 @@ fn print_latency(who: &str, rate: f64, o: &LoadResult) {
         o.quantile_ms(0.999),
         o.statuses_text()
     );
+    // Where the tail falls in time (a periodic task, a slow start, or spread evenly) is what
+    // the quantiles cannot say: one line per request, scheduled send and latency in µs.
+    if let Some(dir) = std::env::var_os("CARDGUARD_LOAD_LATENCY_LOG") {
+        let path = std::path::Path::new(&dir).join(format!("{}.tsv", who.replace(' ', "-")));
+        let text: String = o
+            .timeline_us
+            .iter()
+            .map(|(at, lat)| format!("{at}\t{lat}\n"))
+            .collect();
+        if let Err(e) = std::fs::write(&path, text) {
+            println!("WARNING: latency log {}: {e}", path.display());
+        }
+    }
 }
 
 struct Soak {

@@ -45,8 +45,31 @@ pub fn run_target(name: &str, data: &[u8]) {
 
 /// 1.0 bodies read lazily (`Parsed::set_lazy_labels`, what the server does when the guard
 /// reads labels first) give the series the full pass gave (`full`, validated), with the same
-/// labels, and the guard's check of a lazy series the same verdict as the full walk.
+/// labels, and the guard's check of a lazy series the same verdict as the full walk. With runs
+/// guessed from the series' ends (`Parsed::set_guessed_runs`) too, when every guess settles.
 fn lazy_agrees(buf: &[u8], limits: &Limits, full: &Parsed) {
+    let mut guess = Parsed::new();
+    guess.set_lazy_labels(true);
+    guess.set_guessed_runs(true);
+    guess
+        .parse(buf, Version::V1, limits)
+        .expect("with guesses, a body the full pass accepted");
+    if (0..guess.len()).all(|i| guess.settle_guess(buf, i)) {
+        assert_eq!((guess.len(), guess.counts()), (full.len(), full.counts()));
+        for i in 0..guess.len() {
+            let (f, g) = (full.series(buf, i), guess.series(buf, i));
+            assert!(
+                f.labels().eq(g.labels()),
+                "series {i}: other labels, guessed"
+            );
+            assert_eq!(f.raw(), g.raw());
+            if guess.lazy(i) {
+                let walked = full.flags_and_check(buf, i).1.map(|_| ());
+                assert_eq!(g.check_lazy(i).map(|_| ()), walked, "series {i}, guessed");
+            }
+        }
+    }
+
     let mut lazy = Parsed::new();
     lazy.set_lazy_labels(true);
     lazy.parse(buf, Version::V1, limits)

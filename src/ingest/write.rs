@@ -272,6 +272,7 @@ async fn write(
             .tap(&rule_plan, &config.rules)
             .map(|t| t.for_tenant(guard_tenant.as_deref())),
         lazy_labels: true,
+        guessed_runs: true,
     };
     let started = Instant::now();
     // A bug in a stage must cost one request a 500, never a worker thread's scratch or the

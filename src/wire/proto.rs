@@ -165,6 +165,12 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// `plain_sample`, and nothing after it.
+    #[inline]
+    pub(crate) fn plain_sample_to_end(&mut self) -> bool {
+        self.plain_sample() && self.at_end()
+    }
+
     /// Consume one `TimeSeries.samples` field (field 2 in 1.0 and 2.0 alike, key 0x12) if it
     /// is in the layout every encoder writes for a sample with a nonzero value and timestamp:
     /// a one-byte length, the value (key 0x09, 8 bytes), the timestamp (key 0x10, a varint of

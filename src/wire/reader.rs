@@ -57,8 +57,6 @@ pub(crate) struct SeriesRec {
     /// walk over the labels, so that `SeriesView::canonical_labels` need not walk them again
     /// and the guard need not check their order. `LAZY`: see there.
     pub(crate) flags: u8,
-    /// `LAZY`: how many labels its run holds.
-    pub(crate) lazy_labels: u8,
 }
 
 /// `SeriesRec::flags`: `Parsed::validate` accepted the series and set the other flags.
@@ -70,10 +68,14 @@ pub(crate) const CANONICAL: u8 = 2;
 /// identity can be built from them in order without checking it again.
 pub(crate) const SORTED: u8 = 4;
 /// `SeriesRec::flags`, in lazy mode (`Parsed::set_lazy_labels`): the labels were not
-/// recorded. They are one run of `lazy_labels` labels framed as `canonical` ones, from the
+/// recorded. They are one run of labels framed as `canonical` ones, from the
 /// start of the series to its first sample, read from the bytes by `SeriesView::labels`, and
 /// not yet checked: `SeriesView::check_lazy` checks them.
 pub(crate) const LAZY: u8 = 8;
+/// `SeriesRec::flags`, with `LAZY`, when runs are guessed (`Parsed::set_guessed_runs`): the
+/// run is not known to be one. The series ends in one plain sample, and the run is taken to be
+/// everything before it, unwalked: `Parsed::settle_guess` tells whether it is.
+pub(crate) const GUESSED: u8 = 16;
 
 /// One label as byte ranges of the buffer. For v2 these hold symbol refs until the end of the
 /// pass, then are resolved in place to the symbols' byte ranges.
@@ -125,6 +127,10 @@ pub struct Parsed {
     pub(crate) name_symbols: Vec<u32>,
     /// `set_lazy_labels`.
     pub(crate) lazy_labels: bool,
+    /// `set_guessed_runs`.
+    pub(crate) guessed_runs: bool,
+    /// The caps of the last `parse`, for `settle_guess`.
+    pub(crate) limits: Limits,
     /// `has_lazy`.
     pub(crate) has_lazy: bool,
 }
@@ -144,6 +150,8 @@ impl Default for Parsed {
             name_ranks: Vec::new(),
             name_symbols: Vec::new(),
             lazy_labels: false,
+            guessed_runs: false,
+            limits: Limits::default(),
             has_lazy: false,
         }
     }
@@ -168,6 +176,7 @@ impl Parsed {
     ) -> Result<(), WireError> {
         self.clear();
         self.version = version;
+        self.limits = *limits;
         if u32::try_from(buf.len()).is_err() {
             return Err(proto::err("body of 4 GiB or more", 0));
         }
@@ -196,6 +205,46 @@ impl Parsed {
     /// not know (`SeriesView::check_lazy`) before using it.
     pub fn set_lazy_labels(&mut self, on: bool) {
         self.lazy_labels = on;
+    }
+
+    /// With lazy mode, from the next `parse` on: a series that ends in one plain sample (a
+    /// float and a timestamp, as Prometheus sends most) is recorded as `LAZY` with everything
+    /// before that sample taken for its run of labels, found from the series' end instead of by
+    /// walking its labels one after the other (a chain of dependent loads, the most of what a
+    /// lazy series costs the pass). The guess is right when those bytes are a run; a caller
+    /// that knows a run by its bytes (the guard's fresh table: the very bytes of a series
+    /// checked before) needs no more, and must ask `settle_guess` of every other guessed series
+    /// before it reads anything of it. When one does not settle, the request must be read
+    /// again without guesses: only then are its records, counts and errors those of lazy mode.
+    pub fn set_guessed_runs(&mut self, on: bool) {
+        self.guessed_runs = on;
+    }
+
+    /// Series `i`'s run was guessed (`set_guessed_runs`) and is not settled yet.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= self.len()`, like slice indexing.
+    pub fn guessed(&self, i: usize) -> bool {
+        self.series[i].flags & GUESSED != 0
+    }
+
+    /// Whether series `i`'s guessed run is the run lazy mode would have walked: the labels,
+    /// framed and capped as `v1::canonical_run` takes them, end exactly where the guessed
+    /// sample starts. Then its record is the one lazy mode makes (one sample, no exemplar, no
+    /// histogram). `true` for a series that was not guessed.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= self.len()`, like slice indexing.
+    pub fn settle_guess(&self, buf: &[u8], i: usize) -> bool {
+        let rec = &self.series[i];
+        rec.flags & GUESSED == 0
+            || v1::run_end(
+                buf,
+                rec.start as usize..rec.first_sample as usize,
+                &self.limits,
+            ) == Some(rec.first_sample as usize)
     }
 
     /// Some series of the last `parse` were recorded without their labels (`lazy`).

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::{
     check_framing, check_label_lengths, is_ascii, LabelRec, NameOrder, Parsed, SeriesRec,
-    CANONICAL, CHECKED, LAZY, SORTED,
+    CANONICAL, CHECKED, GUESSED, LAZY, SORTED,
 };
 use crate::wire::proto::{Cursor, VARINT};
 use crate::wire::{Limits, Version, WireError};
@@ -150,7 +150,12 @@ fn series(
 /// the pass on the first load after it (the `wire` bench's lazy decode: −3 %).
 #[inline(never)]
 fn lazy_series(p: &mut Parsed, buf: &[u8], range: Range<usize>, limits: &Limits) -> bool {
-    let Some(rec) = lazy_record(p, buf, range, limits) else {
+    let guess = if p.guessed_runs {
+        guessed_record(p, buf, range.clone())
+    } else {
+        None
+    };
+    let Some(rec) = guess.or_else(|| lazy_record(p, buf, range, limits)) else {
         return false;
     };
     let counts = p.counts_mut();
@@ -161,9 +166,64 @@ fn lazy_series(p: &mut Parsed, buf: &[u8], range: Range<usize>, limits: &Limits)
     true
 }
 
-/// `lazy_series`'s record of the series, if it is one.
+/// `set_guessed_runs`: the record of a series that ends in one sample, everything before it
+/// taken for its run (`GUESSED`). The sample is found from the end: its timestamp's varint
+/// ends the series, its other bytes have the high bit set and the byte before them is the
+/// timestamp's key (0x10), which does not; the float's 8 bytes and key (unless the value is 0),
+/// and the field's key and length, come before. The sample is then read as the walk reads it.
 #[inline(always)]
-fn lazy_record(p: &Parsed, buf: &[u8], range: Range<usize>, limits: &Limits) -> Option<SeriesRec> {
+fn guessed_record(p: &Parsed, buf: &[u8], range: Range<usize>) -> Option<SeriesRec> {
+    let series = buf.get(range.clone())?;
+    let (&last, rest) = series.split_last()?;
+    if last >= 0x80 {
+        return None;
+    }
+    // At most 9 varint bytes in a plain sample (`plain_sample`'s field length 11..=19).
+    let more = rest
+        .iter()
+        .rev()
+        .take(9)
+        .take_while(|&&b| b >= 0x80)
+        .count();
+    let key = rest.len().checked_sub(more + 1)?;
+    if series[key] != 0x10 {
+        return None;
+    }
+    let start = match key.checked_sub(11) {
+        Some(at) if Cursor::new(buf, range.start + at..range.end).plain_sample_to_end() => at,
+        // A value of 0 is left out by the encoder (counters that have not moved, many
+        // gauges): `12 <len> 10 <timestamp>`.
+        _ => {
+            let at = key.checked_sub(2)?;
+            let inner = range.start + at + 2..range.end;
+            if series[at] != 0x12 || usize::from(series[at + 1]) != inner.len() {
+                return None;
+            }
+            super::decode_sample(&mut Cursor::new(buf, inner), Version::V1).ok()?;
+            at
+        }
+    };
+    // A series of nothing but the sample has no run: the walk's business.
+    if start == 0 {
+        return None;
+    }
+    let start = range.start + start;
+    Some(SeriesRec {
+        start: range.start as u32,
+        end: range.end as u32,
+        labels_start: p.labels.len() as u32,
+        labels_end: p.labels.len() as u32,
+        first_sample: start as u32,
+        samples: 1,
+        flags: LAZY | GUESSED,
+        ..SeriesRec::default()
+    })
+}
+
+/// Where the run of labels `canonical_run` takes ends, walked from `range.start` within the
+/// series ending at `range.end`; `None` when there is none (no label in it).
+#[inline(always)]
+pub(super) fn run_end(buf: &[u8], range: Range<usize>, limits: &Limits) -> Option<usize> {
     let body = buf.get(..range.end)?;
     let short_caps = short_caps(limits);
     let mut at = range.start;
@@ -172,6 +232,13 @@ fn lazy_record(p: &Parsed, buf: &[u8], range: Range<usize>, limits: &Limits) -> 
         count += 1;
         at += 2 + len;
     }
+    (count > 0).then_some(at)
+}
+
+/// `lazy_series`'s record of the series, if it is one.
+#[inline(always)]
+fn lazy_record(p: &Parsed, buf: &[u8], range: Range<usize>, limits: &Limits) -> Option<SeriesRec> {
+    let at = run_end(buf, range.clone(), limits)?;
     let index = p.series.len();
     let mut rec = SeriesRec {
         start: range.start as u32,
@@ -180,7 +247,6 @@ fn lazy_record(p: &Parsed, buf: &[u8], range: Range<usize>, limits: &Limits) -> 
         labels_end: p.labels.len() as u32,
         first_sample: range.end as u32,
         flags: LAZY,
-        lazy_labels: u8::try_from(count).ok().filter(|&c| c > 0)?,
         ..SeriesRec::default()
     };
     let mut c = Cursor::new(buf, at..range.end);

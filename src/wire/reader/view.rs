@@ -89,15 +89,10 @@ const PAIRWISE_MAX: usize = 32;
 impl<'a> SeriesView<'a> {
     /// Label pairs in wire order (v2: resolved through the symbols table).
     pub fn labels(&self) -> LabelsIter<'a> {
-        let (raw, raw_left) = match self.lazy_run() {
-            Some(run) => (run, self.rec.lazy_labels),
-            None => (&[][..], 0),
-        };
         LabelsIter {
             buf: self.buf,
             labels: self.labels.iter(),
-            raw,
-            raw_left,
+            raw: self.lazy_run().unwrap_or_default(),
         }
     }
 
@@ -140,20 +135,16 @@ impl<'a> SeriesView<'a> {
 
     /// A `LAZY` series' label records, made from its run for the checks that need them.
     fn lazy_recs(&self) -> Vec<LabelRec> {
-        let start = self.rec.start;
-        let mut at = 0u32;
+        // Where the strings lie, from the slices themselves: a guessed run that the guard
+        // knew may hold two-byte lengths.
+        let base = self.buf.as_ptr() as usize;
+        let off = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
         self.labels()
-            .map(|(n, v)| {
-                // `0a <len> 0a <n> name 12 <v> value`, back to back.
-                let name_off = start + at + 4;
-                let value_off = name_off + n.len() as u32 + 2;
-                at += 6 + (n.len() + v.len()) as u32;
-                LabelRec {
-                    name_off,
-                    name_len: n.len() as u32,
-                    value_off,
-                    value_len: v.len() as u32,
-                }
+            .map(|(n, v)| LabelRec {
+                name_off: off(n),
+                name_len: n.len() as u32,
+                value_off: off(v),
+                value_len: v.len() as u32,
             })
             .collect()
     }
@@ -250,7 +241,10 @@ impl<'a> SeriesView<'a> {
     }
 
     pub fn label_count(&self) -> usize {
-        self.labels().len()
+        match self.lazy_run() {
+            Some(_) => self.labels().count(),
+            None => self.labels.len(),
+        }
     }
 
     /// Bytes of every label name and value, from the offset table alone (v2: the resolved
@@ -539,9 +533,8 @@ impl<'a> SeriesView<'a> {
 pub struct LabelsIter<'a> {
     buf: &'a [u8],
     labels: std::slice::Iter<'a, LabelRec>,
-    /// A `LAZY` series' run not read yet, and how many labels it still holds.
+    /// What of a `LAZY` series' run is not read yet.
     raw: &'a [u8],
-    raw_left: u8,
 }
 
 impl<'a> Iterator for LabelsIter<'a> {
@@ -554,26 +547,58 @@ impl<'a> Iterator for LabelsIter<'a> {
                 proto::slice(self.buf, l.value_off, l.value_len),
             ));
         }
-        if self.raw_left == 0 {
+        if self.raw.is_empty() {
             return None;
         }
-        // `0a <len> 0a <n> name 12 <v> value`, as the pass found it.
-        let (&[_, len, _, n], _) = self.raw.split_first_chunk::<4>()?;
-        let (len, n) = (usize::from(len), usize::from(n));
-        let field = self.raw.get(2..2 + len)?;
-        let name = field.get(2..2 + n)?;
-        let value = field.get(4 + n..)?;
-        self.raw = &self.raw[2 + len..];
-        self.raw_left -= 1;
+        // `0a <len> 0a <n> name 12 <v> value`, as the pass found it (one-byte lengths), or a
+        // guessed run the guard knew: the canonical encoding, whose lengths may take two
+        // bytes. Anything else (only a run whose guess was not settled) ends the labels.
+        let Some(((name, value), rest)) = run_label_fields(self.raw) else {
+            self.raw = &[];
+            return None;
+        };
+        self.raw = rest;
         Some((name, value))
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.labels.len() + usize::from(self.raw_left);
-        (n, Some(n))
+        // Each label of a run takes at least 6 bytes.
+        let n = self.labels.len();
+        (n, Some(n + self.raw.len() / 6))
     }
 }
 
-impl ExactSizeIterator for LabelsIter<'_> {}
+/// A label's name and value.
+type Pair<'a> = (&'a [u8], &'a [u8]);
+
+/// The name and value of the canonically framed label a run starts with, and the rest.
+#[inline(always)]
+fn run_label_fields(raw: &[u8]) -> Option<(Pair<'_>, &[u8])> {
+    if let Some(&[0x0a, len, 0x0a, n]) = raw.first_chunk::<4>() {
+        if len < 0x80 && n < 0x80 {
+            let (len, n) = (usize::from(len), usize::from(n));
+            let field = raw.get(2..2 + len)?;
+            let name = field.get(2..2 + n)?;
+            let value = field.get(4 + n..)?;
+            return Some(((name, value), &raw[2 + len..]));
+        }
+    }
+    let mut c = Cursor::new(raw, 0..raw.len());
+    let (1, proto::LEN) = c.tag().ok()? else {
+        return None;
+    };
+    let field = c.len_delim().ok()?;
+    let rest = &raw[field.end..];
+    let mut f = Cursor::new(raw, field);
+    let (1, proto::LEN) = f.tag().ok()? else {
+        return None;
+    };
+    let name = f.len_delim().ok()?;
+    let (2, proto::LEN) = f.tag().ok()? else {
+        return None;
+    };
+    let value = f.len_delim().ok()?;
+    f.at_end().then_some(((&raw[name], &raw[value]), rest))
+}
 
 /// A float sample as read off the wire. `start_timestamp` is 0 (unset) for v1.
 #[derive(Debug, Clone, Copy, PartialEq)]
