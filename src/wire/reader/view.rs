@@ -582,6 +582,13 @@ fn run_label_fields(raw: &[u8]) -> Option<(Pair<'_>, &[u8])> {
             return Some(((name, value), &raw[2 + len..]));
         }
     }
+    long_label_fields(raw)
+}
+
+/// `run_label_fields` of a label with a two-byte length: out of line, so that the iterator
+/// every stage reads labels with stays small where it is inlined.
+#[inline(never)]
+fn long_label_fields(raw: &[u8]) -> Option<(Pair<'_>, &[u8])> {
     let mut c = Cursor::new(raw, 0..raw.len());
     let (1, proto::LEN) = c.tag().ok()? else {
         return None;
