@@ -96,6 +96,11 @@ struct Args {
     /// guarded rows are measured against.
     #[arg(long)]
     unguarded: bool,
+    /// `--shapes`: run each row this many times (the proxies' order alternating), each proxy
+    /// fresh every time, and count each side's median: a single pass moves ±10–20 % with
+    /// vmagent's own figure.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Run the proxies on these CPUs (a `taskset -c` list, e.g. `1`) and the harness (driver,
     /// null upstream) on the others, so latency measures the proxy, not the sender competing
     /// with it.
@@ -158,6 +163,7 @@ impl Args {
             shapes: false,
             shape: None,
             unguarded: false,
+            repeat: 1,
             pin_proxy: None,
             small_owners: 200,
             small_owners_rate: 0.0,

@@ -191,13 +191,26 @@ fn extra(v: &Variant, kind: Kind, dir: &Path, unguarded: bool) -> Extra {
 pub struct Row {
     name: String,
     samples_per_request: f64,
-    cg: Sat,
-    vm: Sat,
+    /// Each round's run (`--repeat`).
+    cg: Vec<Sat>,
+    vm: Vec<Sat>,
 }
 
 impl Row {
     fn ratio(&self) -> f64 {
-        self.cg.per_cpu_s() / self.vm.per_cpu_s()
+        median(&self.cg) / median(&self.vm)
+    }
+}
+
+/// The median of the runs' samples per CPU-second (the mean of the middle two of an even
+/// count).
+fn median(runs: &[Sat]) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(Sat::per_cpu_s).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -242,38 +255,55 @@ pub async fn run(args: &Args, upstream: &Sink, dir: &Path, full: bool) -> Vec<Ro
         let load = gen::build(shape, 7);
         // vmagent 1.79 takes remote write 1.0 only: a 2.0 shape sends it the same series as 1.0.
         let v1_load = v.v2.then(|| gen::build(Shape { v2: false, ..shape }, 7));
-        let mut sats = Vec::new();
-        for kind in [Kind::Vmagent, Kind::Cardguard] {
-            let load = match (&v1_load, kind) {
-                (Some(l), Kind::Vmagent) => l,
-                _ => &load,
+        let (mut cg, mut vm) = (Vec::new(), Vec::new());
+        for round in 0..args.repeat.max(1) {
+            // vmagent first in even rounds, cardguard first in odd ones.
+            let order = if round % 2 == 0 {
+                [Kind::Vmagent, Kind::Cardguard]
+            } else {
+                [Kind::Cardguard, Kind::Vmagent]
             };
-            let mut t = Target::start_with(
-                kind,
-                dir,
-                &upstream.write_url(),
-                limits,
-                &extra(&v, kind, dir, args.unguarded),
-            );
-            let warm = crate::drive::run(plan(
-                &t,
-                load,
-                args.conns,
-                duration * 1000,
-                None,
-                true,
-                0,
-                load.first_step,
-            ))
-            .await;
-            settle(upstream).await;
-            assert_ok(kind, "shape warm-up", &warm);
-            let sat = saturate(&mut t, upstream, load, args.conns, duration).await;
-            assert_ok(kind, "shape", &sat.out);
-            sats.push(sat);
+            for kind in order {
+                let load = match (&v1_load, kind) {
+                    (Some(l), Kind::Vmagent) => l,
+                    _ => &load,
+                };
+                let mut t = Target::start_with(
+                    kind,
+                    dir,
+                    &upstream.write_url(),
+                    limits,
+                    &extra(&v, kind, dir, args.unguarded),
+                );
+                let warm = crate::drive::run(plan(
+                    &t,
+                    load,
+                    args.conns,
+                    duration * 1000,
+                    None,
+                    true,
+                    0,
+                    load.first_step,
+                ))
+                .await;
+                settle(upstream).await;
+                assert_ok(kind, "shape warm-up", &warm);
+                let sat = saturate(&mut t, upstream, load, args.conns, duration).await;
+                assert_ok(kind, "shape", &sat.out);
+                if args.repeat > 1 {
+                    println!(
+                        "  round {round} {:<9} {:>9.0} samples/CPU-s ({:.2} CPU-s)",
+                        kind.name(),
+                        sat.per_cpu_s(),
+                        sat.cpu_s
+                    );
+                }
+                match kind {
+                    Kind::Cardguard => cg.push(sat),
+                    Kind::Vmagent => vm.push(sat),
+                }
+            }
         }
-        let cg = sats.pop().unwrap();
-        let vm = sats.pop().unwrap();
         let row = Row {
             name: if args.unguarded {
                 format!("{} [cardguard unguarded]", v.name())
@@ -284,18 +314,19 @@ pub async fn run(args: &Args, upstream: &Sink, dir: &Path, full: bool) -> Vec<Ro
             cg,
             vm,
         };
+        let cpu = |runs: &[Sat]| runs.iter().map(|s| s.cpu_s).sum::<f64>();
         println!(
             "shape {:<58} cardguard {:>9.0} samples/CPU-s ({:.2} CPU-s), vmagent {:>9.0} ({:.2} CPU-s): {:.2}×",
             row.name,
-            row.cg.per_cpu_s(),
-            row.cg.cpu_s,
-            row.vm.per_cpu_s(),
-            row.vm.cpu_s,
+            median(&row.cg),
+            cpu(&row.cg),
+            median(&row.vm),
+            cpu(&row.vm),
             row.ratio()
         );
         if !full {
             assert!(
-                row.cg.forwarded > 0 && row.vm.forwarded > 0,
+                row.cg.iter().chain(&row.vm).all(|s| s.forwarded > 0),
                 "shape {}: nothing forwarded",
                 row.name
             );
@@ -308,9 +339,15 @@ pub async fn run(args: &Args, upstream: &Sink, dir: &Path, full: bool) -> Vec<Ro
 
 fn print(rows: &[Row]) {
     println!();
+    let runs = rows.first().map_or(1, |r| r.cg.len());
     println!(
-        "## samples per CPU-second by load shape ({})",
-        crate::machine()
+        "## samples per CPU-second by load shape ({}{})",
+        crate::machine(),
+        if runs > 1 {
+            format!("; medians of {runs} runs a side")
+        } else {
+            String::new()
+        }
     );
     println!();
     println!(
@@ -322,8 +359,8 @@ fn print(rows: &[Row]) {
             "| {} | {:.0} | {:.0} | {:.0} | {:.2}× |",
             r.name,
             r.samples_per_request,
-            r.cg.per_cpu_s(),
-            r.vm.per_cpu_s(),
+            median(&r.cg),
+            median(&r.vm),
             r.ratio()
         );
     }
