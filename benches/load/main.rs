@@ -676,6 +676,21 @@ async fn saturate(
     at_rate(t, upstream, load, conns, duration, None).await
 }
 
+/// One warm-up step: every series of the load's first step once, as fast as `t` answers.
+async fn warm_up(t: &Target, load: &Load, conns: usize, duration: Duration) -> LoadResult {
+    drive::run(plan(
+        t,
+        load,
+        conns,
+        duration * 1000,
+        None,
+        true,
+        0,
+        load.first_step,
+    ))
+    .await
+}
+
 /// `saturate`, or at `rate` samples/s when one is given.
 async fn at_rate(
     t: &mut Target,
@@ -1066,17 +1081,7 @@ async fn attack_run(
 ) {
     let duration = Duration::from_secs_f64(args.duration);
     let mut t = Target::start(Kind::Cardguard, dir, &upstream.write_url(), limits);
-    let warm = drive::run(plan(
-        &t,
-        load,
-        args.conns,
-        duration * 1000,
-        None,
-        true,
-        0,
-        load.first_step,
-    ))
-    .await;
+    let warm = warm_up(&t, load, args.conns, duration).await;
     assert_ok(Kind::Cardguard, "warm-up", &warm);
     let sat = saturate(&mut t, upstream, load, args.conns, duration).await;
     let rate = if args.attack_rate > 0.0 {

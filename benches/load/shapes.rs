@@ -12,7 +12,7 @@ use cardguard::sink::Sink;
 
 use crate::gen::{self, Labels, Shape};
 use crate::target::{Extra, Kind, Target};
-use crate::{assert_ok, budget, plan, saturate, settle, Args, Sat};
+use crate::{assert_ok, budget, saturate, settle, warm_up, Args, Sat};
 
 /// What the guard does in a shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,17 +275,7 @@ pub async fn run(args: &Args, upstream: &Sink, dir: &Path, full: bool) -> Vec<Ro
                     limits,
                     &extra(&v, kind, dir, args.unguarded),
                 );
-                let warm = crate::drive::run(plan(
-                    &t,
-                    load,
-                    args.conns,
-                    duration * 1000,
-                    None,
-                    true,
-                    0,
-                    load.first_step,
-                ))
-                .await;
+                let warm = warm_up(&t, load, args.conns, duration).await;
                 settle(upstream).await;
                 assert_ok(kind, "shape warm-up", &warm);
                 let sat = saturate(&mut t, upstream, load, args.conns, duration).await;

@@ -1021,12 +1021,7 @@ proptest! {
         req in prop_oneof![prometheus_like(), strategies::v1_request()],
         tight in any::<bool>(),
     ) {
-        let limits = if tight {
-            Limits { max_labels_per_series: 4, max_label_name_bytes: 8, max_label_value_bytes: 12, ..Limits::default() }
-        } else {
-            Limits::default()
-        };
-        lazy_agrees(&req.encode_to_vec(), &limits)?;
+        lazy_agrees(&req.encode_to_vec(), &caps(tight))?;
     }
 
     #[test]
@@ -1110,6 +1105,20 @@ fn guesses_agree(buf: &[u8], limits: &Limits) -> Result<usize, TestCaseError> {
     Ok(guessed)
 }
 
+/// The default caps, or (`tight`) caps low enough that runs reach them.
+fn caps(tight: bool) -> Limits {
+    if tight {
+        Limits {
+            max_labels_per_series: 4,
+            max_label_name_bytes: 8,
+            max_label_value_bytes: 12,
+            ..Limits::default()
+        }
+    } else {
+        Limits::default()
+    }
+}
+
 /// `prometheus_like` with no sample of value 0, which the encoder leaves out (a series then
 /// ends in a sample that is not the plain one guessed).
 fn guessable() -> impl Strategy<Value = v1::WriteRequest> {
@@ -1129,12 +1138,7 @@ proptest! {
         req in prop_oneof![guessable(), prometheus_like(), strategies::v1_request()],
         tight in any::<bool>(),
     ) {
-        let limits = if tight {
-            Limits { max_labels_per_series: 4, max_label_name_bytes: 8, max_label_value_bytes: 12, ..Limits::default() }
-        } else {
-            Limits::default()
-        };
-        guesses_agree(&req.encode_to_vec(), &limits)?;
+        guesses_agree(&req.encode_to_vec(), &caps(tight))?;
     }
 
     #[test]
