@@ -165,8 +165,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// `plain_sample`, and nothing after it, inlined where it is called: the guess of a
-    /// series' run (`v1::guessed_record`) makes this check once a series.
+    /// `plain_sample`, and nothing after it, with `plain_sample`'s body inlined here: the
+    /// guess of a series' run (`v1::guessed_record`) makes this check once a series.
     #[inline]
     pub(crate) fn plain_sample_to_end(&mut self) -> bool {
         self.plain_sample_inlined() && self.at_end()

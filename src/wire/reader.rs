@@ -55,7 +55,7 @@ pub(crate) struct SeriesRec {
     pub(crate) first_sample: u32,
     /// `CHECKED`, and `CANONICAL` and `SORTED` with it: found by `Parsed::validate` in its
     /// walk over the labels, so that `SeriesView::canonical_labels` need not walk them again
-    /// and the guard need not check their order. `LAZY`: see there.
+    /// and the guard need not check their order. `LAZY`, `GUESSED`: see there.
     pub(crate) flags: u8,
 }
 
@@ -73,8 +73,9 @@ pub(crate) const SORTED: u8 = 4;
 /// not yet checked: `SeriesView::check_lazy` checks them.
 pub(crate) const LAZY: u8 = 8;
 /// `SeriesRec::flags`, with `LAZY`, when runs are guessed (`Parsed::set_guessed_runs`): the
-/// run is not known to be one. The series ends in one plain sample, and the run is taken to be
-/// everything before it, unwalked: `Parsed::settle_guess` tells whether it is.
+/// run is not known to be one. The series ends in one sample (plain, or of value 0), and the
+/// run is taken to be everything before it, unwalked: `Parsed::settle_guess` tells whether it
+/// is.
 pub(crate) const GUESSED: u8 = 16;
 
 /// One label as byte ranges of the buffer. For v2 these hold symbol refs until the end of the
@@ -207,8 +208,9 @@ impl Parsed {
         self.lazy_labels = on;
     }
 
-    /// With lazy mode, from the next `parse` on: a series that ends in one plain sample (a
-    /// float and a timestamp, as Prometheus sends most) is recorded as `LAZY` with everything
+    /// With lazy mode, from the next `parse` on: a series that ends in one sample (a float and
+    /// a timestamp, or a timestamp alone for a value of 0, as Prometheus sends most) is
+    /// recorded as `LAZY` with everything
     /// before that sample taken for its run of labels, found from the series' end instead of by
     /// walking its labels one after the other (a chain of dependent loads, the most of what a
     /// lazy series costs the pass). The guess is right when those bytes are a run; a caller
@@ -220,12 +222,9 @@ impl Parsed {
         self.guessed_runs = on;
     }
 
-    /// Series `i`'s run was guessed (`set_guessed_runs`) and is not settled yet.
-    ///
-    /// # Panics
-    ///
-    /// If `i >= self.len()`, like slice indexing.
-    pub fn guessed(&self, i: usize) -> bool {
+    /// Series `i`'s run was guessed (`set_guessed_runs`), whether or not it settles.
+    #[cfg(test)]
+    pub(crate) fn guessed(&self, i: usize) -> bool {
         self.series[i].flags & GUESSED != 0
     }
 
