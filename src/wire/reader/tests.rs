@@ -695,6 +695,42 @@ fn limits_are_enforced() {
     );
 }
 
+/// A 2.0 request's labels are checked one by one only when some symbol is longer than a cap;
+/// then each name and value against its own.
+#[test]
+fn v2_label_caps_hold_whichever_symbol_is_longest() {
+    // `__name__` (8 bytes) is the longest name; the 20-byte symbol is only a value. (A symbol
+    // over both caps is refused as it is read, `SymbolTooLong`.)
+    let v2 = v2_req(
+        &["", "__name__", "up", "job", "a-value-of-20-bytes!"],
+        &[1, 2, 3, 4],
+    );
+    let caps = |name: usize, value: usize| Limits {
+        max_label_name_bytes: name,
+        max_label_value_bytes: value,
+        ..Limits::default()
+    };
+    let mut p = Parsed::new();
+    assert_eq!(p.parse(&v2, Version::V2, &caps(8, 20)), Ok(()));
+    assert_eq!(
+        p.parse(&v2, Version::V2, &caps(7, 20)),
+        Err(WireError::LabelNameTooLong {
+            series: 0,
+            limit: 7
+        })
+    );
+    assert_eq!(
+        p.parse(&v2, Version::V2, &caps(30, 19)),
+        Err(WireError::LabelValueTooLong {
+            series: 0,
+            limit: 19
+        })
+    );
+    // A symbol no label uses (here one longer than both caps' smaller one) breaks nothing.
+    let unused = v2_req(&["", "__name__", "up", "a-value-of-20-bytes!"], &[1, 2]);
+    assert_eq!(p.parse(&unused, Version::V2, &caps(8, 20)), Ok(()));
+}
+
 #[test]
 fn malformed_framing_is_a_protobuf_error_with_offset() {
     // Group wire type at the top level.

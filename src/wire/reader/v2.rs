@@ -39,6 +39,7 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
     // The span of consecutive symbol entries, and whether all entries were in that one span.
     let mut run: Option<(usize, usize)> = None;
     let mut contiguous = true;
+    let mut longest = 0usize;
     let mut c = Cursor::new(buf, 0..buf.len());
     while !c.at_end() {
         let tag_start = c.pos();
@@ -54,6 +55,7 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
                 if range.len() > limits.max_symbol_bytes() {
                     return Err(symbol_too_long(p.symbols.len(), range.len(), limits));
                 }
+                longest = longest.max(range.len());
                 p.symbols.push((range.start as u32, range.len() as u32));
                 run = match run {
                     None => Some((tag_start, range.end)),
@@ -92,7 +94,7 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
             });
         }
     }
-    resolve(p, buf, limits)?;
+    resolve(p, buf, limits, longest)?;
     if p.counts().exemplars > 0 {
         check_exemplars(p, buf, limits)?;
     }
@@ -165,7 +167,8 @@ fn check_exemplars(p: &Parsed, buf: &[u8], limits: &Limits) -> Result<(), WireEr
 }
 
 /// Turn every label's refs into the symbols' byte ranges and apply the length caps (which can
-/// only be checked once the strings are known).
+/// only be checked once the strings are known). Every name and value is a symbol, so when the
+/// `longest` symbol is within both caps no label is checked one by one.
 ///
 /// The same loop settles what `SeriesView::validate` checks of most series, as the 1.0 pass
 /// does (`v1::canonical_run`): the request's label names are few symbols used many times, so
@@ -174,7 +177,11 @@ fn check_exemplars(p: &Parsed, buf: &[u8], limits: &Limits) -> Result<(), WireEr
 /// names are non-empty and rise strictly, with `__name__` set and no native histogram, in a
 /// table of valid UTF-8, is marked CHECKED | SORTED; any other is left to the walk, which
 /// finds its error as before.
-fn resolve(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), WireError> {
+fn resolve(p: &mut Parsed, buf: &[u8], limits: &Limits, longest: usize) -> Result<(), WireError> {
+    let fit = longest
+        <= limits
+            .max_label_name_bytes
+            .min(limits.max_label_value_bytes);
     let metric_name = name_ranks(p, buf);
     let symbols = &p.symbols;
     let ranks = &p.name_ranks;
@@ -206,7 +213,9 @@ fn resolve(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), WireError>
                 value_off,
                 value_len,
             };
-            check_label_lengths(l, index, limits)?;
+            if !fit {
+                check_label_lengths(l, index, limits)?;
+            }
         }
         if settle && sorted && has_name && rec.histograms == 0 {
             rec.flags = CHECKED | SORTED;
