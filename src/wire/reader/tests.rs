@@ -319,7 +319,7 @@ proptest! {
     fn parse_never_panics(bytes in hostile_bytes()) {
         let mut p = Parsed::new();
         for version in [Version::V1, Version::V2] {
-            let limits = Limits { max_labels_per_series: 6, max_label_value_bytes: 12, ..Limits::default() };
+            let limits = hostile_caps();
             if p.parse(&bytes, version, &limits).is_ok() {
                 exercise(&p, &bytes);
                 check_canonical(&mut p, &bytes)?;
@@ -1062,7 +1062,7 @@ proptest! {
 
     #[test]
     fn lazy_labels_agree_on_hostile_bytes(bytes in hostile_bytes()) {
-        let limits = Limits { max_labels_per_series: 6, max_label_value_bytes: 12, ..Limits::default() };
+        let limits = hostile_caps();
         lazy_agrees(&bytes, &limits)?;
     }
 }
@@ -1141,6 +1141,15 @@ fn guesses_agree(buf: &[u8], limits: &Limits) -> Result<usize, TestCaseError> {
     Ok(guessed)
 }
 
+/// Caps low enough that `strategies::hostile_bytes` reach them, so the refusals are read too.
+fn hostile_caps() -> Limits {
+    Limits {
+        max_labels_per_series: 6,
+        max_label_value_bytes: 12,
+        ..Limits::default()
+    }
+}
+
 /// The default caps, or (`tight`) caps low enough that runs reach them.
 fn caps(tight: bool) -> Limits {
     if tight {
@@ -1179,7 +1188,7 @@ proptest! {
 
     #[test]
     fn guessed_runs_agree_on_hostile_bytes(bytes in hostile_bytes()) {
-        let limits = Limits { max_labels_per_series: 6, max_label_value_bytes: 12, ..Limits::default() };
+        let limits = hostile_caps();
         guesses_agree(&bytes, &limits)?;
     }
 }
