@@ -559,33 +559,43 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// The id of series `i`, whose labels as the guard sees them are `labels`. Labels no
+    /// The id of series `i`, whose labels as the guard sees them are `labels()`. Labels no
     /// earlier stage rewrote are hashed where they lie when the request holds them in
     /// canonical form, and built without an order check when `Parsed::validate` found their
     /// names sorted (all 2.0 series); anything else is built and checked (see `identity`).
-    fn series_id<'l>(
+    /// A 2.0 series read lazily gets its key instead (`Identity::refs_key`), or `None` when
+    /// its refs cannot be resolved.
+    fn series_id<'l, L>(
         &self,
         decisions: &Decisions,
         i: usize,
-        labels: impl Iterator<Item = (&'l [u8], &'l [u8])> + Clone,
+        labels: impl FnOnce() -> L,
         identity: &mut Identity,
         seed: u64,
-    ) -> u64 {
+    ) -> Option<u64>
+    where
+        L: Iterator<Item = (&'l [u8], &'l [u8])> + Clone,
+    {
         if decisions.rewritten(i).is_none() {
             let view = self.req.series(self.buf, i);
             // Not checked yet: taken to be canonical, which `admit` confirms for every such
             // series the fresh table does not know (a known one is those very bytes).
             if let Some(run) = view.lazy_run() {
-                return identity::raw_id(seed, run);
+                return Some(identity::raw_id(seed, run));
+            }
+            // Not checked either: known by its strings (`Identity::refs_key`). Its id is
+            // made only if the table does not know it.
+            if let Some(refs) = view.lazy_refs() {
+                return identity.refs_key(seed, refs);
             }
             if let Some(raw) = view.canonical_labels() {
-                return identity::raw_id(seed, raw);
+                return Some(identity::raw_id(seed, raw));
             }
             if view.sorted() == Some(true) {
-                return identity.sorted_series_id(seed, labels);
+                return Some(identity.sorted_series_id(seed, labels()));
             }
         }
-        identity.series_id(seed, labels)
+        Some(identity.series_id(seed, labels()))
     }
 }
 
@@ -615,6 +625,11 @@ pub struct Scratch {
     metric_keys: Vec<u64>,
     /// The id of each series, in request order.
     ids: Vec<u64>,
+    /// The series whose id cannot be known before they are checked (`Batch::series_id`).
+    unknown: Vec<usize>,
+    /// What the fresh table knows each series by, in request order: its id, but for
+    /// series read lazily whose bytes are not their canonical labels (`Batch::series_id`).
+    keys: Vec<u64>,
     /// What the fresh table holds of each series, in request order.
     hits: Vec<Option<fresh::Entry>>,
     /// This thread's lane (`Lane`) in the guard of that id, where the samples of the series
@@ -746,10 +761,17 @@ impl Guard {
         let fresh = cfg.shared.is_none().then(|| self.fresh.view());
         let salt = fresh::salt(seed, now, cfg.generation);
         scratch.ids.clear();
+        scratch.unknown.clear();
+        if req.has_lazy() && req.version() == crate::wire::Version::V2 {
+            scratch.identity.begin(cfg.hash_seed, &req.symbols, buf);
+        }
         for i in 0..req.len() {
-            let labels = decisions.labels(req, buf, i);
+            let labels = || decisions.labels(req, buf, i);
             let id = batch.series_id(decisions, i, labels, &mut scratch.identity, cfg.hash_seed);
-            scratch.ids.push(id);
+            if id.is_none() {
+                scratch.unknown.push(i);
+            }
+            scratch.ids.push(id.unwrap_or_default());
         }
         if let Some(f) = &fresh {
             for &id in scratch.ids.iter().take(FRESH_AHEAD) {
@@ -771,6 +793,12 @@ impl Guard {
             }
             scratch.hits.push(lookup(i, scratch.ids[i]));
         }
+        for &i in &scratch.unknown {
+            scratch.hits[i] = None;
+        }
+        // What the table is to know each series by, from now on (`Batch::series_id`).
+        scratch.keys.clear();
+        scratch.keys.extend_from_slice(&scratch.ids);
         // Series read lazily that the table does not know are checked before anything is
         // counted. One whose names turn out unsorted has another id (built in canonical
         // order), which the table is asked again. A guessed run (`Parsed::set_guessed_runs`)
@@ -786,9 +814,15 @@ impl Guard {
             }
             let view = req.series(buf, i);
             if !view.check_lazy(i)? {
+                // Asked again by its id, which a sorted 1.0 series is known by. When that
+                // knows it, it is put by its key too, which the next request asks first;
+                // when not, the owners' way puts it by its key.
                 let id = scratch.identity.series_id(cfg.hash_seed, view.labels());
                 scratch.ids[i] = id;
                 scratch.hits[i] = lookup(i, id);
+                if let (Some(f), Some(hit)) = (&fresh, scratch.hits[i]) {
+                    f.insert(fresh::key(scratch.keys[i], salt), hit);
+                }
             }
         }
 
@@ -1108,7 +1142,7 @@ impl Guard {
                             owner: index,
                             refused,
                         };
-                        f.insert(fresh::key(id, salt), e);
+                        f.insert(fresh::key(scratch.keys[i as usize], salt), e);
                     }
                     match v {
                         Verdict::Drop(_) => {

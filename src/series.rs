@@ -23,7 +23,7 @@ where
     W: Iterator<Item = (&'a [u8], &'a [u8])>,
 {
     type Item = (&'a [u8], &'a [u8]);
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Labels::Wire(w) => w.next(),

@@ -6,7 +6,7 @@
 //! `reader` walks the decompressed buffer once and records byte offsets, and the `writer`
 //! copies those byte ranges out again.
 
-mod proto;
+pub(crate) mod proto;
 pub mod reader;
 pub mod snappy;
 #[cfg(test)]

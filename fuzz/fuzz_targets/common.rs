@@ -93,6 +93,49 @@ fn lazy_agrees(buf: &[u8], limits: &Limits, full: &Parsed) {
     }
 }
 
+/// 2.0 bodies read lazily: what depends on the symbols table is found when a series is
+/// checked, not by the pass. A body is accepted, and its series pass their checks
+/// (`check_lazy` as the guard does, `Parsed::validate`), exactly when the full pass accepts
+/// them all, and then with the labels the full pass read.
+fn lazy_v2_agrees(buf: &[u8], limits: &Limits) {
+    let mut full = Parsed::new();
+    let walked = full
+        .parse(buf, Version::V2, limits)
+        .and_then(|()| (0..full.len()).try_for_each(|i| full.validate(buf, i)));
+    let mut lazy = Parsed::new();
+    lazy.set_lazy_labels(true);
+    let checked = lazy.parse(buf, Version::V2, limits).and_then(|()| {
+        (0..lazy.len()).try_for_each(|i| {
+            if lazy.lazy(i) {
+                let check = lazy.series(buf, i).check_lazy(i);
+                assert_eq!(
+                    check.clone().map(|_| ()),
+                    lazy.validate(buf, i),
+                    "series {i}"
+                );
+                assert_ne!(
+                    check,
+                    Ok(true),
+                    "series {i}: 2.0 labels are never canonical"
+                );
+            }
+            lazy.validate(buf, i)
+        })
+    });
+    assert_eq!(
+        walked.is_ok(),
+        checked.is_ok(),
+        "full: {walked:?}, lazy: {checked:?}"
+    );
+    if checked.is_ok() {
+        for i in 0..lazy.len() {
+            let (f, l) = (full.series(buf, i), lazy.series(buf, i));
+            assert!(f.labels().eq(l.labels()), "series {i}: other labels");
+            assert_eq!(f.raw(), l.raw());
+        }
+    }
+}
+
 /// Snappy block as it arrives, or (if that fails to decompress) the bytes as the decoded body,
 /// so that the fuzzer also explores the protobuf reader directly.
 fn decoded<'a>(data: &'a [u8], limits: &Limits, body: &'a mut Vec<u8>) -> &'a [u8] {
@@ -116,6 +159,9 @@ pub fn run(data: &[u8], version: Version) {
     };
     let mut body = Vec::new();
     let buf = decoded(data, &limits, &mut body);
+    if version == Version::V2 {
+        lazy_v2_agrees(buf, &limits);
+    }
     let mut parsed = Parsed::new();
     if parsed.parse(buf, version, &limits).is_err() {
         return;
@@ -218,6 +264,9 @@ pub fn translate(data: &[u8]) {
     };
     let mut body = Vec::new();
     let buf = decoded(rest, &limits, &mut body);
+    if version == Version::V2 {
+        lazy_v2_agrees(buf, &limits);
+    }
     let mut parsed = Parsed::new();
     if parsed.parse(buf, version, &limits).is_err() {
         return;

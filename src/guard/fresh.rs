@@ -9,6 +9,11 @@
 //! time. Here a request looks them up in one table, prefetched across the request, and only
 //! the rest go the owners' way.
 //!
+//! A series is held by what a request can tell it by before checking it: its id, or for a
+//! series whose bytes are not its canonical labels (read lazily: an unsorted 1.0 run, any
+//! 2.0 series) a hash of those bytes or of their strings (`Identity::refs_key`). Either
+//! way a hit stands for a series with those very labels, checked before.
+//!
 //! A key folds the id with a salt of the slice, the config generation and the tenant: a
 //! new slice, a reload or another tenant finds nothing it did not put there, so the table is
 //! never cleared. Entries are single atomic words, written whole: a racing reader sees an

@@ -1188,3 +1188,103 @@ fn a_released_scratch_keeps_its_lane() {
     assert_eq!(r.guard.owners.read().unwrap().lanes.len(), 1);
     assert_eq!(r.row("a").samples_total, 60);
 }
+
+/// 2.0 series read lazily are known by their key (`Identity::refs_key`), and checked and
+/// hashed to their id only when the fresh table does not know them: the same labels from a
+/// 1.0 sender are the same series, found by id the first time and by key after; unsorted
+/// labels are the same series too; refs that do not resolve fail the request uncounted.
+#[test]
+fn lazy_v2_series_are_known_by_their_key() {
+    let mut r = Run::new(cfg(10));
+    let up = series(&[("__name__", "up"), ("service", "a")], 1);
+    let unsorted = series(&[("service", "a"), ("__name__", "up")], 1);
+    let send_v2 = |r: &mut Run, ts: Vec<v1::TimeSeries>| {
+        let req = v1::WriteRequest {
+            timeseries: ts,
+            metadata: vec![],
+        };
+        let buf = testgen::v1_to_v2(&req).encode_to_vec();
+        let mut parsed = Parsed::new();
+        parsed.set_lazy_labels(true);
+        parsed.parse(&buf, Version::V2, &Limits::default()).unwrap();
+        assert!((0..parsed.len()).all(|i| parsed.lazy(i)), "read lazily");
+        let batch = Batch {
+            req: &parsed,
+            buf: &buf,
+            tenant: None,
+            now_ms: T0,
+        };
+        r.decisions.reset(parsed.len());
+        let verdicts = r
+            .guard
+            .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
+            .map(|_| (0..parsed.len()).map(|i| r.decisions.verdict(i)).collect());
+        // Answered by the key alone: the id was never made.
+        let by_key: Vec<bool> = (0..parsed.len())
+            .map(|i| r.scratch.hits[i].is_some() && r.scratch.ids[i] == r.scratch.keys[i])
+            .collect();
+        (verdicts, by_key)
+    };
+
+    assert_eq!(kept(&r.send(vec![up.clone()], T0)), 1);
+    let id = r.scratch.ids[0];
+    // Known from the 1.0 sender by id: checked, found, and now held by key too.
+    let (v, by_key) = send_v2(&mut r, vec![up.clone()]);
+    assert_eq!(v, Ok(vec![Verdict::Keep]));
+    assert_eq!(by_key, [false]);
+    assert_eq!(r.scratch.ids[0], id, "the 1.0 sender's series");
+    assert_ne!(r.scratch.keys[0], id);
+    let (v, by_key) = send_v2(&mut r, vec![up.clone()]);
+    assert_eq!(v, Ok(vec![Verdict::Keep]));
+    assert_eq!(by_key, [true]);
+    // Unsorted: the same series (by id), then known by its own key.
+    for want in [false, true] {
+        let (v, by_key) = send_v2(&mut r, vec![unsorted.clone()]);
+        assert_eq!(v, Ok(vec![Verdict::Keep]));
+        assert_eq!(by_key, [want]);
+    }
+    assert_eq!(r.guard.global_active(), 1);
+    // A new series goes the owners' way, once.
+    let other = series(&[("__name__", "other"), ("service", "a")], 1);
+    for want in [false, true] {
+        let (_, by_key) = send_v2(&mut r, vec![up.clone(), other.clone()]);
+        assert_eq!(by_key, [true, want]);
+    }
+    assert_eq!(r.guard.global_active(), 2);
+    let samples = r.row("a").samples_total;
+
+    // A ref past the table: the request fails, and nothing of it is counted.
+    let req = v1::WriteRequest {
+        timeseries: vec![up.clone(), up],
+        metadata: vec![],
+    };
+    let mut v2 = testgen::v1_to_v2(&req);
+    v2.timeseries[1].labels_refs[1] = 99;
+    let buf = v2.encode_to_vec();
+    let mut parsed = Parsed::new();
+    parsed.set_lazy_labels(true);
+    parsed.parse(&buf, Version::V2, &Limits::default()).unwrap();
+    let batch = Batch {
+        req: &parsed,
+        buf: &buf,
+        tenant: None,
+        now_ms: T0,
+    };
+    r.decisions.reset(parsed.len());
+    let err = r
+        .guard
+        .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::wire::WireError::SymbolOutOfRange {
+                series: 1,
+                reference: 99,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(r.row("a").samples_total, samples, "nothing counted");
+}

@@ -197,13 +197,17 @@ impl Parsed {
         }
     }
 
-    /// Lazy mode, for 1.0 bodies, from the next `parse` on: a series whose labels are one run
-    /// of short ones (what every encoder writes) followed by its samples is recorded without
-    /// them (`LAZY`), which saves most of the pass for a caller that knows most series by the
-    /// run's bytes alone: the guard's fresh table. Such a series is *not checked*:
-    /// `Parsed::validate` and `SeriesView::validate` check it in full when asked, and its
-    /// labels are read from the bytes; whoever turns this on must check every series it does
-    /// not know (`SeriesView::check_lazy`) before using it.
+    /// Lazy mode, from the next `parse` on: a 1.0 series whose labels are one run of short
+    /// ones (what every encoder writes) followed by its samples, and a 2.0 series whose first
+    /// field is its packed symbol refs (what every encoder writes; `v2::lazy_run` says which
+    /// runs), is recorded without its labels (`LAZY`), which saves most of the pass for a
+    /// caller that knows most series by those bytes alone: the guard's fresh table. Such a
+    /// series is *not checked*: `Parsed::validate` and `SeriesView::validate` check it in
+    /// full when asked, and its labels are read from the bytes (2.0: resolved through the
+    /// symbols table as they are read); whoever turns this on must check every series it does
+    /// not know (`SeriesView::check_lazy`) before using it. A 2.0 body is then not checked
+    /// for what depends on its table (refs in range, the caps on the strings they name)
+    /// where no series is: a body the full pass refuses may parse, and fails that check.
     pub fn set_lazy_labels(&mut self, on: bool) {
         self.lazy_labels = on;
     }
@@ -376,6 +380,7 @@ impl Parsed {
             version: self.version,
             metadata,
             symbols_utf8: self.symbols_utf8,
+            symbols: &self.symbols,
         }
     }
 

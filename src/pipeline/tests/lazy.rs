@@ -147,6 +147,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The same of 2.0 requests, whose series are read lazily too (their refs, see
+    /// `Parsed::set_lazy_labels`), forwarded as 2.0 or translated to 1.0.
+    #[test]
+    fn lazy_v2_reads_decide_as_full_reads(
+        requests in proptest::collection::vec(proptest::collection::vec(0usize..21, 1..8), 1..6),
+        translate in any::<bool>(),
+    ) {
+        let pool = pool();
+        let limits = Limits::default();
+        let cfg = GuardConfig::with_default_budget(3, vec!["service".into()]);
+        let out = if translate { Version::V1 } else { Version::V2 };
+        let (lazy_guard, full_guard) = (Guard::new(), Guard::new());
+        let v2 = |guard, lazy_labels| Context {
+            guard: Some((guard, &cfg)),
+            lazy_labels,
+            ..Context::new(Version::V2, out, &limits, NOW)
+        };
+        let (lazy, full) = (v2(&lazy_guard, true), v2(&full_guard, false));
+        for picks in requests {
+            let b = testgen::body_in(Version::V2, picks.iter().map(|&k| pool[k].clone()).collect());
+            let (a, f) = (prepare(&b, &lazy), prepare(&b, &full));
+            prop_assert_eq!(outcome(&a), outcome(&f));
+        }
+        let report = |g: &Guard| serde_json::to_string(&g.report(&cfg)).unwrap();
+        prop_assert_eq!(report(&lazy_guard), report(&full_guard));
+    }
+}
+
 /// Runs guessed from the series' ends: a request the fresh table knows is answered from the
 /// guesses alone; one whose guess does not hold (a series of two samples) is read again
 /// without guesses and gets the outcome it gets read in full, with the error of a request that

@@ -1067,6 +1067,79 @@ proptest! {
     }
 }
 
+/// Lazy mode over a 2.0 body against the full pass: a body is accepted, and each of its
+/// series passes its check (`check_lazy` as the guard does, `Parsed::validate`), exactly when
+/// the full pass accepts them, with the same labels. (Lazily, what depends on the symbols
+/// table is found when a series is checked, not by the pass: which of several errors a bad
+/// body is refused for may differ.)
+fn lazy_v2_agrees(buf: &[u8], limits: &Limits) -> Result<usize, TestCaseError> {
+    let mut full = Parsed::new();
+    let mut lazy = Parsed::new();
+    lazy.set_lazy_labels(true);
+    let walked = full
+        .parse(buf, Version::V2, limits)
+        .and_then(|()| (0..full.len()).try_for_each(|i| full.validate(buf, i)));
+    let Ok(()) = lazy.parse(buf, Version::V2, limits) else {
+        prop_assert!(walked.is_err(), "lazily refused, accepted in full");
+        return Ok(0);
+    };
+    let mut lazies = 0;
+    let mut checked = Ok(());
+    for i in 0..lazy.len() {
+        if lazy.lazy(i) {
+            lazies += 1;
+            let check = lazy.series(buf, i).check_lazy(i);
+            if let Ok(canonical) = check {
+                prop_assert!(!canonical, "2.0 labels are never canonical where they lie");
+            }
+            let v = lazy.validate(buf, i);
+            prop_assert_eq!(check.map(|_| ()), v.clone());
+        }
+        if let Err(e) = lazy.validate(buf, i) {
+            checked = checked.and(Err(e));
+            continue;
+        }
+        if walked.is_ok() {
+            let (f, l) = (full.series(buf, i), lazy.series(buf, i));
+            prop_assert_eq!(
+                f.labels().collect::<Vec<_>>(),
+                l.labels().collect::<Vec<_>>()
+            );
+            prop_assert_eq!(f.label_count(), l.label_count());
+            prop_assert_eq!(f.label_bytes(), l.label_bytes());
+            prop_assert_eq!(f.raw(), l.raw());
+            prop_assert_eq!(f.sorted(), lazy.series(buf, i).sorted());
+        }
+    }
+    prop_assert_eq!(
+        walked.is_ok(),
+        checked.is_ok(),
+        "full: {:?}, lazy: {:?}",
+        walked,
+        checked
+    );
+    prop_assert_eq!(lazy.has_lazy(), lazies > 0);
+    Ok(lazies)
+}
+
+proptest! {
+    #[test]
+    fn lazy_v2_labels_read_like_the_full_pass(
+        req in prop_oneof![
+            strategies::v2_request(),
+            prometheus_like().prop_map(|r| crate::wire::testgen::v1_to_v2(&r)),
+        ],
+        tight in any::<bool>(),
+    ) {
+        lazy_v2_agrees(&req.encode_to_vec(), &caps(tight))?;
+    }
+
+    #[test]
+    fn lazy_v2_labels_agree_on_hostile_bytes(bytes in hostile_bytes()) {
+        lazy_v2_agrees(&bytes, &hostile_caps())?;
+    }
+}
+
 /// Guessed runs (`Parsed::set_guessed_runs`) against lazy mode over the same body: a series
 /// not guessed is recorded as lazy mode records it; a guessed one that settles is the lazy
 /// record (one sample, the same labels and verdicts); a failed guessed parse fails lazily too;

@@ -5,11 +5,17 @@
 //! any order), so symbol references are not resolved while walking: labels are recorded as
 //! `(name_ref, value_ref)`, every ref's maximum is tracked, and once the whole body has been
 //! seen one range check plus one in-place pass over the flat label table resolve them.
+//!
+//! In lazy mode (`Parsed::set_lazy_labels`) a series' refs are not read at all: the series
+//! is recorded with where they lie, and whoever reads its labels resolves them then
+//! (`SeriesView::lazy_refs`). With 4–5 labels a series, reading, recording and resolving
+//! every ref was half of what a guarded 2.0 request cost the proxy.
 
 use std::ops::Range;
 
 use super::{
-    check_framing, check_label_lengths, LabelRec, Parsed, SeriesRec, V2Metadata, CHECKED, SORTED,
+    check_framing, check_label_lengths, LabelRec, Parsed, SeriesRec, V2Metadata, CHECKED, LAZY,
+    SORTED,
 };
 use crate::wire::proto::{Cursor, LEN};
 use crate::wire::{Limits, Version, WireError};
@@ -81,6 +87,13 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
     if contiguous {
         p.symbols_raw = run.map(|(start, end)| (start as u32, (end - start) as u32));
     }
+    let fit = longest
+        <= limits
+            .max_label_name_bytes
+            .min(limits.max_label_value_bytes);
+    if p.has_lazy && !fit {
+        read_lazy_runs(p, buf, limits, &mut refs)?;
+    }
     p.symbols_utf8 = symbols_utf8(p, buf);
     if matches!(p.symbols.first(), Some(&(_, len)) if len != 0) {
         return Err(WireError::FirstSymbolNotEmpty);
@@ -94,7 +107,7 @@ pub(super) fn parse(p: &mut Parsed, buf: &[u8], limits: &Limits) -> Result<(), W
             });
         }
     }
-    resolve(p, buf, limits, longest)?;
+    resolve(p, buf, limits, fit)?;
     if p.counts().exemplars > 0 {
         check_exemplars(p, buf, limits)?;
     }
@@ -168,7 +181,8 @@ fn check_exemplars(p: &Parsed, buf: &[u8], limits: &Limits) -> Result<(), WireEr
 
 /// Turn every label's refs into the symbols' byte ranges and apply the length caps (which can
 /// only be checked once the strings are known). Every name and value is a symbol, so when the
-/// `longest` symbol is within both caps no label is checked one by one.
+/// longest symbol is within both caps (`fit`) no label is checked one by one. Series read
+/// lazily have no labels here; `fit` holds for them (`read_lazy_runs`).
 ///
 /// The same loop settles what `SeriesView::validate` checks of most series, as the 1.0 pass
 /// does (`v1::canonical_run`): the request's label names are few symbols used many times, so
@@ -177,11 +191,7 @@ fn check_exemplars(p: &Parsed, buf: &[u8], limits: &Limits) -> Result<(), WireEr
 /// names are non-empty and rise strictly, with `__name__` set and no native histogram, in a
 /// table of valid UTF-8, is marked CHECKED | SORTED; any other is left to the walk, which
 /// finds its error as before.
-fn resolve(p: &mut Parsed, buf: &[u8], limits: &Limits, longest: usize) -> Result<(), WireError> {
-    let fit = longest
-        <= limits
-            .max_label_name_bytes
-            .min(limits.max_label_value_bytes);
+fn resolve(p: &mut Parsed, buf: &[u8], limits: &Limits, fit: bool) -> Result<(), WireError> {
     let metric_name = name_ranks(p, buf);
     let symbols = &p.symbols;
     let ranks = &p.name_ranks;
@@ -283,6 +293,9 @@ fn series(
     };
     let mut metadata: Option<V2Metadata> = None;
     let mut pending_name: Option<u32> = None;
+    // Lazy mode: the packed refs the series starts with, not read yet (see `lazy_run`).
+    let mut lazy: Option<Range<usize>> = None;
+    let series_start = range.start;
     let mut c = Cursor::new(buf, range);
     while !c.at_end() {
         let field_start = c.pos();
@@ -293,7 +306,23 @@ fn series(
             rec.samples += 1;
             continue;
         }
+        if p.lazy_labels && field_start == series_start && buf.get(field_start) == Some(&0x0a) {
+            c.bump();
+            let run = c.len_delim()?;
+            if lazy_run(buf, &run, limits) {
+                lazy = Some(run);
+            } else {
+                pending_name = packed_pairs(p, buf, run, labels_start, index, limits, refs)?;
+            }
+            continue;
+        }
         let (field, wire_type) = c.tag()?;
+        // Another labels field: the first one is read now, and this one after it.
+        if field == 1 {
+            if let Some(run) = lazy.take() {
+                pending_name = packed_pairs(p, buf, run, labels_start, index, limits, refs)?;
+            }
+        }
         match field {
             // Hot path: one packed run of whole pairs (what every encoder writes).
             1 if wire_type == LEN && pending_name.is_none() => {
@@ -355,6 +384,15 @@ fn series(
             _ => c.skip(wire_type)?,
         }
     }
+    if let Some(run) = lazy {
+        // A series with native histograms is checked in full (`resolve`).
+        if rec.histograms == 0 {
+            rec.flags = LAZY;
+            p.has_lazy = true;
+        } else {
+            pending_name = packed_pairs(p, buf, run, labels_start, index, limits, refs)?;
+        }
+    }
     if pending_name.is_some() {
         return Err(WireError::OddLabelRefs { series: index });
     }
@@ -371,6 +409,64 @@ fn series(
     counts.histograms += u64::from(rec.histograms);
     counts.exemplars += u64::from(rec.exemplars);
     p.series.push(rec);
+    Ok(())
+}
+
+/// Whether a series' first field, the packed refs `run`, may be left unread in lazy mode
+/// (`Parsed::set_lazy_labels`): whole varints (its last byte ends one), as many as whole
+/// pairs, and no more pairs than a series may have labels. What the full pass finds of a run
+/// beyond that depends on the symbols table (refs in range, the strings' lengths and bytes),
+/// and is found when the series is checked (`SeriesView::check_lazy`); a run that fails here
+/// is read at once, for the error the full pass gives.
+#[inline]
+fn lazy_run(buf: &[u8], run: &Range<usize>, limits: &Limits) -> bool {
+    let Some(bytes) = buf.get(run.clone()) else {
+        return false;
+    };
+    let Some(&last) = bytes.last() else {
+        // No labels: the check says so.
+        return true;
+    };
+    // A varint ends at each byte under 0x80: eight bytes at a time.
+    let mut words = bytes.chunks_exact(8);
+    let mut ends = 0u32;
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        ends += (!w & 0x8080_8080_8080_8080).count_ones();
+    }
+    ends += words
+        .remainder()
+        .iter()
+        .map(|&b| u32::from(b < 0x80))
+        .sum::<u32>();
+    last < 0x80 && ends % 2 == 0 && ends as usize / 2 <= limits.max_labels_per_series
+}
+
+/// Read what lazy mode left unread (`series`) of every series, as the full pass reads it:
+/// for a table with a symbol longer than a cap, whose labels `resolve` checks one by one.
+fn read_lazy_runs(
+    p: &mut Parsed,
+    buf: &[u8],
+    limits: &Limits,
+    refs: &mut MaxRef,
+) -> Result<(), WireError> {
+    for index in 0..p.series.len() {
+        let rec = p.series[index];
+        if rec.flags & LAZY == 0 {
+            continue;
+        }
+        let mut c = Cursor::new(buf, rec.start as usize + 1..rec.end as usize);
+        let run = c.len_delim()?;
+        let labels_start = p.labels.len();
+        if packed_pairs(p, buf, run, labels_start, index, limits, refs)?.is_some() {
+            return Err(WireError::OddLabelRefs { series: index });
+        }
+        let rec = &mut p.series[index];
+        rec.labels_start = labels_start as u32;
+        rec.labels_end = p.labels.len() as u32;
+        rec.flags = 0;
+    }
+    p.has_lazy = false;
     Ok(())
 }
 

@@ -17,6 +17,8 @@ pub struct SeriesView<'a> {
     pub(super) metadata: Option<V2Metadata>,
     /// `Parsed::symbols_utf8`.
     pub(super) symbols_utf8: bool,
+    /// v2: `Parsed::symbols`, which the refs of a series read lazily point into.
+    pub(super) symbols: &'a [(u32, u32)],
 }
 
 impl std::fmt::Debug for SeriesView<'_> {
@@ -89,22 +91,81 @@ const PAIRWISE_MAX: usize = 32;
 impl<'a> SeriesView<'a> {
     /// Label pairs in wire order (v2: resolved through the symbols table).
     pub fn labels(&self) -> LabelsIter<'a> {
+        if let Some(refs) = self.lazy_refs() {
+            return LabelsIter {
+                buf: self.buf,
+                labels: [].iter(),
+                raw: refs,
+                symbols: Some(self.symbols),
+            };
+        }
         LabelsIter {
             buf: self.buf,
             labels: self.labels.iter(),
             raw: self.lazy_run().unwrap_or_default(),
+            symbols: None,
         }
     }
 
-    /// A `LAZY` series' labels as they lie: one run of canonically framed ones, from the start
-    /// of the series to its first sample (see `Parsed::set_lazy_labels`).
+    /// A 1.0 `LAZY` series' labels as they lie: one run of canonically framed ones, from the
+    /// start of the series to its first sample (see `Parsed::set_lazy_labels`).
     #[inline]
     pub fn lazy_run(&self) -> Option<&'a [u8]> {
-        if self.rec.flags & LAZY == 0 {
+        if self.rec.flags & LAZY == 0 || self.version != Version::V1 {
             return None;
         }
         self.buf
             .get(self.rec.start as usize..self.rec.first_sample as usize)
+    }
+
+    /// A 2.0 `LAZY` series' labels as they lie: the packed symbol refs of its first field,
+    /// unchecked (see `Parsed::set_lazy_labels`). The table they point into is
+    /// `Parsed::symbols`.
+    #[inline]
+    pub fn lazy_refs(&self) -> Option<&'a [u8]> {
+        if self.rec.flags & LAZY == 0 || self.version != Version::V2 {
+            return None;
+        }
+        // The pass found the field's key (one byte, 0a) where the series starts.
+        let mut c = Cursor::new(self.buf, self.rec.start as usize + 1..self.rec.end as usize);
+        let run = c.len_delim().ok()?;
+        self.buf.get(run)
+    }
+
+    /// A 2.0 `LAZY` series' label records, resolved from its refs as the full pass resolves
+    /// them, with the errors it finds there: a ref that is no varint, or past the table.
+    #[inline(never)]
+    fn lazy_ref_recs(&self, index: usize, refs: &[u8]) -> Result<Vec<LabelRec>, WireError> {
+        // A cursor over the body, so that an error says where in it as the full pass does.
+        let start = refs.as_ptr() as usize - self.buf.as_ptr() as usize;
+        let mut c = Cursor::new(self.buf, start..start + refs.len());
+        let symbol = |c: &mut Cursor<'_>| -> Result<(u32, u32), WireError> {
+            // Truncated to 32 bits as Go and prost read a `uint32`.
+            let r = c.varint()? as u32;
+            self.symbols
+                .get(r as usize)
+                .copied()
+                .ok_or(WireError::SymbolOutOfRange {
+                    series: index,
+                    reference: u64::from(r),
+                    symbols: self.symbols.len(),
+                })
+        };
+        let mut recs = Vec::with_capacity(refs.len() / 2);
+        while !c.at_end() {
+            let (name_off, name_len) = symbol(&mut c)?;
+            if c.at_end() {
+                return Err(WireError::OddLabelRefs { series: index });
+            }
+            let (value_off, value_len) = symbol(&mut c)?;
+            recs.push(LabelRec {
+                name_off,
+                name_len,
+                value_off,
+                value_len,
+            });
+        }
+        Ok(recs)
     }
 
     /// Check a `LAZY` series as `validate` does; `Ok(true)` when its labels are canonical
@@ -112,7 +173,13 @@ impl<'a> SeriesView<'a> {
     /// the checks the full pass makes on such a run where the bytes are read anyway (names
     /// increasing, a `__name__`, all ASCII); a run that fails them is checked label by label
     /// like any other series, for the same error.
+    ///
+    /// A 2.0 series is checked in full, and its labels are never canonical where they lie:
+    /// `Ok(false)` when they pass.
     pub fn check_lazy(&self, index: usize) -> Result<bool, WireError> {
+        if self.lazy_refs().is_some() {
+            return self.validate_framing::<false>(index).map(|_| false);
+        }
         if let Some(run) = self.lazy_run() {
             if self.rec.histograms == 0 && is_ascii(run) {
                 let names = self.lazy_names();
@@ -241,16 +308,16 @@ impl<'a> SeriesView<'a> {
     }
 
     pub fn label_count(&self) -> usize {
-        match self.lazy_run() {
-            Some(_) => self.labels().count(),
-            None => self.labels.len(),
+        match self.rec.flags & LAZY {
+            0 => self.labels.len(),
+            _ => self.labels().count(),
         }
     }
 
     /// Bytes of every label name and value, from the offset table alone (v2: the resolved
     /// symbols' lengths), without touching the strings.
     pub(crate) fn label_bytes(&self) -> usize {
-        if self.lazy_run().is_some() {
+        if self.rec.flags & LAZY != 0 {
             return self.labels().map(|(n, v)| n.len() + v.len()).sum();
         }
         self.labels
@@ -356,8 +423,11 @@ impl<'a> SeriesView<'a> {
         &self,
         index: usize,
     ) -> Result<u8, WireError> {
-        if self.lazy_run().is_some() {
-            let recs = self.lazy_recs();
+        if self.rec.flags & LAZY != 0 {
+            let recs = match self.lazy_refs() {
+                Some(refs) => self.lazy_ref_recs(index, refs)?,
+                None => self.lazy_recs(),
+            };
             let full = SeriesView {
                 labels: &recs,
                 rec: SeriesRec {
@@ -533,13 +603,15 @@ impl<'a> SeriesView<'a> {
 pub struct LabelsIter<'a> {
     buf: &'a [u8],
     labels: std::slice::Iter<'a, LabelRec>,
-    /// What of a `LAZY` series' run is not read yet.
+    /// What of a `LAZY` series' run (1.0) or refs (2.0) is not read yet.
     raw: &'a [u8],
+    /// 2.0: the symbols table `raw` refers to.
+    symbols: Option<&'a [(u32, u32)]>,
 }
 
 impl<'a> Iterator for LabelsIter<'a> {
     type Item = (&'a [u8], &'a [u8]);
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(l) = self.labels.next() {
             return Some((
@@ -549,6 +621,15 @@ impl<'a> Iterator for LabelsIter<'a> {
         }
         if self.raw.is_empty() {
             return None;
+        }
+        if let Some(symbols) = self.symbols {
+            // Refs the guard knew, or checked: anything else ends the labels.
+            let Some((pair, rest)) = ref_pair(self.buf, self.raw, symbols) else {
+                self.raw = &[];
+                return None;
+            };
+            self.raw = rest;
+            return Some(pair);
         }
         // `0a <len> 0a <n> name 12 <v> value`, as the pass found it (one-byte lengths), or a
         // guessed run the guard knew: the canonical encoding, whose lengths may take two
@@ -569,6 +650,28 @@ impl<'a> Iterator for LabelsIter<'a> {
 
 /// A label's name and value.
 type Pair<'a> = (&'a [u8], &'a [u8]);
+
+/// The label the packed 2.0 refs `raw` start with, resolved through `symbols` into `buf`,
+/// and the rest. Out of line, like `long_label_fields`, for the iterator's size where it is
+/// inlined.
+#[inline(never)]
+fn ref_pair<'a>(
+    buf: &'a [u8],
+    raw: &'a [u8],
+    symbols: &[(u32, u32)],
+) -> Option<(Pair<'a>, &'a [u8])> {
+    let mut c = Cursor::new(raw, 0..raw.len());
+    let (name, value) = (c.varint().ok()? as u32, c.varint().ok()? as u32);
+    let &(name_off, name_len) = symbols.get(name as usize)?;
+    let &(value_off, value_len) = symbols.get(value as usize)?;
+    Some((
+        (
+            proto::slice(buf, name_off, name_len),
+            proto::slice(buf, value_off, value_len),
+        ),
+        &raw[c.pos()..],
+    ))
+}
 
 /// The name and value of the canonically framed label a run starts with, and the rest.
 #[inline(always)]
