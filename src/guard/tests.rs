@@ -77,6 +77,31 @@ impl Run {
             .collect()
     }
 
+    /// Admit one 2.0 request at `T0`, read lazily as the server reads it (every series of
+    /// these requests is).
+    fn send_v2(
+        &mut self,
+        req: crate::wire::types::v2::Request,
+    ) -> Result<Vec<Verdict>, crate::wire::WireError> {
+        let buf = req.encode_to_vec();
+        let mut parsed = Parsed::new();
+        parsed.set_lazy_labels(true);
+        parsed.parse(&buf, Version::V2, &Limits::default())?;
+        assert!((0..parsed.len()).all(|i| parsed.lazy(i)), "read lazily");
+        let batch = Batch {
+            req: &parsed,
+            buf: &buf,
+            tenant: None,
+            now_ms: T0,
+        };
+        self.decisions.reset(parsed.len());
+        self.guard
+            .admit(&self.cfg, batch, &mut self.decisions, &mut self.scratch)?;
+        Ok((0..parsed.len())
+            .map(|i| self.decisions.verdict(i))
+            .collect())
+    }
+
     fn row(&self, service: &str) -> report::OwnerReport {
         self.guard
             .report(&self.cfg)
@@ -1198,83 +1223,47 @@ fn lazy_v2_series_are_known_by_their_key() {
     let mut r = Run::new(cfg(10));
     let up = series(&[("__name__", "up"), ("service", "a")], 1);
     let unsorted = series(&[("service", "a"), ("__name__", "up")], 1);
-    let send_v2 = |r: &mut Run, ts: Vec<v1::TimeSeries>| {
-        let req = v1::WriteRequest {
-            timeseries: ts,
+    let v2 = |ts: &[&v1::TimeSeries]| {
+        testgen::v1_to_v2(&v1::WriteRequest {
+            timeseries: ts.iter().map(|&t| t.clone()).collect(),
             metadata: vec![],
-        };
-        let buf = testgen::v1_to_v2(&req).encode_to_vec();
-        let mut parsed = Parsed::new();
-        parsed.set_lazy_labels(true);
-        parsed.parse(&buf, Version::V2, &Limits::default()).unwrap();
-        assert!((0..parsed.len()).all(|i| parsed.lazy(i)), "read lazily");
-        let batch = Batch {
-            req: &parsed,
-            buf: &buf,
-            tenant: None,
-            now_ms: T0,
-        };
-        r.decisions.reset(parsed.len());
-        let verdicts = r
-            .guard
-            .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
-            .map(|_| (0..parsed.len()).map(|i| r.decisions.verdict(i)).collect());
-        // Answered by the key alone: the id was never made.
-        let by_key: Vec<bool> = (0..parsed.len())
+        })
+    };
+    // Answered by the key alone: the id was never made.
+    let by_key = |r: &Run, n: usize| -> Vec<bool> {
+        (0..n)
             .map(|i| r.scratch.hits[i].is_some() && r.scratch.ids[i] == r.scratch.keys[i])
-            .collect();
-        (verdicts, by_key)
+            .collect()
     };
 
     assert_eq!(kept(&r.send(vec![up.clone()], T0)), 1);
     let id = r.scratch.ids[0];
     // Known from the 1.0 sender by id: checked, found, and now held by key too.
-    let (v, by_key) = send_v2(&mut r, vec![up.clone()]);
-    assert_eq!(v, Ok(vec![Verdict::Keep]));
-    assert_eq!(by_key, [false]);
+    assert_eq!(r.send_v2(v2(&[&up])), Ok(vec![Verdict::Keep]));
+    assert_eq!(by_key(&r, 1), [false]);
     assert_eq!(r.scratch.ids[0], id, "the 1.0 sender's series");
     assert_ne!(r.scratch.keys[0], id);
-    let (v, by_key) = send_v2(&mut r, vec![up.clone()]);
-    assert_eq!(v, Ok(vec![Verdict::Keep]));
-    assert_eq!(by_key, [true]);
+    assert_eq!(r.send_v2(v2(&[&up])), Ok(vec![Verdict::Keep]));
+    assert_eq!(by_key(&r, 1), [true]);
     // Unsorted: the same series (by id), then known by its own key.
     for want in [false, true] {
-        let (v, by_key) = send_v2(&mut r, vec![unsorted.clone()]);
-        assert_eq!(v, Ok(vec![Verdict::Keep]));
-        assert_eq!(by_key, [want]);
+        assert_eq!(r.send_v2(v2(&[&unsorted])), Ok(vec![Verdict::Keep]));
+        assert_eq!(by_key(&r, 1), [want]);
     }
     assert_eq!(r.guard.global_active(), 1);
     // A new series goes the owners' way, once.
     let other = series(&[("__name__", "other"), ("service", "a")], 1);
     for want in [false, true] {
-        let (_, by_key) = send_v2(&mut r, vec![up.clone(), other.clone()]);
-        assert_eq!(by_key, [true, want]);
+        assert!(r.send_v2(v2(&[&up, &other])).is_ok());
+        assert_eq!(by_key(&r, 2), [true, want]);
     }
     assert_eq!(r.guard.global_active(), 2);
     let samples = r.row("a").samples_total;
 
     // A ref past the table: the request fails, and nothing of it is counted.
-    let req = v1::WriteRequest {
-        timeseries: vec![up.clone(), up],
-        metadata: vec![],
-    };
-    let mut v2 = testgen::v1_to_v2(&req);
-    v2.timeseries[1].labels_refs[1] = 99;
-    let buf = v2.encode_to_vec();
-    let mut parsed = Parsed::new();
-    parsed.set_lazy_labels(true);
-    parsed.parse(&buf, Version::V2, &Limits::default()).unwrap();
-    let batch = Batch {
-        req: &parsed,
-        buf: &buf,
-        tenant: None,
-        now_ms: T0,
-    };
-    r.decisions.reset(parsed.len());
-    let err = r
-        .guard
-        .admit(&r.cfg, batch, &mut r.decisions, &mut r.scratch)
-        .unwrap_err();
+    let mut bad = v2(&[&up, &up]);
+    bad.timeseries[1].labels_refs[1] = 99;
+    let err = r.send_v2(bad).unwrap_err();
     assert!(
         matches!(
             err,
