@@ -11,9 +11,9 @@
 //! rules buffers key their series by the same encoding (their own seed, 128 bits).
 
 use prost::encoding::{encode_varint, encoded_len_varint};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::wire::proto::Cursor;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Reusable state for hashing series; one per worker thread.
 #[derive(Debug, Default)]
@@ -69,6 +69,10 @@ impl Identity {
 
     /// Encode labels in the order given into the arena; the length written. With `CHECK`,
     /// `None` as soon as a name sorts before the one ahead of it.
+    ///
+    /// A label whose field fits one-byte lengths (all but long values) is written with a few
+    /// fixed-size copies instead of `Vec` pushes, varint encoders and memcpy calls, which
+    /// were a quarter of a 2.0 request's guard work.
     #[inline]
     fn write<'a, const CHECK: bool, I>(&mut self, labels: I) -> Option<usize>
     where
@@ -90,7 +94,26 @@ impl Identity {
                 }
                 prev = name;
             }
-            at = put_label(buf, at, name, value);
+            let (n, v) = (name.len(), value.len());
+            let len = n + v + 4;
+            let end = at + len + 2;
+            if buf.len() < end {
+                buf.resize(end.max(2 * buf.len()).max(256), 0);
+            }
+            if len < 0x80 && n <= 64 && v <= 64 {
+                let b = &mut buf[at..end];
+                b[..4].copy_from_slice(&[0x0a, len as u8, 0x0a, n as u8]);
+                put_short(&mut b[4..4 + n], name);
+                b[4 + n] = 0x12;
+                b[5 + n] = v as u8;
+                put_short(&mut b[6 + n..], value);
+                at = end;
+            } else {
+                // Long strings: varint lengths, written by the general encoder.
+                buf.truncate(at);
+                push_pair(buf, name, value);
+                at = buf.len();
+            }
         }
         Some(at)
     }
@@ -119,11 +142,12 @@ impl Identity {
     /// the error.
     pub fn refs_key(&self, seed: u64, refs: &[u8]) -> Option<u64> {
         let hashes = &self.symbol_hashes[..];
-        let mut at = 0usize;
+        let mut c = Cursor::new(refs, 0..refs.len());
         let mut key = seed ^ 0x9E37_79B9_7F4A_7C15;
-        while at < refs.len() {
-            let name = *hashes.get(symbol_ref(refs, &mut at)?)?;
-            let value = *hashes.get(symbol_ref(refs, &mut at)?)?;
+        while !c.at_end() {
+            // Truncated to 32 bits as Go and prost read a `uint32`.
+            let name = *hashes.get(c.varint().ok()? as u32 as usize)?;
+            let value = *hashes.get(c.varint().ok()? as u32 as usize)?;
             // The pair mixed together, then into what came before: a 128-bit product folded
             // (as xxh3 and wyhash mix), order-sensitive through the running key.
             key = fold(key ^ name, value ^ 0xD6E8_FEB8_6659_FD93);
@@ -132,64 +156,11 @@ impl Identity {
     }
 }
 
-/// The symbol ref at `refs[*at..]`, moving `at` past it: one- and two-byte varints read
-/// inline (a request's first 16,384 symbols), longer ones by the general reader, all
-/// truncated to 32 bits as Go and prost read a `uint32`.
-#[inline(always)]
-fn symbol_ref(refs: &[u8], at: &mut usize) -> Option<usize> {
-    match refs.get(*at..) {
-        Some(&[b, ..]) if b < 0x80 => {
-            *at += 1;
-            Some(usize::from(b))
-        }
-        Some(&[b0, b1, ..]) if b1 < 0x80 => {
-            *at += 2;
-            Some(usize::from(b0 & 0x7f) | usize::from(b1) << 7)
-        }
-        _ => {
-            let mut c = Cursor::new(refs, *at..refs.len());
-            let r = c.varint().ok()? as u32;
-            *at = c.pos();
-            Some(r as usize)
-        }
-    }
-}
-
 /// The 128-bit product of `a` and `b`, its halves xor-ed.
 #[inline(always)]
 fn fold(a: u64, b: u64) -> u64 {
     let p = u128::from(a) * u128::from(b);
     (p as u64) ^ ((p >> 64) as u64)
-}
-
-/// Write one label canonically into `buf` at `at` (growing it as needed, never shrinking
-/// it); where it ends.
-///
-/// A label whose field fits one-byte lengths (all but long values) is written with a few
-/// fixed-size copies instead of `Vec` pushes, varint encoders and memcpy calls, which were a
-/// quarter of a 2.0 request's guard work.
-#[inline(always)]
-fn put_label(buf: &mut Vec<u8>, at: usize, name: &[u8], value: &[u8]) -> usize {
-    let (n, v) = (name.len(), value.len());
-    let len = n + v + 4;
-    let end = at + len + 2;
-    if buf.len() < end {
-        buf.resize(end.max(2 * buf.len()).max(256), 0);
-    }
-    if len < 0x80 && n <= 64 && v <= 64 {
-        let b = &mut buf[at..end];
-        b[..4].copy_from_slice(&[0x0a, len as u8, 0x0a, n as u8]);
-        put_short(&mut b[4..4 + n], name);
-        b[4 + n] = 0x12;
-        b[5 + n] = v as u8;
-        put_short(&mut b[6 + n..], value);
-        end
-    } else {
-        // Long strings: varint lengths, written by the general encoder.
-        buf.truncate(at);
-        push_pair(buf, name, value);
-        buf.len()
-    }
 }
 
 /// `dst.copy_from_slice(s)` for strings of at most 64 bytes as at most two overlapping

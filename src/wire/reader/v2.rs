@@ -442,6 +442,12 @@ fn lazy_run(buf: &[u8], run: &Range<usize>, limits: &Limits) -> bool {
     last < 0x80 && ends % 2 == 0 && ends as usize / 2 <= limits.max_labels_per_series
 }
 
+/// Where the packed refs of a series read lazily lie: in the field the series starts with,
+/// whose key the pass found to be the one byte `0a`.
+pub(super) fn lazy_refs(buf: &[u8], rec: &SeriesRec) -> Result<Range<usize>, WireError> {
+    Cursor::new(buf, rec.start as usize + 1..rec.end as usize).len_delim()
+}
+
 /// Read what lazy mode left unread (`series`) of every series, as the full pass reads it:
 /// for a table with a symbol longer than a cap, whose labels `resolve` checks one by one.
 fn read_lazy_runs(
@@ -455,8 +461,7 @@ fn read_lazy_runs(
         if rec.flags & LAZY == 0 {
             continue;
         }
-        let mut c = Cursor::new(buf, rec.start as usize + 1..rec.end as usize);
-        let run = c.len_delim()?;
+        let run = lazy_refs(buf, &rec)?;
         let labels_start = p.labels.len();
         if packed_pairs(p, buf, run, labels_start, index, limits, refs)?.is_some() {
             return Err(WireError::OddLabelRefs { series: index });

@@ -126,9 +126,7 @@ impl<'a> SeriesView<'a> {
         if self.rec.flags & LAZY == 0 || self.version != Version::V2 {
             return None;
         }
-        // The pass found the field's key (one byte, 0a) where the series starts.
-        let mut c = Cursor::new(self.buf, self.rec.start as usize + 1..self.rec.end as usize);
-        let run = c.len_delim().ok()?;
+        let run = super::v2::lazy_refs(self.buf, &self.rec).ok()?;
         self.buf.get(run)
     }
 
