@@ -18,6 +18,7 @@ pub mod owner;
 pub(crate) mod prefetch;
 pub mod report;
 mod ring;
+mod runkey;
 pub mod sketch;
 mod slots;
 pub mod table;
@@ -571,6 +572,7 @@ impl<'a> Batch<'a> {
         i: usize,
         labels: impl FnOnce() -> L,
         identity: &mut Identity,
+        run_keys: &runkey::RunKeys,
         seed: u64,
     ) -> Option<u64>
     where
@@ -579,9 +581,10 @@ impl<'a> Batch<'a> {
         if decisions.rewritten(i).is_none() {
             let view = self.req.series(self.buf, i);
             // Not checked yet: taken to be canonical, which `admit` confirms for every such
-            // series the fresh table does not know (a known one is those very bytes).
+            // series the fresh table does not know (a known one is those very bytes). Known
+            // by its run's key (`runkey`); its id is made only if the table does not know it.
             if let Some(run) = view.lazy_run() {
-                return Some(identity::raw_id(seed, run));
+                return Some(run_keys.key(seed, run));
             }
             // Not checked either: known by its strings (`Identity::refs_key`). Its id is
             // made only if the table does not know it.
@@ -603,6 +606,9 @@ impl<'a> Batch<'a> {
 #[derive(Default)]
 pub struct Scratch {
     identity: Identity,
+    /// What a lazily read 1.0 run is keyed by in the fresh table (`runkey`), made from the
+    /// seed of the guard that last used this scratch.
+    run_keys: runkey::RunKeys,
     /// (owner slot in `owners`, series index, series id), in request order.
     series: Vec<(u32, u32, u64)>,
     /// `series` grouped by owner slot (request order kept within a slot).
@@ -762,12 +768,22 @@ impl Guard {
         let salt = fresh::salt(seed, now, cfg.generation);
         scratch.ids.clear();
         scratch.unknown.clear();
+        if scratch.run_keys.seed() != self.seed {
+            scratch.run_keys = runkey::RunKeys::new(self.seed);
+        }
         if req.has_lazy() && req.version() == crate::wire::Version::V2 {
             scratch.identity.begin(cfg.hash_seed, &req.symbols, buf);
         }
         for i in 0..req.len() {
             let labels = || decisions.labels(req, buf, i);
-            let id = batch.series_id(decisions, i, labels, &mut scratch.identity, cfg.hash_seed);
+            let id = batch.series_id(
+                decisions,
+                i,
+                labels,
+                &mut scratch.identity,
+                &scratch.run_keys,
+                cfg.hash_seed,
+            );
             if id.is_none() {
                 scratch.unknown.push(i);
             }
@@ -813,11 +829,15 @@ impl Guard {
                 return Err(crate::wire::WireError::UnsettledGuess { series: i });
             }
             let view = req.series(buf, i);
-            if !view.check_lazy(i)? {
-                // Asked again by its id, which a sorted 1.0 series is known by. When that
-                // knows it, it is put by its key too, which the next request asks first;
-                // when not, the owners' way puts it by its key.
-                let id = scratch.identity.series_id(cfg.hash_seed, view.labels());
+            // Asked again by its id, which a series read in full is known by. When that
+            // knows it, it is put by its key too, which the next request asks first; when
+            // not, the owners' way puts it by its key.
+            let canonical = view.check_lazy(i)?;
+            let id = match view.lazy_run() {
+                Some(run) if canonical => identity::raw_id(cfg.hash_seed, run),
+                _ => scratch.identity.series_id(cfg.hash_seed, view.labels()),
+            };
+            if id != scratch.keys[i] {
                 scratch.ids[i] = id;
                 scratch.hits[i] = lookup(i, id);
                 if let (Some(f), Some(hit)) = (&fresh, scratch.hits[i]) {

@@ -55,44 +55,44 @@ impl Run {
 
     /// Admit one request at `now_ms`; the verdicts in request order.
     fn send(&mut self, ts: Vec<v1::TimeSeries>, now_ms: i64) -> Vec<Verdict> {
-        let buf = v1::WriteRequest {
-            timeseries: ts,
-            metadata: vec![],
-        }
-        .encode_to_vec();
-        let mut parsed = Parsed::new();
-        parsed.parse(&buf, Version::V1, &Limits::default()).unwrap();
-        let batch = Batch {
-            req: &parsed,
-            buf: &buf,
-            tenant: None,
-            now_ms,
-        };
-        self.decisions.reset(parsed.len());
-        self.guard
-            .admit(&self.cfg, batch, &mut self.decisions, &mut self.scratch)
-            .unwrap();
-        (0..parsed.len())
-            .map(|i| self.decisions.verdict(i))
-            .collect()
+        self.admit_body(&v1_body(ts), Version::V1, false, now_ms)
+            .unwrap()
     }
 
-    /// Admit one 2.0 request at `T0`, read lazily as the server reads it (every series of
-    /// these requests is).
+    /// `send` at `T0`, read lazily as the server reads it where the guard is the first
+    /// stage to read labels (every series of these requests is).
+    fn send_lazy(&mut self, ts: Vec<v1::TimeSeries>) -> Vec<Verdict> {
+        self.admit_body(&v1_body(ts), Version::V1, true, T0)
+            .unwrap()
+    }
+
+    /// Admit one 2.0 request at `T0`, read lazily as the server reads it.
     fn send_v2(
         &mut self,
         req: crate::wire::types::v2::Request,
     ) -> Result<Vec<Verdict>, crate::wire::WireError> {
-        let buf = req.encode_to_vec();
+        self.admit_body(&req.encode_to_vec(), Version::V2, true, T0)
+    }
+
+    fn admit_body(
+        &mut self,
+        buf: &[u8],
+        version: Version,
+        lazy: bool,
+        now_ms: i64,
+    ) -> Result<Vec<Verdict>, crate::wire::WireError> {
         let mut parsed = Parsed::new();
-        parsed.set_lazy_labels(true);
-        parsed.parse(&buf, Version::V2, &Limits::default())?;
-        assert!((0..parsed.len()).all(|i| parsed.lazy(i)), "read lazily");
+        parsed.set_lazy_labels(lazy);
+        parsed.parse(buf, version, &Limits::default())?;
+        assert!(
+            (0..parsed.len()).all(|i| parsed.lazy(i) == lazy),
+            "read lazily: {lazy}"
+        );
         let batch = Batch {
             req: &parsed,
-            buf: &buf,
+            buf,
             tenant: None,
-            now_ms: T0,
+            now_ms,
         };
         self.decisions.reset(parsed.len());
         self.guard
@@ -110,6 +110,14 @@ impl Run {
             .find(|r| r.service == service)
             .unwrap_or_else(|| panic!("no report row for {service}"))
     }
+}
+
+fn v1_body(ts: Vec<v1::TimeSeries>) -> Vec<u8> {
+    v1::WriteRequest {
+        timeseries: ts,
+        metadata: vec![],
+    }
+    .encode_to_vec()
 }
 
 fn kept(v: &[Verdict]) -> usize {
@@ -1276,4 +1284,42 @@ fn lazy_v2_series_are_known_by_their_key() {
         "{err:?}"
     );
     assert_eq!(r.row("a").samples_total, samples, "nothing counted");
+}
+
+/// A 1.0 series read lazily is known to the fresh table by its run's key (`runkey`), and to
+/// the owners by its id, the one a full read gives it.
+#[test]
+fn lazy_v1_runs_are_known_by_their_key() {
+    let mut r = Run::new(cfg(10));
+    let up = series(&[("__name__", "up"), ("service", "a")], 1);
+    // Read in full: held by its id (from its third request on: the table is made once a
+    // series was admitted, and the first is put in it on its second request).
+    for known in [false, false, true] {
+        assert_eq!(kept(&r.send(vec![up.clone()], T0)), 1);
+        assert_eq!(r.scratch.hits[0].is_some(), known);
+    }
+    let id = r.scratch.ids[0];
+    // Read lazily: not known by its key, asked again by its id and found, then held by
+    // its key too.
+    assert_eq!(kept(&r.send_lazy(vec![up.clone()])), 1);
+    assert_eq!(r.scratch.ids[0], id);
+    assert!(r.scratch.hits[0].is_some(), "found by its id");
+    if !r.scratch.run_keys.are_ids() {
+        assert_ne!(r.scratch.keys[0], id);
+    }
+    // Then answered by its key alone: its id never made.
+    assert_eq!(kept(&r.send_lazy(vec![up.clone()])), 1);
+    assert!(r.scratch.hits[0].is_some());
+    assert_eq!(r.scratch.ids[0], r.scratch.keys[0]);
+
+    // A new series goes the owners' way, once, by its id.
+    let other = series(&[("__name__", "other"), ("service", "a")], 1);
+    for known in [false, true] {
+        assert_eq!(kept(&r.send_lazy(vec![up.clone(), other.clone()])), 2);
+        assert_eq!(r.scratch.hits[1].is_some(), known);
+    }
+    assert_eq!(r.guard.global_active(), 2);
+    // Read in full, it is the same series to the owners (held by key, the table misses).
+    assert_eq!(kept(&r.send(vec![other], T0)), 1);
+    assert_eq!(r.guard.global_active(), 2);
 }
