@@ -98,8 +98,9 @@ struct Args {
     unguarded: bool,
     /// `--shapes`: run each row this many times (the proxies' order alternating), each proxy
     /// fresh every time, and count each side's median: a single pass moves ±10–20 % with
-    /// vmagent's own figure.
-    #[arg(long, default_value_t = 1)]
+    /// vmagent's own figure, so the lowest ratio of one pass was mostly the luck of
+    /// vmagent's best run.
+    #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Run the proxies on these CPUs (a `taskset -c` list, e.g. `1`) and the harness (driver,
     /// null upstream) on the others, so latency measures the proxy, not the sender competing
