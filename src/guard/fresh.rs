@@ -9,10 +9,10 @@
 //! time. Here a request looks them up in one table, prefetched across the request, and only
 //! the rest go the owners' way.
 //!
-//! A series is held by what a request can tell it by before checking it: its id, or for a
-//! series whose bytes are not its canonical labels (read lazily: an unsorted 1.0 run, any
-//! 2.0 series) a hash of those bytes or of their strings (`Identity::refs_key`). Either
-//! way a hit stands for a series with those very labels, checked before.
+//! A series is held by what a request can tell it by before checking it: its id when it was
+//! read in full; read lazily, a key of its bytes (a 1.0 run, `runkey`) or of its strings
+//! (a 2.0 series, `Identity::refs_key`). Either way a hit stands for a series with those
+//! very labels, checked before; a series not known by its key is asked again by its id.
 //!
 //! A key folds the id with a salt of the slice, the config generation and the tenant: a
 //! new slice, a reload or another tenant finds nothing it did not put there, so the table is
