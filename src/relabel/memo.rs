@@ -92,6 +92,14 @@ impl Table {
         (key >> (64 - self.slots.len().trailing_zeros())) as usize
     }
 
+    /// Bring the key's home slot into the cache without waiting for it (see `get`).
+    #[inline]
+    pub fn prefetch(&self, key: u64) {
+        if !self.slots.is_empty() {
+            crate::guard::prefetch::read(&self.slots[self.home(key)]);
+        }
+    }
+
     #[inline]
     pub fn get(&self, key: u64) -> Option<Known> {
         if self.slots.is_empty() {

@@ -25,6 +25,9 @@ impl RelabelCounts {
     }
 }
 
+/// How many series ahead of its lookup a series' memo slot is asked for.
+const AHEAD: usize = 16;
+
 /// The memo's answer for one series, found before the labels are validated.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Looked {
@@ -44,16 +47,29 @@ pub fn lookup(rules: &RuleSet, req: &Parsed, buf: &[u8], scratch: &mut Scratch) 
     }
     // One table for the whole request: no lock per series (see `memo`).
     let table = rules.memo.table();
+    // Every key first, then each slot asked for `AHEAD` series before it is read, so that
+    // the lookups' cache misses overlap (as the guard's fresh table does). Past a hundred
+    // thousand series the table outgrows the caches, and with each lookup right after its
+    // hash, waiting for its own line alone, `lookup` was 41 % of a relabeled request.
     for i in 0..req.len() {
         let view = req.series(buf, i);
         let (key, wire) = rules.memo.series_key_and_bytes(&view, &mut scratch.key);
-        let known = table.get(key);
-        let vouched = known.is_some() && wire.is_some_and(crate::wire::is_ascii);
         scratch.looked.push(Looked {
             key,
-            known,
-            vouched,
+            known: None,
+            vouched: wire.is_some_and(crate::wire::is_ascii),
         });
+    }
+    for l in scratch.looked.iter().take(AHEAD) {
+        table.prefetch(l.key);
+    }
+    for i in 0..scratch.looked.len() {
+        if let Some(ahead) = scratch.looked.get(i + AHEAD) {
+            table.prefetch(ahead.key);
+        }
+        let l = &mut scratch.looked[i];
+        l.known = table.get(l.key);
+        l.vouched &= l.known.is_some();
     }
     scratch.table = Some(table);
 }
