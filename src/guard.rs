@@ -217,6 +217,8 @@ pub struct Guard {
     /// The series kept and already seen in this slice (`fresh`): a steady request's way
     /// past the owners.
     fresh: fresh::Fresh,
+    /// What a lazily read 1.0 run is keyed by in `fresh` (`runkey`), from `seed`.
+    run_keys: runkey::RunKeys,
 }
 
 /// The owners, and how many each tenant has: both bounded (`max_owners`,
@@ -606,9 +608,6 @@ impl<'a> Batch<'a> {
 #[derive(Default)]
 pub struct Scratch {
     identity: Identity,
-    /// What a lazily read 1.0 run is keyed by in the fresh table (`runkey`), made from the
-    /// seed of the guard that last used this scratch.
-    run_keys: runkey::RunKeys,
     /// (owner slot in `owners`, series index, series id), in request order.
     series: Vec<(u32, u32, u64)>,
     /// `series` grouped by owner slot (request order kept within a slot).
@@ -712,6 +711,7 @@ impl Guard {
         Guard {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             seed: owners.seed,
+            run_keys: runkey::RunKeys::new(owners.seed),
             owners: RwLock::new(owners),
             global_active: AtomicU64::new(0),
             overflow: overflow::Overflow::default(),
@@ -768,9 +768,6 @@ impl Guard {
         let salt = fresh::salt(seed, now, cfg.generation);
         scratch.ids.clear();
         scratch.unknown.clear();
-        if scratch.run_keys.seed() != self.seed {
-            scratch.run_keys = runkey::RunKeys::new(self.seed);
-        }
         if req.has_lazy() && req.version() == crate::wire::Version::V2 {
             scratch.identity.begin(cfg.hash_seed, &req.symbols, buf);
         }
@@ -781,7 +778,7 @@ impl Guard {
                 i,
                 labels,
                 &mut scratch.identity,
-                &scratch.run_keys,
+                &self.run_keys,
                 cfg.hash_seed,
             );
             if id.is_none() {

@@ -17,16 +17,8 @@
 /// the id itself (`raw_id` with the config's seed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunKeys {
-    /// The guard seed the round keys were made from.
-    seed: u64,
     /// Two 128-bit round keys, as four words; `None`: no AES rounds on this CPU.
     aes: Option<[u64; 4]>,
-}
-
-impl Default for RunKeys {
-    fn default() -> Self {
-        RunKeys::new(0)
-    }
 }
 
 impl RunKeys {
@@ -43,14 +35,8 @@ impl RunKeys {
         };
         let words = [next(), next(), next(), next()];
         RunKeys {
-            seed,
             aes: has_aes().then_some(words),
         }
-    }
-
-    /// The guard seed these keys were made from.
-    pub fn seed(&self) -> u64 {
-        self.seed
     }
 
     /// Whether keys are ids (no AES rounds on this CPU).
@@ -152,7 +138,7 @@ mod tests {
 
     #[test]
     fn without_aes_keys_are_ids() {
-        let keys = RunKeys { seed: 1, aes: None };
+        let keys = RunKeys { aes: None };
         let run = b"\x0a\x0c\x0a\x08__name__\x12\x00";
         assert_eq!(keys.key(7, run), super::super::identity::raw_id(7, run));
     }

@@ -1304,7 +1304,7 @@ fn lazy_v1_runs_are_known_by_their_key() {
     assert_eq!(kept(&r.send_lazy(vec![up.clone()])), 1);
     assert_eq!(r.scratch.ids[0], id);
     assert!(r.scratch.hits[0].is_some(), "found by its id");
-    if !r.scratch.run_keys.are_ids() {
+    if !r.guard.run_keys.are_ids() {
         assert_ne!(r.scratch.keys[0], id);
     }
     // Then answered by its key alone: its id never made.
